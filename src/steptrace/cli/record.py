@@ -1,0 +1,117 @@
+"""``steptrace record``: run the learning phase and write its trace."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from click._termui_impl import ProgressBar
+
+from ..data import load_dataset
+from ..recorder import RunResult, sweep
+from ..replay import format_value
+
+#: Runs of fewer rows finish before a progress bar would be any use.
+PROGRESS_MIN_ROWS = 20_000
+
+
+def describe(result: RunResult) -> str:
+    """One line per run: where it went and what it came to."""
+    s = result.summary
+    loss = "no steps" if s.final_loss is None else f"final loss {format_value(s.final_loss)}"
+    if s.diverged_at is not None:
+        fate = f"DIVERGED at step {s.diverged_at} ({s.diverged_why})"
+    else:
+        fate = "did not diverge"
+    status = "" if result.status == "complete" else f" [{result.status}]"
+    return f"{result.path}: {s.steps} steps, {s.rows} rows{status}; {loss}; {fate}"
+
+
+@click.command("record")
+@click.option(
+    "--dataset",
+    default="seed",
+    show_default=True,
+    help="'seed' (the article's three patients) or a .csv/.parquet file.",
+)
+@click.option("--target", help="Output column of a dataset file [default: the last column].")
+@click.option("--features", help="Comma-separated input columns [default: all but the target].")
+@click.option(
+    "--lr",
+    "lrs",
+    multiple=True,
+    default=("1",),
+    show_default=True,
+    help="Learning rate α, read exactly (0.001, 1e-7, 1/200). Repeat for a sweep.",
+)
+@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Samples per weight update; the batch loss is their mean.",
+)
+@click.option(
+    "--numerics",
+    type=click.Choice(["exact", "float64", "float32"]),
+    default="exact",
+    show_default=True,
+    help="Number system the maths runs in.",
+)
+@click.option(
+    "--init",
+    help="Initial weights W1,W2,… read exactly "
+    "[default: the article's 1/200,-3000/11600000,1/5800].",
+)
+@click.option(
+    "--shuffle/--no-shuffle",
+    default=False,
+    show_default=True,
+    help="Visit the samples in a new random order each epoch.",
+)
+@click.option("--seed", type=int, help="Seed of the shuffling (chosen and recorded if omitted).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("traces"),
+    show_default=True,
+    help="Folder the run folders go into.",
+)
+@click.option("--name", help="Run folder name [default: DATASET-NUMERICS-lrLR].")
+def command(
+    dataset: str, target: str | None, features: str | None, lrs: tuple[str, ...], epochs: int,
+    batch_size: int, numerics: str, init: str | None, shuffle: bool, seed: int | None,
+    out: Path, name: str | None,
+) -> None:  # fmt: skip
+    """Record every step of training into Parquet traces, one run per learning rate.
+
+    \b
+    Example:
+        steptrace record                                  # the article, exactly
+        steptrace record --numerics float64 --lr 1e-7 --lr 1e-6 --epochs 100
+    """
+    ds = load_dataset(dataset, target, features.split(",") if features else None)
+    total = len(ds) * max(epochs, 1) * len(lrs)
+    settings: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, numerics=numerics,
+                                    init=init, shuffle=shuffle, seed=seed)  # fmt: skip
+    bar: ProgressBar[int] = click.progressbar(
+        length=total, label="recording", file=sys.stderr, hidden=total < PROGRESS_MIN_ROWS
+    )
+    with bar:
+        last = 0
+
+        def progress(rows: int, _run_total: int) -> None:
+            nonlocal last
+            if rows < last:  # the next run of the sweep has started
+                last = 0
+            bar.update(rows - last)
+            last = rows
+
+        results = sweep(list(lrs), ds, out=out, name=name, progress=progress, **settings)
+    for result in results:
+        click.echo(describe(result))
+    if len(results) == 1:
+        click.echo(f"Replay it: steptrace replay {results[0].path}")

@@ -1,0 +1,53 @@
+"""``steptrace replay``: print a trace step by step, as the article does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import TraceError
+from ..reader import Trace, find_traces, open_trace
+from ..replay import format_step, iter_steps
+
+
+def latest_run(folder: Path) -> Trace:
+    """The most recently recorded run in a folder of runs."""
+    traces, _ = find_traces(folder)
+    if not traces:
+        raise TraceError(f"no runs in {str(folder)!r}; record one with 'steptrace record'")
+    return max(traces, key=lambda t: (str(t.meta.get("created", "")), t.path.stat().st_mtime_ns))
+
+
+@click.command("replay")
+@click.argument("trace", type=click.Path(path_type=Path), default=Path("traces"))
+@click.option("--step", type=int, help="Show only this step (0-based).")
+def command(trace: Path, step: int | None) -> None:
+    """Print each step of a run as the article does: forward table, loss, backward pass,
+    update. TRACE is a run folder, or a folder of runs (the latest is replayed).
+
+    \b
+    Example:
+        steptrace replay traces/seed-exact-lr1 --step 2
+    """
+    run = open_trace(trace) if _is_run(trace) else latest_run(trace)
+    if run.path != trace:
+        click.echo(f"Replaying {run.path} (the latest run in {trace})\n")
+    total = int(run.meta.get("steps", 0))
+    if step is not None and not 0 <= step < max(total, 1):
+        raise TraceError(f"step {step} is not in {run.path} (steps 0 to {total - 1})")
+    start, stop = (0, None) if step is None else (step, step + 1)
+    shown = 0
+    for rows in iter_steps(run, start, stop):
+        if shown:
+            click.echo("\n" + "─" * 72 + "\n")
+        click.echo(format_step(run, rows))
+        shown += 1
+    if step is not None and not shown:
+        raise TraceError(f"step {step} was not recorded in {run.path} (status: {run.status})")
+    if run.status != "complete":
+        click.echo(f"\nThis run is {run.status}: {run.reason or 'it did not finish'}")
+
+
+def _is_run(path: Path) -> bool:
+    return path.is_file() or (path / "_run.json").exists() or any(path.glob("part-*.parquet"))

@@ -1,0 +1,180 @@
+"""Datasets: the article's three patients, and users' CSV or Parquet files.
+
+Every value is kept as an exact rational; each run then rounds it into its own number system.
+A CSV cell such as ``0.1`` is therefore exactly one tenth in an exact run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow.parquet as pq
+
+from .errors import ConfigError, DatasetError
+from .numerics import Numerics, parse_exact
+
+__all__ = ["Dataset", "load_dataset", "seed_dataset"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Rows of (data input, data output), every value an exact rational."""
+
+    name: str
+    features: tuple[str, ...]
+    target: str
+    inputs: tuple[tuple[Fraction, ...], ...]
+    outputs: tuple[Fraction, ...]
+
+    def __len__(self) -> int:
+        return len(self.outputs)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    @property
+    def sha256(self) -> str:
+        """Content hash over the names and exact values: same data, same hash, any file type."""
+        h = hashlib.sha256()
+        h.update("\x1f".join((*self.features, self.target)).encode())
+        for x, y in zip(self.inputs, self.outputs, strict=True):
+            h.update(("\x1e" + "\x1f".join(str(v) for v in (*x, y))).encode())
+        return h.hexdigest()
+
+    def in_numerics(self, numerics: Numerics) -> tuple[list[tuple[object, ...]], list[object]]:
+        """The inputs and outputs rounded into ``numerics``; refuses values beyond its range."""
+        for row, (x, y) in enumerate(zip(self.inputs, self.outputs, strict=True)):
+            for name, q in zip((*self.features, self.target), (*x, y), strict=True):
+                if not numerics.fits(q):
+                    raise DatasetError(
+                        f"{self.name}: value {float(q):.3g} in column {name!r}, row {row} "
+                        f"is too large for {numerics.name}"
+                    )
+        xs = [tuple(numerics.make(v) for v in x) for x in self.inputs]
+        ys = [numerics.make(y) for y in self.outputs]
+        return xs, ys
+
+    def as_arrays(self, numerics: Numerics) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """Inputs (rows × features) and outputs as arrays of a floating number system."""
+        xs, ys = self.in_numerics(numerics)
+        x = np.array(xs, dtype=numerics.dtype).reshape(len(self), self.n_features)
+        return x, np.array(ys, dtype=numerics.dtype)
+
+
+def seed_dataset() -> Dataset:
+    """The article's three patients: (broccoli, Tagada strawberries, workout hours) → shape.
+
+    Output 0 is *bad shape*, 1 is *good shape*.
+    """
+    rows = [((100, 2000, 100), 0), ((200, 0, 0), 1), ((0, 2000, 3000), 1)]
+    return Dataset(
+        name="seed",
+        features=("broccoli", "tagada_strawberries", "workout_hours"),
+        target="good_shape",
+        inputs=tuple(tuple(Fraction(v) for v in x) for x, _ in rows),
+        outputs=tuple(Fraction(y) for _, y in rows),
+    )
+
+
+def load_dataset(
+    source: str | Path,
+    target: str | None = None,
+    features: Sequence[str] | None = None,
+) -> Dataset:
+    """Load ``"seed"`` (the article's data), or a CSV or Parquet file of numeric columns.
+
+    ``target`` names the output column (default: the last column); ``features`` the input
+    columns (default: every other column), in the order the weights follow.
+
+    >>> load_dataset("seed").features
+    ('broccoli', 'tagada_strawberries', 'workout_hours')
+    """
+    if str(source) == "seed":
+        return seed_dataset()
+    path = Path(source)
+    if not path.exists():
+        raise DatasetError(f"dataset {str(path)!r} does not exist (use 'seed' for the article's)")
+    if path.is_dir():
+        raise DatasetError(f"dataset {str(path)!r} is a folder; give a .csv or .parquet file")
+    header, frame = _read_table(path)
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise DatasetError(f"{path.name}: duplicate column(s) {', '.join(duplicated)}")
+    columns = [str(c) for c in frame.columns]
+    if len(columns) < 2:
+        raise DatasetError(f"{path.name}: needs at least one feature column and a target column")
+    target = columns[-1] if target is None else target
+    if target not in columns:
+        raise DatasetError(f"{path.name}: no target column {target!r} (columns: {columns})")
+    features = [c for c in columns if c != target] if features is None else list(features)
+    missing = [c for c in features if c not in columns]
+    if missing:
+        raise DatasetError(f"{path.name}: no feature column(s) {missing} (columns: {columns})")
+    if not features:
+        raise DatasetError(f"{path.name}: no feature columns besides the target {target!r}")
+    if target in features:
+        raise DatasetError(f"{path.name}: column {target!r} cannot be both feature and target")
+    if len(frame) == 0:
+        raise DatasetError(f"{path.name}: the dataset has no rows")
+    exact = {c: _exact_column(frame[c], c, path.name) for c in (*features, target)}
+    return Dataset(
+        name=path.stem,
+        features=tuple(features),
+        target=target,
+        inputs=tuple(zip(*(exact[c] for c in features), strict=True)),
+        outputs=tuple(exact[target]),
+    )
+
+
+def _read_table(path: Path) -> tuple[list[str], pd.DataFrame]:
+    """The file's column names as written (duplicates included) and its rows."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with path.open(newline="", encoding="utf-8") as f:
+                header = [c.strip() for c in next(csv.reader(f), [])]
+            if not header:
+                raise DatasetError(f"{path.name}: the file is empty")
+            # Read cells as text so that "0.1" becomes exactly 1/10, not a binary float.
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+            return header, frame
+        if suffix in (".parquet", ".pq"):
+            header = list(pq.read_schema(path).names)
+            return header, pd.read_parquet(path)
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(f"{path.name}: cannot be read as {suffix[1:]}: {first}") from None
+    raise DatasetError(f"{path.name}: unknown dataset type {suffix!r}; use .csv or .parquet")
+
+
+def _exact_column(values: pd.Series, column: str, file: str) -> list[Fraction]:
+    out: list[Fraction] = []
+    for row, v in enumerate(values.tolist()):
+        if v is None:
+            raise DatasetError(f"{file}: column {column!r}, row {row} is missing")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise DatasetError(
+                f"{file}: column {column!r}, row {row} is {v}; values must be finite"
+            )
+        if isinstance(v, str) and v.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            raise DatasetError(
+                f"{file}: column {column!r}, row {row} is {v}; values must be finite"
+            )
+        if isinstance(v, str) and not v.strip():
+            raise DatasetError(f"{file}: column {column!r}, row {row} is empty")
+        try:
+            out.append(parse_exact(v, what=f"column {column!r}, row {row}"))
+        except ConfigError as exc:
+            raise DatasetError(f"{file}: {exc} (columns must be numeric)") from None
+    return out

@@ -1,0 +1,58 @@
+"""One exception family for everything a user can get wrong.
+
+Every message says what went wrong and, where it helps, what to do instead. The command line
+prints ``Error: <message>`` on one line for any :class:`SteptraceError` and never a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DatasetError",
+    "ExactLimitError",
+    "Interrupted",
+    "NewerFormatError",
+    "SteptraceError",
+    "TraceError",
+    "WriteError",
+]
+
+
+class SteptraceError(Exception):
+    """Base class of every error steptrace raises on purpose."""
+
+    exit_code = 2
+
+
+class ConfigError(SteptraceError, ValueError):
+    """A setting is invalid: learning rate, epochs, batch size, numerics, initial weights."""
+
+
+class DatasetError(SteptraceError, ValueError):
+    """A dataset cannot be used: missing or non-numeric columns, NaN, empty, wrong width."""
+
+
+class TraceError(SteptraceError):
+    """A path is not a readable steptrace trace, or two traces cannot be compared."""
+
+
+class NewerFormatError(TraceError):
+    """A trace was written by a newer steptrace whose format this version cannot read."""
+
+
+class WriteError(SteptraceError, OSError):
+    """A trace could not be written (read-only folder, disk full ...); flushed steps are kept."""
+
+    exit_code = 1
+
+
+class ExactLimitError(SteptraceError):
+    """Exact arithmetic outgrew the size steptrace allows; the steps so far are kept."""
+
+    exit_code = 1
+
+
+class Interrupted(SteptraceError):
+    """The user pressed Ctrl-C; the steps recorded so far were flushed and kept."""
+
+    exit_code = 130

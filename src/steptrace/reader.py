@@ -1,0 +1,294 @@
+"""Reading traces: one run, or every run in a folder, into pandas.
+
+A trace is a run folder written by :class:`~steptrace.writer.TraceWriter` (or a single part
+file of one). Readers ignore columns they do not know, refuse a newer major format version,
+and never load more than the columns and row groups asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from .errors import SteptraceError, TraceError
+from .schema import check_version, metadata_of, vector
+from .writer import LOCK_NAME, RUN_FILE
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Trace", "find_traces", "load_trace", "load_traces", "open_trace"]
+
+Filters: TypeAlias = pc.Expression | Sequence[tuple[str, str, Any]] | None
+
+#: Run settings added as columns by :func:`load_traces` (and shown by the dashboard).
+SETTING_COLUMNS = (
+    "run",
+    "numerics",
+    "lr_text",
+    "batch_size",
+    "epochs",
+    "shuffle",
+    "seed",
+    "status",
+)
+
+
+@dataclass
+class Trace:
+    """One recorded run: its metadata and status, and its rows on demand."""
+
+    path: Path
+    meta: dict[str, Any]
+    status: str
+    reason: str | None = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path.is_dir() else self.path.stem
+
+    @property
+    def run_id(self) -> str:
+        return str(self.meta["run_id"])
+
+    @property
+    def numerics(self) -> str:
+        return str(self.meta["numerics"])
+
+    @property
+    def lr_text(self) -> str:
+        return str(self.meta["lr"])
+
+    @property
+    def n_features(self) -> int:
+        return len(self.meta["dataset"]["features"])
+
+    @property
+    def is_exact(self) -> bool:
+        return self.numerics == "exact"
+
+    def settings(self) -> dict[str, Any]:
+        """The run's settings, one value each (what :func:`load_traces` adds as columns)."""
+        return {
+            "run": self.name,
+            "numerics": self.numerics,
+            "lr_text": self.lr_text,
+            "batch_size": int(self.meta["batch_size"]),
+            "epochs": int(self.meta["epochs"]),
+            "shuffle": bool(self.meta.get("shuffle", False)),
+            "seed": self.meta.get("seed"),
+            "status": self.status,
+        }
+
+    @cached_property
+    def _footers(self) -> list[pq.FileMetaData]:
+        return [pq.read_metadata(f) for f in self.files]
+
+    @property
+    def num_rows(self) -> int:
+        """Rows on disk, from the Parquet footers (no data read)."""
+        return sum(m.num_rows for m in self._footers)
+
+    def dataset(self) -> pads.Dataset:
+        """The run as a pyarrow dataset (its part files, in order)."""
+        if not self.files:
+            return pads.dataset(pa.table({}, schema=self.schema()))
+        return pads.dataset([str(f) for f in self.files], format="parquet")
+
+    def schema(self) -> pa.Schema:
+        if self.files:
+            return pq.read_schema(self.files[0])
+        from .schema import arrow_schema
+
+        return arrow_schema(self.n_features, self.is_exact, self.meta)
+
+    def read_table(self, columns: Sequence[str] | None = None, filters: Filters = None) -> pa.Table:
+        """The rows as an Arrow table, in recording order; only ``columns``, only the row
+        groups ``filters`` may match."""
+        expression = _expression(filters)
+        names = self.schema().names
+        if columns is not None:
+            unknown = [c for c in columns if c not in names]
+            if unknown:
+                raise TraceError(f"{self.path}: no column(s) {', '.join(unknown)} in this trace")
+        tables = []
+        for f in self.files:
+            try:
+                table = pads.dataset(str(f), format="parquet").to_table(
+                    columns=list(columns) if columns is not None else None, filter=expression
+                )
+            except (OSError, pa.ArrowException) as exc:
+                raise TraceError(f"{f}: unreadable part file ({exc})") from None
+            tables.append(table)
+        if not tables:
+            empty = self.schema()
+            if columns is not None:
+                empty = pa.schema([empty.field(c) for c in columns], metadata=empty.metadata)
+            return empty.empty_table()
+        return pa.concat_tables(tables, promote_options="default")
+
+    def read(self, columns: Sequence[str] | None = None, filters: Filters = None) -> pd.DataFrame:
+        """The rows as a DataFrame (see :meth:`read_table`)."""
+        frame: pd.DataFrame = self.read_table(columns, filters).to_pandas()
+        return frame
+
+    def step(self, step: int, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The rows of one step (one per sample of its batch)."""
+        return self.read(columns, pc.field("step") == step)
+
+    def vector(self, name: str) -> list[str]:
+        """Column names of one field of this trace, e.g. ``vector("w_after")``."""
+        return vector(name, self.n_features)
+
+
+def _expression(filters: Filters) -> pc.Expression | None:
+    if filters is None or isinstance(filters, pc.Expression):
+        return filters
+    try:
+        return pq.filters_to_expression(list(filters))
+    except (TypeError, ValueError) as exc:
+        raise TraceError(f"invalid filters {filters!r}: {exc}") from None
+
+
+def _writer_alive(run_dir: Path) -> bool:
+    """Whether a recorder still holds the run's lock (it dies with its process)."""
+    lock = run_dir / LOCK_NAME
+    if fcntl is None or not lock.exists():
+        return False
+    try:
+        with open(lock) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
+
+
+def open_trace(path: str | Path) -> Trace:
+    """Open a run folder (or one Parquet part file) without reading its rows.
+
+    Raises :class:`~steptrace.errors.TraceError` if ``path`` is not a steptrace trace and
+    :class:`~steptrace.errors.NewerFormatError` if it was written in a newer format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TraceError(f"no trace at {str(path)!r}")
+    if path.is_file():
+        meta = _footer_metadata(path)
+        return Trace(
+            path, meta, "unknown", "a single part file; its run's status is not known", [path]
+        )
+    files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith(("_", ".")))
+    run_file = path / RUN_FILE
+    if run_file.exists():
+        try:
+            info = json.loads(run_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise TraceError(f"{run_file}: unreadable run metadata ({exc})") from None
+        if not isinstance(info, dict):
+            raise TraceError(f"{run_file}: not steptrace run metadata")
+        check_version(info, str(path))
+        status, reason = str(info.get("status", "incomplete")), info.get("reason")
+        if status != "complete" and _writer_alive(path):
+            status, reason = "running", "a recorder is writing this run"
+        meta = {k: v for k, v in info.items() if k not in ("status", "reason", "summary")}
+    elif files:
+        meta = _footer_metadata(files[0])
+        status, reason = "unknown", f"no {RUN_FILE}"
+    else:
+        raise TraceError(f"{str(path)!r} is not a steptrace trace (no {RUN_FILE}, no part files)")
+    _require(meta, str(path))
+    return Trace(path, meta, status, reason, files)
+
+
+def _footer_metadata(file: Path) -> dict[str, Any]:
+    try:
+        schema = pq.read_schema(file)
+    except (OSError, pa.ArrowException) as exc:
+        raise TraceError(f"{file}: not a readable Parquet file ({exc})") from None
+    return metadata_of(schema, str(file))
+
+
+def _require(meta: dict[str, Any], where: str) -> None:
+    for key in ("run_id", "numerics", "lr", "batch_size", "epochs", "dataset"):
+        if key not in meta:
+            raise TraceError(f"{where}: run metadata lacks {key!r}; not a steptrace trace")
+
+
+def find_traces(folder: str | Path) -> tuple[list[Trace], list[tuple[Path, str]]]:
+    """Every run under ``folder`` (searched recursively), and the paths that could not be
+    opened with the reason why — so one bad run never hides the others."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise TraceError(f"no folder {str(folder)!r}")
+    if not folder.is_dir() or (folder / RUN_FILE).exists():
+        return [open_trace(folder)], []
+    candidates = {p.parent for p in folder.rglob(RUN_FILE)}
+    candidates |= {
+        p.parent
+        for p in folder.rglob("*.parquet")
+        if not any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts)
+    }
+    traces, problems = [], []
+    for run_dir in sorted(candidates):
+        if run_dir == folder:
+            # Loose Parquet files directly in the folder: each one on its own.
+            for file in sorted(folder.glob("*.parquet")):
+                try:
+                    traces.append(open_trace(file))
+                except SteptraceError as exc:
+                    problems.append((file, str(exc)))
+            continue
+        try:
+            traces.append(open_trace(run_dir))
+        except SteptraceError as exc:
+            problems.append((run_dir, str(exc)))
+    return traces, problems
+
+
+def load_trace(
+    path: str | Path, columns: Sequence[str] | None = None, filters: Filters = None
+) -> pd.DataFrame:
+    """One run as a DataFrame: one row per (step, sample), value columns float64.
+
+    >>> df = load_trace("traces/golden/article-exact")  # doctest: +SKIP
+    >>> df.loc[df.step == 2, ["o2_1", "loss", "d3_1"]]  # doctest: +SKIP
+    """
+    return open_trace(path).read(columns, filters)
+
+
+def load_traces(
+    folder: str | Path, columns: Sequence[str] | None = None, filters: Filters = None
+) -> pd.DataFrame:
+    """Every run in ``folder`` as one DataFrame, each run's settings (run, numerics, lr_text,
+    batch_size, epochs, shuffle, seed, status) added as columns. Raises on the first run that
+    cannot be read; use :func:`find_traces` to skip bad ones."""
+    traces, problems = find_traces(folder)
+    if problems:
+        raise TraceError(problems[0][1])
+    frames = []
+    for trace in traces:
+        df = trace.read(columns, filters)
+        for key, value in trace.settings().items():
+            if key not in df.columns:
+                df[key] = value
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)

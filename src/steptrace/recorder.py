@@ -1,0 +1,197 @@
+"""Recording runs: dataset + settings → trainer → writer → a run folder in ``traces/``."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .data import Dataset, load_dataset
+from .errors import Interrupted, SteptraceError
+from .schema import FORMAT_VERSION, vector
+from .summary import RunSummary, SummaryTracker
+from .trainer import Settings, iter_blocks, steps_per_epoch
+from .writer import TraceWriter, make_run_dir
+
+__all__ = ["RunResult", "record", "sweep"]
+
+Progress = Callable[[int, int], None]
+"""Called with (rows recorded so far, rows the run will have)."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a run went and what it came to."""
+
+    path: Path
+    run_id: str
+    status: str
+    reason: str | None
+    summary: RunSummary
+
+
+def run_metadata(dataset: Dataset, settings: Settings, run_id: str, name: str) -> dict[str, Any]:
+    """The metadata stored with a run (see docs/trace-format.md, "Run metadata")."""
+    spe = steps_per_epoch(len(dataset), settings.batch_size)
+    return {
+        "format_version": FORMAT_VERSION,
+        "steptrace_version": __version__,
+        "run_id": run_id,
+        "name": name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "numerics": settings.numerics.name,
+        "lr": settings.lr_text,
+        "lr_exact": str(settings.lr),
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "shuffle": settings.shuffle,
+        "seed": settings.seed,
+        "init": [str(q) for q in settings.init],
+        "steps_per_epoch": spe,
+        "steps": spe * settings.epochs,
+        "dataset": {
+            "name": dataset.name,
+            "sha256": dataset.sha256,
+            "rows": len(dataset),
+            "features": list(dataset.features),
+            "target": dataset.target,
+        },
+    }
+
+
+def default_name(dataset: Dataset, settings: Settings) -> str:
+    return f"{dataset.name}-{settings.numerics.name}-lr{settings.lr_text}"
+
+
+@contextlib.contextmanager
+def _ctrl_c_requests_stop() -> Iterator[threading.Event]:
+    """While recording, a first Ctrl-C asks for a clean stop after the current block; a second
+    one interrupts at once."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def record_settings(
+    dataset: Dataset,
+    settings: Settings,
+    out: str | Path = "traces",
+    name: str | None = None,
+    progress: Progress | None = None,
+    flush_seconds: float = 1.0,
+) -> RunResult:
+    """Record one run of already validated settings (see :func:`record`)."""
+    run_dir = make_run_dir(Path(out), name or default_name(dataset, settings))
+    run_id = uuid.uuid4().hex
+    meta = run_metadata(dataset, settings, run_id, run_dir.name)
+    spe = steps_per_epoch(len(dataset), settings.batch_size)
+    total_rows = len(dataset) * settings.epochs
+    tracker = SummaryTracker(spe)
+    writer = TraceWriter(
+        run_dir, dataset.n_features, settings.numerics.is_exact, meta, flush_seconds=flush_seconds
+    )
+    w_cols = vector("w_after", dataset.n_features)
+    status, reason = "incomplete", None
+    try:
+        with _ctrl_c_requests_stop() as stop:
+            for block in iter_blocks(dataset, settings):
+                writer.write(block)
+                tracker.update(block, np.column_stack([block[c] for c in w_cols]))
+                if progress is not None:
+                    progress(tracker.rows, total_rows)
+                if stop.is_set():
+                    reason = f"interrupted by Ctrl-C after step {tracker.steps - 1}"
+                    raise Interrupted(
+                        f"{reason}; the {tracker.steps} steps recorded so far are in {run_dir} "
+                        "(marked incomplete)"
+                    )
+        status = "complete"
+    except SteptraceError as exc:
+        reason = reason or str(exc)
+        raise
+    except BaseException as exc:
+        reason = f"stopped by {type(exc).__name__}"
+        raise
+    finally:
+        summary = tracker.result()
+        writer.close(status, reason, summary.as_dict())
+    return RunResult(run_dir, run_id, status, reason, summary)
+
+
+def record(
+    dataset: str | Path | Dataset = "seed",
+    lr: str | float | Fraction = "1",
+    *,
+    epochs: int = 1,
+    batch_size: int = 1,
+    numerics: str = "exact",
+    init: str | Sequence[str | float | Fraction] | None = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    out: str | Path = "traces",
+    name: str | None = None,
+    target: str | None = None,
+    features: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Record one run into a new folder under ``out`` and return where it went.
+
+    Numbers may be given as text (``"1e-7"``, ``"1/200"``) and are then taken exactly.
+
+    >>> result = record("seed", lr="1", numerics="exact", out="traces")  # doctest: +SKIP
+    >>> result.summary.final_loss  # doctest: +SKIP
+    0.5
+    """
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, target, features)
+    settings = Settings.parse(ds, lr, epochs, batch_size, numerics, init, shuffle, seed)
+    return record_settings(ds, settings, out, name, progress)
+
+
+def sweep(
+    lrs: Sequence[str | float | Fraction],
+    dataset: str | Path | Dataset = "seed",
+    *,
+    out: str | Path = "traces",
+    name: str | None = None,
+    target: str | None = None,
+    features: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    **settings: Any,
+) -> list[RunResult]:
+    """Record one run per learning rate, same data and settings, all into ``out``.
+
+    Every setting is checked before the first run starts, so a bad learning rate at the end of
+    the list does not leave half a sweep behind.
+    """
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, target, features)
+    if settings.get("shuffle") and settings.get("seed") is None:
+        # One seed for the whole sweep: every learning rate sees the same order of samples.
+        settings["seed"] = int(np.random.SeedSequence().generate_state(1)[0])
+    parsed = [Settings.parse(ds, lr, **settings) for lr in lrs]
+    results = []
+    for s in parsed:
+        run_name = f"{name}-lr{s.lr_text}" if name and len(parsed) > 1 else name
+        results.append(record_settings(ds, s, out, run_name, progress))
+    return results

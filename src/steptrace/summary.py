@@ -1,0 +1,100 @@
+"""What a run came to: final loss, and whether (and where) it diverged.
+
+A run *diverges* at the first step whose batch loss or new weights are not finite (overflow to
+inf, then NaN), or whose batch loss exceeds :data:`BLOWUP_FACTOR` times the largest batch loss
+of the first epoch. Divergence is data, not an error: it is recorded faithfully and reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["BLOWUP_FACTOR", "RunSummary", "SummaryTracker", "batch_losses"]
+
+BLOWUP_FACTOR = 1e6
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    rows: int
+    steps: int
+    final_loss: float | None
+    min_loss: float | None
+    min_loss_step: int | None
+    diverged_at: int | None
+    diverged_why: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def batch_losses(
+    step: npt.NDArray[np.int64], loss: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Each step's batch loss (the mean of its samples' losses), for rows grouped by step."""
+    if len(step) == 0:
+        return step, loss
+    starts = np.flatnonzero(np.diff(step, prepend=step[0] - 1))
+    counts = np.diff(np.append(starts, len(step)))
+    with np.errstate(all="ignore"):
+        means = np.add.reduceat(loss, starts) / counts
+    return step[starts], means
+
+
+class SummaryTracker:
+    """Builds a :class:`RunSummary` from the blocks of a run, as they are recorded."""
+
+    def __init__(self, steps_per_epoch: int) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        self.rows = 0
+        self.steps = 0
+        self.final_loss: float | None = None
+        self.min_loss: float | None = None
+        self.min_loss_step: int | None = None
+        self.reference = 0.0  # largest batch loss of the first epoch
+        self.diverged_at: int | None = None
+        self.diverged_why: str | None = None
+
+    def update(self, block: dict[str, Any], w_after: npt.NDArray[np.float64]) -> None:
+        """Take a block's ``step`` and ``loss`` columns and its rows' new weights."""
+        steps, losses = batch_losses(block["step"], block["loss"])
+        self.rows += len(block["step"])
+        self.steps += len(steps)
+        if not len(steps):
+            return
+        self.final_loss = float(losses[-1])
+        finite = np.isfinite(losses)
+        if finite.any():
+            i = int(np.argmin(np.where(finite, losses, np.inf)))
+            if self.min_loss is None or losses[i] < self.min_loss:
+                self.min_loss, self.min_loss_step = float(losses[i]), int(steps[i])
+        first_epoch = steps < self.steps_per_epoch
+        if first_epoch.any() and finite[first_epoch].any():
+            self.reference = max(self.reference, float(np.max(losses[first_epoch & finite])))
+        if self.diverged_at is not None:
+            return
+        bad_w = ~np.isfinite(w_after).all(axis=1)
+        row_steps = block["step"]
+        candidates = []
+        if (~finite).any():
+            candidates.append((int(steps[~finite][0]), "loss is not finite"))
+        if bad_w.any():
+            candidates.append((int(row_steps[bad_w][0]), "weights are not finite"))
+        if self.reference > 0:
+            blown = (~first_epoch) & finite & (losses > BLOWUP_FACTOR * self.reference)
+            if blown.any():
+                candidates.append(
+                    (int(steps[blown][0]), f"loss over {BLOWUP_FACTOR:g}× the first epoch's")
+                )
+        if candidates:
+            self.diverged_at, self.diverged_why = min(candidates)
+
+    def result(self) -> RunSummary:
+        return RunSummary(
+            self.rows, self.steps, self.final_loss, self.min_loss, self.min_loss_step,
+            self.diverged_at, self.diverged_why,
+        )  # fmt: skip

@@ -1,0 +1,241 @@
+"""Streaming, crash-safe trace writing.
+
+A run is a folder::
+
+    traces/<run>/
+        _run.json              run metadata and status (complete / incomplete)
+        .lock                  held (flock) while a recorder is writing
+        .part-000003.parquet.tmp   the part being written (invisible to readers)
+        part-000000.parquet    flushed parts: plain Parquet, each self-describing
+        part-000001.parquet
+
+Rows are buffered in memory up to one row group, written to the part in progress, and at least
+once a second the part is closed, fsynced and renamed into place. A rename is atomic, so a reader
+— or a recorder killed with SIGKILL — only ever sees whole Parquet files holding whole steps.
+``_run.json`` says ``incomplete`` from the start and ``complete`` only after the last flush, so
+a run that dies is marked as such without anyone having to notice. Every file that is not data
+starts with ``_`` or ``.``, the prefixes pandas, pyarrow, DuckDB and Spark skip in a folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import WriteError
+from .schema import EXACT_SUFFIX, arrow_schema
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["LOCK_NAME", "RUN_FILE", "TraceWriter", "make_run_dir", "write_json_atomic"]
+
+RUN_FILE = "_run.json"
+LOCK_NAME = ".lock"
+PART_FORMAT = "part-{:06d}.parquet"
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` as JSON, all at once (write aside, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def make_run_dir(out: Path, name: str) -> Path:
+    """Create a new, empty run folder ``out/name`` (``name-2``, ``name-3`` … if taken).
+
+    ``mkdir`` either creates the folder or fails, so concurrent recorders never share one.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._=+-]+", "_", name).strip("._") or "run"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(f"cannot create output folder {str(out)!r}: {exc.strerror}") from None
+    for attempt in range(1, 10_000):
+        path = out / (safe if attempt == 1 else f"{safe}-{attempt}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise WriteError(f"cannot create run folder in {str(out)!r}: {exc.strerror}") from None
+        return path
+    raise WriteError(f"too many runs named {safe!r} in {str(out)!r}")
+
+
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """Encodings chosen per column type: see docs/trace-format.md, "Encodings"."""
+    floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+    ints = [f.name for f in schema if pa.types.is_integer(f.type)]
+    strings = [f.name for f in schema if pa.types.is_string(f.type)]
+    encoding = {name: "BYTE_STREAM_SPLIT" for name in floats}
+    encoding.update({name: "DELTA_BINARY_PACKED" for name in ints})
+    return {
+        "compression": "zstd",
+        "compression_level": 1,
+        "use_dictionary": [s for s in strings if not s.endswith(EXACT_SUFFIX)] or False,
+        "column_encoding": encoding,
+        "write_statistics": ["step", "epoch", "sample"],
+    }
+
+
+class TraceWriter:
+    """Writes one run's blocks of rows into its folder; see the module docstring.
+
+    Use as a context manager, or call :meth:`close` with the final status.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        n_features: int,
+        exact: bool,
+        meta: dict[str, Any],
+        flush_seconds: float = 1.0,
+        row_group_rows: int = 65_536,
+        first_part: int = 0,
+    ) -> None:
+        self.run_dir = run_dir
+        self.meta = meta
+        self.schema = arrow_schema(n_features, exact, meta)
+        self.options = parquet_options(self.schema)
+        self.flush_seconds = flush_seconds
+        self.row_group_rows = row_group_rows
+        self.rows_flushed = 0
+        self.parts = first_part
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._part: pq.ParquetWriter | None = None
+        self._part_rows = 0
+        self._last_flush = time.monotonic()
+        self._constants = {k: meta[k] for k in ("run_id", "numerics", "batch_size")}
+        self._lock = self._take_lock()
+        self._write_status("incomplete", None, {})
+
+    def _take_lock(self) -> Any:
+        path = self.run_dir / LOCK_NAME
+        try:
+            handle = open(path, "a")  # noqa: SIM115 - held for the writer's lifetime
+        except OSError as exc:
+            raise WriteError(f"cannot write in {str(self.run_dir)!r}: {exc.strerror}") from None
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return handle
+
+    def _write_status(self, status: str, reason: str | None, summary: dict[str, Any]) -> None:
+        info = {**self.meta, "status": status, "reason": reason, "summary": summary}
+        try:
+            write_json_atomic(self.run_dir / RUN_FILE, info)
+        except OSError as exc:
+            raise WriteError(
+                f"cannot write {RUN_FILE} in {str(self.run_dir)!r}: {exc.strerror}"
+            ) from None
+
+    @property
+    def _tmp_path(self) -> Path:
+        return self.run_dir / f".{PART_FORMAT.format(self.parts)}.tmp"
+
+    def write(self, block: dict[str, Any]) -> None:
+        """Queue a block of whole steps; writes a row group or flushes when due."""
+        rows = len(block["step"])
+        columns = {
+            f.name: block[f.name] if f.name in block else self._constant(f.name, rows)
+            for f in self.schema
+        }
+        batch = pa.RecordBatch.from_pydict(columns, schema=self.schema)
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= self.row_group_rows:
+            self._write_row_group()
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def _constant(self, name: str, rows: int) -> pa.Array:
+        """The run-wide columns (run_id, numerics, batch_size), repeated on every row."""
+        if name not in self._constants:
+            raise KeyError(f"block lacks column {name!r}")
+        field = self.schema.field(name)
+        return pa.repeat(pa.scalar(self._constants[name], field.type), rows)
+
+    def _write_row_group(self) -> None:
+        if not self._pending_rows:
+            return
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        self._pending, self._pending_rows = [], 0
+        try:
+            if self._part is None:
+                self._part = pq.ParquetWriter(self._tmp_path, self.schema, **self.options)
+            self._part.write_table(table, row_group_size=max(table.num_rows, 1))
+        except OSError as exc:
+            self._abandon_part()
+            raise WriteError(self._lost_message(exc)) from None
+        self._part_rows += table.num_rows
+
+    def flush(self) -> None:
+        """Make every queued row readable: close the part in progress and rename it in place."""
+        self._write_row_group()
+        self._last_flush = time.monotonic()
+        if self._part is None:
+            return
+        tmp = self._tmp_path
+        try:
+            self._part.close()
+            self._part = None
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.run_dir / PART_FORMAT.format(self.parts))
+        except OSError as exc:
+            self._abandon_part()
+            raise WriteError(self._lost_message(exc)) from None
+        self.parts += 1
+        self.rows_flushed += self._part_rows
+        self._part_rows = 0
+
+    def _abandon_part(self) -> None:
+        """Drop the part in progress (it is not valid Parquet yet); flushed parts stay."""
+        if self._part is not None:
+            with contextlib.suppress(Exception):
+                self._part.close()
+            self._part = None
+        with contextlib.suppress(OSError):
+            self._tmp_path.unlink()
+        self._part_rows = 0
+
+    def _lost_message(self, exc: OSError) -> str:
+        return (
+            f"cannot write trace {str(self.run_dir)!r}: {exc.strerror or exc}; the "
+            f"{self.rows_flushed} rows flushed before are kept and the run is marked incomplete"
+        )
+
+    def close(
+        self,
+        status: str = "complete",
+        reason: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
+        """Flush, then record the final status. ``incomplete`` runs keep every flushed row."""
+        try:
+            if status == "complete":
+                self.flush()
+            else:
+                with contextlib.suppress(WriteError):
+                    self.flush()
+            self._write_status(status, reason, {**(summary or {}), "rows": self.rows_flushed})
+        finally:
+            self._abandon_part()
+            self._lock.close()
