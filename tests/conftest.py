@@ -1,0 +1,47 @@
+"""Shared fixtures: a scratch traces folder and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from steptrace.cli import cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def traces(tmp_path: Path) -> Path:
+    """An empty folder to record runs into."""
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def run_cli():
+    """Invoke ``steptrace ARGS…`` in-process; returns click's Result (exit_code, output)."""
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return run
+
+
+def steptrace_subprocess(*args: str, cwd: Path | None = None, **kwargs) -> subprocess.Popen[str]:
+    """Start ``python -m steptrace ARGS…`` as a real process."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "steptrace", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
