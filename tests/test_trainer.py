@@ -1,3 +1,4 @@
+import itertools
 from fractions import Fraction
 
 import pytest
@@ -86,7 +87,7 @@ def test_blocks_end_on_step_boundaries_and_carry_every_row(numerics):
     blocks = list(iter_blocks(ds, s, max_rows=4))
     steps = [int(st) for b in blocks for st in b["step"]]
     assert steps == [e.step for e in iter_events(ds, s)]
-    for a, b in zip(blocks, blocks[1:], strict=False):
+    for a, b in itertools.pairwise(blocks):
         assert a["step"][-1] != b["step"][0]
 
 
