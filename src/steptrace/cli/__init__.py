@@ -48,7 +48,7 @@ class SteptraceGroup(click.Group):
         sys.exit(code)
 
 
-@click.group(cls=SteptraceGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("steptrace", cls=SteptraceGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="steptrace")
 def cli() -> None:
     """Record, replay, compare and analyse every number of a learning process.
@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="steptrace")
 
 
+from . import diff as _diff  # noqa: E402
 from . import record as _record  # noqa: E402
 from . import replay as _replay  # noqa: E402
 
-for _module in (_record, _replay):
+for _module in (_record, _replay, _diff):
     cli.add_command(_module.command)

@@ -1,0 +1,117 @@
+"""The command line: record and replay, their output, and one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from steptrace import __version__, open_trace
+
+from .conftest import REPO
+
+
+def test_record_then_replay_prints_the_articles_three_steps(traces, run_cli):
+    result = run_cli("record", "--out", traces)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"{traces}/seed-exact-lr1: 3 steps, 3 rows; final loss 0.5; did not diverge",
+        f"Replay it: steptrace replay {traces}/seed-exact-lr1",
+    ]
+    replay = run_cli("replay", traces / "seed-exact-lr1")
+    assert replay.exit_code == 0
+    out = replay.output
+    assert out.count("Step ") == 3
+    assert "Step 2 · epoch 0 · sample 2 · exact · α = 1" in out
+    assert "| (0, 2000, 3000) | (0, 2000, 3000) | 0           | 0           |" in out
+    assert "loss = 1/2 (0 - 1)^2 = 1/2" in out
+    assert "δ3 = δ4 if o2 >= 0 else 0     = -1   (o2 = 0: gate open)" in out
+    assert "δ2 = δ3 . w                   = (-1/200, 3/11600, -1/5800)" in out
+    assert "∂Loss/∂W2 = δ3 * o1           = (0, -2000, -3000)" in out
+    assert "     = (1/200, -3/11600, 1/5800) - 1 * (0, -2000, -3000)" in out
+    assert "     = (1/200, 23199997/11600, 17400001/5800)" in out
+
+
+def test_replay_one_step_and_the_latest_run_of_a_folder(traces, run_cli):
+    run_cli("record", "--out", traces, "--numerics", "float64")
+    run_cli("record", "--out", traces, "--numerics", "float32")
+    result = run_cli("replay", traces, "--step", "1")
+    assert result.exit_code == 0
+    assert result.output.startswith(f"Replaying {traces}/seed-float32-lr1 (the latest run in ")
+    assert result.output.count("Step ") == 1
+    assert "Step 1 · epoch 0 · sample 1 · float32 · α = 1" in result.output
+    assert "δ3 = δ4 if o2 >= 0 else 0     = -0.00040978193" in result.output
+
+
+def test_float64_replay_shows_the_closed_gate(traces, run_cli):
+    run_cli("record", "--out", traces, "--numerics", "float64")
+    out = run_cli("replay", traces / "seed-float64-lr1", "--step", "2").output
+    assert "(o2 = -1.1102230246251565e-16: gate closed)" in out
+    assert "the weights did not change" in out
+
+
+def test_sweep_records_one_run_per_learning_rate(traces, run_cli):
+    result = run_cli("record", "--out", traces, "--lr", "1", "--lr", "1e-3", "--lr", "1/8",
+                     "--numerics", "float64", "--epochs", "4")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in traces.iterdir())
+    assert names == ["seed-float64-lr1", "seed-float64-lr1_8", "seed-float64-lr1e-3"]
+    assert open_trace(traces / "seed-float64-lr1_8").meta["lr_exact"] == "1/8"
+    assert result.output.count("12 steps, 12 rows") == 3
+
+
+def test_a_run_that_diverges_says_so(tmp_path, traces, run_cli):
+    # Each step overshoots to the other side, where the other sample's gate is open: the
+    # weight grows tenfold per step until it overflows.
+    seesaw = tmp_path / "seesaw.csv"
+    seesaw.write_text("a,t\n1,1\n-1,1\n")
+    result = run_cli("record", "--out", traces, "--dataset", seesaw, "--numerics", "float64",
+                     "--lr", "10", "--init", "2", "--epochs", "200")  # fmt: skip
+    assert result.exit_code == 0
+    assert "DIVERGED at step 5 (loss over 1e+06× the first epoch's)" in result.output
+    assert result.stderr == ""  # divergence is data: no warnings
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "code"),
+    [
+        (["record", "--numerics", "float16"],
+         "Error: Invalid value for '--numerics': 'float16' is not one of 'exact', 'float64', "
+         "'float32'. (see 'steptrace record -h')", 2),
+        (["record", "--lr", "fast"],
+         "Error: learning rate must be a number such as 0.5, 1e-7 or 1/200, got 'fast'", 2),
+        (["record", "--epochs", "0"],
+         "Error: epochs must be a whole number of at least 1, got 0", 2),
+        (["record", "--batch-size", "0"],
+         "Error: batch size must be a whole number of at least 1, got 0", 2),
+        (["record", "--dataset", "missing.csv"],
+         "Error: dataset 'missing.csv' does not exist (use 'seed' for the article's)", 2),
+        (["replay", "nowhere"], "Error: no folder 'nowhere'", 2),
+        (["frobnicate"], "Error: No such command 'frobnicate'. (see 'steptrace -h')", 2),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(tmp_path, run_cli, args, message, code):
+    result = run_cli(*args, "--out", tmp_path) if args[0] == "record" else run_cli(*args)
+    assert result.exit_code == code
+    assert result.stderr.strip() == message
+    assert result.stdout == ""
+
+
+def test_an_output_folder_that_cannot_be_written(tmp_path, run_cli):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_cli("record", "--out", blocker / "sub")
+    assert result.exit_code == 1
+    assert (
+        result.stderr.strip()
+        == f"Error: cannot create output folder '{blocker}/sub': Not a directory"
+    )
+
+
+def test_version_help_and_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "steptrace", "--version"],
+                         capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == f"steptrace, version {__version__}"
+    for command in ("record", "replay"):
+        help_text = subprocess.run([sys.executable, "-m", "steptrace", command, "-h"],
+                                   capture_output=True, text=True).stdout  # fmt: skip
+        assert "Example:" in help_text

@@ -1,0 +1,78 @@
+"""Reading traces: selections, run folders and part files, and clear refusals."""
+
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from steptrace import find_traces, load_trace, open_trace, record
+from steptrace.errors import NewerFormatError, TraceError
+
+
+@pytest.fixture
+def run(traces):
+    return record(out=traces, numerics="float64", epochs=5).path
+
+
+def test_columns_and_filters_select_what_is_read(run):
+    df = load_trace(run, columns=["step", "loss"], filters=[("step", ">=", 10)])
+    assert list(df.columns) == ["step", "loss"]
+    assert df["step"].tolist() == [10, 11, 12, 13, 14]
+    assert open_trace(run).step(4)["sample"].tolist() == [1]
+
+
+def test_unknown_columns_are_refused_by_name(run):
+    with pytest.raises(TraceError, match="no column\\(s\\) nope in this trace"):
+        load_trace(run, columns=["step", "nope"])
+
+
+def test_a_single_part_file_is_a_trace_of_unknown_status(run):
+    trace = open_trace(run / "part-000000.parquet")
+    assert trace.status == "unknown" and trace.num_rows == 15
+    assert trace.read().equals(load_trace(run))
+
+
+def test_readers_ignore_columns_they_do_not_know(run, tmp_path):
+    table = pq.read_table(run / "part-000000.parquet")
+    extra = table.append_column("added_in_1_1", pa.array([1] * table.num_rows))
+    pq.write_table(extra, tmp_path / "future.parquet")
+    df = load_trace(tmp_path / "future.parquet")
+    assert "loss" in df.columns  # the known columns are all there
+
+
+def test_not_a_trace(tmp_path):
+    with pytest.raises(TraceError, match="no trace at"):
+        open_trace(tmp_path / "missing")
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "foreign.parquet")
+    with pytest.raises(
+        TraceError, match="foreign.parquet: not a steptrace trace \\(no 'steptrace'"
+    ):
+        open_trace(tmp_path / "foreign.parquet")
+    (tmp_path / "corrupt.parquet").write_bytes(b"PAR1 garbage")
+    with pytest.raises(TraceError, match="corrupt.parquet: not a readable Parquet file"):
+        open_trace(tmp_path / "corrupt.parquet")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        TraceError, match="is not a steptrace trace \\(no _run.json, no part files\\)"
+    ):
+        open_trace(tmp_path / "empty")
+
+
+def test_a_newer_format_is_refused_and_named(run):
+    info = json.loads((run / "_run.json").read_text())
+    info["format_version"] = "2.0"
+    (run / "_run.json").write_text(json.dumps(info))
+    with pytest.raises(NewerFormatError, match="uses trace format 2.0 .* upgrade with"):
+        open_trace(run)
+
+
+def test_find_traces_reports_bad_runs_next_to_good_ones(traces, run):
+    bad = traces / "broken"
+    bad.mkdir()
+    (bad / "part-000000.parquet").write_bytes(b"nope")
+    found, problems = find_traces(traces)
+    assert [t.path for t in found] == [run]
+    assert len(problems) == 1 and problems[0][0] == bad
+    assert "not a readable Parquet file" in problems[0][1]
