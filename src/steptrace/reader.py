@@ -29,7 +29,7 @@ try:
 except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Trace", "find_traces", "load_trace", "load_traces", "open_trace"]
+__all__ = ["RUN_SETTINGS", "Trace", "find_traces", "load_trace", "load_traces", "open_trace"]
 
 Filters: TypeAlias = pc.Expression | Sequence[tuple[str, str, Any]] | None
 
@@ -231,14 +231,114 @@ def _require(meta: dict[str, Any], where: str) -> None:
             raise TraceError(f"{where}: run metadata lacks {key!r}; not a steptrace trace")
 
 
-def find_traces(folder: str | Path) -> tuple[list[Trace], list[tuple[Path, str]]]:
+#: Run settings known from a run's metadata alone, with the type a filter compares them as.
+#: A filter on one of them chooses whole runs before any of their data files is opened.
+RUN_SETTINGS: dict[str, pa.DataType] = {
+    "run": pa.string(),
+    "run_id": pa.string(),
+    "numerics": pa.string(),
+    "lr": pa.float64(),
+    "lr_text": pa.string(),
+    "batch_size": pa.int64(),
+    "epochs": pa.int64(),
+    "shuffle": pa.bool_(),
+    "seed": pa.int64(),
+    "status": pa.string(),
+}
+
+
+def _recorded_lr(trace: Trace) -> float | None:
+    """The float64 the run's ``lr`` column holds: its exact learning rate rounded into its
+    numerics, exactly as the trainer does, so run and row filters on ``lr`` agree."""
+    from .numerics import get_numerics, parse_exact
+
+    try:
+        system = get_numerics(trace.numerics)
+        return system.to_float(system.make(parse_exact(trace.meta.get("lr_exact", trace.lr_text))))
+    except SteptraceError:
+        return None
+
+
+def _settings_table(trace: Trace) -> pa.Table:
+    values = {**trace.settings(), "run_id": trace.run_id, "lr": _recorded_lr(trace)}
+    return pa.table(
+        {name: pa.array([values.get(name)], kind) for name, kind in RUN_SETTINGS.items()}
+    )
+
+
+def _holds(table: pa.Table, expression: pc.Expression) -> bool:
+    return bool(table.filter(expression).num_rows)
+
+
+def _choose(trace: Trace, filters: Filters) -> tuple[bool, Filters]:
+    """Whether any row of ``trace`` may pass ``filters``, and the filter left for its rows.
+
+    Conditions on :data:`RUN_SETTINGS` are decided here from the run's metadata. In a list of
+    tuples each one is decided on its own; a :class:`pyarrow.compute.Expression` is decided
+    here only if it names nothing but settings, and otherwise goes to the rows whole.
+    """
+    if filters is None:
+        return True, None
+    table = _settings_table(trace)
+    if isinstance(filters, pc.Expression):
+        try:
+            return _holds(table, filters), None
+        except (pa.ArrowException, TypeError, ValueError):
+            return True, filters  # it names row columns: the files decide
+    disjuncts = _dnf(filters)
+    kept: list[list[tuple[str, str, Any]]] = []
+    for conjuncts in disjuncts:
+        on_run = [c for c in conjuncts if c[0] in RUN_SETTINGS]
+        if on_run and not _holds(table, _expression([on_run])):
+            continue
+        on_rows = [c for c in conjuncts if c[0] not in RUN_SETTINGS]
+        if not on_rows:
+            return True, None  # this run passes whole
+        kept.append(on_rows)
+    return bool(kept), (kept or None)
+
+
+def _dnf(filters: Sequence[Any]) -> list[list[tuple[str, str, Any]]]:
+    """pyarrow's filter lists as a list of AND-lists: ``[(…), (…)]`` or ``[[(…)], [(…)]]``."""
+    items = list(filters)
+    if not items:
+        return [[]]
+    nested = [isinstance(item, list) for item in items]
+    if all(nested):
+        groups = items
+    elif not any(nested):
+        groups = [items]
+    else:
+        raise TraceError(f"invalid filters {filters!r}: mixes tuples and lists of tuples")
+    out = []
+    for group in groups:
+        conjuncts = []
+        for item in group:
+            if not (isinstance(item, tuple) and len(item) == 3 and isinstance(item[0], str)):
+                raise TraceError(
+                    f"invalid filters {filters!r}: each condition is a (column, op, value) tuple"
+                )
+            conjuncts.append(item)
+        out.append(conjuncts)
+    return out
+
+
+def find_traces(
+    folder: str | Path, filters: Filters = None
+) -> tuple[list[Trace], list[tuple[Path, str]]]:
     """Every run under ``folder`` (searched recursively), and the paths that could not be
-    opened with the reason why — so one bad run never hides the others."""
+    opened with the reason why — so one bad run never hides the others.
+
+    ``filters`` keeps only the runs whose settings (:data:`RUN_SETTINGS`) may pass them, read
+    from each run's metadata; conditions on other columns are ignored here.
+
+    >>> runs, problems = find_traces("traces", [("numerics", "==", "exact")])  # doctest: +SKIP
+    """
     folder = Path(folder)
     if not folder.exists():
         raise TraceError(f"no folder {str(folder)!r}")
     if not folder.is_dir() or (folder / RUN_FILE).exists():
-        return [open_trace(folder)], []
+        return _chosen([open_trace(folder)], filters), []
     candidates = {p.parent for p in folder.rglob(RUN_FILE)}
     candidates |= {
         p.parent
@@ -259,7 +359,11 @@ def find_traces(folder: str | Path) -> tuple[list[Trace], list[tuple[Path, str]]
             traces.append(open_trace(run_dir))
         except SteptraceError as exc:
             problems.append((run_dir, str(exc)))
-    return traces, problems
+    return _chosen(traces, filters), problems
+
+
+def _chosen(traces: list[Trace], filters: Filters) -> list[Trace]:
+    return [t for t in traces if _choose(t, filters)[0]]
 
 
 def load_trace(
@@ -267,10 +371,21 @@ def load_trace(
 ) -> pd.DataFrame:
     """One run as a DataFrame: one row per (step, sample), value columns float64.
 
+    Only ``columns`` are read, and only the row groups that ``filters`` may match (their step,
+    epoch and sample statistics decide), so one step of a huge run loads in a blink.
+    ``filters`` are pyarrow's: an expression or ``[(column, op, value), …]``; conditions on
+    run settings (:data:`RUN_SETTINGS`: ``run``, ``lr_text`` …) are decided from metadata.
+
     >>> df = load_trace("traces/golden/article-exact")  # doctest: +SKIP
     >>> df.loc[df.step == 2, ["o2_1", "loss", "d3_1"]]  # doctest: +SKIP
+    >>> load_trace("traces/big", ["step", "loss"], [("step", "==", 123_456)])  # doctest: +SKIP
     """
-    return open_trace(path).read(columns, filters)
+    trace = open_trace(path)
+    keep, row_filter = _choose(trace, filters)
+    if keep:
+        return trace.read(columns, row_filter)
+    empty: pd.DataFrame = trace.read_table(columns, pc.scalar(False)).to_pandas()
+    return empty
 
 
 def load_traces(
@@ -278,17 +393,35 @@ def load_traces(
 ) -> pd.DataFrame:
     """Every run in ``folder`` as one DataFrame, each run's settings (run, numerics, lr_text,
     batch_size, epochs, shuffle, seed, status) added as columns. Raises on the first run that
-    cannot be read; use :func:`find_traces` to skip bad ones."""
+    cannot be read; use :func:`find_traces` to skip bad ones.
+
+    Conditions of ``filters`` on run settings (:data:`RUN_SETTINGS`) choose runs from their
+    metadata, so the other runs' files are never opened; the rest go to the chosen runs' files
+    (see :func:`load_trace`). ``columns`` may name setting columns (always added) and columns
+    only some runs have (``x_3``, ``*_exact``): the others get missing values there.
+
+    >>> load_traces("traces", ["step", "loss"],
+    ...             [("lr_text", "in", ["1e-7", "1e-4"]), ("epoch", "<", 2)])  # doctest: +SKIP
+    """
     traces, problems = find_traces(folder)
     if problems:
         raise TraceError(problems[0][1])
-    frames = []
+    frames, found = [], set(RUN_SETTINGS)
     for trace in traces:
-        df = trace.read(columns, filters)
+        keep, row_filter = _choose(trace, filters)
+        if not keep:
+            continue
+        names = trace.schema().names
+        found.update(names)
+        wanted = None if columns is None else [c for c in columns if c in names]
+        df = trace.read(wanted, row_filter)
         for key, value in trace.settings().items():
             if key not in df.columns:
                 df[key] = value
         frames.append(df)
+    missing = [c for c in columns or () if c not in found]
+    if missing and frames:
+        raise TraceError(f"{folder}: no run has column(s) {', '.join(missing)}")
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
