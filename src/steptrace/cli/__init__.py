@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 from . import diff as _diff  # noqa: E402
 from . import record as _record  # noqa: E402
 from . import replay as _replay  # noqa: E402
+from . import summary as _summary  # noqa: E402
 
-for _module in (_record, _replay, _diff):
+for _module in (_record, _replay, _diff, _summary):
     cli.add_command(_module.command)

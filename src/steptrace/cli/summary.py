@@ -1,0 +1,115 @@
+"""``steptrace summary``: one line per run of a folder — how it ended, diverged or converged."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+
+from ..analysis import CONVERGE_RTOL, trace_summaries
+from ..errors import TraceError
+from ..reader import find_traces
+from ..replay import format_value
+
+#: Columns of the plain-text table (``--csv`` and ``--json`` have them all).
+SHOWN = (
+    "numerics",
+    "lr_text",
+    "batch_size",
+    "steps",
+    "final_loss",
+    "min_loss",
+    "min_loss_step",
+    "first_nonfinite_step",
+    "gate_closed_steps",
+    "diverged_at",
+    "converged",
+)
+HEADERS = {
+    "lr_text": "lr",
+    "batch_size": "batch",
+    "min_loss_step": "at step",
+    "first_nonfinite_step": "first NaN/inf",
+    "gate_closed_steps": "gate closed",
+    "diverged_at": "diverged at",
+}
+
+
+def _plain(value: Any) -> Any:
+    """A table cell as a JSON value: NaN and pandas' NA become null, numpy scalars Python's."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _text(value: Any) -> str:
+    value = _plain(value)
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return format_value(value) if not math.isfinite(value) else f"{value:.6g}"
+    return str(value)
+
+
+def _name(run: Any, row: pd.Series) -> str:
+    status = row.get("status", "complete")
+    return str(run) if status == "complete" else f"{run} ({status})"
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The summary as an aligned text table, one line per run."""
+    header = ["run", *(HEADERS.get(c, c.replace("_", " ")) for c in SHOWN)]
+    rows = [[_name(run, r), *(_text(r[c]) for c in SHOWN)] for run, r in table.iterrows()]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@click.command("summary")
+@click.argument("folder", type=click.Path(path_type=Path), default=Path("traces"))
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV, every column.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, every column.")
+@click.option(
+    "--rtol",
+    type=float,
+    default=CONVERGE_RTOL,
+    show_default=True,
+    help="Converged: last epoch's loss at most RTOL × the first epoch's.",
+)
+def command(folder: Path, as_csv: bool, as_json: bool, rtol: float) -> None:
+    """Print one line per run in FOLDER: final and minimum loss, the first step with NaN/inf,
+    steps with the ReLU gate closed, where it diverged, whether it converged (see
+    docs/analysis.md for the exact rules). Unreadable runs are reported and skipped.
+
+    \b
+    Example:
+        steptrace record --numerics float64 --lr 1 --lr 1e-7 --epochs 20 --out sweep
+        steptrace summary sweep --csv > sweep.csv
+    """
+    if as_csv and as_json:
+        raise click.UsageError("choose one of --csv and --json")
+    traces, problems = find_traces(folder)
+    for path, message in problems:
+        click.echo(f"Skipped {path}: {message}", err=True)
+    if not traces:
+        raise TraceError(f"no runs in {str(folder)!r}; record some with 'steptrace record'")
+    table = trace_summaries(traces, rtol)
+    if as_csv:
+        click.echo(table.to_csv(), nl=False)
+    elif as_json:
+        records = [
+            {"run": str(run), **{str(k): _plain(v) for k, v in row.items()}}
+            for run, row in table.iterrows()
+        ]
+        click.echo(json.dumps(records, indent=2, ensure_ascii=False))
+    else:
+        click.echo(format_table(table))
