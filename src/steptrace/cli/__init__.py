@@ -65,10 +65,11 @@ def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="steptrace")
 
 
+from . import dashboard as _dashboard  # noqa: E402
 from . import diff as _diff  # noqa: E402
 from . import record as _record  # noqa: E402
 from . import replay as _replay  # noqa: E402
 from . import summary as _summary  # noqa: E402
 
-for _module in (_record, _replay, _diff, _summary):
+for _module in (_record, _replay, _diff, _summary, _dashboard):
     cli.add_command(_module.command)

@@ -1,0 +1,67 @@
+"""Curves of several runs on one step axis, the cursor as a vertical rule, divergence
+marked. Draws :class:`steptrace.views.Curve` objects; computes nothing but the chart."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from steptrace.views import Curve, Divergence
+
+
+def overlay(
+    title: str,
+    curves: Mapping[str, Curve],
+    cursor: int,
+    divergence: Mapping[str, Divergence | None],
+    scale: str,
+    domain: tuple[int, int],
+) -> None:
+    """One chart: a line per run, a rule at the cursor, a red mark where a run diverges.
+
+    ``scale`` is ``linear``, ``log`` (values ≤ 0 left out, and counted) or ``symlog`` (for
+    weights, which may be negative)."""
+    frames = [c.frame.assign(run=run) for run, c in curves.items() if not c.frame.empty]
+    data = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame({"step": [], "value": [], "run": []})
+    )
+    hidden = 0
+    if scale == "log":
+        # Zero and negative values have no place on a log axis: say how many were left out.
+        positive = data["value"] > 0
+        hidden = int((~positive & data["value"].notna()).sum())
+        data = data[positive]
+    x = alt.X("step:Q", title="step", scale=alt.Scale(domain=list(domain), nice=False))
+    y = alt.Y("value:Q", title=title, scale=alt.Scale(type=scale))
+    lines = (
+        alt.Chart(data)
+        .mark_line(point=len(data) <= 60, clip=True)
+        .encode(x=x, y=y, color=alt.Color("run:N", title="run"), tooltip=["run", "step", "value"])
+    )
+    rule = (
+        alt.Chart(pd.DataFrame({"step": [cursor]}))
+        .mark_rule(color="#e45756", strokeDash=[4, 3])
+        .encode(x=alt.X("step:Q", scale=alt.Scale(domain=list(domain), nice=False)))
+    )
+    marks = pd.DataFrame(
+        [{"step": d.step, "run": run, "why": d.why} for run, d in divergence.items() if d]
+    )
+    layers: list[alt.Chart] = [lines, rule]
+    if not marks.empty:
+        layers.append(
+            alt.Chart(marks)
+            .mark_rule(color="red", strokeWidth=2, clip=True)
+            .encode(
+                x=alt.X("step:Q", scale=alt.Scale(domain=list(domain))),
+                tooltip=["run", "step", "why"],
+            )
+        )
+    st.altair_chart(alt.layer(*layers).properties(title=title, height=260), width="stretch")
+    notes = sorted({c.note() for c in curves.values()})
+    st.caption(" · ".join(notes) + (f" · {hidden} value(s) ≤ 0 not drawn on the log axis"
+                                    if hidden else ""))  # fmt: skip

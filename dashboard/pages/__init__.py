@@ -1,0 +1,1 @@
+"""The dashboard's pages (wired by app.py with st.navigation)."""

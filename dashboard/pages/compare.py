@@ -1,0 +1,78 @@
+"""Compare runs (typically learning rates) on one step axis, at one cursor."""
+
+from __future__ import annotations
+
+import streamlit as st
+from steptrace.dashboard import data
+from steptrace.dashboard.components import charts, run_picker, step_cursor
+
+from steptrace import views
+from steptrace.errors import SteptraceError
+
+CURSOR = "compare.cursor"
+ZOOM = "compare.zoom"
+
+st.title("Compare runs")
+folder, table = data.scan(data.root())
+if not run_picker.show_runs(folder, table):
+    st.stop()
+keys = run_picker.pick_many(folder)
+if not keys:
+    st.info("Choose one or more runs to compare.")
+    st.stop()
+
+root = data.root()
+lasts, divergence = {}, {}
+for key in keys:
+    try:
+        fp = data.fingerprint(key)
+        lasts[key] = data.last_step(root, key, fp)
+        divergence[key] = data.divergence(root, key, fp)
+    except (SteptraceError, OSError) as exc:
+        st.error(f"**{key}** cannot be read: {exc}")
+keys = [k for k in keys if k in lasts and lasts[k] >= 0]
+if not keys:
+    st.stop()
+last = max(lasts[k] for k in keys)
+
+for key in keys:
+    if divergence[key] is not None:
+        st.warning(f"**{key}** {divergence[key]}")
+
+opts = st.columns([4, 1, 1], vertical_alignment="bottom")
+if last > 0:
+    zoom = opts[0].slider(
+        "Zoom into steps", 0, last, value=(0, last), key=ZOOM,
+        help=f"Curves over more than {views.MAX_POINTS:,} steps are downsampled (min and max "
+        "per bucket); zoom in to see every step.",
+    )  # fmt: skip
+else:
+    zoom = (0, 0)
+log_loss = opts[1].toggle("log loss", key="compare.log_loss")
+log_w = opts[2].toggle("log weights", key="compare.log_w", help="symmetric log: keeps signs")
+
+
+@st.fragment(run_every=step_cursor.interval(CURSOR))
+def at_cursor() -> None:
+    step = step_cursor.step_cursor(CURSOR, last, lambda s: f"step {s}")
+    lo, hi = int(zoom[0]), int(zoom[1])
+    loss = {k: data.curve(root, k, "loss", lo, hi, data.fingerprint(k)) for k in keys}
+    charts.overlay("loss", loss, step, divergence, "log" if log_loss else "linear", (lo, hi))
+    n = folder.runs[keys[0]].n_features
+    same_width = [k for k in keys if folder.runs[k].n_features == n]
+    cols = st.columns(n)
+    for j, col in enumerate(cols, 1):
+        with col:
+            w = {
+                k: data.curve(root, k, f"w_after_{j}", lo, hi, data.fingerprint(k))
+                for k in same_width
+            }
+            charts.overlay(f"w_{j} (after the step)", w, step, divergence,
+                           "symlog" if log_w else "linear", (lo, hi))  # fmt: skip
+    st.subheader(f"All runs at step {step}")
+    st.dataframe(
+        views.compare_at({k: folder.runs[k] for k in keys}, step, divergence), width="stretch"
+    )
+
+
+at_cursor()
