@@ -84,7 +84,7 @@ class HasPath(Protocol):
     def path(self) -> Path: ...
 
 
-TraceLike: TypeAlias = "str | Path | Trace | pd.DataFrame | HasPath"
+TraceLike: TypeAlias = "str | Path | Trace | pd.DataFrame | HasPath | Side"
 """A run folder or Parquet file path, an open :class:`Trace`, a DataFrame of trace rows, or
 a :class:`~steptrace.recorder.RunResult`."""
 
@@ -205,9 +205,11 @@ class Comparison:
             data[key] = {"count": len(rows), "first": rows[:JSON_ROWS]}
         return data
 
-    def format(self, a_name: str = "A", b_name: str = "B", max_rows: int = 20) -> str:
+    def format(
+        self, a_name: str = "A", b_name: str = "B", max_rows: int = 20, title: str = ""
+    ) -> str:
         """A compact report, first divergence first. See :func:`format_comparison`."""
-        return format_comparison(self, a_name, b_name, max_rows)
+        return format_comparison(self, a_name, b_name, max_rows, title)
 
 
 def _jsonable(value: Any) -> Any:
@@ -235,6 +237,8 @@ def load_side(source: TraceLike, label: str | None = None) -> Side:
     >>> side.meta["numerics"], len(side.frame)  # doctest: +SKIP
     ('exact', 3)
     """
+    if isinstance(source, Side):
+        return source
     if isinstance(source, pd.DataFrame):
         missing = [k for k in KEYS if k not in source.columns]
         if missing:
@@ -685,7 +689,7 @@ def describe_divergence(d: Divergence, a_name: str = "A", b_name: str = "B") -> 
 
 
 def format_comparison(
-    r: Comparison, a_name: str = "A", b_name: str = "B", max_rows: int = 20
+    r: Comparison, a_name: str = "A", b_name: str = "B", max_rows: int = 20, title: str = ""
 ) -> str:
     """The report people read: verdict, first divergence, metadata, a per-column table
     (columns in order of their first difference), rows on one side only."""
@@ -696,7 +700,7 @@ def format_comparison(
         size = f"{len(r.columns)} columns × {r.rows_compared} rows"
         note = [] if r.metadata_compared else [NOT_COMPARED]
         return "\n".join([f"Traces are identical ({size}, {rule}).", *head, *note])
-    out = ["Traces differ.", *head]
+    out = [title or "Traces differ.", *head]
     if r.first is not None:
         out.append("First divergence: " + describe_divergence(r.first, a_name, b_name))
     if r.metadata:
