@@ -35,6 +35,8 @@ class Dataset:
     target: str
     inputs: tuple[tuple[Fraction, ...], ...]
     outputs: tuple[Fraction, ...]
+    #: Where it was loaded from: ``"seed"`` or the file's absolute path (used by --resume).
+    source: str = "seed"
 
     def __len__(self) -> int:
         return len(self.outputs)
@@ -134,6 +136,7 @@ def load_dataset(
         target=target,
         inputs=tuple(zip(*(exact[c] for c in features), strict=True)),
         outputs=tuple(exact[target]),
+        source=str(path.resolve()),
     )
 
 

@@ -66,6 +66,7 @@ def run_metadata(dataset: Dataset, settings: Settings, run_id: str, name: str) -
             "rows": len(dataset),
             "features": list(dataset.features),
             "target": dataset.target,
+            "source": dataset.source,
         },
     }
 
@@ -104,28 +105,41 @@ def record_settings(
 ) -> RunResult:
     """Record one run of already validated settings (see :func:`record`)."""
     run_dir = make_run_dir(Path(out), name or default_name(dataset, settings))
-    run_id = uuid.uuid4().hex
-    meta = run_metadata(dataset, settings, run_id, run_dir.name)
-    spe = steps_per_epoch(len(dataset), settings.batch_size)
-    total_rows = len(dataset) * settings.epochs
-    tracker = SummaryTracker(spe)
+    meta = run_metadata(dataset, settings, uuid.uuid4().hex, run_dir.name)
     writer = TraceWriter(
         run_dir, dataset.n_features, settings.numerics.is_exact, meta, flush_seconds=flush_seconds
     )
-    w_cols = vector("w_after", dataset.n_features)
+    tracker = SummaryTracker(steps_per_epoch(len(dataset), settings.batch_size))
+    return write_run(writer, iter_blocks(dataset, settings), tracker, progress)
+
+
+def write_run(
+    writer: TraceWriter,
+    blocks: Iterator[dict[str, Any]],
+    tracker: SummaryTracker,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Write a run's blocks, summarise them, and close the run with its final status.
+
+    Whatever stops the run (Ctrl-C, the exact limit, a full disk, a bug), the steps flushed so
+    far stay readable and ``_run.json`` says ``incomplete`` with the reason.
+    """
+    meta = writer.meta
+    total_rows = int(meta["dataset"]["rows"]) * int(meta["epochs"])
+    w_cols = vector("w_after", len(meta["dataset"]["features"]))
     status, reason = "incomplete", None
     try:
         with _ctrl_c_requests_stop() as stop:
-            for block in iter_blocks(dataset, settings):
+            for block in blocks:
                 writer.write(block)
                 tracker.update(block, np.column_stack([block[c] for c in w_cols]))
                 if progress is not None:
                     progress(tracker.rows, total_rows)
                 if stop.is_set():
-                    reason = f"interrupted by Ctrl-C after step {tracker.steps - 1}"
+                    reason = f"interrupted by Ctrl-C after step {tracker.last_step}"
                     raise Interrupted(
-                        f"{reason}; the {tracker.steps} steps recorded so far are in {run_dir} "
-                        "(marked incomplete)"
+                        f"{reason}; the steps recorded so far are in {writer.run_dir} "
+                        "(marked incomplete; continue with --resume)"
                     )
         status = "complete"
     except SteptraceError as exc:
@@ -137,7 +151,7 @@ def record_settings(
     finally:
         summary = tracker.result()
         writer.close(status, reason, summary.as_dict())
-    return RunResult(run_dir, run_id, status, reason, summary)
+    return RunResult(writer.run_dir, str(meta["run_id"]), status, reason, summary)
 
 
 def record(
@@ -178,6 +192,7 @@ def sweep(
     target: str | None = None,
     features: Sequence[str] | None = None,
     progress: Progress | None = None,
+    flush_seconds: float = 1.0,
     **settings: Any,
 ) -> list[RunResult]:
     """Record one run per learning rate, same data and settings, all into ``out``.
@@ -193,5 +208,5 @@ def sweep(
     results = []
     for s in parsed:
         run_name = f"{name}-lr{s.lr_text}" if name and len(parsed) > 1 else name
-        results.append(record_settings(ds, s, out, run_name, progress))
+        results.append(record_settings(ds, s, out, run_name, progress, flush_seconds))
     return results

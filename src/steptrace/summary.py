@@ -52,6 +52,7 @@ class SummaryTracker:
         self.steps_per_epoch = steps_per_epoch
         self.rows = 0
         self.steps = 0
+        self.last_step: int | None = None
         self.final_loss: float | None = None
         self.min_loss: float | None = None
         self.min_loss_step: int | None = None
@@ -66,6 +67,7 @@ class SummaryTracker:
         self.steps += len(steps)
         if not len(steps):
             return
+        self.last_step = int(steps[-1])
         self.final_loss = float(losses[-1])
         finite = np.isfinite(losses)
         if finite.any():

@@ -10,8 +10,11 @@ import click
 from click._termui_impl import ProgressBar
 
 from ..data import load_dataset
-from ..recorder import RunResult, sweep
+from ..errors import ConfigError
+from ..reader import open_trace
+from ..recorder import Progress, RunResult, sweep
 from ..replay import format_value
+from ..resume import resume
 
 #: Runs of fewer rows finish before a progress bar would be any use.
 PROGRESS_MIN_ROWS = 20_000
@@ -81,10 +84,26 @@ def describe(result: RunResult) -> str:
     help="Folder the run folders go into.",
 )
 @click.option("--name", help="Run folder name [default: DATASET-NUMERICS-lrLR].")
+@click.option(
+    "--resume",
+    "resume_run",
+    type=click.Path(path_type=Path),
+    metavar="RUN",
+    help="Continue the incomplete run folder RUN with its own settings.",
+)
+@click.option(
+    "--flush-seconds",
+    type=float,
+    default=1.0,
+    hidden=True,
+    help="Longest time between flushes (tests make it short).",
+)
+@click.pass_context
 def command(
-    dataset: str, target: str | None, features: str | None, lrs: tuple[str, ...], epochs: int,
-    batch_size: int, numerics: str, init: str | None, shuffle: bool, seed: int | None,
-    out: Path, name: str | None,
+    ctx: click.Context, dataset: str, target: str | None, features: str | None,
+    lrs: tuple[str, ...], epochs: int, batch_size: int, numerics: str, init: str | None,
+    shuffle: bool, seed: int | None, out: Path, name: str | None, resume_run: Path | None,
+    flush_seconds: float,
 ) -> None:  # fmt: skip
     """Record every step of training into Parquet traces, one run per learning rate.
 
@@ -92,26 +111,59 @@ def command(
     Example:
         steptrace record                                  # the article, exactly
         steptrace record --numerics float64 --lr 1e-7 --lr 1e-6 --epochs 100
+        steptrace record --resume traces/seed-float64-lr1e-7
     """
+    if resume_run is not None:
+        _resume(ctx, resume_run, dataset, flush_seconds)
+        return
     ds = load_dataset(dataset, target, features.split(",") if features else None)
     total = len(ds) * max(epochs, 1) * len(lrs)
     settings: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, numerics=numerics,
                                     init=init, shuffle=shuffle, seed=seed)  # fmt: skip
-    bar: ProgressBar[int] = click.progressbar(
-        length=total, label="recording", file=sys.stderr, hidden=total < PROGRESS_MIN_ROWS
-    )
-    with bar:
-        last = 0
-
-        def progress(rows: int, _run_total: int) -> None:
-            nonlocal last
-            if rows < last:  # the next run of the sweep has started
-                last = 0
-            bar.update(rows - last)
-            last = rows
-
-        results = sweep(list(lrs), ds, out=out, name=name, progress=progress, **settings)
+    with _progress_bar(total) as bar:
+        results = sweep(list(lrs), ds, out=out, name=name, progress=_updater(bar),
+                        flush_seconds=flush_seconds, **settings)  # fmt: skip
     for result in results:
         click.echo(describe(result))
     if len(results) == 1:
         click.echo(f"Replay it: steptrace replay {results[0].path}")
+
+
+def _resume(ctx: click.Context, run: Path, dataset: str, flush_seconds: float) -> None:
+    settings = ("target", "features", "lrs", "epochs", "batch_size", "numerics", "init",
+                "shuffle", "seed", "out", "name")  # fmt: skip
+    given = [
+        "--lr" if name == "lrs" else f"--{name.replace('_', '-')}"
+        for name in settings
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise ConfigError(f"--resume takes its settings from the run; drop {', '.join(given)}")
+    explicit = ctx.get_parameter_source("dataset") == click.core.ParameterSource.COMMANDLINE
+    trace = open_trace(run)
+    total = int(trace.meta["dataset"]["rows"]) * int(trace.meta["epochs"])
+    with _progress_bar(total) as bar:
+        result = resume(run, dataset if explicit else None, _updater(bar), flush_seconds)
+    click.echo(describe(result))
+
+
+def _progress_bar(total_rows: int) -> ProgressBar[int]:
+    """A progress bar on stderr, shown only on a terminal and for runs long enough to need it."""
+    return click.progressbar(
+        length=total_rows, label="recording", file=sys.stderr,
+        hidden=total_rows < PROGRESS_MIN_ROWS or not sys.stderr.isatty(),
+    )  # fmt: skip
+
+
+def _updater(bar: ProgressBar[int]) -> Progress:
+    """A progress callback moving ``bar``; each run of a sweep restarts its row count."""
+    last = 0
+
+    def progress(rows: int, _run_total: int) -> None:
+        nonlocal last
+        if rows < last:  # the next run of the sweep has started
+            last = 0
+        bar.update(rows - last)
+        last = rows
+
+    return progress

@@ -1,0 +1,127 @@
+"""--resume: an interrupted run, continued, equals the run that was never interrupted."""
+
+import functools
+import random
+import signal
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from steptrace import load_trace, open_trace, record, recorder, trainer
+from steptrace.errors import ConfigError, DatasetError
+from steptrace.resume import resume
+
+from .conftest import steptrace_subprocess
+
+FLOAT_RUN = ["--numerics", "float64", "--init", "0.005,-0.0002,0.0002", "--lr", "1e-9",
+             "--shuffle", "--seed", "7", "--batch-size", "2", "--epochs", "600000"]  # fmt: skip
+
+
+def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Equal bit for bit (NaN and -0.0 included), the run id aside."""
+    assert list(a.columns) == list(b.columns)
+    assert len(a) == len(b)
+    for col in a.columns:
+        if col == "run_id":
+            continue
+        x, y = a[col].to_numpy(), b[col].to_numpy()
+        if x.dtype.kind == "f":
+            assert x.tobytes() == y.tobytes(), col
+        else:
+            assert (x == y).all(), col
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(traces, seed):
+    proc = steptrace_subprocess("record", "--out", traces, "--name", "cut", "--flush-seconds",
+                                "0.05", *FLOAT_RUN)  # fmt: skip
+    run = traces / "cut"
+    while not (run / "_run.json").exists():
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.01)
+    time.sleep(random.Random(seed).uniform(0.2, 1.2))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert open_trace(run).status == "incomplete"
+    flushed = len(pd.read_parquet(run))
+    assert flushed < 1_800_000  # it really was cut short
+
+    result = resume(run)
+    assert result.status == "complete"
+    assert result.summary.rows == 1_800_000 and result.summary.steps == 1_200_000
+
+    whole = record(out=traces, name="whole", numerics="float64", init="0.005,-0.0002,0.0002",
+                   lr="1e-9", shuffle=True, seed=7, batch_size=2, epochs=600000)  # fmt: skip
+    same_rows(load_trace(run), load_trace(whole.path))
+    assert result.summary == whole.summary
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of a few rows, so that a run can be stopped between two of them."""
+    monkeypatch.setattr(recorder, "iter_blocks", functools.partial(trainer.iter_blocks, max_rows=4))
+
+
+@pytest.mark.parametrize("numerics", ["exact", "float32", "float64"])
+def test_a_run_stopped_mid_way_resumes_to_the_same_trace(traces, numerics, small_blocks):
+    settings = dict(numerics=numerics, lr="1/1000", epochs=40, batch_size=2, shuffle=True,
+                    seed=5, init="1/100,-1/5000,1/5000")  # fmt: skip
+
+    def crash_after_some_rows(rows: int, total: int) -> None:
+        if rows >= 30:
+            raise Crash
+
+    with pytest.raises(Crash):
+        record(out=traces, name="cut", progress=crash_after_some_rows, **settings)
+    cut = open_trace(traces / "cut")
+    assert cut.status == "incomplete" and 30 <= cut.num_rows < 120
+    resume(cut.path)
+    whole = record(out=traces, name="whole", **settings)
+    a, b = load_trace(cut.path), load_trace(whole.path)
+    same_rows(a, b)
+    if numerics == "exact":
+        assert (a["w_after_1_exact"] == b["w_after_1_exact"]).all()
+
+
+def test_only_incomplete_runs_resume(traces):
+    done = record(out=traces)
+    with pytest.raises(ConfigError, match="is already complete; nothing to resume"):
+        resume(done.path)
+
+
+def test_resume_checks_the_dataset_is_the_same(tmp_path, traces):
+    data = tmp_path / "d.csv"
+    data.write_text("a,b,c,t\n1,2,3,1\n4,5,6,0\n")
+
+    def stop(rows: int, total: int) -> None:
+        raise Crash
+
+    with pytest.raises(Crash):
+        record(data, out=traces, name="r", epochs=3, numerics="float64", progress=stop)
+    data.write_text("a,b,c,t\n1,2,3,1\n4,5,7,0\n")
+    with pytest.raises(DatasetError, match="is not the one .* was recorded on"):
+        resume(traces / "r")
+
+
+def test_resume_on_the_command_line_refuses_other_settings(traces, run_cli):
+    result = run_cli("record", "--resume", traces / "x", "--lr", "2", "--epochs", "3")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "Error: --resume takes its settings from the run; drop --lr, --epochs"
+    )
+
+
+def test_resume_on_the_command_line(traces, run_cli):
+    with pytest.raises(Crash):
+        record(out=traces, name="r", epochs=3, numerics="float32",
+               progress=lambda rows, total: (_ for _ in ()).throw(Crash()))  # fmt: skip
+    result = run_cli("record", "--resume", traces / "r")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{traces}/r: 9 steps, 9 rows; final loss ")
+    assert np.array_equal(load_trace(traces / "r")["step"], np.arange(9))
