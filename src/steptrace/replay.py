@@ -8,6 +8,7 @@ run's precision.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -60,6 +61,19 @@ def _table(header: list[str], rows: list[list[str]], indent: str = "   ") -> lis
     return [line, rule, *body]
 
 
+def _sum(vals: list[dict[str, str]], n: int) -> str:
+    terms = [_vec(v, "grad", n) for v in vals]
+    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+
+
+def _batch_loss(rows: pd.DataFrame, numerics: str) -> str:
+    """The mean of the rows' losses: exactly, from the rational text, in exact runs."""
+    exact = "loss" + EXACT_SUFFIX
+    if exact in rows.columns:
+        return str(sum(Fraction(v) for v in rows[exact]) / len(rows))
+    return format_value(float(rows["loss"].mean()), None, "float64")
+
+
 def format_step(trace: Trace, rows: pd.DataFrame) -> str:
     """The article's five points for one step (``rows``: the step's rows, one per sample)."""
     n, numerics = trace.n_features, trace.numerics
@@ -82,18 +96,18 @@ def format_step(trace: Trace, rows: pd.DataFrame) -> str:
     for v in vals:
         out.append(f"   loss = 1/2 ({v['o3_1']} - {v['y_1']})^2 = {v['loss']}")
     if len(vals) > 1:
-        mean = float(rows["loss"].mean())
-        out.append(f"   batch loss (mean over {len(vals)} samples) ≈ {format_value(mean)}")
+        out.append(f"   batch loss (mean over {len(vals)} samples) = {_batch_loss(rows, numerics)}")
     out.append(
         "4: backward pass"
         + (f" (δ4 divided by the batch size {len(vals)})" if len(vals) > 1 else "")
     )
+    d4_formula = "δ4 = o3 - y_truth" if len(vals) == 1 else f"δ4 = (o3 - y_truth) / {len(vals)}"
     for s, (_, r), v in zip(samples, rows.iterrows(), vals, strict=True):
         if len(vals) > 1:
             out.append(f"   sample {s}:")
         gate = "open" if r["o2_1"] >= 0 else "closed"
         out += [
-            f"   δ4 = o3 - y_truth             = {v['d4_1']}",
+            f"   {d4_formula:<29} = {v['d4_1']}",
             f"   δ3 = δ4 if o2 >= 0 else 0     = {v['d3_1']}   (o2 = {v['o2_1']}: gate {gate})",
             f"   δ2 = δ3 . w                   = {_vec(v, 'd2', n)}",
             f"   ∂Loss/∂W2 = δ3 * o1           = {_vec(v, 'grad', n)}",
@@ -103,8 +117,7 @@ def format_step(trace: Trace, rows: pd.DataFrame) -> str:
     out += [
         "5: update the weights",
         f"   ŵ = w - α * {grad}",
-        f"     = {_vec(vals[0], 'w_before', n)} - {lr} * "
-        + (" + ".join(_vec(v, "grad", n) for v in vals)),
+        f"     = {_vec(vals[0], 'w_before', n)} - {lr} * " + _sum(vals, n),
         f"     = {_vec(vals[0], 'w_after', n)}",
     ]
     changed = [k for k in range(1, n + 1) if vals[0][f"w_after_{k}"] != vals[0][f"w_before_{k}"]]
