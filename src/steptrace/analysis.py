@@ -24,8 +24,9 @@ Definitions, used throughout:
   (:data:`CONVERGE_RTOL`, a thousandth) times the loss of its first epoch. A run stuck where it
   started (a closed ReLU gate teaches nothing) has not converged; a one-epoch run converged only
   if its loss was 0 throughout.
-- The ReLU gate of a sample is *closed* when o2 < 0 (then δ3 = 0 and it teaches nothing); a
-  step counts as gate-closed when it is closed for at least one sample of its batch.
+- The ReLU gate of a sample is *closed* when o2 < 0 (then δ3 = 0 and it teaches nothing), or
+  when o2 is NaN — the model's rule is "open if o2 >= 0", which NaN fails too. A step counts
+  as gate-closed when the gate is closed for at least one sample of its batch.
 - The first non-finite step is the first whose loss, o2 or new weights are NaN or ±inf.
 """
 
@@ -44,7 +45,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from .errors import TraceError
-from .reader import Filters, Trace, find_traces
+from .reader import Filters, Trace, _column_names, find_traces
 from .summary import SummaryTracker
 
 __all__ = [
@@ -248,7 +249,7 @@ class _RunStats:
         starts = _step_starts(step)
         if "o2_1" in rows.columns:
             o2 = rows["o2_1"].to_numpy(np.float64)
-            self.gate_closed_steps += len(np.unique(step[o2 < 0]))
+            self.gate_closed_steps += len(np.unique(step[~(o2 >= 0)]))
         if self.first_nonfinite_step is None:
             watched = rows[["loss", *w_cols, *(["o2_1"] if "o2_1" in rows.columns else [])]]
             bad = ~np.isfinite(watched.to_numpy(np.float64)).all(axis=1)
@@ -322,7 +323,7 @@ def run_summary(df: pd.DataFrame, rtol: float = CONVERGE_RTOL) -> pd.DataFrame:
 
 
 def _summary_columns(trace: Trace) -> list[str]:
-    names = set(trace.schema().names)
+    names = set(_column_names(trace))
     wanted = ["step", "epoch", "loss", "lr", "o2_1", *trace.vector("w_after")]
     return [c for c in wanted if c in names]
 

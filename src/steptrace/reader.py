@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import SteptraceError, TraceError
@@ -259,11 +260,43 @@ def _recorded_lr(trace: Trace) -> float | None:
         return None
 
 
-def _settings_table(trace: Trace) -> pa.Table:
+def _settings_values(trace: Trace) -> dict[str, Any]:
     values = {**trace.settings(), "run_id": trace.run_id, "lr": _recorded_lr(trace)}
-    return pa.table(
-        {name: pa.array([values.get(name)], kind) for name, kind in RUN_SETTINGS.items()}
+    return {name: values.get(name) for name in RUN_SETTINGS}
+
+
+def _settings_table(trace: Trace) -> pa.Table:
+    values = _settings_values(trace)
+    return pa.table({name: pa.array([values[name]], kind) for name, kind in RUN_SETTINGS.items()})
+
+
+def _may_match(trace: Trace, expression: pc.Expression) -> bool:
+    """Whether an expression naming row columns may hold in ``trace``, decided by pyarrow from
+    the run's settings alone: they are the partition expression of a dataset of its files,
+    built from the canonical schema, so no file is opened."""
+    from .schema import arrow_schema
+
+    values = {k: v for k, v in _settings_values(trace).items() if v is not None}
+    conditions = [pc.field(k) == v for k, v in values.items()]
+    partition = conditions[0]
+    for condition in conditions[1:]:
+        partition = partition & condition
+    schema = arrow_schema(trace.n_features, trace.is_exact, {}).remove_metadata()
+    for name, kind in RUN_SETTINGS.items():
+        if name not in schema.names:
+            schema = schema.append(pa.field(name, kind))
+    files = [str(f) for f in trace.files] or ["_none.parquet"]
+    dataset = pads.FileSystemDataset.from_paths(
+        files,
+        schema=schema,
+        format=pads.ParquetFileFormat(),
+        filesystem=pafs.LocalFileSystem(),
+        partitions=[partition] * len(files),
     )
+    try:
+        return any(True for _ in dataset.get_fragments(filter=expression))
+    except (pa.ArrowException, TypeError, ValueError):
+        return True  # an unknown column: the files will say so
 
 
 def _holds(table: pa.Table, expression: pc.Expression) -> bool:
@@ -274,8 +307,10 @@ def _choose(trace: Trace, filters: Filters) -> tuple[bool, Filters]:
     """Whether any row of ``trace`` may pass ``filters``, and the filter left for its rows.
 
     Conditions on :data:`RUN_SETTINGS` are decided here from the run's metadata. In a list of
-    tuples each one is decided on its own; a :class:`pyarrow.compute.Expression` is decided
-    here only if it names nothing but settings, and otherwise goes to the rows whole.
+    tuples each one is decided on its own; a :class:`pyarrow.compute.Expression` naming row
+    columns too goes to the rows whole (so the settings it names must be file columns:
+    run_id, numerics, lr, batch_size), once pyarrow has found that the run's settings do not
+    rule it out.
     """
     if filters is None:
         return True, None
@@ -284,7 +319,9 @@ def _choose(trace: Trace, filters: Filters) -> tuple[bool, Filters]:
         try:
             return _holds(table, filters), None
         except (pa.ArrowException, TypeError, ValueError):
-            return True, filters  # it names row columns: the files decide
+            # It names row columns: rule the run out if its settings contradict it, and let
+            # the files decide the rest.
+            return _may_match(trace, filters), filters
     disjuncts = _dnf(filters)
     kept: list[list[tuple[str, str, Any]]] = []
     for conjuncts in disjuncts:
@@ -388,6 +425,13 @@ def load_trace(
     return empty
 
 
+def _column_names(trace: Trace) -> list[str]:
+    try:
+        return list(trace.schema().names)
+    except (OSError, pa.ArrowException) as exc:
+        raise TraceError(f"{trace.files[0]}: unreadable part file ({exc})") from None
+
+
 def load_traces(
     folder: str | Path, columns: Sequence[str] | None = None, filters: Filters = None
 ) -> pd.DataFrame:
@@ -411,7 +455,7 @@ def load_traces(
         keep, row_filter = _choose(trace, filters)
         if not keep:
             continue
-        names = trace.schema().names
+        names = _column_names(trace)
         found.update(names)
         wanted = None if columns is None else [c for c in columns if c in names]
         df = trace.read(wanted, row_filter)

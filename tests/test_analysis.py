@@ -1,0 +1,305 @@
+"""Analysis: the pandas accessor and its definitions, on a learning-rate sweep of the article;
+and loading slices of runs — row groups pruned, runs chosen from metadata before any file opens."""
+
+import duckdb
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+import steptrace.analysis as an
+from steptrace import find_traces, load_trace, load_traces, record, sweep
+from steptrace.data import seed_dataset
+from steptrace.errors import TraceError
+from steptrace.recorder import run_metadata
+from steptrace.trainer import Settings, iter_blocks
+from steptrace.writer import TraceWriter, make_run_dir
+
+EPOCHS = 20
+LRS = ["1", "1e-4", "1e-7"]
+# o2 of the first epoch's third sample (0, 2000, 3000) · w in float64: the gate closes.
+FLOAT64_O2_THIRD_SAMPLE = -1.1102230246251565e-16
+
+
+@pytest.fixture(scope="module")
+def sweep_folder(tmp_path_factory):
+    """The article's data: exact and float64 runs at three α, plus one that overflows: from
+    w = 0 the gate is open, step 2 sets w to 1e300·(200, 2000, 3000) and step 3's loss is inf."""
+    out = tmp_path_factory.mktemp("analysis") / "sweep"
+    results = []
+    for numerics in ("exact", "float64"):
+        results += sweep(LRS, out=out, epochs=EPOCHS, numerics=numerics)
+    results.append(
+        record(lr="1e300", epochs=2, numerics="float64", init="0,0,0", out=out, name="overflow")
+    )
+    return out, {r.path.name: r for r in results}
+
+
+@pytest.fixture(scope="module")
+def rows(sweep_folder):
+    return load_traces(sweep_folder[0])
+
+
+def test_the_summary_agrees_with_what_the_recorder_summarised(sweep_folder, rows):
+    _, results = sweep_folder
+    table = rows.steptrace.summary()
+    assert sorted(table.index) == sorted(results)
+    for name, result in results.items():
+        s, got = result.summary, table.loc[name]
+        assert got["steps"] == s.steps
+        assert got["final_loss"] == s.final_loss
+        assert got["min_loss"] == s.min_loss and got["min_loss_step"] == s.min_loss_step
+        expected_at = pd.NA if s.diverged_at is None else s.diverged_at
+        assert got["diverged_at"] is expected_at or got["diverged_at"] == expected_at
+        assert got["diverged"] == (s.diverged_at is not None)
+
+
+def test_which_learning_rate_learns_diverges_or_stays_stuck(rows):
+    table = an.run_summary(rows)
+    exact_big = table.loc["seed-exact-lr1"]
+    assert exact_big["diverged_at"] == 3 and "1e+06" in exact_big["diverged_why"]
+    assert not exact_big["converged"]
+    learns = table.loc["seed-exact-lr1e-7"]
+    assert learns["converged"] and not learns["diverged"]
+    assert learns["last_epoch_loss"] <= an.CONVERGE_RTOL * learns["first_epoch_loss"]
+    assert learns["gate_closed_steps"] == 0
+    for lr in LRS:  # float64: samples 0 and 2 have o2 < 0 every epoch, nothing is learned
+        stuck = table.loc[f"seed-float64-lr{lr}"]
+        assert stuck["gate_closed_steps"] == 2 * EPOCHS
+        assert not stuck["converged"] and not stuck["diverged"]
+        assert stuck["first_epoch_loss"] == stuck["last_epoch_loss"] == pytest.approx(1 / 6)
+    assert table.loc["seed-exact-lr1", "first_nonfinite_step"] is pd.NA
+
+
+def test_the_first_non_finite_step_is_where_the_loss_overflows(rows):
+    overflow = an.run_summary(rows).loc["overflow"]
+    assert overflow["first_nonfinite_step"] == 3
+    assert overflow["diverged_at"] == 3 and overflow["diverged_why"] == "loss is not finite"
+    assert not overflow["converged"] and np.isinf(overflow["last_epoch_loss"])
+    step3 = rows[(rows.run == "overflow") & (rows.step == 3)]
+    assert np.isinf(step3["loss"]).all() and np.isfinite(step3["w_before_2"]).all()
+    # o2 is NaN at steps 4 and 5: the model's rule (open if o2 >= 0) treats it as closed
+    assert overflow["gate_closed_steps"] == 2
+
+
+def test_streamed_summaries_of_runs_on_disk_equal_the_in_memory_ones(sweep_folder, rows):
+    traces, problems = find_traces(sweep_folder[0])
+    assert problems == []
+    streamed = an.trace_summaries(traces)
+    in_memory = an.run_summary(rows)
+    pd.testing.assert_frame_equal(streamed[in_memory.columns], in_memory, check_dtype=False)
+
+
+def test_a_folder_read_by_pandas_alone_is_summarised_by_run_id(sweep_folder, rows):
+    raw = pd.read_parquet(sweep_folder[0])
+    by_id = raw.steptrace.summary()
+    named = an.run_summary(rows)
+    ids = rows.groupby("run")["run_id"].first()
+    assert sorted(by_id.index) == sorted(ids)
+    for run, run_id in ids.items():
+        assert by_id.loc[run_id, "diverged_at"] is named.loc[run, "diverged_at"] or (
+            by_id.loc[run_id, "diverged_at"] == named.loc[run, "diverged_at"]
+        )
+        assert by_id.loc[run_id, "gate_closed_steps"] == named.loc[run, "gate_closed_steps"]
+
+
+def test_rows_of_one_step_and_runs_side_by_side(rows):
+    third = rows.steptrace.step(2)
+    assert len(third) == rows.run.nunique() and set(third["sample"]) == {2}
+    side = rows.steptrace.compare(2)
+    exact, f64 = side.loc["seed-exact-lr1e-4"], side.loc["seed-float64-lr1e-4"]
+    assert exact["o2_1"] == 0 and exact["d3_1"] == -1  # gate open at exactly 0
+    assert exact["w_after_2"] - exact["w_before_2"] == pytest.approx(1e-4 * 2000)
+    assert exact["w_after_3"] - exact["w_before_3"] == pytest.approx(1e-4 * 3000)
+    assert f64["o2_1"] == FLOAT64_O2_THIRD_SAMPLE and f64["d3_1"] == 0
+    assert (
+        f64[["w_after_1", "w_after_2", "w_after_3"]].to_numpy()
+        == f64[["w_before_1", "w_before_2", "w_before_3"]].to_numpy()
+    ).all()
+    assert list(rows.steptrace.compare(2, ["loss"]).columns) == ["loss"]
+
+
+def test_weights_in_long_form_one_row_per_run_step_and_weight(rows):
+    w = rows.steptrace.weights()
+    assert list(w.columns) == ["step", "run", "k", "w"]
+    assert len(w) == len(rows.drop_duplicates(["run", "step"])) * 3
+    one = w[(w.run == "seed-exact-lr1") & (w.step == 2)].set_index("k")["w"]
+    assert one[2] == pytest.approx(2000 - 3 / 11600) and one[3] == pytest.approx(3000 + 1 / 5800)
+    before = rows.steptrace.weights("w_before")
+    start = before[(before.step == 0) & (before.run == "seed-exact-lr1")]["w"].tolist()
+    assert start == pytest.approx([1 / 200, -3 / 11600, 1 / 5800])
+
+
+def test_epoch_loss_per_step_or_per_sample_with_a_short_last_batch(traces):
+    run = record(lr="1e-7", epochs=3, batch_size=2, numerics="exact", out=traces)
+    df = load_trace(run.path)
+    df["run"] = "b2"
+    loss = df["loss"].to_numpy()
+    per_step = df.steptrace.epoch_loss()
+    per_sample = df.steptrace.epoch_loss(per="sample")
+    for epoch in range(3):
+        l0, l1, l2 = loss[3 * epoch : 3 * epoch + 3]  # steps of 2 samples then 1 sample
+        assert per_step.loss[epoch] == pytest.approx(((l0 + l1) / 2 + l2) / 2)
+        assert per_sample.loss[epoch] == pytest.approx((l0 + l1 + l2) / 3)
+    assert list(per_step.columns) == ["run", "epoch", "loss"]
+    batch = df.steptrace.batch_loss()
+    assert batch.loss[0] == pytest.approx((loss[0] + loss[1]) / 2) and len(batch) == 6
+
+
+def test_nan_and_inf_losses_are_never_skipped():
+    df = pd.DataFrame(
+        {
+            "run": "r",
+            "step": [0, 1, 2, 3],
+            "epoch": [0, 0, 1, 1],
+            "loss": [1.0, np.nan, 2.0, np.inf],
+        }
+    )
+    by_epoch = an.epoch_loss(df)
+    assert np.isnan(by_epoch.loss[0]) and np.isinf(by_epoch.loss[1])
+    assert an.run_summary(df).loc["r", "first_nonfinite_step"] == 1
+
+
+def test_missing_columns_are_named_in_the_error(rows):
+    with pytest.raises(TraceError, match="lack column\\(s\\) loss"):
+        an.run_summary(rows[["run", "step", "epoch"]])
+    with pytest.raises(TraceError, match="neither a 'run' nor a 'run_id'"):
+        an.step_rows(rows.drop(columns=["run", "run_id"]), 0).pipe(an.batch_loss)
+    with pytest.raises(TraceError, match="no w_after_k columns"):
+        an.weights_long(rows[["run", "step", "loss"]])
+    with pytest.raises(TraceError, match="per must be"):
+        an.epoch_loss(rows, per="batch")
+
+
+# --- loading slices: pushdown to row groups, runs chosen from metadata ---------------------
+
+
+def _rchar() -> int:
+    """Bytes this process has read through system calls (Linux I/O counter)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar"))
+
+
+@pytest.fixture(scope="module")
+def many_row_groups(tmp_path_factory):
+    """A 60 000-row float64 run written in row groups of 2 048 rows (30 of them)."""
+    ds = seed_dataset()
+    settings = Settings.parse(ds, "1e-9", 20_000, 1, "float64", "0.005,-0.0002,0.0002")
+    run_dir = make_run_dir(tmp_path_factory.mktemp("big"), "big")
+    meta = run_metadata(ds, settings, "big-run", run_dir.name)
+    writer = TraceWriter(run_dir, 3, False, meta, flush_seconds=3600, row_group_rows=2048)
+    for block in iter_blocks(ds, settings, max_rows=2048):
+        writer.write(block)
+    writer.close()
+    return run_dir
+
+
+def test_one_step_of_a_many_row_run_reads_one_row_group(many_row_groups):
+    files = sorted(many_row_groups.glob("part-*.parquet"))
+    total_groups = sum(pq.read_metadata(f).num_row_groups for f in files)
+    assert total_groups >= 29
+    step = pc.field("step") == 40_000
+    kept = [
+        rg.id
+        for frag in pads.dataset([str(f) for f in files], format="parquet").get_fragments(step)
+        for piece in frag.split_by_row_group(step)
+        for rg in piece.row_groups
+    ]
+    assert len(kept) == 1  # the step/epoch/sample statistics rule out every other group
+    size = sum(f.stat().st_size for f in files)
+    before = _rchar()
+    one = load_trace(many_row_groups, filters=[("step", "==", 40_000)])
+    read = _rchar() - before
+    assert one["step"].tolist() == [40_000] and one["sample"].tolist() == [40_000 % 3]
+    assert read < 0.1 * size, f"read {read} of {size} bytes for one step"
+    before = _rchar()
+    slim = load_trace(many_row_groups, ["step", "loss"], [("step", "==", 40_000)])
+    assert _rchar() - before < read and list(slim.columns) == ["step", "loss"]
+
+
+def test_run_filters_choose_runs_before_their_files_are_opened(tmp_path):
+    out = tmp_path / "sweep"
+    sweep(["1", "1e-7"], out=out, epochs=2, numerics="float64")
+    sweep(["1e-7"], out=out, epochs=2, numerics="exact")
+    for part in (out / "seed-float64-lr1").glob("part-*.parquet"):
+        part.write_bytes(b"not parquet")  # any attempt to read it fails
+    with pytest.raises(TraceError, match="seed-float64-lr1"):
+        load_traces(out)
+    chosen = load_traces(out, filters=[("lr_text", "==", "1e-7"), ("step", "<", 2)])
+    assert sorted(chosen.run.unique()) == ["seed-exact-lr1e-7", "seed-float64-lr1e-7"]
+    assert sorted(chosen.step.unique()) == [0, 1]
+    by_float = load_traces(out, ["step", "lr"], [("lr", "<", 1e-3)])
+    assert set(by_float.lr) == {1e-7} and len(by_float) == 12
+    by_expression = load_traces(out, ["step"], pc.field("numerics") == "exact")
+    assert set(by_expression.run) == {"seed-exact-lr1e-7"} and len(by_expression) == 6
+    # an expression naming row columns goes to the files whole: settings in it must be columns
+    mixed = load_traces(out, ["step"], (pc.field("numerics") == "exact") & (pc.field("step") == 4))
+    assert mixed.step.tolist() == [4]
+    either = load_traces(
+        out,
+        ["step"],
+        [
+            [("run", "==", "seed-exact-lr1e-7")],
+            [("numerics", "==", "float64"), ("lr", "<", 1e-3), ("step", ">=", 5)],
+        ],
+    )
+    assert either.groupby("run").step.apply(list).to_dict() == {
+        "seed-exact-lr1e-7": [0, 1, 2, 3, 4, 5],
+        "seed-float64-lr1e-7": [5],
+    }
+    traces, problems = find_traces(out, [("numerics", "==", "exact"), ("step", "==", 0)])
+    assert [t.name for t in traces] == ["seed-exact-lr1e-7"] and problems == []
+    empty = load_trace(out / "seed-exact-lr1e-7", ["step"], [("numerics", "==", "float64")])
+    assert empty.empty and list(empty.columns) == ["step"]
+
+
+def test_the_lr_setting_is_the_float_the_rows_hold_in_every_numerics(tmp_path):
+    for numerics in ("exact", "float64", "float32"):
+        record(lr="1e-7", numerics=numerics, out=tmp_path)
+    rows = load_traces(tmp_path, ["lr"])
+    float32_lr = float(np.float32(1e-7))
+    assert set(rows[rows.numerics == "float32"].lr) == {float32_lr}
+    picked = load_traces(tmp_path, ["lr"], [("lr", "==", float32_lr)])
+    assert set(picked.numerics) == {"float32"}
+
+
+def test_columns_some_runs_lack_are_missing_values_there(tmp_path):
+    csv = tmp_path / "two.csv"
+    csv.write_text("a,b,y\n1,2,0\n3,4,1\n")
+    record(csv, lr="0.1", init="0.5,0.5", numerics="float64", out=tmp_path / "mix")
+    record(lr="1e-7", numerics="exact", out=tmp_path / "mix")
+    df = load_traces(tmp_path / "mix", ["step", "x_3", "o2_1_exact", "lr_text"])
+    two = df[df.run == "two-float64-lr0.1"]
+    assert two.x_3.isna().all() and two.o2_1_exact.isna().all() and len(two) == 2
+    exact = df[df.run == "seed-exact-lr1e-7"]
+    assert exact.x_3.tolist() == [100, 0, 3000] and exact.o2_1_exact.tolist()[0] == "0"
+    with pytest.raises(TraceError, match="no run has column\\(s\\) x_9"):
+        load_traces(tmp_path / "mix", ["step", "x_9"])
+
+
+def test_sweep_dataset_unifies_columns_and_adds_settings_for_every_engine(tmp_path):
+    csv = tmp_path / "two.csv"
+    csv.write_text("a,b,y\n1,2,0\n3,4,1\n")
+    out = tmp_path / "mix"
+    record(csv, lr="0.1", init="0.5,0.5", numerics="float64", out=out, name="a-two")
+    record(lr="1e-7", numerics="exact", out=out, name="b-exact")
+    dataset = an.sweep_dataset(out)
+    assert {"x_3", "o2_1_exact", "run", "lr_text", "epochs"} <= set(dataset.schema.names)
+    counts = duckdb.sql(
+        "SELECT run, lr_text, count(*), count(x_3) FROM dataset GROUP BY ALL ORDER BY run"
+    ).fetchall()
+    assert counts == [("a-two", "0.1", 2, 0), ("b-exact", "1e-7", 3, 3)]
+    exact_o2 = (
+        pl.scan_pyarrow_dataset(dataset)
+        .filter(pl.col("run") == "b-exact")
+        .select("o2_1_exact")
+        .collect()["o2_1_exact"]
+        .to_list()
+    )
+    assert exact_o2 == ["0", "1", "0"]
+    only = pc.field("run") == "b-exact"
+    assert len(list(dataset.get_fragments(only))) == 1  # the other run is pruned unopened
+    assert an.sweep_dataset(out, [("numerics", "==", "exact")]).to_table().num_rows == 3
