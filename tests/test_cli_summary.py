@@ -1,0 +1,95 @@
+"""``steptrace summary``: the per-run table as text, CSV and JSON; bad runs skipped, not fatal."""
+
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from steptrace import sweep
+
+
+@pytest.fixture
+def sweep_folder(traces):
+    sweep(["1", "1e-7"], out=traces, epochs=20, numerics="exact")
+    sweep(["1e-7"], out=traces, epochs=20, numerics="float64")
+    return traces
+
+
+def test_the_table_has_one_line_per_run_and_says_what_became_of_it(run_cli, sweep_folder):
+    result = run_cli("summary", sweep_folder)
+    assert result.exit_code == 0
+    header, *lines = result.output.splitlines()
+    assert header.split()[:4] == ["run", "numerics", "lr", "batch"]
+    assert "diverged at" in header and "converged" in header and "gate closed" in header
+    cells = {line.split()[0]: line.split() for line in lines}
+    assert sorted(cells) == ["seed-exact-lr1", "seed-exact-lr1e-7", "seed-float64-lr1e-7"]
+    # run numerics lr batch steps final min at-step first-NaN gate diverged-at converged
+    assert cells["seed-exact-lr1"][-3:] == ["56", "3", "no"]
+    assert cells["seed-exact-lr1e-7"][-3:] == ["0", "-", "yes"]
+    assert cells["seed-float64-lr1e-7"][-3:] == ["40", "-", "no"]
+    assert cells["seed-float64-lr1e-7"][5] == "0.5"
+
+
+def test_csv_has_every_column_and_reads_back_into_pandas(run_cli, sweep_folder):
+    result = run_cli("summary", sweep_folder, "--csv")
+    assert result.exit_code == 0
+    table = pd.read_csv(io.StringIO(result.output), index_col="run")
+    assert table.loc["seed-exact-lr1", "diverged_why"] == "loss over 1e+06× the first epoch's"
+    assert table.loc["seed-exact-lr1e-7", "converged"]
+    assert table.loc["seed-float64-lr1e-7", "first_epoch_loss"] == pytest.approx(1 / 6)
+    assert pd.isna(table.loc["seed-exact-lr1e-7", "diverged_at"])
+
+
+def test_json_is_a_list_of_runs_with_nulls_for_missing_values(run_cli, sweep_folder):
+    result = run_cli("summary", sweep_folder, "--json")
+    assert result.exit_code == 0
+    runs = {r["run"]: r for r in json.loads(result.output)}
+    assert runs["seed-exact-lr1"]["diverged_at"] == 3 and runs["seed-exact-lr1"]["diverged"]
+    assert runs["seed-exact-lr1e-7"]["diverged_at"] is None
+    assert runs["seed-exact-lr1e-7"]["first_nonfinite_step"] is None
+    assert runs["seed-float64-lr1e-7"]["gate_closed_steps"] == 40
+    assert runs["seed-float64-lr1e-7"]["lr"] == 1e-7 and runs["seed-float64-lr1e-7"]["steps"] == 60
+
+
+def test_a_looser_rtol_changes_what_counts_as_converged(run_cli, sweep_folder):
+    strict = json.loads(run_cli("summary", sweep_folder, "--json", "--rtol", "1e-9").output)
+    assert not any(r["converged"] for r in strict)
+    loose = json.loads(run_cli("summary", sweep_folder, "--json", "--rtol", "2").output)
+    assert {r["run"] for r in loose if r["converged"]} == {
+        "seed-exact-lr1e-7",
+        "seed-float64-lr1e-7",
+    }
+
+
+def test_an_unreadable_run_is_reported_and_the_others_summarised(run_cli, sweep_folder):
+    bad = sweep_folder / "broken"
+    bad.mkdir()
+    (bad / "_run.json").write_text("{not json")
+    result = run_cli("summary", sweep_folder)
+    assert result.exit_code == 0
+    assert f"Skipped {bad}: " in result.stderr and "unreadable run metadata" in result.stderr
+    assert len(result.stdout.splitlines()) == 4
+
+
+def test_an_incomplete_run_is_marked_in_the_table(run_cli, sweep_folder):
+    info_path = sweep_folder / "seed-exact-lr1" / "_run.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "status": "incomplete"}))
+    result = run_cli("summary", sweep_folder)
+    assert "seed-exact-lr1 (incomplete)" in result.output
+
+
+def test_errors_are_one_line_with_an_exit_code(run_cli, tmp_path):
+    missing = run_cli("summary", tmp_path / "nowhere")
+    assert missing.exit_code == 2
+    assert missing.stderr.strip() == f"Error: no folder '{tmp_path / 'nowhere'}'"
+    empty = run_cli("summary", tmp_path)
+    assert empty.exit_code == 2 and "no runs in" in empty.stderr
+    both = run_cli("summary", tmp_path, "--csv", "--json")
+    assert both.exit_code == 2 and "choose one of --csv and --json" in both.stderr
+
+
+def test_help_has_an_example(run_cli):
+    result = run_cli("summary", "-h")
+    assert result.exit_code == 0 and "Example:" in result.output and "--json" in result.output
