@@ -18,9 +18,8 @@ HERE = Path(__file__).parent
 st.set_page_config(page_title="steptrace", page_icon="📈", layout="wide")
 page = st.navigation(
     [
-        st.Page(HERE / "pages" / "replay.py", title="Replay a run", url_path="replay",
-                default=True),
-        st.Page(HERE / "pages" / "compare.py", title="Compare runs", url_path="compare"),
+        st.Page(HERE / "screens" / "replay.py", title="Replay a run", default=True),
+        st.Page(HERE / "screens" / "compare.py", title="Compare runs", url_path="compare"),
     ]
 )  # fmt: skip
 with st.sidebar:

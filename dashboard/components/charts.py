@@ -3,13 +3,13 @@ marked. Draws :class:`steptrace.views.Curve` objects; computes nothing but the c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from steptrace.views import Curve, Divergence
+from steptrace.views import Curve, Divergence, curves_note
 
 
 def overlay(
@@ -19,6 +19,8 @@ def overlay(
     divergence: Mapping[str, Divergence | None],
     scale: str,
     domain: tuple[int, int],
+    runs: Sequence[str] | None = None,
+    legend: bool = True,
 ) -> None:
     """One chart: a line per run, a rule at the cursor, a red mark where a run diverges.
 
@@ -41,15 +43,29 @@ def overlay(
     lines = (
         alt.Chart(data)
         .mark_line(point=len(data) <= 60, clip=True)
-        .encode(x=x, y=y, color=alt.Color("run:N", title="run"), tooltip=["run", "step", "value"])
+        .encode(
+            x=x,
+            y=y,
+            color=alt.Color(
+                "run:N",
+                title="run",
+                scale=alt.Scale(domain=list(runs or curves)),  # a run's colour in every chart
+                legend=alt.Legend(orient="bottom", columns=4) if legend else None,
+            ),
+            tooltip=["run", "step", "value"],
+        )
     )
     rule = (
         alt.Chart(pd.DataFrame({"step": [cursor]}))
-        .mark_rule(color="#e45756", strokeDash=[4, 3])
+        .mark_rule(color="#555555", strokeDash=[4, 3])
         .encode(x=alt.X("step:Q", scale=alt.Scale(domain=list(domain), nice=False)))
     )
     marks = pd.DataFrame(
-        [{"step": d.step, "run": run, "why": d.why} for run, d in divergence.items() if d]
+        [
+            {"step": d.step, "run": run, "why": d.why}
+            for run, d in divergence.items()
+            if d is not None and run in curves
+        ]
     )
     layers: list[alt.Chart] = [lines, rule]
     if not marks.empty:
@@ -62,6 +78,7 @@ def overlay(
             )
         )
     st.altair_chart(alt.layer(*layers).properties(title=title, height=260), width="stretch")
-    notes = sorted({c.note() for c in curves.values()})
-    st.caption(" · ".join(notes) + (f" · {hidden} value(s) ≤ 0 not drawn on the log axis"
-                                    if hidden else ""))  # fmt: skip
+    note = curves_note(curves)
+    if hidden:
+        note += f" · {hidden} value(s) ≤ 0 not drawn on the log axis"
+    st.caption(note)

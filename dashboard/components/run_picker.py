@@ -52,9 +52,13 @@ def pick_one(folder: views.Folder) -> str:
 
 
 def pick_many(folder: views.Folder) -> list[str]:
-    """Choose the runs to compare (all of them at first; there is no cap)."""
+    """Choose the runs to compare: at first those named in the address (``?run=a&run=b``)
+    that are runs of the folder, else all of them; there is no cap."""
     options = list(folder.runs)
     chosen = st.session_state.get(MANY)
+    if chosen is None:
+        named = [k for k in st.query_params.get_all("run") if k in folder.runs]
+        chosen = named or None
     st.session_state[MANY] = options if chosen is None else [k for k in chosen if k in options]
     picked: list[str] = st.multiselect(
         "Runs to compare", options, key=MANY, format_func=lambda k: _label(folder, k)

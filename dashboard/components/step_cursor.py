@@ -64,11 +64,10 @@ def _toggle(prefix: str, last: int) -> Callable[[], None]:
     return callback
 
 
-def step_cursor(prefix: str, last: int, describe: Callable[[int], str]) -> int:
+def step_cursor(prefix: str, last: int) -> int:
     """Draw the cursor over steps ``0 … last`` and return the current step.
 
     While playing, each run of the enclosing fragment moves one step on and stops at the end.
-    ``describe(step)`` labels the position, e.g. ``step 2 (3rd data input)``.
     """
     k = _keys(prefix)
     ss = st.session_state
@@ -88,7 +87,7 @@ def step_cursor(prefix: str, last: int, describe: Callable[[int], str]) -> int:
             "Step", 0, last, key=k["slider"], on_change=_copy(prefix, "slider"),
             help="Steps count from 0; the article counts data inputs from 1.",
         )  # fmt: skip
-    cols = st.columns([1, 1, 2, 1.3, 2.2], vertical_alignment="bottom")
+    cols = st.columns([1.3, 1.1, 1.8, 1.1, 2.2], vertical_alignment="bottom")
     cols[0].button("◀ Previous", key=f"{prefix}.prev", on_click=_move(prefix, -1, last),
                    disabled=step <= 0)  # fmt: skip
     cols[1].button("Next ▶", key=f"{prefix}.next", on_click=_move(prefix, 1, last),
@@ -103,5 +102,5 @@ def step_cursor(prefix: str, last: int, describe: Callable[[int], str]) -> int:
         disabled=last <= 0,
     )
     cols[4].select_slider("Speed (steps/s)", SPEEDS, key=k["speed"])
-    st.markdown(f"**{describe(step)}** · {last + 1:,} steps (0 to {last:,})")
+    st.caption(f"{last + 1:,} steps, counted from 0 (0 to {last:,})")
     return step

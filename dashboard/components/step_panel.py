@@ -17,10 +17,10 @@ _CSS = """
 <style>
 .st-chain {display:flex; flex-wrap:wrap; align-items:stretch; gap:.3rem; margin:.2rem 0 .6rem}
 .st-chain .box {border:1px solid rgba(128,128,128,.45); border-radius:.5rem;
-  padding:.35rem .6rem; min-width:6rem}
+  padding:.3rem .55rem}
 .st-chain .box.changed {background:rgba(255,196,0,.22); border-color:rgba(230,160,0,.9)}
 .st-chain .layer {font-weight:700} .st-chain .formula {font-size:.8rem; opacity:.75}
-.st-chain .value {font-family:monospace; word-break:break-all}
+.st-chain .value {font-family:monospace; font-size:.9rem; word-break:break-all}
 .st-chain .arrow {align-self:center; font-size:1.3rem; opacity:.6}
 </style>
 """

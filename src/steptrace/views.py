@@ -46,6 +46,7 @@ __all__ = [
     "abbreviate",
     "compare_at",
     "curve",
+    "curves_note",
     "fingerprint",
     "first_divergence",
     "inputs_label",
@@ -319,7 +320,7 @@ class StepView:
     def header(self) -> str:
         rows = [s.row for s in self.samples]
         where = f"dataset row {rows[0]}" if len(rows) == 1 else f"dataset rows {rows}"
-        return f"{self.label} · epoch {self.epoch} · {where} · {self.numerics} · α = {self.lr}"
+        return f"epoch {self.epoch} · {where} · {self.numerics} · α = {self.lr}"
 
     def forward_table(self) -> pd.DataFrame:
         """x, o1 = L1(x), o2 = L2(o1), o3 = L3(o2): one row per data input."""
@@ -397,7 +398,7 @@ class StepView:
         )
 
     def update_latex(self) -> str:
-        """The same update as LaTeX, fractions as ``\\frac``."""
+        """The same update as LaTeX on three lines, fractions as ``\\frac``."""
         first = self.samples[0]
 
         def vec(name: str, s: SampleValues) -> str:
@@ -408,12 +409,10 @@ class StepView:
         if len(self.samples) > 1:
             grads = rf"\left({grads}\right)"
         return (
-            r"\hat{w} = w - \alpha \cdot grad = "
-            + vec("w_before", first)
-            + rf" - {_latex_number(self.lr)} \cdot "
-            + grads
-            + " = "
-            + vec("w_after", first)
+            r"\begin{aligned}\hat{w} &= w - \alpha \cdot grad \\"
+            + f" &= {vec('w_before', first)} - {_latex_number(self.lr)} \\cdot {grads} \\\\"
+            + f" &= {vec('w_after', first)}"
+            + r"\end{aligned}"
         )
 
     def chain(self) -> list[tuple[str, str, str]]:
@@ -588,6 +587,20 @@ class Curve:
             f"({len(self.frame):,} points for {self.steps:,} steps); "
             f"zoom into {MAX_POINTS:,} steps or fewer to see every step"
         )
+
+
+def curves_note(curves: Mapping[str, Curve]) -> str:
+    """One line for a chart of several runs: every step shown, or which runs are downsampled
+    and how."""
+    down = {run: c for run, c in curves.items() if c.downsampled}
+    if not down:
+        return "every step shown"
+    buckets = " or ".join(f"{b:,}" for b in sorted({c.bucket for c in down.values()}))
+    return (
+        f"downsampled: the min and max of every {buckets} steps for {len(down)} of "
+        f"{len(curves)} runs ({', '.join(down)}); zoom into {MAX_POINTS:,} steps or fewer to see "
+        "every step"
+    )
 
 
 def _per_step(

@@ -41,8 +41,12 @@ for key in keys:
 
 opts = st.columns([4, 1, 1], vertical_alignment="bottom")
 if last > 0:
+    lo, hi = st.session_state.get(ZOOM, (0, last))
+    if not 0 <= lo <= hi <= last:
+        lo, hi = 0, last  # the runs chosen changed: show them whole
+    st.session_state[ZOOM] = (lo, hi)
     zoom = opts[0].slider(
-        "Zoom into steps", 0, last, value=(0, last), key=ZOOM,
+        "Zoom into steps", 0, last, key=ZOOM,
         help=f"Curves over more than {views.MAX_POINTS:,} steps are downsampled (min and max "
         "per bucket); zoom in to see every step.",
     )  # fmt: skip
@@ -54,25 +58,27 @@ log_w = opts[2].toggle("log weights", key="compare.log_w", help="symmetric log: 
 
 @st.fragment(run_every=step_cursor.interval(CURSOR))
 def at_cursor() -> None:
-    step = step_cursor.step_cursor(CURSOR, last, lambda s: f"step {s}")
+    step = step_cursor.step_cursor(CURSOR, last)
     lo, hi = int(zoom[0]), int(zoom[1])
     loss = {k: data.curve(root, k, "loss", lo, hi, data.fingerprint(k)) for k in keys}
-    charts.overlay("loss", loss, step, divergence, "log" if log_loss else "linear", (lo, hi))
+    charts.overlay("loss", loss, step, divergence, "log" if log_loss else "linear", (lo, hi), keys)
     n = folder.runs[keys[0]].n_features
     same_width = [k for k in keys if folder.runs[k].n_features == n]
-    cols = st.columns(n)
-    for j, col in enumerate(cols, 1):
-        with col:
-            w = {
-                k: data.curve(root, k, f"w_after_{j}", lo, hi, data.fingerprint(k))
-                for k in same_width
-            }
-            charts.overlay(f"w_{j} (after the step)", w, step, divergence,
-                           "symlog" if log_w else "linear", (lo, hi))  # fmt: skip
+    if len(same_width) < len(keys):
+        st.caption(f"Weights: only the runs with {n} weights, like {keys[0]}.")
+    for first in range(1, n + 1, 3):
+        cols = st.columns(3)
+        for j, col in zip(range(first, min(first + 3, n + 1)), cols, strict=False):
+            with col:
+                w = {
+                    k: data.curve(root, k, f"w_after_{j}", lo, hi, data.fingerprint(k))
+                    for k in same_width
+                }
+                scale = "symlog" if log_w else "linear"
+                charts.overlay(f"w_{j} (after the step)", w, step, divergence, scale,
+                               (lo, hi), keys, legend=False)  # fmt: skip
     st.subheader(f"All runs at step {step}")
-    st.dataframe(
-        views.compare_at({k: folder.runs[k] for k in keys}, step, divergence), width="stretch"
-    )
+    st.table(views.compare_at({k: folder.runs[k] for k in keys}, step, divergence))
 
 
 at_cursor()

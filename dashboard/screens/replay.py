@@ -6,7 +6,6 @@ import streamlit as st
 from steptrace.dashboard import data
 from steptrace.dashboard.components import run_picker, step_cursor, step_panel
 
-from steptrace import views
 from steptrace.errors import SteptraceError
 
 CURSOR = "replay.cursor"
@@ -29,7 +28,7 @@ if run_picker.show_runs(folder, table):
 
     @st.fragment(run_every=step_cursor.interval(CURSOR))
     def replay() -> None:
-        step = step_cursor.step_cursor(CURSOR, last, lambda s: views.step_label(trace, s))
+        step = step_cursor.step_cursor(CURSOR, last)
         try:
             view = data.step_view(data.root(), key, step, data.fingerprint(key))
         except SteptraceError as exc:

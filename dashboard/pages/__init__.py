@@ -1,1 +1,0 @@
-"""The dashboard's pages (wired by app.py with st.navigation)."""

@@ -1,0 +1,305 @@
+"""The dashboard's logic, in the library: runs of a folder, one step, curves, divergence,
+several runs at one step."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction as F
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+import steptrace
+from steptrace import open_trace, views
+from steptrace.errors import TraceError
+from steptrace.reader import Trace
+from tests import dashboard_runs as runs
+from tests.article import STEPS, W
+
+
+def text(q: object) -> str:
+    return str(F(q))  # type: ignore[arg-type]
+
+
+def vec(values: tuple[object, ...]) -> str:
+    return "(" + ", ".join(text(v) for v in values) + ")"
+
+
+# -- the folder ---------------------------------------------------------------------------------
+
+
+def test_scan_keys_runs_by_their_path_and_reports_files_that_are_not_runs(traces: Path) -> None:
+    good = runs.article(traces)
+    runs.corrupt(traces, good)
+    runs.foreign(traces)
+    runs.newer(traces, good)
+    folder = views.scan(traces)
+    assert list(folder.runs) == ["article"]
+    problems = dict(folder.problems)
+    assert set(problems) == {"corrupt", "foreign", "future"}
+    assert "not readable Parquet" in problems["corrupt"]
+    assert "not a steptrace trace" in problems["foreign"]
+    assert "99.0" in problems["future"] and "upgrade" in problems["future"]
+    assert folder.error is None and not folder.empty
+
+
+def test_scan_of_an_empty_and_of_a_missing_folder(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert views.scan(tmp_path / "empty").empty
+    missing = views.scan(tmp_path / "nope")
+    assert missing.error is not None and "no folder" in missing.error
+    assert not missing.empty and not missing.runs
+
+
+def test_scan_refuses_part_files_that_lead_outside_the_folder(tmp_path: Path) -> None:
+    outside = runs.article(tmp_path / "elsewhere")
+    served = tmp_path / "served"
+    (served / "sneaky").mkdir(parents=True)
+    (served / "sneaky" / "part-000000.parquet").symlink_to(outside / "part-000000.parquet")
+    (served / "linked-run").symlink_to(outside, target_is_directory=True)
+    folder = views.scan(served)
+    assert folder.runs == {}
+    assert dict(folder.problems) == {"sneaky": "refused: it lies outside the dashboard's folder"}
+
+
+def test_run_table_lists_every_run_with_its_settings(traces: Path) -> None:
+    runs.article(traces)
+    runs.lr_sweep(traces)
+    batch = steptrace.record(
+        "seed", lr="1", numerics="float32", batch_size=3, epochs=2, out=traces, name="batch"
+    )
+    assert batch.status == "complete"
+    table = views.run_table(views.scan(traces))
+    assert table["run"].tolist() == ["article", "batch", "sweep-lr1e-8", "sweep-lr1e-9"]
+    row = table.set_index("run").loc["batch"]
+    assert (row["lr"], row["numerics"], row["batch size"], row["epochs"]) == ("1", "float32", 3, 2)
+    assert row["steps"] == 2 and row["status"] == "complete"
+    assert table.set_index("run").loc["sweep-lr1e-9", "steps"] == 9
+
+
+def test_run_table_says_how_far_an_incomplete_run_got(traces: Path) -> None:
+    path = runs.article(traces)
+    meta = json.loads((path / "_run.json").read_text())
+    meta.update(status="incomplete", steps=10)
+    (path / "_run.json").write_text(json.dumps(meta))
+    row = views.run_table(views.scan(traces)).iloc[0]
+    assert row["steps"] == "3 of 10" and row["status"] == "incomplete"
+
+
+def test_last_step_and_fingerprint_come_from_the_files(traces: Path) -> None:
+    trace = open_trace(runs.lr_sweep(traces, ("1e-9",), epochs=5)[0])
+    assert views.last_step(trace) == 14
+    before = views.fingerprint(trace)
+    part = trace.files[0]
+    part.touch()
+    assert views.fingerprint(trace) != before
+
+
+# -- one step -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [(1, "1st"), (2, "2nd"), (3, "3rd"), (4, "4th"), (11, "11th"), (12, "12th"), (13, "13th"),
+     (21, "21st"), (22, "22nd"), (101, "101st"), (111, "111th"), (500001, "500001st")],
+)  # fmt: skip
+def test_ordinal(n: int, expected: str) -> None:
+    assert views.ordinal(n) == expected
+
+
+@pytest.mark.parametrize("step", [0, 1, 2])
+def test_step_view_shows_the_articles_values_exactly(traces: Path, step: int) -> None:
+    view = views.step_view(open_trace(runs.article(traces)), step, "article")
+    want = STEPS[step]
+    s = view.samples[0]
+    assert view.label == f"step {step} ({views.ordinal(step + 1)} data input)"
+    assert s.vec("x", 3) == vec(want["x"]) and s.vec("o1", 3) == vec(want["o1"])
+    assert (s.text["o2_1"], s.text["o3_1"], s.text["loss"]) == tuple(
+        text(want[k]) for k in ("o2", "o3", "loss")
+    )
+    assert (s.text["d4_1"], s.text["d3_1"]) == (text(want["d4"]), text(want["d3"]))
+    for name in ("d2", "grad", "d1", "w_before", "w_after"):
+        assert s.vec(name, 3) == vec(want[name]), name
+    assert view.lr == "1" and view.numerics == "exact" and view.epoch == 0
+
+
+def test_step_view_of_the_third_data_input(traces: Path) -> None:
+    view = views.step_view(open_trace(runs.article(traces)), 2, "article")
+    assert view.label == "step 2 (3rd data input)"
+    assert view.forward_table().iloc[0].tolist() == ["(0, 2000, 3000)", "(0, 2000, 3000)", "0", "0"]
+    assert view.loss_table().iloc[0].tolist() == ["0", "1", "1/2", "no"]
+    assert view.backward_table().iloc[0, 1] == "-1 (gate open)"
+    assert view.update_text() == (
+        "ŵ = w − α·grad = (1/200, -3/11600, 1/5800) − 1·(0, -2000, -3000)"
+        " = (1/200, 23199997/11600, 17400001/5800)"
+    )
+    assert r"\frac{23199997}{11600}" in view.update_latex()
+    weights = view.weights_table().set_index("weight")
+    assert weights.loc["w_2"].tolist() == ["-3/11600", "-2000", "23199997/11600", "yes"]
+    assert weights.loc["w_1", "moved"] == "no"
+    assert view.weights_changed == [2, 3]
+    assert view.update_note() == "The update moved w_2, w_3."
+    assert view.chain()[2] == ("L2", "o2 = w · o1", "0")
+    assert view.backward_chain()[1] == ("L3", "δ3 = δ4 if o2 ≥ 0 else 0", "-1")
+
+
+def test_step_view_says_what_changed_since_the_previous_step(traces: Path) -> None:
+    trace = open_trace(runs.article(traces))
+    first, second, third = (views.step_view(trace, s) for s in range(3))
+    assert first.previous is None and first.changes_text() == "First step: nothing to compare with."
+    # Steps 0 and 1 both learn nothing: the weights stay, the data input and o2 change.
+    assert second.field_changed("x") and second.field_changed("o2")
+    assert not second.field_changed("w_before") and not second.field_changed("w_after")
+    assert not second.field_changed("loss")  # 0 both times
+    assert third.field_changed("loss") and third.field_changed("w_after")
+    assert not third.field_changed("w_before")
+    assert third.changes_text().startswith("Changed since step 1: x, o1, o2, o3, loss, δ4, δ3")
+    assert "ŵ" in third.changes_text() and "w," not in third.changes_text()
+
+
+def test_step_view_of_a_batch_lists_every_data_input(traces: Path) -> None:
+    run = steptrace.record("seed", lr="1", numerics="exact", batch_size=2, epochs=2, out=traces)
+    trace = open_trace(run.path)
+    view = views.step_view(trace, 2)  # epoch 1, its first batch: rows 0 and 1
+    assert view.label == "step 2 (data inputs 4–5)"
+    assert [s.row for s in view.samples] == [0, 1]
+    assert len(view.forward_table()) == 2
+    assert view.update_text().count(" + ") == 1  # w − α·(grad₀ + grad₁)
+    last = views.step_view(trace, 1)
+    assert last.label == "step 1 (3rd data input)"  # the epoch's last, partial batch
+
+
+def test_step_view_of_a_missing_step_raises(traces: Path) -> None:
+    trace = open_trace(runs.article(traces))
+    with pytest.raises(
+        TraceError, match=r"step 7 is not in run article \(recorded steps: 0 to 2\)"
+    ):
+        views.step_view(trace, 7, "article")
+
+
+def test_step_view_reads_two_steps_only(traces: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = open_trace(runs.lr_sweep(traces, ("1e-9",), epochs=50)[0])
+    seen: list[object] = []
+    original = Trace.read_table
+
+    def spy(self: Trace, columns: object = None, filters: object = None) -> object:
+        table = original(self, columns, filters)  # type: ignore[arg-type]
+        seen.append((filters, table.num_rows))
+        return table
+
+    monkeypatch.setattr(Trace, "read_table", spy)
+    views.step_view(trace, 100)
+    [(filters, rows)] = seen
+    assert isinstance(filters, pc.Expression) and rows == 2
+
+
+def test_abbreviate_shortens_only_huge_integers() -> None:
+    assert views.abbreviate("-3/11600") == "-3/11600"
+    long = "1" * 40 + "/" + "7" * 30
+    assert views.abbreviate(long, digits=10) == "11111…11111 (40 digits)/77777…77777 (30 digits)"
+    assert views.abbreviate("-" + "9" * 30, digits=10) == "-99999…99999 (30 digits)"
+
+
+# -- curves ---------------------------------------------------------------------------------------
+
+
+def test_minmax_downsample_keeps_every_extreme_and_says_so() -> None:
+    rng = np.random.default_rng(0)
+    steps = np.arange(100_000)
+    values = rng.normal(size=100_000)
+    values[12_345], values[67_890] = 50.0, -50.0
+    values[500] = np.nan
+    s, v, bucket = views.minmax_downsample(steps, values, 1000)
+    assert bucket == 200 and len(s) <= 1000
+    assert np.all(np.diff(s) > 0)
+    assert 12_345 in s and 67_890 in s and 500 not in s
+    assert np.array_equal(v, values[s])
+    # Every bucket's min and max survive.
+    for b in (0, 61, 499):
+        chunk = values[b * 200 : (b + 1) * 200]
+        assert np.nanmax(chunk) in v and np.nanmin(chunk) in v
+
+
+def test_minmax_downsample_leaves_short_curves_alone() -> None:
+    steps, values = np.arange(5), np.array([1.0, np.inf, 2.0, 3.0, 0.0])
+    s, v, bucket = views.minmax_downsample(steps, values, 10)
+    assert bucket == 1 and s is steps and v is values
+
+
+def test_curve_of_a_long_run_is_downsampled_and_zooming_in_shows_every_step(
+    traces: Path,
+) -> None:
+    trace = open_trace(runs.lr_sweep(traces, ("1e-8",), epochs=1000)[0])  # 3000 steps
+    full = trace.read(["step", "loss", "w_after_2"])
+    whole = views.curve(trace, "loss")
+    assert whole.downsampled and len(whole.frame) <= views.MAX_POINTS
+    assert whole.note().startswith("downsampled: the min and max of every 3 steps")
+    assert whole.frame["value"].max() == full["loss"].max()
+    assert whole.frame["value"].min() == full["loss"].min()
+    zoom = views.curve(trace, "w_after_2", 1000, 1199)
+    assert not zoom.downsampled and zoom.note() == "every step shown (steps 1000 to 1199)"
+    assert zoom.frame["step"].tolist() == list(range(1000, 1200))
+    expected = full.set_index("step").loc[1000:1199, "w_after_2"].tolist()
+    assert zoom.frame["value"].tolist() == expected
+    assert views.curves_note({"a": whole, "b": zoom}).startswith(
+        "downsampled: the min and max of every 3 steps for 1 of 2 runs (a)"
+    )
+    assert views.curves_note({"b": zoom}) == "every step shown"
+
+
+def test_curve_of_a_batch_run_is_the_mean_loss_per_step(traces: Path) -> None:
+    run = steptrace.record("seed", lr="1", numerics="exact", batch_size=3, out=traces)
+    c = views.curve(open_trace(run.path), "loss")
+    assert c.frame["step"].tolist() == [0]
+    assert c.frame["value"].tolist() == [pytest.approx(1 / 6)]  # (0 + 0 + 1/2) / 3
+
+
+def test_curve_refuses_columns_that_are_not_curves(traces: Path) -> None:
+    with pytest.raises(TraceError, match="no curve for 'x_1'"):
+        views.curve(open_trace(runs.article(traces)), "x_1")
+
+
+# -- divergence and comparison ---------------------------------------------------------------------
+
+
+def test_first_divergence_follows_the_summary_rule(traces: Path) -> None:
+    boom = runs.diverging(traces)
+    div = views.first_divergence(open_trace(boom))
+    summary = json.loads((boom / "_run.json").read_text())["summary"]
+    assert div is not None
+    assert (
+        (div.step, div.why)
+        == (summary["diverged_at"], summary["diverged_why"])
+        == (
+            1,
+            "loss is not finite",
+        )
+    )
+    assert str(div) == "diverges at step 1: loss is not finite"
+    assert views.first_divergence(open_trace(runs.article(traces))) is None
+    curve = views.curve(open_trace(boom), "loss")
+    assert curve.frame["value"].isna().sum() >= 1  # inf/NaN drawn as gaps, not as numbers
+
+
+def test_compare_at_puts_two_learning_rates_side_by_side(traces: Path) -> None:
+    runs.article(traces, "lr1", "1")
+    runs.article(traces, "lr0.1", "1/10")
+    boom = runs.diverging(traces)
+    folder = views.scan(traces)
+    div = {k: views.first_divergence(t) for k, t in folder.runs.items()}
+    table = views.compare_at({k: folder.runs[k] for k in ("lr1", "lr0.1", "boom")}, 2, div)
+    assert list(table.columns) == ["lr1", "lr0.1", "boom"]
+    assert table.loc["α"].tolist() == ["1", "1/10", "1e200"]
+    assert table.loc["data input", "lr1"] == "3rd data input"
+    assert table.loc["loss", "lr1"] == table.loc["loss", "lr0.1"] == "1/2"
+    lr01 = tuple(w - F(1, 10) * g for w, g in zip(W, (0, -2000, -3000), strict=True))
+    assert table.loc["ŵ", "lr1"] == "(1/200, 23199997/11600, 17400001/5800)"
+    assert table.loc["ŵ", "lr0.1"] == vec(lr01) == "(1/200, 2319997/11600, 1740001/5800)"
+    assert table.loc["first divergence", "boom"] == "1 (loss is not finite)"
+    assert table.loc["first divergence", "lr1"] == "none"
+    assert boom.name == "boom"
+    later = views.compare_at({"lr1": folder.runs["lr1"], "boom": folder.runs["boom"]}, 4)
+    assert later.loc["loss", "lr1"] == "no step 4 (last: 2)"
+    assert later.loc["α", "lr1"] == "1"
