@@ -145,20 +145,27 @@ class GoldenTrace:
             )
         self._used.add(golden)
         obtained = golden.with_name(golden.name.removesuffix(GOLDEN_SUFFIX) + OBTAINED_SUFFIX)
+        problem = ""
         try:
             side = load_side(run, _shown(obtained, self.config))
         except SteptraceError as exc:
-            pytest.fail(f"golden_trace cannot read the run: {exc}", pytrace=False)
+            problem = f"golden_trace cannot read the run: {exc}"
+        if problem:  # failed outside the except block: no chained traceback in the report
+            pytest.fail(problem, pytrace=False)
         if not golden.exists():
             self._write_missing(side, golden)
             return
+        problem = ""
         try:
             reference = load_side(golden, _shown(golden, self.config))
         except SteptraceError as exc:
+            problem = f"golden trace {_shown(golden, self.config)}: {exc}"
+        if problem:
             if self.update:  # e.g. a golden in an older format: the update replaces it
                 self._rewrite(side, golden, obtained)
                 return
-            pytest.fail(f"golden trace {_shown(golden, self.config)}: {exc}", pytrace=False)
+            pytest.fail(problem, pytrace=False)
+        problem = ""
         try:
             result = compare_traces(
                 reference,
@@ -170,7 +177,9 @@ class GoldenTrace:
                 ignore=ignore,
             )
         except SteptraceError as exc:
-            pytest.fail(f"golden trace {_shown(golden, self.config)}: {exc}", pytrace=False)
+            problem = f"golden trace {_shown(golden, self.config)}: {exc}"
+        if problem:
+            pytest.fail(problem, pytrace=False)
         if result.identical:
             obtained.unlink(missing_ok=True)  # left over from an earlier failure
         elif self.update:

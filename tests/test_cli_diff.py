@@ -1,0 +1,127 @@
+"""``steptrace diff``: exit 0 same, 1 different, 2 error; text for people, JSON for machines."""
+
+import json
+
+import pytest
+
+import steptrace
+from steptrace.compare import load_side, write_trace_file
+
+from .conftest import REPO
+
+GOLDEN = REPO / "traces" / "golden"
+EXACT = GOLDEN / "article-exact.parquet"
+FLOAT64 = GOLDEN / "article-float64.parquet"
+
+
+@pytest.fixture
+def exact_run(traces):
+    return steptrace.record("seed", numerics="exact", out=traces).path
+
+
+def test_identical_traces_exit_0(run_cli, exact_run):
+    result = run_cli("diff", EXACT, exact_run)
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        "Traces are identical (29 columns × 3 rows, exact equality).",
+        f"A: {EXACT} (exact, α=1, 3 rows)",
+        f"B: {exact_run} (exact, α=1, 3 rows)",
+    ]
+
+
+def test_exact_against_float64_names_step_column_and_both_values(run_cli):
+    result = run_cli("diff", EXACT, FLOAT64)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[:4] == [
+        "Traces differ.",
+        f"A: {EXACT} (exact, α=1, 3 rows)",
+        f"B: {FLOAT64} (float64, α=1, 3 rows)",
+        "First divergence: step 0, sample 0, column o2_1: A 0, B -3.469446951953614e-17 "
+        "(B - A = -3.469446951953614e-17)",
+    ]
+    assert "  numerics: A 'exact', B 'float64'" in lines
+    assert "Values that differ (exact equality): 12 of 29 columns, 3 rows compared" in lines
+
+
+def test_tolerance_and_selection_options(run_cli, traces):
+    a = steptrace.record("seed", numerics="float64", out=traces, name="a").path
+    side = load_side(a)
+    side.frame.loc[2, "w_after_3"] *= 1 + 1e-13
+    side.table = None
+    nudged = traces / "nudged.parquet"
+    write_trace_file(side, nudged)
+    assert run_cli("diff", a, nudged).exit_code == 1
+    assert run_cli("diff", a, nudged, "--rtol", "1e-12").exit_code == 0
+    assert run_cli("diff", a, nudged, "--atol", "1e-9").exit_code == 0
+    assert run_cli("diff", a, nudged, "--ignore", "w_after_3").exit_code == 0
+    assert run_cli("diff", a, nudged, "--columns", "o2_1, loss,w_before").exit_code == 0
+    assert run_cli("diff", a, nudged, "--columns", "w_after").exit_code == 1
+
+
+def test_json_output(run_cli):
+    result = run_cli("diff", EXACT, FLOAT64, "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert data["identical"] is False
+    assert data["first"] == {
+        "step": 0,
+        "sample": 0,
+        "column": "o2_1",
+        "a": "0",
+        "b": "-3.469446951953614e-17",
+        "difference": -3.469446951953614e-17,
+        "kind": "value",
+    }
+    assert data["metadata"] == [{"key": "numerics", "a": "exact", "b": "float64"}]
+    assert [d["column"] for d in data["column_diffs"]][:2] == ["o2_1", "d3_1"]
+
+
+def test_one_run_against_a_folder_of_runs_is_an_error(run_cli, traces, exact_run):
+    steptrace.record("seed", numerics="float32", out=traces)
+    result = run_cli("diff", exact_run, traces)
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: '{traces}' is a folder of 2 runs (seed-exact-lr1, seed-float32-lr1); "
+        "compare one run with one run\n"
+    )
+
+
+def test_not_a_trace_is_an_error(run_cli, tmp_path):
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b\n1,2\n")
+    result = run_cli("diff", EXACT, csv)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {csv}: not a readable Parquet file")
+    assert result.output.count("\n") == 1
+
+
+def test_missing_columns_and_unknown_names_are_errors(run_cli, traces):
+    csv = traces.parent / "two.csv"
+    csv.write_text("a,b,y\n1,2,0\n3,4,1\n")
+    two = steptrace.record(csv, numerics="float64", init="1,1", out=traces).path
+    result = run_cli("diff", FLOAT64, two)
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: column(s) x_3, o1_3")
+    assert result.output.endswith("compare the common columns with --columns, or --ignore these\n")
+    unknown = run_cli("diff", EXACT, FLOAT64, "--columns", "o7_1")
+    assert (unknown.exit_code, unknown.output) == (2, "Error: no column 'o7_1' in either trace\n")
+
+
+def test_different_format_versions_are_an_error(run_cli, tmp_path):
+    side = load_side(EXACT)
+    side.meta["format_version"] = "0.3"
+    old = tmp_path / "old.parquet"
+    write_trace_file(side, old)
+    result = run_cli("diff", old, EXACT)
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: {old} is in trace format 0.3 and {EXACT} in 1.0; traces of different format "
+        "versions cannot be compared: record both with the same steptrace\n"
+    )
+
+
+def test_help_has_an_example(run_cli):
+    result = run_cli("diff", "-h")
+    assert result.exit_code == 0
+    assert "Example:" in result.output and "--rtol" in result.output

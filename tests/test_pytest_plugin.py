@@ -1,0 +1,235 @@
+"""The golden_trace fixture's whole cycle, run by pytester in scratch projects."""
+
+import pytest
+
+import steptrace
+
+pytest_plugins = ["pytester"]
+
+TEST_MODULE = """
+import steptrace
+
+def test_training(golden_trace, tmp_path):
+    run = steptrace.record("seed", lr="{lr}", numerics="float32", out=tmp_path)
+    golden_trace(run)
+"""
+
+MISMATCH = """\
+The run differs from golden trace test_training/test_training.parquet
+golden: test_training/test_training.parquet (float32, α=1, 3 rows)
+obtained: test_training/test_training.obtained.parquet (float32, α=2, 3 rows)
+First divergence: step 0, sample 0, column lr: golden 1.0, obtained 2.0 (obtained - golden = 1.0)
+Settings that differ:
+  lr: golden '1', obtained '2'
+  lr_exact: golden '1', obtained '2'
+Values that differ (exact equality): 19 of 29 columns, 3 rows compared
+  column      cells  first step  sample  golden          obtained        max abs   max rel
+  lr          3/3    0           0       1.0             2.0             1         1
+  w_after_1   3/3    0           0       0.004997951     0.004995902     0.246     2.83
+  w_after_2   3/3    0           0       -0.00029959888  -0.00034057707  4.1e-05   0.137
+  w_after_3   3/3    0           0       0.00017036489   0.00016831598   2.05e-06  0.012
+  o2_1        2/3    1           1       0.9995902       0.99918044      0.0881    1
+  o3_1        1/3    1           1       0.9995902       0.99918044      0.00041   0.00041
+  loss        1/3    1           1       8.3960614e-08   3.3584246e-07   2.52e-07  3
+  d4_1        1/3    1           1       -0.00040978193  -0.00081956387  0.00041   1
+  d3_1        1/3    1           1       -0.00040978193  -0.00081956387  0.00041   1
+  d2_1        1/3    1           1       -2.04807e-06    -4.094461e-06   2.05e-06  0.999
+  d2_2        1/3    1           1       1.227702e-07    2.7912466e-07   1.56e-07  1.27
+  d2_3        1/3    1           1       -6.981245e-08   -1.3794569e-07  6.81e-08  0.976
+  d1_1        1/3    1           1       -2.04807e-06    -4.094461e-06   2.05e-06  0.999
+  d1_2        1/3    1           1       1.227702e-07    2.7912466e-07   1.56e-07  1.27
+  d1_3        1/3    1           1       -6.981245e-08   -1.3794569e-07  6.81e-08  0.976
+  grad_1      1/3    1           1       -0.08195639     -0.16391277     0.082     1
+  w_before_1  2/3    1           1       0.004997951     0.004995902     0.246     2.83
+  w_before_2  2/3    1           1       -0.00029959888  -0.00034057707  4.1e-05   0.137
+  w_before_3  2/3    1           1       0.00017036489   0.00016831598   2.05e-06  0.012
+Compare them: steptrace diff test_training/test_training.parquet \
+test_training/test_training.obtained.parquet
+If the change is intended, update the golden: pytest --steptrace-update"""
+
+
+#: Hypothesis's pytest plugin, when installed, takes most of a second to load in each inner
+#: run; these scratch projects do not use it.
+QUIET = ("-p", "no:hypothesispytest")
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest(*QUIET, *args)
+
+
+def failure_text(result: pytest.RunResult) -> str:
+    """The failure report of the one failing test: between its header and the summary."""
+    lines = result.outlines
+    start = next(i for i, line in enumerate(lines) if line.startswith("_____"))
+    end = next(i for i, line in enumerate(lines) if "short test summary info" in line)
+    return "\n".join(lines[start + 1 : end])
+
+
+def test_the_whole_cycle(pytester):
+    golden = pytester.path / "test_training" / "test_training.parquet"
+    obtained = golden.with_name("test_training.obtained.parquet")
+
+    pytester.makepyfile(test_training=TEST_MODULE.format(lr="1"))
+    missing = run(pytester)
+    missing.assert_outcomes(failed=1)
+    assert failure_text(missing) == (
+        "golden trace test_training/test_training.parquet did not exist: it was written from "
+        "this run (3 rows). Check it (steptrace replay test_training/test_training.parquet), "
+        "commit it, and run the test again."
+    )
+    assert steptrace.open_trace(golden).lr_text == "1"
+
+    run(pytester).assert_outcomes(passed=1)
+
+    pytester.makepyfile(test_training=TEST_MODULE.format(lr="2"))
+    changed = run(pytester)
+    changed.assert_outcomes(failed=1)
+    assert failure_text(changed) == MISMATCH
+    assert steptrace.open_trace(obtained).lr_text == "2"
+    assert steptrace.open_trace(golden).lr_text == "1"
+
+    update = run(pytester, "--steptrace-update")
+    update.assert_outcomes(passed=1)
+    update.stdout.fnmatch_lines(
+        ["*steptrace golden traces*", "rewrote test_training/test_training.parquet"]
+    )
+    assert steptrace.open_trace(golden).lr_text == "2"
+    assert not obtained.exists()
+
+    again = run(pytester)
+    again.assert_outcomes(passed=1)
+    assert "rewrote" not in again.stdout.str()
+
+
+def test_an_update_leaves_identical_goldens_untouched(pytester):
+    pytester.makepyfile(test_training=TEST_MODULE.format(lr="1"))
+    run(pytester)
+    golden = pytester.path / "test_training" / "test_training.parquet"
+    before = golden.read_bytes()
+    result = run(pytester, "--steptrace-update")
+    result.assert_outcomes(passed=1)
+    assert "rewrote" not in result.stdout.str()
+    assert golden.read_bytes() == before
+
+
+def test_a_passing_check_removes_a_stale_obtained_file(pytester):
+    pytester.makepyfile(test_training=TEST_MODULE.format(lr="1"))
+    run(pytester)
+    stale = pytester.path / "test_training" / "test_training.obtained.parquet"
+    stale.write_bytes(b"left over")
+    run(pytester).assert_outcomes(passed=1)
+    assert not stale.exists()
+
+
+def test_golden_folder_from_the_ini_file(pytester):
+    pytester.makeini("[pytest]\nsteptrace_golden_dir = goldens/traces\n")
+    pytester.makepyfile(test_training=TEST_MODULE.format(lr="1"))
+    run(pytester).assert_outcomes(failed=1)
+    assert (pytester.path / "goldens" / "traces" / "test_training.parquet").is_file()
+    run(pytester).assert_outcomes(passed=1)
+
+
+def test_golden_folder_from_a_fixture_names_dataframes_and_tolerances(pytester):
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture
+        def steptrace_golden_dir(tmp_path_factory, pytestconfig):
+            return pytestconfig.rootpath / "pinned"
+        """
+    )
+    pytester.makepyfile(
+        test_frames="""
+        import pytest
+        import steptrace
+
+        @pytest.mark.parametrize("lr", ["1e-7", "1/3"])
+        def test_lr(lr, golden_trace, tmp_path):
+            run = steptrace.record("seed", lr=lr, numerics="float64", out=tmp_path,
+                                   init="0.005,-0.0002,0.0002")
+            df = steptrace.load_trace(run.path)
+            golden_trace(df[df.step < 2], name=f"first-steps-{lr}")
+            df["loss"] *= 1 + 1e-12
+            golden_trace(df, rtol=1e-9)
+        """
+    )
+    run(pytester).assert_outcomes(failed=2)  # the first golden of each test written
+    run(pytester).assert_outcomes(failed=2)  # the second
+    names = sorted(p.name for p in (pytester.path / "pinned").iterdir())
+    assert names == [
+        "first-steps-1_3.parquet",
+        "first-steps-1e-7.parquet",
+        "test_lr_1_3.parquet",
+        "test_lr_1e-7.parquet",
+    ]
+    assert steptrace.open_trace(pytester.path / "pinned" / "test_lr_1e-7.parquet").num_rows == 3
+    run(pytester).assert_outcomes(passed=2)
+
+
+def test_two_runs_under_one_name_is_an_error(pytester):
+    pytester.makepyfile(
+        test_twice="""
+        import steptrace
+
+        def test_twice(golden_trace, tmp_path):
+            run = steptrace.record("seed", numerics="float64", out=tmp_path)
+            golden_trace(run, name="article")
+            golden_trace(run, name="article")
+        """
+    )
+    run(pytester)
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    assert failure_text(result) == (
+        "golden_trace already checked a run against test_twice/article.parquet in this test; "
+        "give each further run its own name: golden_trace(run, name=...)"
+    )
+
+
+def test_an_unreadable_run_fails_in_one_line(pytester):
+    pytester.makepyfile(
+        test_bad="""
+        def test_bad(golden_trace, tmp_path):
+            golden_trace(tmp_path / "nothing-here")
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    text = failure_text(result)
+    assert text.startswith("golden_trace cannot read the run: no trace at ")
+    assert "\n" not in text
+
+
+def test_an_incomplete_run_is_not_made_a_golden(pytester):
+    pytester.makepyfile(
+        test_incomplete="""
+        import json
+        import steptrace
+
+        def test_incomplete(golden_trace, tmp_path):
+            run = steptrace.record("seed", numerics="float64", out=tmp_path)
+            info = json.loads((run.path / "_run.json").read_text())
+            info["status"] = "incomplete"
+            (run.path / "_run.json").write_text(json.dumps(info))
+            golden_trace(run.path)
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    assert failure_text(result) == (
+        "golden trace test_incomplete/test_incomplete.parquet not written: the run is "
+        "incomplete; a golden must come from a complete run"
+    )
+    assert not (pytester.path / "test_incomplete").exists()
+
+
+def test_works_in_a_fresh_process_through_the_entry_point(pytester):
+    # No conftest, no "-p steptrace": the plugin comes from the package's pytest11 entry point.
+    pytester.makepyfile(test_training=TEST_MODULE.format(lr="1"))
+    first = pytester.runpytest_subprocess(*QUIET)
+    first.assert_outcomes(failed=1)
+    first.stdout.fnmatch_lines(["golden trace test_training/test_training.parquet did not exist*"])
+    pytester.runpytest_subprocess(*QUIET).assert_outcomes(passed=1)
+    help_text = run(pytester, "--help").stdout.str()
+    assert "--steptrace-update" in help_text and "steptrace_golden_dir" in help_text
