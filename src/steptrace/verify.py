@@ -1,0 +1,433 @@
+"""Checking a trace's integrity: every row must follow from the run's settings and the maths.
+
+:func:`verify` reads a run the way a sceptical reader would and stops at the first thing that
+does not hold, in this order:
+
+1. **metadata**: ``_run.json`` and the copy inside every part file agree on the run's settings,
+   and the settings agree with each other (steps per epoch, steps, one weight per feature …);
+2. **columns**: every part has exactly the trace format's columns, with their types;
+3. **rows**, read a chunk at a time (memory stays bounded whatever the trace's size):
+
+   - *where*: the step, epoch and sample of every row follow from the settings — steps run
+     0, 1, 2 … with each step's rows together, ``epoch = step // steps_per_epoch`` and the
+     samples in the run's (possibly shuffled) order;
+   - *constants*: ``run_id``, ``numerics``, ``batch_size`` and ``lr`` equal the metadata;
+   - *weights*: ``w_before`` of step 0 is the initial weights, of step s the ``w_after`` of step
+     s - 1, the same on every row of a step;
+   - *data*: ``x`` and ``y`` are the same each time a sample comes back;
+   - *maths*: forward, loss and backward recomputed from the row's ``x``, ``y``, ``w_before``
+     and ``lr``, and the step's update from all its rows, with :mod:`steptrace.model`, in the
+     run's number system — exact runs from their ``_exact`` texts, float32 runs from the float64
+     columns cast back to float32 (they hold float32 values exactly) — equal to what is
+     recorded: exactly for rationals, bit for bit for floats (NaN equals NaN); in exact runs
+     every float64 column is its text correctly rounded;
+
+4. **counts**: a ``complete`` run holds all its rows, and the summary in ``_run.json`` is the
+   one its rows give.
+
+A problem names the first row that does not follow (step, sample, column, what is recorded and
+what it should be). When a single value has been changed, the problem points at that value: a
+changed input shows in several columns (or disagrees with its copy), a changed result in one.
+Two pairs of columns can be told apart only by their effect on the rest of the row: ``x_k``
+and its copy ``o1_k`` (when ``w_k`` is 0 and δ3 is 0), and ``y`` and ``δ4`` (a sign change of
+``y`` when the ReLU gate is closed). When nothing tells them apart, both are named.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ._verify_rows import (
+    Context,
+    Found,
+    Problem,
+    RunSettings,
+    check_float,
+    check_steps,
+    same,
+    show,
+)
+from .errors import SteptraceError, TraceError
+from .fast import EpochOrders
+from .numerics import NUMERICS, parse_exact
+from .reader import Trace, open_trace
+from .schema import FORMAT_VERSION, arrow_schema, column_names, metadata_of, vector
+from .summary import SummaryTracker
+from .writer import RUN_FILE
+
+__all__ = ["Problem", "VerifyReport", "verify"]
+
+#: Rows read and checked at a time: about 30 MB of columns for three features.
+CHUNK_ROWS = 65_536
+#: Settings that define a run: every copy of the metadata must agree on them. (``created``,
+#: ``steptrace_version`` and ``format_version`` describe the writing, not the run.)
+RUN_KEYS = (
+    "run_id", "numerics", "lr", "lr_exact", "epochs", "batch_size", "shuffle", "seed", "init",
+    "steps_per_epoch", "steps", "dataset",
+)  # fmt: skip
+#: Keys of the dataset's description that must agree (its ``source`` path may move).
+DATASET_KEYS = ("name", "sha256", "rows", "features", "target")
+#: Summary fields compared with the ones the rows give (complete runs).
+SUMMARY_KEYS = (
+    "rows", "steps", "final_loss", "min_loss", "min_loss_step", "diverged_at", "diverged_why",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :func:`verify` found: counts, and the first problem (``None`` if there is none)."""
+
+    path: Path
+    status: str
+    numerics: str
+    rows: int
+    steps: int
+    run_steps: int
+    problem: Problem | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def __str__(self) -> str:
+        if self.problem is not None:
+            return f"PROBLEM {self.path}: {self.problem}"
+        of = "" if self.status == "complete" else f" of {self.run_steps}"
+        return (
+            f"OK {self.path}: {self.steps}{of} steps, {self.rows} rows, {self.numerics}, "
+            f"{self.status}; every row follows from its inputs"
+        )
+
+
+def verify(path: str | Path) -> VerifyReport:
+    """Check a trace (a run folder or one part file) and report the first problem, if any.
+
+    Raises :class:`~steptrace.errors.TraceError` only when ``path`` cannot be read as a trace
+    at all (missing, not Parquet, newer format); anything wrong inside a trace is a
+    :class:`Problem` in the report.
+
+    >>> report = verify("traces/seed-exact-lr1")  # doctest: +SKIP
+    >>> report.ok, report.steps, str(report)  # doctest: +SKIP
+    (True, 3, 'OK traces/seed-exact-lr1: 3 steps, 3 rows, exact, complete; ...')
+    """
+    trace = open_trace(path)
+    checker = _Checker(trace)
+    try:
+        checker.check()
+    except Found as found:
+        return checker.report(found.problem)
+    return checker.report(None)
+
+
+# --- metadata ---------------------------------------------------------------------------------
+
+
+def _pick(meta: dict[str, Any], key: str) -> Any:
+    if key == "dataset" and isinstance(meta.get(key), dict):
+        return {k: meta[key].get(k) for k in DATASET_KEYS}
+    return meta.get(key)
+
+
+def _first_difference(key: str, a: Any, b: Any) -> str:
+    """``dataset.rows`` rather than ``dataset`` when a nested value differs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in a:
+            if a.get(k) != b.get(k):
+                return f"{key}.{k}"
+    return key
+
+
+def _settings(meta: dict[str, Any], where: str) -> RunSettings:
+    """The run's settings from agreed metadata; a :class:`Problem` for any inconsistency."""
+
+    def bad(key: str, message: str) -> Found:
+        return Found(Problem(message, where, (key,)))
+
+    num = NUMERICS.get(str(meta.get("numerics")))
+    if num is None:
+        raise bad("numerics", f"unknown number system {meta.get('numerics')!r}")
+    for key in ("epochs", "batch_size"):
+        if not isinstance(meta.get(key), int) or meta[key] < 1:
+            raise bad(key, f"{key} must be a whole number of at least 1, not {meta.get(key)!r}")
+    ds = meta.get("dataset")
+    if not isinstance(ds, dict) or not isinstance(ds.get("features"), list):
+        raise bad("dataset", "the dataset's description (features, rows) is missing")
+    rows, n, b, epochs = ds.get("rows"), len(ds["features"]), meta["batch_size"], meta["epochs"]
+    if not isinstance(rows, int) or rows < 1:
+        raise bad("dataset.rows", f"the dataset's row count is {rows!r}")
+    if b > rows:
+        raise bad("batch_size", f"batch size {b} is larger than the dataset ({rows} rows)")
+    spe = -(-rows // b)
+    if meta.get("steps_per_epoch", spe) != spe:
+        raise bad(
+            "steps_per_epoch",
+            f"says {meta['steps_per_epoch']} steps per epoch, but {rows} rows in batches of {b} "
+            f"make {spe}",
+        )
+    if meta.get("steps", spe * epochs) != spe * epochs:
+        raise bad("steps", f"says {meta['steps']} steps, but {epochs} epochs make {spe * epochs}")
+    init = meta.get("init")
+    if not isinstance(init, list) or len(init) != n:
+        raise bad("init", f"needs {n} initial weights (one per feature), has {init!r}")
+    try:
+        lr_q = parse_exact(str(meta.get("lr_exact", meta.get("lr"))), "the learning rate")
+        lr_text = parse_exact(str(meta.get("lr")), "the learning rate")
+    except SteptraceError as exc:
+        raise bad("lr_exact", str(exc)) from None
+    if lr_text != lr_q:
+        raise bad("lr", f"lr {meta['lr']!r} is not lr_exact {meta['lr_exact']!r}")
+    try:
+        init_q = [parse_exact(str(q), "an initial weight") for q in init]
+    except SteptraceError as exc:
+        raise bad("init", str(exc)) from None
+    seed = meta.get("seed")
+    return RunSettings(
+        num, n, rows, b, epochs, spe, num.make(lr_q), tuple(num.make(q) for q in init_q),
+        str(meta.get("run_id")), EpochOrders(rows, bool(meta.get("shuffle")), seed),
+    )  # fmt: skip
+
+
+# --- the whole trace --------------------------------------------------------------------------
+
+
+@dataclass
+class _Checker:
+    """Runs the checks of :func:`verify` in order; a :class:`Found` carries the first problem."""
+
+    trace: Trace
+    rows_checked: int = 0
+    steps_checked: int = 0
+    file_starts: list[tuple[int, str]] = field(default_factory=list)
+    footers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.meta = dict(self.trace.meta)
+
+    def file_of(self, r: int) -> str | None:
+        """The part file holding row ``r`` (of those read so far)."""
+        name = None
+        for start, file in self.file_starts:
+            if start <= r:
+                name = file
+        return name
+
+    @property
+    def run_file(self) -> str:
+        return RUN_FILE if self.trace.path.is_dir() else self.trace.path.name
+
+    def report(self, problem: Problem | None) -> VerifyReport:
+        return VerifyReport(
+            self.trace.path, self.trace.status, str(self.meta.get("numerics")),
+            self.rows_checked, self.steps_checked, int(self.meta.get("steps") or 0), problem,
+        )  # fmt: skip
+
+    def check(self) -> None:
+        self.check_metadata()
+        self.run = _settings(self.meta, self.run_file)
+        self.ctx = Context(self.run, self.file_of)
+        self.tracker = SummaryTracker(self.run.spe)
+        self.check_columns()
+        self.check_rows()
+        self.check_counts()
+
+    def check_metadata(self) -> None:
+        """Every copy of the metadata (``_run.json``, each part's footer) agrees on the run."""
+        copies: list[tuple[str, dict[str, Any]]] = []
+        if self.trace.path.is_dir() and (self.trace.path / RUN_FILE).exists():
+            copies.append((RUN_FILE, self.meta))
+        self.footers: dict[str, dict[str, Any]] = {}
+        for f in self.trace.files:
+            try:
+                footer = metadata_of(pq.read_schema(f), f.name)
+            except (OSError, pa.ArrowException) as exc:
+                raise Found(Problem(f"not a readable Parquet file ({exc})", f.name)) from None
+            except SteptraceError as exc:
+                raise Found(Problem(str(exc), f.name)) from None
+            self.footers[f.name] = footer
+            copies.append((f.name, footer))
+        for key in RUN_KEYS:
+            values = [_pick(meta, key) for _, meta in copies]
+            if all(v == values[0] for v in values):
+                continue
+            majority = max(values, key=values.count)
+            if values.count(majority) * 2 <= len(values):
+                majority = values[-1]  # a tie: the data files' copy is believed
+            file, meta = next((f, m) for f, m in copies if _pick(m, key) != majority)
+            witness = next(f for f, m in copies if _pick(m, key) == majority)
+            name = _first_difference(key, _pick(meta, key), majority)
+            raise Found(
+                Problem(
+                    f"says {show(_pick(meta, key))}, but {witness}'s copy of the metadata says "
+                    f"{show(majority)}", file, (name,), recorded=show(_pick(meta, key)),
+                    expected=show(majority),
+                )
+            )  # fmt: skip
+
+    def check_columns(self) -> None:
+        expected = arrow_schema(self.run.n, self.run.exact, {})
+        for f in self.trace.files:
+            schema = pq.read_schema(f)
+            version = str(self.footers[f.name].get("format_version", FORMAT_VERSION))
+            newer = _minor(version) > _minor(FORMAT_VERSION)
+            names = set(schema.names)
+            wanted = column_names(self.run.n, self.run.exact)
+            missing = [c for c in wanted if c not in names]
+            extra = [c for c in schema.names if c not in set(wanted)]
+            if missing:
+                raise Found(Problem(f"column {missing[0]} is missing", f.name, (missing[0],)))
+            if extra and not newer:
+                raise Found(
+                    Problem(f"column {extra[0]} is not in trace format {version}", f.name,
+                            (extra[0],))
+                )  # fmt: skip
+            for want in expected:
+                got = schema.field(want.name).type
+                if got != want.type:
+                    raise Found(
+                        Problem(f"has type {got}, the trace format says {want.type}", f.name,
+                                (want.name,))
+                    )  # fmt: skip
+
+    def check_counts(self) -> None:
+        """A complete run holds all its rows; the summary is the one its rows give."""
+        info = self.run_info()
+        if info is None:
+            return
+        total = self.run.total_rows
+        if info.get("status") == "complete" and self.rows_checked != total:
+            raise Found(
+                Problem(
+                    f"the run says complete, but holds {self.rows_checked} of its {total} rows",
+                    RUN_FILE, ("status",),
+                )
+            )  # fmt: skip
+        summary = info.get("summary") or {}
+        if not isinstance(summary, dict):
+            raise Found(Problem("the summary is not a JSON object", RUN_FILE, ("summary",)))
+        assert self.tracker is not None
+        mine = self.tracker.result().as_dict()
+        mine["rows"] = self.rows_checked
+        keys = SUMMARY_KEYS if info.get("status") == "complete" else ("rows",)
+        for key in keys:
+            if key not in summary or key not in mine:
+                continue
+            if not _same_json(summary[key], mine[key]):
+                raise Found(
+                    Problem(
+                        f"says {show(summary[key])}, the rows give {show(mine[key])}", RUN_FILE,
+                        (f"summary.{key}",), recorded=show(summary[key]),
+                        expected=show(mine[key]),
+                    )
+                )  # fmt: skip
+
+    def run_info(self) -> dict[str, Any] | None:
+        """``_run.json`` as written (status and summary included), if the trace has one."""
+        path = self.trace.path / RUN_FILE
+        if not self.trace.path.is_dir() or not path.exists():
+            return None
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise TraceError(f"{path}: unreadable run metadata ({exc})") from None
+        return info if isinstance(info, dict) else None
+
+    # rows
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The trace's rows in order, in record batches of the format's columns."""
+        names = column_names(self.run.n, self.run.exact)
+        read = 0
+        for f in self.trace.files:
+            self.file_starts.append((read, f.name))
+            try:
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=CHUNK_ROWS, columns=names):
+                    read += batch.num_rows
+                    yield batch.replace_schema_metadata(None)
+            except (OSError, pa.ArrowException) as exc:
+                raise Found(Problem(f"unreadable rows ({exc})", f.name)) from None
+
+    def chunks(self) -> Iterator[tuple[int, pa.Table]]:
+        """Tables of whole steps (by the plan), about :data:`CHUNK_ROWS` rows each."""
+        pending: list[pa.RecordBatch] = []
+        r0 = size = 0
+        for batch in self.batches():
+            pending.append(batch)
+            size += batch.num_rows
+            if size < CHUNK_ROWS:
+                continue
+            table = pa.Table.from_batches(pending)
+            cut = self.run.step_boundary(r0 + size) - r0
+            if cut > 0:
+                yield r0, table.slice(0, cut)
+                r0, size = r0 + cut, size - cut
+                pending = table.slice(cut).to_batches()
+        if size:
+            yield r0, pa.Table.from_batches(pending)
+
+    def check_rows(self) -> None:
+        w = self.run.init
+        for r0, table in self.chunks():
+            self.check_nulls(r0, table)
+            if self.run.exact:
+                w = check_steps(self.ctx, r0, table.to_pylist(), w)
+            else:
+                w = check_float(self.ctx, r0, table, w)
+            self.rows_checked += table.num_rows
+            self.note_summary(r0, table)
+        self.check_last_step()
+
+    def check_nulls(self, r0: int, table: pa.Table) -> None:
+        for name in table.column_names:
+            column = table.column(name)
+            if column.null_count:
+                i = int(pc.index(pc.is_null(column), True).as_py())
+                plan = self.run.plan(r0 + i, r0 + i + 1)
+                raise Found(
+                    Problem(
+                        "is missing (null)", self.file_of(r0 + i), (name,),
+                        int(plan["step"][0]), int(plan["sample"][0]), r0 + i,
+                    )
+                )  # fmt: skip
+
+    def check_last_step(self) -> None:
+        r = self.rows_checked
+        if r and self.run.step_boundary(r) != r:
+            start = self.run.step_boundary(r)
+            plan = self.run.plan(start, start + 1)
+            raise Found(
+                Problem(
+                    f"the trace ends inside this step: {r - start} of its "
+                    f"{int(plan['m'][0])} rows", self.file_of(r - 1), ("step",),
+                    int(plan["step"][0]), row=r - 1,
+                )
+            )  # fmt: skip
+
+    def note_summary(self, r0: int, table: pa.Table) -> None:
+        assert self.tracker is not None
+        step = table.column("step").to_numpy()
+        loss = table.column("loss").to_numpy()
+        w_after = np.column_stack(
+            [table.column(c).to_numpy() for c in vector("w_after", self.run.n)]
+        )
+        self.tracker.update({"step": step, "loss": loss}, w_after)
+        self.steps_checked = self.tracker.steps
+
+
+def _minor(version: str) -> int:
+    parts = version.split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
+        return same(float(a), float(b))
+    return bool(a == b)
