@@ -1,0 +1,272 @@
+"""The Streamlit dashboard, driven through its widgets with AppTest, and its command.
+
+Each test asserts what the user sees: values in the tables, messages, labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from steptrace.cli import dashboard as command
+from tests import dashboard_runs as runs
+
+APP = Path(command.app_file())
+COMPARE = "screens/compare.py"
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch):
+    """An AppTest of the dashboard serving a given folder."""
+
+    def make(folder: Path) -> AppTest:
+        monkeypatch.setenv(command.FOLDER_ENV, str(folder))
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return make
+
+
+def table(at: AppTest, column: str) -> pd.DataFrame:
+    """The table on the page with this column."""
+    for t in at.table:
+        if column in t.value.columns:
+            return t.value
+    raise AssertionError(
+        f"no table with column {column!r}: {[list(t.value.columns) for t in at.table]}"
+    )
+
+
+def step_shown(at: AppTest) -> str:
+    return at.subheader[0].value
+
+
+def no_errors(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+# -- replay -------------------------------------------------------------------------------------
+
+
+def test_replay_shows_the_articles_third_data_input_at_step_2(app, traces: Path) -> None:
+    runs.article(traces)
+    at = app(traces)
+    assert at.selectbox(key="picker.one").value == "article"
+    assert step_shown(at) == "step 0 (1st data input)"
+    at.number_input(key="replay.cursor.jump").set_value(2).run()
+    no_errors(at)
+    assert step_shown(at) == "step 2 (3rd data input)"
+    assert at.caption[1].value == "epoch 0 · dataset row 2 · exact · α = 1"
+    forward = table(at, "o2 = L2(o1)").iloc[0]
+    assert (forward["x"], forward["o2 = L2(o1)"], forward["o3 = L3(o2)"]) == (
+        "(0, 2000, 3000)",
+        "0",
+        "0",
+    )
+    loss = table(at, "loss = Loss(o3, y_truth)").iloc[0]
+    assert (loss["y_truth"], loss["loss = Loss(o3, y_truth)"], loss["correct?"]) == (
+        "1",
+        "1/2",
+        "no",
+    )
+    backward = table(at, "δ4 = o3 − y_truth").iloc[0].tolist()
+    assert backward == [
+        "-1",
+        "-1 (gate open)",
+        "(-1/200, 3/11600, -1/5800)",
+        "(0, -2000, -3000)",
+        "(-1/200, 3/11600, -1/5800)",
+    ]
+    weights = table(at, "ŵ = w − α·grad").set_index("weight")["ŵ = w − α·grad"].tolist()
+    assert weights == ["1/200", "23199997/11600", "17400001/5800"]
+    assert at.code[0].value.endswith("= (1/200, 23199997/11600, 17400001/5800)")
+    assert r"\frac{23199997}{11600}" in at.latex[0].value
+    assert at.success[0].value == "The update moved w_2, w_3."
+    changes = [m.value for m in at.markdown if "Changed since step 1" in m.value]
+    assert changes and "loss" in changes[0] and "ŵ" in changes[0]
+    chain = "".join(m.value for m in at.markdown if "st-chain" in m.value)
+    assert 'o2 = w · o1</div><div class="value">0</div>' in chain
+
+
+def test_replay_cursor_previous_next_slider_and_play(app, traces: Path) -> None:
+    runs.article(traces)
+    at = app(traces)
+    assert at.button(key="replay.cursor.prev").disabled
+    at.button(key="replay.cursor.next").click().run()
+    at.button(key="replay.cursor.next").click().run()
+    no_errors(at)
+    assert step_shown(at) == "step 2 (3rd data input)"
+    assert at.button(key="replay.cursor.next").disabled
+    assert at.slider(key="replay.cursor.slider").value == 2
+    at.button(key="replay.cursor.prev").click().run()
+    assert step_shown(at) == "step 1 (2nd data input)"
+    assert at.number_input(key="replay.cursor.jump").value == 1
+    at.slider(key="replay.cursor.slider").set_value(0).run()
+    assert step_shown(at) == "step 0 (1st data input)"
+    # Play moves one step per run of the page until the end, then stops.
+    at.button(key="replay.cursor.play").click().run()
+    assert step_shown(at) == "step 1 (2nd data input)"
+    assert at.button(key="replay.cursor.play").label == "⏸ Pause"
+    at.run()
+    assert step_shown(at) == "step 2 (3rd data input)"
+    assert at.button(key="replay.cursor.play").label == "▶ Play"  # reached the end
+    at.run()
+    assert step_shown(at) == "step 2 (3rd data input)"
+
+
+def test_replay_of_a_float_run_highlights_what_changed(app, traces: Path) -> None:
+    runs.lr_sweep(traces, ("1e-9",))
+    at = app(traces)
+    at.number_input(key="replay.cursor.jump").set_value(4).run()
+    no_errors(at)
+    assert step_shown(at) == "step 4 (5th data input)"
+    assert "float64 · α = 1e-9" in at.caption[1].value
+    weights = table(at, "moved").set_index("weight")
+    # Dataset row 1 is x = (200, 0, 0): only w_1 can move.
+    assert weights["moved"].tolist() == ["yes", "no", "no"]
+    assert float(weights.loc["w_1", "ŵ = w − α·grad"]) != float(weights.loc["w_1", "w"])
+    changes = [m.value for m in at.markdown if "Changed since step 3" in m.value]
+    assert changes and "x, y_truth, o1, o2, o3, loss" in changes[0] and "ŵ" in changes[0]
+    assert at.success[0].value == "The update moved w_1."
+
+
+def test_bad_files_are_reported_next_to_the_runs_that_load(app, traces: Path) -> None:
+    good = runs.article(traces)
+    runs.corrupt(traces, good)
+    runs.foreign(traces)
+    runs.newer(traces, good)
+    at = app(traces)
+    no_errors(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 3
+    assert any(
+        e.startswith("**corrupt** was skipped") and "not readable Parquet" in e for e in errors
+    )
+    assert any(
+        e.startswith("**foreign** was skipped") and "not a steptrace trace" in e for e in errors
+    )
+    assert any(
+        e.startswith("**future** was skipped") and "99.0" in e and "upgrade" in e for e in errors
+    )
+    assert at.dataframe[0].value["run"].tolist() == ["article"]
+    assert at.selectbox(key="picker.one").options == ["article  ·  α = 1  ·  exact"]
+    assert step_shown(at) == "step 0 (1st data input)"
+
+
+def test_an_empty_folder_says_how_to_record_a_run(app, traces: Path) -> None:
+    at = app(traces)
+    assert at.info[0].value.startswith(f"No runs in `{traces}` yet. Record one with")
+    assert not at.selectbox
+
+
+def test_a_missing_folder_is_a_message_not_a_traceback(app, tmp_path: Path) -> None:
+    at = app(tmp_path / "gone")
+    assert at.error[0].value.startswith(f"Cannot read the folder `{tmp_path / 'gone'}`: no folder")
+
+
+# -- compare ------------------------------------------------------------------------------------
+
+
+def test_compare_two_learning_rates_at_one_step(app, traces: Path) -> None:
+    runs.article(traces, "lr1", "1")
+    runs.article(traces, "lr0.1", "1/10")
+    runs.lr_sweep(traces, ("1e-9",))
+    at = app(traces)
+    at.switch_page(COMPARE).run()
+    no_errors(at)
+    assert at.multiselect(key="picker.many").value == ["lr0.1", "lr1", "sweep"]
+    at.multiselect(key="picker.many").set_value(["lr1", "lr0.1"]).run()
+    at.number_input(key="compare.cursor.jump").set_value(2).run()
+    no_errors(at)
+    assert at.subheader[-1].value == "All runs at step 2"
+    side = at.table[-1].value
+    assert list(side.columns) == ["lr1", "lr0.1"]
+    assert side.loc["α"].tolist() == ["1", "1/10"]
+    assert side.loc["data input"].tolist() == ["3rd data input", "3rd data input"]
+    assert side.loc["loss"].tolist() == ["1/2", "1/2"]
+    assert side.loc["ŵ"].tolist() == [
+        "(1/200, 23199997/11600, 17400001/5800)",
+        "(1/200, 2319997/11600, 1740001/5800)",
+    ]
+    assert "every step shown" in [c.value for c in at.caption]
+    assert len(at.get("vega_lite_chart")) == 4  # loss and w_1, w_2, w_3
+
+
+def test_compare_marks_the_first_divergence(app, traces: Path) -> None:
+    runs.diverging(traces)
+    runs.article(traces)
+    at = app(traces)
+    at.switch_page(COMPARE).run()
+    no_errors(at)
+    assert [w.value for w in at.warning] == ["**boom** diverges at step 1: loss is not finite"]
+    side = at.table[-1].value
+    assert side.loc["first divergence"].tolist() == ["none", "1 (loss is not finite)"]
+
+
+def test_compare_downsamples_a_long_run_and_zooming_shows_every_step(app, traces: Path) -> None:
+    runs.lr_sweep(traces, ("1e-9",), epochs=1000)  # 3000 steps
+    at = app(traces)
+    at.switch_page(COMPARE).run()
+    notes = [c.value for c in at.caption if "downsampled" in c.value]
+    assert notes and notes[0].startswith("downsampled: the min and max of every 3 steps")
+    at.slider(key="compare.zoom").set_value((100, 299)).run()
+    no_errors(at)
+    assert not [c.value for c in at.caption if "downsampled" in c.value]
+    assert "every step shown" in [c.value for c in at.caption]
+    at.toggle(key="compare.log_loss").set_value(True).run()
+    at.toggle(key="compare.log_w").set_value(True).run()
+    no_errors(at)
+
+
+def test_compare_with_no_run_chosen_asks_for_one(app, traces: Path) -> None:
+    runs.article(traces)
+    at = app(traces)
+    at.switch_page(COMPARE).run()
+    at.multiselect(key="picker.many").set_value([]).run()
+    assert at.info[0].value == "Choose one or more runs to compare."
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+def test_command_serves_on_localhost_only_and_headless() -> None:
+    argv = command.streamlit_command(8555)
+    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(APP)
+    assert APP.exists() and APP.name == "app.py"
+    settings = dict(zip(argv[5::2], argv[6::2], strict=True))
+    assert settings["--server.address"] == "127.0.0.1"
+    assert settings["--server.port"] == "8555"
+    assert settings["--server.headless"] == "true"
+    assert settings["--browser.gatherUsageStats"] == "false"
+
+
+def test_command_refuses_a_missing_folder(run_cli, tmp_path: Path) -> None:
+    result = run_cli("dashboard", tmp_path / "nope", "--no-browser")
+    assert result.exit_code == 2
+    assert "Error: no folder" in result.output and "steptrace record --out" in result.output
+
+
+def test_command_help_has_an_example(run_cli) -> None:
+    result = run_cli("dashboard", "-h")
+    assert result.exit_code == 0
+    assert (
+        "Example:" in result.output
+        and "--port" in result.output
+        and "--no-browser" in result.output
+    )
+
+
+def test_free_port_falls_back_when_the_preferred_one_is_taken() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        port = command.free_port(taken)
+    assert port != taken and 0 < port < 65536
