@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
@@ -105,13 +106,50 @@ class Tolerance:
 
 @dataclass
 class Side:
-    """One of the two traces being compared: its rows and where they came from."""
+    """One of the two traces being compared: where it comes from, its metadata, and its rows
+    read on demand (only the columns a comparison needs)."""
 
     label: str
-    frame: pd.DataFrame
     meta: dict[str, Any]
     status: str = "unknown"
-    table: pa.Table | None = None  # the rows as read, when they come from a trace file
+    trace: Trace | None = None
+    dataframe: pd.DataFrame | None = None
+
+    @cached_property
+    def columns(self) -> list[str]:
+        if self.dataframe is not None:
+            return [str(c) for c in self.dataframe.columns]
+        assert self.trace is not None
+        return list(self.trace.schema().names)
+
+    @cached_property
+    def rows(self) -> int:
+        if self.dataframe is not None:
+            return len(self.dataframe)
+        assert self.trace is not None
+        return self.trace.num_rows
+
+    def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The rows, only ``columns`` (all if None)."""
+        if self.dataframe is not None:
+            return self.dataframe if columns is None else self.dataframe[list(columns)]
+        # The table is not kept: let pandas take its buffers instead of copying them.
+        table = self.read_table(columns)
+        frame: pd.DataFrame = table.to_pandas(split_blocks=True, self_destruct=True)
+        return frame
+
+    def read_table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """The rows as an Arrow table, only ``columns`` (all if None)."""
+        if self.dataframe is not None:
+            return pa.Table.from_pandas(self.read(columns), preserve_index=False)
+        assert self.trace is not None
+        try:
+            return self.trace.read_table(columns)
+        except SteptraceError:
+            raise
+        except Exception as exc:  # a damaged file: say which, in one line
+            where = self.trace.path
+            raise TraceError(f"{where}: unreadable trace ({type(exc).__name__}: {exc})") from None
 
     @property
     def from_dataframe(self) -> bool:
@@ -123,7 +161,7 @@ class Side:
 
     def info(self) -> SideInfo:
         return SideInfo(
-            self.label, self.numerics, str(self.meta.get("lr", "?")), len(self.frame), self.status
+            self.label, self.numerics, str(self.meta.get("lr", "?")), self.rows, self.status
         )
 
 
@@ -234,7 +272,7 @@ def load_side(source: TraceLike, label: str | None = None) -> Side:
     A folder holding several runs is refused: compare one run with one run.
 
     >>> side = load_side("traces/golden/article-exact.parquet")  # doctest: +SKIP
-    >>> side.meta["numerics"], len(side.frame)  # doctest: +SKIP
+    >>> side.meta["numerics"], side.rows  # doctest: +SKIP
     ('exact', 3)
     """
     if isinstance(source, Side):
@@ -246,7 +284,7 @@ def load_side(source: TraceLike, label: str | None = None) -> Side:
                 f"a DataFrame needs the columns {', '.join(KEYS)} to be compared as a trace "
                 f"(it lacks {', '.join(missing)})"
             )
-        return Side(label or "DataFrame", source, dataframe_metadata(source))
+        return Side(label or "DataFrame", dataframe_metadata(source), dataframe=source)
     if isinstance(source, Trace):
         trace = source
     elif isinstance(source, str | Path):
@@ -255,13 +293,7 @@ def load_side(source: TraceLike, label: str | None = None) -> Side:
         trace = open_one(Path(source.path))  # a RunResult
     else:
         raise TraceError(f"cannot compare a {type(source).__name__} as a trace")
-    try:
-        table = trace.read_table()
-    except SteptraceError:
-        raise
-    except Exception as exc:  # a damaged file: say which, in one line
-        raise TraceError(f"{trace.path}: unreadable trace ({type(exc).__name__}: {exc})") from None
-    return Side(label or str(trace.path), table.to_pandas(), dict(trace.meta), trace.status, table)
+    return Side(label or str(trace.path), dict(trace.meta), trace.status, trace=trace)
 
 
 def open_one(path: Path) -> Trace:
@@ -287,10 +319,9 @@ def write_trace_file(side: Side, path: Path) -> None:
 
     >>> write_trace_file(load_side("traces/my-run"), Path("golden.parquet"))  # doctest: +SKIP
     """
-    table = side.table
-    if table is None:
-        table = pa.Table.from_pandas(side.frame, preserve_index=False)
-    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(side.meta, sort_keys=True)})
+    table = side.read_table().replace_schema_metadata(
+        {METADATA_KEY: json.dumps(side.meta, sort_keys=True)}
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -334,11 +365,9 @@ def dataframe_metadata(frame: pd.DataFrame) -> dict[str, Any]:
 # --- selecting columns --------------------------------------------------------------------
 
 
-def _value_columns(frame: pd.DataFrame) -> list[str]:
+def _value_columns(columns: Sequence[str]) -> list[str]:
     return [
-        str(c)
-        for c in frame.columns
-        if not str(c).endswith(EXACT_SUFFIX) and c not in KEYS and c not in RUN_WIDE
+        c for c in columns if not c.endswith(EXACT_SUFFIX) and c not in KEYS and c not in RUN_WIDE
     ]
 
 
@@ -364,9 +393,9 @@ def _select(
     a: Side, b: Side, columns: Sequence[str] | None, ignore: Sequence[str]
 ) -> tuple[list[str], set[str]]:
     """The columns to compare, in A's order, and the metadata keys to ignore."""
-    in_a, in_b = _value_columns(a.frame), _value_columns(b.frame)
+    in_a, in_b = _value_columns(a.columns), _value_columns(b.columns)
     every = in_a + [c for c in in_b if c not in in_a]
-    everywhere = every + [c for c in (*KEYS, *RUN_WIDE) if c in a.frame or c in b.frame]
+    everywhere = every + [c for c in (*KEYS, *RUN_WIDE) if c in a.columns or c in b.columns]
     if columns is not None:
         chosen = []
         for name, cols in _expand(columns, everywhere).items():
@@ -385,7 +414,7 @@ def _select(
             raise TraceError(f"nothing named {name!r} to ignore: no such column or metadata key")
         chosen = [c for c in chosen if c not in cols]
     for side, other in ((a, b), (b, a)):
-        missing = [c for c in chosen if c not in side.frame.columns]
+        missing = [c for c in chosen if c not in side.columns]
         if missing:
             shown = ", ".join(missing[:6]) + (" …" if len(missing) > 6 else "")
             raise TraceError(
@@ -422,7 +451,7 @@ def compare_traces(
     chosen, ignored_meta = _select(side_a, side_b, columns, ignore)
     default = Tolerance(rtol, atol)
     per_column = _tolerances(tolerances or {}, chosen, default)
-    fa, fb, only_a, only_b = _align(side_a, side_b)
+    fa, fb, only_a, only_b = _align(_needed(side_a, chosen), _needed(side_b, chosen))
     diffs = [
         d
         for col in chosen
@@ -476,20 +505,29 @@ def _tolerances(
     return out
 
 
-def _align(a: Side, b: Side) -> tuple[pd.DataFrame, pd.DataFrame, list[Any], list[Any]]:
+def _needed(side: Side, chosen: list[str]) -> tuple[Side, pd.DataFrame]:
+    """The side's keys, chosen columns and their exact twins: all a comparison reads."""
+    twins = [c + EXACT_SUFFIX for c in chosen if c + EXACT_SUFFIX in side.columns]
+    return side, side.read([*KEYS, *chosen, *twins])
+
+
+def _align(
+    a: tuple[Side, pd.DataFrame], b: tuple[Side, pd.DataFrame]
+) -> tuple[pd.DataFrame, pd.DataFrame, list[Any], list[Any]]:
     """Both frames restricted to their common (step, sample) rows, in that order, and the
     keys found on one side only."""
-    ia, ib = _keyed(a), _keyed(b)
-    if ia.index.equals(ib.index):
-        return ia, ib, [], []
+    (_, fa), (_, fb) = a, b
+    if len(fa) == len(fb) and all(np.array_equal(fa[k], fb[k]) for k in KEYS):
+        return fa, fb, [], []  # the same rows in the same order: the usual case, and fast
+    ia, ib = _keyed(*a), _keyed(*b)
     common = ia.index.intersection(ib.index, sort=True)
     only_a = [(int(s), int(n)) for s, n in ia.index.difference(ib.index, sort=True)]
     only_b = [(int(s), int(n)) for s, n in ib.index.difference(ia.index, sort=True)]
     return ia.loc[common], ib.loc[common], only_a, only_b
 
 
-def _keyed(side: Side) -> pd.DataFrame:
-    frame = side.frame.set_index(list(KEYS), drop=False).sort_index(kind="stable")
+def _keyed(side: Side, frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.set_index(list(KEYS), drop=False).sort_index(kind="stable")
     dup = frame.index.duplicated()
     if dup.any():
         step, sample = frame.index[dup][0]

@@ -206,7 +206,7 @@ class GoldenTrace:
             return
         pytest.fail(
             f"golden trace {shown} did not exist: it was written from this run "
-            f"({len(side.frame)} rows). Check it (steptrace replay {shown}), commit it, "
+            f"({side.rows} rows). Check it (steptrace replay {shown}), commit it, "
             "and run the test again.",
             pytrace=False,
         )
