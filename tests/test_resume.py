@@ -11,7 +11,7 @@ import pytest
 
 from steptrace import load_trace, open_trace, record, recorder, trainer
 from steptrace.errors import ConfigError, DatasetError
-from steptrace.resume import resume
+from steptrace import resume
 
 from .conftest import steptrace_subprocess
 

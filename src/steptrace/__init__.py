@@ -5,6 +5,7 @@
 >>> steptrace.load_trace(run.path)[["step", "o2_1", "loss", "d3_1"]]  # doctest: +SKIP
 """
 
+from . import analysis  # registers the DataFrame accessor df.steptrace
 from ._version import __version__
 from .data import Dataset, load_dataset, seed_dataset
 from .errors import (
@@ -19,6 +20,7 @@ from .errors import (
 )
 from .reader import Trace, find_traces, load_trace, load_traces, open_trace
 from .recorder import RunResult, record, sweep
+from .resumer import resume
 from .trainer import Settings, StepEvent, iter_events
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "TraceError",
     "WriteError",
     "__version__",
+    "analysis",
     "find_traces",
     "iter_events",
     "load_dataset",
@@ -43,6 +46,7 @@ __all__ = [
     "load_traces",
     "open_trace",
     "record",
+    "resume",
     "seed_dataset",
     "sweep",
 ]

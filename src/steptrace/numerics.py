@@ -134,7 +134,7 @@ class Numerics:
         try:
             return float(v)
         except OverflowError:
-            return math.copysign(math.inf, v)
+            return math.inf if v > 0 else -math.inf
 
     def exact_text(self, v: Number) -> str:
         """The exact rational text of ``v``, e.g. ``"-3/11600"`` (exact mode only)."""

@@ -48,7 +48,9 @@ class SteptraceGroup(click.Group):
         sys.exit(code)
 
 
-@click.group("steptrace", cls=SteptraceGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    "steptrace", cls=SteptraceGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, "--version", prog_name="steptrace")
 def cli() -> None:
     """Record, replay, compare and analyse every number of a learning process.

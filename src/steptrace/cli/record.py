@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..reader import open_trace
 from ..recorder import Progress, RunResult, sweep
 from ..replay import format_value
-from ..resume import resume
+from ..resumer import resume
 
 #: Runs of fewer rows finish before a progress bar would be any use.
 PROGRESS_MIN_ROWS = 20_000
