@@ -124,3 +124,15 @@ def test_help_has_an_example(run_cli):
     result = run_cli("diff", "-h")
     assert result.exit_code == 0
     assert "Example:" in result.output and "--rtol" in result.output
+
+
+def test_the_example_in_docs_golden_md_is_the_real_output(run_cli, monkeypatch):
+    doc = (REPO / "docs" / "golden.md").read_text(encoding="utf-8")
+    command = (
+        "$ steptrace diff traces/golden/article-exact.parquet traces/golden/article-float64.parquet"
+    )
+    shown = doc.split(command + "\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(REPO)
+    result = run_cli(*command.split()[2:])
+    assert result.exit_code == 1
+    assert result.output == shown
