@@ -41,7 +41,12 @@ def test_sigkill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(trac
     while not (run / "_run.json").exists():
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.01)
-    time.sleep(random.Random(seed).uniform(0.2, 1.2))
+    # Kill once a random number of parts is flushed: mid-part, at a moment we do not choose.
+    parts = random.Random(seed).randint(1, 8)
+    while len(list(run.glob("part-*.parquet"))) < parts:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.005)
+    time.sleep(random.Random(seed).uniform(0, 0.05))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert open_trace(run).status == "incomplete"
