@@ -13,6 +13,7 @@ from collections.abc import Callable
 import streamlit as st
 
 SPEEDS = (1, 2, 5, 10, 20)  # steps per second
+DEFAULT_SPEED = 2
 
 
 def _keys(prefix: str) -> dict[str, str]:
@@ -32,7 +33,7 @@ def interval(prefix: str) -> float | None:
     """Seconds between automatic steps while playing, else None (for ``st.fragment``)."""
     if not playing(prefix):
         return None
-    return 1.0 / float(st.session_state.get(f"{prefix}.speed", SPEEDS[0]))
+    return 1.0 / float(st.session_state.get(f"{prefix}.speed", DEFAULT_SPEED))
 
 
 def _copy(prefix: str, widget: str) -> Callable[[], None]:
@@ -64,13 +65,17 @@ def _toggle(prefix: str, last: int) -> Callable[[], None]:
     return callback
 
 
-def step_cursor(prefix: str, last: int) -> int:
+def step_cursor(prefix: str, last: int, every: float | None = None) -> int:
     """Draw the cursor over steps ``0 … last`` and return the current step.
 
-    While playing, each run of the enclosing fragment moves one step on and stops at the end.
+    Call it inside a fragment made with ``run_every=every``, ``every = interval(prefix)``:
+    while playing, each run of the fragment moves one step on, and stops at the end. When play
+    starts or stops, the whole page reruns so that the fragment gets its new timer.
     """
     k = _keys(prefix)
     ss = st.session_state
+    if interval(prefix) != every:
+        st.rerun()  # play or pause was pressed inside the fragment: give it its new timer
     step = min(max(position(prefix), 0 if not playing(prefix) else -1), last)
     if playing(prefix):
         step = min(step + 1, last)
@@ -80,7 +85,6 @@ def step_cursor(prefix: str, last: int) -> int:
     ss[k["step"]] = step
     ss[k["slider"]] = step
     ss[k["jump"]] = step
-    ss.setdefault(k["speed"], SPEEDS[1])
 
     if last > 0:
         st.slider(
@@ -101,6 +105,8 @@ def step_cursor(prefix: str, last: int) -> int:
         on_click=_toggle(prefix, last),
         disabled=last <= 0,
     )
-    cols[4].select_slider("Speed (steps/s)", SPEEDS, key=k["speed"])
+    cols[4].select_slider("Speed (steps/s)", SPEEDS, value=DEFAULT_SPEED, key=k["speed"])
     st.caption(f"{last + 1:,} steps, counted from 0 (0 to {last:,})")
+    if interval(prefix) != every:
+        st.rerun()  # reached the end: stop the timer
     return step

@@ -56,9 +56,12 @@ log_loss = opts[1].toggle("log loss", key="compare.log_loss")
 log_w = opts[2].toggle("log weights", key="compare.log_w", help="symmetric log: keeps signs")
 
 
-@st.fragment(run_every=step_cursor.interval(CURSOR))
+EVERY = step_cursor.interval(CURSOR)
+
+
+@st.fragment(run_every=EVERY)
 def at_cursor() -> None:
-    step = step_cursor.step_cursor(CURSOR, last)
+    step = step_cursor.step_cursor(CURSOR, last, EVERY)
     lo, hi = int(zoom[0]), int(zoom[1])
     loss = {k: data.curve(root, k, "loss", lo, hi, data.fingerprint(k)) for k in keys}
     charts.overlay("loss", loss, step, divergence, "log" if log_loss else "linear", (lo, hi), keys)

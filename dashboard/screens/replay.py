@@ -26,9 +26,11 @@ if run_picker.show_runs(folder, table):
         st.info(f"**{key}** has no recorded steps yet.")
         st.stop()
 
-    @st.fragment(run_every=step_cursor.interval(CURSOR))
+    every = step_cursor.interval(CURSOR)
+
+    @st.fragment(run_every=every)
     def replay() -> None:
-        step = step_cursor.step_cursor(CURSOR, last)
+        step = step_cursor.step_cursor(CURSOR, last, every)
         try:
             view = data.step_view(data.root(), key, step, data.fingerprint(key))
         except SteptraceError as exc:
