@@ -76,3 +76,8 @@ def test_find_traces_reports_bad_runs_next_to_good_ones(traces, run):
     assert [t.path for t in found] == [run]
     assert len(problems) == 1 and problems[0][0] == bad
     assert "not a readable Parquet file" in problems[0][1]
+
+
+def test_a_filter_on_a_column_the_trace_lacks_says_so(run):
+    with pytest.raises(TraceError, match="the filter names a column this trace does not have"):
+        load_trace(run, filters=[("nope", "==", 1)])

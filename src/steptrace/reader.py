@@ -132,6 +132,11 @@ class Trace:
                     columns=list(columns) if columns is not None else None, filter=expression
                 )
             except (OSError, pa.ArrowException) as exc:
+                if "No match for FieldRef" in str(exc):
+                    raise TraceError(
+                        f"{self.path}: the filter names a column this trace does not have "
+                        f"({str(exc).splitlines()[0]})"
+                    ) from None
                 raise TraceError(f"{f}: unreadable part file ({exc})") from None
             tables.append(table)
         if not tables:
