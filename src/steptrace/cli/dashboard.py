@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import webbrowser
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -67,6 +69,21 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 30.
     return False
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _check_streamlit() -> None:
     try:
         import streamlit  # noqa: F401
@@ -99,16 +116,16 @@ def command(folder: Path, port: int | None, no_browser: bool) -> None:
     env = {**os.environ, FOLDER_ENV: str(folder.resolve())}
     click.echo(f"steptrace dashboard: {url}  (runs from {folder}; Ctrl-C to stop)")
     process = subprocess.Popen(streamlit_command(port), env=env)
-    if not no_browser and wait_ready(port, process):
-        webbrowser.open(url)
+    # Stopped by SIGTERM (a service manager, a test) as by Ctrl-C: the server goes with us.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if not no_browser and wait_ready(port, process):
+            webbrowser.open(url)
         code = process.wait()
     except KeyboardInterrupt:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
         code = 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop(process)
     if code:
         raise TraceError(f"the dashboard server stopped with exit code {code}")
