@@ -1,0 +1,382 @@
+"""steptrace benchmarks: every figure of docs/benchmarks.md, side by side, from one run.
+
+    python bench/run.py            # the full benchmark (about a minute on 2 cores)
+    python bench/run.py --quick    # tiny sizes: checks the harness works, figures meaningless
+
+Machines are noisy, so goals are ratios to figures measured in the same run, and each timing is
+the best of a few repeats. Runs use weights that keep moving (``--init 0.005,-0.0002,0.0002
+--lr 1e-9``): in float64 the article's own weights never change, and a constant trace flatters
+every figure. The TensorBoard and MLflow rows need the ``bench`` extra
+(``pip install -e '.[bench]'``); without it they say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import steptrace
+from steptrace.data import seed_dataset
+
+INIT = "0.005,-0.0002,0.0002"
+LR = "1e-9"
+SEED_ROWS = [(100.0, 2000.0, 100.0, 0.0), (200.0, 0.0, 0.0, 1.0), (0.0, 2000.0, 3000.0, 1.0)]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rows: int  # one recorded run (recording speed, read into pandas, bytes/row)
+    big_rows: int  # the big run (peak RSS, window reads)
+    sweep_lrs: int
+    sweep_rows: int  # rows of each run of the sweep
+    exact_steps: int  # steps of the exact article run
+    tracker_steps: int  # steps logged with TensorBoard / MLflow
+    repeats: int
+
+
+FULL = Sizes(1_000_002, 10_000_002, 64, 99_999, 3_000, 1_000, 3)
+QUICK = Sizes(3_000, 9_000, 4, 300, 30, 5, 1)
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    value: str
+    compare: str = ""
+
+
+def best_of(repeats: int, fn: Callable[[], Any]) -> float:
+    """The shortest of ``repeats`` wall-clock timings of ``fn()``, in seconds."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# --- the untraced baseline ------------------------------------------------------------------
+
+
+def untraced_loop(steps: int) -> tuple[float, float, float]:
+    """The article's SGD on plain Python floats, batch size 1, nothing recorded: the fastest
+    honest way to train this model in Python, and the yardstick for recording."""
+    w1, w2, w3 = 0.005, -0.0002, 0.0002
+    lr = 1e-9
+    epochs = steps // len(SEED_ROWS)
+    for _ in range(epochs):
+        for x1, x2, x3, y in SEED_ROWS:
+            o2 = w1 * x1 + w2 * x2 + w3 * x3
+            o3 = o2 if o2 >= 0 else 0.0
+            d4 = o3 - y
+            d3 = d4 if o2 >= 0 else 0.0
+            w1 = w1 - lr * (d3 * x1)
+            w2 = w2 - lr * (d3 * x2)
+            w3 = w3 - lr * (d3 * x3)
+    return w1, w2, w3
+
+
+# --- steptrace ------------------------------------------------------------------------------
+
+
+def record(out: Path, rows: int, numerics: str = "float64", lr: str = LR) -> steptrace.RunResult:
+    return steptrace.record(
+        seed_dataset(), lr, epochs=rows // 3, numerics=numerics, init=INIT, out=out
+    )
+
+
+def child_record(rows: int, out: str) -> None:
+    """Run in a subprocess: record ``rows`` rows and print time and peak RSS as JSON."""
+    start = time.perf_counter()
+    if rows:
+        record(Path(out), rows)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM starts afresh at exec, whereas
+    ``ru_maxrss`` keeps the peak of the process that forked us (the harness itself)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        status = ""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, kB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def in_subprocess(rows: int, out: Path) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child-record", str(rows), str(out)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def window_reads(trace: steptrace.Trace, windows: int) -> list[float]:
+    """Seconds to read every column of random 100-step windows, each from a fresh open."""
+    rng = random.Random(0)
+    steps = trace.num_rows  # one row per step at batch size 1
+    times = []
+    for _ in range(windows):
+        first = rng.randrange(0, steps - 100)
+        start = time.perf_counter()
+        fresh = steptrace.open_trace(trace.path)
+        frame = fresh.read(None, (pc.field("step") >= first) & (pc.field("step") < first + 100))
+        times.append(time.perf_counter() - start)
+        assert len(frame) == 100, len(frame)
+    return times
+
+
+def exact_growth(out: Path, max_steps: int) -> list[Row]:
+    """Exact mode: the article's run, then a run whose rationals grow at every step."""
+    rows = []
+    start = time.perf_counter()
+    steptrace.record(seed_dataset(), "1", epochs=max_steps // 3, numerics="exact", out=out)
+    seconds = time.perf_counter() - start
+    rows.append(Row(f"exact, article run ({max_steps:,} steps, lr 1)",
+                    f"{max_steps / seconds:,.0f} steps/s",
+                    "weights stop changing at step 2: numbers stay small"))  # fmt: skip
+    marks: list[tuple[int, float]] = []
+    began = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        marks.append((done, time.perf_counter() - began))
+
+    try:
+        steptrace.record(seed_dataset(), LR, epochs=max(1, max_steps // 3), numerics="exact",
+                         init=INIT, out=out, progress=progress)  # fmt: skip
+        stopped = "did not reach the limit"
+    except steptrace.ExactLimitError as exc:
+        stopped = f"stops at step {str(exc).split('step ')[1].split(':')[0]} (size limit)"
+    previous = (0, 0.0)
+    segments = []
+    for done, at in marks:
+        if done - previous[0] >= max(1, marks[-1][0] // 4) or (done, at) == marks[-1]:
+            rate = (done - previous[0]) / max(at - previous[1], 1e-9)
+            segments.append(f"{previous[0]}–{done}: {rate:,.0f}")
+            previous = (done, at)
+    rows.append(Row("exact, growing rationals (lr 1e-9), steps/s by range",
+                    "; ".join(segments) or "no steps", stopped))  # fmt: skip
+    return rows
+
+
+# --- other trackers -------------------------------------------------------------------------
+
+
+def tracker_values(step: int) -> dict[str, float]:
+    """About 30 values per step, as a tracker would log this model's numbers."""
+    return {f"v{i}": 0.001 * i + step for i in range(30)}
+
+
+def tensorboard(out: Path, steps: int) -> tuple[float, float]:
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(out))
+    start = time.perf_counter()
+    for step in range(steps):
+        for name, value in tracker_values(step).items():
+            writer.add_scalar(name, value, step)
+    writer.close()
+    return steps / (time.perf_counter() - start), folder_bytes(out) / steps
+
+
+def mlflow(out: Path, steps: int, store: str) -> tuple[float, float]:
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # the file store is in maintenance mode
+    warnings.filterwarnings("ignore")
+    import logging
+
+    import mlflow as ml
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    out.mkdir(parents=True)
+    uri = f"sqlite:///{out}/mlflow.db" if store == "sqlite" else f"file://{out}/mlruns"
+    ml.set_tracking_uri(uri)
+    with ml.start_run():
+        size_before = folder_bytes(out)
+        start = time.perf_counter()
+        for step in range(steps):
+            ml.log_metrics(tracker_values(step), step=step)
+        seconds = time.perf_counter() - start
+    return steps / seconds, (folder_bytes(out) - size_before) / steps
+
+
+# --- the table ------------------------------------------------------------------------------
+
+
+def measure(sizes: Sizes, work: Path) -> list[Row]:
+    rows: list[Row] = []
+
+    def add(label: str, value: str, compare: str = "") -> None:
+        rows.append(Row(label, value, compare))
+        print(f"  … {label}: {value}", file=sys.stderr, flush=True)
+
+    r = sizes.repeats
+    # Peak memory first, in fresh processes: a small and a big recording (flat = same peak).
+    idle = in_subprocess(0, work / "idle")
+    small = in_subprocess(sizes.rows, work / "small")
+    big = in_subprocess(sizes.big_rows, work / "big")
+
+    # Recording vs the untraced loop, same number of steps, same process.
+    base = best_of(r, lambda: untraced_loop(sizes.rows))
+    runs = iter(range(1_000))
+    rec = best_of(r, lambda: record(work / f"rec{next(runs)}", sizes.rows))
+    rec32 = best_of(r, lambda: record(work / f"f32-{next(runs)}", sizes.rows, "float32"))
+    add("untraced pure-Python loop (float64)", f"{sizes.rows / base:,.0f} steps/s")
+    add(
+        f"steptrace record float64 ({sizes.rows:,} rows)",
+        f"{sizes.rows / rec:,.0f} rows/s",
+        f"{rec / base:.1f}× the untraced loop's time (goal ≤ 3×, ≥ 1,000,000 rows/s)",
+    )
+    add(
+        f"steptrace record float32 ({sizes.rows:,} rows)",
+        f"{sizes.rows / rec32:,.0f} rows/s",
+        f"{rec32 / base:.1f}× the untraced loop's time",
+    )
+    add(
+        f"steptrace record float64 ({sizes.big_rows:,} rows, own process)",
+        f"{sizes.big_rows / big['seconds']:,.0f} rows/s",
+    )
+    add(
+        "peak RSS: imports only / small run / big run",
+        f"{idle['peak_mb']:.0f} / {small['peak_mb']:.0f} / {big['peak_mb']:.0f} MB",
+        f"{sizes.rows:,} and {sizes.big_rows:,} rows (goal ≤ 250 MB, flat)",
+    )
+
+    # Disk, and reading back.
+    one = steptrace.open_trace(next((work / "rec0").iterdir()))
+    size = sum(f.stat().st_size for f in one.files)
+    add(
+        f"bytes per row on disk ({one.num_rows:,} rows)",
+        f"{size / one.num_rows:.1f} B/row",
+        "goal ≤ 100",
+    )
+    big_trace = steptrace.open_trace(next((work / "big").iterdir()))
+    big_size = sum(f.stat().st_size for f in big_trace.files)
+    add(
+        f"bytes per row on disk ({big_trace.num_rows:,} rows)",
+        f"{big_size / big_trace.num_rows:.1f} B/row",
+        f"{len(big_trace.files)} parts; the weights' changes shrink as the loss falls",
+    )
+    read = best_of(r, lambda: steptrace.open_trace(one.path).read())
+    add(
+        f"read {one.num_rows:,} rows into pandas",
+        f"{read:.3f} s",
+        f"{one.num_rows / read:,.0f} rows/s (goal ≤ 0.5 s for 1,000,000)",
+    )
+    times = sorted(window_reads(big_trace, 20 if sizes is FULL else 3))
+    add(
+        f"read a 100-step window of {big_trace.num_rows:,} rows",
+        f"median {np.median(times) * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms",
+        "goal ≤ 50 ms; open_trace + read(filters) each time",
+    )
+
+    # The sweep: one run per learning rate, each its own trace.
+    lrs = [f"{v:.3g}" for v in np.geomspace(1e-10, 1e-8, sizes.sweep_lrs)]
+    settings = {"epochs": sizes.sweep_rows // 3, "numerics": "float64", "init": INIT}
+    runs = iter(range(1_000))
+    single = best_of(
+        r,
+        lambda: steptrace.sweep(
+            [LR], seed_dataset(), out=work / "single", name=f"one{next(runs)}", **settings
+        ),
+    )
+    swept = best_of(1, lambda: steptrace.sweep(lrs, seed_dataset(), out=work / "sweep", **settings))
+    add(
+        f"sweep of {len(lrs)} lrs × {sizes.sweep_rows:,} rows vs one run",
+        f"{swept:.2f} s vs {single:.3f} s",
+        f"{swept / single:.1f}× one run = {swept / single / len(lrs):.2f}× per run "
+        "(goal ≤ 4× one run)",
+    )
+
+    for row in exact_growth(work / "exact", sizes.exact_steps):
+        add(row.label, row.value, row.compare)
+
+    # The trackers people use instead, ~30 values per step.
+    per_row = rec / sizes.rows
+    steps = sizes.tracker_steps
+    trackers: list[tuple[str, Callable[[], tuple[float, float]]]] = [
+        ("tensorboardX add_scalar ×30 per step", lambda: tensorboard(work / "tb", steps)),
+        ("MLflow log_metrics (sqlite store)", lambda: mlflow(work / "mls", steps, "sqlite")),
+        ("MLflow log_metrics (file store)", lambda: mlflow(work / "mlf", steps, "file")),
+    ]
+    for label, fn in trackers:
+        try:
+            rate, per_step = fn()
+        except ImportError as exc:
+            add(label, "not installed", f"pip install -e '.[bench]' ({exc.name})")
+            continue
+        add(
+            label,
+            f"{rate:,.0f} steps/s, {per_step:,.0f} B/step",
+            f"steptrace records {1 / (per_row * rate):,.0f}× faster, "
+            f"{per_step * one.num_rows / size:,.0f}× smaller",
+        )
+    return rows
+
+
+def header() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in _lscpu() if "Model name" in line), "?")
+    return (
+        f"steptrace {steptrace.__version__} · Python {platform.python_version()} · "
+        f"numpy {np.__version__} · pyarrow {pa.__version__} · {cpu}, {os.cpu_count()} CPUs · "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+
+
+def _lscpu() -> list[str]:
+    try:
+        return subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+    except OSError:
+        return []
+
+
+def print_table(rows: list[Row]) -> None:
+    width = max(len(row.label) for row in rows)
+    value_width = max(len(row.value) for row in rows)
+    for row in rows:
+        print(f"{row.label:<{width}}  {row.value:<{value_width}}  {row.compare}".rstrip())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
+    parser.add_argument("--child-record", nargs=2, metavar=("ROWS", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child_record:
+        child_record(int(args.child_record[0]), args.child_record[1])
+        return
+    sizes = QUICK if args.quick else FULL
+    print(header(), flush=True)
+    with tempfile.TemporaryDirectory(prefix="steptrace-bench-") as work:
+        print_table(measure(sizes, Path(work)))
+
+
+if __name__ == "__main__":
+    main()
