@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import WriteError
-from .schema import EXACT_SUFFIX, arrow_schema
+from .schema import EXACT_SUFFIX, METADATA_KEY, arrow_schema
 
 try:
     import fcntl
@@ -78,20 +78,63 @@ def make_run_dir(out: Path, name: str) -> Path:
     raise WriteError(f"too many runs named {safe!r} in {str(out)!r}")
 
 
+#: Columns holding the data and the learning rate: a few distinct values repeated on every
+#: epoch, so a dictionary (plus run-length encoding of its indices) stores them in ~0 bytes.
+LOW_CARDINALITY = frozenset({"lr", "x", "y", "o1"})
+#: Up to this many dataset rows the low-cardinality columns are dictionary-encoded; a larger
+#: dictionary would overflow Parquet's dictionary page and fall back to PLAIN anyway.
+DICTIONARY_MAX_ROWS = 65_536
+#: zstd level 1: levels 3-6 save ~2-3% of the bytes and cost 40-70% more time writing.
+ZSTD_LEVEL = 1
+
+
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
-    """Encodings chosen per column type: see docs/trace-format.md, "Encodings"."""
-    floats = [f.name for f in schema if pa.types.is_floating(f.type)]
-    ints = [f.name for f in schema if pa.types.is_integer(f.type)]
-    strings = [f.name for f in schema if pa.types.is_string(f.type)]
-    encoding = {name: "BYTE_STREAM_SPLIT" for name in floats}
-    encoding.update({name: "DELTA_BINARY_PACKED" for name in ints})
+    """Parquet writer options for a trace's schema, chosen per column (measured in
+    docs/benchmarks.md; format described in docs/trace-format.md, "Encodings").
+
+    - floats computed by the model: ``BYTE_STREAM_SPLIT`` (the bytes of each double grouped by
+      position: signs and exponents then compress to almost nothing under zstd);
+    - data, expectation and learning rate (and their exact texts): dictionary, when the dataset
+      is small enough for one dictionary page;
+    - integers (step, epoch, sample, batch size): ``DELTA_BINARY_PACKED`` (steps go up by 0 or 1);
+    - run-wide strings (run_id, numerics): dictionary; other exact texts: plain, zstd;
+    - statistics only on ``step``, ``epoch`` and ``sample``, the columns readers filter on.
+
+    >>> from steptrace.schema import arrow_schema
+    >>> options = parquet_options(arrow_schema(3, False, {"dataset": {"rows": 3}}))
+    >>> options["column_encoding"]["w_after_1"], options["compression"]
+    ('BYTE_STREAM_SPLIT', 'zstd')
+    """
+    rows = _dataset_rows(schema)
+    small = rows is not None and rows <= DICTIONARY_MAX_ROWS
+    dictionary, encoding = [], {}
+    for f in schema:
+        field = re.sub(r"_\d+$", "", f.name.removesuffix(EXACT_SUFFIX))  # x_2_exact → x
+        if small and field in LOW_CARDINALITY:
+            dictionary.append(f.name)
+        elif pa.types.is_floating(f.type):
+            encoding[f.name] = "BYTE_STREAM_SPLIT"
+        elif pa.types.is_integer(f.type):
+            encoding[f.name] = "DELTA_BINARY_PACKED"
+        elif pa.types.is_string(f.type) and not f.name.endswith(EXACT_SUFFIX):
+            dictionary.append(f.name)
     return {
         "compression": "zstd",
-        "compression_level": 1,
-        "use_dictionary": [s for s in strings if not s.endswith(EXACT_SUFFIX)] or False,
+        "compression_level": ZSTD_LEVEL,
+        "use_dictionary": dictionary or False,
         "column_encoding": encoding,
-        "write_statistics": ["step", "epoch", "sample"],
+        "write_statistics": [c for c in ("step", "epoch", "sample") if c in schema.names],
     }
+
+
+def _dataset_rows(schema: pa.Schema) -> int | None:
+    """The dataset's row count from the run metadata in ``schema`` (None if absent)."""
+    raw = (schema.metadata or {}).get(METADATA_KEY.encode())
+    try:
+        rows = json.loads(raw)["dataset"]["rows"] if raw else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return rows if isinstance(rows, int) else None
 
 
 class TraceWriter:
