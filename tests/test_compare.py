@@ -249,3 +249,11 @@ def test_report_text(exact_run, float64_run):
         "  d2_1    1/3    2           2       -1/200  0.0                     0.005     1",
         "  … and 9 more columns",
     ]
+
+
+def test_a_broken_exact_text_is_an_error(exact_run):
+    df = steptrace.load_trace(exact_run)
+    broken = df.copy()
+    broken.loc[1, "o2_1_exact"] = "one"
+    with pytest.raises(TraceError, match="an exact value column holds 'one', which is not a rat"):
+        compare_traces(df, broken)

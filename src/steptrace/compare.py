@@ -603,12 +603,19 @@ def _exact_cells(
     abs_err, rel_err = np.zeros(len(a)), np.zeros(len(a))
     atol, rtol = Fraction(tol.atol), Fraction(tol.rtol)
     for i in np.flatnonzero(differ):
-        qa, qb = Fraction(a[i]), Fraction(b[i])
+        qa, qb = _rational(a[i]), _rational(b[i])
         err = abs(qb - qa)
         differ[i] = err > atol + rtol * abs(qa)
         abs_err[i] = float(err)
         rel_err[i] = float(err / abs(qa)) if qa else (math.inf if err else 0.0)
     return differ, abs_err, rel_err
+
+
+def _rational(text: Any) -> Fraction:
+    try:
+        return Fraction(str(text))
+    except (ValueError, ZeroDivisionError):
+        raise TraceError(f"an exact value column holds {text!r}, which is not a rational") from None
 
 
 def _cell_text(frame: pd.DataFrame, col: str, i: int, side: Side) -> str:
@@ -622,7 +629,7 @@ def _cell_text(frame: pd.DataFrame, col: str, i: int, side: Side) -> str:
 def _difference(fa: pd.DataFrame, fb: pd.DataFrame, col: str, i: int) -> float | None:
     exact = col + EXACT_SUFFIX
     if exact in fa.columns and exact in fb.columns:
-        return float(Fraction(fb[exact].iloc[i]) - Fraction(fa[exact].iloc[i]))
+        return float(_rational(fb[exact].iloc[i]) - _rational(fa[exact].iloc[i]))
     va, vb = fa[col].iloc[i], fb[col].iloc[i]
     if isinstance(va, int | float | np.number) and isinstance(vb, int | float | np.number):
         return float(vb) - float(va)
