@@ -137,13 +137,14 @@ def _pick(meta: dict[str, Any], key: str) -> Any:
     return meta.get(key)
 
 
-def _first_difference(key: str, a: Any, b: Any) -> str:
-    """``dataset.rows`` rather than ``dataset`` when a nested value differs."""
+def _difference(key: str, a: Any, b: Any) -> tuple[str, Any, Any]:
+    """Where two copies of a setting differ: ``("dataset.rows", 4, 3)`` rather than the whole
+    dataset description."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in a:
             if a.get(k) != b.get(k):
-                return f"{key}.{k}"
-    return key
+                return f"{key}.{k}", a.get(k), b.get(k)
+    return key, a, b
 
 
 def _settings(meta: dict[str, Any], where: str) -> RunSettings:
@@ -263,12 +264,11 @@ class _Checker:
                 majority = values[-1]  # a tie: the data files' copy is believed
             file, meta = next((f, m) for f, m in copies if _pick(m, key) != majority)
             witness = next(f for f, m in copies if _pick(m, key) == majority)
-            name = _first_difference(key, _pick(meta, key), majority)
+            name, says, truth = _difference(key, _pick(meta, key), majority)
             raise Found(
                 Problem(
-                    f"says {show(_pick(meta, key))}, but {witness}'s copy of the metadata says "
-                    f"{show(majority)}", file, (name,), recorded=show(_pick(meta, key)),
-                    expected=show(majority),
+                    f"says {show(says)}, but {witness}'s copy of the metadata says {show(truth)}",
+                    file, (name,), recorded=show(says), expected=show(truth),
                 )
             )  # fmt: skip
 
