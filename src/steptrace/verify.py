@@ -119,8 +119,10 @@ def verify(path: str | Path) -> VerifyReport:
     >>> report.ok, report.steps, str(report)  # doctest: +SKIP
     (True, 3, 'OK traces/seed-exact-lr1: 3 steps, 3 rows, exact, complete; ...')
     """
-    trace = open_trace(path)
-    checker = _Checker(trace)
+    # _run.json is read before open_trace lists the parts: a run that says complete here has
+    # all its parts in place, even if it was still being recorded a moment ago.
+    info = _run_info(Path(path))
+    checker = _Checker(open_trace(path), info)
     try:
         checker.check()
     except Found as found:
@@ -205,6 +207,7 @@ class _Checker:
     """Runs the checks of :func:`verify` in order; a :class:`Found` carries the first problem."""
 
     trace: Trace
+    info: dict[str, Any] | None
     rows_checked: int = 0
     steps_checked: int = 0
     file_starts: list[tuple[int, str]] = field(default_factory=list)
@@ -225,9 +228,16 @@ class _Checker:
     def run_file(self) -> str:
         return RUN_FILE if self.trace.path.is_dir() else self.trace.path.name
 
+    @property
+    def status(self) -> str:
+        """The run's status when verifying started (``running`` while a recorder writes)."""
+        if self.info is None or self.trace.status == "running":
+            return self.trace.status
+        return str(self.info.get("status", "incomplete"))
+
     def report(self, problem: Problem | None) -> VerifyReport:
         return VerifyReport(
-            self.trace.path, self.trace.status, str(self.meta.get("numerics")),
+            self.trace.path, self.status, str(self.meta.get("numerics")),
             self.rows_checked, self.steps_checked, int(self.meta.get("steps") or 0), problem,
         )  # fmt: skip
 
@@ -299,7 +309,7 @@ class _Checker:
 
     def check_counts(self) -> None:
         """A complete run holds all its rows; the summary is the one its rows give."""
-        info = self.run_info()
+        info = self.info
         if info is None:
             return
         total = self.run.total_rows
@@ -328,17 +338,6 @@ class _Checker:
                         expected=show(mine[key]),
                     )
                 )  # fmt: skip
-
-    def run_info(self) -> dict[str, Any] | None:
-        """``_run.json`` as written (status and summary included), if the trace has one."""
-        path = self.trace.path / RUN_FILE
-        if not self.trace.path.is_dir() or not path.exists():
-            return None
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise TraceError(f"{path}: unreadable run metadata ({exc})") from None
-        return info if isinstance(info, dict) else None
 
     # rows
 
@@ -420,6 +419,18 @@ class _Checker:
         )
         self.tracker.update({"step": step, "loss": loss}, w_after)
         self.steps_checked = self.tracker.steps
+
+
+def _run_info(path: Path) -> dict[str, Any] | None:
+    """``_run.json`` as written (status and summary included), if ``path`` is a run with one."""
+    run_file = path / RUN_FILE
+    if not path.is_dir() or not run_file.exists():
+        return None
+    try:
+        info = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TraceError(f"{run_file}: unreadable run metadata ({exc})") from None
+    return info if isinstance(info, dict) else None
 
 
 def _minor(version: str) -> int:
