@@ -81,3 +81,13 @@ def test_find_traces_reports_bad_runs_next_to_good_ones(traces, run):
 def test_a_filter_on_a_column_the_trace_lacks_says_so(run):
     with pytest.raises(TraceError, match="the filter names a column this trace does not have"):
         load_trace(run, filters=[("nope", "==", 1)])
+
+
+def test_loose_trace_files_in_a_subfolder_are_runs_of_their_own(traces, run):
+    golden = traces / "golden"
+    golden.mkdir()
+    for name in ("a", "b"):
+        (golden / f"{name}.parquet").write_bytes((run / "part-000000.parquet").read_bytes())
+    found, problems = find_traces(traces)
+    assert problems == []
+    assert sorted(t.path for t in found) == [golden / "a.parquet", golden / "b.parquet", run]

@@ -38,9 +38,9 @@ def test_scan_keys_runs_by_their_path_and_reports_files_that_are_not_runs(traces
     folder = views.scan(traces)
     assert list(folder.runs) == ["article"]
     problems = dict(folder.problems)
-    assert set(problems) == {"corrupt", "foreign", "future"}
+    assert set(problems) == {"corrupt", "foreign/data.parquet", "future"}
     assert "not readable Parquet" in problems["corrupt"]
-    assert "not a steptrace trace" in problems["foreign"]
+    assert "not a steptrace trace" in problems["foreign/data.parquet"]
     assert "99.0" in problems["future"] and "upgrade" in problems["future"]
     assert folder.error is None and not folder.empty
 

@@ -8,6 +8,7 @@ and never load more than the columns and row groups asked for.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -200,7 +201,7 @@ def open_trace(path: str | Path) -> Trace:
         return Trace(
             path, meta, "unknown", "a single part file; its run's status is not known", [path]
         )
-    files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith(("_", ".")))
+    files = sorted(p for p in path.glob("*.parquet") if PART_NAME.fullmatch(p.name))
     run_file = path / RUN_FILE
     if run_file.exists():
         try:
@@ -365,6 +366,14 @@ def _dnf(filters: Sequence[Any]) -> list[list[tuple[str, str, Any]]]:
     return out
 
 
+#: The name of a run folder's data files (see docs/trace-format.md).
+PART_NAME = re.compile(r"part-\d{6}\.parquet")
+
+
+def _hidden(p: Path) -> bool:
+    return p.name.startswith(("_", "."))
+
+
 def find_traces(
     folder: str | Path, filters: Filters = None
 ) -> tuple[list[Trace], list[tuple[Path, str]]]:
@@ -381,26 +390,20 @@ def find_traces(
         raise TraceError(f"no folder {str(folder)!r}")
     if not folder.is_dir() or (folder / RUN_FILE).exists():
         return _chosen([open_trace(folder)], filters), []
-    candidates = {p.parent for p in folder.rglob(RUN_FILE)}
-    candidates |= {
-        p.parent
-        for p in folder.rglob("*.parquet")
-        if not any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts)
-    }
+    def visible(p: Path) -> bool:
+        return not any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts[:-1])
+
+    files = [p for p in folder.rglob("*.parquet") if visible(p) and not _hidden(p)]
+    run_dirs = {p.parent for p in folder.rglob(RUN_FILE) if visible(p)}
+    run_dirs |= {p.parent for p in files if PART_NAME.fullmatch(p.name)}
+    # Any other Parquet file (a golden, an exported trace) is a run of its own.
+    loose = [p for p in files if p.parent not in run_dirs]
     traces, problems = [], []
-    for run_dir in sorted(candidates):
-        if run_dir == folder:
-            # Loose Parquet files directly in the folder: each one on its own.
-            for file in sorted(folder.glob("*.parquet")):
-                try:
-                    traces.append(open_trace(file))
-                except SteptraceError as exc:
-                    problems.append((file, str(exc)))
-            continue
+    for path in sorted([*run_dirs, *loose]):
         try:
-            traces.append(open_trace(run_dir))
+            traces.append(open_trace(path))
         except SteptraceError as exc:
-            problems.append((run_dir, str(exc)))
+            problems.append((path, str(exc)))
     return _chosen(traces, filters), problems
 
 
@@ -418,7 +421,7 @@ def load_trace(
     ``filters`` are pyarrow's: an expression or ``[(column, op, value), …]``; conditions on
     run settings (:data:`RUN_SETTINGS`: ``run``, ``lr_text`` …) are decided from metadata.
 
-    >>> df = load_trace("traces/golden/article-exact")  # doctest: +SKIP
+    >>> df = load_trace("traces/golden/article-exact.parquet")  # doctest: +SKIP
     >>> df.loc[df.step == 2, ["o2_1", "loss", "d3_1"]]  # doctest: +SKIP
     >>> load_trace("traces/big", ["step", "loss"], [("step", "==", 123_456)])  # doctest: +SKIP
     """
