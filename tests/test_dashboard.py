@@ -148,7 +148,8 @@ def test_bad_files_are_reported_next_to_the_runs_that_load(app, traces: Path) ->
         e.startswith("**corrupt** was skipped") and "not readable Parquet" in e for e in errors
     )
     assert any(
-        e.startswith("**foreign** was skipped") and "not a steptrace trace" in e for e in errors
+        e.startswith("**foreign/data.parquet** was skipped") and "not a steptrace trace" in e
+        for e in errors
     )
     assert any(
         e.startswith("**future** was skipped") and "99.0" in e and "upgrade" in e for e in errors
