@@ -5,6 +5,7 @@ Each test asserts what the user sees: values in the tables, messages, labels.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -156,6 +157,28 @@ def test_bad_files_are_reported_next_to_the_runs_that_load(app, traces: Path) ->
     )
     assert at.dataframe[0].value["run"].tolist() == ["article"]
     assert at.selectbox(key="picker.one").options == ["article  ·  α = 1  ·  exact"]
+    assert step_shown(at) == "step 0 (1st data input)"
+
+
+def test_a_run_broken_after_the_scan_is_a_message_not_a_traceback(app, traces: Path) -> None:
+    path = runs.article(traces)
+    at = app(traces)
+    assert step_shown(at) == "step 0 (1st data input)"
+    (path / "part-000000.parquet").write_bytes(b"overwritten")
+    at.button(key="replay.cursor.next").click().run()
+    no_errors(at)
+    assert at.error[0].value.startswith("**article** cannot be read:")
+    assert "not a readable Parquet file" in at.error[0].value
+
+
+def test_an_incomplete_run_says_so(app, traces: Path) -> None:
+    path = runs.article(traces)
+    meta = json.loads((path / "_run.json").read_text())
+    meta.update(status="incomplete", reason="interrupted by Ctrl-C after step 2")
+    (path / "_run.json").write_text(json.dumps(meta))
+    at = app(traces)
+    assert at.warning[0].value == "This run is incomplete: interrupted by Ctrl-C after step 2"
+    assert at.dataframe[0].value["status"].tolist() == ["incomplete"]
     assert step_shown(at) == "step 0 (1st data input)"
 
 

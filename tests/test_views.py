@@ -45,6 +45,11 @@ def test_scan_keys_runs_by_their_path_and_reports_files_that_are_not_runs(traces
     assert folder.error is None and not folder.empty
 
 
+def test_scan_of_a_single_run_folder_names_it(traces: Path) -> None:
+    folder = views.scan(runs.article(traces))
+    assert list(folder.runs) == ["article"] and folder.problems == []
+
+
 def test_scan_of_an_empty_and_of_a_missing_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert views.scan(tmp_path / "empty").empty

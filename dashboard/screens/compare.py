@@ -59,9 +59,7 @@ log_w = opts[2].toggle("log weights", key="compare.log_w", help="symmetric log: 
 EVERY = step_cursor.interval(CURSOR)
 
 
-@st.fragment(run_every=EVERY)
-def at_cursor() -> None:
-    step = step_cursor.step_cursor(CURSOR, last, EVERY)
+def charts_and_table(step: int) -> None:
     lo, hi = int(zoom[0]), int(zoom[1])
     loss = {k: data.curve(root, k, "loss", lo, hi, data.fingerprint(k)) for k in keys}
     charts.overlay("loss", loss, step, divergence, "log" if log_loss else "linear", (lo, hi), keys)
@@ -82,6 +80,15 @@ def at_cursor() -> None:
                                (lo, hi), keys, legend=False)  # fmt: skip
     st.subheader(f"All runs at step {step}")
     st.table(views.compare_at({k: folder.runs[k] for k in keys}, step, divergence))
+
+
+@st.fragment(run_every=EVERY)
+def at_cursor() -> None:
+    step = step_cursor.step_cursor(CURSOR, last, EVERY)
+    try:
+        charts_and_table(step)
+    except SteptraceError as exc:  # a run changed on disk since the folder was scanned
+        st.error(f"{exc} — press Rescan in the sidebar.")
 
 
 at_cursor()

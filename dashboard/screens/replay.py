@@ -33,8 +33,8 @@ if run_picker.show_runs(folder, table):
         step = step_cursor.step_cursor(CURSOR, last, every)
         try:
             view = data.step_view(data.root(), key, step, data.fingerprint(key))
-        except SteptraceError as exc:
-            st.error(str(exc))
+        except SteptraceError as exc:  # the run changed on disk since the folder was scanned
+            st.error(f"{exc} — press Rescan in the sidebar.")
             return
         step_panel.show(view)
 

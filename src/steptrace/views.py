@@ -143,6 +143,8 @@ def scan(folder: str | Path) -> Folder:
         bad.append((_inside(root, path) or path.name, message))
     for trace in traces:
         key = _inside(root, trace.path)
+        if key == ".":  # the folder given is itself a run
+            key = trace.name
         outside = [f for f in trace.files if _inside(root, f) is None]
         if key is None or outside:
             bad.append((trace.path.name, "refused: it lies outside the dashboard's folder"))
@@ -174,7 +176,10 @@ def last_step(trace: Trace) -> int:
     run has no steps yet."""
     best = -1
     for f in trace.files:
-        meta = pq.read_metadata(f)
+        try:
+            meta = pq.read_metadata(f)
+        except (OSError, pa.ArrowException) as exc:
+            raise TraceError(f"{f}: not a readable Parquet file ({exc})") from None
         col = meta.schema.names.index("step")
         for g in range(meta.num_row_groups):
             stats = meta.row_group(g).column(col).statistics

@@ -95,7 +95,7 @@ def _check_streamlit() -> None:
 
 @click.command("dashboard")
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default=Path("traces"))
-@click.option("--port", type=click.IntRange(0, 65535), default=None,
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
               help=f"Port on 127.0.0.1 [default: {DEFAULT_PORT}, or a free one].")  # fmt: skip
 @click.option("--no-browser", is_flag=True, help="Do not open a browser window.")
 def command(folder: Path, port: int | None, no_browser: bool) -> None:
