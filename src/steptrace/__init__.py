@@ -3,11 +3,18 @@
 >>> import steptrace
 >>> run = steptrace.record("seed", lr="1", numerics="exact", out="traces")  # doctest: +SKIP
 >>> steptrace.load_trace(run.path)[["step", "o2_1", "loss", "d3_1"]]  # doctest: +SKIP
+
+The names below are loaded on first use: importing steptrace (which pytest does for every run,
+through the golden-trace plugin) stays cheap until numpy, pandas or pyarrow are needed. The
+first use of any of them also registers the ``df.steptrace`` DataFrame accessor.
 """
 
-from . import analysis  # registers the DataFrame accessor df.steptrace
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .data import Dataset, load_dataset, seed_dataset
 from .errors import (
     ConfigError,
     DatasetError,
@@ -18,12 +25,54 @@ from .errors import (
     TraceError,
     WriteError,
 )
-from .reader import Trace, find_traces, load_trace, load_traces, open_trace
-from .recorder import RunResult, record, sweep
-from .resumer import resume
-from .trainer import Settings, StepEvent, iter_events
+
+if TYPE_CHECKING:
+    from . import analysis
+    from .compare import Comparison, compare_traces
+    from .data import Dataset, load_dataset, seed_dataset
+    from .reader import Trace, find_traces, load_trace, load_traces, open_trace
+    from .recorder import RunResult, record, sweep
+    from .resumer import resume
+    from .trainer import Settings, StepEvent, iter_events
+
+_LAZY = {
+    "Comparison": "compare",
+    "compare_traces": "compare",
+    "Dataset": "data",
+    "load_dataset": "data",
+    "seed_dataset": "data",
+    "Trace": "reader",
+    "find_traces": "reader",
+    "load_trace": "reader",
+    "load_traces": "reader",
+    "open_trace": "reader",
+    "RunResult": "recorder",
+    "record": "recorder",
+    "sweep": "recorder",
+    "resume": "resumer",
+    "Settings": "trainer",
+    "StepEvent": "trainer",
+    "iter_events": "trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "analysis":
+        return importlib.import_module(".analysis", __name__)
+    if name not in _LAZY:
+        raise AttributeError(f"module 'steptrace' has no attribute {name!r}")
+    importlib.import_module(".analysis", __name__)  # registers df.steptrace
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
+    "Comparison",
     "ConfigError",
     "Dataset",
     "DatasetError",
@@ -39,6 +88,7 @@ __all__ = [
     "WriteError",
     "__version__",
     "analysis",
+    "compare_traces",
     "find_traces",
     "iter_events",
     "load_dataset",
