@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 import steptrace
@@ -308,3 +309,15 @@ def test_compare_at_puts_two_learning_rates_side_by_side(traces: Path) -> None:
     later = views.compare_at({"lr1": folder.runs["lr1"], "boom": folder.runs["boom"]}, 4)
     assert later.loc["loss", "lr1"] == "no step 4 (last: 2)"
     assert later.loc["α", "lr1"] == "1"
+
+
+def test_last_step_reads_the_step_column_of_parts_without_statistics(traces: Path) -> None:
+    first = runs.article(traces / "src")
+    whole = pq.read_table(first / "part-000000.parquet")
+    run = traces / "run"
+    run.mkdir()
+    # Two parts of one run, written without statistics: steps 0-1, then step 2.
+    pq.write_table(whole.slice(0, 2), run / "part-000000.parquet", write_statistics=False)
+    pq.write_table(whole.slice(2, 1), run / "part-000001.parquet", write_statistics=False)
+    trace = open_trace(run)
+    assert views.last_step(trace) == 2

@@ -188,7 +188,8 @@ def last_step(trace: Trace) -> int:
             if stats is None or not stats.has_min_max:
                 # No statistics: read this part's step column (rare; not what the writer does).
                 steps = pq.read_table(f, columns=["step"])["step"]
-                return max(best, int(pc.max(steps).as_py()))
+                best = max(best, int(pc.max(steps).as_py()))
+                break
             best = max(best, int(stats.max))
     return best
 
