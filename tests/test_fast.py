@@ -201,3 +201,28 @@ def test_exact_sweeps_take_the_simple_path_and_match_single_runs(tmp_path):
         assert "w_after_2_exact" in got
         for name in want:
             assert got[name].tolist() == want[name].tolist(), name
+
+
+def test_a_sweep_stopped_by_an_error_keeps_its_flushed_runs_and_stops_computing(
+    tmp_path, monkeypatch
+):
+    from steptrace.errors import WriteError
+    from steptrace.writer import TraceWriter
+
+    real_write = TraceWriter.write
+
+    def failing_write(self, block):
+        if self.run_dir.name == "s-lr2e-3":  # the first block of the second run
+            raise WriteError("disk full")
+        real_write(self, block)
+
+    monkeypatch.setattr(TraceWriter, "write", failing_write)
+    before = threading.active_count()
+    common = {"epochs": 30_000, "numerics": "float64", "init": "1/3,-1/7"}
+    with pytest.raises(WriteError, match="disk full"):
+        steptrace.sweep(["1e-3", "2e-3", "3e-3"], FIVE, out=tmp_path, name="s", **common)
+    assert threading.active_count() == before  # the thread computing blocks has stopped
+    first, second = steptrace.open_trace(tmp_path / "s-lr1e-3"), tmp_path / "s-lr2e-3"
+    assert first.status == "complete" and first.num_rows == 150_000
+    assert steptrace.open_trace(second).status == "incomplete"
+    assert not (tmp_path / "s-lr3e-3").exists()

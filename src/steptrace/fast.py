@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
@@ -31,7 +31,7 @@ from .data import Dataset
 from .numerics import Number
 from .schema import vector
 
-__all__ = ["ChunkPlan", "EpochOrders", "float_blocks", "step_loop"]
+__all__ = ["ChunkPlan", "EpochOrders", "compute_blocks", "float_blocks", "prefetch", "step_loop"]
 
 Array = npt.NDArray[Any]
 T = TypeVar("T")
@@ -214,16 +214,17 @@ def float_blocks(
     The blocks are computed one ahead in a thread: the consumer's Parquet writing releases the
     GIL, so on two cores the writing of block i overlaps the loop of block i + 1.
     """
-    return prefetch(_float_blocks(dataset, settings, start_step, w, max_rows))
+    return prefetch(compute_blocks(dataset, settings, start_step, w, max_rows))
 
 
-def _float_blocks(
+def compute_blocks(
     dataset: Dataset,
     settings: Any,
-    start_step: int,
-    w: Sequence[Number] | None,
-    max_rows: int,
+    start_step: int = 0,
+    w: Sequence[Number] | None = None,
+    max_rows: int = 65_536,
 ) -> Iterator[dict[str, Any]]:
+    """:func:`float_blocks`, computed in the calling thread."""
     num = settings.numerics
     X, Y = dataset.as_arrays(num)
     n, b, k = len(dataset), settings.batch_size, dataset.n_features
@@ -247,7 +248,7 @@ def _float_blocks(
         with np.errstate(all="ignore"):
             loop(tuple(scalars(w0)), lr, zero, rows,
                  plan.sample.tolist(), plan.sizes.tolist(), d3_rows)  # fmt: skip
-            x, y = X[plan.sample], Y[plan.sample]
+            x, y = _rows_of(X, plan.sample), Y[plan.sample]
             path = weights_path(w0, lr, np.array(d3_rows, dtype=num.dtype), x, plan)
             block = _columns(plan, path, x, y, num.to_float(lr), k)
         w0 = path[-1]
@@ -262,9 +263,16 @@ def _scalars(dtype: np.dtype[Any]) -> Callable[[Array], list[Number]]:
     return list
 
 
+def _rows_of(matrix: Array, index: Array) -> Array:
+    """``matrix[index]``, laid out column by column (Fortran order): each feature's values are
+    then contiguous, and so are those of every array computed from them, ready for Arrow."""
+    rows: Array = np.take(matrix.T, index, axis=1).T
+    return rows
+
+
 def _columns(plan: ChunkPlan, path: Array, x: Array, y: Array, lr: float, k: int) -> dict[str, Any]:
     """Every column of a chunk, by :mod:`steptrace.model`'s column functions."""
-    W, W_after = path[plan.local], path[plan.local + 1]
+    W, W_after = _rows_of(path, plan.local), _rows_of(path, plan.local + 1)
     o1, o2, o3 = model.forward_columns(W, x)
     loss = model.loss_columns(o3, y)
     d4, d3, d2, d1, grad = model.backward_columns(o1, o2, o3, W, y, plan.m.astype(x.dtype))
@@ -285,7 +293,7 @@ def _columns(plan: ChunkPlan, path: Array, x: Array, y: Array, lr: float, k: int
 _DONE = object()
 
 
-def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+def prefetch(items: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
     """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
 
     Exceptions raised by ``items`` are raised here, in the consumer; closing this iterator

@@ -198,15 +198,20 @@ def sweep(
     """Record one run per learning rate, same data and settings, all into ``out``.
 
     Every setting is checked before the first run starts, so a bad learning rate at the end of
-    the list does not leave half a sweep behind.
+    the list does not leave half a sweep behind. Float sweeps go through one pipeline (see
+    :mod:`steptrace.sweepfast`); each run is still its own trace, the run recorded alone.
     """
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, target, features)
     if settings.get("shuffle") and settings.get("seed") is None:
         # One seed for the whole sweep: every learning rate sees the same order of samples.
         settings["seed"] = int(np.random.SeedSequence().generate_state(1)[0])
     parsed = [Settings.parse(ds, lr, **settings) for lr in lrs]
-    results = []
-    for s in parsed:
-        run_name = f"{name}-lr{s.lr_text}" if name and len(parsed) > 1 else name
-        results.append(record_settings(ds, s, out, run_name, progress, flush_seconds))
-    return results
+    names = [f"{name}-lr{s.lr_text}" if name and len(parsed) > 1 else name for s in parsed]
+    if len(parsed) > 1 and not parsed[0].numerics.is_exact:
+        from .sweepfast import sweep_floats  # imports this module
+
+        return sweep_floats(ds, list(zip(parsed, names, strict=True)), out, progress, flush_seconds)
+    return [
+        record_settings(ds, s, out, run_name, progress, flush_seconds)
+        for s, run_name in zip(parsed, names, strict=True)
+    ]
