@@ -1,0 +1,44 @@
+"""The benchmark harness runs end to end (tiny sizes) and prints every row of its table.
+
+Figures are not checked: machines are noisy, and docs/benchmarks.md reports a full run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from .conftest import REPO
+
+ROWS = [
+    "untraced pure-Python loop (float64)",
+    "steptrace record float64 (3,000 rows)",
+    "steptrace record float32 (3,000 rows)",
+    "steptrace record float64 (9,000 rows, own process)",
+    "peak RSS: imports only / small run / big run",
+    "bytes per row on disk (3,000 rows)",
+    "bytes per row on disk (9,000 rows)",
+    "read 3,000 rows into pandas",
+    "read a 100-step window of 9,000 rows",
+    "sweep of 4 lrs × 300 rows vs one run",
+    "exact, article run (30 steps, lr 1)",
+    "exact, growing rationals (lr 1e-9), steps/s by range",
+    "tensorboardX add_scalar ×30 per step",
+    "MLflow log_metrics (sqlite store)",
+    "MLflow log_metrics (file store)",
+]
+
+
+def test_quick_run_prints_every_row_of_the_table(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("steptrace ") and "Python 3." in lines[0]
+    labels = [line.split("  ")[0] for line in lines[1:]]
+    assert labels == ROWS
+    for line in lines[1:]:
+        assert len(line.split()) > len(line.split("  ")[0].split()), f"no value: {line!r}"
+    assert list(tmp_path.iterdir()) == []  # everything went to a temporary folder
