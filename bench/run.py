@@ -47,12 +47,13 @@ class Sizes:
     sweep_lrs: int
     sweep_rows: int  # rows of each run of the sweep
     exact_steps: int  # steps of the exact article run
+    exact_lengths: tuple[int, ...]  # steps of the exact runs whose rationals grow
     tracker_steps: int  # steps logged with TensorBoard / MLflow
     repeats: int
 
 
-FULL = Sizes(1_000_002, 10_000_002, 64, 99_999, 3_000, 1_000, 3)
-QUICK = Sizes(3_000, 9_000, 4, 300, 30, 5, 1)
+FULL = Sizes(1_000_002, 10_000_002, 64, 99_999, 3_000, (60, 150, 300, 591), 1_000, 3)
+QUICK = Sizes(3_000, 9_000, 4, 300, 30, (9, 18), 5, 1)
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,10 @@ def peak_rss_mb() -> float:
 def in_subprocess(rows: int, out: Path) -> dict[str, float]:
     done = subprocess.run(
         [sys.executable, __file__, "--child-record", str(rows), str(out)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -153,36 +156,36 @@ def window_reads(trace: steptrace.Trace, windows: int) -> list[float]:
     return times
 
 
-def exact_growth(out: Path, max_steps: int) -> list[Row]:
-    """Exact mode: the article's run, then a run whose rationals grow at every step."""
+def exact_growth(out: Path, max_steps: int, lengths: tuple[int, ...]) -> list[Row]:
+    """Exact mode: the article's run, then runs of growing length whose rationals grow."""
     rows = []
     start = time.perf_counter()
     steptrace.record(seed_dataset(), "1", epochs=max_steps // 3, numerics="exact", out=out)
     seconds = time.perf_counter() - start
-    rows.append(Row(f"exact, article run ({max_steps:,} steps, lr 1)",
-                    f"{max_steps / seconds:,.0f} steps/s",
-                    "weights stop changing at step 2: numbers stay small"))  # fmt: skip
-    marks: list[tuple[int, float]] = []
-    began = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        marks.append((done, time.perf_counter() - began))
-
-    try:
-        steptrace.record(seed_dataset(), LR, epochs=max(1, max_steps // 3), numerics="exact",
-                         init=INIT, out=out, progress=progress)  # fmt: skip
-        stopped = "did not reach the limit"
-    except steptrace.ExactLimitError as exc:
-        stopped = f"stops at step {str(exc).split('step ')[1].split(':')[0]} (size limit)"
-    previous = (0, 0.0)
-    segments = []
-    for done, at in marks:
-        if done - previous[0] >= max(1, marks[-1][0] // 4) or (done, at) == marks[-1]:
-            rate = (done - previous[0]) / max(at - previous[1], 1e-9)
-            segments.append(f"{previous[0]}–{done}: {rate:,.0f}")
-            previous = (done, at)
-    rows.append(Row("exact, growing rationals (lr 1e-9), steps/s by range",
-                    "; ".join(segments) or "no steps", stopped))  # fmt: skip
+    rows.append(
+        Row(
+            f"exact, article run ({max_steps:,} steps, lr 1)",
+            f"{max_steps / seconds:,.0f} steps/s",
+            "the weights stop changing at step 2: the numbers stay small",
+        )
+    )
+    figures = []
+    for steps in lengths:
+        start = time.perf_counter()
+        run = steptrace.record(
+            seed_dataset(), LR, epochs=steps // 3, numerics="exact", init=INIT, out=out
+        )
+        seconds = time.perf_counter() - start
+        last = steptrace.open_trace(run.path).read(["w_after_2_exact"]).iloc[-1, 0]
+        bits = max(len(bin(int(part))) - 2 for part in last.lstrip("-").split("/"))
+        figures.append(f"{steps}: {steps / seconds:,.0f}/s ({bits:,} bits)")
+    rows.append(
+        Row(
+            "exact, growing rationals (lr 1e-9): steps, steps/s, weight size",
+            "; ".join(figures),
+            "exact runs stop at 6,000 bits (step 594 here)",
+        )
+    )
     return rows
 
 
@@ -315,7 +318,7 @@ def measure(sizes: Sizes, work: Path) -> list[Row]:
         "(goal ≤ 4× one run)",
     )
 
-    for row in exact_growth(work / "exact", sizes.exact_steps):
+    for row in exact_growth(work / "exact", sizes.exact_steps, sizes.exact_lengths):
         add(row.label, row.value, row.compare)
 
     # The trackers people use instead, ~30 values per step.

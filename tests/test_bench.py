@@ -22,7 +22,7 @@ ROWS = [
     "read a 100-step window of 9,000 rows",
     "sweep of 4 lrs × 300 rows vs one run",
     "exact, article run (30 steps, lr 1)",
-    "exact, growing rationals (lr 1e-9), steps/s by range",
+    "exact, growing rationals (lr 1e-9): steps, steps/s, weight size",
     "tensorboardX add_scalar ×30 per step",
     "MLflow log_metrics (sqlite store)",
     "MLflow log_metrics (file store)",
