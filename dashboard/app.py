@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
-from steptrace.dashboard import data
 
 from steptrace import __version__
+from steptrace.dashboard import data
 
 HERE = Path(__file__).parent
 

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steptrace import load_trace, open_trace, record, recorder, trainer
+from steptrace import load_trace, open_trace, record, recorder, resume, trainer
 from steptrace.errors import ConfigError, DatasetError
-from steptrace import resume
 
 from .conftest import steptrace_subprocess
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import streamlit as st
-from steptrace.dashboard import data
-from steptrace.dashboard.components import charts, run_picker, step_cursor
 
 from steptrace import views
+from steptrace.dashboard import data
+from steptrace.dashboard.components import charts, run_picker, step_cursor
 from steptrace.errors import SteptraceError
 
 CURSOR = "compare.cursor"

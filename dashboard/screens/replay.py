@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import streamlit as st
+
 from steptrace.dashboard import data
 from steptrace.dashboard.components import run_picker, step_cursor, step_panel
-
 from steptrace.errors import SteptraceError
 
 CURSOR = "replay.cursor"

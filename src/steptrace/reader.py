@@ -390,6 +390,7 @@ def find_traces(
         raise TraceError(f"no folder {str(folder)!r}")
     if not folder.is_dir() or (folder / RUN_FILE).exists():
         return _chosen([open_trace(folder)], filters), []
+
     def visible(p: Path) -> bool:
         return not any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts[:-1])
 
