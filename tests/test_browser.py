@@ -1,5 +1,6 @@
 """A real browser against a real ``steptrace dashboard``: Debian's Chromium driven by
-Playwright. Saves the README's screenshots to docs/img/.
+Playwright. Saves screenshots in the test's temporary folder; with
+STEPTRACE_SCREENSHOTS=docs/img set, it refreshes the README's screenshots instead.
 
 Needs /usr/bin/chromium (``apt-get install chromium``; never a downloaded browser). Without
 it the tests skip, or fail when STEPTRACE_REQUIRE_BROWSER=1 (as CI sets).
@@ -26,7 +27,15 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parent.parent
-IMAGES = REPO / "docs" / "img"
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """Where screenshots go: a scratch folder, unless asked to refresh the README's."""
+    chosen = os.environ.get("STEPTRACE_SCREENSHOTS")
+    return REPO / chosen if chosen else tmp_path
+
+
 ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -127,7 +136,9 @@ def _page(browser: object, height: int):  # type: ignore[no-untyped-def]
     return page
 
 
-def test_replay_moves_to_the_articles_third_data_input(server: str, browser: object) -> None:
+def test_replay_moves_to_the_articles_third_data_input(
+    server: str, browser: object, images: Path
+) -> None:
     from playwright.sync_api import expect
 
     page = _page(browser, 2000)
@@ -154,9 +165,9 @@ def test_replay_moves_to_the_articles_third_data_input(server: str, browser: obj
     expect(weights.nth(2)).to_contain_text("17400001/5800")
     expect(page.get_by_text("The update moved w_2, w_3.")).to_be_visible()
     page.wait_for_timeout(500)  # let KaTeX and the tables settle before the picture
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMAGES / "replay.png"), full_page=True)
-    assert (IMAGES / "replay.png").stat().st_size > 10_000
+    images.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(images / "replay.png"), full_page=True)
+    assert (images / "replay.png").stat().st_size > 10_000
     # Play from the last step starts again at 0, moves on by itself, and stops at the end.
     page.get_by_role("button", name="▶ Play").click()
     expect(heading).to_have_text("step 1 (2nd data input)")
@@ -166,7 +177,9 @@ def test_replay_moves_to_the_articles_third_data_input(server: str, browser: obj
     expect(heading).to_have_text("step 2 (3rd data input)")
 
 
-def test_compare_three_learning_rates_at_one_step(server: str, browser: object) -> None:
+def test_compare_three_learning_rates_at_one_step(
+    server: str, browser: object, images: Path
+) -> None:
     from playwright.sync_api import expect
 
     page = _page(browser, 1900)
@@ -186,5 +199,5 @@ def test_compare_three_learning_rates_at_one_step(server: str, browser: object) 
     expect(side.locator("tbody tr").nth(2)).to_contain_text("41st data input")
     expect(page.locator(".vega-embed")).to_have_count(4)  # loss, w_1, w_2, w_3
     page.wait_for_timeout(1000)  # charts draw after their data arrives
-    page.screenshot(path=str(IMAGES / "compare.png"), full_page=True)
-    assert (IMAGES / "compare.png").stat().st_size > 10_000
+    page.screenshot(path=str(images / "compare.png"), full_page=True)
+    assert (images / "compare.png").stat().st_size > 10_000
