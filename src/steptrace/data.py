@@ -11,6 +11,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -56,16 +57,25 @@ class Dataset:
 
     def in_numerics(self, numerics: Numerics) -> tuple[list[tuple[object, ...]], list[object]]:
         """The inputs and outputs rounded into ``numerics``; refuses values beyond its range."""
-        for row, (x, y) in enumerate(zip(self.inputs, self.outputs, strict=True)):
-            for name, q in zip((*self.features, self.target), (*x, y), strict=True):
-                if not numerics.fits(q):
-                    raise DatasetError(
-                        f"{self.name}: value {float(q):.3g} in column {name!r}, row {row} "
-                        f"is too large for {numerics.name}"
-                    )
+        self.check_range(numerics)
         xs = [tuple(numerics.make(v) for v in x) for x in self.inputs]
         ys = [numerics.make(y) for y in self.outputs]
         return xs, ys
+
+    def check_range(self, numerics: Numerics) -> None:
+        """Refuse values beyond the finite range of ``numerics`` (exact runs: of float64, which
+        their float64 columns record)."""
+        for row, (x, y) in enumerate(zip(self.inputs, self.outputs, strict=True)):
+            for name, q in zip((*self.features, self.target), (*x, y), strict=True):
+                if not numerics.fits(q):
+                    # Decimal, not float: the value may be beyond any float (1e400).
+                    size = (Decimal(q.numerator) / Decimal(q.denominator)).normalize()
+                    hint = " or use --numerics float64" if numerics.name == "float32" else ""
+                    system = "float64 (exact runs record it too)" if numerics.is_exact else ""
+                    raise DatasetError(
+                        f"{self.name}: value {size:.3g} in column {name!r}, row {row} is too "
+                        f"large for {system or numerics.name}; rescale the column{hint}"
+                    )
 
     def as_arrays(self, numerics: Numerics) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
         """Inputs (rows × features) and outputs as arrays of a floating number system."""
@@ -103,7 +113,14 @@ def load_dataset(
     ('broccoli', 'tagada_strawberries', 'workout_hours')
     """
     if str(source) == "seed":
-        return seed_dataset()
+        seed = seed_dataset()
+        other_target = target is not None and target != seed.target
+        if other_target or (features is not None and tuple(features) != seed.features):
+            raise DatasetError(
+                "--target and --features choose columns of a dataset file; the seed dataset's "
+                f"columns are fixed: {', '.join(seed.features)} → {seed.target}"
+            )
+        return seed
     path = Path(source)
     if not path.exists():
         raise DatasetError(f"dataset {str(path)!r} does not exist (use 'seed' for the article's)")
@@ -151,10 +168,17 @@ def _read_table(path: Path) -> tuple[list[str], pd.DataFrame]:
                 raise DatasetError(f"{path.name}: the file is empty")
             # Read cells as text so that "0.1" becomes exactly 1/10, not a binary float.
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+            if not isinstance(frame.index, pd.RangeIndex):  # surplus values became an index
+                raise DatasetError(
+                    f"{path.name}: row 0 has more values than the header's {len(header)} "
+                    "columns; give every row one value per column"
+                )
             return header, frame
         if suffix in (".parquet", ".pq"):
             header = list(pq.read_schema(path).names)
             return header, pd.read_parquet(path)
+    except DatasetError:
+        raise
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetError(f"{path.name}: cannot be read as {suffix[1:]}: {first}") from None

@@ -78,8 +78,10 @@ class Settings:
             )
         if batch_size > len(dataset):
             raise ConfigError(
-                f"batch size {batch_size} is larger than the dataset ({len(dataset)} rows)"
+                f"batch size {batch_size} is larger than the dataset ({len(dataset)} rows); "
+                f"use at most {len(dataset)}"
             )
+        dataset.check_range(system)  # before any run folder is made
         init_q = _parse_init(init, dataset)
         for k, q in enumerate(init_q, 1):
             if not system.fits(q):
