@@ -191,6 +191,52 @@ def exact_growth(out: Path, max_steps: int, lengths: tuple[int, ...]) -> list[Ro
     return rows
 
 
+def writing_alone(out: Path, rows: int, repeats: int) -> float:
+    """Seconds to write a run's blocks, already computed, with the trace writer."""
+    from steptrace.fast import compute_blocks
+    from steptrace.recorder import run_metadata
+    from steptrace.trainer import Settings
+    from steptrace.writer import TraceWriter, make_run_dir
+
+    ds = seed_dataset()
+    settings = Settings.parse(ds, LR, epochs=rows // 3, numerics="float64", init=INIT)
+    blocks = list(compute_blocks(ds, settings))
+
+    def write() -> None:
+        run_dir = make_run_dir(out, "write")
+        meta = run_metadata(ds, settings, "bench", run_dir.name)
+        writer = TraceWriter(run_dir, ds.n_features, False, meta)
+        for block in blocks:
+            writer.write(block)
+        writer.close()
+
+    return best_of(repeats, write)
+
+
+def loop_across_runs(runs: int, rows: int) -> tuple[float, float]:
+    """Seconds per step for ``runs`` learning rates: one numpy step over a (runs × features)
+    weight matrix, against the plain-Python loop run once per learning rate."""
+    from steptrace.fast import step_loop
+
+    steps = max(300, min(rows, 30_000))
+    lrs = np.geomspace(1e-10, 1e-8, runs)
+    w = np.tile([0.005, -0.0002, 0.0002], (runs, 1))
+    x = [np.array(r[:3]) for r in SEED_ROWS]
+    y = [r[3] for r in SEED_ROWS]
+    start = time.perf_counter()
+    for step in range(steps):
+        i = step % 3
+        o2 = w[:, 0] * x[i][0] + w[:, 1] * x[i][1] + w[:, 2] * x[i][2]
+        d3 = np.where(o2 >= 0, o2 - y[i], 0.0)
+        w = w - lrs[:, None] * (d3[:, None] * x[i])
+    numpy_step = (time.perf_counter() - start) / steps
+    loop, order = step_loop(3, batched=False), [s % 3 for s in range(steps)]
+    start = time.perf_counter()
+    for lr in lrs.tolist():
+        loop((0.005, -0.0002, 0.0002), lr, 0.0, SEED_ROWS, order, [], [])
+    return numpy_step, (time.perf_counter() - start) / steps
+
+
 # --- other trackers -------------------------------------------------------------------------
 
 
@@ -318,6 +364,21 @@ def measure(sizes: Sizes, work: Path) -> list[Row]:
         f"{swept:.2f} s vs {single:.3f} s",
         f"{swept / single:.1f}× one run = {swept / single / len(lrs):.2f}× per run "
         "(goal ≤ 4× one run)",
+    )
+
+    # Where a sweep's time goes: writing each run's Parquet, and the sequential loop.
+    write = writing_alone(work / "write", sizes.sweep_rows, r)
+    add(
+        f"Parquet writing alone, one run of {sizes.sweep_rows:,} rows",
+        f"{write:.3f} s",
+        f"{write / single:.0%} of recording it; ×{len(lrs)} runs = "
+        f"{write * len(lrs) / single:.0f}× one run on one core",
+    )
+    numpy_step, python_steps = loop_across_runs(len(lrs), sizes.sweep_rows)
+    add(
+        f"sequential step of {len(lrs)} runs: numpy (runs × features) vs plain Python",
+        f"{numpy_step * 1e6:.1f} µs vs {python_steps * 1e6:.1f} µs",
+        "why a sweep runs the plain-Python loop once per run",
     )
 
     for row in exact_growth(work / "exact", sizes.exact_steps, sizes.exact_lengths):

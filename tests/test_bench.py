@@ -21,6 +21,8 @@ ROWS = [
     "read 3,000 rows into pandas",
     "read a 100-step window of 9,000 rows",
     "sweep of 4 lrs × 300 rows vs one run",
+    "Parquet writing alone, one run of 300 rows",
+    "sequential step of 4 runs: numpy (runs × features) vs plain Python",
     "exact, article run (30 steps, lr 1)",
     "exact, growing rationals (lr 1e-9), 9 steps",
     "exact, growing rationals (lr 1e-9), 18 steps",
