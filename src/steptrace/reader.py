@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import SteptraceError, TraceError
-from .schema import check_version, metadata_of, vector
+from .schema import check_version, column_names, metadata_of, vector
 from .writer import LOCK_NAME, RUN_FILE
 
 try:
@@ -187,23 +187,29 @@ def _writer_alive(run_dir: Path) -> bool:
     return False
 
 
-def open_trace(path: str | Path) -> Trace:
+def open_trace(path: str | Path, *, check_columns: bool = True) -> Trace:
     """Open a run folder (or one Parquet part file) without reading its rows.
 
     Raises :class:`~steptrace.errors.TraceError` if ``path`` is not a steptrace trace and
-    :class:`~steptrace.errors.NewerFormatError` if it was written in a newer format.
+    :class:`~steptrace.errors.NewerFormatError` if it was written in a newer format. A run
+    whose metadata and columns disagree is refused unless ``check_columns`` is false
+    (:func:`steptrace.verify.verify` reports it as a problem instead).
     """
     path = Path(path)
     if not path.exists():
         raise TraceError(f"no trace at {str(path)!r}")
     if path.is_file():
         meta = _footer_metadata(path)
+        _require(meta, str(path))
+        if check_columns:
+            _require_columns(meta, [path], str(path))
         return Trace(
             path, meta, "unknown", "a single part file; its run's status is not known", [path]
         )
-    files = sorted(p for p in path.glob("*.parquet") if PART_NAME.fullmatch(p.name))
     run_file = path / RUN_FILE
-    if run_file.exists():
+    # Parts are listed after _run.json is read: a run read as complete has all its parts.
+    info_read = run_file.exists()
+    if info_read:
         try:
             info = json.loads(run_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -215,12 +221,17 @@ def open_trace(path: str | Path) -> Trace:
         if status != "complete" and _writer_alive(path):
             status, reason = "running", "a recorder is writing this run"
         meta = {k: v for k, v in info.items() if k not in ("status", "reason", "summary")}
-    elif files:
+    files = sorted(p for p in path.glob("*.parquet") if PART_NAME.fullmatch(p.name))
+    if not info_read:
+        if not files:
+            raise TraceError(
+                f"{str(path)!r} is not a steptrace trace (no {RUN_FILE}, no part files)"
+            )
         meta = _footer_metadata(files[0])
         status, reason = "unknown", f"no {RUN_FILE}"
-    else:
-        raise TraceError(f"{str(path)!r} is not a steptrace trace (no {RUN_FILE}, no part files)")
     _require(meta, str(path))
+    if check_columns:
+        _require_columns(meta, files, str(path))
     return Trace(path, meta, status, reason, files)
 
 
@@ -236,6 +247,25 @@ def _require(meta: dict[str, Any], where: str) -> None:
     for key in ("run_id", "numerics", "lr", "batch_size", "epochs", "dataset"):
         if key not in meta:
             raise TraceError(f"{where}: run metadata lacks {key!r}; not a steptrace trace")
+
+
+def _require_columns(meta: dict[str, Any], files: list[Path], where: str) -> None:
+    """The metadata and the rows must describe the same trace: as many features, exact texts
+    if the run is exact (a damaged first part is left to whoever reads it)."""
+    if not files or not isinstance(meta["dataset"], dict):
+        return
+    try:
+        names = set(pq.read_schema(files[0]).names)
+    except (OSError, pa.ArrowException):
+        return
+    n = len(meta["dataset"].get("features", []))
+    wanted = column_names(n, meta["numerics"] == "exact")
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise TraceError(
+            f"{where}: its metadata ({n} features, {meta['numerics']}) does not match its rows "
+            f"({files[0].name} has no column {missing[0]}); 'steptrace verify' shows more"
+        )
 
 
 #: Run settings known from a run's metadata alone, with the type a filter compares them as.

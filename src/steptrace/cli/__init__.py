@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import click
+import pyarrow as pa
 
 from .._version import __version__
 from ..errors import SteptraceError
@@ -26,6 +27,13 @@ class SteptraceGroup(click.Group):
         except SteptraceError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except pa.ArrowException as exc:
+            # A damaged Parquet file met while reading rows (a truncated part, say).
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(
+                f"Error: cannot read the trace: {first}; 'steptrace verify' says where", err=True
+            )
+            ctx.exit(2)
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         try:
