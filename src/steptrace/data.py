@@ -68,12 +68,14 @@ class Dataset:
         for row, (x, y) in enumerate(zip(self.inputs, self.outputs, strict=True)):
             for name, q in zip((*self.features, self.target), (*x, y), strict=True):
                 if not numerics.fits(q):
-                    # Decimal, not float: the value may be beyond any float (1e400).
-                    size = (Decimal(q.numerator) / Decimal(q.denominator)).normalize()
+                    try:
+                        size = f"{float(q):.3g}"
+                    except OverflowError:  # beyond any float (1e400)
+                        size = f"{(Decimal(q.numerator) / Decimal(q.denominator)).normalize():.3g}"
                     hint = " or use --numerics float64" if numerics.name == "float32" else ""
                     system = "float64 (exact runs record it too)" if numerics.is_exact else ""
                     raise DatasetError(
-                        f"{self.name}: value {size:.3g} in column {name!r}, row {row} is too "
+                        f"{self.name}: value {size} in column {name!r}, row {row} is too "
                         f"large for {system or numerics.name}; rescale the column{hint}"
                     )
 
@@ -126,10 +128,7 @@ def load_dataset(
         raise DatasetError(f"dataset {str(path)!r} does not exist (use 'seed' for the article's)")
     if path.is_dir():
         raise DatasetError(f"dataset {str(path)!r} is a folder; give a .csv or .parquet file")
-    header, frame = _read_table(path)
-    duplicated = sorted({c for c in header if header.count(c) > 1})
-    if duplicated:
-        raise DatasetError(f"{path.name}: duplicate column(s) {', '.join(duplicated)}")
+    _, frame = _read_table(path)
     columns = [str(c) for c in frame.columns]
     if len(columns) < 2:
         raise DatasetError(f"{path.name}: needs at least one feature column and a target column")
@@ -166,6 +165,7 @@ def _read_table(path: Path) -> tuple[list[str], pd.DataFrame]:
                 header = [c.strip() for c in next(csv.reader(f), [])]
             if not header:
                 raise DatasetError(f"{path.name}: the file is empty")
+            _unique(header, path)
             # Read cells as text so that "0.1" becomes exactly 1/10, not a binary float.
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
             if not isinstance(frame.index, pd.RangeIndex):  # surplus values became an index
@@ -176,6 +176,7 @@ def _read_table(path: Path) -> tuple[list[str], pd.DataFrame]:
             return header, frame
         if suffix in (".parquet", ".pq"):
             header = list(pq.read_schema(path).names)
+            _unique(header, path)  # before pyarrow, which cannot read duplicate columns
             return header, pd.read_parquet(path)
     except DatasetError:
         raise
@@ -183,6 +184,15 @@ def _read_table(path: Path) -> tuple[list[str], pd.DataFrame]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetError(f"{path.name}: cannot be read as {suffix[1:]}: {first}") from None
     raise DatasetError(f"{path.name}: unknown dataset type {suffix!r}; use .csv or .parquet")
+
+
+def _unique(header: list[str], path: Path) -> None:
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise DatasetError(
+            f"{path.name}: duplicate column(s) {', '.join(duplicated)}; give each column its "
+            "own name"
+        )
 
 
 def _exact_column(values: pd.Series, column: str, file: str) -> list[Fraction]:

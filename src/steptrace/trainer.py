@@ -111,7 +111,7 @@ def _parse_init(
     if len(weights) != dataset.n_features:
         raise ConfigError(
             f"--init has {len(weights)} weights but dataset {dataset.name!r} has "
-            f"{dataset.n_features} feature columns"
+            f"{dataset.n_features} feature columns; give one weight per feature"
         )
     return weights
 

@@ -262,7 +262,8 @@ class TraceWriter:
     def _lost_message(self, exc: OSError) -> str:
         return (
             f"cannot write trace {str(self.run_dir)!r}: {exc.strerror or exc}; the "
-            f"{self.rows_flushed} rows flushed before are kept and the run is marked incomplete"
+            f"{self.rows_flushed} rows flushed before are kept and the run is marked incomplete: "
+            f"make room, then continue it with 'steptrace record --resume {self.run_dir}'"
         )
 
     def close(
