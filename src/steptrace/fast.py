@@ -139,9 +139,9 @@ def step_loop(k: int, batched: bool) -> Loop:
     >>> loop = step_loop(1, batched=False)
     >>> d3 = []
     >>> loop((0.5,), 0.1, 0.0, [(2.0, 0.0)], [0, 0], [], d3)
-    (0.2,)
+    (0.18,)
     >>> d3
-    [1.0, 0.4]
+    [1.0, 0.6]
     """
     ks = range(1, k + 1)
     fields = {
