@@ -182,7 +182,6 @@ class ChunkPlan:
         self.local = self.step - s0  # row → index of its step in the chunk
         self.starts = np.flatnonzero(np.diff(self.local, prepend=-1))  # first row of each step
         self.sizes = self.m[self.starts]
-        self.batched = batch_size > 1
 
 
 def weights_path(w0: Array, lr: Number, d3: Array, x: Array, plan: ChunkPlan) -> Array:
@@ -240,7 +239,7 @@ def compute_blocks(
     steps_per_chunk = max(1, max_rows // b)
     if spe <= steps_per_chunk:
         # Whole epochs per chunk when one fits, so that flushed parts hold whole epochs; rounded
-        # up, as the writer starts a row group once it has max_rows rows.
+        # up, so that a chunk still fills a row group (the writer writes one per 65 536 rows).
         steps_per_chunk = -(-steps_per_chunk // spe) * spe
     for s0 in range(start_step, total_steps, steps_per_chunk):
         plan = ChunkPlan(n, b, orders, s0, min(s0 + steps_per_chunk, total_steps))
@@ -293,6 +292,13 @@ def _columns(plan: ChunkPlan, path: Array, x: Array, y: Array, lr: float, k: int
 _DONE = object()
 
 
+class _Raised:
+    """An exception of the producer, on its way to the consumer."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 def prefetch(items: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
     """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
 
@@ -312,7 +318,7 @@ def prefetch(items: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
                     return
             _put(ready, _DONE, stop)
         except BaseException as exc:  # handed to the consumer, which raises it
-            _put(ready, exc, stop)
+            _put(ready, _Raised(exc), stop)
 
     thread = threading.Thread(target=produce, name="steptrace-blocks", daemon=True)
     thread.start()
@@ -321,8 +327,8 @@ def prefetch(items: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
             item = ready.get()
             if item is _DONE:
                 return
-            if isinstance(item, BaseException):
-                raise item
+            if isinstance(item, _Raised):
+                raise item.exc
             yield item
     finally:
         stop.set()
