@@ -159,7 +159,10 @@ class TraceWriter:
         self.options = parquet_options(self.schema)
         self.flush_seconds = flush_seconds
         self.row_group_rows = row_group_rows
-        self.rows_flushed = 0
+        # A resumed run goes on after its flushed parts: they count among the run's rows.
+        self.rows_flushed = sum(
+            pq.read_metadata(p).num_rows for p in run_dir.glob("part-*.parquet") if first_part
+        )
         self.parts = first_part
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
