@@ -492,7 +492,7 @@ class FloatChunk:
                 narrowed = values.astype(np.float32).astype(np.float64)
                 bad |= _differ(values, narrowed).reshape(rows, -1).any(axis=1)
         bad |= self.memory_differences(x, y)
-        # The weights' chain: each step starts from the previous one's update.
+        # Each row's maths from its recorded inputs, and each step's update.
         Wd, xd, yd = W.astype(dt), x.astype(dt), y.astype(dt)
         o1, o2, o3 = model.forward_columns(Wd, xd)
         loss = model.loss_columns(o3, yd)
@@ -505,6 +505,7 @@ class FloatChunk:
             bad |= _differ(self.matrix(name), calc.astype(np.float64)).any(axis=1)
         w_after = Wd[self.starts] - np.asarray(run.lr, dtype=dt) * self.batch_sums(grad)
         bad |= _differ(self.matrix("w_after"), w_after[self.local].astype(np.float64)).any(axis=1)
+        # The weights' chain: each step starts where the previous one's update ended.
         w_first = np.vstack([np.array([self.w], dtype=dt), w_after[:-1]]).astype(np.float64)
         bad |= _differ(W, w_first[self.local]).any(axis=1)
         return bad, w_first, w_after[-1].astype(np.float64)
