@@ -34,7 +34,8 @@ from steptrace.verify import verify
 from .conftest import steptrace_subprocess
 
 MOVING = ["--numerics", "float64", "--init", "0.005,-0.0002,0.0002", "--lr", "1e-9"]
-NAN_TEXT = "must be a number such as 0.5, 1e-7 or 1/200"
+NUMBER_TEXT = "must be a number such as 0.5, 1e-7 or 1/200"
+FINITE_TEXT = "must be a finite number"
 
 
 class Case(NamedTuple):
@@ -48,13 +49,14 @@ class Case(NamedTuple):
 CASES = [
     # --- command-line values
     Case("lr NaN", ["record", "--lr", "nan"],
-         f"Error: learning rate {NAN_TEXT}, got 'nan'", 2, subprocess=True),
-    Case("lr inf", ["record", "--lr", "inf"], f"Error: learning rate {NAN_TEXT}, got 'inf'", 2),
+         f"Error: learning rate {FINITE_TEXT}, got 'nan'", 2, subprocess=True),
+    Case("lr inf", ["record", "--lr", "inf"], f"Error: learning rate {FINITE_TEXT}, got 'inf'", 2),
     Case("lr negative", ["record", "--lr", "-1"],
          "Error: learning rate must be greater than 0, got -1", 2),
     Case("lr zero", ["record", "--lr", "0"],
          "Error: learning rate must be greater than 0, got 0", 2),
-    Case("lr text", ["record", "--lr", "fast"], f"Error: learning rate {NAN_TEXT}, got 'fast'", 2),
+    Case("lr text", ["record", "--lr", "fast"],
+         f"Error: learning rate {NUMBER_TEXT}, got 'fast'", 2),
     Case("lr 1/0", ["record", "--lr", "1/0"], "Error: learning rate '1/0' divides by zero", 2),
     Case("lr beyond float64", ["record", "--lr", "1e400", "--numerics", "float64"],
          "Error: learning rate 1e400 is too large for float64", 2),
@@ -74,9 +76,9 @@ CASES = [
          "Error: --init has 2 weights but dataset 'seed' has 3 feature columns; give one "
          "weight per feature", 2),
     Case("init: text", ["record", "--init", "1,x,3"],
-         f"Error: initial weight 2 {NAN_TEXT}, got 'x'", 2),
+         f"Error: initial weight 2 {NUMBER_TEXT}, got 'x'", 2),
     Case("init: NaN", ["record", "--init", "nan,1,2"],
-         f"Error: initial weight 1 {NAN_TEXT}, got 'nan'", 2),
+         f"Error: initial weight 1 {FINITE_TEXT}, got 'nan'", 2),
     Case("init: beyond float32", ["record", "--init", "1e39,0,0", "--numerics", "float32"],
          "Error: initial weight 1 (1e+39) is too large for float32", 2),
     Case("columns of the seed dataset", ["record", "--features", "a,b"],
@@ -88,7 +90,7 @@ CASES = [
     Case("dataset: missing target", ["record", "--dataset", "{d}/good.csv", "--target", "z"],
          "Error: good.csv: no target column 'z' (columns: ['a', 'b', 't'])", 2),
     Case("dataset: strings", ["record", "--dataset", "{d}/strings.csv", "--init", "1,1"],
-         f"Error: strings.csv: column 'b', row 1 {NAN_TEXT}, got 'many' (columns must be "
+         f"Error: strings.csv: column 'b', row 1 {NUMBER_TEXT}, got 'many' (columns must be "
          "numeric)", 2),
     Case("dataset: NaN", ["record", "--dataset", "{d}/nan.csv", "--init", "1,1"],
          "Error: nan.csv: column 'a', row 0 is NaN; values must be finite", 2),
@@ -293,7 +295,8 @@ def test_a_read_only_output_folder(tmp_path, monkeypatch, real):
         result = CliRunner().invoke(cli, ["record", "--out", str(out)])
         assert result.exit_code == 1
         assert result.stderr == (
-            f"Error: cannot create output folder '{out}': Read-only file system\n"
+            f"Error: cannot create output folder '{out}': Read-only file system"
+            "; choose a folder you can write to with --out\n"
         )
         assert not out.exists()
 
@@ -313,7 +316,10 @@ def test_permission_denied_for_an_unprivileged_user(tmp_path):
             out.chmod(0o555)  # an ordinary user is refused by the permissions themselves
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=shared)
         assert done.returncode == 1, done.stderr
-        assert done.stderr == (f"Error: cannot create run folder in '{out}': Permission denied\n")
+        assert done.stderr == (
+            f"Error: cannot create run folder in '{out}': Permission denied"
+            "; choose a folder you can write to with --out\n"
+        )
         assert list(out.iterdir()) == []
     finally:
         shutil.rmtree(shared)

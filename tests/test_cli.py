@@ -104,6 +104,7 @@ def test_an_output_folder_that_cannot_be_written(tmp_path, run_cli):
     assert (
         result.stderr.strip()
         == f"Error: cannot create output folder '{blocker}/sub': Not a directory"
+        "; choose a folder you can write to with --out"
     )
 
 

@@ -96,7 +96,7 @@ def test_blocks_end_on_step_boundaries_and_carry_every_row(numerics):
     [
         ({"lr": "0"}, "learning rate must be greater than 0, got 0"),
         ({"lr": "-1"}, "learning rate must be greater than 0, got -1"),
-        ({"lr": "nan"}, "learning rate must be a number such as 0.5, 1e-7 or 1/200, got 'nan'"),
+        ({"lr": "nan"}, "learning rate must be a finite number, got 'nan'"),
         ({"lr": "1e-50", "numerics": "float32"}, "learning rate 1e-50 rounds to 0 in float32"),
         ({"lr": "1e39", "numerics": "float32"}, "learning rate 1e39 is too large for float32"),
         ({"epochs": 0}, "epochs must be a whole number of at least 1, got 0"),

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .recorder import RunResult, record, sweep
     from .resumer import resume
     from .trainer import Settings, StepEvent, iter_events
+    from .verify import VerifyReport, verify
 
 _LAZY = {
     "Comparison": "compare",
@@ -53,6 +54,8 @@ _LAZY = {
     "Settings": "trainer",
     "StepEvent": "trainer",
     "iter_events": "trainer",
+    "VerifyReport": "verify",
+    "verify": "verify",
 }
 
 
@@ -85,6 +88,7 @@ __all__ = [
     "SteptraceError",
     "Trace",
     "TraceError",
+    "VerifyReport",
     "WriteError",
     "__version__",
     "analysis",
@@ -99,4 +103,5 @@ __all__ = [
     "resume",
     "seed_dataset",
     "sweep",
+    "verify",
 ]

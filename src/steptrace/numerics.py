@@ -68,6 +68,8 @@ def parse_exact(text: str | int | float | Fraction, what: str = "number") -> Fra
         if not math.isfinite(text):
             raise ConfigError(f"{what} must be a finite number, got {text!r}")
         return Fraction(float(text))
+    if isinstance(text, str) and text.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        raise ConfigError(f"{what} must be a finite number, got {text.strip()!r}")
     if not isinstance(text, str) or not _NUMBER.match(text):
         raise ConfigError(f"{what} must be a number such as 0.5, 1e-7 or 1/200, got {text!r}")
     cleaned = text.replace(" ", "").strip()

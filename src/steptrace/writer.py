@@ -43,6 +43,7 @@ __all__ = ["LOCK_NAME", "RUN_FILE", "TraceWriter", "make_run_dir", "write_json_a
 RUN_FILE = "_run.json"
 LOCK_NAME = ".lock"
 PART_FORMAT = "part-{:06d}.parquet"
+WRITABLE_HINT = "; choose a folder you can write to with --out"
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -65,7 +66,9 @@ def make_run_dir(out: Path, name: str) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WriteError(f"cannot create output folder {str(out)!r}: {exc.strerror}") from None
+        raise WriteError(
+            f"cannot create output folder {str(out)!r}: {exc.strerror}{WRITABLE_HINT}"
+        ) from None
     for attempt in range(1, 10_000):
         path = out / (safe if attempt == 1 else f"{safe}-{attempt}")
         try:
@@ -73,7 +76,9 @@ def make_run_dir(out: Path, name: str) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise WriteError(f"cannot create run folder in {str(out)!r}: {exc.strerror}") from None
+            raise WriteError(
+                f"cannot create run folder in {str(out)!r}: {exc.strerror}{WRITABLE_HINT}"
+            ) from None
         return path
     raise WriteError(f"too many runs named {safe!r} in {str(out)!r}")
 
