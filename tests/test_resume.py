@@ -33,7 +33,7 @@ def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sigkill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(traces, seed):
+def test_sigkill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(traces, seed, run_cli):
     proc = steptrace_subprocess("record", "--out", traces, "--name", "cut", "--flush-seconds",
                                 "0.05", *FLOAT_RUN)  # fmt: skip
     run = traces / "cut"
@@ -60,6 +60,9 @@ def test_sigkill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(trac
                    lr="1e-9", shuffle=True, seed=7, batch_size=2, epochs=600000)  # fmt: skip
     same_rows(load_trace(run), load_trace(whole.path))
     assert result.summary == whole.summary
+    diff = run_cli("diff", run, whole.path)
+    assert diff.exit_code == 0, diff.output
+    assert diff.output.startswith("Traces are identical (29 columns × 1800000 rows")
 
 
 class Crash(Exception):
