@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import settings
 
 from steptrace.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property tests explore new examples on a developer's machine; CI (HYPOTHESIS_PROFILE=ci, set
+# by .ci/run) replays a fixed set so that a red build always means a changed result.
+settings.register_profile("dev", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture
