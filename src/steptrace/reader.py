@@ -23,7 +23,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import SteptraceError, TraceError
-from .schema import check_version, column_names, metadata_of, vector
+from .numerics import get_numerics, parse_exact
+from .schema import arrow_schema, check_version, column_names, metadata_of, vector
 from .writer import LOCK_NAME, RUN_FILE
 
 try:
@@ -34,19 +35,6 @@ except ImportError:  # pragma: no cover - not on POSIX
 __all__ = ["RUN_SETTINGS", "Trace", "find_traces", "load_trace", "load_traces", "open_trace"]
 
 Filters: TypeAlias = pc.Expression | Sequence[tuple[str, str, Any]] | None
-
-#: Run settings added as columns by :func:`load_traces` (and shown by the dashboard).
-SETTING_COLUMNS = (
-    "run",
-    "numerics",
-    "lr_text",
-    "batch_size",
-    "epochs",
-    "shuffle",
-    "seed",
-    "status",
-)
-
 
 @dataclass
 class Trace:
@@ -113,8 +101,6 @@ class Trace:
     def schema(self) -> pa.Schema:
         if self.files:
             return pq.read_schema(self.files[0])
-        from .schema import arrow_schema
-
         return arrow_schema(self.n_features, self.is_exact, self.meta)
 
     def read_table(self, columns: Sequence[str] | None = None, filters: Filters = None) -> pa.Table:
@@ -287,8 +273,6 @@ RUN_SETTINGS: dict[str, pa.DataType] = {
 def _recorded_lr(trace: Trace) -> float | None:
     """The float64 the run's ``lr`` column holds: its exact learning rate rounded into its
     numerics, exactly as the trainer does, so run and row filters on ``lr`` agree."""
-    from .numerics import get_numerics, parse_exact
-
     try:
         system = get_numerics(trace.numerics)
         return system.to_float(system.make(parse_exact(trace.meta.get("lr_exact", trace.lr_text))))
@@ -310,8 +294,6 @@ def _may_match(trace: Trace, expression: pc.Expression) -> bool:
     """Whether an expression naming row columns may hold in ``trace``, decided by pyarrow from
     the run's settings alone: they are the partition expression of a dataset of its files,
     built from the canonical schema, so no file is opened."""
-    from .schema import arrow_schema
-
     values = {k: v for k, v in _settings_values(trace).items() if v is not None}
     conditions = [pc.field(k) == v for k, v in values.items()]
     partition = conditions[0]
