@@ -10,6 +10,9 @@ Run-wide settings (numerics, learning rate, epochs, initial weights, dataset …
 through the runs' metadata; informational fields (run id, name, creation time, steptrace
 version) never are.
 
+The sides are read by :mod:`steptrace.compare_sides` and reported by
+:mod:`steptrace.compare_report`; the names moved there stay importable from here.
+
 >>> result = compare_traces("traces/golden/article-exact.parquet",
 ...                         "traces/golden/article-float64.parquet")  # doctest: +SKIP
 >>> result.first.column, result.first.a, result.first.b  # doctest: +SKIP
@@ -18,27 +21,34 @@ version) never are.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .errors import SteptraceError, TraceError, WriteError
-from .reader import Trace, find_traces, open_trace
+from .compare_report import comparison_dict, format_comparison
+from .compare_sides import KEYS, Side, SideInfo, TraceLike, load_side, write_trace_file
+from .errors import TraceError
 from .replay import format_value
-from .schema import EXACT_SUFFIX, FIELDS, FORMAT_VERSION, METADATA_KEY
-from .writer import RUN_FILE, parquet_options
+from .schema import EXACT_SUFFIX, FIELDS
+
+# isort: split
+# Names that lived here before the module was split.
+from .compare_report import CELL_WIDTH as CELL_WIDTH
+from .compare_report import JSON_ROWS as JSON_ROWS
+from .compare_report import LINE_WIDTH as LINE_WIDTH
+from .compare_report import NOT_COMPARED as NOT_COMPARED
+from .compare_report import describe_divergence as describe_divergence
+from .compare_sides import FROM_DATAFRAME as FROM_DATAFRAME
+from .compare_sides import HasPath as HasPath
+from .compare_sides import dataframe_metadata as dataframe_metadata
+from .compare_sides import open_one as open_one
 
 __all__ = [
     "ColumnDiff",
@@ -53,8 +63,6 @@ __all__ = [
     "write_trace_file",
 ]
 
-#: Rows are aligned on these columns.
-KEYS = ("step", "sample")
 #: Columns holding one run-wide value; compared through the metadata, not cell by cell.
 RUN_WIDE = ("run_id", "numerics", "batch_size")
 #: Metadata that describes a recording rather than its settings; never compared.
@@ -72,22 +80,6 @@ INFORMATIONAL = frozenset(
         "source",
     }
 )
-#: Rows found on one side only listed in JSON (all of them are counted).
-JSON_ROWS = 100
-#: Marks metadata made up for a DataFrame (which carries none of its own).
-FROM_DATAFRAME = "DataFrame"
-
-
-class HasPath(Protocol):
-    """Anything with a ``path`` to a trace, such as a :class:`~steptrace.recorder.RunResult`."""
-
-    @property
-    def path(self) -> Path: ...
-
-
-TraceLike: TypeAlias = "str | Path | Trace | pd.DataFrame | HasPath | Side"
-"""A run folder or Parquet file path, an open :class:`Trace`, a DataFrame of trace rows, or
-a :class:`~steptrace.recorder.RunResult`."""
 
 
 @dataclass(frozen=True)
@@ -102,82 +94,6 @@ class Tolerance:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise TraceError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-@dataclass
-class Side:
-    """One of the two traces being compared: where it comes from, its metadata, and its rows
-    read on demand (only the columns a comparison needs)."""
-
-    label: str
-    meta: dict[str, Any]
-    status: str = "unknown"
-    trace: Trace | None = None
-    dataframe: pd.DataFrame | None = None
-
-    @cached_property
-    def columns(self) -> list[str]:
-        if self.dataframe is not None:
-            return [str(c) for c in self.dataframe.columns]
-        assert self.trace is not None
-        return list(self.trace.schema().names)
-
-    @cached_property
-    def rows(self) -> int:
-        if self.dataframe is not None:
-            return len(self.dataframe)
-        assert self.trace is not None
-        return self.trace.num_rows
-
-    def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """The rows, only ``columns`` (all if None)."""
-        if self.dataframe is not None:
-            return self.dataframe if columns is None else self.dataframe[list(columns)]
-        # The table is not kept: let pandas take its buffers instead of copying them.
-        table = self.read_table(columns)
-        frame: pd.DataFrame = table.to_pandas(split_blocks=True, self_destruct=True)
-        return frame
-
-    def read_table(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """The rows as an Arrow table, only ``columns`` (all if None)."""
-        if self.dataframe is not None:
-            return pa.Table.from_pandas(self.read(columns), preserve_index=False)
-        assert self.trace is not None
-        try:
-            return self.trace.read_table(columns)
-        except SteptraceError:
-            raise
-        except Exception as exc:  # a damaged file: say which, in one line
-            where = self.trace.path
-            raise TraceError(f"{where}: unreadable trace ({type(exc).__name__}: {exc})") from None
-
-    @property
-    def from_dataframe(self) -> bool:
-        return self.meta.get("source") == FROM_DATAFRAME
-
-    @property
-    def numerics(self) -> str:
-        return str(self.meta.get("numerics", "float64"))
-
-    def info(self) -> SideInfo:
-        return SideInfo(
-            self.label, self.numerics, str(self.meta.get("lr", "?")), self.rows, self.status
-        )
-
-
-@dataclass(frozen=True)
-class SideInfo:
-    """What a report says about each trace."""
-
-    label: str
-    numerics: str
-    lr: str
-    rows: int
-    status: str
-
-    def describe(self) -> str:
-        status = "" if self.status in ("complete", "unknown") else f", {self.status}"
-        return f"{self.label} ({self.numerics}, α={self.lr}, {self.rows} rows{status})"
 
 
 @dataclass(frozen=True)
@@ -236,130 +152,13 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON types; non-finite floats become "inf", "-inf", "nan"."""
-        data = _jsonable(asdict(self))
-        assert isinstance(data, dict)
-        for key in ("only_a", "only_b"):  # a long list of missing rows says no more than this
-            rows = data[key]
-            data[key] = {"count": len(rows), "first": rows[:JSON_ROWS]}
-        return data
+        return comparison_dict(self)
 
     def format(
         self, a_name: str = "A", b_name: str = "B", max_rows: int = 20, title: str = ""
     ) -> str:
         """A compact report, first divergence first. See :func:`format_comparison`."""
         return format_comparison(self, a_name, b_name, max_rows, title)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        v = float(value)
-        return v if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-# --- loading -------------------------------------------------------------------------------
-
-
-def load_side(source: TraceLike, label: str | None = None) -> Side:
-    """Read one side of a comparison: a trace path, :class:`Trace`, RunResult or DataFrame.
-
-    A folder holding several runs is refused: compare one run with one run.
-
-    >>> side = load_side("traces/golden/article-exact.parquet")  # doctest: +SKIP
-    >>> side.meta["numerics"], side.rows  # doctest: +SKIP
-    ('exact', 3)
-    """
-    if isinstance(source, Side):
-        return source
-    if isinstance(source, pd.DataFrame):
-        missing = [k for k in KEYS if k not in source.columns]
-        if missing:
-            raise TraceError(
-                f"a DataFrame needs the columns {', '.join(KEYS)} to be compared as a trace "
-                f"(it lacks {', '.join(missing)})"
-            )
-        return Side(label or "DataFrame", dataframe_metadata(source), dataframe=source)
-    if isinstance(source, Trace):
-        trace = source
-    elif isinstance(source, str | Path):
-        trace = open_one(Path(source))
-    elif isinstance(getattr(source, "path", None), str | Path):
-        trace = open_one(Path(source.path))  # a RunResult
-    else:
-        raise TraceError(f"cannot compare a {type(source).__name__} as a trace")
-    return Side(label or str(trace.path), dict(trace.meta), trace.status, trace=trace)
-
-
-def open_one(path: Path) -> Trace:
-    """Open ``path`` as exactly one run; a folder of several runs is an error."""
-    if not path.is_dir() or (path / RUN_FILE).exists():
-        return open_trace(path)
-    traces, problems = find_traces(path)
-    if len({t.run_id for t in traces}) == 1 and not problems:
-        # The part files of one run copied without its _run.json.
-        return open_trace(path) if all(t.path.parent == path for t in traces) else traces[0]
-    if not traces:
-        why = f": {problems[0][1]}" if problems else ""
-        raise TraceError(f"{str(path)!r} holds no steptrace trace{why}")
-    names = ", ".join(t.name for t in traces[:3]) + (" …" if len(traces) > 3 else "")
-    raise TraceError(
-        f"{str(path)!r} is a folder of {len(traces)} runs ({names}); compare one run with one run"
-    )
-
-
-def write_trace_file(side: Side, path: Path) -> None:
-    """Write ``side`` as one self-describing Parquet file (a golden), all at once: written
-    aside, then renamed into place, so a golden is never half written.
-
-    >>> write_trace_file(load_side("traces/my-run"), Path("golden.parquet"))  # doctest: +SKIP
-    """
-    table = side.read_table().replace_schema_metadata(
-        {METADATA_KEY: json.dumps(side.meta, sort_keys=True)}
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        pq.write_table(
-            table, tmp, row_group_size=max(table.num_rows, 1), **parquet_options(table.schema)
-        )
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
-
-
-def dataframe_metadata(frame: pd.DataFrame) -> dict[str, Any]:
-    """Metadata made up for a DataFrame, from its own columns, so that a golden written from
-    it is a readable trace. It is marked as such and never compared."""
-
-    def constant(column: str) -> Any:
-        if column in frame.columns and len(frame) and frame[column].nunique(dropna=False) == 1:
-            value = frame[column].iloc[0]
-            return value.item() if isinstance(value, np.generic) else value
-        return None
-
-    exact = any(str(c).endswith(EXACT_SUFFIX) for c in frame.columns)
-    lr = constant("lr" + EXACT_SUFFIX)
-    if lr is None and constant("lr") is not None:
-        lr = format_value(float(constant("lr")))
-    n = sum(1 for c in frame.columns if str(c).startswith("x_") and str(c)[2:].isdigit())
-    epochs = int(frame["epoch"].max()) + 1 if "epoch" in frame.columns and len(frame) else 0
-    return {
-        "format_version": FORMAT_VERSION,
-        "source": FROM_DATAFRAME,
-        "run_id": str(constant("run_id") or "dataframe"),
-        "numerics": str(constant("numerics") or ("exact" if exact else "float64")),
-        "lr": str(lr if lr is not None else "?"),
-        "batch_size": int(constant("batch_size") or 0),
-        "epochs": epochs,
-        "dataset": {"name": FROM_DATAFRAME, "features": [f"x_{k}" for k in range(1, n + 1)]},
-    }
 
 
 # --- selecting columns --------------------------------------------------------------------
@@ -451,7 +250,7 @@ def compare_traces(
     chosen, ignored_meta = _select(side_a, side_b, columns, ignore)
     default = Tolerance(rtol, atol)
     per_column = _tolerances(tolerances or {}, chosen, default)
-    fa, fb, only_a, only_b = _align(_needed(side_a, chosen), _needed(side_b, chosen))
+    fa, fb, only_a, only_b = _align(side_a, side_b, chosen)
     diffs = [
         d
         for col in chosen
@@ -505,21 +304,21 @@ def _tolerances(
     return out
 
 
-def _needed(side: Side, chosen: list[str]) -> tuple[Side, pd.DataFrame]:
+def _read(side: Side, chosen: list[str]) -> pd.DataFrame:
     """The side's keys, chosen columns and their exact twins: all a comparison reads."""
     twins = [c + EXACT_SUFFIX for c in chosen if c + EXACT_SUFFIX in side.columns]
-    return side, side.read([*KEYS, *chosen, *twins])
+    return side.read([*KEYS, *chosen, *twins])
 
 
 def _align(
-    a: tuple[Side, pd.DataFrame], b: tuple[Side, pd.DataFrame]
-) -> tuple[pd.DataFrame, pd.DataFrame, list[Any], list[Any]]:
-    """Both frames restricted to their common (step, sample) rows, in that order, and the
-    keys found on one side only."""
-    (_, fa), (_, fb) = a, b
+    a: Side, b: Side, chosen: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[int, int]], list[tuple[int, int]]]:
+    """Both sides' rows restricted to their common (step, sample) keys, in that order, and
+    the keys found on one side only."""
+    fa, fb = _read(a, chosen), _read(b, chosen)
     if len(fa) == len(fb) and all(np.array_equal(fa[k], fb[k]) for k in KEYS):
         return fa, fb, [], []  # the same rows in the same order: the usual case, and fast
-    ia, ib = _keyed(*a), _keyed(*b)
+    ia, ib = _keyed(a, fa), _keyed(b, fb)
     common = ia.index.intersection(ib.index, sort=True)
     only_a = [(int(s), int(n)) for s, n in ia.index.difference(ib.index, sort=True)]
     only_b = [(int(s), int(n)) for s, n in ib.index.difference(ia.index, sort=True)]
@@ -535,23 +334,16 @@ def _keyed(side: Side, frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+# --- comparing cells ----------------------------------------------------------------------
+
+
 FloatArray: TypeAlias = npt.NDArray[np.float64]
 
 
 def _compare_column(
     col: str, fa: pd.DataFrame, fb: pd.DataFrame, a: Side, b: Side, tol: Tolerance
 ) -> ColumnDiff | None:
-    exact = col + EXACT_SUFFIX
-    if exact in fa.columns and exact in fb.columns:
-        differ, abs_err, rel_err = _exact_cells(fa[exact].to_numpy(), fb[exact].to_numpy(), tol)
-    elif pd.api.types.is_numeric_dtype(fa[col]) and pd.api.types.is_numeric_dtype(fb[col]):
-        va, vb = (f[col].to_numpy(dtype=np.float64, na_value=np.nan) for f in (fa, fb))
-        differ, abs_err, rel_err = _float_cells(va, vb, tol)
-    else:
-        va, vb = fa[col].to_numpy(dtype=object), fb[col].to_numpy(dtype=object)
-        pairs = zip(va, vb, strict=True)
-        differ = np.array([x != y and not (_isnan(x) and _isnan(y)) for x, y in pairs])
-        abs_err = rel_err = np.full(len(va), np.nan)
+    differ, abs_err, rel_err = _cells(col, fa, fb, tol)
     count = int(np.count_nonzero(differ))
     if not count:
         return None
@@ -567,6 +359,20 @@ def _compare_column(
         max_abs=_nanmax(abs_err),
         max_rel=_nanmax(rel_err),
     )
+
+
+def _cells(
+    col: str, fa: pd.DataFrame, fb: pd.DataFrame, tol: Tolerance
+) -> tuple[Any, FloatArray, FloatArray]:
+    """Which cells of ``col`` differ, and their absolute and relative errors: by the exact
+    texts when both sides have them, as floats when both are numbers, else as plain values."""
+    exact = col + EXACT_SUFFIX
+    if exact in fa.columns and exact in fb.columns:
+        return _exact_cells(fa[exact].to_numpy(), fb[exact].to_numpy(), tol)
+    if pd.api.types.is_numeric_dtype(fa[col]) and pd.api.types.is_numeric_dtype(fb[col]):
+        va, vb = (f[col].to_numpy(dtype=np.float64, na_value=np.nan) for f in (fa, fb))
+        return _float_cells(va, vb, tol)
+    return _other_cells(fa[col].to_numpy(dtype=object), fb[col].to_numpy(dtype=object))
 
 
 def _isnan(x: Any) -> bool:
@@ -611,6 +417,13 @@ def _exact_cells(
     return differ, abs_err, rel_err
 
 
+def _other_cells(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> tuple[Any, FloatArray, FloatArray]:
+    """Text and other values: equal or not, with no measure of how far apart."""
+    differ = np.array([x != y and not (_isnan(x) and _isnan(y)) for x, y in zip(a, b, strict=True)])
+    no_error = np.full(len(a), np.nan)
+    return differ, no_error, no_error
+
+
 def _rational(text: Any) -> Fraction:
     try:
         return Fraction(str(text))
@@ -634,6 +447,9 @@ def _difference(fa: pd.DataFrame, fb: pd.DataFrame, col: str, i: int) -> float |
     if isinstance(va, int | float | np.number) and isinstance(vb, int | float | np.number):
         return float(vb) - float(va)
     return None
+
+
+# --- first divergence, settings -----------------------------------------------------------
 
 
 def _first(
@@ -683,99 +499,3 @@ def _meta_diffs(a: dict[str, Any], b: dict[str, Any], ignored: set[str]) -> list
         for k in fa
         if k in fb and k not in skip and k.split(".")[0] not in skip and fa[k] != fb[k]
     ]
-
-
-# --- formatting ---------------------------------------------------------------------------
-
-
-NOT_COMPARED = "Settings not compared: a DataFrame carries no run metadata."
-#: Longest value text shown in the table (exact rationals can run to thousands of digits).
-CELL_WIDTH = 24
-#: Longest value text shown in the first divergence line.
-LINE_WIDTH = 80
-
-
-def _short(text: str | None, width: int) -> str:
-    text = "" if text is None else text
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _num(value: float) -> str:
-    if math.isnan(value):
-        return "-"
-    return "inf" if math.isinf(value) else f"{value:.3g}"
-
-
-def _steps(rows: list[tuple[int, int]]) -> str:
-    first, last = rows[0], rows[-1]
-    if len(rows) == 1:
-        return f"step {first[0]} sample {first[1]}"
-    return f"step {first[0]} sample {first[1]} … step {last[0]} sample {last[1]}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    return [
-        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *rows]
-    ]
-
-
-def describe_divergence(d: Divergence, a_name: str = "A", b_name: str = "B") -> str:
-    """``step 0, sample 0, column o2_1: A 0, B -3.469446951953614e-17 (B - A = …)``"""
-    where = f"step {d.step}, sample {d.sample}"
-    if d.kind == "only_a":
-        return f"{where}: row in {a_name} only"
-    if d.kind == "only_b":
-        return f"{where}: row in {b_name} only"
-    diff = "" if d.difference is None else f" ({b_name} - {a_name} = {d.difference!r})"
-    a, b = _short(d.a, LINE_WIDTH), _short(d.b, LINE_WIDTH)
-    return f"{where}, column {d.column}: {a_name} {a}, {b_name} {b}{diff}"
-
-
-def format_comparison(
-    r: Comparison, a_name: str = "A", b_name: str = "B", max_rows: int = 20, title: str = ""
-) -> str:
-    """The report people read: verdict, first divergence, metadata, a per-column table
-    (columns in order of their first difference), rows on one side only."""
-    tol = r.tolerance
-    rule = "exact equality" if tol == Tolerance() else f"rtol {tol.rtol:g}, atol {tol.atol:g}"
-    head = [f"{a_name}: {r.a.describe()}", f"{b_name}: {r.b.describe()}"]
-    if r.identical:
-        size = f"{len(r.columns)} columns × {r.rows_compared} rows"
-        note = [] if r.metadata_compared else [NOT_COMPARED]
-        return "\n".join([f"Traces are identical ({size}, {rule}).", *head, *note])
-    out = [title or "Traces differ.", *head]
-    if r.first is not None:
-        out.append("First divergence: " + describe_divergence(r.first, a_name, b_name))
-    if r.metadata:
-        out.append("Settings that differ:")
-        out += [f"  {m.key}: {a_name} {m.a!r}, {b_name} {m.b!r}" for m in r.metadata]
-    if r.column_diffs:
-        out.append(
-            f"Values that differ ({rule}): {len(r.column_diffs)} of {len(r.columns)} columns, "
-            f"{r.rows_compared} rows compared"
-        )
-        rows = [
-            [
-                d.column,
-                f"{d.differing}/{d.compared}",
-                str(d.first_step),
-                str(d.first_sample),
-                _short(d.a, CELL_WIDTH),
-                _short(d.b, CELL_WIDTH),
-                _num(d.max_abs),
-                _num(d.max_rel),
-            ]
-            for d in r.column_diffs[:max_rows]
-        ]
-        head_row = ["column", "cells", "first step", "sample", a_name, b_name, "max abs", "max rel"]
-        out += _table(head_row, rows)
-        if len(r.column_diffs) > max_rows:
-            out.append(f"  … and {len(r.column_diffs) - max_rows} more columns")
-    for keys, name in ((r.only_a, a_name), (r.only_b, b_name)):
-        if keys:
-            out.append(f"Rows in {name} only: {len(keys)} ({_steps(keys)})")
-    if not r.metadata_compared:
-        out.append(NOT_COMPARED)
-    return "\n".join(out)
