@@ -36,6 +36,7 @@ __all__ = ["RUN_SETTINGS", "Trace", "find_traces", "load_trace", "load_traces", 
 
 Filters: TypeAlias = pc.Expression | Sequence[tuple[str, str, Any]] | None
 
+
 @dataclass
 class Trace:
     """One recorded run: its metadata and status, and its rows on demand."""
