@@ -1,0 +1,136 @@
+"""Loss or one weight per step of a run, downsampled (the min and max of each bucket of steps)
+when long, every step when zoomed in."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow.compute as pc
+
+from ..errors import TraceError
+from ..reader import Trace
+from ..summary import batch_losses
+
+#: Points per curve above which it is downsampled (min and max of each bucket of steps).
+MAX_POINTS = 2_000
+
+_ZOOM_HINT = f"zoom into {MAX_POINTS:,} steps or fewer to see every step"
+
+
+def minmax_downsample(
+    steps: npt.NDArray[np.int64], values: npt.NDArray[np.float64], max_points: int = MAX_POINTS
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int]:
+    """Keep the smallest and the largest value of each bucket of consecutive points, at their
+    own steps, so spikes survive; returns ``(steps, values, bucket size)``.
+
+    Non-finite values are left out of the min/max (divergence is marked separately). With
+    ``len(steps) <= max_points`` nothing is dropped and the bucket size is 1.
+
+    >>> s, v, b = minmax_downsample(np.arange(10), np.array([0, 9, 1, 1, 1, 1, 1, -5, 1, 1.0]), 4)
+    >>> s.tolist(), v.tolist(), b
+    ([0, 1, 5, 7], [0.0, 9.0, 1.0, -5.0], 5)
+    """
+    n = len(steps)
+    if n <= max_points:
+        return steps, values, 1
+    bucket = math.ceil(n / max(max_points // 2, 1))
+    pad = (-n) % bucket
+    finite = np.isfinite(values)
+    lo = np.pad(np.where(finite, values, np.inf), (0, pad), constant_values=np.inf)
+    hi = np.pad(np.where(finite, values, -np.inf), (0, pad), constant_values=-np.inf)
+    lo, hi = lo.reshape(-1, bucket), hi.reshape(-1, bucket)
+    base = np.arange(lo.shape[0]) * bucket
+    i_min, i_max = base + lo.argmin(axis=1), base + hi.argmax(axis=1)
+    keep = np.isfinite(lo.min(axis=1))  # buckets with at least one finite value
+    idx = np.unique(np.concatenate([i_min[keep], i_max[keep]]))
+    return steps[idx], values[idx], bucket
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One quantity per step of one run, possibly downsampled; ``frame`` has columns
+    ``step`` and ``value`` (non-finite values as NaN)."""
+
+    frame: pd.DataFrame
+    steps: int  # steps in the range asked for
+    bucket: int  # steps per bucket; 1 = every step
+    lo: int
+    hi: int
+
+    @property
+    def downsampled(self) -> bool:
+        return self.bucket > 1
+
+    def note(self) -> str:
+        """Says whether the curve shows every step or a downsampled view."""
+        if not self.downsampled:
+            return f"every step shown (steps {self.lo} to {self.hi})"
+        return (
+            f"downsampled: the min and max of every {self.bucket:,} steps "
+            f"({len(self.frame):,} points for {self.steps:,} steps); {_ZOOM_HINT}"
+        )
+
+
+def curves_note(curves: Mapping[str, Curve]) -> str:
+    """One line for a chart of several runs: every step shown, or which runs are downsampled
+    and how."""
+    down = {run: c for run, c in curves.items() if c.downsampled}
+    if not down:
+        return "every step shown"
+    buckets = " or ".join(f"{b:,}" for b in sorted({c.bucket for c in down.values()}))
+    return (
+        f"downsampled: the min and max of every {buckets} steps for {len(down)} of "
+        f"{len(curves)} runs ({', '.join(down)}); {_ZOOM_HINT}"
+    )
+
+
+def _per_step(
+    trace: Trace, column: str, expression: pc.Expression | None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    table = trace.read_table(["step", column], expression)
+    steps = table["step"].to_numpy()
+    values = table[column].to_numpy().astype(np.float64)
+    if len(steps) == 0:
+        return steps, values
+    if column == "loss":
+        return batch_losses(steps, values)  # each step's batch loss: the mean of its rows
+    starts = np.flatnonzero(np.diff(steps, prepend=steps[0] - 1))
+    return steps[starts], values[starts]  # every row of a step holds the same weights
+
+
+def _between(lo: int | None, hi: int | None) -> pc.Expression | None:
+    """A filter on ``step`` for ``[lo, hi]``, either end open when ``None``."""
+    expression = None if lo is None else pc.field("step") >= lo
+    if hi is not None:
+        upper = pc.field("step") <= hi
+        expression = upper if expression is None else expression & upper
+    return expression
+
+
+def curve(
+    trace: Trace,
+    column: str,
+    lo: int | None = None,
+    hi: int | None = None,
+    max_points: int = MAX_POINTS,
+) -> Curve:
+    """``loss`` (the batch loss) or a weight column (``w_after_2``) per step in ``[lo, hi]``,
+    reading just those two columns and the row groups of that range.
+
+    >>> c = curve(trace, "loss")  # doctest: +SKIP
+    >>> c.downsampled, c.note()  # doctest: +SKIP
+    (True, 'downsampled: the min and max of every 1,000 steps (…)')
+    """
+    if column not in ("loss", *trace.vector("w_after"), *trace.vector("w_before")):
+        raise TraceError(f"no curve for {column!r}: use loss or one of {trace.vector('w_after')}")
+    steps, values = _per_step(trace, column, _between(lo, hi))
+    s, v, bucket = minmax_downsample(steps, values, max_points)
+    frame = pd.DataFrame({"step": s, "value": np.where(np.isfinite(v), v, np.nan)})
+    first = int(steps[0]) if len(steps) else (lo or 0)
+    last = int(steps[-1]) if len(steps) else (hi if hi is not None else -1)
+    return Curve(frame, len(steps), bucket, first, last)

@@ -1,0 +1,154 @@
+"""The runs of a folder: the scan (runs keyed by their path inside it, and the files that are
+not runs, with the reason why), the run picker's table, and what the footers say about a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import SteptraceError, TraceError
+from ..reader import Trace, find_traces
+
+
+@dataclass(frozen=True)
+class Folder:
+    """The runs of one folder, keyed by their path inside it, and what could not be opened."""
+
+    root: Path
+    runs: dict[str, Trace]
+    problems: list[tuple[str, str]]  # (path inside the folder, message)
+    error: str | None = None  # the folder itself cannot be read
+
+    @property
+    def empty(self) -> bool:
+        return not self.runs and not self.problems and self.error is None
+
+
+def _inside(root: Path, path: Path) -> str | None:
+    """``path`` relative to ``root`` if it really lies inside it (symlinks resolved)."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix() or "."
+    except ValueError:
+        return None
+
+
+def _check(trace: Trace) -> None:
+    """Read the part files' footers now, so a corrupt or foreign part is reported with the
+    folder's other problems instead of when its run is picked."""
+    try:
+        footers = [pq.read_metadata(f) for f in trace.files]
+    except (OSError, pa.ArrowException) as exc:
+        raise TraceError(f"a part file is not readable Parquet ({exc})") from None
+    for f, meta in zip(trace.files, footers, strict=True):
+        names = set(meta.schema.names)
+        missing = [c for c in ("step", "loss", *trace.vector("w_after")) if c not in names]
+        if missing:
+            raise TraceError(f"{f.name} lacks column(s) {', '.join(missing)}")
+
+
+def scan(folder: str | Path) -> Folder:
+    """Every run under ``folder``, keyed by its path inside it; never raises.
+
+    Runs are found by :func:`~steptrace.reader.find_traces`; a run or part file that resolves
+    outside ``folder`` (a symlink) is refused, so a page given this folder reads nothing else.
+
+    >>> f = scan("traces")  # doctest: +SKIP
+    >>> sorted(f.runs), f.problems  # doctest: +SKIP
+    (['seed-exact-lr1'], [])
+    """
+    root = Path(folder)
+    try:
+        traces, problems = find_traces(root)
+    except SteptraceError as exc:
+        return Folder(root, {}, [], str(exc))
+    runs: dict[str, Trace] = {}
+    bad = [(_inside(root, path) or path.name, message) for path, message in problems]
+    for trace in traces:
+        key = _inside(root, trace.path)
+        if key == ".":  # the folder given is itself a run
+            key = trace.name
+        outside = [f for f in trace.files if _inside(root, f) is None]
+        if key is None or outside:
+            bad.append((trace.path.name, "refused: it lies outside the dashboard's folder"))
+            continue
+        try:
+            _check(trace)
+        except SteptraceError as exc:
+            bad.append((key, str(exc)))
+            continue
+        runs[key] = trace
+    return Folder(root, runs, sorted(bad))
+
+
+def fingerprint(trace: Trace) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and modification times of a run's files: a cache key that changes when a
+    recorder adds steps."""
+    out = []
+    for f in [*trace.files, trace.path / "_run.json"] if trace.path.is_dir() else trace.files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        out.append((f.name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def last_step(trace: Trace) -> int:
+    """The last recorded step, from the Parquet footers' statistics (no data read); -1 if the
+    run has no steps yet."""
+    best = -1
+    for f in trace.files:
+        try:
+            meta = pq.read_metadata(f)
+        except (OSError, pa.ArrowException) as exc:
+            raise TraceError(f"{f}: not a readable Parquet file ({exc})") from None
+        col = meta.schema.names.index("step")
+        for g in range(meta.num_row_groups):
+            if meta.row_group(g).num_rows == 0:
+                continue
+            stats = meta.row_group(g).column(col).statistics
+            if stats is None or not stats.has_min_max:
+                # No statistics: read this part's step column (rare; not what the writer does).
+                steps = pq.read_table(f, columns=["step"])["step"]
+                best = max(best, int(pc.max(steps).as_py()))
+                break
+            best = max(best, int(stats.max))
+    return best
+
+
+def steps_per_epoch(trace: Trace) -> int:
+    """Steps in one epoch: the run's metadata says, or its dataset rows and batch size."""
+    rows = int(trace.meta["dataset"]["rows"])
+    b = int(trace.meta["batch_size"])
+    return int(trace.meta.get("steps_per_epoch") or -(-rows // b))
+
+
+def run_table(folder: Folder) -> pd.DataFrame:
+    """The run picker's table: one row per run with its settings and status.
+
+    >>> run_table(scan("traces"))[["run", "lr", "numerics", "status"]]  # doctest: +SKIP
+    """
+    rows = []
+    for key, trace in folder.runs.items():
+        s = trace.settings()
+        planned = trace.meta.get("steps")
+        recorded = last_step(trace) + 1
+        rows.append(
+            {
+                "run": key,
+                "lr": s["lr_text"],
+                "numerics": s["numerics"],
+                "batch size": s["batch_size"],
+                "epochs": s["epochs"],
+                "steps": recorded if planned in (None, recorded) else f"{recorded} of {planned}",
+                "status": s["status"],
+                "dataset": str(trace.meta["dataset"].get("name", "")),
+            }
+        )
+    columns = ["run", "lr", "numerics", "batch size", "epochs", "steps", "status", "dataset"]
+    return pd.DataFrame(rows, columns=columns)
