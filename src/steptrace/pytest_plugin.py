@@ -19,9 +19,9 @@ nothing heavy at the top: pandas and pyarrow load only when a test uses the fixt
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from .compare import Comparison, Side, Tolerance
 
 __all__ = ["GoldenTrace", "golden_trace", "steptrace_golden_dir"]
+
+T = TypeVar("T")
 
 UPDATE_OPTION = "--steptrace-update"
 DIR_INI = "steptrace_golden_dir"
@@ -104,6 +106,24 @@ def _shown(path: Path, config: pytest.Config) -> str:
         return str(path)
 
 
+def _attempt(action: Callable[[], T]) -> tuple[T | None, str | None]:
+    """``action()``'s value, or the message of the steptrace error it raised."""
+    from .errors import SteptraceError
+
+    try:
+        return action(), None
+    except SteptraceError as exc:
+        return None, str(exc)
+
+
+def _or_fail(action: Callable[[], T], prefix: str) -> T:
+    """``action()``; a steptrace error fails the test in one line, without a traceback."""
+    value, error = _attempt(action)
+    if error is not None:
+        pytest.fail(prefix + error, pytrace=False)
+    return cast(T, value)
+
+
 class GoldenTrace:
     """The ``golden_trace`` fixture: call it with a run to check it against its golden."""
 
@@ -134,7 +154,6 @@ class GoldenTrace:
         DataFrame of trace rows) against the golden ``name`` (default: the test's name).
         Tolerances and selections are those of :func:`steptrace.compare.compare_traces`."""
         from .compare import compare_traces, load_side
-        from .errors import SteptraceError
 
         golden = self.path(name)
         if golden in self._used:
@@ -145,29 +164,23 @@ class GoldenTrace:
             )
         self._used.add(golden)
         obtained = golden.with_name(golden.name.removesuffix(GOLDEN_SUFFIX) + OBTAINED_SUFFIX)
-        problem = ""
-        try:
-            side = load_side(run, _shown(obtained, self.config))
-        except SteptraceError as exc:
-            problem = f"golden_trace cannot read the run: {exc}"
-        if problem:  # failed outside the except block: no chained traceback in the report
-            pytest.fail(problem, pytrace=False)
+        shown = _shown(golden, self.config)
+        side = _or_fail(
+            lambda: load_side(run, _shown(obtained, self.config)),
+            "golden_trace cannot read the run: ",
+        )
         if not golden.exists():
             self._write_missing(side, golden)
             return
-        problem = ""
-        try:
-            reference = load_side(golden, _shown(golden, self.config))
-        except SteptraceError as exc:
-            problem = f"golden trace {_shown(golden, self.config)}: {exc}"
-        if problem:
+        reference, error = _attempt(lambda: load_side(golden, shown))
+        if error is not None:
             if self.update:  # e.g. a golden in an older format: the update replaces it
                 self._rewrite(side, golden, obtained)
                 return
-            pytest.fail(problem, pytrace=False)
-        problem = ""
-        try:
-            result = compare_traces(
+            pytest.fail(f"golden trace {shown}: {error}", pytrace=False)
+        assert reference is not None
+        result = _or_fail(
+            lambda: compare_traces(
                 reference,
                 side,
                 rtol=rtol,
@@ -175,11 +188,9 @@ class GoldenTrace:
                 tolerances=tolerances,
                 columns=columns,
                 ignore=ignore,
-            )
-        except SteptraceError as exc:
-            problem = f"golden trace {_shown(golden, self.config)}: {exc}"
-        if problem:
-            pytest.fail(problem, pytrace=False)
+            ),
+            f"golden trace {shown}: ",
+        )
         if result.identical:
             obtained.unlink(missing_ok=True)  # left over from an earlier failure
         elif self.update:
