@@ -21,7 +21,7 @@ import queue
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from functools import cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,9 @@ from . import model
 from .data import Dataset
 from .numerics import Number
 from .schema import vector
+
+if TYPE_CHECKING:  # trainer imports this module at run time
+    from .trainer import Settings
 
 __all__ = ["ChunkPlan", "EpochOrders", "compute_blocks", "float_blocks", "prefetch", "step_loop"]
 
@@ -203,7 +206,7 @@ def weights_path(w0: Array, lr: Number, d3: Array, x: Array, plan: ChunkPlan) ->
 
 def float_blocks(
     dataset: Dataset,
-    settings: Any,
+    settings: Settings,
     start_step: int = 0,
     w: Sequence[Number] | None = None,
     max_rows: int = 65_536,
@@ -218,7 +221,7 @@ def float_blocks(
 
 def compute_blocks(
     dataset: Dataset,
-    settings: Any,
+    settings: Settings,
     start_step: int = 0,
     w: Sequence[Number] | None = None,
     max_rows: int = 65_536,
