@@ -228,6 +228,8 @@ def compute_blocks(
 ) -> Iterator[dict[str, Any]]:
     """:func:`float_blocks`, computed in the calling thread."""
     num = settings.numerics
+    if num.dtype is None:
+        raise ValueError("the vectorised recorder is for float runs; exact runs use iter_events")
     X, Y = dataset.as_arrays(num)
     n, b, k = len(dataset), settings.batch_size, dataset.n_features
     spe = -(-n // b)
