@@ -27,9 +27,8 @@ import pytest
 from click.testing import CliRunner
 
 import steptrace
-from steptrace import open_trace
+from steptrace import open_trace, verify
 from steptrace.cli import cli
-from steptrace.verify import verify
 
 from .conftest import steptrace_subprocess
 

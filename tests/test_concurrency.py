@@ -9,8 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from steptrace import open_trace
-from steptrace.verify import verify
+from steptrace import open_trace, verify
 
 from .conftest import steptrace_subprocess
 

@@ -73,7 +73,7 @@ def test_each_system_makes_its_own_kind_of_number():
 
 def test_exact_size_check_stops_before_python_limits():
     exact = get_numerics("exact")
-    exact.check_size((Fraction(1, 2**EXACT_MAX_BITS - 1),), step=5)
+    exact.check_size([Fraction(1, 2**EXACT_MAX_BITS - 1), Fraction(3)], step=5)
     with pytest.raises(ExactLimitError, match="exact arithmetic stopped at step 5"):
-        exact.check_size((Fraction(1, 2**EXACT_MAX_BITS),), step=5)
+        exact.check_size([Fraction(3), Fraction(2**EXACT_MAX_BITS, 3)], step=5)
     get_numerics("float64").check_size((1.0,), step=5)  # floats never stop

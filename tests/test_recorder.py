@@ -12,6 +12,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from steptrace import load_trace, load_traces, open_trace, record, sweep
+from steptrace import verify as steptrace_verify
 from steptrace.errors import ExactLimitError
 from steptrace.numerics import EXACT_MAX_BITS
 
@@ -133,3 +134,19 @@ def test_a_live_recording_is_reported_running(traces):
         proc.kill()
         proc.wait()
     assert open_trace(traces / "live").status == "incomplete"
+
+
+def test_exact_runs_on_tiny_data_values_stop_cleanly_too(tmp_path, traces):
+    # A denominator of 10^600 in the data makes every product grow fast; whatever grows first,
+    # the run stops before a step with a value Python could not write as text.
+    data = tmp_path / "tiny.csv"
+    data.write_text("a,b,c,t\n1e-600,1,1,1\n2,1e-600,3,0\n")
+    with pytest.raises(ExactLimitError, match="its values would need"):
+        record(data, out=traces, name="tiny", lr="1e-7", epochs=50, init="1,1,1")
+    df = load_trace(traces / "tiny")
+    exact_cols = [c for c in df.columns if c.endswith("_exact")]
+    for col in exact_cols:
+        for text in df[col]:
+            q = Fraction(text)
+            assert max(q.numerator.bit_length(), q.denominator.bit_length()) <= EXACT_MAX_BITS
+    assert steptrace_verify(traces / "tiny").problem is None

@@ -17,11 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import steptrace
-from steptrace import Dataset, TraceError
-from steptrace.verify import verify
+from steptrace import Dataset, TraceError, verify
 
 #: Pairs of columns that only each other can tell apart when nothing else in the row depends
-#: on the difference (see steptrace.verify's module docstring).
+#: on the difference (see steptrace.verifier's module docstring).
 TWINS = [{f"o1_{k}", f"x_{k}"} for k in (1, 2, 3)] + [{"d4_1", "y_1"}]
 TWINS += [{a + "_exact" for a in pair} for pair in TWINS]
 
@@ -128,7 +127,7 @@ def test_recorded_traces_verify_in_any_chunking_and_any_parts(run, chunk, parts)
     with tempfile.TemporaryDirectory() as tmp:
         path = record_into(Path(tmp), run)
         split(path, parts)
-        with mock.patch("steptrace.verify.CHUNK_ROWS", chunk):
+        with mock.patch("steptrace.verifier.CHUNK_ROWS", chunk):
             report = verify(path)
     assert report.ok, str(report)
     rows = len(run["dataset"]) * run["epochs"]

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .recorder import RunResult, record, sweep
     from .resumer import resume
     from .trainer import Settings, StepEvent, iter_events
-    from .verify import VerifyReport, verify
+    from .verifier import VerifyReport, verify
 
 _LAZY = {
     "Comparison": "compare",
@@ -54,8 +54,8 @@ _LAZY = {
     "Settings": "trainer",
     "StepEvent": "trainer",
     "iter_events": "trainer",
-    "VerifyReport": "verify",
-    "verify": "verify",
+    "VerifyReport": "verifier",
+    "verify": "verifier",
 }
 
 

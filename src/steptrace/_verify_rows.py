@@ -1,6 +1,6 @@
 """Checking a trace's rows: where each row belongs, its inputs, and its maths, value by value.
 
-The private half of :mod:`steptrace.verify`. Float runs are first checked with numpy a chunk at
+The private half of :mod:`steptrace.verifier`. Float runs are first checked with numpy a chunk at
 a time (:func:`check_float`); the first step with any difference, and every step of an exact
 run, is then checked value by value (:class:`StepCheck`), which says which value is wrong.
 """

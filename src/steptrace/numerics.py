@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, TypeAlias
@@ -32,11 +33,11 @@ __all__ = [
 #: ``numpy.float32``. The model's maths is written once and runs on all three.
 Number: TypeAlias = Any
 
-#: Exact runs stop before a step whose new weights need numerators or denominators of more
-#: bits than this. Python refuses to turn integers of more than 4300 decimal digits (about
-#: 14 280 bits) into text, and δ2 = δ3 . w multiplies a weight by a value of about the same
-#: size, so recorded values reach about twice this many bits.
-EXACT_MAX_BITS = 6_000
+#: Exact runs stop before a step any of whose recorded values needs a numerator or denominator
+#: of more bits than this. Python refuses to turn integers of more than 4300 decimal digits
+#: (about 14 280 bits) into text; every value is recorded as text. δ2 = δ3 . w multiplies a
+#: weight by a value of about the same size, so the weights themselves reach about half this.
+EXACT_MAX_BITS = 12_000
 
 _NUMBER = re.compile(
     r"""\s*[-+]?(
@@ -142,15 +143,17 @@ class Numerics:
         """The exact rational text of ``v``, e.g. ``"-3/11600"`` (exact mode only)."""
         return str(v)
 
-    def check_size(self, w: tuple[Number, ...], step: int) -> None:
-        """Stop an exact run before its rationals outgrow Python's limits."""
+    def check_size(self, values: Iterable[Number], step: int) -> None:
+        """Stop an exact run before its rationals outgrow Python's limits: ``values`` are the
+        numbers a step would record."""
         if not self.is_exact:
             return
-        bits = max(max(q.numerator.bit_length(), q.denominator.bit_length()) for q in w)
+        bits = max(max(q.numerator.bit_length(), q.denominator.bit_length()) for q in values)
         if bits > EXACT_MAX_BITS:
             raise ExactLimitError(
-                f"exact arithmetic stopped at step {step}: the weights need {bits}-bit "
-                f"numerators/denominators (limit {EXACT_MAX_BITS}); the steps so far are kept. "
+                f"exact arithmetic stopped at step {step}: its values would need {bits}-bit "
+                f"numerators or denominators (limit {EXACT_MAX_BITS} bits, about "
+                f"{int(EXACT_MAX_BITS * math.log10(2))} digits); the steps so far are kept. "
                 "Use --numerics float64 for longer runs, or fewer epochs"
             )
 

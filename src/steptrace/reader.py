@@ -180,7 +180,7 @@ def open_trace(path: str | Path, *, check_columns: bool = True) -> Trace:
     Raises :class:`~steptrace.errors.TraceError` if ``path`` is not a steptrace trace and
     :class:`~steptrace.errors.NewerFormatError` if it was written in a newer format. A run
     whose metadata and columns disagree is refused unless ``check_columns`` is false
-    (:func:`steptrace.verify.verify` reports it as a problem instead).
+    (:func:`steptrace.verify` reports it as a problem instead).
     """
     path = Path(path)
     if not path.exists():

@@ -205,12 +205,15 @@ def iter_events(
             bw = model.backward(fw, weights, ys[i], m)
             events.append((i, fw, bw))
         w_after = model.update(weights, lr, model.sum_gradients([bw.grad for _, _, bw in events]))
-        num.check_size(w_after, planned.step)
-        for i, fw, bw in events:
-            yield StepEvent(
-                planned.step, planned.epoch, i, lr, xs[i], ys[i], fw.o1, fw.o2, fw.o3,
-                model.loss(fw.o3, ys[i]), bw.d4, bw.d3, bw.d2, bw.d1, bw.grad, weights, w_after,
-            )  # fmt: skip
+        step_events = [
+            StepEvent(planned.step, planned.epoch, i, lr, xs[i], ys[i], fw.o1, fw.o2, fw.o3,
+                      model.loss(fw.o3, ys[i]), bw.d4, bw.d3, bw.d2, bw.d1, bw.grad,
+                      weights, w_after)
+            for i, fw, bw in events
+        ]  # fmt: skip
+        # A step is recorded whole or not at all: check every value before yielding any.
+        num.check_size([v for e in step_events for v in e.values().values()], planned.step)
+        yield from step_events
         weights = w_after
 
 

@@ -8,7 +8,7 @@ import click
 
 from ..errors import TraceError
 from ..reader import find_traces
-from ..verify import verify
+from ..verifier import verify
 from ..writer import RUN_FILE
 
 
