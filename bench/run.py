@@ -366,6 +366,34 @@ def measure(sizes: Sizes, work: Path) -> list[Row]:
         "(goal ≤ 4× one run)",
     )
 
+    # The same, as a user runs it: the command, interpreter start and imports included.
+    def command(lr_args: list[str], out: str) -> float:
+        argv = [
+            sys.executable,
+            "-m",
+            "steptrace",
+            "record",
+            "--numerics",
+            "float64",
+            "--init",
+            INIT,
+            "--epochs",
+            str(sizes.sweep_rows // 3),
+            "--out",
+            str(work / out),
+        ]
+        start = time.perf_counter()
+        subprocess.run([*argv, *lr_args], check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    one_cmd = min(command(["--lr", LR], f"cmd1-{i}") for i in range(r))
+    sweep_cmd = command([a for lr in lrs for a in ("--lr", lr)], "cmd64")
+    add(
+        f"the command end to end: record --lr ×{len(lrs)} vs ×1",
+        f"{sweep_cmd:.2f} s vs {one_cmd:.2f} s",
+        f"{sweep_cmd / one_cmd:.1f}× (start-up and imports included)",
+    )
+
     # Where a sweep's time goes: writing each run's Parquet, and the sequential loop.
     write = writing_alone(work / "write", sizes.sweep_rows, r)
     add(

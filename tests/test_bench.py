@@ -21,6 +21,7 @@ ROWS = [
     "read 3,000 rows into pandas",
     "read a 100-step window of 9,000 rows",
     "sweep of 4 lrs × 300 rows vs one run",
+    "the command end to end: record --lr ×4 vs ×1",
     "Parquet writing alone, one run of 300 rows",
     "sequential step of 4 runs: numpy (runs × features) vs plain Python",
     "exact, article run (30 steps, lr 1)",
