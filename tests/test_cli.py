@@ -23,7 +23,8 @@ def test_record_then_replay_prints_the_articles_three_steps(traces, run_cli):
     assert out.count("Step ") == 3
     assert "Step 2 · epoch 0 · sample 2 · exact · α = 1" in out
     assert "| (0, 2000, 3000) | (0, 2000, 3000) | 0           | 0           |" in out
-    assert "loss = 1/2 (0 - 1)^2 = 1/2" in out
+    assert "loss = 1/2 (0 - 1)^2 = 1/2   (correct? no)" in out
+    assert "loss = 1/2 (1 - 1)^2 = 0   (correct? yes)" in out
     assert "δ3 = δ4 if o2 >= 0 else 0     = -1   (o2 = 0: gate open)" in out
     assert "δ2 = δ3 . w                   = (-1/200, 3/11600, -1/5800)" in out
     assert "∂Loss/∂W2 = δ3 * o1           = (0, -2000, -3000)" in out

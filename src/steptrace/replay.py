@@ -93,8 +93,12 @@ def format_step(trace: Trace, rows: pd.DataFrame) -> str:
         [[_vec(v, "x", n), _vec(v, "o1", n), v["o2_1"], v["o3_1"]] for v in vals],
     )
     out.append("3: loss = 1/2 (o3 - y_truth)^2")
-    for v in vals:
-        out.append(f"   loss = 1/2 ({v['o3_1']} - {v['y_1']})^2 = {v['loss']}")
+    for (_, r), v in zip(rows.iterrows(), vals, strict=True):
+        # The article's "correct?" column: the model's output is the expected one.
+        correct = "yes" if r["loss"] == 0 else "no"
+        out.append(
+            f"   loss = 1/2 ({v['o3_1']} - {v['y_1']})^2 = {v['loss']}   (correct? {correct})"
+        )
     if len(vals) > 1:
         out.append(f"   batch loss (mean over {len(vals)} samples) = {_batch_loss(rows, numerics)}")
     out.append(
