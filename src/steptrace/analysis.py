@@ -46,7 +46,7 @@ import pyarrow.fs as pafs
 
 from .errors import TraceError
 from .reader import Filters, Trace, _column_names, find_traces
-from .summary import SummaryTracker
+from .summary import SummaryTracker, group_means, group_starts
 
 __all__ = [
     "CONVERGE_RTOL",
@@ -103,23 +103,6 @@ def _weight_columns(columns: Iterable[Any], which: str = "w_after") -> list[str]
     return sorted(found, key=lambda c: int(c[len(prefix) :]))
 
 
-def _step_starts(step: Array) -> Array:
-    """Index of each step's first row, for rows grouped by step."""
-    if not len(step):
-        return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(np.diff(step, prepend=step[0] - 1))
-
-
-def _group_means(values: Array, starts: Array) -> Array:
-    """Mean of each group of consecutive values (NaN and inf propagate, never skipped)."""
-    if not len(starts):
-        return np.zeros(0)
-    counts = np.diff(np.append(starts, len(values)))
-    with np.errstate(all="ignore"):
-        means: Array = np.add.reduceat(values.astype(np.float64), starts) / counts
-    return means
-
-
 def step_rows(df: pd.DataFrame, step: int) -> pd.DataFrame:
     """The rows of one step, of every run in ``df`` (one row per sample of its batch).
 
@@ -139,14 +122,14 @@ def batch_loss(df: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for run, rows in _runs(df):
         step = rows["step"].to_numpy(np.int64)
-        starts = _step_starts(step)
+        starts = group_starts(step)
         frames.append(
             pd.DataFrame(
                 {
                     key: run,
                     "step": step[starts],
                     "epoch": rows["epoch"].to_numpy(np.int64)[starts],
-                    "loss": _group_means(rows["loss"].to_numpy(np.float64), starts),
+                    "loss": group_means(rows["loss"].to_numpy(np.float64), starts),
                 }
             )
         )
@@ -167,13 +150,13 @@ def epoch_loss(df: pd.DataFrame, per: str = "step") -> pd.DataFrame:
     frames = []
     for run, rows in _runs(source):
         epoch = rows["epoch"].to_numpy(np.int64)
-        starts = _step_starts(epoch)
+        starts = group_starts(epoch)
         frames.append(
             pd.DataFrame(
                 {
                     key: run,
                     "epoch": epoch[starts],
-                    "loss": _group_means(rows["loss"].to_numpy(np.float64), starts),
+                    "loss": group_means(rows["loss"].to_numpy(np.float64), starts),
                 }
             )
         )
@@ -246,7 +229,7 @@ class _RunStats:
         w_cols = _weight_columns(rows.columns)
         w = rows[w_cols].to_numpy(np.float64) if w_cols else np.empty((len(rows), 0))
         self.tracker.update({"step": step, "loss": loss}, w)
-        starts = _step_starts(step)
+        starts = group_starts(step)
         if "o2_1" in rows.columns:
             o2 = rows["o2_1"].to_numpy(np.float64)
             self.gate_closed_steps += len(np.unique(step[~(o2 >= 0)]))
@@ -255,7 +238,7 @@ class _RunStats:
             bad = ~np.isfinite(watched.to_numpy(np.float64)).all(axis=1)
             if bad.any():
                 self.first_nonfinite_step = int(step[bad][0])
-        means = _group_means(loss, starts)
+        means = group_means(loss, starts)
         for epoch, mean in zip(rows["epoch"].to_numpy(np.int64)[starts], means, strict=True):
             sums = self.epoch_sums.setdefault(int(epoch), [0.0, 0])
             sums[0] += float(mean)

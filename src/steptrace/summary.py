@@ -32,17 +32,29 @@ class RunSummary:
         return asdict(self)
 
 
+def group_starts(keys: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """Index of the first row of each run of equal ``keys`` (rows grouped by step or epoch)."""
+    if not len(keys):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.diff(keys, prepend=keys[0] - 1))
+
+
+def group_means(values: npt.NDArray[Any], starts: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
+    """Mean of each group of consecutive values (NaN and inf propagate, never skipped)."""
+    if not len(starts):
+        return np.zeros(0)
+    counts = np.diff(np.append(starts, len(values)))
+    with np.errstate(all="ignore"):
+        means: npt.NDArray[Any] = np.add.reduceat(values.astype(np.float64), starts) / counts
+    return means
+
+
 def batch_losses(
     step: npt.NDArray[np.int64], loss: npt.NDArray[np.float64]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Each step's batch loss (the mean of its samples' losses), for rows grouped by step."""
-    if len(step) == 0:
-        return step, loss
-    starts = np.flatnonzero(np.diff(step, prepend=step[0] - 1))
-    counts = np.diff(np.append(starts, len(step)))
-    with np.errstate(all="ignore"):
-        means = np.add.reduceat(loss, starts) / counts
-    return step[starts], means
+    starts = group_starts(step)
+    return step[starts], group_means(loss, starts)
 
 
 class SummaryTracker:
