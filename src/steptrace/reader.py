@@ -100,8 +100,13 @@ class Trace:
         return pads.dataset([str(f) for f in self.files], format="parquet")
 
     def schema(self) -> pa.Schema:
+        """The columns of the run's parts (read once, from the first part's footer)."""
+        return self._schema
+
+    @cached_property
+    def _schema(self) -> pa.Schema:
         if self.files:
-            return pq.read_schema(self.files[0])
+            return self._footers[0].schema.to_arrow_schema()
         return arrow_schema(self.n_features, self.is_exact, self.meta)
 
     def read_table(self, columns: Sequence[str] | None = None, filters: Filters = None) -> pa.Table:
@@ -116,7 +121,10 @@ class Trace:
         tables = []
         for f in self.files:
             try:
-                table = pads.dataset(str(f), format="parquet").to_table(
+                # Given the schema, the dataset does not open the file to discover it: each
+                # part's footer is read once, by the scan.
+                part = pads.dataset(str(f), format="parquet", schema=self._schema)
+                table = part.to_table(
                     columns=list(columns) if columns is not None else None, filter=expression
                 )
             except (OSError, pa.ArrowException) as exc:
