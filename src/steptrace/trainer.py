@@ -147,6 +147,13 @@ class StepEvent:
             out[f"{name}_1"] = getattr(self, name)
         return out
 
+    def numbers(self) -> tuple[Number, ...]:
+        """Every value the event records (o1 is x and δ1 is δ2: not repeated), unnamed."""
+        return (
+            self.lr, self.loss, self.y, self.o2, self.o3, self.d4, self.d3,
+            *self.x, *self.d2, *self.grad, *self.w_before, *self.w_after,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class PlannedStep:
@@ -212,7 +219,7 @@ def iter_events(
             for i, fw, bw in events
         ]  # fmt: skip
         # A step is recorded whole or not at all: check every value before yielding any.
-        num.check_size([v for e in step_events for v in e.values().values()], planned.step)
+        num.check_size([v for e in step_events for v in e.numbers()], planned.step)
         yield from step_events
         weights = w_after
 
