@@ -58,6 +58,46 @@ def test_tolerance_and_selection_options(run_cli, traces):
     assert run_cli("diff", a, nudged, "--columns", "w_after").exit_code == 1
 
 
+def test_per_column_tolerances(run_cli, traces):
+    a = steptrace.record("seed", numerics="float64", out=traces, name="a").path
+    df = steptrace.load_trace(a)
+    df.loc[2, "w_after_3"] *= 1 + 1e-13
+    nudged = traces / "nudged.parquet"
+    write_trace_file(Side("nudged", load_side(a).meta, dataframe=df), nudged)
+    same = run_cli("diff", a, nudged, "--tol", "w_after=1e-12", "--tol", "loss=0,1e-3")
+    assert same.exit_code == 0
+    assert same.output.splitlines()[0] == (
+        "Traces are identical (29 columns × 3 rows, exact equality; loss: rtol 0, atol 0.001; "
+        "w_after_1, w_after_2, w_after_3: rtol 1e-12, atol 0)."
+    )
+    # A column's own tolerance wins over the global one, both ways.
+    tight = run_cli("diff", a, nudged, "--rtol", "1e-12", "--tol", "w_after_3=1e-14")
+    assert tight.exit_code == 1
+    assert "Values that differ (rtol 1e-12, atol 0; w_after_3: rtol 1e-14, atol 0)" in tight.output
+    data = json.loads(run_cli("diff", a, nudged, "--tol", "w_after_3=1e-12", "--json").output)
+    assert data["identical"] is True
+    assert data["column_tolerances"] == {"w_after_3": {"rtol": 1e-12, "atol": 0.0}}
+
+
+@pytest.mark.parametrize("value", ["o2=abc", "o2", "=1e-3", "o2=1,-1", "o2=nan", "o2=1,2,3"])
+def test_bad_per_column_tolerance_is_a_one_line_error(run_cli, value):
+    result = run_cli("diff", EXACT, FLOAT64, "--tol", value)
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: Invalid value for '--tol': {value!r} is not NAME=RTOL or NAME=RTOL,ATOL with "
+        "finite tolerances >= 0 (e.g. --tol w_after=1e-12 or --tol loss=0,1e-15) "
+        "(see 'steptrace diff -h')\n"
+    )
+
+
+def test_tolerance_for_a_column_not_compared_is_an_error(run_cli):
+    result = run_cli("diff", EXACT, FLOAT64, "--tol", "o7=1e-3")
+    assert (result.exit_code, result.output) == (
+        2,
+        "Error: a tolerance is given for 'o7', which is not compared\n",
+    )
+
+
 def test_json_output(run_cli):
     result = run_cli("diff", EXACT, FLOAT64, "--json")
     assert result.exit_code == 1

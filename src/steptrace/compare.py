@@ -149,6 +149,8 @@ class Comparison:
     only_b: list[tuple[int, int]] = field(default_factory=list)
     metadata: list[MetaDiff] = field(default_factory=list)
     metadata_compared: bool = True
+    #: Columns compared with their own tolerance (``tolerances=``), not :attr:`tolerance`.
+    column_tolerances: dict[str, Tolerance] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON types; non-finite floats become "inf", "-inf", "nan"."""
@@ -271,6 +273,7 @@ def compare_traces(
         only_a=only_a,
         only_b=only_b,
         metadata=meta,
+        column_tolerances={c: t for c, t in per_column.items() if t != default},
         metadata_compared=meta_compared,
     )
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .compare import Comparison, Divergence
+    from .compare import Comparison, Divergence, Tolerance
 
 __all__ = ["comparison_dict", "describe_divergence", "format_comparison"]
 
@@ -82,9 +82,12 @@ def format_comparison(
 
     >>> print(format_comparison(result, "golden", "obtained"))  # doctest: +SKIP
     """
-    tol = r.tolerance
-    exact = tol.rtol == 0 and tol.atol == 0
-    rule = "exact equality" if exact else f"rtol {tol.rtol:g}, atol {tol.atol:g}"
+    rule = _rule(r.tolerance)
+    by_tolerance: dict[Tolerance, list[str]] = {}
+    for column, tol in r.column_tolerances.items():
+        by_tolerance.setdefault(tol, []).append(column)
+    for tol, columns in by_tolerance.items():
+        rule += f"; {', '.join(columns)}: {_rule(tol)}"
     head = [f"{a_name}: {r.a.describe()}", f"{b_name}: {r.b.describe()}"]
     note = [] if r.metadata_compared else [NOT_COMPARED]
     if r.identical:
@@ -106,6 +109,11 @@ def format_comparison(
         if keys:
             out.append(f"Rows in {name} only: {len(keys)} ({_steps(keys)})")
     return "\n".join(out + note)
+
+
+def _rule(tol: Tolerance) -> str:
+    exact = tol.rtol == 0 and tol.atol == 0
+    return "exact equality" if exact else f"rtol {tol.rtol:g}, atol {tol.atol:g}"
 
 
 def _column_table(r: Comparison, a_name: str, b_name: str, max_rows: int) -> list[str]:

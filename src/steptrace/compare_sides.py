@@ -187,12 +187,13 @@ def open_one(path: Path) -> Trace:
     )
 
 
-def write_trace_file(side: Side, path: Path) -> None:
+def write_trace_file(side: Side, path: str | Path) -> None:
     """Write ``side`` as one self-describing Parquet file (a golden), all at once: written
     aside, then renamed into place, so a golden is never half written.
 
-    >>> write_trace_file(load_side("traces/my-run"), Path("golden.parquet"))  # doctest: +SKIP
+    >>> write_trace_file(load_side("traces/my-run"), "golden.parquet")  # doctest: +SKIP
     """
+    path = Path(path)
     table = side.read_table().replace_schema_metadata(
         {METADATA_KEY: json.dumps(side.meta, sort_keys=True)}
     )

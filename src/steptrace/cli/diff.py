@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..compare import compare_traces
+from ..compare import Tolerance, compare_traces
+from ..errors import TraceError
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -16,11 +17,39 @@ def _names(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _tolerance(
+    ctx: click.Context, param: click.Parameter, given: tuple[str, ...]
+) -> dict[str, Tolerance]:
+    """``--tol NAME=RTOL[,ATOL]`` (repeatable) as ``{NAME: Tolerance(rtol, atol)}``."""
+    out = {}
+    for text in given:
+        name, _, numbers = text.partition("=")
+        try:
+            rtol, atol = (float(v) for v in (numbers + ",0").split(",")[:2])
+            if not name.strip() or numbers.count(",") > 1:
+                raise ValueError
+            out[name.strip()] = Tolerance(rtol, atol)
+        except (ValueError, TraceError):
+            raise click.BadParameter(
+                f"{text!r} is not NAME=RTOL or NAME=RTOL,ATOL with finite tolerances >= 0 "
+                "(e.g. --tol w_after=1e-12 or --tol loss=0,1e-15)"
+            ) from None
+    return out
+
+
 @click.command("diff")
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
 @click.option("--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance.")
 @click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance.")
+@click.option(
+    "--tol",
+    "tolerances",
+    multiple=True,
+    metavar="NAME=RTOL[,ATOL]",
+    callback=_tolerance,
+    help="Tolerances for one column (o2_1) or field (w_after), over --rtol/--atol; repeatable.",
+)
 @click.option(
     "--columns",
     help="Compare only these, comma-separated: columns (o2_1) or fields (w_after).",
@@ -37,6 +66,7 @@ def command(
     b: Path,
     rtol: float,
     atol: float,
+    tolerances: dict[str, Tolerance],
     columns: str | None,
     ignore: str | None,
     as_json: bool,
@@ -50,9 +80,16 @@ def command(
     Example:
         steptrace diff traces/golden/article-exact.parquet traces/golden/article-float64.parquet
         steptrace diff golden.parquet traces/my-run --rtol 1e-12 --ignore seed --json
+        steptrace diff golden.parquet traces/my-run --tol loss=1e-9 --tol w_after=0,1e-15
     """
     result = compare_traces(
-        a, b, rtol=rtol, atol=atol, columns=_names(columns), ignore=_names(ignore) or ()
+        a,
+        b,
+        rtol=rtol,
+        atol=atol,
+        tolerances=tolerances,
+        columns=_names(columns),
+        ignore=_names(ignore) or (),
     )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
