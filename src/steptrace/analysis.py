@@ -227,7 +227,7 @@ class _RunStats:
         step = rows["step"].to_numpy(np.int64)
         loss = rows["loss"].to_numpy(np.float64)
         w_cols = _weight_columns(rows.columns)
-        w = rows[w_cols].to_numpy(np.float64) if w_cols else np.empty((len(rows), 0))
+        w = [rows[c].to_numpy(np.float64) for c in w_cols]
         self.tracker.update({"step": step, "loss": loss}, w)
         starts = group_starts(step)
         if "o2_1" in rows.columns:

@@ -132,7 +132,7 @@ def write_run(
         with _ctrl_c_requests_stop() as stop:
             for block in blocks:
                 writer.write(block)
-                tracker.update(block, np.column_stack([block[c] for c in w_cols]))
+                tracker.update(block, [block[c] for c in w_cols])
                 if progress is not None:
                     progress(tracker.rows, total_rows)
                 if stop.is_set():

@@ -81,7 +81,7 @@ def _history(trace: Trace, tracker: SummaryTracker) -> None:
             ["step", "loss", *w_cols]
         )
         block = {name: table.column(name).to_numpy() for name in ("step", "loss")}
-        tracker.update(block, np.column_stack([table.column(c).to_numpy() for c in w_cols]))
+        tracker.update(block, [table.column(c).to_numpy() for c in w_cols])
 
 
 def resume(

@@ -7,6 +7,7 @@ of the first epoch. Divergence is data, not an error: it is recorded faithfully 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -72,8 +73,9 @@ class SummaryTracker:
         self.diverged_at: int | None = None
         self.diverged_why: str | None = None
 
-    def update(self, block: dict[str, Any], w_after: npt.NDArray[np.float64]) -> None:
-        """Take a block's ``step`` and ``loss`` columns and its rows' new weights."""
+    def update(self, block: dict[str, Any], w_after: Sequence[npt.NDArray[Any]]) -> None:
+        """Take a block's ``step`` and ``loss`` columns and its new weights, a column per
+        component (``w_after_1`` …; none when a table lacks them)."""
         steps, losses = batch_losses(block["step"], block["loss"])
         self.rows += len(block["step"])
         self.steps += len(steps)
@@ -91,8 +93,10 @@ class SummaryTracker:
             self.reference = max(self.reference, float(np.max(losses[first_epoch & finite])))
         if self.diverged_at is not None:
             return
-        bad_w = ~np.isfinite(w_after).all(axis=1)
         row_steps = block["step"]
+        bad_w = np.zeros(len(row_steps), dtype=bool)
+        for column in w_after:
+            bad_w |= ~np.isfinite(column)
         candidates = []
         if (~finite).any():
             candidates.append((int(steps[~finite][0]), "loss is not finite"))

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -414,9 +413,7 @@ class _Checker:
         assert self.tracker is not None
         step = table.column("step").to_numpy()
         loss = table.column("loss").to_numpy()
-        w_after = np.column_stack(
-            [table.column(c).to_numpy() for c in vector("w_after", self.run.n)]
-        )
+        w_after = [table.column(c).to_numpy() for c in vector("w_after", self.run.n)]
         self.tracker.update({"step": step, "loss": loss}, w_after)
         self.steps_checked = self.tracker.steps
 

@@ -59,7 +59,7 @@ def first_divergence(trace: Trace) -> Divergence | None:
     w_cols = trace.vector("w_after")
     try:
         for block in _step_blocks(trace, ["step", "loss", *w_cols]):
-            tracker.update(block, np.column_stack([block[c] for c in w_cols]))
+            tracker.update(block, [block[c] for c in w_cols])
             if tracker.diverged_at is not None:
                 break
     except (OSError, pa.ArrowException) as exc:
