@@ -116,6 +116,14 @@ def child_record(rows: int, out: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb()}))
 
 
+def child_diff(a: str, b: str) -> None:
+    """Run in a subprocess: compare two traces and print time and peak RSS as JSON."""
+    start = time.perf_counter()
+    result = steptrace.compare_traces(a, b)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb(), "rows": result.rows_compared}))
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory. Linux's VmHWM starts afresh at exec, whereas
     ``ru_maxrss`` keeps the peak of the process that forked us (the harness itself)."""
@@ -131,8 +139,12 @@ def peak_rss_mb() -> float:
 
 
 def in_subprocess(rows: int, out: Path) -> dict[str, float]:
+    return child(["--child-record", str(rows), str(out)])
+
+
+def child(args: list[str]) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, __file__, "--child-record", str(rows), str(out)],
+        [sys.executable, __file__, *args],
         check=True,
         capture_output=True,
         text=True,
@@ -211,6 +223,37 @@ def writing_alone(out: Path, rows: int, repeats: int) -> float:
         writer.close()
 
     return best_of(repeats, write)
+
+
+#: The columns every run of a sweep on the same data and order shares, bit for bit (the run-wide
+#: ones cost nothing either way); a format that wrote them once per sweep would save at most
+#: their encoding.
+SHARED = ("step", "epoch", "sample", "x", "y", "o1", "run_id", "numerics", "batch_size", "lr")
+
+
+def own_columns_writing(out: Path, rows: int, repeats: int) -> tuple[float, int]:
+    """Seconds to encode and write only the columns that differ between the runs of a sweep
+    (o2 … w_after), already computed, with the trace's encodings; and how many there are."""
+    import pyarrow.parquet as pq
+
+    from steptrace.fast import compute_blocks
+    from steptrace.trainer import Settings
+    from steptrace.writer import parquet_options
+
+    ds = seed_dataset()
+    settings = Settings.parse(ds, LR, epochs=rows // 3, numerics="float64", init=INIT)
+    blocks = list(compute_blocks(ds, settings))
+    names = [c for c in blocks[0] if c.rsplit("_", 1)[0] not in SHARED and c not in SHARED]
+    tables = [pa.table({c: block[c] for c in names}) for block in blocks]
+    options = parquet_options(tables[0].schema)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:
+        with pq.ParquetWriter(out / "own.parquet", tables[0].schema, **options) as writer:
+            for table in tables:
+                writer.write_table(table)
+
+    return best_of(repeats, write), len(names)
 
 
 def loop_across_runs(runs: int, rows: int) -> tuple[float, float]:
@@ -347,6 +390,13 @@ def measure(sizes: Sizes, work: Path) -> list[Row]:
         f"median {np.median(times) * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms",
         "goal ≤ 50 ms; open_trace + read(filters) each time",
     )
+    other = record(work / "big-other", sizes.big_rows, lr="2e-9").path
+    diff = child(["--child-diff", str(big_trace.path), str(other)])
+    add(
+        f"steptrace diff of two {diff['rows']:,.0f}-row runs (α 1e-9 vs 2e-9, own process)",
+        f"{diff['seconds']:.1f} s, peak RSS {diff['peak_mb']:.0f} MB",
+        f"{diff['rows'] / diff['seconds']:,.0f} rows/s; memory flat: a window of steps at a time",
+    )
 
     # The sweep: one run per learning rate, each its own trace.
     lrs = [f"{v:.3g}" for v in np.geomspace(1e-10, 1e-8, sizes.sweep_lrs)]
@@ -367,7 +417,7 @@ def measure(sizes: Sizes, work: Path) -> list[Row]:
     )
 
     # The same, as a user runs it: the command, interpreter start and imports included.
-    def command(lr_args: list[str], out: str) -> float:
+    def command(lr_args: list[str], out: str, epochs: int = sizes.sweep_rows // 3) -> float:
         argv = [
             sys.executable,
             "-m",
@@ -378,7 +428,7 @@ def measure(sizes: Sizes, work: Path) -> list[Row]:
             "--init",
             INIT,
             "--epochs",
-            str(sizes.sweep_rows // 3),
+            str(epochs),
             "--out",
             str(work / out),
         ]
@@ -393,6 +443,14 @@ def measure(sizes: Sizes, work: Path) -> list[Row]:
         f"{sweep_cmd:.2f} s vs {one_cmd:.2f} s",
         f"{sweep_cmd / one_cmd:.1f}× (start-up and imports included)",
     )
+    article = [a for lr in lrs for a in ("--lr", lr)]
+    one_small = min(command(["--lr", LR], f"cmd1-article-{i}", 1) for i in range(r))
+    sweep_small = command(article, "cmd64-article", 1)
+    add(
+        f"the same on the article's 3 rows: record --lr ×{len(lrs)} vs ×1",
+        f"{sweep_small:.2f} s vs {one_small:.2f} s",
+        f"{sweep_small / one_small:.1f}× (goal ≤ 4× one run)",
+    )
 
     # Where a sweep's time goes: writing each run's Parquet, and the sequential loop.
     write = writing_alone(work / "write", sizes.sweep_rows, r)
@@ -402,11 +460,25 @@ def measure(sizes: Sizes, work: Path) -> list[Row]:
         f"{write / single:.0%} of recording it; ×{len(lrs)} runs = "
         f"{write * len(lrs) / single:.0f}× one run on one core",
     )
+    own, own_columns = own_columns_writing(work / "own", sizes.sweep_rows, r)
+    add(
+        f"the {own_columns} columns that differ between runs, writing alone",
+        f"{own:.3f} s",
+        f"×{len(lrs)} runs = {own * len(lrs) / single:.0f}× one run on one core "
+        "(if the data columns were shared)",
+    )
     numpy_step, python_steps = loop_across_runs(len(lrs), sizes.sweep_rows)
     add(
         f"sequential step of {len(lrs)} runs: numpy (runs × features) vs plain Python",
         f"{numpy_step * 1e6:.1f} µs vs {python_steps * 1e6:.1f} µs",
         "why a sweep runs the plain-Python loop once per run",
+    )
+    loop = min(numpy_step, python_steps) * sizes.sweep_rows
+    floor = (loop + own * len(lrs)) / 2
+    add(
+        f"lower bound of the sweep on 2 cores: ({len(lrs)} loops + {len(lrs)} × own columns) / 2",
+        f"{floor:.2f} s",
+        f"{floor / single:.0f}× one run (goal ≤ 4×: {4 * single:.2f} s)",
     )
 
     for row in exact_growth(work / "exact", sizes.exact_steps, sizes.exact_lengths):
@@ -462,9 +534,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     parser.add_argument("--child-record", nargs=2, metavar=("ROWS", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-diff", nargs=2, metavar=("A", "B"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_record:
         child_record(int(args.child_record[0]), args.child_record[1])
+        return
+    if args.child_diff:
+        child_diff(*args.child_diff)
         return
     sizes = QUICK if args.quick else FULL
     print(header(), flush=True)

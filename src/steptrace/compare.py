@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -65,6 +65,10 @@ __all__ = [
 
 #: Columns holding one run-wide value; compared through the metadata, not cell by cell.
 RUN_WIDE = ("run_id", "numerics", "batch_size")
+#: Rows of each side held in memory at once: longer traces are compared a window of steps at a
+#: time, so a diff's memory does not grow with the traces (one row group; larger windows were
+#: not faster, see docs/benchmarks.md).
+WINDOW_ROWS = 65_536
 #: Metadata that describes a recording rather than its settings; never compared.
 INFORMATIONAL = frozenset(
     {
@@ -252,24 +256,30 @@ def compare_traces(
     chosen, ignored_meta = _select(side_a, side_b, columns, ignore)
     default = Tolerance(rtol, atol)
     per_column = _tolerances(tolerances or {}, chosen, default)
-    fa, fb, only_a, only_b = _align(side_a, side_b, chosen)
-    diffs = [
-        d
-        for col in chosen
-        if (d := _compare_column(col, fa, fb, side_a, side_b, per_column[col])) is not None
-    ]
+    found = {col: _Column() for col in chosen}
+    rows_compared, only_a, only_b, first = 0, [], [], None
+    for steps in _windows(side_a, side_b):
+        fa, fb, window_a, window_b = _align(side_a, side_b, chosen, steps)
+        for col in chosen:
+            found[col].add(*_compare_column(col, fa, fb, side_a, side_b, per_column[col]))
+        # Windows come in step order: the first window that differs holds the first divergence.
+        diffs = [d for c in found.values() if (d := c.window_diff) is not None]
+        first = first or _first(diffs, fa, fb, chosen, window_a, window_b)
+        rows_compared += len(fa)
+        only_a += window_a
+        only_b += window_b
     meta_compared = not (side_a.from_dataframe or side_b.from_dataframe)
     meta = _meta_diffs(side_a.meta, side_b.meta, ignored_meta) if meta_compared else []
-    first = _first(diffs, fa, fb, chosen, only_a, only_b)
+    column_diffs = [d for c in found.values() if (d := c.result(rows_compared)) is not None]
     return Comparison(
         a=side_a.info(),
         b=side_b.info(),
-        identical=not (diffs or only_a or only_b or meta),
-        rows_compared=len(fa),
+        identical=not (column_diffs or only_a or only_b or meta),
+        rows_compared=rows_compared,
         columns=chosen,
         tolerance=default,
         first=first,
-        column_diffs=sorted(diffs, key=lambda d: (d.first_step, d.first_sample)),
+        column_diffs=sorted(column_diffs, key=lambda d: (d.first_step, d.first_sample)),
         only_a=only_a,
         only_b=only_b,
         metadata=meta,
@@ -307,18 +317,57 @@ def _tolerances(
     return out
 
 
-def _read(side: Side, chosen: list[str]) -> pd.DataFrame:
+def _windows(a: Side, b: Side) -> list[tuple[int, int] | None]:
+    """The step ranges ``[lo, hi)`` compared one after the other, so that memory holds about
+    :data:`WINDOW_ROWS` rows of each side whatever the traces' length; ``[None]`` (everything
+    at once) when both are that short."""
+    rows = max(a.rows, b.rows)
+    spans = [s for s in (a.steps, b.steps) if s is not None]
+    if rows <= WINDOW_ROWS or not spans:
+        return [None]
+    lo, hi = min(s[0] for s in spans), max(s[1] for s in spans) + 1
+    width = max(1, (hi - lo) * WINDOW_ROWS // rows)
+    return [(start, min(start + width, hi)) for start in range(lo, hi, width)]
+
+
+@dataclass
+class _Column:
+    """One column's differences, window after window (windows in step order)."""
+
+    diff: ColumnDiff | None = None  # counts and the first differing cell, so far
+    window_diff: ColumnDiff | None = None  # the last window's
+    max_abs: float = math.nan
+    max_rel: float = math.nan
+
+    def add(self, diff: ColumnDiff | None, max_abs: float, max_rel: float) -> None:
+        self.window_diff = diff
+        self.max_abs = _nanmax(np.array([self.max_abs, max_abs]))
+        self.max_rel = _nanmax(np.array([self.max_rel, max_rel]))
+        if diff is not None and self.diff is not None:
+            diff = replace(self.diff, differing=self.diff.differing + diff.differing)
+        self.diff = diff or self.diff
+
+    def result(self, rows_compared: int) -> ColumnDiff | None:
+        """The column's :class:`ColumnDiff` over every window (None if no cell differs)."""
+        if self.diff is None:
+            return None
+        return replace(
+            self.diff, compared=rows_compared, max_abs=self.max_abs, max_rel=self.max_rel
+        )
+
+
+def _read(side: Side, chosen: list[str], steps: tuple[int, int] | None) -> pd.DataFrame:
     """The side's keys, chosen columns and their exact twins: all a comparison reads."""
     twins = [c + EXACT_SUFFIX for c in chosen if c + EXACT_SUFFIX in side.columns]
-    return side.read([*KEYS, *chosen, *twins])
+    return side.read([*KEYS, *chosen, *twins], steps)
 
 
 def _align(
-    a: Side, b: Side, chosen: list[str]
+    a: Side, b: Side, chosen: list[str], steps: tuple[int, int] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[int, int]], list[tuple[int, int]]]:
-    """Both sides' rows restricted to their common (step, sample) keys, in that order, and
-    the keys found on one side only."""
-    fa, fb = _read(a, chosen), _read(b, chosen)
+    """Both sides' rows (of steps ``lo <= step < hi``, or all) restricted to their common
+    (step, sample) keys, in that order, and the keys found on one side only."""
+    fa, fb = _read(a, chosen, steps), _read(b, chosen, steps)
     if len(fa) == len(fb) and all(np.array_equal(fa[k], fb[k]) for k in KEYS):
         return fa, fb, [], []  # the same rows in the same order: the usual case, and fast
     ia, ib = _keyed(a, fa), _keyed(b, fb)
@@ -345,13 +394,15 @@ FloatArray: TypeAlias = npt.NDArray[np.float64]
 
 def _compare_column(
     col: str, fa: pd.DataFrame, fb: pd.DataFrame, a: Side, b: Side, tol: Tolerance
-) -> ColumnDiff | None:
+) -> tuple[ColumnDiff | None, float, float]:
+    """How ``col`` differs among the aligned rows (None if no cell does), and its largest
+    absolute and relative errors (NaN when there are none)."""
     differ, abs_err, rel_err = _cells(col, fa, fb, tol)
     count = int(np.count_nonzero(differ))
     if not count:
-        return None
+        return None, _nanmax(abs_err), _nanmax(rel_err)
     i = int(np.flatnonzero(differ)[0])
-    return ColumnDiff(
+    diff = ColumnDiff(
         column=col,
         differing=count,
         compared=len(differ),
@@ -362,6 +413,7 @@ def _compare_column(
         max_abs=_nanmax(abs_err),
         max_rel=_nanmax(rel_err),
     )
+    return diff, diff.max_abs, diff.max_rel
 
 
 def _cells(

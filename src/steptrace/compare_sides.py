@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeAlias
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import SteptraceError, TraceError, WriteError
@@ -86,22 +87,41 @@ class Side:
         assert self.trace is not None
         return self.trace.num_rows
 
-    def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """The rows, only ``columns`` (all if None)."""
+    @cached_property
+    def steps(self) -> tuple[int, int] | None:
+        """The first and last step held, None when empty."""
         if self.dataframe is not None:
-            return self.dataframe if columns is None else self.dataframe[list(columns)]
-        # The table is not kept: let pandas take its buffers instead of copying them.
-        table = self.read_table(columns)
-        frame: pd.DataFrame = table.to_pandas(split_blocks=True, self_destruct=True)
-        return frame
-
-    def read_table(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """The rows as an Arrow table, only ``columns`` (all if None)."""
-        if self.dataframe is not None:
-            return pa.Table.from_pandas(self.read(columns), preserve_index=False)
+            step = self.dataframe["step"]
+            return (int(step.min()), int(step.max())) if len(step) else None
         assert self.trace is not None
+        return self.trace.step_span()
+
+    def read(
+        self, columns: Sequence[str] | None = None, steps: tuple[int, int] | None = None
+    ) -> pd.DataFrame:
+        """The rows, only ``columns`` (all if None), only steps ``lo <= step < hi`` if
+        ``steps`` is ``(lo, hi)``."""
+        if self.dataframe is not None:
+            frame = self.dataframe
+            if steps is not None:
+                frame = frame[(frame["step"] >= steps[0]) & (frame["step"] < steps[1])]
+            return frame if columns is None else frame[list(columns)]
+        # The table is not kept: let pandas take its buffers instead of copying them.
+        table = self.read_table(columns, steps)
+        read: pd.DataFrame = table.to_pandas(split_blocks=True, self_destruct=True)
+        return read
+
+    def read_table(
+        self, columns: Sequence[str] | None = None, steps: tuple[int, int] | None = None
+    ) -> pa.Table:
+        """The rows as an Arrow table (see :meth:`read`)."""
+        if self.dataframe is not None:
+            return pa.Table.from_pandas(self.read(columns, steps), preserve_index=False)
+        assert self.trace is not None
+        step = pc.field("step")
+        where = None if steps is None else (step >= steps[0]) & (step < steps[1])
         try:
-            return self.trace.read_table(columns)
+            return self.trace.read_table(columns, where)
         except SteptraceError:
             raise
         except Exception as exc:  # a damaged file: say which, in one line

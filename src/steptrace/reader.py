@@ -99,6 +99,16 @@ class Trace:
             return pads.dataset(pa.table({}, schema=self.schema()))
         return pads.dataset([str(f) for f in self.files], format="parquet")
 
+    def step_span(self) -> tuple[int, int] | None:
+        """The first and last step on disk (None if no rows): from the row groups' statistics
+        when every part has them, else by reading the ``step`` column."""
+        spans = [_step_statistics(footer) for footer in self._footers]
+        if any(span is None for span in spans):
+            step = self.read_table(["step"]).column("step")
+            return (pc.min(step).as_py(), pc.max(step).as_py()) if len(step) else None
+        known = [lo_hi for span in spans if span is not None for lo_hi in span]
+        return (min(lo for lo, _ in known), max(hi for _, hi in known)) if known else None
+
     def schema(self) -> pa.Schema:
         """The columns of the run's parts (read once, from the first part's footer)."""
         return self._schema
@@ -154,6 +164,21 @@ class Trace:
     def vector(self, name: str) -> list[str]:
         """Column names of one field of this trace, e.g. ``vector("w_after")``."""
         return vector(name, self.n_features)
+
+
+def _step_statistics(footer: pq.FileMetaData) -> list[tuple[int, int]] | None:
+    """Each non-empty row group's (min, max) step; None if one has no statistics for it."""
+    names = footer.schema.to_arrow_schema().names
+    spans = []
+    for g in range(footer.num_row_groups):
+        group = footer.row_group(g)
+        if not group.num_rows:
+            continue
+        stats = group.column(names.index("step")).statistics if "step" in names else None
+        if stats is None or not stats.has_min_max:
+            return None
+        spans.append((int(stats.min), int(stats.max)))
+    return spans
 
 
 def _expression(filters: Filters) -> pc.Expression | None:
