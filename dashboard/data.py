@@ -64,3 +64,9 @@ def divergence(folder: str, key: str, fp: object) -> views.Divergence | None:
 @st.cache_data(max_entries=64, show_spinner=False)
 def last_step(folder: str, key: str, fp: object) -> int:
     return views.last_step(scan(folder)[0].runs[key])
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def outcome(folder: str, key: str, fp: object) -> dict[str, object]:
+    """How a run ended (see :func:`steptrace.views.run_outcome`)."""
+    return views.run_outcome(scan(folder)[0].runs[key])

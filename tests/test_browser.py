@@ -197,7 +197,8 @@ def test_compare_three_learning_rates_at_one_step(
     expect(side.locator("tbody tr").first).to_contain_text("1e-9")
     expect(side.locator("tbody tr").first).to_contain_text("1e-7")
     expect(side.locator("tbody tr").nth(2)).to_contain_text("41st data input")
-    expect(page.locator(".vega-embed")).to_have_count(4)  # loss, w_1, w_2, w_3
+    expect(page.locator(".vega-embed")).to_have_count(5)  # loss by α, loss, w_1, w_2, w_3
+    expect(page.get_by_text("Lowest final loss: α = 1e-7 (sweep-lr1e-7)")).to_be_visible()
     page.wait_for_timeout(1000)  # charts draw after their data arrives
     page.screenshot(path=str(images / "compare.png"), full_page=True)
     assert (images / "compare.png").stat().st_size > 10_000

@@ -218,7 +218,36 @@ def test_compare_two_learning_rates_at_one_step(app, traces: Path) -> None:
         "(1/200, 2319997/11600, 1740001/5800)",
     ]
     assert "every step shown" in [c.value for c in at.caption]
-    assert len(at.get("vega_lite_chart")) == 4  # loss and w_1, w_2, w_3
+    assert len(at.get("vega_lite_chart")) == 5  # loss by α, loss and w_1, w_2, w_3
+    assert at.dataframe[-1].value["α"].tolist() == ["1/10", "1"]  # exact α, in order
+
+
+def test_compare_lines_up_a_sweep_by_learning_rate(app, traces: Path) -> None:
+    runs.lr_sweep(traces, ("1e-8", "1e-3", "1e-9"), epochs=100)
+    runs.diverging(traces)
+    at = app(traces)
+    at.switch_page(COMPARE).run()
+    no_errors(at)
+    assert [e.label for e in at.expander][-1] == "Loss against learning rate"
+    sweep = at.dataframe[-1].value
+    # By α; α = 1e-3 takes one step too far, closes the ReLU gate for good and stops learning.
+    assert sweep["run"].tolist() == ["sweep-lr1e-9", "sweep-lr1e-8", "sweep-lr1e-3", "boom"]
+    assert sweep["α"].tolist() == ["1e-9", "1e-8", "1e-3", "1e200"]
+    assert sweep["final loss"].iloc[2] == 0.5
+    assert sweep["diverged at"].tolist() == ["-", "-", "-", "1"]
+    final = dict(zip(sweep["run"], sweep["final loss"], strict=True))
+    assert final["sweep-lr1e-8"] < final["sweep-lr1e-9"] < final["sweep-lr1e-3"]
+    captions = [c.value for c in at.caption]
+    best = f"α = 1e-8 (sweep-lr1e-8), {final['sweep-lr1e-8']:.6g}"
+    assert f"Lowest final loss: {best}. Diverged: 1 of 4 runs." in captions
+    # α = 1e-3's lowest loss is 0 (its gate closed on a sample whose target is 0)
+    assert "1 loss of 0 is not shown on the log axis." in captions
+    assert len(at.get("vega_lite_chart")) == 4  # the sweep, loss, and boom's w_1, w_2
+    at.toggle(key="compare.sweep_log").set_value(False).run()
+    no_errors(at)
+    # one learning rate among the runs chosen: nothing to line up
+    at.multiselect(key="picker.many").set_value(["sweep-lr1e-9"]).run()
+    assert "Loss against learning rate" not in [e.label for e in at.expander]
 
 
 def test_compare_marks_the_first_divergence(app, traces: Path) -> None:

@@ -4,6 +4,7 @@ several runs at one step."""
 from __future__ import annotations
 
 import json
+import math
 from fractions import Fraction as F
 from pathlib import Path
 
@@ -321,3 +322,42 @@ def test_last_step_reads_the_step_column_of_parts_without_statistics(traces: Pat
     pq.write_table(whole.slice(2, 1), run / "part-000001.parquet", write_statistics=False)
     trace = open_trace(run)
     assert views.last_step(trace) == 2
+
+
+# -- runs by learning rate -----------------------------------------------------------------------
+
+
+def outcome(lr_text: str, final: float, diverged_at: int | None = None) -> dict:
+    return {
+        "lr_text": lr_text, "lr": None, "numerics": "exact", "status": "complete",
+        "final_loss": final, "min_loss": final / 2, "min_loss_step": 4,
+        "diverged": diverged_at is not None, "diverged_at": diverged_at,
+    }  # fmt: skip
+
+
+def test_lr_sweep_orders_runs_by_alpha_and_names_the_best():
+    view = views.lr_sweep(
+        {"a": outcome("1/10", 0.5), "b": outcome("1e-2", 0.25), "c": outcome("3", math.inf, 2)}
+    )
+    assert view.table["run"].tolist() == ["b", "a", "c"]  # 1e-2 < 1/10 < 3
+    assert view.table["diverged at"].tolist() == ["-", "-", "2"]
+    assert view.note == "Lowest final loss: α = 1e-2 (b), 0.25. Diverged: 1 of 3 runs."
+    assert view.points["run"].tolist() == ["b", "b", "a", "a"]  # c's losses are not finite
+    assert view.diverged.to_dict("records") == [
+        {"run": "c", "lr": 3.0, "why": "diverges at step 2"}
+    ]
+
+
+def test_lr_sweep_needs_two_learning_rates():
+    assert views.lr_sweep({"a": outcome("1", 0.5), "b": outcome("1", 0.25)}) is None
+    assert views.lr_sweep({}) is None
+    stuck = views.lr_sweep({"a": outcome("1", math.nan, 0), "b": outcome("2", math.inf, 0)})
+    assert stuck.note == "No run ends with a finite loss. Diverged: 2 of 2 runs."
+
+
+def test_run_outcome_is_the_summary_row(traces: Path):
+    run = steptrace.record("seed", numerics="exact", out=traces).path
+    got = views.run_outcome(open_trace(run))
+    assert (got["lr_text"], got["final_loss"], got["min_loss"], got["diverged"]) == (
+        "1", 0.5, 0.0, False,
+    )  # fmt: skip

@@ -9,7 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from steptrace.views import Curve, Divergence, curves_note
+from steptrace.views import Curve, Divergence, SweepView, curves_note
 
 
 def overlay(
@@ -82,3 +82,36 @@ def overlay(
     if hidden:
         note += f" · {hidden} value(s) ≤ 0 not drawn on the log axis"
     st.caption(note)
+
+
+def loss_by_lr(view: SweepView, scale: str) -> None:
+    """Final and lowest loss against α (log axis), a point per run; a red rule at the α of
+    each run that diverged. ``scale`` of the loss axis: ``linear`` or ``log``."""
+    points = view.points
+    hidden = 0
+    if scale == "log":
+        positive = points["loss"] > 0
+        hidden = int((~positive).sum())
+        points = points[positive]
+    x = alt.X("lr:Q", title="learning rate α", scale=alt.Scale(type="log"))
+    lines = (
+        alt.Chart(points)
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y("loss:Q", title="loss", scale=alt.Scale(type=scale)),
+            color=alt.Color("which:N", title=None, legend=alt.Legend(orient="bottom")),
+            tooltip=["run", "lr", "which", "loss"],
+        )
+    )
+    layers: list[alt.Chart] = [lines]
+    if not view.diverged.empty:
+        layers.append(
+            alt.Chart(view.diverged)
+            .mark_rule(color="red", strokeWidth=2)
+            .encode(x=x, tooltip=["run", "lr", "why"])
+        )
+    st.altair_chart(alt.layer(*layers).properties(height=260), width="stretch")
+    if hidden:
+        some = "1 loss of 0 is" if hidden == 1 else f"{hidden} losses of 0 are"
+        st.caption(f"{some} not shown on the log axis.")

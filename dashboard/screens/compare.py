@@ -39,6 +39,18 @@ for key in keys:
     if divergence[key] is not None:
         st.warning(f"**{key}** {divergence[key]}")
 
+sweep = views.lr_sweep({k: data.outcome(root, k, data.fingerprint(k)) for k in keys})
+if sweep is not None:
+    with st.expander("Loss against learning rate", expanded=True):
+        log_sweep = st.toggle("log loss", key="compare.sweep_log", value=True)
+        charts.loss_by_lr(sweep, "log" if log_sweep else "linear")
+        st.caption(sweep.note)
+        loss = st.column_config.NumberColumn(format="%.4g")
+        st.dataframe(
+            sweep.table, hide_index=True, width="stretch",
+            column_config={"final loss": loss, "lowest loss": loss},
+        )  # fmt: skip
+
 opts = st.columns([4, 1, 1], vertical_alignment="bottom")
 if last > 0:
     lo, hi = st.session_state.get(ZOOM, (0, last))

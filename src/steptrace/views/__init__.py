@@ -14,7 +14,8 @@ steps without being loaded whole. One module per concern, each importing only th
 - :mod:`.curves` — :func:`curve`: loss or one weight per step, downsampled (min and max per
   bucket) when long, exact steps when zoomed in;
 - :mod:`.divergence` — :func:`first_divergence`: summary.py's rule, per run;
-- :mod:`.side_by_side` — :func:`compare_at`: several runs side by side at one step.
+- :mod:`.side_by_side` — :func:`compare_at`: several runs side by side at one step;
+- :mod:`.sweep` — :func:`lr_sweep`: runs lined up by learning rate, how each ended.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .side_by_side import COMPARE_ROWS as COMPARE_ROWS
 from .side_by_side import compare_at
 from .step import LABELS as LABELS
 from .step import SampleValues, StepView, inputs_label, step_label, step_view
+from .sweep import SweepView, lr_sweep, run_outcome
 from .text import abbreviate, ordinal
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "Folder",
     "SampleValues",
     "StepView",
+    "SweepView",
     "abbreviate",
     "compare_at",
     "curve",
@@ -43,8 +46,10 @@ __all__ = [
     "first_divergence",
     "inputs_label",
     "last_step",
+    "lr_sweep",
     "minmax_downsample",
     "ordinal",
+    "run_outcome",
     "run_table",
     "scan",
     "step_label",

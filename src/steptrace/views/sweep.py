@@ -1,0 +1,115 @@
+"""Runs by learning rate: how each one ended, to choose α from a sweep.
+
+Each run's outcome is :func:`steptrace.analysis.trace_summaries`' row for it (final and
+lowest batch loss, divergence, convergence), the same numbers ``steptrace summary`` prints;
+:func:`lr_sweep` lines the chosen runs up by α.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from ..analysis import trace_summaries
+from ..numerics import parse_exact
+from ..reader import Trace
+
+#: The sweep table's columns, as the page shows them.
+COLUMNS = ["run", "α", "numerics", "final loss", "lowest loss", "at step", "diverged at", "status"]
+
+
+def run_outcome(trace: Trace) -> dict[str, Any]:
+    """How one run ended: its summary row as a dict (see :func:`lr_sweep`)."""
+    row = trace_summaries([trace]).iloc[0]
+    return {str(k): v for k, v in row.items()}
+
+
+@dataclass(frozen=True)
+class SweepView:
+    """The chosen runs by learning rate: ``table`` (:data:`COLUMNS`, by α), ``points`` for the
+    chart (``run``, ``lr``, ``loss``, ``which``: final or lowest; finite losses only),
+    ``diverged`` (``run``, ``lr``, ``why``) and a one-line ``note``."""
+
+    table: pd.DataFrame
+    points: pd.DataFrame
+    diverged: pd.DataFrame
+    note: str
+
+
+def _lr(outcome: Mapping[str, Any]) -> float:
+    lr = outcome.get("lr")
+    if lr is None or (isinstance(lr, float) and math.isnan(lr)):
+        return float(parse_exact(str(outcome["lr_text"])))
+    return float(lr)
+
+
+def _int_or_dash(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else str(int(value))
+
+
+def lr_sweep(outcomes: Mapping[str, Mapping[str, Any]]) -> SweepView | None:
+    """Line up runs by α; None unless they have at least two different learning rates.
+
+    >>> view = lr_sweep({key: run_outcome(trace) for key, trace in runs.items()})  # doctest: +SKIP
+    >>> view.note  # doctest: +SKIP
+    'Lowest final loss: α = 1e-8 (sweep-2), 0.0138. Diverged: 1 of 3 runs.'
+    """
+    rows = sorted(((_lr(o), key, o) for key, o in outcomes.items()), key=lambda r: (r[0], r[1]))
+    if len({lr for lr, _, _ in rows}) < 2:
+        return None
+    table = pd.DataFrame(
+        [
+            [
+                key,
+                str(o["lr_text"]),
+                str(o["numerics"]),
+                float(o["final_loss"]),
+                float(o["min_loss"]),
+                _int_or_dash(o["min_loss_step"]),
+                _int_or_dash(o["diverged_at"]),
+                str(o["status"]),
+            ]
+            for _, key, o in rows
+        ],
+        columns=COLUMNS,
+    )
+    points = pd.DataFrame(
+        [
+            {"run": key, "lr": lr, "loss": float(o[column]), "which": which}
+            for lr, key, o in rows
+            for column, which in (("final_loss", "final loss"), ("min_loss", "lowest loss"))
+            if math.isfinite(float(o[column]))
+        ],
+        columns=["run", "lr", "loss", "which"],
+    )
+    diverged = pd.DataFrame(
+        [
+            {"run": key, "lr": lr, "why": f"diverges at step {int(o['diverged_at'])}"}
+            for lr, key, o in rows
+            if bool(o["diverged"])
+        ],
+        columns=["run", "lr", "why"],
+    )
+    return SweepView(table, points, diverged, _note(rows))
+
+
+def _note(rows: list[tuple[float, str, Mapping[str, Any]]]) -> str:
+    healthy = [
+        (float(o["final_loss"]), key, o)
+        for _, key, o in rows
+        if not bool(o["diverged"]) and math.isfinite(float(o["final_loss"]))
+    ]
+    parts = []
+    if healthy:
+        loss, key, o = min(healthy, key=lambda h: h[0])
+        parts.append(f"Lowest final loss: α = {o['lr_text']} ({key}), {loss:.6g}.")
+    else:
+        parts.append("No run ends with a finite loss.")
+    diverged = sum(bool(o["diverged"]) for _, _, o in rows)
+    if diverged:
+        parts.append(f"Diverged: {diverged} of {len(rows)} runs.")
+    return " ".join(parts)
