@@ -83,6 +83,16 @@ def test_long_traces_are_read_in_windows_of_steps(runs):
     assert rows["step"].tolist() == [6, 6, 7, 8, 8, 9, 10, 10, 11]
 
 
+def test_progress_is_reported_after_each_window(runs):
+    calls = []
+    with mock.patch.object(compare, "WINDOW_ROWS", 9):
+        compare_traces(runs["float64"], runs["exact"], progress=lambda *c: calls.append(c))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    calls.clear()
+    compare_traces(runs["float64"], runs["exact"], progress=lambda *c: calls.append(c))
+    assert calls == [(1, 1)]
+
+
 def test_step_span_without_statistics_reads_the_step_column(runs, tmp_path):
     table = load_side(runs["float64"]).read_table()
     bare = tmp_path / "bare.parquet"

@@ -22,7 +22,7 @@ The sides are read by :mod:`steptrace.compare_sides` and reported by
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -241,12 +241,15 @@ def compare_traces(
     tolerances: Mapping[str, Tolerance | tuple[float, float]] | None = None,
     columns: Sequence[str] | None = None,
     ignore: Sequence[str] = (),
+    progress: Callable[[int, int], None] | None = None,
 ) -> Comparison:
     """Compare trace ``b`` with the reference ``a``, aligned on (step, sample).
 
     ``columns`` restricts the comparison, ``ignore`` leaves columns or metadata keys out; both
     take column names (``o2_1``) or field names (``w_after`` for every ``w_after_k``).
     ``tolerances`` sets ``(rtol, atol)`` per column or field, over the global ones.
+    ``progress(done, total)`` is called after each window of steps compared (long traces are
+    compared :data:`WINDOW_ROWS` rows at a time).
 
     >>> r = compare_traces("golden.parquet", "traces/new-run", rtol=1e-12)  # doctest: +SKIP
     >>> r.identical, r.first  # doctest: +SKIP
@@ -258,7 +261,8 @@ def compare_traces(
     per_column = _tolerances(tolerances or {}, chosen, default)
     found = {col: _Column() for col in chosen}
     rows_compared, only_a, only_b, first = 0, [], [], None
-    for steps in _windows(side_a, side_b):
+    windows = _windows(side_a, side_b)
+    for done, steps in enumerate(windows, 1):
         fa, fb, window_a, window_b = _align(side_a, side_b, chosen, steps)
         for col in chosen:
             found[col].add(*_compare_column(col, fa, fb, side_a, side_b, per_column[col]))
@@ -268,6 +272,8 @@ def compare_traces(
         rows_compared += len(fa)
         only_a += window_a
         only_b += window_b
+        if progress is not None:
+            progress(done, len(windows))
     meta_compared = not (side_a.from_dataframe or side_b.from_dataframe)
     meta = _meta_diffs(side_a.meta, side_b.meta, ignored_meta) if meta_compared else []
     column_diffs = [d for c in found.values() if (d := c.result(rows_compared)) is not None]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -35,6 +37,22 @@ def _tolerance(
                 "(e.g. --tol w_after=1e-12 or --tol loss=0,1e-15)"
             ) from None
     return out
+
+
+class _Bar:
+    """A progress bar on stderr for comparisons of several windows, on a terminal only."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            hidden = total < 2 or not sys.stderr.isatty()
+            self.bar = click.progressbar(length=total, label="comparing", file=sys.stderr,
+                                         hidden=hidden)  # fmt: skip
+        self.bar.update(1)
+        if done == total:
+            self.bar.render_finish()
 
 
 @click.command("diff")
@@ -90,6 +108,7 @@ def command(
         tolerances=tolerances,
         columns=_names(columns),
         ignore=_names(ignore) or (),
+        progress=_Bar(),
     )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
