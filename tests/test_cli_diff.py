@@ -122,7 +122,7 @@ def test_one_run_against_a_folder_of_runs_is_an_error(run_cli, traces, exact_run
     assert result.exit_code == 2
     assert result.output == (
         f"Error: '{traces}' is a folder of 2 runs (seed-exact-lr1, seed-float32-lr1); "
-        "compare one run with one run\n"
+        "compare one run with one run, or two folders of runs\n"
     )
 
 

@@ -203,7 +203,8 @@ def open_one(path: Path) -> Trace:
         raise TraceError(f"{str(path)!r} holds no steptrace trace{why}")
     names = ", ".join(t.name for t in traces[:3]) + (" …" if len(traces) > 3 else "")
     raise TraceError(
-        f"{str(path)!r} is a folder of {len(traces)} runs ({names}); compare one run with one run"
+        f"{str(path)!r} is a folder of {len(traces)} runs ({names}); compare one run with one "
+        "run, or two folders of runs"
     )
 
 

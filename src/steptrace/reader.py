@@ -86,7 +86,7 @@ class Trace:
 
     @cached_property
     def _footers(self) -> list[pq.FileMetaData]:
-        return [pq.read_metadata(f) for f in self.files]
+        return [_footer(f) for f in self.files]
 
     @property
     def num_rows(self) -> int:
@@ -164,6 +164,13 @@ class Trace:
     def vector(self, name: str) -> list[str]:
         """Column names of one field of this trace, e.g. ``vector("w_after")``."""
         return vector(name, self.n_features)
+
+
+def _footer(file: Path) -> pq.FileMetaData:
+    try:
+        return pq.read_metadata(file)
+    except (OSError, pa.ArrowException) as exc:
+        raise TraceError(f"{file}: unreadable part file ({exc})") from None
 
 
 def _step_statistics(footer: pq.FileMetaData) -> list[tuple[int, int]] | None:

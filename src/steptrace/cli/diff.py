@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from ..compare import Tolerance, compare_traces
+from ..compare import Comparison, Tolerance, compare_traces
+from ..compare_folders import FolderComparison, compare_folders, is_folder_of_runs
 from ..errors import TraceError
 
 
@@ -90,7 +91,8 @@ def command(
     as_json: bool,
 ) -> None:
     """Compare trace B with trace A, aligned on (step, sample), and show where they first
-    part. A and B are run folders or Parquet trace files (goldens). Floats agree when
+    part. A and B are run folders or Parquet trace files (goldens); or two folders of runs (two
+    sweeps), compared run by run, runs paired by name. Floats agree when
     |B - A| <= atol + rtol * |A|; by default they must be equal, and exact runs are compared
     by their exact rationals. Exit status: 0 identical, 1 different, 2 error.
 
@@ -99,17 +101,17 @@ def command(
         steptrace diff traces/golden/article-exact.parquet traces/golden/article-float64.parquet
         steptrace diff golden.parquet traces/my-run --rtol 1e-12 --ignore seed --json
         steptrace diff golden.parquet traces/my-run --tol loss=1e-9 --tol w_after=0,1e-15
+        steptrace diff traces/golden-sweep traces/sweep
     """
-    result = compare_traces(
-        a,
-        b,
-        rtol=rtol,
-        atol=atol,
-        tolerances=tolerances,
-        columns=_names(columns),
+    options: dict[str, Any] = dict(
+        rtol=rtol, atol=atol, tolerances=tolerances, columns=_names(columns),
         ignore=_names(ignore) or (),
-        progress=_Bar(),
-    )
+    )  # fmt: skip
+    result: Comparison | FolderComparison
+    if is_folder_of_runs(a) and is_folder_of_runs(b):
+        result = compare_folders(a, b, **options)
+    else:
+        result = compare_traces(a, b, progress=_Bar(), **options)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -1,0 +1,109 @@
+"""Two folders of runs compared run by run: ``steptrace diff SWEEP_A SWEEP_B``."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import steptrace
+from steptrace import TraceError
+from steptrace.compare_folders import compare_folders, is_folder_of_runs
+
+MOVING = dict(numerics="float64", epochs=2, name="sweep")
+
+
+def sweep(out: Path, lrs=("1e-9", "1e-8", "1e-7"), init="0.005,-0.0002,0.0002") -> Path:
+    steptrace.sweep(list(lrs), init=init, out=out, **MOVING)
+    return out
+
+
+def test_the_same_sweep_twice_is_identical(run_cli, tmp_path):
+    a, b = sweep(tmp_path / "a"), sweep(tmp_path / "b")
+    result = run_cli("diff", a, b)
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        "Folders are identical: 3 of 3 runs identical.",
+        f"A: {a}",
+        f"B: {b}",
+        "  sweep-lr1e-7  identical",
+        "  sweep-lr1e-8  identical",
+        "  sweep-lr1e-9  identical",
+    ]
+
+
+def test_runs_are_paired_by_name_and_each_says_where_it_departs(run_cli, tmp_path):
+    a = sweep(tmp_path / "a", ("1e-9", "1e-8", "1e-7"))
+    b = sweep(tmp_path / "b", ("1e-9", "1e-8", "1e-6"))
+    shutil.rmtree(b / "sweep-lr1e-8")
+    moved = {**MOVING, "name": "sweep-lr1e-8"}
+    steptrace.record("seed", lr="1e-8", init="0.005,-0.0002,0.0003", out=b, **moved)
+    result = run_cli("diff", a, b)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[:7] == [
+        "Folders differ: 1 of 2 runs identical, 1 in A only, 1 in B only.",
+        f"A: {a}",
+        f"B: {b}",
+        "  sweep-lr1e-8  differs at step 0, sample 0, column o2_1: A 0.11999999999999998, "
+        "B 0.12999999999999998 (B - A = 0.009999999999999995)",
+        "  sweep-lr1e-9  identical",
+        "  sweep-lr1e-7  in A only",
+        "  sweep-lr1e-6  in B only",
+    ]
+    assert lines[8:10] == ["--- sweep-lr1e-8", "Traces differ."]
+    assert "  init: A ['1/200', '-1/5000', '1/5000'], B ['1/200', '-1/5000', '3/10000']" in lines
+    # the options apply to every pair
+    assert run_cli("diff", a, b, "--columns", "x,y").output.splitlines()[0] == (
+        "Folders differ: 1 of 2 runs identical, 1 in A only, 1 in B only."
+    )
+    assert compare_folders(a, b, columns=["x", "y"], ignore=["init"]).runs["sweep-lr1e-8"].identical
+
+
+def test_a_folder_of_goldens_pairs_with_a_folder_of_runs(run_cli, tmp_path):
+    runs = sweep(tmp_path / "runs")
+    goldens = tmp_path / "goldens"
+    goldens.mkdir()
+    for run in runs.iterdir():
+        shutil.copy(run / "part-000000.parquet", goldens / f"{run.name}.parquet")
+    result = compare_folders(goldens, runs)
+    assert result.identical and sorted(result.runs) == [
+        "sweep-lr1e-7",
+        "sweep-lr1e-8",
+        "sweep-lr1e-9",
+    ]
+
+
+def test_json_has_every_pair(run_cli, tmp_path):
+    a = sweep(tmp_path / "a", ("1e-9", "1e-8"))
+    b = sweep(tmp_path / "b", ("1e-9", "1e-7"))
+    data = json.loads(run_cli("diff", a, b, "--json").output)
+    assert (data["identical"], data["only_a"], data["only_b"]) == (
+        False, ["sweep-lr1e-8"], ["sweep-lr1e-7"],
+    )  # fmt: skip
+    assert data["runs"]["sweep-lr1e-9"]["identical"] is True
+    assert data["runs"]["sweep-lr1e-9"]["rows_compared"] == 6
+
+
+def test_a_broken_run_in_either_folder_is_an_error(run_cli, tmp_path):
+    a, b = sweep(tmp_path / "a"), sweep(tmp_path / "b")
+    (b / "sweep-lr1e-8" / "part-000000.parquet").write_bytes(b"not parquet")
+    result = run_cli("diff", a, b)
+    assert result.exit_code == 2
+    part = b / "sweep-lr1e-8" / "part-000000.parquet"
+    assert result.output.startswith(f"Error: {part}: unreadable part file (")
+    assert result.output.count("\n") == 1
+    empty_a, empty_b = tmp_path / "ea", tmp_path / "eb"
+    empty_a.mkdir(), empty_b.mkdir()
+    with pytest.raises(TraceError, match="no runs in"):
+        compare_folders(empty_a, empty_b)
+
+
+def test_what_counts_as_a_folder_of_runs(tmp_path):
+    runs = sweep(tmp_path / "runs")
+    one = runs / "sweep-lr1e-9"
+    assert is_folder_of_runs(runs)
+    assert not is_folder_of_runs(one)  # a run's own folder
+    assert not is_folder_of_runs(one / "part-000000.parquet")
+    (one / "_run.json").unlink()  # parts copied without their metadata are still one run
+    assert not is_folder_of_runs(one)
