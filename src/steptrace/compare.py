@@ -10,8 +10,9 @@ Run-wide settings (numerics, learning rate, epochs, initial weights, dataset …
 through the runs' metadata; informational fields (run id, name, creation time, steptrace
 version) never are.
 
-The sides are read by :mod:`steptrace.compare_sides` and reported by
-:mod:`steptrace.compare_report`; the names moved there stay importable from here.
+The sides are read by :mod:`steptrace.compare_sides`, their cells compared by
+:mod:`steptrace.compare_cells` and the result reported by :mod:`steptrace.compare_report`;
+the names moved there stay importable from here.
 
 >>> result = compare_traces("traces/golden/article-exact.parquet",
 ...                         "traces/golden/article-float64.parquet")  # doctest: +SKIP
@@ -24,18 +25,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
+from .compare_cells import Tolerance, cell_text, cells, difference, nanmax
 from .compare_report import comparison_dict, format_comparison
 from .compare_sides import KEYS, Side, SideInfo, TraceLike, load_side, write_trace_file
 from .errors import TraceError
-from .replay import format_value
 from .schema import EXACT_SUFFIX, FIELDS
 
 # isort: split
@@ -84,20 +83,6 @@ INFORMATIONAL = frozenset(
         "source",
     }
 )
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """Two floats ``a`` (reference) and ``b`` agree when ``|b - a| <= atol + rtol * |a|``."""
-
-    rtol: float = 0.0
-    atol: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("rtol", "atol"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise TraceError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -347,8 +332,8 @@ class _Column:
 
     def add(self, diff: ColumnDiff | None, max_abs: float, max_rel: float) -> None:
         self.window_diff = diff
-        self.max_abs = _nanmax(np.array([self.max_abs, max_abs]))
-        self.max_rel = _nanmax(np.array([self.max_rel, max_rel]))
+        self.max_abs = nanmax(np.array([self.max_abs, max_abs]))
+        self.max_rel = nanmax(np.array([self.max_rel, max_rel]))
         if diff is not None and self.diff is not None:
             diff = replace(self.diff, differing=self.diff.differing + diff.differing)
         self.diff = diff or self.diff
@@ -395,18 +380,15 @@ def _keyed(side: Side, frame: pd.DataFrame) -> pd.DataFrame:
 # --- comparing cells ----------------------------------------------------------------------
 
 
-FloatArray: TypeAlias = npt.NDArray[np.float64]
-
-
 def _compare_column(
     col: str, fa: pd.DataFrame, fb: pd.DataFrame, a: Side, b: Side, tol: Tolerance
 ) -> tuple[ColumnDiff | None, float, float]:
     """How ``col`` differs among the aligned rows (None if no cell does), and its largest
     absolute and relative errors (NaN when there are none)."""
-    differ, abs_err, rel_err = _cells(col, fa, fb, tol)
+    differ, abs_err, rel_err = cells(col, fa, fb, tol)
     count = int(np.count_nonzero(differ))
     if not count:
-        return None, _nanmax(abs_err), _nanmax(rel_err)
+        return None, nanmax(abs_err), nanmax(rel_err)
     i = int(np.flatnonzero(differ)[0])
     diff = ColumnDiff(
         column=col,
@@ -414,100 +396,12 @@ def _compare_column(
         compared=len(differ),
         first_step=int(fa["step"].iloc[i]),
         first_sample=int(fa["sample"].iloc[i]),
-        a=_cell_text(fa, col, i, a),
-        b=_cell_text(fb, col, i, b),
-        max_abs=_nanmax(abs_err),
-        max_rel=_nanmax(rel_err),
+        a=cell_text(fa, col, i, a),
+        b=cell_text(fb, col, i, b),
+        max_abs=nanmax(abs_err),
+        max_rel=nanmax(rel_err),
     )
     return diff, diff.max_abs, diff.max_rel
-
-
-def _cells(
-    col: str, fa: pd.DataFrame, fb: pd.DataFrame, tol: Tolerance
-) -> tuple[Any, FloatArray, FloatArray]:
-    """Which cells of ``col`` differ, and their absolute and relative errors: by the exact
-    texts when both sides have them, as floats when both are numbers, else as plain values."""
-    exact = col + EXACT_SUFFIX
-    if exact in fa.columns and exact in fb.columns:
-        return _exact_cells(fa[exact].to_numpy(), fb[exact].to_numpy(), tol)
-    if pd.api.types.is_numeric_dtype(fa[col]) and pd.api.types.is_numeric_dtype(fb[col]):
-        va, vb = (f[col].to_numpy(dtype=np.float64, na_value=np.nan) for f in (fa, fb))
-        return _float_cells(va, vb, tol)
-    return _other_cells(fa[col].to_numpy(dtype=object), fb[col].to_numpy(dtype=object))
-
-
-def _isnan(x: Any) -> bool:
-    return isinstance(x, float) and math.isnan(x)
-
-
-def _nanmax(values: FloatArray) -> float:
-    finite = values[~np.isnan(values)]
-    return float(finite.max()) if finite.size else math.nan
-
-
-def _float_cells(
-    a: FloatArray, b: FloatArray, tol: Tolerance
-) -> tuple[Any, FloatArray, FloatArray]:
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        abs_err = np.where(a == b, 0.0, np.abs(b - a))
-        rel_err = np.where(a == b, 0.0, abs_err / np.abs(a))
-        both_nan = np.isnan(a) & np.isnan(b)
-        same = (a == b) | both_nan | (abs_err <= tol.atol + tol.rtol * np.abs(a))
-    abs_err[both_nan] = 0.0
-    rel_err[both_nan] = 0.0
-    # A NaN against a number is as far apart as two values get.
-    one_nan = np.isnan(a) != np.isnan(b)
-    abs_err[one_nan] = np.inf
-    rel_err[one_nan] = np.inf
-    return ~same, abs_err, rel_err
-
-
-def _exact_cells(
-    a: npt.NDArray[Any], b: npt.NDArray[Any], tol: Tolerance
-) -> tuple[Any, FloatArray, FloatArray]:
-    """Compare exact rational texts; only texts that differ are parsed as fractions."""
-    differ = a != b
-    abs_err, rel_err = np.zeros(len(a)), np.zeros(len(a))
-    atol, rtol = Fraction(tol.atol), Fraction(tol.rtol)
-    for i in np.flatnonzero(differ):
-        qa, qb = _rational(a[i]), _rational(b[i])
-        err = abs(qb - qa)
-        differ[i] = err > atol + rtol * abs(qa)
-        abs_err[i] = float(err)
-        rel_err[i] = float(err / abs(qa)) if qa else (math.inf if err else 0.0)
-    return differ, abs_err, rel_err
-
-
-def _other_cells(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> tuple[Any, FloatArray, FloatArray]:
-    """Text and other values: equal or not, with no measure of how far apart."""
-    differ = np.array([x != y and not (_isnan(x) and _isnan(y)) for x, y in zip(a, b, strict=True)])
-    no_error = np.full(len(a), np.nan)
-    return differ, no_error, no_error
-
-
-def _rational(text: Any) -> Fraction:
-    try:
-        return Fraction(str(text))
-    except (ValueError, ZeroDivisionError):
-        raise TraceError(f"an exact value column holds {text!r}, which is not a rational") from None
-
-
-def _cell_text(frame: pd.DataFrame, col: str, i: int, side: Side) -> str:
-    value = frame[col].iloc[i]
-    exact = frame[col + EXACT_SUFFIX].iloc[i] if col + EXACT_SUFFIX in frame.columns else None
-    if isinstance(value, float | np.floating):
-        return format_value(float(value), exact if isinstance(exact, str) else None, side.numerics)
-    return str(value.item() if isinstance(value, np.generic) else value)
-
-
-def _difference(fa: pd.DataFrame, fb: pd.DataFrame, col: str, i: int) -> float | None:
-    exact = col + EXACT_SUFFIX
-    if exact in fa.columns and exact in fb.columns:
-        return float(_rational(fb[exact].iloc[i]) - _rational(fa[exact].iloc[i]))
-    va, vb = fa[col].iloc[i], fb[col].iloc[i]
-    if isinstance(va, int | float | np.number) and isinstance(vb, int | float | np.number):
-        return float(vb) - float(va)
-    return None
 
 
 # --- first divergence, settings -----------------------------------------------------------
@@ -528,7 +422,7 @@ def _first(
         order = {c: k for k, c in enumerate(chosen)}
         d = min(diffs, key=lambda d: (d.first_step, d.first_sample, order[d.column]))
         i = int(np.flatnonzero((fa["step"] == d.first_step) & (fa["sample"] == d.first_sample))[0])
-        diff = _difference(fa, fb, d.column, i)
+        diff = difference(fa, fb, d.column, i)
         div = Divergence(d.first_step, d.first_sample, d.column, d.a, d.b, diff)
         candidates.append(((d.first_step, d.first_sample, 0), div))
     for rows, kind in ((only_a, "only_a"), (only_b, "only_b")):
