@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,6 +28,13 @@ __all__ = ["RunResult", "record", "sweep"]
 
 Progress = Callable[[int, int], None]
 """Called with (rows recorded so far, rows the run will have)."""
+
+
+class StopFlag(Protocol):
+    """A request to stop, like a :class:`threading.Event`; a ``why`` attribute, if it has
+    one, replaces "interrupted by Ctrl-C" in the run's reason."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -102,15 +109,17 @@ def record_settings(
     name: str | None = None,
     progress: Progress | None = None,
     flush_seconds: float = 1.0,
+    stop: StopFlag | None = None,
 ) -> RunResult:
-    """Record one run of already validated settings (see :func:`record`)."""
+    """Record one run of already validated settings (see :func:`record`); ``stop``, when
+    given, replaces Ctrl-C as the request to stop (see :func:`write_run`)."""
     run_dir = make_run_dir(Path(out), name or default_name(dataset, settings))
     meta = run_metadata(dataset, settings, uuid.uuid4().hex, run_dir.name)
     writer = TraceWriter(
         run_dir, dataset.n_features, settings.numerics.is_exact, meta, flush_seconds=flush_seconds
     )
     tracker = SummaryTracker(steps_per_epoch(len(dataset), settings.batch_size))
-    return write_run(writer, iter_blocks(dataset, settings), tracker, progress)
+    return write_run(writer, iter_blocks(dataset, settings), tracker, progress, stop)
 
 
 def write_run(
@@ -118,25 +127,29 @@ def write_run(
     blocks: Iterator[dict[str, Any]],
     tracker: SummaryTracker,
     progress: Progress | None = None,
+    stop: StopFlag | None = None,
 ) -> RunResult:
     """Write a run's blocks, summarise them, and close the run with its final status.
 
     Whatever stops the run (Ctrl-C, the exact limit, a full disk, a bug), the steps flushed so
-    far stay readable and ``_run.json`` says ``incomplete`` with the reason.
+    far stay readable and ``_run.json`` says ``incomplete`` with the reason. A first Ctrl-C
+    stops the run after the block in hand; with ``stop`` given (a worker process of a sweep,
+    whose Ctrl-C its parent receives), ``stop.is_set()`` asks for the same instead.
     """
     meta = writer.meta
     total_rows = int(meta["dataset"]["rows"]) * int(meta["epochs"])
     w_cols = vector("w_after", len(meta["dataset"]["features"]))
     status, reason = "incomplete", None
     try:
-        with _ctrl_c_requests_stop() as stop:
+        with _ctrl_c_requests_stop() if stop is None else contextlib.nullcontext(stop) as stop:
             for block in blocks:
                 writer.write(block)
                 tracker.update(block, [block[c] for c in w_cols])
                 if progress is not None:
                     progress(tracker.rows, total_rows)
                 if stop.is_set():
-                    reason = f"interrupted by Ctrl-C after step {tracker.last_step}"
+                    why = getattr(stop, "why", "interrupted by Ctrl-C")
+                    reason = f"{why} after step {tracker.last_step}"
                     raise Interrupted(
                         f"{reason}; the steps recorded so far are in {writer.run_dir} "
                         "(marked incomplete; continue with --resume)"
@@ -193,13 +206,16 @@ def sweep(
     features: Sequence[str] | None = None,
     progress: Progress | None = None,
     flush_seconds: float = 1.0,
+    workers: int | None = None,
     **settings: Any,
 ) -> list[RunResult]:
     """Record one run per learning rate, same data and settings, all into ``out``.
 
     Every setting is checked before the first run starts, so a bad learning rate at the end of
-    the list does not leave half a sweep behind. Float sweeps go through one pipeline (see
-    :mod:`steptrace.sweepfast`); each run is still its own trace, the run recorded alone.
+    the list does not leave half a sweep behind. Each run is its own trace, the run recorded
+    alone, bit for bit. ``workers`` processes record runs side by side (see
+    :mod:`steptrace.sweeppool`); by default one per core when the sweep is big enough to gain
+    from it. In one process, float sweeps go through one pipeline (:mod:`steptrace.sweepfast`).
     """
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, target, features)
     if settings.get("shuffle") and settings.get("seed") is None:
@@ -207,6 +223,12 @@ def sweep(
         settings["seed"] = int(np.random.SeedSequence().generate_state(1)[0])
     parsed = [Settings.parse(ds, lr, **settings) for lr in lrs]
     names = [f"{name}-lr{s.lr_text}" if name and len(parsed) > 1 else name for s in parsed]
+    from .sweeppool import sweep_in_processes, workers_for  # imports this module
+
+    processes = workers_for(parsed, len(ds), workers)
+    if processes > 1:
+        runs = list(zip(parsed, names, strict=True))
+        return sweep_in_processes(ds, runs, out, processes, progress, flush_seconds)
     if len(parsed) > 1 and not parsed[0].numerics.is_exact:
         from .sweepfast import sweep_floats  # imports this module
 

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
 from .data import Dataset
 from .fast import compute_blocks, prefetch
-from .recorder import Progress, RunResult, default_name, run_metadata, write_run
+from .recorder import Progress, RunResult, StopFlag, default_name, run_metadata, write_run
 from .summary import SummaryTracker
 from .trainer import Settings, steps_per_epoch
 from .writer import TraceWriter, make_run_dir
 
-__all__ = ["sweep_floats"]
+__all__ = ["iter_sweep", "sweep_floats"]
 
 
 def sweep_floats(
@@ -46,19 +46,33 @@ def sweep_floats(
     >>> [r.status for r in sweep_floats(ds, runs, "traces")]  # doctest: +SKIP
     ['complete', 'complete']
     """
+    events = iter_sweep(dataset, runs, out, progress, flush_seconds)
+    return [result for _, result in events if result is not None]
+
+
+def iter_sweep(
+    dataset: Dataset,
+    runs: Sequence[tuple[Settings, str | None]],
+    out: str | Path,
+    progress: Progress | None = None,
+    flush_seconds: float = 1.0,
+    stop: StopFlag | None = None,
+) -> Generator[tuple[int, RunResult | None], None, None]:
+    """:func:`sweep_floats` step by step: yields ``(i, None)`` before run ``i`` starts (close
+    the generator then, and it never does) and ``(i, result)`` once it is recorded. ``stop``
+    replaces Ctrl-C as the request to stop (see :func:`steptrace.recorder.write_run`)."""
     stream = prefetch(
         (i, block) for i, (s, _) in enumerate(runs) for block in compute_blocks(dataset, s)
     )
-    results = []
     try:
         for i, blocks in itertools.groupby(stream, key=lambda item: item[0]):
+            yield i, None
             settings, name = runs[i]
             writer, tracker = _open_run(dataset, settings, Path(out), name, flush_seconds)
             run_blocks = (block for _, block in blocks)
-            results.append(write_run(writer, run_blocks, tracker, progress))
+            yield i, write_run(writer, run_blocks, tracker, progress, stop)
     finally:
         stream.close()  # an error or Ctrl-C in one run stops the computing of the next ones
-    return results
 
 
 def _open_run(

@@ -85,6 +85,12 @@ def describe(result: RunResult) -> str:
 )
 @click.option("--name", help="Run folder name [default: DATASET-NUMERICS-lrLR].")
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Processes recording a sweep's runs side by side [default: one per core when the "
+    "sweep is big enough to gain from it].",
+)
+@click.option(
     "--resume",
     "resume_run",
     type=click.Path(path_type=Path),
@@ -102,8 +108,8 @@ def describe(result: RunResult) -> str:
 def command(
     ctx: click.Context, dataset: str, target: str | None, features: str | None,
     lrs: tuple[str, ...], epochs: int, batch_size: int, numerics: str, init: str | None,
-    shuffle: bool, seed: int | None, out: Path, name: str | None, resume_run: Path | None,
-    flush_seconds: float,
+    shuffle: bool, seed: int | None, out: Path, name: str | None, workers: int | None,
+    resume_run: Path | None, flush_seconds: float,
 ) -> None:  # fmt: skip
     """Record every step of training into Parquet traces, one run per learning rate.
 
@@ -122,7 +128,7 @@ def command(
                                     init=init, shuffle=shuffle, seed=seed)  # fmt: skip
     with _progress_bar(total) as bar:
         results = sweep(list(lrs), ds, out=out, name=name, progress=_updater(bar),
-                        flush_seconds=flush_seconds, **settings)  # fmt: skip
+                        flush_seconds=flush_seconds, workers=workers, **settings)  # fmt: skip
     for result in results:
         click.echo(describe(result))
     if len(results) == 1:
@@ -131,7 +137,7 @@ def command(
 
 def _resume(ctx: click.Context, run: Path, dataset: str, flush_seconds: float) -> None:
     settings = ("target", "features", "lrs", "epochs", "batch_size", "numerics", "init",
-                "shuffle", "seed", "out", "name")  # fmt: skip
+                "shuffle", "seed", "out", "name", "workers")  # fmt: skip
     given = [
         "--lr" if name == "lrs" else f"--{name.replace('_', '-')}"
         for name in settings
