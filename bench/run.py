@@ -408,12 +408,26 @@ def measure(sizes: Sizes, work: Path) -> list[Row]:
             [LR], seed_dataset(), out=work / "single", name=f"one{next(runs)}", **settings
         ),
     )
-    swept = best_of(1, lambda: steptrace.sweep(lrs, seed_dataset(), out=work / "sweep", **settings))
+    swept = best_of(
+        1, lambda: steptrace.sweep(lrs, seed_dataset(), out=work / "sweep", workers=1, **settings)
+    )
     add(
-        f"sweep of {len(lrs)} lrs × {sizes.sweep_rows:,} rows vs one run",
+        f"sweep of {len(lrs)} lrs × {sizes.sweep_rows:,} rows vs one run, one process",
         f"{swept:.2f} s vs {single:.3f} s",
         f"{swept / single:.1f}× one run = {swept / single / len(lrs):.2f}× per run "
         "(goal ≤ 4× one run)",
+    )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    pooled = best_of(
+        1,
+        lambda: steptrace.sweep(
+            lrs, seed_dataset(), out=work / "pooled", workers=cores, **settings
+        ),
+    )
+    add(
+        f"the same sweep with {cores} worker processes (one per core)",
+        f"{pooled:.2f} s",
+        f"{pooled / single:.1f}× one run; {swept / pooled:.2f}× faster than one process",
     )
 
     # The same, as a user runs it: the command, interpreter start and imports included.

@@ -5,11 +5,13 @@ Figures are not checked: machines are noisy, and docs/benchmarks.md reports a fu
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 from .conftest import REPO
 
+CORES = len(os.sched_getaffinity(0))
 ROWS = [
     "untraced pure-Python loop (float64)",
     "steptrace record float64 (3,000 rows)",
@@ -21,7 +23,8 @@ ROWS = [
     "read 3,000 rows into pandas",
     "read a 100-step window of 9,000 rows",
     "steptrace diff of two 9,000-row runs (α 1e-9 vs 2e-9, own process)",
-    "sweep of 4 lrs × 300 rows vs one run",
+    "sweep of 4 lrs × 300 rows vs one run, one process",
+    f"the same sweep with {CORES} worker processes (one per core)",
     "the command end to end: record --lr ×4 vs ×1",
     "the same on the article's 3 rows: record --lr ×4 vs ×1",
     "Parquet writing alone, one run of 300 rows",
