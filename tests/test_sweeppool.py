@@ -4,7 +4,6 @@ way of stopping (an error, Ctrl-C, the parent killed) keeps what was flushed."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -12,10 +11,10 @@ from pathlib import Path
 import pytest
 
 import steptrace
-from steptrace import ExactLimitError, verify
+from steptrace import ExactLimitError, sweeppool, verify
 from steptrace.compare_folders import compare_folders
 from steptrace.data import seed_dataset
-from steptrace.sweeppool import EXACT_ROW_COST, PARALLEL_MIN_WORK, workers_for
+from steptrace.sweeppool import EXACT_ROW_COST, FLOAT_MIN_CORES, PARALLEL_MIN_WORK, workers_for
 from steptrace.trainer import Settings
 
 from .conftest import steptrace_subprocess
@@ -136,18 +135,22 @@ def test_workers_stop_when_the_parent_is_killed(traces):
         assert reason.startswith("stopped: the sweep's parent process ended after step ")
 
 
-def test_how_many_workers():
+@pytest.mark.parametrize("cores", [1, 2, 8])
+def test_how_many_workers(monkeypatch, cores):
+    monkeypatch.setattr(sweeppool, "_cores", lambda: cores)
     ds = seed_dataset()
-    small = [Settings.parse(ds, lr, numerics="float64", epochs=10) for lr in LRS]
-    assert workers_for(small, 3, None) == 1  # not worth starting processes
-    big_epochs = PARALLEL_MIN_WORK // 3
-    big = [Settings.parse(ds, lr, numerics="float64", epochs=big_epochs) for lr in LRS]
-    assert workers_for(big, 3, None) == min(len(os.sched_getaffinity(0)), 3)
-    exact_epochs = PARALLEL_MIN_WORK // (3 * EXACT_ROW_COST)
-    exact = [Settings.parse(ds, lr, numerics="exact", epochs=exact_epochs) for lr in LRS]
-    assert workers_for(exact, 3, None) == min(len(os.sched_getaffinity(0)), 3)
-    assert workers_for(small, 3, 8) == 3  # never more workers than runs
-    assert workers_for(small, 3, 2) == 2
+
+    def runs(numerics: str, rows: int) -> list[Settings]:
+        return [Settings.parse(ds, lr, numerics=numerics, epochs=rows // 3) for lr in LRS]
+
+    assert workers_for(runs("float64", 30), 3, None) == 1  # not worth starting processes
+    big = runs("float64", PARALLEL_MIN_WORK)
+    assert workers_for(big, 3, None) == (min(cores, 3) if cores >= FLOAT_MIN_CORES else 1)
+    exact = runs("exact", PARALLEL_MIN_WORK // EXACT_ROW_COST)
+    assert workers_for(exact, 3, None) == min(cores, 3)
+    assert workers_for(runs("exact", 30), 3, None) == 1
+    assert workers_for(big, 3, 8) == 3  # never more workers than runs
+    assert workers_for(big, 3, 2) == 2
 
 
 def test_bad_workers_option_is_a_one_line_error(run_cli, traces):

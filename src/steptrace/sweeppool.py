@@ -38,7 +38,13 @@ from .recorder import Progress, RunResult, record_settings
 from .sweepfast import iter_sweep
 from .trainer import Settings
 
-__all__ = ["EXACT_ROW_COST", "PARALLEL_MIN_WORK", "sweep_in_processes", "workers_for"]
+__all__ = [
+    "EXACT_ROW_COST",
+    "FLOAT_MIN_CORES",
+    "PARALLEL_MIN_WORK",
+    "sweep_in_processes",
+    "workers_for",
+]
 
 #: Below this much work (rows, an exact row counting as :data:`EXACT_ROW_COST` float rows) a
 #: sweep stays in one process: starting a worker (~0.5 s, importing numpy, pandas and pyarrow)
@@ -46,6 +52,8 @@ __all__ = ["EXACT_ROW_COST", "PARALLEL_MIN_WORK", "sweep_in_processes", "workers
 PARALLEL_MIN_WORK = 3_000_000
 #: An exact row costs about as much as this many float rows (docs/benchmarks.md).
 EXACT_ROW_COST = 300
+#: Float sweeps use worker processes by default from this many cores (see :func:`workers_for`).
+FLOAT_MIN_CORES = 4
 
 STOP, CANCEL = "stop", "cancel"
 
@@ -58,14 +66,21 @@ def _cores() -> int:
 
 
 def workers_for(runs: Sequence[Settings], rows_per_epoch: int, asked: int | None) -> int:
-    """How many processes record ``runs``: ``asked`` if given (at most one per run), else one
-    per core when the sweep is big enough to gain from it, else 1."""
+    """How many processes record ``runs``: ``asked`` if given (at most one per run); else one
+    per core when the sweep is big enough and the cores many enough to gain from it, else 1.
+
+    A float sweep in one process already keeps about 1.2 cores busy (its loop beside the
+    Parquet encoding): on 2 cores, workers were measured 1.09× faster, not worth their start;
+    so floats go to workers from :data:`FLOAT_MIN_CORES` cores, exact runs (one core each)
+    from 2."""
     if asked is not None:
         return max(1, min(asked, len(runs)))
-    work = sum(
-        rows_per_epoch * s.epochs * (EXACT_ROW_COST if s.numerics.is_exact else 1) for s in runs
-    )
-    return min(_cores(), len(runs)) if work >= PARALLEL_MIN_WORK else 1
+    exact = bool(runs) and runs[0].numerics.is_exact
+    work = sum(rows_per_epoch * s.epochs * (EXACT_ROW_COST if exact else 1) for s in runs)
+    cores = _cores()
+    if work < PARALLEL_MIN_WORK or cores < (2 if exact else FLOAT_MIN_CORES):
+        return 1
+    return min(cores, len(runs))
 
 
 def sweep_in_processes(
