@@ -49,6 +49,16 @@ def test_a_sweep_in_processes_is_the_sweep_in_one(tmp_path, settings):
     assert rows == sorted(rows) and calls[-1] == (total, total)
 
 
+def test_a_dataset_bigger_than_a_pipe_reaches_every_worker(tmp_path):
+    csv = tmp_path / "big.csv"
+    csv.write_text("a,b,y\n" + "".join(f"{i % 7},{i % 5}.5,{i % 3}\n" for i in range(20_000)))
+    settings = dict(numerics="float64", init="0.01,0.01", epochs=1, name="big")
+    steptrace.sweep(LRS, csv, out=tmp_path / "one", workers=1, **settings)
+    steptrace.sweep(LRS, csv, out=tmp_path / "two", workers=3, **settings)
+    result = compare_folders(tmp_path / "one", tmp_path / "two", ignore=["created"])
+    assert result.identical and len(result.runs) == 3, result.format()
+
+
 def test_an_error_in_one_run_is_raised_and_the_others_keep_their_steps(tmp_path):
     # α = 1e-7 outgrows exact arithmetic's limit at step 1065; α = 1 stops learning at step 2.
     settings = dict(numerics="exact", epochs=400, name="s")
