@@ -49,6 +49,14 @@ def test_a_sweep_in_processes_is_the_sweep_in_one(tmp_path, settings):
     assert rows == sorted(rows) and calls[-1] == (total, total)
 
 
+def test_more_workers_than_runs_leaves_the_spare_ones_idle(tmp_path):
+    ds = seed_dataset()
+    runs = [(Settings.parse(ds, "1", numerics="float64"), "only")]
+    (result,) = sweeppool.sweep_in_processes(ds, runs, tmp_path, workers=3)
+    assert (result.path.name, result.status) == ("only", "complete")
+    assert _workers_alive() == []
+
+
 def test_a_dataset_bigger_than_a_pipe_reaches_every_worker(tmp_path):
     csv = tmp_path / "big.csv"
     csv.write_text("a,b,y\n" + "".join(f"{i % 7},{i % 5}.5,{i % 3}\n" for i in range(20_000)))

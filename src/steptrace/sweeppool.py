@@ -297,7 +297,7 @@ def _runs(
 ) -> Iterator[tuple[int, RunResult | None]]:  # pragma: no cover - runs in the workers
     """A worker's runs as :func:`~steptrace.sweepfast.iter_sweep` yields them."""
     index = [i for i, _, _ in runs]
-    if not runs[0][1].numerics.is_exact:
+    if runs and not runs[0][1].numerics.is_exact:
         pairs = [(settings, name) for _, settings, name in runs]
         for j, result in iter_sweep(dataset, pairs, out, progress, flush_seconds, stop):
             yield index[j], result
