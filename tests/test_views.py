@@ -9,6 +9,7 @@ from fractions import Fraction as F
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -361,3 +362,25 @@ def test_run_outcome_is_the_summary_row(traces: Path):
     assert (got["lr_text"], got["final_loss"], got["min_loss"], got["diverged"]) == (
         "1", 0.5, 0.0, False,
     )  # fmt: skip
+
+
+def test_an_ended_runs_outcome_is_read_from_its_metadata_and_matches_its_rows(traces: Path):
+    moving = runs.lr_sweep(traces, ("1e-8",), epochs=20)[0]
+    boom = runs.diverging(traces)
+    for path in (moving, boom):
+        trace = open_trace(path)
+        assert trace.summary is not None  # the run has ended: no rows are read
+        stored = views.run_outcome(trace)
+        trace.summary = None  # as while it runs: computed from the rows
+        computed = views.run_outcome(trace)
+        keys = ("lr_text", "numerics", "status", "final_loss", "min_loss", "min_loss_step",
+                "diverged", "diverged_at")  # fmt: skip
+        assert [_plain(stored[k]) for k in keys] == [_plain(computed[k]) for k in keys]
+    assert views.run_outcome(open_trace(boom))["diverged_at"] == 1
+
+
+def _plain(value):
+    """NaN, None and pandas' NA alike, numpy scalars as Python's: values as a reader sees them."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value

@@ -46,6 +46,9 @@ class Trace:
     status: str
     reason: str | None = None
     files: list[Path] = field(default_factory=list)
+    #: What the recorder found when the run ended (``_run.json``'s ``summary``: final and
+    #: lowest loss, divergence); None while it runs, or for a trace without ``_run.json``.
+    summary: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -248,6 +251,8 @@ def open_trace(path: str | Path, *, check_columns: bool = True) -> Trace:
         if status != "complete" and _writer_alive(path):
             status, reason = "running", "a recorder is writing this run"
         meta = {k: v for k, v in info.items() if k not in ("status", "reason", "summary")}
+        ended = status in ("complete", "incomplete") and "final_loss" in (info.get("summary") or {})
+        summary = dict(info["summary"]) if ended else None
     files = sorted(p for p in path.glob("*.parquet") if PART_NAME.fullmatch(p.name))
     if not info_read:
         if not files:
@@ -255,11 +260,11 @@ def open_trace(path: str | Path, *, check_columns: bool = True) -> Trace:
                 f"{str(path)!r} is not a steptrace trace (no {RUN_FILE}, no part files)"
             )
         meta = _footer_metadata(files[0])
-        status, reason = "unknown", f"no {RUN_FILE}"
+        status, reason, summary = "unknown", f"no {RUN_FILE}", None
     _require(meta, str(path))
     if check_columns:
         _require_columns(meta, files, str(path))
-    return Trace(path, meta, status, reason, files)
+    return Trace(path, meta, status, reason, files, summary)
 
 
 def _footer_metadata(file: Path) -> dict[str, Any]:

@@ -23,7 +23,20 @@ COLUMNS = ["run", "α", "numerics", "final loss", "lowest loss", "at step", "div
 
 
 def run_outcome(trace: Trace) -> dict[str, Any]:
-    """How one run ended: its summary row as a dict (see :func:`lr_sweep`)."""
+    """How one run ended (see :func:`lr_sweep`): for a run that has ended, what its recorder
+    stored when it did (no rows read, so a sweep of long runs lines up at once); else its
+    summary row, computed from its rows."""
+    if trace.summary is not None:
+        stored = trace.summary
+        return {
+            "lr_text": trace.lr_text,
+            "lr": None,
+            "numerics": trace.numerics,
+            "status": trace.status,
+            **{k: stored.get(k) for k in ("final_loss", "min_loss", "min_loss_step")},
+            "diverged": stored.get("diverged_at") is not None,
+            "diverged_at": stored.get("diverged_at"),
+        }
     row = trace_summaries([trace]).iloc[0]
     return {str(k): v for k, v in row.items()}
 
@@ -47,6 +60,10 @@ def _lr(outcome: Mapping[str, Any]) -> float:
     return float(lr)
 
 
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
 def _int_or_dash(value: Any) -> str:
     return "-" if value is None or pd.isna(value) else str(int(value))
 
@@ -67,8 +84,8 @@ def lr_sweep(outcomes: Mapping[str, Mapping[str, Any]]) -> SweepView | None:
                 key,
                 str(o["lr_text"]),
                 str(o["numerics"]),
-                float(o["final_loss"]),
-                float(o["min_loss"]),
+                _float(o["final_loss"]),
+                _float(o["min_loss"]),
                 _int_or_dash(o["min_loss_step"]),
                 _int_or_dash(o["diverged_at"]),
                 str(o["status"]),
@@ -79,10 +96,10 @@ def lr_sweep(outcomes: Mapping[str, Mapping[str, Any]]) -> SweepView | None:
     )
     points = pd.DataFrame(
         [
-            {"run": key, "lr": lr, "loss": float(o[column]), "which": which}
+            {"run": key, "lr": lr, "loss": _float(o[column]), "which": which}
             for lr, key, o in rows
             for column, which in (("final_loss", "final loss"), ("min_loss", "lowest loss"))
-            if math.isfinite(float(o[column]))
+            if math.isfinite(_float(o[column]))
         ],
         columns=["run", "lr", "loss", "which"],
     )
@@ -99,9 +116,9 @@ def lr_sweep(outcomes: Mapping[str, Mapping[str, Any]]) -> SweepView | None:
 
 def _note(rows: list[tuple[float, str, Mapping[str, Any]]]) -> str:
     healthy = [
-        (float(o["final_loss"]), key, o)
+        (_float(o["final_loss"]), key, o)
         for _, key, o in rows
-        if not bool(o["diverged"]) and math.isfinite(float(o["final_loss"]))
+        if not bool(o["diverged"]) and math.isfinite(_float(o["final_loss"]))
     ]
     parts = []
     if healthy:
