@@ -141,14 +141,15 @@ def write_run(
     w_cols = vector("w_after", len(meta["dataset"]["features"]))
     status, reason = "incomplete", None
     try:
-        with _ctrl_c_requests_stop() if stop is None else contextlib.nullcontext(stop) as stop:
+        asked = _ctrl_c_requests_stop() if stop is None else contextlib.nullcontext(stop)
+        with asked as stop_requested:
             for block in blocks:
                 writer.write(block)
                 tracker.update(block, [block[c] for c in w_cols])
                 if progress is not None:
                     progress(tracker.rows, total_rows)
-                if stop.is_set():
-                    why = getattr(stop, "why", "interrupted by Ctrl-C")
+                if stop_requested.is_set():
+                    why = getattr(stop_requested, "why", "interrupted by Ctrl-C")
                     reason = f"{why} after step {tracker.last_step}"
                     raise Interrupted(
                         f"{reason}; the steps recorded so far are in {writer.run_dir} "
