@@ -129,11 +129,9 @@ CASES = [
          "Error: {t}/truncated.parquet: not a readable Parquet file (Parquet magic bytes not "
          "found in footer. Either the file is corrupted or this is not a parquet file.)", 2),
     Case("replay: run with a truncated part", ["replay", "{t}/truncated_run"],
-         "Error: cannot read the trace: Error creating dataset. Could not read schema from "
-         "'{t}/truncated_run/part-000000.parquet'. Is this a 'parquet' file?: Could not open "
-         "Parquet input source '{t}/truncated_run/part-000000.parquet': Parquet magic bytes "
-         "not found in footer. Either the file is corrupted or this is not a parquet file.; "
-         "'steptrace verify' says where", 2, subprocess=True),
+         "Error: {t}/truncated_run/part-000000.parquet: unreadable part file (Parquet magic "
+         "bytes not found in footer. Either the file is corrupted or this is not a parquet "
+         "file.)", 2, subprocess=True),
     Case("verify: run with a truncated part", ["verify", "{t}/truncated_run"],
          "PROBLEM {t}/truncated_run: part-000000.parquet: not a readable Parquet file (Parquet "
          "magic bytes not found in footer. Either the file is corrupted or this is not a "

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -192,15 +191,40 @@ def test_step_view_reads_two_steps_only(traces: Path, monkeypatch: pytest.Monkey
     seen: list[object] = []
     original = Trace.read_table
 
-    def spy(self: Trace, columns: object = None, filters: object = None) -> object:
-        table = original(self, columns, filters)  # type: ignore[arg-type]
-        seen.append((filters, table.num_rows))
+    def spy(self: Trace, columns=None, filters=None, steps=None):  # type: ignore[no-untyped-def]
+        table = original(self, columns, filters, steps)
+        seen.append((steps, table.num_rows))
         return table
 
     monkeypatch.setattr(Trace, "read_table", spy)
     views.step_view(trace, 100)
-    [(filters, rows)] = seen
-    assert isinstance(filters, pc.Expression) and rows == 2
+    assert seen == [((99, 101), 2)]
+
+
+def test_a_step_is_read_from_the_parts_that_hold_it(tmp_path: Path) -> None:
+    # A run flushed often has many parts; only the one holding the step is opened.
+    (result,) = steptrace.sweep(
+        ["1"], numerics="exact", epochs=6000, out=tmp_path, name="parts", flush_seconds=0.01
+    )
+    run = result.path
+    trace = open_trace(run)
+    assert len(trace.files) >= 4
+    big = steptrace.load_trace(run)
+    for part, (first, last) in zip(trace.files, _part_spans(trace), strict=True):
+        assert trace.parts(first, last + 1)[0] == part
+    assert trace.parts(None, None) == trace.files
+    assert trace.parts(10**9, None) == []
+    for step in (0, 8999, 17999):
+        rows = trace.read(steps=(step, step + 1))
+        assert rows.equals(big[big["step"] == step].reset_index(drop=True))
+
+
+def _part_spans(trace: Trace) -> list[tuple[int, int]]:
+    spans = []
+    for f in trace.files:
+        steps = pq.read_table(f, columns=["step"])["step"].to_numpy()
+        spans.append((int(steps.min()), int(steps.max())))
+    return spans
 
 
 def test_abbreviate_shortens_only_huge_integers() -> None:

@@ -23,7 +23,6 @@ from typing import Any, Protocol, TypeAlias
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import SteptraceError, TraceError, WriteError
@@ -118,10 +117,8 @@ class Side:
         if self.dataframe is not None:
             return pa.Table.from_pandas(self.read(columns, steps), preserve_index=False)
         assert self.trace is not None
-        step = pc.field("step")
-        where = None if steps is None else (step >= steps[0]) & (step < steps[1])
         try:
-            return self.trace.read_table(columns, where)
+            return self.trace.read_table(columns, steps=steps)
         except SteptraceError:
             raise
         except Exception as exc:  # a damaged file: say which, in one line

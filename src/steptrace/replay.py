@@ -140,7 +140,7 @@ def iter_steps(trace: Trace, start: int = 0, stop: int | None = None) -> Iterato
     if stop is not None:
         expr = expr & (pc.field("step") < stop)
     pending: pd.DataFrame | None = None
-    for f in trace.files:
+    for f in trace.parts(start, stop):
         for batch in pads.dataset(str(f), format="parquet").to_batches(filter=expr):
             frame = batch.to_pandas()
             if pending is not None:

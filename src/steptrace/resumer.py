@@ -64,7 +64,7 @@ def _last_weights(trace: Trace, settings: Settings) -> tuple[int, tuple[Number, 
     cols = trace.vector("w_after")
     if settings.numerics.is_exact:
         cols = [c + EXACT_SUFFIX for c in cols]
-    row = trace.read(cols, pc.field("step") == last).iloc[-1]
+    row = trace.read(cols, steps=(last, last + 1)).iloc[-1]
     num = settings.numerics
     if num.is_exact:
         return last, tuple(Fraction(row[c]) for c in cols)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pyarrow.compute as pc
 
 from ..errors import TraceError
 from ..reader import Trace
@@ -90,9 +89,10 @@ def curves_note(curves: Mapping[str, Curve]) -> str:
 
 
 def _per_step(
-    trace: Trace, column: str, expression: pc.Expression | None
+    trace: Trace, column: str, lo: int | None, hi: int | None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    table = trace.read_table(["step", column], expression)
+    """Each step's value of ``column`` for steps ``[lo, hi]`` (either end open when None)."""
+    table = trace.read_table(["step", column], steps=(lo, None if hi is None else hi + 1))
     steps = table["step"].to_numpy()
     values = table[column].to_numpy().astype(np.float64)
     if len(steps) == 0:
@@ -101,15 +101,6 @@ def _per_step(
         return batch_losses(steps, values)  # each step's batch loss: the mean of its rows
     starts = np.flatnonzero(np.diff(steps, prepend=steps[0] - 1))
     return steps[starts], values[starts]  # every row of a step holds the same weights
-
-
-def _between(lo: int | None, hi: int | None) -> pc.Expression | None:
-    """A filter on ``step`` for ``[lo, hi]``, either end open when ``None``."""
-    expression = None if lo is None else pc.field("step") >= lo
-    if hi is not None:
-        upper = pc.field("step") <= hi
-        expression = upper if expression is None else expression & upper
-    return expression
 
 
 def curve(
@@ -128,7 +119,7 @@ def curve(
     """
     if column not in ("loss", *trace.vector("w_after"), *trace.vector("w_before")):
         raise TraceError(f"no curve for {column!r}: use loss or one of {trace.vector('w_after')}")
-    steps, values = _per_step(trace, column, _between(lo, hi))
+    steps, values = _per_step(trace, column, lo, hi)
     s, v, bucket = minmax_downsample(steps, values, max_points)
     frame = pd.DataFrame({"step": s, "value": np.where(np.isfinite(v), v, np.nan)})
     first = int(steps[0]) if len(steps) else (lo or 0)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
-import pyarrow.compute as pc
 
 from ..errors import TraceError
 from ..reader import Trace
@@ -292,7 +291,7 @@ def step_view(trace: Trace, step: int, run: str | None = None) -> StepView:
     ('step 2 (3rd data input)', '1/2', 'ŵ = w − α·grad = (1/200, -3/11600, 1/5800) − 1·…')
     """
     run = run or trace.name
-    rows = trace.read(None, (pc.field("step") >= max(step - 1, 0)) & (pc.field("step") <= step))
+    rows = trace.read(steps=(max(step - 1, 0), step + 1))
     now = rows[rows["step"] == step]
     if now.empty:
         last = last_step(trace)
