@@ -29,6 +29,7 @@ from .errors import (
 if TYPE_CHECKING:
     from . import analysis
     from .compare import Comparison, compare_traces
+    from .compare_folders import FolderComparison, compare_folders
     from .data import Dataset, load_dataset, seed_dataset
     from .reader import Trace, find_traces, load_trace, load_traces, open_trace
     from .recorder import RunResult, record, sweep
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "Comparison": "compare",
     "compare_traces": "compare",
+    "FolderComparison": "compare_folders",
+    "compare_folders": "compare_folders",
     "Dataset": "data",
     "load_dataset": "data",
     "seed_dataset": "data",
@@ -80,6 +83,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "ExactLimitError",
+    "FolderComparison",
     "Interrupted",
     "NewerFormatError",
     "RunResult",
@@ -92,6 +96,7 @@ __all__ = [
     "WriteError",
     "__version__",
     "analysis",
+    "compare_folders",
     "compare_traces",
     "find_traces",
     "iter_events",
