@@ -43,6 +43,49 @@ def test_replay_one_step_and_the_latest_run_of_a_folder(traces, run_cli):
     assert "δ3 = δ4 if o2 >= 0 else 0     = -0.00040978193" in result.output
 
 
+def test_replay_a_range_of_steps(traces, run_cli):
+    run_cli("record", "--out", traces, "--numerics", "float64", "--epochs", "5")
+    run = traces / "seed-float64-lr1"
+    out = run_cli("replay", run, "--from", "7", "--to", "9").output
+    shown = [line for line in out.splitlines() if line.startswith("Step ")]
+    assert shown == [
+        "Step 7 · epoch 2 · sample 1 · float64 · α = 1.0",
+        "Step 8 · epoch 2 · sample 2 · float64 · α = 1.0",
+        "Step 9 · epoch 3 · sample 0 · float64 · α = 1.0",
+    ]
+    tail = run_cli("replay", run, "--from", "13").output
+    assert [line[:7] for line in tail.splitlines() if line.startswith("Step ")] == [
+        "Step 13",
+        "Step 14",
+    ]
+    head = run_cli("replay", run, "--to", "1").output
+    assert [line[:6] for line in head.splitlines() if line.startswith("Step ")] == [
+        "Step 0",
+        "Step 1",
+    ]
+
+
+USAGE = " (see 'steptrace replay -h')"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "3", "--to", "2"], "Error: --to 2 comes before --from 3" + USAGE),
+        (["--step", "1", "--to", "2"], "Error: give --step, or --from/--to, not both" + USAGE),
+        (["--from", "15"], "Error: step 15 is not in {run} (steps 0 to 14)"),
+        (["--step", "-1"],
+         "Error: Invalid value for '--step': -1 is not in the range x>=0." + USAGE),
+    ],
+)  # fmt: skip
+def test_replay_refuses_steps_it_cannot_show(traces, run_cli, args, message):
+    run_cli("record", "--out", traces, "--numerics", "float64", "--epochs", "5")
+    run = traces / "seed-float64-lr1"
+    result = run_cli("replay", run, *args)
+    assert result.exit_code == 2
+    assert (result.stdout, result.stderr.strip()) == ("", message.format(run=run))
+
+
 def test_float64_replay_shows_the_closed_gate(traces, run_cli):
     run_cli("record", "--out", traces, "--numerics", "float64")
     out = run_cli("replay", traces / "seed-float64-lr1", "--step", "2").output

@@ -21,22 +21,31 @@ def latest_run(folder: Path) -> Trace:
 
 @click.command("replay")
 @click.argument("trace", type=click.Path(path_type=Path), default=Path("traces"))
-@click.option("--step", type=int, help="Show only this step (0-based).")
-def command(trace: Path, step: int | None) -> None:
+@click.option("--step", type=click.IntRange(min=0), help="Show only this step (0-based).")
+@click.option("--from", "first", type=click.IntRange(min=0), help="Start at this step.")
+@click.option("--to", "last", type=click.IntRange(min=0), help="End at this step (included).")
+def command(trace: Path, step: int | None, first: int | None, last: int | None) -> None:
     """Print each step of a run as the article does: forward table, loss, backward pass,
     update. TRACE is a run folder, or a folder of runs (the latest is replayed).
 
     \b
     Example:
         steptrace replay traces/seed-exact-lr1 --step 2
+        steptrace replay traces/seed-float64-lr1e-7 --from 100 --to 110
     """
+    if step is not None and (first is not None or last is not None):
+        raise click.UsageError("give --step, or --from/--to, not both")
+    if first is not None and last is not None and last < first:
+        raise click.UsageError(f"--to {last} comes before --from {first}")
     run = open_trace(trace) if _is_run(trace) else latest_run(trace)
     if run.path != trace:
         click.echo(f"Replaying {run.path} (the latest run in {trace})\n")
     total = int(run.meta.get("steps", 0))
-    if step is not None and not 0 <= step < max(total, 1):
-        raise TraceError(f"step {step} is not in {run.path} (steps 0 to {total - 1})")
-    start, stop = (0, None) if step is None else (step, step + 1)
+    if step is not None:
+        first = last = step
+    if first is not None and not first < max(total, 1):
+        raise TraceError(f"step {first} is not in {run.path} (steps 0 to {total - 1})")
+    start, stop = first or 0, None if last is None else last + 1
     shown = 0
     for rows in iter_steps(run, start, stop):
         if shown:
