@@ -71,9 +71,8 @@ def workers_for(runs: Sequence[Settings], rows_per_epoch: int, asked: int | None
 
     A float sweep in one process already keeps about 1.2 cores busy (its loop beside the
     Parquet encoding): on 2 cores, workers were measured 1.09–1.28× faster, little for their
-    start;
-    so floats go to workers from :data:`FLOAT_MIN_CORES` cores, exact runs (one core each)
-    from 2."""
+    start; so floats go to workers from :data:`FLOAT_MIN_CORES` cores, exact runs (one core
+    each) from 2."""
     if asked is not None:
         return max(1, min(asked, len(runs)))
     exact = bool(runs) and runs[0].numerics.is_exact
