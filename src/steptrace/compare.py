@@ -11,8 +11,7 @@ through the runs' metadata; informational fields (run id, name, creation time, s
 version) never are.
 
 The sides are read by :mod:`steptrace.compare_sides`, their cells compared by
-:mod:`steptrace.compare_cells` and the result reported by :mod:`steptrace.compare_report`;
-the names moved there stay importable from here.
+:mod:`steptrace.compare_cells` and the result reported by :mod:`steptrace.compare_report`.
 
 >>> result = compare_traces("traces/golden/article-exact.parquet",
 ...                         "traces/golden/article-float64.parquet")  # doctest: +SKIP
@@ -36,18 +35,6 @@ from .compare_report import comparison_dict, format_comparison
 from .compare_sides import KEYS, Side, SideInfo, TraceLike, load_side, write_trace_file
 from .errors import TraceError
 from .schema import EXACT_SUFFIX, FIELDS
-
-# isort: split
-# Names that lived here before the module was split.
-from .compare_report import CELL_WIDTH as CELL_WIDTH
-from .compare_report import JSON_ROWS as JSON_ROWS
-from .compare_report import LINE_WIDTH as LINE_WIDTH
-from .compare_report import NOT_COMPARED as NOT_COMPARED
-from .compare_report import describe_divergence as describe_divergence
-from .compare_sides import FROM_DATAFRAME as FROM_DATAFRAME
-from .compare_sides import HasPath as HasPath
-from .compare_sides import dataframe_metadata as dataframe_metadata
-from .compare_sides import open_one as open_one
 
 __all__ = [
     "ColumnDiff",
