@@ -102,16 +102,21 @@ class Trace:
             return pads.dataset(pa.table({}, schema=self.schema()))
         return pads.dataset([str(f) for f in self.files], format="parquet")
 
+    @cached_property
+    def _step_spans(self) -> list[list[tuple[int, int]] | None]:
+        """Each part's row groups' (first, last) step, from the footers, worked out once."""
+        return [_step_statistics(footer) for footer in self._footers]
+
     def parts(self, lo: int | None = None, hi: int | None = None) -> list[Path]:
         """The part files that may hold steps ``lo <= step < hi``, by their footers'
         statistics (every part, for a part without them)."""
-        return [f for f, footer in zip(self.files, self._footers, strict=True)
-                if _may_hold(footer, lo, hi)]  # fmt: skip
+        return [f for f, spans in zip(self.files, self._step_spans, strict=True)
+                if _may_hold(spans, lo, hi)]  # fmt: skip
 
     def step_span(self) -> tuple[int, int] | None:
         """The first and last step on disk (None if no rows): from the row groups' statistics
         when every part has them, else by reading the ``step`` column."""
-        spans = [_step_statistics(footer) for footer in self._footers]
+        spans = self._step_spans
         if any(span is None for span in spans):
             step = self.read_table(["step"]).column("step")
             return (pc.min(step).as_py(), pc.max(step).as_py()) if len(step) else None
@@ -205,9 +210,8 @@ def _and(a: pc.Expression | None, b: pc.Expression | None) -> pc.Expression | No
     return b if a is None else a if b is None else a & b
 
 
-def _may_hold(footer: pq.FileMetaData, lo: int | None, hi: int | None) -> bool:
-    """Whether a part may hold a step of ``[lo, hi)``, by its row groups' statistics."""
-    spans = _step_statistics(footer)
+def _may_hold(spans: list[tuple[int, int]] | None, lo: int | None, hi: int | None) -> bool:
+    """Whether a part whose row groups span ``spans`` may hold a step of ``[lo, hi)``."""
     if spans is None:
         return True
     return any((lo is None or last >= lo) and (hi is None or first < hi) for first, last in spans)
@@ -222,7 +226,7 @@ def _footer(file: Path) -> pq.FileMetaData:
 
 def _step_statistics(footer: pq.FileMetaData) -> list[tuple[int, int]] | None:
     """Each non-empty row group's (min, max) step; None if one has no statistics for it."""
-    names = footer.schema.to_arrow_schema().names
+    names = footer.schema.names
     spans = []
     for g in range(footer.num_row_groups):
         group = footer.row_group(g)
