@@ -118,22 +118,7 @@ def batch_loss(df: pd.DataFrame) -> pd.DataFrame:
     >>> batch_loss(df).pivot(index="step", columns="run", values="loss")  # doctest: +SKIP
     """
     _need(df, "step", "epoch", "loss")
-    key = run_column(df)
-    frames = []
-    for run, rows in _runs(df):
-        step = rows["step"].to_numpy(np.int64)
-        starts = group_starts(step)
-        frames.append(
-            pd.DataFrame(
-                {
-                    key: run,
-                    "step": step[starts],
-                    "epoch": rows["epoch"].to_numpy(np.int64)[starts],
-                    "loss": group_means(rows["loss"].to_numpy(np.float64), starts),
-                }
-            )
-        )
-    return _concat(frames, [key, "step", "epoch", "loss"])
+    return _mean_loss(df, run_column(df), "step", "epoch")
 
 
 def epoch_loss(df: pd.DataFrame, per: str = "step") -> pd.DataFrame:
@@ -145,22 +130,22 @@ def epoch_loss(df: pd.DataFrame, per: str = "step") -> pd.DataFrame:
     if per not in ("step", "sample"):
         raise TraceError(f"per must be 'step' or 'sample', got {per!r}")
     _need(df, "step", "epoch", "loss")
-    key = run_column(df)
     source = batch_loss(df) if per == "step" else df
+    return _mean_loss(source, run_column(df), "epoch")
+
+
+def _mean_loss(rows_of: pd.DataFrame, key: str, by: str, *carried: str) -> pd.DataFrame:
+    """Per run, the mean loss of each group of consecutive rows with the same ``by``, and the
+    ``carried`` columns of each group's first row: ``key, by, *carried, loss``."""
     frames = []
-    for run, rows in _runs(source):
-        epoch = rows["epoch"].to_numpy(np.int64)
-        starts = group_starts(epoch)
-        frames.append(
-            pd.DataFrame(
-                {
-                    key: run,
-                    "epoch": epoch[starts],
-                    "loss": group_means(rows["loss"].to_numpy(np.float64), starts),
-                }
-            )
-        )
-    return _concat(frames, [key, "epoch", "loss"])
+    for run, rows in _runs(rows_of):
+        groups = rows[by].to_numpy(np.int64)
+        starts = group_starts(groups)
+        columns: dict[str, Any] = {key: run, by: groups[starts]}
+        columns.update({c: rows[c].to_numpy(np.int64)[starts] for c in carried})
+        columns["loss"] = group_means(rows["loss"].to_numpy(np.float64), starts)
+        frames.append(pd.DataFrame(columns))
+    return _concat(frames, [key, by, *carried, "loss"])
 
 
 def weights_long(df: pd.DataFrame, which: str = "w_after") -> pd.DataFrame:
