@@ -44,12 +44,19 @@ def test_exact_against_float64_names_step_column_and_both_values(run_cli):
     assert "Values that differ (exact equality): 12 of 29 columns, 3 rows compared" in lines
 
 
-def test_tolerance_and_selection_options(run_cli, traces):
+@pytest.fixture
+def nudged_pair(traces):
+    """A float64 run, and a copy of it as a file with one weight moved by 1e-13 (relative)."""
     a = steptrace.record("seed", numerics="float64", out=traces, name="a").path
     df = steptrace.load_trace(a)
     df.loc[2, "w_after_3"] *= 1 + 1e-13
     nudged = traces / "nudged.parquet"
     write_trace_file(Side("nudged", load_side(a).meta, dataframe=df), nudged)
+    return a, nudged
+
+
+def test_tolerance_and_selection_options(run_cli, nudged_pair):
+    a, nudged = nudged_pair
     assert run_cli("diff", a, nudged).exit_code == 1
     assert run_cli("diff", a, nudged, "--rtol", "1e-12").exit_code == 0
     assert run_cli("diff", a, nudged, "--atol", "1e-9").exit_code == 0
@@ -58,12 +65,8 @@ def test_tolerance_and_selection_options(run_cli, traces):
     assert run_cli("diff", a, nudged, "--columns", "w_after").exit_code == 1
 
 
-def test_per_column_tolerances(run_cli, traces):
-    a = steptrace.record("seed", numerics="float64", out=traces, name="a").path
-    df = steptrace.load_trace(a)
-    df.loc[2, "w_after_3"] *= 1 + 1e-13
-    nudged = traces / "nudged.parquet"
-    write_trace_file(Side("nudged", load_side(a).meta, dataframe=df), nudged)
+def test_per_column_tolerances(run_cli, nudged_pair):
+    a, nudged = nudged_pair
     same = run_cli("diff", a, nudged, "--tol", "w_after=1e-12", "--tol", "loss=0,1e-3")
     assert same.exit_code == 0
     assert same.output.splitlines()[0] == (
