@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 import steptrace
 from steptrace.data import seed_dataset
+from steptrace.sweeppool import available_cores
 
 INIT = "0.005,-0.0002,0.0002"
 LR = "1e-9"
@@ -417,7 +418,7 @@ def measure(sizes: Sizes, work: Path) -> list[Row]:
         f"{swept / single:.1f}× one run = {swept / single / len(lrs):.2f}× per run "
         "(goal ≤ 4× one run)",
     )
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = available_cores()
     pooled = best_of(
         1,
         lambda: steptrace.sweep(

@@ -5,13 +5,14 @@ Figures are not checked: machines are noisy, and docs/benchmarks.md reports a fu
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
+from steptrace.sweeppool import available_cores
+
 from .conftest import REPO
 
-CORES = len(os.sched_getaffinity(0))
+CORES = available_cores()
 ROWS = [
     "untraced pure-Python loop (float64)",
     "steptrace record float64 (3,000 rows)",

@@ -155,7 +155,7 @@ def test_workers_stop_when_the_parent_is_killed(traces):
 
 @pytest.mark.parametrize("cores", [1, 2, 8])
 def test_how_many_workers(monkeypatch, cores):
-    monkeypatch.setattr(sweeppool, "_cores", lambda: cores)
+    monkeypatch.setattr(sweeppool, "available_cores", lambda: cores)
     ds = seed_dataset()
 
     def runs(numerics: str, rows: int) -> list[Settings]:

@@ -42,6 +42,7 @@ __all__ = [
     "EXACT_ROW_COST",
     "FLOAT_MIN_CORES",
     "PARALLEL_MIN_WORK",
+    "available_cores",
     "sweep_in_processes",
     "workers_for",
 ]
@@ -58,7 +59,8 @@ FLOAT_MIN_CORES = 4
 STOP, CANCEL = "stop", "cancel"
 
 
-def _cores() -> int:
+def available_cores() -> int:
+    """The cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
@@ -77,7 +79,7 @@ def workers_for(runs: Sequence[Settings], rows_per_epoch: int, asked: int | None
         return max(1, min(asked, len(runs)))
     exact = bool(runs) and runs[0].numerics.is_exact
     work = sum(rows_per_epoch * s.epochs * (EXACT_ROW_COST if exact else 1) for s in runs)
-    cores = _cores()
+    cores = available_cores()
     if work < PARALLEL_MIN_WORK or cores < (2 if exact else FLOAT_MIN_CORES):
         return 1
     return min(cores, len(runs))
