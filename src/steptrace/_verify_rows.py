@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from . import model
 from .fast import EpochOrders
 from .numerics import Number, Numerics
-from .schema import EXACT_SUFFIX, FIELDS, vector
+from .schema import EXACT_SUFFIX, FIELDS, value_names, vector
 
 __all__ = [
     "Context", "Found", "Problem", "RunSettings", "check_float", "check_steps", "same", "show",
@@ -557,7 +557,7 @@ class Context:
     def __post_init__(self) -> None:
         n = self.run.n
         self.memory = Memory(self.run.rows, n + 1)
-        self.value_columns = [c for f in FIELDS if f.value for c in f.names(n)]
+        self.value_columns = value_names(n)
         self.derived_columns = [
             c for name in ("o1", "o2", "o3", "loss", "d4", "d3", "d2", "d1", "grad")
             for c in vector(name, n)

@@ -90,7 +90,7 @@ def column_names(n: int, exact: bool = False) -> list[str]:
     """All column names of a trace with ``n`` features, in file order."""
     names = [name for f in FIELDS for name in f.names(n)]
     if exact:
-        names += [name + EXACT_SUFFIX for f in FIELDS if f.value for name in f.names(n)]
+        names += [name + EXACT_SUFFIX for name in value_names(n)]
     return names
 
 
@@ -112,10 +112,7 @@ def arrow_schema(n: int, exact: bool, metadata: dict[str, Any]) -> pa.Schema:
     fields = [pa.field(name, f.type, nullable=False) for f in FIELDS for name in f.names(n)]
     if exact:
         fields += [
-            pa.field(name + EXACT_SUFFIX, pa.string(), nullable=False)
-            for f in FIELDS
-            if f.value
-            for name in f.names(n)
+            pa.field(name + EXACT_SUFFIX, pa.string(), nullable=False) for name in value_names(n)
         ]
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
 
