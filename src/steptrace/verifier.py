@@ -61,6 +61,7 @@ from .numerics import NUMERICS, parse_exact
 from .reader import Trace, open_trace
 from .schema import FORMAT_VERSION, arrow_schema, column_names, metadata_of, vector
 from .summary import SummaryTracker
+from .trainer import steps_per_epoch
 from .writer import RUN_FILE
 
 __all__ = ["Problem", "VerifyReport", "verify"]
@@ -168,7 +169,7 @@ def _settings(meta: dict[str, Any], where: str) -> RunSettings:
         raise bad("dataset.rows", f"the dataset's row count is {rows!r}")
     if b > rows:
         raise bad("batch_size", f"batch size {b} is larger than the dataset ({rows} rows)")
-    spe = -(-rows // b)
+    spe = steps_per_epoch(rows, b)
     if meta.get("steps_per_epoch", spe) != spe:
         raise bad(
             "steps_per_epoch",

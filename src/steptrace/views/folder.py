@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .. import trainer
 from ..errors import SteptraceError, TraceError
 from ..reader import Trace, find_traces
 
@@ -125,7 +126,7 @@ def steps_per_epoch(trace: Trace) -> int:
     """Steps in one epoch: the run's metadata says, or its dataset rows and batch size."""
     rows = int(trace.meta["dataset"]["rows"])
     b = int(trace.meta["batch_size"])
-    return int(trace.meta.get("steps_per_epoch") or -(-rows // b))
+    return int(trace.meta.get("steps_per_epoch") or trainer.steps_per_epoch(rows, b))
 
 
 def run_table(folder: Folder) -> pd.DataFrame:
