@@ -19,18 +19,9 @@ from typing import Any
 from .compare import Comparison, compare_traces
 from .compare_report import comparison_dict, describe_divergence
 from .errors import TraceError
-from .reader import PART_NAME, Trace, find_traces
-from .writer import RUN_FILE
+from .reader import Trace, find_traces
 
-__all__ = ["FolderComparison", "compare_folders", "is_folder_of_runs"]
-
-
-def is_folder_of_runs(path: str | Path) -> bool:
-    """Whether ``path`` is a folder holding runs, rather than one run's own folder."""
-    path = Path(path)
-    if not path.is_dir() or (path / RUN_FILE).exists():
-        return False
-    return not any(PART_NAME.fullmatch(p.name) for p in path.glob("*.parquet"))
+__all__ = ["FolderComparison", "compare_folders"]
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,15 @@ try:
 except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["RUN_SETTINGS", "Trace", "find_traces", "load_trace", "load_traces", "open_trace"]
+__all__ = [
+    "RUN_SETTINGS",
+    "Trace",
+    "find_traces",
+    "is_folder_of_runs",
+    "load_trace",
+    "load_traces",
+    "open_trace",
+]
 
 Filters: TypeAlias = pc.Expression | Sequence[tuple[str, str, Any]] | None
 
@@ -474,6 +482,14 @@ def _dnf(filters: Sequence[Any]) -> list[list[tuple[str, str, Any]]]:
 
 #: The name of a run folder's data files (see docs/trace-format.md).
 PART_NAME = re.compile(r"part-\d{6}\.parquet")
+
+
+def is_folder_of_runs(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding runs, rather than one run's own folder or file."""
+    path = Path(path)
+    if not path.is_dir() or (path / RUN_FILE).exists():
+        return False
+    return not any(PART_NAME.fullmatch(p.name) for p in path.glob("*.parquet"))
 
 
 def _hidden(p: Path) -> bool:

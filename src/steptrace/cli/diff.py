@@ -10,8 +10,9 @@ from typing import Any
 import click
 
 from ..compare import Comparison, Tolerance, compare_traces
-from ..compare_folders import FolderComparison, compare_folders, is_folder_of_runs
+from ..compare_folders import FolderComparison, compare_folders
 from ..errors import TraceError
+from ..reader import is_folder_of_runs
 
 
 def _names(text: str | None) -> list[str] | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import TraceError
-from ..reader import Trace, find_traces, open_trace
+from ..reader import Trace, find_traces, is_folder_of_runs, open_trace
 from ..replay import format_step, iter_steps
 
 
@@ -37,7 +37,8 @@ def command(trace: Path, step: int | None, first: int | None, last: int | None) 
         raise click.UsageError("give --step, or --from/--to, not both")
     if first is not None and last is not None and last < first:
         raise click.UsageError(f"--to {last} comes before --from {first}")
-    run = open_trace(trace) if _is_run(trace) else latest_run(trace)
+    is_run = trace.exists() and not is_folder_of_runs(trace)
+    run = open_trace(trace) if is_run else latest_run(trace)
     if run.path != trace:
         click.echo(f"Replaying {run.path} (the latest run in {trace})\n")
     total = int(run.meta.get("steps", 0))
@@ -56,7 +57,3 @@ def command(trace: Path, step: int | None, first: int | None, last: int | None) 
         raise TraceError(f"step {step} was not recorded in {run.path} (status: {run.status})")
     if run.status != "complete":
         click.echo(f"\nThis run is {run.status}: {run.reason or 'it did not finish'}")
-
-
-def _is_run(path: Path) -> bool:
-    return path.is_file() or (path / "_run.json").exists() or any(path.glob("part-*.parquet"))
