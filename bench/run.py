@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 import steptrace
 from steptrace.data import seed_dataset
-from steptrace.sweeppool import available_cores
+from steptrace.train.sweeppool import available_cores
 
 INIT = "0.005,-0.0002,0.0002"
 LR = "1e-9"
@@ -206,10 +206,10 @@ def exact_growth(out: Path, max_steps: int, lengths: tuple[int, ...]) -> list[Ro
 
 def writing_alone(out: Path, rows: int, repeats: int) -> float:
     """Seconds to write a run's blocks, already computed, with the trace writer."""
-    from steptrace.fast import compute_blocks
-    from steptrace.recorder import run_metadata
-    from steptrace.trainer import Settings
-    from steptrace.writer import TraceWriter, make_run_dir
+    from steptrace.trace.writer import TraceWriter, make_run_dir
+    from steptrace.train.fast import compute_blocks
+    from steptrace.train.recorder import run_metadata
+    from steptrace.train.trainer import Settings
 
     ds = seed_dataset()
     settings = Settings.parse(ds, LR, epochs=rows // 3, numerics="float64", init=INIT)
@@ -237,9 +237,9 @@ def own_columns_writing(out: Path, rows: int, repeats: int) -> tuple[float, int]
     (o2 … w_after), already computed, with the trace's encodings; and how many there are."""
     import pyarrow.parquet as pq
 
-    from steptrace.fast import compute_blocks
-    from steptrace.trainer import Settings
-    from steptrace.writer import parquet_options
+    from steptrace.trace.writer import parquet_options
+    from steptrace.train.fast import compute_blocks
+    from steptrace.train.trainer import Settings
 
     ds = seed_dataset()
     settings = Settings.parse(ds, LR, epochs=rows // 3, numerics="float64", init=INIT)
@@ -260,7 +260,7 @@ def own_columns_writing(out: Path, rows: int, repeats: int) -> tuple[float, int]
 def loop_across_runs(runs: int, rows: int) -> tuple[float, float]:
     """Seconds per step for ``runs`` learning rates: one numpy step over a (runs × features)
     weight matrix, against the plain-Python loop run once per learning rate."""
-    from steptrace.fast import step_loop
+    from steptrace.train.fast import step_loop
 
     steps = max(300, min(rows, 30_000))
     lrs = np.geomspace(1e-10, 1e-8, runs)

@@ -15,7 +15,7 @@ import streamlit as st
 
 from steptrace import views
 from steptrace.cli.dashboard import FOLDER_ENV
-from steptrace.reader import Trace
+from steptrace.trace.reader import Trace
 
 
 def root() -> str:

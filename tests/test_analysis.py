@@ -14,9 +14,9 @@ import steptrace.analysis as an
 from steptrace import find_traces, load_trace, load_traces, record, sweep
 from steptrace.data import seed_dataset
 from steptrace.errors import TraceError
-from steptrace.recorder import run_metadata
-from steptrace.trainer import Settings, iter_blocks
-from steptrace.writer import TraceWriter, make_run_dir
+from steptrace.trace.writer import TraceWriter, make_run_dir
+from steptrace.train.recorder import run_metadata
+from steptrace.train.trainer import Settings, iter_blocks
 
 EPOCHS = 20
 LRS = ["1", "1e-4", "1e-7"]

@@ -328,7 +328,7 @@ def test_a_full_disk_keeps_the_flushed_steps_marked_and_resumable(tmp_path, monk
     with tmpfs(tmp_path / "small", "size=16m", real) as mounted:
         out = tmp_path / "small" / "traces"
         if not mounted:  # simulated: the second part cannot be written (ENOSPC)
-            import steptrace.writer as writer
+            import steptrace.trace.writer as writer
 
             real = writer.pq.ParquetWriter
 

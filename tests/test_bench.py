@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from steptrace.sweeppool import available_cores
+from steptrace.train.sweeppool import available_cores
 
 from .conftest import REPO
 

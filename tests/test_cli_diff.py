@@ -5,7 +5,7 @@ import json
 import pytest
 
 import steptrace
-from steptrace.compare import Side, load_side, write_trace_file
+from steptrace.compare.traces import Side, load_side, write_trace_file
 
 from .conftest import REPO
 

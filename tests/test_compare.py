@@ -9,7 +9,7 @@ import pytest
 
 import steptrace
 from steptrace import TraceError
-from steptrace.compare import (
+from steptrace.compare.traces import (
     Tolerance,
     compare_traces,
     load_side,

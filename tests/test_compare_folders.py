@@ -8,8 +8,8 @@ import pytest
 
 import steptrace
 from steptrace import TraceError
-from steptrace.compare_folders import compare_folders
-from steptrace.reader import is_folder_of_runs
+from steptrace.compare.folders import compare_folders
+from steptrace.trace.reader import is_folder_of_runs
 
 MOVING = dict(numerics="float64", epochs=2, name="sweep")
 

@@ -17,9 +17,9 @@ import pytest
 
 import steptrace
 from steptrace.data import Dataset, seed_dataset
-from steptrace.fast import float_blocks, prefetch, step_loop
-from steptrace.schema import column_names
-from steptrace.trainer import Settings, iter_events
+from steptrace.trace.schema import column_names
+from steptrace.train.fast import float_blocks, prefetch, step_loop
+from steptrace.train.trainer import Settings, iter_events
 
 
 def dataset(rows: list[tuple[int | str, ...]], name: str = "d") -> Dataset:
@@ -207,7 +207,7 @@ def test_a_sweep_stopped_by_an_error_keeps_its_flushed_runs_and_stops_computing(
     tmp_path, monkeypatch
 ):
     from steptrace.errors import WriteError
-    from steptrace.writer import TraceWriter
+    from steptrace.trace.writer import TraceWriter
 
     real_write = TraceWriter.write
 

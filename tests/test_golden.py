@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import steptrace
-from steptrace.compare import compare_traces
+from steptrace.compare.traces import compare_traces
 
 from .article import STEPS
 from .conftest import REPO

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from steptrace import model
 from steptrace.data import seed_dataset
+from steptrace.model import article as model
 from steptrace.numerics import get_numerics
-from steptrace.trainer import Settings, iter_events
+from steptrace.train.trainer import Settings, iter_events
 
 from .article import STEPS, W, X, Y
 

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steptrace import load_trace, open_trace, record, recorder, resume, trainer
+from steptrace import load_trace, open_trace, record, resume
 from steptrace.errors import ConfigError, DatasetError
+from steptrace.train import recorder, trainer
 
 from .conftest import steptrace_subprocess
 

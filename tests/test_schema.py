@@ -8,7 +8,7 @@ import pytest
 
 from steptrace import record
 from steptrace.errors import NewerFormatError, TraceError
-from steptrace.schema import (
+from steptrace.trace.schema import (
     EXACT_SUFFIX,
     FIELDS,
     FORMAT_VERSION,

@@ -11,11 +11,17 @@ from pathlib import Path
 import pytest
 
 import steptrace
-from steptrace import ExactLimitError, sweeppool, verify
-from steptrace.compare_folders import compare_folders
+from steptrace import ExactLimitError, verify
+from steptrace.compare.folders import compare_folders
 from steptrace.data import seed_dataset
-from steptrace.sweeppool import EXACT_ROW_COST, FLOAT_MIN_CORES, PARALLEL_MIN_WORK, workers_for
-from steptrace.trainer import Settings
+from steptrace.train import sweeppool
+from steptrace.train.sweeppool import (
+    EXACT_ROW_COST,
+    FLOAT_MIN_CORES,
+    PARALLEL_MIN_WORK,
+    workers_for,
+)
+from steptrace.train.trainer import Settings
 
 from .conftest import steptrace_subprocess
 
@@ -104,7 +110,7 @@ def _workers_alive() -> list[int]:
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if b"steptrace.sweeppool" in cmdline.read_bytes():
+            if b"steptrace.train.sweeppool" in cmdline.read_bytes():
                 pids.append(int(cmdline.parent.name))
         except OSError:
             continue

@@ -3,10 +3,10 @@ from fractions import Fraction
 
 import pytest
 
-from steptrace import model
 from steptrace.data import Dataset, seed_dataset
 from steptrace.errors import ConfigError, DatasetError
-from steptrace.trainer import ARTICLE_INIT, Settings, iter_blocks, iter_events, plan
+from steptrace.model import article as model
+from steptrace.train.trainer import ARTICLE_INIT, Settings, iter_blocks, iter_events, plan
 
 
 def five_rows() -> Dataset:

@@ -20,7 +20,7 @@ import steptrace
 from steptrace import Dataset, TraceError, verify
 
 #: Pairs of columns that only each other can tell apart when nothing else in the row depends
-#: on the difference (see steptrace.verifier's module docstring).
+#: on the difference (see steptrace.trace.verifier's module docstring).
 TWINS = [{f"o1_{k}", f"x_{k}"} for k in (1, 2, 3)] + [{"d4_1", "y_1"}]
 TWINS += [{a + "_exact" for a in pair} for pair in TWINS]
 
@@ -127,7 +127,7 @@ def test_recorded_traces_verify_in_any_chunking_and_any_parts(run, chunk, parts)
     with tempfile.TemporaryDirectory() as tmp:
         path = record_into(Path(tmp), run)
         split(path, parts)
-        with mock.patch("steptrace.verifier.CHUNK_ROWS", chunk):
+        with mock.patch("steptrace.trace.verifier.CHUNK_ROWS", chunk):
             report = verify(path)
     assert report.ok, str(report)
     rows = len(run["dataset"]) * run["epochs"]

@@ -16,7 +16,7 @@ import pytest
 import steptrace
 from steptrace import open_trace, views
 from steptrace.errors import TraceError
-from steptrace.reader import Trace
+from steptrace.trace.reader import Trace
 from tests import dashboard_runs as runs
 from tests.article import STEPS, W
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from steptrace.data import seed_dataset
-from steptrace.recorder import record
-from steptrace.schema import arrow_schema
-from steptrace.writer import DICTIONARY_MAX_ROWS, parquet_options
+from steptrace.trace.schema import arrow_schema
+from steptrace.trace.writer import DICTIONARY_MAX_ROWS, parquet_options
+from steptrace.train.recorder import record
 
 
 def encodings(path) -> dict[str, tuple[str, ...]]:

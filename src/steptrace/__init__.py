@@ -28,37 +28,37 @@ from .errors import (
 
 if TYPE_CHECKING:
     from . import analysis
-    from .compare import Comparison, compare_traces
-    from .compare_folders import FolderComparison, compare_folders
+    from .compare.folders import FolderComparison, compare_folders
+    from .compare.traces import Comparison, compare_traces
     from .data import Dataset, load_dataset, seed_dataset
-    from .reader import Trace, find_traces, load_trace, load_traces, open_trace
-    from .recorder import RunResult, record, sweep
-    from .resumer import resume
-    from .trainer import Settings, StepEvent, iter_events
-    from .verifier import VerifyReport, verify
+    from .trace.reader import Trace, find_traces, load_trace, load_traces, open_trace
+    from .trace.verifier import VerifyReport, verify
+    from .train.recorder import RunResult, record, sweep
+    from .train.resumer import resume
+    from .train.trainer import Settings, StepEvent, iter_events
 
 _LAZY = {
-    "Comparison": "compare",
-    "compare_traces": "compare",
-    "FolderComparison": "compare_folders",
-    "compare_folders": "compare_folders",
+    "Comparison": "compare.traces",
+    "compare_traces": "compare.traces",
+    "FolderComparison": "compare.folders",
+    "compare_folders": "compare.folders",
     "Dataset": "data",
     "load_dataset": "data",
     "seed_dataset": "data",
-    "Trace": "reader",
-    "find_traces": "reader",
-    "load_trace": "reader",
-    "load_traces": "reader",
-    "open_trace": "reader",
-    "RunResult": "recorder",
-    "record": "recorder",
-    "sweep": "recorder",
-    "resume": "resumer",
-    "Settings": "trainer",
-    "StepEvent": "trainer",
-    "iter_events": "trainer",
-    "VerifyReport": "verifier",
-    "verify": "verifier",
+    "Trace": "trace.reader",
+    "find_traces": "trace.reader",
+    "load_trace": "trace.reader",
+    "load_traces": "trace.reader",
+    "open_trace": "trace.reader",
+    "RunResult": "train.recorder",
+    "record": "train.recorder",
+    "sweep": "train.recorder",
+    "resume": "train.resumer",
+    "Settings": "train.trainer",
+    "StepEvent": "train.trainer",
+    "iter_events": "train.trainer",
+    "VerifyReport": "trace.verifier",
+    "verify": "trace.verifier",
 }
 
 

@@ -13,13 +13,13 @@ failing that, by ``run_id`` (on every row of every part file).
 
 Definitions, used throughout:
 
-- A step's *batch loss* is the mean of its samples' losses (as in :mod:`steptrace.summary`).
+- A step's *batch loss* is the mean of its samples' losses (as in :mod:`steptrace.trace.summary`).
 - An epoch's loss is the mean of its steps' batch losses (``per="step"``, the default) or of
   its samples' losses (``per="sample"``); they differ only when the last batch is short.
   NaN and ±inf are never skipped: an epoch with one NaN loss has a NaN loss.
-- A run *diverged* by :mod:`steptrace.summary`'s rule: at the first step whose batch loss or new
-  weights are not finite, or whose batch loss exceeds ``BLOWUP_FACTOR`` times the largest batch
-  loss of the first epoch.
+- A run *diverged* by :mod:`steptrace.trace.summary`'s rule: at the first step whose batch loss
+  or new weights are not finite, or whose batch loss exceeds ``BLOWUP_FACTOR`` times the largest
+  batch loss of the first epoch.
 - A run *converged* if it did not diverge and the loss of its last epoch is at most ``rtol``
   (:data:`CONVERGE_RTOL`, a thousandth) times the loss of its first epoch. A run stuck where it
   started (a closed ReLU gate teaches nothing) has not converged; a one-epoch run converged only
@@ -45,8 +45,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from .errors import TraceError
-from .reader import Filters, Trace, _column_names, find_traces
-from .summary import SummaryTracker, group_means, group_starts
+from .trace.reader import Filters, Trace, _column_names, find_traces
+from .trace.summary import SummaryTracker, group_means, group_starts
 
 __all__ = [
     "CONVERGE_RTOL",

@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
-from ..compare import Comparison, Tolerance, compare_traces
-from ..compare_folders import FolderComparison, compare_folders
+from ..compare.folders import FolderComparison, compare_folders
+from ..compare.traces import Comparison, Tolerance, compare_traces
 from ..errors import TraceError
-from ..reader import is_folder_of_runs
+from ..trace.reader import is_folder_of_runs
 
 
 def _names(text: str | None) -> list[str] | None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ..errors import TraceError
-from ..reader import Trace, find_traces, is_folder_of_runs, open_trace
-from ..replay import format_step, iter_steps
+from ..trace.reader import Trace, find_traces, is_folder_of_runs, open_trace
+from ..views.replay import format_step, iter_steps
 
 
 def latest_run(folder: Path) -> Trace:

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from ..errors import TraceError
-from ..reader import find_traces
-from ..verifier import verify
-from ..writer import RUN_FILE
+from ..trace.reader import find_traces
+from ..trace.verifier import verify
+from ..trace.writer import RUN_FILE
 
 
 def _runs(path: Path) -> list[Path]:

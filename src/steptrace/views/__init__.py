@@ -1,6 +1,6 @@
 """What the dashboard shows, computed in the library: the pages only lay it out.
 
-Everything here reads a trace through :meth:`~steptrace.reader.Trace.read` with a filter on
+Everything here reads a trace through :meth:`~steptrace.trace.reader.Trace.read` with a filter on
 ``step`` and only the columns it needs, so a run of a million steps opens and moves between
 steps without being loaded whole. One module per concern, each importing only those above it:
 

@@ -12,8 +12,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..errors import TraceError
-from ..reader import Trace
-from ..summary import batch_losses
+from ..trace.reader import Trace
+from ..trace.summary import batch_losses
 
 #: Points per curve above which it is downsampled (min and max of each bucket of steps).
 MAX_POINTS = 2_000

@@ -1,4 +1,4 @@
-"""Where a run diverges, by :mod:`steptrace.summary`'s rule, read by streaming the few columns
+"""Where a run diverges, by :mod:`steptrace.trace.summary`'s rule, read by streaming the few columns
 the rule needs."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from ..errors import TraceError
-from ..reader import Trace
-from ..summary import SummaryTracker
+from ..trace.reader import Trace
+from ..trace.summary import SummaryTracker
 from .folder import steps_per_epoch
 
 
@@ -48,7 +48,7 @@ def _step_blocks(trace: Trace, columns: Sequence[str]) -> Iterator[dict[str, Any
 
 
 def first_divergence(trace: Trace) -> Divergence | None:
-    """The first step where the run diverges by :mod:`steptrace.summary`'s rule (batch loss or
+    """The first step where the run diverges by :mod:`steptrace.trace.summary`'s rule (batch loss or
     new weights not finite, or loss over ``BLOWUP_FACTOR`` × the first epoch's largest), or
     ``None``. Streams three-plus columns; the whole run is never in memory.
 

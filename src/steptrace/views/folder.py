@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .. import trainer
 from ..errors import SteptraceError, TraceError
-from ..reader import Trace, find_traces
+from ..trace.reader import Trace, find_traces
+from ..train import trainer
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def _check(trace: Trace) -> None:
 def scan(folder: str | Path) -> Folder:
     """Every run under ``folder``, keyed by its path inside it; never raises.
 
-    Runs are found by :func:`~steptrace.reader.find_traces`; a run or part file that resolves
+    Runs are found by :func:`~steptrace.trace.reader.find_traces`; a run or part file that resolves
     outside ``folder`` (a symlink) is refused, so a page given this folder reads nothing else.
 
     >>> f = scan("traces")  # doctest: +SKIP

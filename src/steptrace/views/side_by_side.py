@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from ..errors import TraceError
-from ..reader import Trace
+from ..trace.reader import Trace
 from .divergence import Divergence
 from .folder import last_step
 from .step import StepView, step_view

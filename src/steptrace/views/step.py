@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..errors import TraceError
-from ..reader import Trace
-from ..replay import step_values
-from ..schema import FIELDS
+from ..trace.reader import Trace
+from ..trace.schema import FIELDS
 from .folder import last_step, steps_per_epoch
+from .replay import step_values
 from .text import abbreviate, latex_number, ordinal
 
 _FIELD = {f.name: f for f in FIELDS}

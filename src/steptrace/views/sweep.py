@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..analysis import trace_summaries
 from ..numerics import parse_exact
-from ..reader import Trace
+from ..trace.reader import Trace
 
 #: The sweep table's columns, as the page shows them.
 COLUMNS = ["run", "α", "numerics", "final loss", "lowest loss", "at step", "diverged at", "status"]

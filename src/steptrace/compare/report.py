@@ -1,6 +1,7 @@
-"""Reports of a :class:`~steptrace.compare.Comparison`: text for people, plain JSON for machines.
+"""Reports of a :class:`~steptrace.compare.traces.Comparison`: text for people, plain JSON for
+machines.
 
-Only formatting lives here; what differs is decided in :mod:`steptrace.compare`.
+Only formatting lives here; what differs is decided in :mod:`steptrace.compare.traces`.
 
 >>> print(format_comparison(compare_traces("golden.parquet", "traces/my-run")))  # doctest: +SKIP
 Traces differ.
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .compare import Comparison, Divergence, Tolerance
+    from .traces import Comparison, Divergence, Tolerance
 
 __all__ = ["comparison_dict", "describe_divergence", "format_comparison"]
 

@@ -16,8 +16,9 @@ does not hold, in this order:
      s - 1, the same on every row of a step;
    - *data*: ``x`` and ``y`` are the same each time a sample comes back;
    - *maths*: forward, loss and backward recomputed from the row's ``x``, ``y``, ``w_before``
-     and ``lr``, and the step's update from all its rows, with :mod:`steptrace.model`, in the
-     run's number system — exact runs from their ``_exact`` texts, float32 runs from the float64
+     and ``lr``, and the step's update from all its rows, with
+     :mod:`steptrace.model.article`, in the run's number system — exact runs from their
+     ``_exact`` texts, float32 runs from the float64
      columns cast back to float32 (they hold float32 values exactly) — equal to what is
      recorded: exactly for rationals, bit for bit for floats (NaN equals NaN); in exact runs
      every float64 column is its text correctly rounded;
@@ -45,6 +46,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import SteptraceError, TraceError
+from ..numerics import NUMERICS, parse_exact
+from ..train.fast import EpochOrders
+from ..train.trainer import steps_per_epoch
 from ._verify_rows import (
     Context,
     Found,
@@ -55,13 +60,9 @@ from ._verify_rows import (
     same,
     show,
 )
-from .errors import SteptraceError, TraceError
-from .fast import EpochOrders
-from .numerics import NUMERICS, parse_exact
 from .reader import Trace, open_trace
 from .schema import FORMAT_VERSION, arrow_schema, column_names, metadata_of, vector
 from .summary import SummaryTracker
-from .trainer import steps_per_epoch
 from .writer import RUN_FILE
 
 __all__ = ["Problem", "VerifyReport", "verify"]

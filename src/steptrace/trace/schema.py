@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .errors import NewerFormatError, TraceError
+from ..errors import NewerFormatError, TraceError
 
 __all__ = [
     "EXACT_SUFFIX",

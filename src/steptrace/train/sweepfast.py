@@ -4,7 +4,7 @@ Recording a run alone already overlaps computing (a Python loop, holding the GIL
 (Parquet encoding, which releases it). A sweep recorded run after run would empty that pipeline
 at every run's end; here one background thread computes every run's blocks in turn, so the
 writer of run i and the loop of run i + 1 share the machine's cores. Each run is computed by
-:func:`steptrace.fast.compute_blocks`, the function a single recording uses, so a swept run is
+:func:`steptrace.train.fast.compute_blocks`, the function a single recording uses, so a swept run is
 the run recorded alone, bit for bit (``tests/test_fast.py``), and each is still its own trace.
 
 Why not one loop over a (runs × features) weight matrix? Measured on the article's model with
@@ -21,12 +21,12 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import Dataset
+from ..data import Dataset
+from ..trace.summary import SummaryTracker
+from ..trace.writer import TraceWriter, make_run_dir
 from .fast import compute_blocks, prefetch
 from .recorder import Progress, RunResult, StopFlag, default_name, run_metadata, write_run
-from .summary import SummaryTracker
 from .trainer import Settings, steps_per_epoch
-from .writer import TraceWriter, make_run_dir
 
 __all__ = ["iter_sweep", "sweep_floats"]
 
@@ -60,7 +60,7 @@ def iter_sweep(
 ) -> Generator[tuple[int, RunResult | None], None, None]:
     """:func:`sweep_floats` step by step: yields ``(i, None)`` before run ``i`` starts (close
     the generator then, and it never does) and ``(i, result)`` once it is recorded. ``stop``
-    replaces Ctrl-C as the request to stop (see :func:`steptrace.recorder.write_run`)."""
+    replaces Ctrl-C as the request to stop (see :func:`steptrace.train.recorder.write_run`)."""
     stream = prefetch(
         (i, block) for i, (s, _) in enumerate(runs) for block in compute_blocks(dataset, s)
     )

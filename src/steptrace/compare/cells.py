@@ -13,10 +13,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from .compare_sides import Side
-from .errors import TraceError
-from .replay import format_value
-from .schema import EXACT_SUFFIX
+from ..errors import TraceError
+from ..trace.schema import EXACT_SUFFIX
+from ..views.replay import format_value
+from .sides import Side
 
 __all__ = ["Tolerance", "cell_text", "cells", "difference", "nanmax"]
 

@@ -10,8 +10,8 @@ Run-wide settings (numerics, learning rate, epochs, initial weights, dataset …
 through the runs' metadata; informational fields (run id, name, creation time, steptrace
 version) never are.
 
-The sides are read by :mod:`steptrace.compare_sides`, their cells compared by
-:mod:`steptrace.compare_cells` and the result reported by :mod:`steptrace.compare_report`.
+The sides are read by :mod:`steptrace.compare.sides`, their cells compared by
+:mod:`steptrace.compare.cells` and the result reported by :mod:`steptrace.compare.report`.
 
 >>> result = compare_traces("traces/golden/article-exact.parquet",
 ...                         "traces/golden/article-float64.parquet")  # doctest: +SKIP
@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .compare_cells import Tolerance, cell_text, cells, difference, nanmax
-from .compare_report import comparison_dict, format_comparison
-from .compare_sides import KEYS, Side, SideInfo, TraceLike, load_side, write_trace_file
-from .errors import TraceError
-from .schema import EXACT_SUFFIX, FIELDS
+from ..errors import TraceError
+from ..trace.schema import EXACT_SUFFIX, FIELDS
+from .cells import Tolerance, cell_text, cells, difference, nanmax
+from .report import comparison_dict, format_comparison
+from .sides import KEYS, Side, SideInfo, TraceLike, load_side, write_trace_file
 
 __all__ = [
     "ColumnDiff",

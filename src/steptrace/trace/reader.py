@@ -1,6 +1,6 @@
 """Reading traces: one run, or every run in a folder, into pandas.
 
-A trace is a run folder written by :class:`~steptrace.writer.TraceWriter` (or a single part
+A trace is a run folder written by :class:`~steptrace.trace.writer.TraceWriter` (or a single part
 file of one). Readers ignore columns they do not know, refuse a newer major format version,
 and never load more than the columns and row groups asked for.
 """
@@ -22,8 +22,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .errors import SteptraceError, TraceError
-from .numerics import get_numerics, parse_exact
+from ..errors import SteptraceError, TraceError
+from ..numerics import get_numerics, parse_exact
 from .schema import arrow_schema, check_version, column_names, metadata_of, vector
 from .writer import LOCK_NAME, RUN_FILE
 

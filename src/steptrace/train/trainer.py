@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from . import model
-from .data import Dataset
-from .errors import ConfigError, DatasetError, SteptraceError
+from ..data import Dataset
+from ..errors import ConfigError, DatasetError, SteptraceError
+from ..model import article as model
+from ..numerics import Number, Numerics, get_numerics, parse_exact
+from ..trace.schema import vector
 from .fast import EpochOrders, float_blocks
-from .numerics import Number, Numerics, get_numerics, parse_exact
-from .schema import vector
 
 __all__ = ["ARTICLE_INIT", "Block", "Settings", "StepEvent", "iter_blocks", "iter_events", "plan"]
 
@@ -165,8 +165,8 @@ class PlannedStep:
 def plan(
     n_samples: int, epochs: int, batch_size: int, shuffle: bool = False, seed: int | None = None
 ) -> Iterator[PlannedStep]:
-    """Which samples each step uses, epoch after epoch (see :class:`~steptrace.fast.EpochOrders`
-    for how shuffled orders are drawn)."""
+    """Which samples each step uses, epoch after epoch (see
+    :class:`~steptrace.train.fast.EpochOrders` for how shuffled orders are drawn)."""
     orders = EpochOrders(n_samples, shuffle, seed)
     step = 0
     for epoch in range(epochs):

@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import WriteError
+from ..errors import WriteError
 from .schema import EXACT_SUFFIX, METADATA_KEY, arrow_schema
 
 try:
@@ -105,7 +105,7 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     - run-wide strings (run_id, numerics): dictionary; other exact texts: plain, zstd;
     - statistics only on ``step``, ``epoch`` and ``sample``, the columns readers filter on.
 
-    >>> from steptrace.schema import arrow_schema
+    >>> from steptrace.trace.schema import arrow_schema
     >>> options = parquet_options(arrow_schema(3, False, {"dataset": {"rows": 3}}))
     >>> options["column_encoding"]["w_after_1"], options["compression"]
     ('BYTE_STREAM_SPLIT', 'zstd')

@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from .reader import Trace
-from .schema import EXACT_SUFFIX
+from ..trace.reader import Trace
+from ..trace.schema import EXACT_SUFFIX
 
 __all__ = ["format_step", "format_value", "iter_steps", "step_values"]
 

@@ -1,7 +1,7 @@
 """The two sides of a comparison: reading each from wherever it comes from, and writing one out.
 
 A side is a run folder, a Parquet trace file (a golden), an open :class:`Trace`, a
-:class:`~steptrace.recorder.RunResult` or a DataFrame of trace rows. Its rows are read on
+:class:`~steptrace.train.recorder.RunResult` or a DataFrame of trace rows. Its rows are read on
 demand, only the columns a comparison needs. :func:`write_trace_file` writes a side as one
 self-describing Parquet file: how goldens and ``*.obtained.parquet`` files are made.
 
@@ -25,11 +25,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import SteptraceError, TraceError, WriteError
-from .reader import Trace, find_traces, open_trace
-from .replay import format_value
-from .schema import EXACT_SUFFIX, FORMAT_VERSION, METADATA_KEY
-from .writer import RUN_FILE, parquet_options
+from ..errors import SteptraceError, TraceError, WriteError
+from ..trace.reader import Trace, find_traces, open_trace
+from ..trace.schema import EXACT_SUFFIX, FORMAT_VERSION, METADATA_KEY
+from ..trace.writer import RUN_FILE, parquet_options
+from ..views.replay import format_value
 
 __all__ = [
     "KEYS",
@@ -50,7 +50,8 @@ FROM_DATAFRAME = "DataFrame"
 
 
 class HasPath(Protocol):
-    """Anything with a ``path`` to a trace, such as a :class:`~steptrace.recorder.RunResult`."""
+    """Anything with a ``path`` to a trace, such as a
+    :class:`~steptrace.train.recorder.RunResult`."""
 
     @property
     def path(self) -> Path: ...
@@ -58,7 +59,7 @@ class HasPath(Protocol):
 
 TraceLike: TypeAlias = "str | Path | Trace | pd.DataFrame | HasPath | Side"
 """A run folder or Parquet file path, an open :class:`Trace`, a DataFrame of trace rows, or
-a :class:`~steptrace.recorder.RunResult`."""
+a :class:`~steptrace.train.recorder.RunResult`."""
 
 
 @dataclass

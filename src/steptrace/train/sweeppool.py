@@ -1,11 +1,12 @@
 """Sweeps over several processes: the runs dealt out to as many workers as cores.
 
 A run's sequential loop holds the GIL, so threads cannot record two runs at once; processes
-can. Each worker is a fresh interpreter (``python -m steptrace.sweeppool``, so nothing of the
+can. Each worker is a fresh interpreter (``python -m steptrace.train.sweeppool``, so nothing of the
 caller's program is re-imported or inherited) that receives the dataset and its share of the
 runs (every n-th), and records them as a sweep in one process does
-(:func:`steptrace.sweepfast.iter_sweep` for floats, one after the other for exact runs): a swept
-run is the run recorded alone, bit for bit, in every number system. It reports rows and results
+(:func:`steptrace.train.sweepfast.iter_sweep` for floats, one after the other for exact runs):
+a swept run is the run recorded alone, bit for bit, in every number system. It reports rows and
+results
 back; the parent drives the progress bar and returns the results in the order given. Messages
 are pickles on the workers' standard input and output.
 
@@ -32,8 +33,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .data import Dataset
-from .errors import Interrupted, SteptraceError
+from ..data import Dataset
+from ..errors import Interrupted, SteptraceError
 from .recorder import Progress, RunResult, record_settings
 from .sweepfast import iter_sweep
 from .trainer import Settings
@@ -125,7 +126,7 @@ class _Worker:
     def __init__(self, k: int, inbox: queue.Queue[Any]) -> None:
         self.k = k
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "steptrace.sweeppool"],
+            [sys.executable, "-m", "steptrace.train.sweeppool"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,  # the terminal's Ctrl-C is the parent's to handle
@@ -297,7 +298,7 @@ def _runs(
     flush_seconds: float,
     stop: _Stop,
 ) -> Iterator[tuple[int, RunResult | None]]:  # pragma: no cover - runs in the workers
-    """A worker's runs as :func:`~steptrace.sweepfast.iter_sweep` yields them."""
+    """A worker's runs as :func:`~steptrace.train.sweepfast.iter_sweep` yields them."""
     index = [i for i, _, _ in runs]
     if runs and not runs[0][1].numerics.is_exact:
         pairs = [(settings, name) for _, settings, name in runs]

@@ -1,7 +1,7 @@
 """Two folders of runs (a sweep and its goldens, two sweeps) compared run by run.
 
 Runs are paired by their path inside their folder (``sweep-lr1e-7``, ``nested/run``): each
-pair is compared by :func:`steptrace.compare.compare_traces` with the same options, and runs
+pair is compared by :func:`steptrace.compare.traces.compare_traces` with the same options, and runs
 found on one side only are listed. A file that is not a readable run, on either side, is an
 error: a sweep with a broken run cannot be said to match.
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .compare import Comparison, compare_traces
-from .compare_report import comparison_dict, describe_divergence
-from .errors import TraceError
-from .reader import Trace, find_traces
+from ..errors import TraceError
+from ..trace.reader import Trace, find_traces
+from .report import comparison_dict, describe_divergence
+from .traces import Comparison, compare_traces
 
 __all__ = ["FolderComparison", "compare_folders"]
 
@@ -91,7 +91,7 @@ def _runs(folder: Path) -> dict[str, Trace]:
 
 def compare_folders(a: str | Path, b: str | Path, **options: Any) -> FolderComparison:
     """Compare every run of folder ``b`` with the run of the same name in folder ``a``, with
-    :func:`~steptrace.compare.compare_traces`' ``options`` (tolerances, columns, ignore)."""
+    :func:`~steptrace.compare.traces.compare_traces`' ``options`` (tolerances, columns, ignore)."""
     runs_a, runs_b = _runs(Path(a)), _runs(Path(b))
     if not runs_a and not runs_b:
         raise TraceError(f"no runs in {str(a)!r} or {str(b)!r}")

@@ -8,7 +8,7 @@ recorded in two passes:
 2. everything else is computed a whole chunk at a time with numpy: the gradients δ3 * o1, the
    batch sums, the weights' path ŵ = w - α * Σ grad (``np.subtract.accumulate`` subtracts in
    order, one step after the other, exactly as the loop does), then o1, o2, o3, loss, δ4 … δ1 by
-   :mod:`steptrace.model`'s column functions.
+   :mod:`steptrace.model.article`'s column functions.
 
 Each floating-point operation happens on the same operands, in the same order, as in the scalar
 maths, so the result is the same bit for bit; ``tests/test_fast.py`` checks it against
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from . import model
-from .data import Dataset
-from .numerics import Number
-from .schema import vector
+from ..data import Dataset
+from ..model import article as model
+from ..numerics import Number
+from ..trace.schema import vector
 
 if TYPE_CHECKING:  # trainer imports this module at run time
     from .trainer import Settings
@@ -275,7 +275,7 @@ def _rows_of(matrix: Array, index: Array) -> Array:
 
 
 def _columns(plan: ChunkPlan, path: Array, x: Array, y: Array, lr: float, k: int) -> dict[str, Any]:
-    """Every column of a chunk, by :mod:`steptrace.model`'s column functions."""
+    """Every column of a chunk, by :mod:`steptrace.model.article`'s column functions."""
     W, W_after = _rows_of(path, plan.local), _rows_of(path, plan.local + 1)
     o1, o2, o3 = model.forward_columns(W, x)
     loss = model.loss_columns(o3, y)

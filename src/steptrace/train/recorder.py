@@ -16,13 +16,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._version import __version__
-from .data import Dataset, load_dataset
-from .errors import Interrupted, SteptraceError
-from .schema import FORMAT_VERSION, vector
-from .summary import RunSummary, SummaryTracker
+from .._version import __version__
+from ..data import Dataset, load_dataset
+from ..errors import Interrupted, SteptraceError
+from ..trace.schema import FORMAT_VERSION, vector
+from ..trace.summary import RunSummary, SummaryTracker
+from ..trace.writer import TraceWriter, make_run_dir
 from .trainer import Settings, iter_blocks, steps_per_epoch
-from .writer import TraceWriter, make_run_dir
 
 __all__ = ["RunResult", "record", "sweep"]
 
@@ -215,8 +215,9 @@ def sweep(
     Every setting is checked before the first run starts, so a bad learning rate at the end of
     the list does not leave half a sweep behind. Each run is its own trace, the run recorded
     alone, bit for bit. ``workers`` processes record runs side by side (see
-    :mod:`steptrace.sweeppool`); by default one per core when the sweep is big enough to gain
-    from it. In one process, float sweeps go through one pipeline (:mod:`steptrace.sweepfast`).
+    :mod:`steptrace.train.sweeppool`); by default one per core when the sweep is big enough to gain
+    from it. In one process, float sweeps go through one pipeline
+    (:mod:`steptrace.train.sweepfast`).
     """
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, target, features)
     if settings.get("shuffle") and settings.get("seed") is None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import pytest
 
 if TYPE_CHECKING:
-    from .compare import Comparison, Side, Tolerance
+    from .traces import Comparison, Side, Tolerance
 
 __all__ = ["GoldenTrace", "golden_trace", "steptrace_golden_dir"]
 
@@ -108,7 +108,7 @@ def _shown(path: Path, config: pytest.Config) -> str:
 
 def _attempt(action: Callable[[], T]) -> tuple[T | None, str | None]:
     """``action()``'s value, or the message of the steptrace error it raised."""
-    from .errors import SteptraceError
+    from ..errors import SteptraceError
 
     try:
         return action(), None
@@ -152,8 +152,8 @@ class GoldenTrace:
     ) -> None:
         """Check ``run`` (a RunResult, a trace path, a :class:`~steptrace.Trace` or a
         DataFrame of trace rows) against the golden ``name`` (default: the test's name).
-        Tolerances and selections are those of :func:`steptrace.compare.compare_traces`."""
-        from .compare import compare_traces, load_side
+        Tolerances and selections are those of :func:`steptrace.compare.traces.compare_traces`."""
+        from .traces import compare_traces, load_side
 
         golden = self.path(name)
         if golden in self._used:
@@ -207,7 +207,7 @@ class GoldenTrace:
             )
 
     def _write_missing(self, side: Side, golden: Path) -> None:
-        from .compare import write_trace_file
+        from .traces import write_trace_file
 
         self._writable(side, golden)
         write_trace_file(side, golden)
@@ -223,7 +223,7 @@ class GoldenTrace:
         )
 
     def _rewrite(self, side: Side, golden: Path, obtained: Path) -> None:
-        from .compare import write_trace_file
+        from .traces import write_trace_file
 
         self._writable(side, golden)
         write_trace_file(side, golden)
@@ -231,7 +231,7 @@ class GoldenTrace:
         self.config.stash[_REWRITTEN].append(golden)
 
     def _fail_mismatch(self, result: Comparison, side: Side, golden: Path, obtained: Path) -> None:
-        from .compare import write_trace_file
+        from .traces import write_trace_file
 
         write_trace_file(side, obtained)
         shown_golden, shown_obtained = _shown(golden, self.config), _shown(obtained, self.config)

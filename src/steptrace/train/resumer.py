@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from .data import Dataset, load_dataset
-from .errors import ConfigError, DatasetError
-from .numerics import Number
-from .reader import Trace, open_trace
+from ..data import Dataset, load_dataset
+from ..errors import ConfigError, DatasetError
+from ..numerics import Number
+from ..trace.reader import Trace, open_trace
+from ..trace.schema import EXACT_SUFFIX
+from ..trace.summary import SummaryTracker
+from ..trace.writer import TraceWriter
 from .recorder import Progress, RunResult, write_run
-from .schema import EXACT_SUFFIX
-from .summary import SummaryTracker
 from .trainer import Settings, iter_blocks
-from .writer import TraceWriter
 
 __all__ = ["resume"]
 

@@ -1,8 +1,8 @@
 """Checking a trace's rows: where each row belongs, its inputs, and its maths, value by value.
 
-The private half of :mod:`steptrace.verifier`. Float runs are first checked with numpy a chunk at
-a time (:func:`check_float`); the first step with any difference, and every step of an exact
-run, is then checked value by value (:class:`StepCheck`), which says which value is wrong.
+The private half of :mod:`steptrace.trace.verifier`. Float runs are first checked with numpy a
+chunk at a time (:func:`check_float`); the first step with any difference, and every step of an
+exact run, is then checked value by value (:class:`StepCheck`), which says which value is wrong.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import model
-from .fast import EpochOrders
-from .numerics import Number, Numerics
+from ..model import article as model
+from ..numerics import Number, Numerics
+from ..train.fast import EpochOrders
 from .schema import EXACT_SUFFIX, FIELDS, value_names, vector
 
 __all__ = [

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .numerics import Number
+from ..numerics import Number
 
 __all__ = ["Backward", "Forward", "backward", "dot", "forward", "loss", "sum_gradients", "update"]
 
