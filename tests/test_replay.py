@@ -3,7 +3,8 @@
 import numpy as np
 
 from steptrace import open_trace, record
-from steptrace.views.replay import format_step, format_value, iter_steps
+from steptrace.numerics import format_value
+from steptrace.views.replay import format_step, iter_steps
 
 
 def test_values_are_written_exactly_or_as_their_shortest_float():

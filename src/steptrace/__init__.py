@@ -20,6 +20,7 @@ from .errors import (
     DatasetError,
     ExactLimitError,
     Interrupted,
+    ModelError,
     NewerFormatError,
     SteptraceError,
     TraceError,
@@ -31,11 +32,13 @@ if TYPE_CHECKING:
     from .compare.folders import FolderComparison, compare_folders
     from .compare.traces import Comparison, compare_traces
     from .data import Dataset, load_dataset, seed_dataset
+    from .model.spec import Model, load_model
     from .trace.reader import Trace, find_traces, load_trace, load_traces, open_trace
+    from .trace.tensors import load_tensor
     from .trace.verifier import VerifyReport, verify
     from .train.recorder import RunResult, record, sweep
     from .train.resumer import resume
-    from .train.trainer import Settings, StepEvent, iter_events
+    from .train.settings import Settings
 
 _LAZY = {
     "Comparison": "compare.traces",
@@ -54,9 +57,10 @@ _LAZY = {
     "record": "train.recorder",
     "sweep": "train.recorder",
     "resume": "train.resumer",
-    "Settings": "train.trainer",
-    "StepEvent": "train.trainer",
-    "iter_events": "train.trainer",
+    "Settings": "train.settings",
+    "Model": "model.spec",
+    "load_model": "model.spec",
+    "load_tensor": "trace.tensors",
     "VerifyReport": "trace.verifier",
     "verify": "trace.verifier",
 }
@@ -85,10 +89,11 @@ __all__ = [
     "ExactLimitError",
     "FolderComparison",
     "Interrupted",
+    "Model",
+    "ModelError",
     "NewerFormatError",
     "RunResult",
     "Settings",
-    "StepEvent",
     "SteptraceError",
     "Trace",
     "TraceError",
@@ -99,8 +104,9 @@ __all__ = [
     "compare_folders",
     "compare_traces",
     "find_traces",
-    "iter_events",
     "load_dataset",
+    "load_model",
+    "load_tensor",
     "load_trace",
     "load_traces",
     "open_trace",

@@ -45,6 +45,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from .errors import TraceError
+from .trace.schema import after_columns
 from .trace.reader import Filters, Trace, _column_names, find_traces
 from .trace.summary import SummaryTracker, group_means, group_starts
 
@@ -292,7 +293,7 @@ def run_summary(df: pd.DataFrame, rtol: float = CONVERGE_RTOL) -> pd.DataFrame:
 
 def _summary_columns(trace: Trace) -> list[str]:
     names = set(_column_names(trace))
-    wanted = ["step", "epoch", "loss", "lr", "o2_1", *trace.vector("w_after")]
+    wanted = ["step", "epoch", "loss", "lr", "o2_1", *after_columns(trace.tensors)]
     return [c for c in wanted if c in names]
 
 

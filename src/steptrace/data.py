@@ -29,13 +29,14 @@ __all__ = ["Dataset", "load_dataset", "seed_dataset"]
 
 @dataclass(frozen=True)
 class Dataset:
-    """Rows of (data input, data output), every value an exact rational."""
+    """Rows of (data input, data output), every value an exact rational. A data output has one
+    value per target column (one per output neuron of the model)."""
 
     name: str
     features: tuple[str, ...]
-    target: str
+    targets: tuple[str, ...]
     inputs: tuple[tuple[Fraction, ...], ...]
-    outputs: tuple[Fraction, ...]
+    outputs: tuple[tuple[Fraction, ...], ...]
     #: Where it was loaded from: ``"seed"`` or the file's absolute path (used by --resume).
     source: str = "seed"
 
@@ -50,23 +51,25 @@ class Dataset:
     def sha256(self) -> str:
         """Content hash over the names and exact values: same data, same hash, any file type."""
         h = hashlib.sha256()
-        h.update("\x1f".join((*self.features, self.target)).encode())
+        h.update("\x1f".join((*self.features, *self.targets)).encode())
         for x, y in zip(self.inputs, self.outputs, strict=True):
-            h.update(("\x1e" + "\x1f".join(str(v) for v in (*x, y))).encode())
+            h.update(("\x1e" + "\x1f".join(str(v) for v in (*x, *y))).encode())
         return h.hexdigest()
 
-    def in_numerics(self, numerics: Numerics) -> tuple[list[tuple[object, ...]], list[object]]:
+    def in_numerics(
+        self, numerics: Numerics
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The inputs and outputs rounded into ``numerics``; refuses values beyond its range."""
         self.check_range(numerics)
         xs = [tuple(numerics.make(v) for v in x) for x in self.inputs]
-        ys = [numerics.make(y) for y in self.outputs]
+        ys = [tuple(numerics.make(v) for v in y) for y in self.outputs]
         return xs, ys
 
     def check_range(self, numerics: Numerics) -> None:
         """Refuse values beyond the finite range of ``numerics`` (exact runs: of float64, which
         their float64 columns record)."""
         for row, (x, y) in enumerate(zip(self.inputs, self.outputs, strict=True)):
-            for name, q in zip((*self.features, self.target), (*x, y), strict=True):
+            for name, q in zip((*self.features, *self.targets), (*x, *y), strict=True):
                 if not numerics.fits(q):
                     try:
                         size = f"{float(q):.3g}"
@@ -80,10 +83,14 @@ class Dataset:
                     )
 
     def as_arrays(self, numerics: Numerics) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-        """Inputs (rows × features) and outputs as arrays of a floating number system."""
+        """Inputs (rows × features) and outputs (rows × targets) as arrays of the number
+        system (object arrays of ``Fraction`` for exact)."""
         xs, ys = self.in_numerics(numerics)
-        x = np.array(xs, dtype=numerics.dtype).reshape(len(self), self.n_features)
-        return x, np.array(ys, dtype=numerics.dtype)
+        dtype = numerics.dtype if numerics.dtype is not None else object
+        x = np.empty((len(self), self.n_features), dtype=dtype)
+        y = np.empty((len(self), len(self.targets)), dtype=dtype)
+        x[:], y[:] = xs, ys
+        return x, y
 
 
 def seed_dataset() -> Dataset:
@@ -95,32 +102,34 @@ def seed_dataset() -> Dataset:
     return Dataset(
         name="seed",
         features=("broccoli", "tagada_strawberries", "workout_hours"),
-        target="good_shape",
+        targets=("good_shape",),
         inputs=tuple(tuple(Fraction(v) for v in x) for x, _ in rows),
-        outputs=tuple(Fraction(y) for _, y in rows),
+        outputs=tuple((Fraction(y),) for _, y in rows),
     )
 
 
 def load_dataset(
     source: str | Path,
-    target: str | None = None,
+    target: str | Sequence[str] | None = None,
     features: Sequence[str] | None = None,
 ) -> Dataset:
     """Load ``"seed"`` (the article's data), or a CSV or Parquet file of numeric columns.
 
-    ``target`` names the output column (default: the last column); ``features`` the input
-    columns (default: every other column), in the order the weights follow.
+    ``target`` names the output column(s), one per output neuron (default: the last column;
+    several as a list or comma-separated text ``"a,b"``); ``features`` the input columns
+    (default: every other column), in the order the weights follow.
 
     >>> load_dataset("seed").features
     ('broccoli', 'tagada_strawberries', 'workout_hours')
     """
+    targets = _names(target)
     if str(source) == "seed":
         seed = seed_dataset()
-        other_target = target is not None and target != seed.target
+        other_target = targets is not None and tuple(targets) != seed.targets
         if other_target or (features is not None and tuple(features) != seed.features):
             raise DatasetError(
                 "--target and --features choose columns of a dataset file; the seed dataset's "
-                f"columns are fixed: {', '.join(seed.features)} → {seed.target}"
+                f"columns are fixed: {', '.join(seed.features)} → {', '.join(seed.targets)}"
             )
         return seed
     path = Path(source)
@@ -132,28 +141,43 @@ def load_dataset(
     columns = [str(c) for c in frame.columns]
     if len(columns) < 2:
         raise DatasetError(f"{path.name}: needs at least one feature column and a target column")
-    target = columns[-1] if target is None else target
-    if target not in columns:
-        raise DatasetError(f"{path.name}: no target column {target!r} (columns: {columns})")
-    features = [c for c in columns if c != target] if features is None else list(features)
+    targets = [columns[-1]] if targets is None else targets
+    for t in targets:
+        if t not in columns:
+            raise DatasetError(f"{path.name}: no target column {t!r} (columns: {columns})")
+    if len(set(targets)) != len(targets):
+        raise DatasetError(f"{path.name}: a target column is named twice in {targets}")
+    features = [c for c in columns if c not in targets] if features is None else list(features)
     missing = [c for c in features if c not in columns]
     if missing:
         raise DatasetError(f"{path.name}: no feature column(s) {missing} (columns: {columns})")
     if not features:
-        raise DatasetError(f"{path.name}: no feature columns besides the target {target!r}")
-    if target in features:
-        raise DatasetError(f"{path.name}: column {target!r} cannot be both feature and target")
+        raise DatasetError(f"{path.name}: no feature columns besides the target(s) {targets}")
+    both = [c for c in targets if c in features]
+    if both:
+        raise DatasetError(f"{path.name}: column {both[0]!r} cannot be both feature and target")
     if len(frame) == 0:
         raise DatasetError(f"{path.name}: the dataset has no rows")
-    exact = {c: _exact_column(frame[c], c, path.name) for c in (*features, target)}
+    exact = {c: _exact_column(frame[c], c, path.name) for c in (*features, *targets)}
     return Dataset(
         name=path.stem,
         features=tuple(features),
-        target=target,
+        targets=tuple(targets),
         inputs=tuple(zip(*(exact[c] for c in features), strict=True)),
-        outputs=tuple(exact[target]),
+        outputs=tuple(zip(*(exact[c] for c in targets), strict=True)),
         source=str(path.resolve()),
     )
+
+
+def _names(target: str | Sequence[str] | None) -> list[str] | None:
+    """Target column names from ``"a,b"`` or a list (None: the default)."""
+    if target is None:
+        return None
+    names = target.split(",") if isinstance(target, str) else list(target)
+    names = [n.strip() for n in names]
+    if not names or any(not n for n in names):
+        raise DatasetError(f"--target names the output columns, comma-separated: got {target!r}")
+    return names
 
 
 def _read_table(path: Path) -> tuple[list[str], pd.DataFrame]:

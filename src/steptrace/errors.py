@@ -11,6 +11,7 @@ __all__ = [
     "DatasetError",
     "ExactLimitError",
     "Interrupted",
+    "ModelError",
     "NewerFormatError",
     "SteptraceError",
     "TraceError",
@@ -26,6 +27,11 @@ class SteptraceError(Exception):
 
 class ConfigError(SteptraceError, ValueError):
     """A setting is invalid: learning rate, epochs, batch size, numerics, initial weights."""
+
+
+class ModelError(ConfigError):
+    """A model file cannot be used: malformed JSON, unknown layer or loss, weights that do not
+    chain, non-numeric or non-finite numbers, outputs that do not match the targets."""
 
 
 class DatasetError(SteptraceError, ValueError):

@@ -24,6 +24,7 @@ __all__ = [
     "NUMERICS",
     "Number",
     "Numerics",
+    "format_value",
     "get_numerics",
     "parse_exact",
     "to_float32",
@@ -173,3 +174,14 @@ def get_numerics(name: str) -> Numerics:
         raise ConfigError(
             f"unknown numerics {name!r}; choose one of: {', '.join(NUMERICS)}"
         ) from None
+
+
+def format_value(value: float, exact_text: str | None = None, numerics: str = "float64") -> str:
+    """One recorded number as text: ``-3/11600`` (exact), ``0.004997951`` (float32) …"""
+    if exact_text is not None:
+        return exact_text
+    if numerics == "float32" and np.isfinite(value):
+        text = repr(float(np.float32(value)))
+        short = str(np.float32(value))
+        return short if float(np.float32(short)) == np.float32(value) else text
+    return repr(float(value))

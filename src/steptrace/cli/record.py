@@ -11,10 +11,10 @@ from click._termui_impl import ProgressBar
 
 from ..data import load_dataset
 from ..errors import ConfigError
+from ..numerics import format_value
 from ..trace.reader import open_trace
 from ..train.recorder import Progress, RunResult, sweep
 from ..train.resumer import resume
-from ..views.replay import format_value
 
 #: Runs of fewer rows finish before a progress bar would be any use.
 PROGRESS_MIN_ROWS = 20_000

@@ -12,8 +12,8 @@ import pandas as pd
 
 from ..analysis import CONVERGE_RTOL, trace_summaries
 from ..errors import TraceError
+from ..numerics import format_value
 from ..trace.reader import find_traces
-from ..views.replay import format_value
 
 #: Columns of the plain-text table (``--csv`` and ``--json`` have them all).
 SHOWN = (

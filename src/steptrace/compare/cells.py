@@ -14,8 +14,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..errors import TraceError
+from ..numerics import format_value
 from ..trace.schema import EXACT_SUFFIX
-from ..views.replay import format_value
 from .sides import Side
 
 __all__ = ["Tolerance", "cell_text", "cells", "difference", "nanmax"]

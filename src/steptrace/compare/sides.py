@@ -26,10 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, TraceError, WriteError
+from ..numerics import format_value
 from ..trace.reader import Trace, find_traces, open_trace
-from ..trace.schema import EXACT_SUFFIX, FORMAT_VERSION, METADATA_KEY
+from ..trace.schema import EXACT_SUFFIX, FORMAT_VERSION, METADATA_KEY, tensors_from_columns
 from ..trace.writer import RUN_FILE, parquet_options
-from ..views.replay import format_value
 
 __all__ = [
     "KEYS",
@@ -213,8 +213,10 @@ def write_trace_file(side: Side, path: str | Path) -> None:
     >>> write_trace_file(load_side("traces/my-run"), "golden.parquet")  # doctest: +SKIP
     """
     path = Path(path)
+    # Read traces come in the current format's names, whatever version wrote them.
+    meta = {**side.meta, "format_version": FORMAT_VERSION}
     table = side.read_table().replace_schema_metadata(
-        {METADATA_KEY: json.dumps(side.meta, sort_keys=True)}
+        {METADATA_KEY: json.dumps(meta, sort_keys=True)}
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -253,4 +255,5 @@ def dataframe_metadata(frame: pd.DataFrame) -> dict[str, Any]:
         "batch_size": int(constant("batch_size") or 0),
         "epochs": epochs,
         "dataset": {"name": FROM_DATAFRAME, "features": [f"x_{k}" for k in range(1, n + 1)]},
+        "tensors": [t.as_json() for t in tensors_from_columns([str(c) for c in frame.columns])],
     }

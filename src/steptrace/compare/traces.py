@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TraceError
-from ..trace.schema import EXACT_SUFFIX, FIELDS
+from ..trace.schema import EXACT_SUFFIX, expand
 from .cells import Tolerance, cell_text, cells, difference, nanmax
 from .report import comparison_dict, format_comparison
 from .sides import KEYS, Side, SideInfo, TraceLike, load_side, write_trace_file
@@ -149,21 +149,10 @@ def _value_columns(columns: Sequence[str]) -> list[str]:
 
 
 def _expand(names: Iterable[str], available: Sequence[str]) -> dict[str, list[str]]:
-    """Each name → the columns it means: itself, or a field's columns (``w_after`` →
-    ``w_after_1`` …). Names matching nothing map to an empty list."""
-    fields = {f.name for f in FIELDS}
-    out = {}
-    for name in names:
-        if name in available:
-            out[name] = [name]
-        elif name in fields:
-            prefix = name + "_"
-            out[name] = [
-                c for c in available if c.startswith(prefix) and c[len(prefix) :].isdigit()
-            ]
-        else:
-            out[name] = []
-    return out
+    """Each name → the columns it means: itself, a tensor's columns (``w2_after`` →
+    ``w2_after_1_1`` …) or a family's (``w_after`` → every layer's); see
+    :func:`steptrace.trace.schema.expand`. Names matching nothing map to an empty list."""
+    return {name: expand(name, available) for name in names}
 
 
 def _select(
@@ -227,7 +216,6 @@ def compare_traces(
     >>> r.identical, r.first  # doctest: +SKIP
     """
     side_a, side_b = load_side(a, _label(a)), load_side(b, _label(b))
-    _check_versions(side_a, side_b)
     chosen, ignored_meta = _select(side_a, side_b, columns, ignore)
     default = Tolerance(rtol, atol)
     per_column = _tolerances(tolerances or {}, chosen, default)
@@ -271,15 +259,6 @@ def _label(source: TraceLike) -> str | None:
         return str(source)
     path = getattr(source, "path", None)
     return str(path) if path is not None else None
-
-
-def _check_versions(a: Side, b: Side) -> None:
-    va, vb = str(a.meta.get("format_version", "")), str(b.meta.get("format_version", ""))
-    if va.split(".")[0] != vb.split(".")[0]:
-        raise TraceError(
-            f"{a.label} is in trace format {va} and {b.label} in {vb}; traces of different "
-            "format versions cannot be compared: record both with the same steptrace"
-        )
 
 
 def _tolerances(

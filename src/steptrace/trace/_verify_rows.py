@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from ..model import article as model
 from ..numerics import Number, Numerics
-from ..train.fast import EpochOrders
+from ..schedule import EpochOrders
 from .schema import EXACT_SUFFIX, FIELDS, value_names, vector
 
 __all__ = [

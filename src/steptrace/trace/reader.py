@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +24,18 @@ import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, TraceError
 from ..numerics import get_numerics, parse_exact
-from .schema import arrow_schema, check_version, column_names, metadata_of, vector
+from .schema import (
+    Tensor,
+    arrow_schema,
+    check_version,
+    column_names,
+    is_v1,
+    metadata_of,
+    tensors_of,
+    upgrade_v1,
+    v1_column,
+    v2_column,
+)
 from .writer import LOCK_NAME, RUN_FILE
 
 try:
@@ -77,6 +88,25 @@ class Trace:
     @property
     def n_features(self) -> int:
         return len(self.meta["dataset"]["features"])
+
+    @cached_property
+    def tensors(self) -> list[Tensor]:
+        """The recorded tensors (``x``, ``o2``, ``w2_after`` …) and their shapes."""
+        return tensors_of(self.meta)
+
+    def tensor(self, name: str) -> Tensor:
+        """One recorded tensor by name; :class:`TraceError` naming the ones there are."""
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        names = ", ".join(t.name for t in self.tensors)
+        raise TraceError(f"{self.path}: no tensor {name!r} in this trace (it has: {names})")
+
+    @property
+    def v1(self) -> bool:
+        """Written in trace format 1 (the article's model only): its weights' columns are
+        read under version 2's names (``w_after_3`` as ``w2_after_1_3``)."""
+        return is_v1(self.meta)
 
     @property
     def is_exact(self) -> bool:
@@ -132,14 +162,30 @@ class Trace:
         return (min(lo for lo, _ in known), max(hi for _, hi in known)) if known else None
 
     def schema(self) -> pa.Schema:
-        """The columns of the run's parts (read once, from the first part's footer)."""
-        return self._schema
+        """The columns of the run's parts (read once, from the first part's footer), under
+        version 2's names."""
+        if not self.v1:
+            return self._schema
+        return pa.schema(
+            [f.with_name(v2_column(f.name)) for f in self._schema], metadata=self._schema.metadata
+        )
 
     @cached_property
     def _schema(self) -> pa.Schema:
         if self.files:
             return self._footers[0].schema.to_arrow_schema()
-        return arrow_schema(self.n_features, self.is_exact, self.meta)
+        return arrow_schema(self.tensors, self.is_exact, self.meta)
+
+    def _file_columns(self, columns: Sequence[str] | None) -> list[str] | None:
+        """The names ``columns`` have in the files (version 1 names its weights otherwise)."""
+        if columns is None or not self.v1:
+            return None if columns is None else list(columns)
+        return [v1_column(c) for c in columns]
+
+    def _renamed(self, table: pa.Table) -> pa.Table:
+        if not self.v1:
+            return table
+        return table.rename_columns([v2_column(c) for c in table.column_names])
 
     def read_table(
         self,
@@ -167,8 +213,8 @@ class Trace:
                 # Given the schema, the dataset does not open the file to discover it: each
                 # part's footer is read once, by the scan.
                 part = pads.dataset(str(f), format="parquet", schema=self._schema)
-                table = part.to_table(
-                    columns=list(columns) if columns is not None else None, filter=expression
+                table = self._renamed(
+                    part.to_table(columns=self._file_columns(columns), filter=expression)
                 )
             except (OSError, pa.ArrowException) as exc:
                 if "No match for FieldRef" in str(exc):
@@ -199,9 +245,28 @@ class Trace:
         """The rows of one step (one per sample of its batch)."""
         return self.read(columns, steps=(step, step + 1))
 
-    def vector(self, name: str) -> list[str]:
-        """Column names of one field of this trace, e.g. ``vector("w_after")``."""
-        return vector(name, self.n_features)
+    def columns_of(self, name: str) -> list[str]:
+        """The columns of one tensor, e.g. ``columns_of("w2_after")``."""
+        return self.tensor(name).columns()
+
+    def iter_batches(
+        self, columns: Sequence[str] | None = None, steps: StepRange | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """The rows in recording order, a record batch at a time (flat memory whatever the
+        run's length), only ``columns``, only steps ``lo <= step < hi``."""
+        expression = None if steps is None else _step_expression(*steps)
+        files = self.files if steps is None else self.parts(*steps)
+        for f in files:
+            try:
+                part = pads.dataset(str(f), format="parquet", schema=self._schema)
+                for batch in part.to_batches(
+                    columns=self._file_columns(columns), filter=expression
+                ):
+                    if self.v1:
+                        batch = batch.rename_columns([v2_column(c) for c in batch.schema.names])
+                    yield batch
+            except (OSError, pa.ArrowException) as exc:
+                raise TraceError(f"{f}: unreadable part file ({exc})") from None
 
 
 StepRange: TypeAlias = tuple[int | None, int | None]
@@ -307,6 +372,7 @@ def open_trace(path: str | Path, *, check_columns: bool = True) -> Trace:
         if status != "complete" and _writer_alive(path):
             status, reason = "running", "a recorder is writing this run"
         meta = {k: v for k, v in info.items() if k not in ("status", "reason", "summary")}
+        meta = upgrade_v1(meta)
         ended = status in ("complete", "incomplete") and "final_loss" in (info.get("summary") or {})
         summary = dict(info["summary"]) if ended else None
     files = sorted(p for p in path.glob("*.parquet") if PART_NAME.fullmatch(p.name))
@@ -332,7 +398,7 @@ def _footer_metadata(file: Path) -> dict[str, Any]:
 
 
 def _require(meta: dict[str, Any], where: str) -> None:
-    for key in ("run_id", "numerics", "lr", "batch_size", "epochs", "dataset"):
+    for key in ("run_id", "numerics", "lr", "batch_size", "epochs", "dataset", "tensors"):
         if key not in meta:
             raise TraceError(f"{where}: run metadata lacks {key!r}; not a steptrace trace")
 
@@ -346,12 +412,14 @@ def _require_columns(meta: dict[str, Any], files: list[Path], where: str) -> Non
         names = set(pq.read_schema(files[0]).names)
     except (OSError, pa.ArrowException):
         return
-    n = len(meta["dataset"].get("features", []))
-    wanted = column_names(n, meta["numerics"] == "exact")
+    wanted = column_names(tensors_of(meta), meta["numerics"] == "exact")
+    if is_v1(meta):
+        wanted = [v1_column(c) for c in wanted]
     missing = [c for c in wanted if c not in names]
     if missing:
         raise TraceError(
-            f"{where}: its metadata ({n} features, {meta['numerics']}) does not match its rows "
+            f"{where}: its metadata ({meta['numerics']}, tensors "
+            f"{', '.join(t.name for t in tensors_of(meta))}) does not match its rows "
             f"({files[0].name} has no column {missing[0]}); 'steptrace verify' shows more"
         )
 
@@ -401,7 +469,7 @@ def _may_match(trace: Trace, expression: pc.Expression) -> bool:
     partition = conditions[0]
     for condition in conditions[1:]:
         partition = partition & condition
-    schema = arrow_schema(trace.n_features, trace.is_exact, {}).remove_metadata()
+    schema = trace.schema().remove_metadata()
     for name, kind in RUN_SETTINGS.items():
         if name not in schema.names:
             schema = schema.append(pa.field(name, kind))

@@ -1,4 +1,10 @@
-"""The one definition of the trace format: columns, Arrow types, metadata, version.
+"""The one definition of the trace format: tensors, columns, Arrow types, metadata, version.
+
+A trace stores *tensors* (``x``, ``o2``, ``w2_before`` …), each flattened into one float64
+column per component, named after the tensor and the component's 1-based index
+(``w2_before_1_3`` is row 1, column 3 of layer 2's weights before the step). The run's
+metadata lists its tensors and their shapes, so any reader can put them back together
+(:func:`steptrace.load_tensor` does).
 
 ``docs/trace-format.md`` is the written specification; ``tests/test_schema.py`` checks that
 it and this module agree field by field.
@@ -6,29 +12,45 @@ it and this module agree field by field.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from ..errors import NewerFormatError, TraceError
+from ..model.spec import article_model
+from ..model.stack import Stack
+from ..numerics import NUMERICS
 
 __all__ = [
     "EXACT_SUFFIX",
-    "FIELDS",
+    "FAMILIES",
     "FORMAT_VERSION",
+    "KEY_FIELDS",
     "METADATA_KEY",
-    "Field",
+    "Family",
+    "Tensor",
+    "after_columns",
     "arrow_schema",
     "check_version",
     "column_names",
-    "vector",
+    "describe_column",
+    "expand",
+    "metadata_of",
+    "stack_tensors",
+    "tensors_from_columns",
+    "tensors_of",
+    "upgrade_v1",
+    "value_names",
 ]
 
-#: Version of the trace format (not of the package). Readers accept the same major version
-#: and refuse a newer one.
-FORMAT_VERSION = "1.0"
+#: Version of the trace format (not of the package). Readers accept this major version and the
+#: ones before it, and refuse a newer one.
+FORMAT_VERSION = "2.0"
 #: The one Parquet key-value metadata key holding the run's metadata as JSON.
 METADATA_KEY = "steptrace"
 #: Suffix of the exact rational text column beside each value column (exact runs only).
@@ -36,85 +58,204 @@ EXACT_SUFFIX = "_exact"
 
 
 @dataclass(frozen=True)
-class Field:
-    """A column, or a family of columns ``name_1 … name_n`` when ``per_feature``."""
+class Family:
+    """A kind of column, as the spec's table lists it: ``o{k}_i`` stands for o1_1, o2_3 …"""
 
-    name: str
+    pattern: str
     type: pa.DataType
     meaning: str
-    per_feature: bool = False
-    width_one: bool = False  # a vector of one component, written name_1 as in the article
-    value: bool = True  # a recorded number (gets an exact text column in exact runs)
-
-    def names(self, n: int) -> list[str]:
-        if self.per_feature:
-            return [f"{self.name}_{k}" for k in range(1, n + 1)]
-        if self.width_one:
-            return [f"{self.name}_1"]
-        return [self.name]
-
-    @property
-    def pattern(self) -> str:
-        """How the spec writes the field: ``x_k``, ``o2_1`` or ``loss``."""
-        if self.per_feature:
-            return f"{self.name}_k"
-        return f"{self.name}_1" if self.width_one else self.name
+    required: str = "yes"
 
 
 F64 = pa.float64()
-FIELDS: tuple[Field, ...] = (
-    Field("run_id", pa.string(), "identifier of the run, the same on every row", value=False),
-    Field("step", pa.int64(), "0-based index of the weight update", value=False),
-    Field("epoch", pa.int64(), "0-based epoch", value=False),
-    Field("sample", pa.int64(), "0-based row of the dataset", value=False),
-    Field("numerics", pa.string(), "number system: exact, float64 or float32", value=False),
-    Field("batch_size", pa.int64(), "the run's batch size n", value=False),
-    Field("lr", F64, "learning rate α"),
-    Field("x", F64, "data input, component k", per_feature=True),
-    Field("y", F64, "data output (expectation)", width_one=True),
-    Field("o1", F64, "o1 = L1(x) = x", per_feature=True),
-    Field("o2", F64, "o2 = L2(o1) = w . o1", width_one=True),
-    Field("o3", F64, "o3 = L3(o2) = o2 if o2 >= 0 else 0", width_one=True),
-    Field("loss", F64, "this sample's loss 1/2 (o3 - y)^2"),
-    Field("d4", F64, "δ4 = (o3 - y) / m, m the rows of this step", width_one=True),
-    Field("d3", F64, "δ3 = δ4 if o2 >= 0 else 0", width_one=True),
-    Field("d2", F64, "δ2 = δ3 . w", per_feature=True),
-    Field("d1", F64, "δ1 = δ2", per_feature=True),
-    Field("grad", F64, "this sample's gradient δ3 * o1", per_feature=True),
-    Field("w_before", F64, "the step's weights before the update", per_feature=True),
-    Field("w_after", F64, "the step's weights after ŵ = w - α * Σ grad", per_feature=True),
+_W, _B = "layers with weights", "layers with biases"
+#: Columns that place a row (not recorded numbers), in file order.
+KEY_FIELDS: tuple[Family, ...] = (
+    Family("run_id", pa.string(), "identifier of the run, the same on every row"),
+    Family("step", pa.int64(), "0-based index of the weight update"),
+    Family("epoch", pa.int64(), "0-based epoch"),
+    Family("sample", pa.int64(), "0-based row of the dataset"),
+    Family("numerics", pa.string(), "number system: exact, float64 or float32"),
+    Family("batch_size", pa.int64(), "the run's batch size n"),
 )
+#: Every family of columns, in file order (``<value>_exact`` twins follow in exact runs).
+FAMILIES: tuple[Family, ...] = (
+    *KEY_FIELDS,
+    Family("lr", F64, "learning rate α"),
+    Family("x_i", F64, "data input, feature i"),
+    Family("y_j", F64, "data output (expectation), target j"),
+    Family("o{k}_i", F64, "output of layer k, neuron i"),
+    Family("loss", F64, "this row's loss"),
+    Family("d{k}_i", F64, "δk = ∂Loss/∂(input of layer k), component i; k up to the loss"),
+    Family("grad_w{k}_j_i", F64, "this row's gradient of layer k's weight W_{j,i}", _W),
+    Family("w{k}_before_j_i", F64, "layer k's weight W_{j,i} before the step's update", _W),
+    Family("w{k}_after_j_i", F64, "the same after ŵ = w − α · Σ grad", _W),
+    Family("grad_b{k}_j", F64, "this row's gradient of layer k's bias b_j", _B),
+    Family("b{k}_before_j", F64, "layer k's bias b_j before the step's update", _B),
+    Family("b{k}_after_j", F64, "the same after b̂ = b − α · Σ grad", _B),
+)  # fmt: skip
 
 
-def column_names(n: int, exact: bool = False) -> list[str]:
-    """All column names of a trace with ``n`` features, in file order."""
-    names = [name for f in FIELDS for name in f.names(n)]
+@dataclass(frozen=True)
+class Tensor:
+    """One recorded quantity: its name, the shape of one row's value, and whether it only
+    repeats the data (x, y, and the outputs of the layers before the first with parameters)."""
+
+    name: str
+    shape: tuple[int, ...]
+    data: bool = False
+
+    def columns(self) -> list[str]:
+        """``x_1 … x_n``; ``w2_before_1_1 … w2_before_1_3``; ``loss`` for a scalar."""
+        if not self.shape:
+            return [self.name]
+        ranges = [range(1, n + 1) for n in self.shape]
+        return [self.name + "".join(f"_{i}" for i in idx) for idx in itertools.product(*ranges)]
+
+    @property
+    def size(self) -> int:
+        size = 1
+        for n in self.shape:
+            size *= n
+        return size
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "shape": list(self.shape)}
+        if self.data:
+            out["data"] = True
+        return out
+
+
+def stack_tensors(stack: Stack, n_targets: int) -> list[Tensor]:
+    """Every tensor a run of ``stack`` records, in file order."""
+    sizes = stack.sizes
+    first_params = min(stack.param_layers, default=len(sizes) + 1)
+    out = [Tensor("lr", (), data=True)]
+    out += [Tensor("x", (stack.n_in,), data=True), Tensor("y", (n_targets,), data=True)]
+    out += [Tensor(f"o{k}", (n,), data=k < first_params) for k, n in enumerate(sizes, 1)]
+    out.append(Tensor("loss", ()))
+    out += [Tensor(f"d{k}", (stack.in_size(k),)) for k in range(stack.loss_number, 0, -1)]
+    for k in stack.param_layers:
+        n_in, n_out = stack.in_size(k), sizes[k - 1]
+        out += [Tensor(f"grad_w{k}", (n_out, n_in)), Tensor(f"w{k}_before", (n_out, n_in)),
+                Tensor(f"w{k}_after", (n_out, n_in))]  # fmt: skip
+        if getattr(stack.layer(k), "bias", False):
+            out += [Tensor(f"grad_b{k}", (n_out,)), Tensor(f"b{k}_before", (n_out,)),
+                    Tensor(f"b{k}_after", (n_out,))]  # fmt: skip
+    return out
+
+
+def tensors_of(meta: dict[str, Any]) -> list[Tensor]:
+    """The tensors a run's metadata lists (``tensors``: name and shape of each)."""
+    listed = meta.get("tensors")
+    if not isinstance(listed, list):
+        raise TraceError("the run metadata lists no tensors; not a steptrace trace")
+    out = []
+    for t in listed:
+        if not isinstance(t, dict) or "name" not in t or not isinstance(t.get("shape"), list):
+            raise TraceError(f"the run metadata's tensor {t!r} has no name and shape")
+        name = str(t["name"])
+        out.append(Tensor(name, tuple(int(n) for n in t["shape"]), data=bool(t.get("data"))))
+    return out
+
+
+def tensors_from_columns(names: Sequence[str]) -> list[Tensor]:
+    """The tensors a table's value columns hold, their shapes from the largest index of each
+    position (for tables that come without metadata, such as a DataFrame)."""
+    shapes: dict[str, list[int]] = {}
+    for name in names:
+        if name.endswith(EXACT_SUFFIX) or name in {f.pattern for f in KEY_FIELDS}:
+            continue
+        m = re.fullmatch(r"(.*?[a-z]\d*(?:_before|_after)?)((?:_\d+)*)", name)
+        if m is None:
+            continue
+        index = [int(i) for i in m.group(2).split("_")[1:]]
+        shape = shapes.setdefault(m.group(1), [0] * len(index))
+        if len(shape) == len(index):
+            shapes[m.group(1)] = [max(a, b) for a, b in zip(shape, index, strict=True)]
+    return [Tensor(name, tuple(shape)) for name, shape in shapes.items()]
+
+
+def value_names(tensors: Sequence[Tensor]) -> list[str]:
+    """The recorded numbers' columns (the ones with an exact text twin in exact runs)."""
+    return [c for t in tensors for c in t.columns()]
+
+
+def column_names(tensors: Sequence[Tensor], exact: bool = False) -> list[str]:
+    """All column names of a trace, in file order."""
+    values = value_names(tensors)
+    names = [f.pattern for f in KEY_FIELDS] + values
     if exact:
-        names += [name + EXACT_SUFFIX for name in value_names(n)]
+        names += [name + EXACT_SUFFIX for name in values]
     return names
 
 
-def value_names(n: int) -> list[str]:
-    """The recorded numbers' columns (the ones with an exact text twin in exact runs)."""
-    return [name for f in FIELDS if f.value for name in f.names(n)]
-
-
-def vector(name: str, n: int) -> list[str]:
-    """The column names of one field: ``vector("w_after", 3) == ["w_after_1", ...]``."""
-    for f in FIELDS:
-        if f.name == name:
-            return f.names(n)
-    raise KeyError(name)
-
-
-def arrow_schema(n: int, exact: bool, metadata: dict[str, Any]) -> pa.Schema:
+def arrow_schema(tensors: Sequence[Tensor], exact: bool, metadata: dict[str, Any]) -> pa.Schema:
     """The Arrow schema of a trace, run metadata attached under :data:`METADATA_KEY`."""
-    fields = [pa.field(name, f.type, nullable=False) for f in FIELDS for name in f.names(n)]
+    fields = [pa.field(f.pattern, f.type, nullable=False) for f in KEY_FIELDS]
+    fields += [pa.field(name, F64, nullable=False) for name in value_names(tensors)]
     if exact:
         fields += [
-            pa.field(name + EXACT_SUFFIX, pa.string(), nullable=False) for name in value_names(n)
+            pa.field(name + EXACT_SUFFIX, pa.string(), nullable=False)
+            for name in value_names(tensors)
         ]
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+
+
+def after_columns(tensors: Sequence[Tensor]) -> list[str]:
+    """The columns of every parameter after the step (``w2_after_1_1`` …, ``b2_after_1`` …):
+    where a run's divergence shows first."""
+    return [c for t in tensors if re.fullmatch(r"[wb]\d+_after", t.name) for c in t.columns()]
+
+
+#: Families of tensors a name without its layer number means: ``w_after`` is every ``w{k}_after``.
+_FAMILY = re.compile(r"^(o|d|grad_w|grad_b|w_before|w_after|b_before|b_after)$")
+
+
+def expand(name: str, columns: Sequence[str]) -> list[str]:
+    """The columns a name means: the column itself, a tensor's components (``w2_after`` →
+    ``w2_after_1_1`` …), or a family's across layers (``w_after`` → every ``w{k}_after_…``;
+    ``o``, ``d``, ``grad_w`` … likewise). In the order of ``columns``."""
+    if name in columns:
+        return [name]
+    pattern = re.escape(name) + r"(_\d+)+"
+    family = _FAMILY.match(name)
+    if family:
+        head = name.split("_")
+        if name in ("o", "d"):
+            pattern = name + r"\d+(_\d+)+"
+        elif name.startswith("grad_"):
+            pattern = re.escape(name) + r"\d+(_\d+)+"
+        else:
+            pattern = head[0] + r"\d+_" + head[1] + r"(_\d+)+"
+    return [c for c in columns if re.fullmatch(pattern, c)]
+
+
+def describe_column(name: str) -> str:
+    """Where a column sits in the model, in words: ``w2_after_1_3`` → ``layer 2's weight
+    W[1,3] after the update``; ``d4_1`` → ``δ4 (∂Loss/∂ layer 4's input), component 1``."""
+    base = name.removesuffix(EXACT_SUFFIX)
+    for pattern, words in _DESCRIPTIONS:
+        m = re.fullmatch(pattern, base)
+        if m:
+            return words.format(*m.groups())
+    return base
+
+
+_DESCRIPTIONS = (
+    (r"x_(\d+)", "data input, feature {0}"),
+    (r"y_(\d+)", "expectation, target {0}"),
+    (r"o(\d+)_(\d+)", "layer {0}'s output, neuron {1}"),
+    (r"d(\d+)_(\d+)", "δ{0} (∂Loss/∂ layer {0}'s input), component {1}"),
+    (r"grad_w(\d+)_(\d+)_(\d+)", "layer {0}'s weight gradient ∂Loss/∂W[{1},{2}]"),
+    (r"w(\d+)_before_(\d+)_(\d+)", "layer {0}'s weight W[{1},{2}] before the update"),
+    (r"w(\d+)_after_(\d+)_(\d+)", "layer {0}'s weight W[{1},{2}] after the update"),
+    (r"grad_b(\d+)_(\d+)", "layer {0}'s bias gradient ∂Loss/∂b[{1}]"),
+    (r"b(\d+)_before_(\d+)", "layer {0}'s bias b[{1}] before the update"),
+    (r"b(\d+)_after_(\d+)", "layer {0}'s bias b[{1}] after the update"),
+    (r"loss", "the row's loss"),
+    (r"lr", "the learning rate"),
+)
 
 
 def check_version(meta: dict[str, Any], where: str) -> None:
@@ -128,13 +269,14 @@ def check_version(meta: dict[str, Any], where: str) -> None:
     if major > ours:
         raise NewerFormatError(
             f"{where} uses trace format {version} (written by steptrace "
-            f"{meta.get('steptrace_version', '?')}); this steptrace reads format "
+            f"{meta.get('steptrace_version', '?')}); this steptrace reads formats up to "
             f"{ours}.x: upgrade with 'pip install -U steptrace'"
         )
 
 
 def metadata_of(schema: pa.Schema, where: str) -> dict[str, Any]:
-    """The run metadata stored in a Parquet/Arrow schema, version-checked."""
+    """The run metadata stored in a Parquet/Arrow schema, version-checked, upgraded to the
+    current version's keys (see :func:`upgrade_v1`)."""
     raw = (schema.metadata or {}).get(METADATA_KEY.encode())
     if raw is None:
         raise TraceError(f"{where}: not a steptrace trace (no '{METADATA_KEY}' metadata)")
@@ -145,4 +287,58 @@ def metadata_of(schema: pa.Schema, where: str) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise TraceError(f"{where}: its steptrace metadata is not a JSON object")
     check_version(meta, where)
+    return upgrade_v1(meta)
+
+
+# --- version 1 ------------------------------------------------------------------------------------
+# Version 1 recorded only the article's model (input → linear(1, no bias) → relu) and named its
+# weights w_before_k, w_after_k and grad_k. Its other columns (x_k, y_1, o1_k … d1_k, loss) are
+# already version 2's names for that stack.
+
+_V1_WEIGHTS = {"w_before": "w2_before_1", "w_after": "w2_after_1", "grad": "grad_w2_1"}
+_V1_COLUMN = re.compile(r"^(w_before|w_after|grad)_(\d+)(_exact)?$")
+
+
+def is_v1(meta: dict[str, Any]) -> bool:
+    return str(meta.get("format_version", "")).split(".")[0] == "1"
+
+
+def upgrade_v1(meta: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 metadata in version 2's keys: the article's model with the run's ``init`` as
+    ``model``, ``tensors``, and ``dataset.targets``; ``format_version`` stays as written.
+    Later versions are returned as they are."""
+    if not is_v1(meta) or "tensors" in meta:
+        return meta
+    meta = dict(meta)
+    dataset = dict(meta.get("dataset") or {})
+    features = dataset.get("features") or []
+    init = meta.pop("init", None)
+    if "target" in dataset:
+        dataset["targets"] = [dataset.pop("target")]
+    meta["dataset"] = dataset
+    try:
+        model = article_model(init, n_in=len(features))
+    except Exception:  # a damaged v1 trace: verify names what is wrong with it
+        meta["init"] = init
+        return meta
+    stack = model.stack(NUMERICS["float64"])
+    meta["model"] = model.to_json()
+    meta["tensors"] = [t.as_json() for t in stack_tensors(stack, 1)]
     return meta
+
+
+def v1_column(name: str) -> str:
+    """The version 1 name of a version 2 column (the same but for the article's weights)."""
+    for old, new in _V1_WEIGHTS.items():
+        prefix = new + "_"
+        if name.startswith(prefix):
+            return f"{old}_{name.removeprefix(prefix)}"
+    return name
+
+
+def v2_column(name: str) -> str:
+    """The version 2 name of a version 1 column."""
+    m = _V1_COLUMN.match(name)
+    if m is None:
+        return name
+    return f"{_V1_WEIGHTS[m.group(1)]}_{m.group(2)}{m.group(3) or ''}"

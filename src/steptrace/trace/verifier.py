@@ -48,8 +48,8 @@ import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, TraceError
 from ..numerics import NUMERICS, parse_exact
-from ..train.fast import EpochOrders
-from ..train.trainer import steps_per_epoch
+from ..schedule import EpochOrders
+from ..schedule import steps_per_epoch
 from ._verify_rows import (
     Context,
     Found,

@@ -30,8 +30,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import WriteError
-from .schema import EXACT_SUFFIX, METADATA_KEY, arrow_schema
+from ..errors import SteptraceError, WriteError
+from .schema import EXACT_SUFFIX, METADATA_KEY, arrow_schema, tensors_of
 
 try:
     import fcntl
@@ -83,9 +83,6 @@ def make_run_dir(out: Path, name: str) -> Path:
     raise WriteError(f"too many runs named {safe!r} in {str(out)!r}")
 
 
-#: Columns holding the data and the learning rate: a few distinct values repeated on every
-#: epoch, so a dictionary (plus run-length encoding of its indices) stores them in ~0 bytes.
-LOW_CARDINALITY = frozenset({"lr", "x", "y", "o1"})
 #: Up to this many dataset rows the low-cardinality columns are dictionary-encoded; a larger
 #: dictionary would overflow Parquet's dictionary page and fall back to PLAIN anyway.
 DICTIONARY_MAX_ROWS = 65_536
@@ -99,23 +96,31 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
 
     - floats computed by the model: ``BYTE_STREAM_SPLIT`` (the bytes of each double grouped by
       position: signs and exponents then compress to almost nothing under zstd);
-    - data, expectation and learning rate (and their exact texts): dictionary, when the dataset
-      is small enough for one dictionary page;
+    - the tensors that only repeat the data (the metadata's ``tensors`` marked ``data``: the
+      learning rate, x, y, and the outputs of the layers before the first with parameters) and
+      their exact texts: a few distinct values repeated every epoch, so a dictionary (plus
+      run-length encoding of its indices) stores them in ~0 bytes, when the dataset is small
+      enough for one dictionary page;
     - integers (step, epoch, sample, batch size): ``DELTA_BINARY_PACKED`` (steps go up by 0 or 1);
     - run-wide strings (run_id, numerics): dictionary; other exact texts: plain, zstd;
     - statistics only on ``step``, ``epoch`` and ``sample``, the columns readers filter on.
 
-    >>> from steptrace.trace.schema import arrow_schema
-    >>> options = parquet_options(arrow_schema(3, False, {"dataset": {"rows": 3}}))
-    >>> options["column_encoding"]["w_after_1"], options["compression"]
-    ('BYTE_STREAM_SPLIT', 'zstd')
+    >>> from steptrace.trace.schema import Tensor, arrow_schema
+    >>> tensors = [Tensor("x", (3,), data=True), Tensor("w2_after", (1, 3))]
+    >>> meta = {"dataset": {"rows": 3}, "tensors": [t.as_json() for t in tensors]}
+    >>> options = parquet_options(arrow_schema(tensors, False, meta))
+    >>> options["column_encoding"]["w2_after_1_3"], options["use_dictionary"][0]
+    ('BYTE_STREAM_SPLIT', 'x_1')
     """
-    rows = _dataset_rows(schema)
-    small = rows is not None and rows <= DICTIONARY_MAX_ROWS
+    meta = _metadata(schema)
+    rows = (meta.get("dataset") or {}).get("rows")
+    small = isinstance(rows, int) and rows <= DICTIONARY_MAX_ROWS
+    data = set()
+    with contextlib.suppress(SteptraceError):
+        data = {c for t in tensors_of(meta) if t.data for c in t.columns()}
     dictionary, encoding = [], {}
     for f in schema:
-        field = re.sub(r"_\d+$", "", f.name.removesuffix(EXACT_SUFFIX))  # x_2_exact → x
-        if small and field in LOW_CARDINALITY:
+        if small and f.name.removesuffix(EXACT_SUFFIX) in data:
             dictionary.append(f.name)
         elif pa.types.is_floating(f.type):
             encoding[f.name] = "BYTE_STREAM_SPLIT"
@@ -132,14 +137,14 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     }
 
 
-def _dataset_rows(schema: pa.Schema) -> int | None:
-    """The dataset's row count from the run metadata in ``schema`` (None if absent)."""
+def _metadata(schema: pa.Schema) -> dict[str, Any]:
+    """The run metadata in ``schema`` ({} if absent or unreadable)."""
     raw = (schema.metadata or {}).get(METADATA_KEY.encode())
     try:
-        rows = json.loads(raw)["dataset"]["rows"] if raw else None
-    except (ValueError, KeyError, TypeError):
-        return None
-    return rows if isinstance(rows, int) else None
+        meta = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 class TraceWriter:
@@ -151,7 +156,6 @@ class TraceWriter:
     def __init__(
         self,
         run_dir: Path,
-        n_features: int,
         exact: bool,
         meta: dict[str, Any],
         flush_seconds: float = 1.0,
@@ -160,7 +164,7 @@ class TraceWriter:
     ) -> None:
         self.run_dir = run_dir
         self.meta = meta
-        self.schema = arrow_schema(n_features, exact, meta)
+        self.schema = arrow_schema(tensors_of(meta), exact, meta)
         self.options = parquet_options(self.schema)
         self.flush_seconds = flush_seconds
         self.row_group_rows = row_group_rows

@@ -14,15 +14,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-import numpy as np
-
 from .._version import __version__
 from ..data import Dataset, load_dataset
 from ..errors import Interrupted, SteptraceError
-from ..trace.schema import FORMAT_VERSION, vector
+from ..schedule import steps_per_epoch
+from ..trace.schema import FORMAT_VERSION, after_columns, stack_tensors, tensors_of
 from ..trace.summary import RunSummary, SummaryTracker
 from ..trace.writer import TraceWriter, make_run_dir
-from .trainer import Settings, iter_blocks, steps_per_epoch
+from .columns import iter_blocks
+from .settings import ModelSource, Settings
 
 __all__ = ["RunResult", "record", "sweep"]
 
@@ -51,6 +51,7 @@ class RunResult:
 def run_metadata(dataset: Dataset, settings: Settings, run_id: str, name: str) -> dict[str, Any]:
     """The metadata stored with a run (see docs/trace-format.md, "Run metadata")."""
     spe = steps_per_epoch(len(dataset), settings.batch_size)
+    stack = settings.model.stack(settings.numerics)
     return {
         "format_version": FORMAT_VERSION,
         "steptrace_version": __version__,
@@ -64,7 +65,6 @@ def run_metadata(dataset: Dataset, settings: Settings, run_id: str, name: str) -
         "batch_size": settings.batch_size,
         "shuffle": settings.shuffle,
         "seed": settings.seed,
-        "init": [str(q) for q in settings.init],
         "steps_per_epoch": spe,
         "steps": spe * settings.epochs,
         "dataset": {
@@ -72,14 +72,18 @@ def run_metadata(dataset: Dataset, settings: Settings, run_id: str, name: str) -
             "sha256": dataset.sha256,
             "rows": len(dataset),
             "features": list(dataset.features),
-            "target": dataset.target,
+            "targets": list(dataset.targets),
             "source": dataset.source,
         },
+        "model": settings.model.to_json(),
+        "tensors": [t.as_json() for t in stack_tensors(stack, len(dataset.targets))],
     }
 
 
 def default_name(dataset: Dataset, settings: Settings) -> str:
-    return f"{dataset.name}-{settings.numerics.name}-lr{settings.lr_text}"
+    """``seed-exact-lr1`` for the article's model, ``seed-mlp-float64-lr0.1`` for another."""
+    model = "" if settings.model.name == "article" else f"-{settings.model.name}"
+    return f"{dataset.name}{model}-{settings.numerics.name}-lr{settings.lr_text}"
 
 
 @contextlib.contextmanager
@@ -115,9 +119,7 @@ def record_settings(
     given, replaces Ctrl-C as the request to stop (see :func:`write_run`)."""
     run_dir = make_run_dir(Path(out), name or default_name(dataset, settings))
     meta = run_metadata(dataset, settings, uuid.uuid4().hex, run_dir.name)
-    writer = TraceWriter(
-        run_dir, dataset.n_features, settings.numerics.is_exact, meta, flush_seconds=flush_seconds
-    )
+    writer = TraceWriter(run_dir, settings.numerics.is_exact, meta, flush_seconds=flush_seconds)
     tracker = SummaryTracker(steps_per_epoch(len(dataset), settings.batch_size))
     return write_run(writer, iter_blocks(dataset, settings), tracker, progress, stop)
 
@@ -138,7 +140,7 @@ def write_run(
     """
     meta = writer.meta
     total_rows = int(meta["dataset"]["rows"]) * int(meta["epochs"])
-    w_cols = vector("w_after", len(meta["dataset"]["features"]))
+    w_cols = after_columns(tensors_of(meta))
     status, reason = "incomplete", None
     try:
         asked = _ctrl_c_requests_stop() if stop is None else contextlib.nullcontext(stop)
@@ -178,9 +180,10 @@ def record(
     init: str | Sequence[str | float | Fraction] | None = None,
     shuffle: bool = False,
     seed: int | None = None,
+    model: ModelSource | None = None,
     out: str | Path = "traces",
     name: str | None = None,
-    target: str | None = None,
+    target: str | Sequence[str] | None = None,
     features: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
@@ -193,7 +196,7 @@ def record(
     0.5
     """
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, target, features)
-    settings = Settings.parse(ds, lr, epochs, batch_size, numerics, init, shuffle, seed)
+    settings = Settings.parse(ds, lr, epochs, batch_size, numerics, init, shuffle, seed, model)
     return record_settings(ds, settings, out, name, progress)
 
 
@@ -203,7 +206,7 @@ def sweep(
     *,
     out: str | Path = "traces",
     name: str | None = None,
-    target: str | None = None,
+    target: str | Sequence[str] | None = None,
     features: Sequence[str] | None = None,
     progress: Progress | None = None,
     flush_seconds: float = 1.0,
@@ -220,10 +223,12 @@ def sweep(
     (:mod:`steptrace.train.sweepfast`).
     """
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, target, features)
-    if settings.get("shuffle") and settings.get("seed") is None:
-        # One seed for the whole sweep: every learning rate sees the same order of samples.
-        settings["seed"] = int(np.random.SeedSequence().generate_state(1)[0])
-    parsed = [Settings.parse(ds, lr, **settings) for lr in lrs]
+    parsed = [Settings.parse(ds, lrs[0], **settings)] if lrs else []
+    if parsed and settings.get("seed") is None:
+        # One seed for the whole sweep: every learning rate sees the same order of samples and
+        # starts from the same drawn weights.
+        settings["seed"] = parsed[0].seed
+    parsed += [Settings.parse(ds, lr, **settings) for lr in lrs[1:]]
     names = [f"{name}-lr{s.lr_text}" if name and len(parsed) > 1 else name for s in parsed]
     from .sweeppool import sweep_in_processes, workers_for  # imports this module
 

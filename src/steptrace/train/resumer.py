@@ -12,19 +12,21 @@ from __future__ import annotations
 import contextlib
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError, DatasetError
-from ..numerics import Number
+from ..model.stack import ParamSet
 from ..trace.reader import Trace, open_trace
-from ..trace.schema import EXACT_SUFFIX
+from ..trace.schema import EXACT_SUFFIX, after_columns
 from ..trace.summary import SummaryTracker
 from ..trace.writer import TraceWriter
+from .columns import iter_blocks
 from .recorder import Progress, RunResult, write_run
-from .trainer import Settings, iter_blocks
+from .settings import Settings
 
 __all__ = ["resume"]
 
@@ -34,7 +36,7 @@ def _dataset_of(trace: Trace, dataset: str | Path | Dataset | None) -> Dataset:
     if dataset is None:
         dataset = info.get("source", "seed")
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(
-        dataset, info["target"], info["features"]
+        dataset, info["targets"], info["features"]
     )  # fmt: skip
     if ds.sha256 != info["sha256"]:
         raise DatasetError(
@@ -47,35 +49,39 @@ def _dataset_of(trace: Trace, dataset: str | Path | Dataset | None) -> Dataset:
 def _settings_of(trace: Trace, ds: Dataset) -> Settings:
     m = trace.meta
     return Settings.parse(
-        ds, m["lr"], int(m["epochs"]), int(m["batch_size"]), m["numerics"], m["init"],
-        bool(m["shuffle"]), m["seed"],
+        ds, m["lr"], int(m["epochs"]), int(m["batch_size"]), m["numerics"], None,
+        bool(m["shuffle"]), m["seed"], model=m["model"],
     )  # fmt: skip
 
 
-def _last_weights(trace: Trace, settings: Settings) -> tuple[int, tuple[Number, ...]]:
-    """The last flushed step and the weights after it, in the run's number system."""
+def _last_params(trace: Trace, settings: Settings) -> tuple[int, ParamSet | None]:
+    """The last flushed step and the parameters after it, in the run's number system."""
     steps = trace.read_table(["step"]).column("step")
     if len(steps) == 0:
-        return -1, tuple(settings.numerics.make(q) for q in settings.init)
+        return -1, None
     last = pc.max(steps).as_py()
     expected = int(pc.count_distinct(steps).as_py())
     if expected != last + 1:
         raise ConfigError(f"{trace.path} has gaps in its steps; it cannot be resumed")
-    cols = trace.vector("w_after")
-    if settings.numerics.is_exact:
+    num = settings.numerics
+    stack = settings.model.stack(num)
+    # The tensors list w{k}_after before b{k}_after, layer by layer: the order of Stack.flat.
+    cols = after_columns(trace.tensors)
+    if num.is_exact:
         cols = [c + EXACT_SUFFIX for c in cols]
     row = trace.read(cols, steps=(last, last + 1)).iloc[-1]
-    num = settings.numerics
     if num.is_exact:
-        return last, tuple(Fraction(row[c]) for c in cols)
-    if num.name == "float32":
-        return last, tuple(np.float32(row[c]) for c in cols)
-    return last, tuple(float(row[c]) for c in cols)
+        values: list[Any] = [Fraction(row[c]) for c in cols]
+    elif num.name == "float32":
+        values = [np.float32(row[c]) for c in cols]
+    else:
+        values = [float(row[c]) for c in cols]
+    return last, stack.unflat(values)
 
 
 def _history(trace: Trace, tracker: SummaryTracker) -> None:
     """Feed the flushed steps to the summary, so the final summary covers the whole run."""
-    w_cols = trace.vector("w_after")
+    w_cols = after_columns(trace.tensors)
     for part in trace.files:
         table = Trace(part, trace.meta, trace.status, files=[part]).read_table(
             ["step", "loss", *w_cols]
@@ -103,19 +109,25 @@ def resume(
         raise ConfigError(f"{trace.path} is still being recorded by another process")
     if not trace.path.is_dir():
         raise ConfigError(f"{trace.path} is a single part file; resume its run folder instead")
+    if trace.v1:
+        raise ConfigError(
+            f"{trace.path} was recorded in trace format 1 by an older steptrace; record it "
+            "again (its settings are in its _run.json) rather than mix formats in one run"
+        )
     ds = _dataset_of(trace, dataset)
     settings = _settings_of(trace, ds)
-    last, w = _last_weights(trace, settings)
+    last, params = _last_params(trace, settings)
     for stale in trace.path.glob(".part-*.tmp"):
         with contextlib.suppress(OSError):
             stale.unlink()
     tracker = SummaryTracker(int(trace.meta["steps_per_epoch"]))
     _history(trace, tracker)
     writer = TraceWriter(
-        trace.path, ds.n_features, settings.numerics.is_exact, trace.meta,
+        trace.path, settings.numerics.is_exact, trace.meta,
         flush_seconds=flush_seconds, first_part=_next_part(trace),
     )  # fmt: skip
-    return write_run(writer, iter_blocks(ds, settings, start_step=last + 1, w=w), tracker, progress)
+    blocks = iter_blocks(ds, settings, start_step=last + 1, params=params)
+    return write_run(writer, blocks, tracker, progress)
 
 
 def _next_part(trace: Trace) -> int:

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ..data import Dataset
+from ..schedule import steps_per_epoch
 from ..trace.summary import SummaryTracker
 from ..trace.writer import TraceWriter, make_run_dir
-from .fast import compute_blocks, prefetch
+from .columns import compute_blocks
+from .prefetch import prefetch
 from .recorder import Progress, RunResult, StopFlag, default_name, run_metadata, write_run
-from .trainer import Settings, steps_per_epoch
+from .settings import Settings
 
 __all__ = ["iter_sweep", "sweep_floats"]
 
@@ -81,7 +83,5 @@ def _open_run(
     """A new run folder, its writer and summary tracker (as :func:`recorder.record_settings`)."""
     run_dir = make_run_dir(out, name or default_name(dataset, settings))
     meta: dict[str, Any] = run_metadata(dataset, settings, uuid.uuid4().hex, run_dir.name)
-    writer = TraceWriter(
-        run_dir, dataset.n_features, settings.numerics.is_exact, meta, flush_seconds=flush_seconds
-    )
+    writer = TraceWriter(run_dir, settings.numerics.is_exact, meta, flush_seconds=flush_seconds)
     return writer, SummaryTracker(steps_per_epoch(len(dataset), settings.batch_size))

@@ -36,8 +36,8 @@ from typing import IO, Any
 from ..data import Dataset
 from ..errors import Interrupted, SteptraceError
 from .recorder import Progress, RunResult, record_settings
+from .settings import Settings
 from .sweepfast import iter_sweep
-from .trainer import Settings
 
 __all__ = [
     "EXACT_ROW_COST",

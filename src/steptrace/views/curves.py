@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..errors import TraceError
 from ..trace.reader import Trace
+from ..trace.schema import after_columns
 from ..trace.summary import batch_losses
 
 #: Points per curve above which it is downsampled (min and max of each bucket of steps).
@@ -117,8 +118,10 @@ def curve(
     >>> c.downsampled, c.note()  # doctest: +SKIP
     (True, 'downsampled: the min and max of every 1,000 steps (…)')
     """
-    if column not in ("loss", *trace.vector("w_after"), *trace.vector("w_before")):
-        raise TraceError(f"no curve for {column!r}: use loss or one of {trace.vector('w_after')}")
+    weights = after_columns(trace.tensors)
+    before = [c.replace("_after", "_before", 1) for c in weights]
+    if column not in ("loss", *weights, *before):
+        raise TraceError(f"no curve for {column!r}: use loss or one of {', '.join(weights)}")
     steps, values = _per_step(trace, column, lo, hi)
     s, v, bucket = minmax_downsample(steps, values, max_points)
     frame = pd.DataFrame({"step": s, "value": np.where(np.isfinite(v), v, np.nan)})

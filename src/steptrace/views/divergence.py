@@ -13,6 +13,7 @@ import pyarrow.dataset as pads
 
 from ..errors import TraceError
 from ..trace.reader import Trace
+from ..trace.schema import after_columns
 from ..trace.summary import SummaryTracker
 from .folder import steps_per_epoch
 
@@ -56,7 +57,7 @@ def first_divergence(trace: Trace) -> Divergence | None:
     Divergence(step=14, why='loss is not finite')
     """
     tracker = SummaryTracker(steps_per_epoch(trace))
-    w_cols = trace.vector("w_after")
+    w_cols = after_columns(trace.tensors)
     try:
         for block in _step_blocks(trace, ["step", "loss", *w_cols]):
             tracker.update(block, [block[c] for c in w_cols])

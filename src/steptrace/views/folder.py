@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .. import schedule
 from ..errors import SteptraceError, TraceError
 from ..trace.reader import Trace, find_traces
-from ..train import trainer
+from ..trace.schema import after_columns
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def _check(trace: Trace) -> None:
         raise TraceError(f"a part file is not readable Parquet ({exc})") from None
     for f, meta in zip(trace.files, footers, strict=True):
         names = set(meta.schema.names)
-        missing = [c for c in ("step", "loss", *trace.vector("w_after")) if c not in names]
+        missing = [c for c in ("step", "loss", *after_columns(trace.tensors)) if c not in names]
         if missing:
             raise TraceError(f"{f.name} lacks column(s) {', '.join(missing)}")
 
@@ -126,7 +127,7 @@ def steps_per_epoch(trace: Trace) -> int:
     """Steps in one epoch: the run's metadata says, or its dataset rows and batch size."""
     rows = int(trace.meta["dataset"]["rows"])
     b = int(trace.meta["batch_size"])
-    return int(trace.meta.get("steps_per_epoch") or trainer.steps_per_epoch(rows, b))
+    return int(trace.meta.get("steps_per_epoch") or schedule.steps_per_epoch(rows, b))
 
 
 def run_table(folder: Folder) -> pd.DataFrame:

@@ -15,21 +15,11 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from ..numerics import format_value
 from ..trace.reader import Trace
 from ..trace.schema import EXACT_SUFFIX
 
-__all__ = ["format_step", "format_value", "iter_steps", "step_values"]
-
-
-def format_value(value: float, exact_text: str | None = None, numerics: str = "float64") -> str:
-    """One recorded number as text: ``-3/11600`` (exact), ``0.004997951`` (float32) …"""
-    if exact_text is not None:
-        return exact_text
-    if numerics == "float32" and np.isfinite(value):
-        text = repr(float(np.float32(value)))
-        short = str(np.float32(value))
-        return short if float(np.float32(short)) == np.float32(value) else text
-    return repr(float(value))
+__all__ = ["format_step", "iter_steps", "step_values"]
 
 
 def step_values(row: pd.Series, numerics: str) -> dict[str, str]:

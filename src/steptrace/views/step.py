@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..errors import TraceError
 from ..trace.reader import Trace
-from ..trace.schema import FIELDS
+FIELDS: tuple = ()  # FIXME(stacks): views are being generalised to any stack
 from .folder import last_step, steps_per_epoch
 from .replay import step_values
 from .text import abbreviate, latex_number, ordinal

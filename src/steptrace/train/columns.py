@@ -1,0 +1,201 @@
+"""Every value of a chunk of steps, computed on columns, and the run's rows as blocks.
+
+Once :func:`steptrace.train.steps.walk` knows the parameters before each step, nothing else
+carries over between rows: each row's forward pass, loss and backward pass depend on its own
+data input and its step's parameters. So a chunk is computed in one go, each component of each
+vector a numpy column over the chunk's rows (object columns of ``Fraction`` in exact runs), by
+the very layer code the walk ran on numbers — same operations, same order, same bits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..data import Dataset
+from ..errors import SteptraceError
+from ..model.stack import ParamSet, Stack
+from ..numerics import EXACT_MAX_BITS, Number, Numerics
+from ..schedule import ChunkPlan, EpochOrders, steps_per_epoch
+from ..trace.schema import EXACT_SUFFIX, Tensor, stack_tensors
+from .prefetch import prefetch
+from .settings import Settings
+from .steps import walk
+
+__all__ = ["Block", "chunk_columns", "compute_blocks", "iter_blocks", "tensor_values"]
+
+Array = npt.NDArray[Any]
+Block = dict[str, Any]
+"""A chunk of trace rows: column name → numpy array (or list of exact texts)."""
+
+
+def tensor_values(
+    stack: Stack, params: ParamSet, after: ParamSet, x: list[Any], y: list[Any], m: Any,
+    lr: Any,
+) -> dict[str, list[Any]]:  # fmt: skip
+    """Every tensor of the trace, flat (components in column order), for rows with inputs
+    ``x``, expectations ``y``, parameters ``params`` before the step and ``after`` it."""
+    outs = stack.forward(params, x)
+    bw = stack.backward(params, x, outs, y, m)
+    values: dict[str, list[Any]] = {"lr": [lr], "x": x, "y": y}
+    for k, o in enumerate(outs, 1):
+        values[f"o{k}"] = o
+    values["loss"] = [stack.loss.value(outs[-1], y)]
+    for k, d in bw.d.items():
+        values[f"d{k}"] = d
+    for k in stack.param_layers:
+        grad, before, now = bw.grads[k], params[k], after[k]
+        values[f"grad_w{k}"] = [v for row in grad.w for v in row]
+        values[f"w{k}_before"] = [v for row in before.w for v in row]
+        values[f"w{k}_after"] = [v for row in now.w for v in row]
+        if before.b is not None and now.b is not None and grad.b is not None:
+            values[f"grad_b{k}"], values[f"b{k}_before"], values[f"b{k}_after"] = (
+                grad.b,
+                before.b,
+                now.b,
+            )
+    return values
+
+
+def chunk_columns(
+    stack: Stack,
+    tensors: Sequence[Tensor],
+    plan: ChunkPlan,
+    path: Array,
+    X: Array,
+    Y: Array,
+    lr: Number,
+    numerics: Numerics,
+) -> dict[str, Array]:
+    """Every value column of a chunk's rows, in the run's numbers, from the parameters'
+    ``path`` (steps + 1 rows of flat parameters: before each step, and after the last)."""
+    rows = len(plan)
+    by_param = np.ascontiguousarray(path.T)  # one row per parameter: a column is one take away
+    before = stack.unflat([p[plan.local] for p in by_param])
+    after = stack.unflat([p[plan.local + 1] for p in by_param])
+    x = [np.ascontiguousarray(X[plan.sample, i]) for i in range(X.shape[1])]
+    y = [np.ascontiguousarray(Y[plan.sample, j]) for j in range(Y.shape[1])]
+    m = plan.m.astype(numerics.dtype if numerics.dtype is not None else object)
+    with np.errstate(all="ignore"):
+        values = tensor_values(stack, before, after, x, y, m, lr)
+    columns = {}
+    for t in tensors:
+        for name, v in zip(t.columns(), values[t.name], strict=True):
+            columns[name] = np.broadcast_to(v, (rows,)) if np.ndim(v) == 0 else v
+    return columns
+
+
+def to_block(plan: ChunkPlan, columns: dict[str, Array], numerics: Numerics, rows: int) -> Block:
+    """The first ``rows`` rows as the writer takes them: float64 columns, and the exact
+    rational texts beside them in exact runs."""
+    block: Block = {"step": plan.step[:rows], "epoch": plan.epoch[:rows],
+                    "sample": plan.sample[:rows]}  # fmt: skip
+    for name, column in columns.items():
+        column = column[:rows]
+        if numerics.is_exact:
+            block[name] = np.array([numerics.to_float(q) for q in column], dtype=np.float64)
+            block[name + EXACT_SUFFIX] = [str(q) for q in column]
+        else:
+            block[name] = np.ascontiguousarray(column, dtype=np.float64)
+    return block
+
+
+def iter_blocks(
+    dataset: Dataset,
+    settings: Settings,
+    start_step: int = 0,
+    params: ParamSet | None = None,
+    max_rows: int = 65_536,
+    max_seconds: float = 0.25,
+) -> Iterator[Block]:
+    """The run's rows as column blocks of whole steps, from ``start_step`` on (with
+    ``params`` the parameters before it; default the model's initial ones).
+
+    A block closes after ``max_rows`` rows or ``max_seconds`` of walking, whichever comes
+    first, so that the writer can flush often even when steps are slow. Blocks are computed
+    one ahead in a thread: the writer's Parquet encoding releases the GIL, so on two cores
+    writing block i overlaps computing block i + 1.
+    """
+    return prefetch(compute_blocks(dataset, settings, start_step, params, max_rows, max_seconds))
+
+
+def compute_blocks(
+    dataset: Dataset,
+    settings: Settings,
+    start_step: int = 0,
+    params: ParamSet | None = None,
+    max_rows: int = 65_536,
+    max_seconds: float = 0.25,
+) -> Iterator[Block]:
+    """:func:`iter_blocks`, computed in the calling thread."""
+    num = settings.numerics
+    stack = settings.model.stack(num)
+    tensors = stack_tensors(stack, len(dataset.targets))
+    X, Y = dataset.as_arrays(num)
+    xs = [list(_numbers(row, num)) for row in X]
+    ys = [list(_numbers(row, num)) for row in Y]
+    n, b = len(dataset), settings.batch_size
+    spe = steps_per_epoch(n, b)
+    total_steps = spe * settings.epochs
+    lr = num.make(settings.lr)
+    current = settings.model.params(num) if params is None else params
+    orders = EpochOrders(n, settings.shuffle, settings.seed)
+    steps_per_chunk = max(1, max_rows // b)
+    if spe <= steps_per_chunk:
+        # Whole epochs per chunk when one fits, so that flushed parts hold whole epochs; rounded
+        # up, so that a chunk still fills a row group (the writer writes one per 65 536 rows).
+        steps_per_chunk = -(-steps_per_chunk // spe) * spe
+    s0 = start_step
+    while s0 < total_steps:
+        plan = ChunkPlan(n, b, orders, s0, min(s0 + steps_per_chunk, total_steps))
+        with np.errstate(all="ignore"):
+            path = walk(stack, current, lr, xs, ys, plan, num, max_seconds)
+        walked = len(path) - 1
+        if walked < plan.s1 - s0:
+            plan = ChunkPlan(n, b, orders, s0, s0 + walked)
+        flat = np.empty((len(path), len(path[0])), dtype=num.dtype or object)
+        flat[:] = path
+        columns = chunk_columns(stack, tensors, plan, flat, X, Y, lr, num)
+        error = _exact_limit(columns, plan, num) if num.is_exact else None
+        if error is not None:
+            rows, exc = error
+            if rows:
+                yield to_block(plan, columns, num, rows)
+            raise exc
+        yield to_block(plan, columns, num, len(plan))
+        current = stack.unflat(path[-1])
+        s0 += walked
+
+
+def _numbers(row: Array, num: Numerics) -> list[Number]:
+    """A row of an array as the walk's numbers: Python floats for float64 (the same IEEE
+    doubles, and far faster), numpy scalars for float32 (every operation rounds to float32),
+    Fractions for exact."""
+    if num.dtype == np.float64:
+        return list(row.tolist())
+    return list(row)
+
+
+def _exact_limit(
+    columns: dict[str, Array], plan: ChunkPlan, num: Numerics
+) -> tuple[int, SteptraceError] | None:
+    """The rows before the first step any of whose values outgrows the exact limit, and the
+    error to raise after them; None if every step fits. Checked before any value is turned
+    into text (Python refuses to write integers of more than 4300 digits)."""
+    bits = np.zeros(len(plan), dtype=np.int64)
+    for column in columns.values():
+        sizes = [max(q.numerator.bit_length(), q.denominator.bit_length()) for q in column]
+        np.maximum(bits, sizes, out=bits)
+    over = np.flatnonzero(bits > EXACT_MAX_BITS)
+    if not len(over):
+        return None
+    step = int(plan.step[over[0]])
+    rows = np.flatnonzero(plan.step == step)
+    try:
+        num.check_size([q for c in columns.values() for q in c[rows]], step)
+    except SteptraceError as exc:
+        return int(rows[0]), exc
+    return None  # pragma: no cover - check_size agrees with the bit count above
