@@ -11,7 +11,6 @@ import pytest
 from click.testing import CliRunner, Result
 from hypothesis import settings
 
-from steptrace.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,6 +32,8 @@ def traces(tmp_path: Path) -> Path:
 @pytest.fixture
 def run_cli():
     """Invoke ``steptrace ARGS…`` in-process; returns click's Result (exit_code, output)."""
+
+    from steptrace.cli import cli
 
     def run(*args: str) -> Result:
         return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
