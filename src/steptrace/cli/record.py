@@ -39,7 +39,11 @@ def describe(result: RunResult) -> str:
     show_default=True,
     help="'seed' (the article's three patients) or a .csv/.parquet file.",
 )
-@click.option("--target", help="Output column of a dataset file [default: the last column].")
+@click.option(
+    "--target",
+    help="Output column(s) of a dataset file, comma-separated, one per output neuron "
+    "[default: the last column].",
+)
 @click.option("--features", help="Comma-separated input columns [default: all but the target].")
 @click.option(
     "--lr",
@@ -65,8 +69,15 @@ def describe(result: RunResult) -> str:
     help="Number system the maths runs in.",
 )
 @click.option(
+    "--model",
+    default="article",
+    show_default=True,
+    metavar="article|FILE",
+    help="The article's model, or a JSON model file of layers (see examples/*.json).",
+)
+@click.option(
     "--init",
-    help="Initial weights W1,W2,… read exactly "
+    help="The article model's initial weights W1,W2,… read exactly "
     "[default: the article's 1/200,-3000/11600000,1/5800].",
 )
 @click.option(
@@ -107,7 +118,8 @@ def describe(result: RunResult) -> str:
 @click.pass_context
 def command(
     ctx: click.Context, dataset: str, target: str | None, features: str | None,
-    lrs: tuple[str, ...], epochs: int, batch_size: int, numerics: str, init: str | None,
+    lrs: tuple[str, ...], epochs: int, batch_size: int, numerics: str, model: str,
+    init: str | None,
     shuffle: bool, seed: int | None, out: Path, name: str | None, workers: int | None,
     resume_run: Path | None, flush_seconds: float,
 ) -> None:  # fmt: skip
@@ -117,6 +129,7 @@ def command(
     Example:
         steptrace record                                  # the article, exactly
         steptrace record --numerics float64 --lr 1e-7 --lr 1e-6 --epochs 100
+        steptrace record --model examples/two-layer.json --lr 1/1000 --epochs 3
         steptrace record --resume traces/seed-float64-lr1e-7
     """
     if resume_run is not None:
@@ -125,7 +138,7 @@ def command(
     ds = load_dataset(dataset, target, features.split(",") if features else None)
     total = len(ds) * max(epochs, 1) * len(lrs)
     settings: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, numerics=numerics,
-                                    init=init, shuffle=shuffle, seed=seed)  # fmt: skip
+                                    init=init, shuffle=shuffle, seed=seed, model=model)  # fmt: skip
     with _progress_bar(total) as bar:
         results = sweep(list(lrs), ds, out=out, name=name, progress=_updater(bar),
                         flush_seconds=flush_seconds, workers=workers, **settings)  # fmt: skip
@@ -136,8 +149,8 @@ def command(
 
 
 def _resume(ctx: click.Context, run: Path, dataset: str, flush_seconds: float) -> None:
-    settings = ("target", "features", "lrs", "epochs", "batch_size", "numerics", "init",
-                "shuffle", "seed", "out", "name", "workers")  # fmt: skip
+    settings = ("target", "features", "lrs", "epochs", "batch_size", "numerics", "model",
+                "init", "shuffle", "seed", "out", "name", "workers")  # fmt: skip
     given = [
         "--lr" if name == "lrs" else f"--{name.replace('_', '-')}"
         for name in settings
