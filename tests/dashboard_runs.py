@@ -63,3 +63,15 @@ def newer(out: Path, source: Path) -> Path:
     meta["format_version"] = "99.0"
     (future / "_run.json").write_text(json.dumps(meta), encoding="utf-8")
     return future
+
+
+#: The two-layer network of examples/two-layer.json: input → linear(2, bias) → relu →
+#: linear(1) → leaky_relu(1/100).
+TWO_LAYER = Path(__file__).resolve().parent.parent / "examples" / "two-layer.json"
+
+
+def two_layer(out: Path, name: str = "two-layer", lr: str = "1/10") -> Path:
+    """examples/two-layer.json on the article's data, exact, two epochs."""
+    return steptrace.record(
+        "seed", lr=lr, numerics="exact", model=TWO_LAYER, out=out, name=name, epochs=2
+    ).path

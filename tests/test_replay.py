@@ -4,7 +4,10 @@ import numpy as np
 
 from steptrace import open_trace, record
 from steptrace.numerics import format_value
+from steptrace.trace.reader import Trace
 from steptrace.views.replay import format_step, iter_steps
+
+from .conftest import REPO
 
 
 def test_values_are_written_exactly_or_as_their_shortest_float():
@@ -34,3 +37,124 @@ def test_iter_steps_streams_a_range_of_steps(traces):
     trace = open_trace(run.path)
     got = [int(rows["step"].iloc[0]) for rows in iter_steps(trace, 1500, 1505)]
     assert got == [1500, 1501, 1502, 1503, 1504]
+
+
+# -- any stack -------------------------------------------------------------------------------
+
+TWO_LAYER = REPO / "examples" / "two-layer.json"
+
+# Step 0 of examples/two-layer.json on the article's first patient, x = (100, 2000, 100), y = 0,
+# α = 1/10, worked by hand:
+#   o2 = W2·x + b2 = (1/2 − 6000/11600 + 100/5800 + 0, −1/10 + 1 − 1/40 + 1/10) = (0, 39/40)
+#   o3 = ReLU(o2) = (0, 39/40);  o4 = 1/2·0 − 1/3·39/40 = −13/40;  o5 = −13/40 / 100 = −13/4000
+#   loss = ½ (−13/4000)² = 169/32000000;  δ6 = o5 − y = −13/4000
+#   δ5 = δ6/100 = −13/400000 (o4 < 0: the leaky gate is closed)
+#   δ4 = W4ᵀ·δ5 = (−13/800000, 13/1200000);  ∂Loss/∂W4 = δ5 ⊗ o3 = (0, −507/16000000)
+#   δ3 = δ4 (o2 ≥ 0 on both neurons);  δ2 = W2ᵀ·δ3;  ∂Loss/∂W2 = δ3 ⊗ x;  ∂Loss/∂b2 = δ3
+#   ŵ = w − α·grad, e.g. ŵ2[1,2] = −3/11600 + 13/4000 = 347/116000,
+#   b̂2[2] = 1/10 − 13/12000000 = 1199987/12000000, ŵ4[1,2] = −1/3 + 507/160000000.
+TWO_LAYER_STEP_0 = """\
+Step 0 · epoch 0 · sample 0 · exact · α = 1/10
+
+1: data input
+   x = (100, 2000, 100)   y_truth = 0   (dataset row 0)
+2: forward pass
+   | x                | o1 = L1(x)       | o2 = L2(o1) | o3 = L3(o2) | o4 = L4(o3) | o5 = L5(o4) |
+   |------------------|------------------|-------------|-------------|-------------|-------------|
+   | (100, 2000, 100) | (100, 2000, 100) | (0, 39/40)  | (0, 39/40)  | -13/40      | -13/4000    |
+3: loss = 1/2 (o5 - y_truth)^2
+   loss = 1/2 (-13/4000 - 0)^2 = 169/32000000   (correct? no)
+4: backward pass
+   δ6 = o5 - y_truth                  = -13/4000
+   δ5 = δ6 if o4 >= 0 else 1/100 * δ6 = -13/400000   (o4 = -13/40: gate closed)
+   δ4 = δ5 . w4                       = (-13/800000, 13/1200000)
+   ∂Loss/∂W4 = δ5 * o3                = (0, -507/16000000)
+   δ3 = δ4 if o2 >= 0 else 0          = (-13/800000, 13/1200000)   (o2 = (0, 39/40): gates open, open)
+   δ2 = δ3 . w2                       = (-221/2400000000, 1339/139200000000, -767/139200000000)
+   ∂Loss/∂W2 = δ3 * o1                = ((-13/8000, -13/400, -13/8000),
+                                         (13/12000, 13/600,  13/12000))
+   ∂Loss/∂b2 = δ3                     = (-13/800000, 13/1200000)
+   δ1 = δ2                            = (-221/2400000000, 1339/139200000000, -767/139200000000)
+5: update the weights
+   ŵ2 = w2 - α * ∂Loss/∂W2
+      = ((1/200,   -3/11600, 1/5800),
+         (-1/1000, 1/2000,   -1/4000))
+         - 1/10 * ((-13/8000, -13/400, -13/8000),
+                   (13/12000, 13/600,  13/12000))
+      = ((413/80000,   347/116000, 777/2320000),
+         (-133/120000, -1/600,     -43/120000))
+   b̂2 = b2 - α * ∂Loss/∂b2
+      = (0, 1/10) - 1/10 * (-13/800000, 13/1200000)
+      = (13/8000000, 1199987/12000000)
+   ŵ4 = w4 - α * ∂Loss/∂W4
+      = (1/2, -1/3) - 1/10 * (0, -507/16000000)
+      = (1/2, -159998479/480000000)
+   changed: w2_1_1, w2_1_2, w2_1_3, w2_2_1, w2_2_2, w2_2_3, b2_1, b2_2, w4_2"""  # noqa: E501
+
+
+def test_a_two_layer_step_is_written_layer_by_layer_with_its_weight_matrices(traces):
+    run = record("seed", lr="1/10", numerics="exact", model=TWO_LAYER, out=traces, epochs=2)
+    trace = open_trace(run.path)
+    first = next(iter_steps(trace, 0, 1))
+    assert format_step(trace, first) == TWO_LAYER_STEP_0
+
+
+def test_a_two_layer_batch_adds_the_gradient_matrices_before_alpha_multiplies_them(traces):
+    run = record("seed", lr="1/10", numerics="exact", model=TWO_LAYER, out=traces, batch_size=2)
+    trace = open_trace(run.path)
+    text = format_step(trace, next(iter_steps(trace, 0, 1)))
+    # Sample 1, x = (200, 0, 0): o2 = (1, −1/10), so the second neuron's gate is closed and
+    # its row of ∂Loss/∂W2 is 0; δ6 = (1/2 − 1) / 2 = −1/4 reaches W2 through w4 = (1/2, −1/3).
+    assert "4: backward pass (δ6 divided by the batch size 2)" in text
+    assert "   δ6 = (o5 - y_truth) / 2            = -1/4" in text
+    assert "(o2 = (1, -1/10): gates open, closed)" in text
+    assert "   ŵ2 = w2 - α * Σ grad2" in text
+    assert (
+        "         - 1/10 * (((-13/16000, -13/800, -13/16000),\n"
+        "                    (13/24000,  13/1200, 13/24000))\n"
+        "                 + ((-25, 0, 0),\n"
+        "                    (0,   0, 0)))\n"
+    ) in text
+    assert "      = (0, 1/10) - 1/10 * ((-13/1600000, 13/2400000) + (-1/8, 0))" in text
+    # b̂2[1] = 0 − 1/10·(−13/1600000 − 1/8) = 200013/16000000
+    assert "      = (200013/16000000, 2399987/24000000)" in text
+
+
+def test_a_float_logistic_stack_writes_each_layers_rule(traces):
+    run = record("seed", lr="1/2", numerics="float64", model=REPO / "examples" / "logistic.json",
+                 out=traces, seed=3)  # fmt: skip
+    trace = open_trace(run.path)
+    rows = next(iter_steps(trace, 0, 1))
+    text = format_step(trace, rows)
+    assert "| o2 = L2(o1)       | o3 = L3(o2) | o4 = L4(o3) | o5 = L5(o4) |" in text
+    assert "δ5 = δ6 * o5 * (1 - o5)" in text and "δ3 = δ4 * o3 * (1 - o3)" in text
+    assert "∂Loss/∂W2 = δ3 * o1" in text and "∂Loss/∂b4 = δ5" in text
+    row = rows.iloc[0]
+    # Each δ written is the one recorded, in the shortest text that reads back as it.
+    assert f"δ6 = o5 - y_truth             = {float(row['d6_1'])!r}\n" in text
+    assert f"δ5 = δ6 * o5 * (1 - o5)       = {float(row['d5_1'])!r}\n" in text
+    # A layer of one neuron has one bias, written alone like its output.
+    assert f"   b̂4 = b4 - α * ∂Loss/∂b4\n      = {float(row['b4_before_1'])!r} - 0.5 * " in text
+
+
+def test_a_version_1_trace_replays_under_version_2_names():
+    trace = open_trace(REPO / "traces" / "golden" / "article-exact.parquet")
+    assert trace.v1  # recorded before stacks: its weights' columns had other names
+    text = format_step(trace, next(iter_steps(trace, 2, 3)))
+    assert "   ∂Loss/∂W2 = δ3 * o1           = (0, -2000, -3000)" in text
+    assert "     = (1/200, 23199997/11600, 17400001/5800)\n   changed: w_2, w_3" in text
+
+
+def test_iter_steps_reads_through_the_trace_api(traces, monkeypatch):
+    run = record(out=traces, numerics="float64", epochs=4)
+    trace = open_trace(run.path)
+    calls = []
+    original = Trace.iter_batches
+
+    def spy(self, columns=None, steps=None):
+        calls.append(steps)
+        return original(self, columns, steps)
+
+    monkeypatch.setattr(Trace, "iter_batches", spy)
+    assert [int(r["step"].iloc[0]) for r in iter_steps(trace, 5, 8)] == [5, 6, 7]
+    assert calls == [(5, 8)]

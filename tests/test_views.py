@@ -122,34 +122,39 @@ def test_step_view_shows_the_articles_values_exactly(traces: Path, step: int) ->
     want = STEPS[step]
     s = view.samples[0]
     assert view.label == f"step {step} ({views.ordinal(step + 1)} data input)"
-    assert s.vec("x", 3) == vec(want["x"]) and s.vec("o1", 3) == vec(want["o1"])
+    assert s.vec("x") == vec(want["x"]) and s.vec("o1") == vec(want["o1"])
     assert (s.text["o2_1"], s.text["o3_1"], s.text["loss"]) == tuple(
         text(want[k]) for k in ("o2", "o3", "loss")
     )
     assert (s.text["d4_1"], s.text["d3_1"]) == (text(want["d4"]), text(want["d3"]))
-    for name in ("d2", "grad", "d1", "w_before", "w_after"):
-        assert s.vec(name, 3) == vec(want[name]), name
+    names = {"d2": "d2", "grad": "grad_w2", "d1": "d1", "w_before": "w2_before",
+             "w_after": "w2_after"}  # fmt: skip
+    for name, tensor in names.items():
+        assert s.vec(tensor) == vec(want[name]), name
     assert view.lr == "1" and view.numerics == "exact" and view.epoch == 0
 
 
 def test_step_view_of_the_third_data_input(traces: Path) -> None:
     view = views.step_view(open_trace(runs.article(traces)), 2, "article")
     assert view.label == "step 2 (3rd data input)"
-    assert view.forward_table().iloc[0].tolist() == ["(0, 2000, 3000)", "(0, 2000, 3000)", "0", "0"]
-    assert view.loss_table().iloc[0].tolist() == ["0", "1", "1/2", "no"]
-    assert view.backward_table().iloc[0, 1] == "-1 (gate open)"
+    forward = view.forward_table().frame
+    assert forward.iloc[0].tolist() == ["(0, 2000, 3000)", "(0, 2000, 3000)", "0", "0"]
+    assert view.loss_table().frame.iloc[0].tolist() == ["0", "1", "1/2", "no"]
+    assert view.backward_table().frame.iloc[0, 1] == "-1 (gate open)"
     assert view.update_text() == (
         "ŵ = w − α·grad = (1/200, -3/11600, 1/5800) − 1·(0, -2000, -3000)"
         " = (1/200, 23199997/11600, 17400001/5800)"
     )
     assert r"\frac{23199997}{11600}" in view.update_latex()
-    weights = view.weights_table().set_index("weight")
+    weights = view.weights_table().frame.set_index("weight")
     assert weights.loc["w_2"].tolist() == ["-3/11600", "-2000", "23199997/11600", "yes"]
     assert weights.loc["w_1", "moved"] == "no"
-    assert view.weights_changed == [2, 3]
+    assert view.weights_changed == ["w2_after_1_2", "w2_after_1_3"]
     assert view.update_note() == "The update moved w_2, w_3."
-    assert view.chain()[2] == ("L2", "o2 = w · o1", "0")
-    assert view.backward_chain()[1] == ("L3", "δ3 = δ4 if o2 ≥ 0 else 0", "-1")
+    l2 = view.chain()[2]
+    assert (l2.layer, l2.formula, l2.value) == ("L2", "o2 = w · o1", "0")
+    l3 = view.backward_chain()[1]
+    assert (l3.layer, l3.formula, l3.value) == ("L3", "δ3 = δ4 if o2 ≥ 0 else 0", "-1")
 
 
 def test_step_view_says_what_changed_since_the_previous_step(traces: Path) -> None:
@@ -158,10 +163,10 @@ def test_step_view_says_what_changed_since_the_previous_step(traces: Path) -> No
     assert first.previous is None and first.changes_text() == "First step: nothing to compare with."
     # Steps 0 and 1 both learn nothing: the weights stay, the data input and o2 change.
     assert second.field_changed("x") and second.field_changed("o2")
-    assert not second.field_changed("w_before") and not second.field_changed("w_after")
+    assert not second.field_changed("w2_before") and not second.field_changed("w2_after")
     assert not second.field_changed("loss")  # 0 both times
-    assert third.field_changed("loss") and third.field_changed("w_after")
-    assert not third.field_changed("w_before")
+    assert third.field_changed("loss") and third.field_changed("w2_after")
+    assert not third.field_changed("w2_before")
     assert third.changes_text().startswith("Changed since step 1: x, o1, o2, o3, loss, δ4, δ3")
     assert "ŵ" in third.changes_text() and "w," not in third.changes_text()
 
@@ -172,7 +177,7 @@ def test_step_view_of_a_batch_lists_every_data_input(traces: Path) -> None:
     view = views.step_view(trace, 2)  # epoch 1, its first batch: rows 0 and 1
     assert view.label == "step 2 (data inputs 4–5)"
     assert [s.row for s in view.samples] == [0, 1]
-    assert len(view.forward_table()) == 2
+    assert len(view.forward_table().frame) == 2
     assert view.update_text().count(" + ") == 1  # w − α·(grad₀ + grad₁)
     last = views.step_view(trace, 1)
     assert last.label == "step 1 (3rd data input)"  # the epoch's last, partial batch
@@ -264,16 +269,16 @@ def test_curve_of_a_long_run_is_downsampled_and_zooming_in_shows_every_step(
     traces: Path,
 ) -> None:
     trace = open_trace(runs.lr_sweep(traces, ("1e-8",), epochs=1000)[0])  # 3000 steps
-    full = trace.read(["step", "loss", "w_after_2"])
+    full = trace.read(["step", "loss", "w2_after_1_2"])
     whole = views.curve(trace, "loss")
     assert whole.downsampled and len(whole.frame) <= views.MAX_POINTS
     assert whole.note().startswith("downsampled: the min and max of every 3 steps")
     assert whole.frame["value"].max() == full["loss"].max()
     assert whole.frame["value"].min() == full["loss"].min()
-    zoom = views.curve(trace, "w_after_2", 1000, 1199)
+    zoom = views.curve(trace, "w2_after_1_2", 1000, 1199)
     assert not zoom.downsampled and zoom.note() == "every step shown (steps 1000 to 1199)"
     assert zoom.frame["step"].tolist() == list(range(1000, 1200))
-    expected = full.set_index("step").loc[1000:1199, "w_after_2"].tolist()
+    expected = full.set_index("step").loc[1000:1199, "w2_after_1_2"].tolist()
     assert zoom.frame["value"].tolist() == expected
     assert views.curves_note({"a": whole, "b": zoom}).startswith(
         "downsampled: the min and max of every 3 steps for 1 of 2 runs (a)"
@@ -408,3 +413,146 @@ def _plain(value):
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
     return value.item() if hasattr(value, "item") else value
+
+
+# -- a two-layer stack ----------------------------------------------------------------------------
+
+
+def test_step_view_draws_the_layer_chain_of_any_stack(traces: Path) -> None:
+    view = views.step_view(open_trace(runs.two_layer(traces)), 0, "two-layer")
+    assert view.model == (
+        "input(3) → linear(2, bias) → relu → linear(1) → leaky_relu(1/100) → squared_error"
+    )
+    # Step 0 by hand (tests/test_replay.py works it out): x = (100, 2000, 100), y = 0.
+    forward = [(link.layer, link.kind, link.formula, link.value) for link in view.chain()]
+    assert forward == [
+        ("input", "data", "x", "(100, 2000, 100)"),
+        ("L1", "input", "o1 = x", "(100, 2000, 100)"),
+        ("L2", "linear(2, bias)", "o2 = w2 · o1 + b2", "(0, 39/40)"),
+        ("L3", "relu", "o3 = o2 if o2 ≥ 0 else 0", "(0, 39/40)"),
+        ("L4", "linear(1)", "o4 = w4 · o3", "-13/40"),
+        ("L5", "leaky_relu(1/100)", "o5 = o4 if o4 ≥ 0 else 1/100 · o4", "-13/4000"),
+        ("Loss", "squared_error", "½ (o5 − y_truth)²", "169/32000000"),
+    ]
+    back = [(link.layer, link.formula, link.value, link.note) for link in view.backward_chain()]
+    assert back == [
+        ("Loss", "δ6 = o5 − y_truth", "-13/4000", ""),
+        ("L5", "δ5 = δ6 if o4 ≥ 0 else 1/100 · δ6", "-13/400000", "gate closed"),
+        ("L4", "δ4 = δ5 · w4;  grad4 = δ5 · o3",
+         "(-13/800000, 13/1200000);  (0, -507/16000000)", ""),
+        ("L3", "δ3 = δ4 if o2 ≥ 0 else 0", "(-13/800000, 13/1200000)", "gates open, open"),
+        ("L2", "δ2 = δ3 · w2;  grad2 = δ3 · o1;  grad_b2 = δ3",
+         "(-221/2400000000, 1339/139200000000, -767/139200000000);  "
+         "((-13/8000, -13/400, -13/8000), (13/12000, 13/600, 13/12000));  "
+         "(-13/800000, 13/1200000)", ""),
+        ("L1", "δ1 = δ2", "(-221/2400000000, 1339/139200000000, -767/139200000000)", ""),
+    ]  # fmt: skip
+
+
+def test_step_view_tables_of_a_two_layer_step(traces: Path) -> None:
+    view = views.step_view(open_trace(runs.two_layer(traces)), 0)
+    forward = view.forward_table().frame
+    assert list(forward.columns) == ["x", "o1 = L1(x)", "o2 = L2(o1)", "o3 = L3(o2)",
+                                     "o4 = L4(o3)", "o5 = L5(o4)"]  # fmt: skip
+    assert forward.iloc[0, 2:].tolist() == ["(0, 39/40)", "(0, 39/40)", "-13/40", "-13/4000"]
+    assert view.loss_table().frame.iloc[0].tolist() == ["-13/4000", "0", "169/32000000", "no"]
+    backward = view.backward_table().frame.iloc[0]
+    assert backward["δ5 = δ6 if o4 ≥ 0 else 1/100 · δ6"] == "-13/400000 (gate closed)"
+    assert backward["grad2 = ∂Loss/∂W2 = δ3 · o1"] == (
+        "((-13/8000, -13/400, -13/8000), (13/12000, 13/600, 13/12000))"
+    )
+    assert backward["grad_b2 = ∂Loss/∂b2 = δ3"] == "(-13/800000, 13/1200000)"
+    weights = view.weights_table().frame.set_index("weight")
+    assert weights.index.tolist() == ["w2_1_1", "w2_1_2", "w2_1_3", "w2_2_1", "w2_2_2",
+                                      "w2_2_3", "b2_1", "b2_2", "w4_1", "w4_2"]  # fmt: skip
+    assert weights.loc["b2_2"].tolist() == ["1/10", "13/1200000", "1199987/12000000", "yes"]
+    assert weights.loc["w4_1", "moved"] == "no"  # its input o3_1 = 0
+    assert view.update_note().endswith("b2_1, b2_2, w4_2.")
+    layers = {t.title: t for t in view.layer_tables()}
+    assert list(layers) == ["L1 · input", "L2 · linear(2, bias)", "L3 · relu", "L4 · linear(1)",
+                            "L5 · leaky_relu(1/100)"]  # fmt: skip
+    relu = layers["L3 · relu"].table.frame.iloc[0]
+    assert relu["o2 (in)"] == relu["o3 (out)"] == "(0, 39/40)"
+    assert relu["δ4 (from above)"] == "(-13/800000, 13/1200000)"
+    assert relu["gate"] == "gates open, open"
+    assert layers["L4 · linear(1)"].formulas.startswith("o4 = w4 · o3 · δ4 = δ5 · w4")
+
+
+def test_step_view_writes_out_the_weight_matrices(traces: Path) -> None:
+    view = views.step_view(open_trace(runs.two_layer(traces)), 0)
+    (w_name, w), (g_name, g), (after_name, after) = view.matrices(2)
+    assert (w_name, g_name, after_name) == ("w2", "grad2", "ŵ2")
+    assert w.frame.index.tolist() == ["o2_1", "o2_2"]  # row j: neuron j of layer 2
+    assert w.frame.columns.tolist() == ["o1_1", "o1_2", "o1_3", "b"]  # column i: input i
+    assert w.frame.values.tolist() == [["1/200", "-3/11600", "1/5800", "0"],
+                                       ["-1/1000", "1/2000", "-1/4000", "1/10"]]  # fmt: skip
+    assert g.frame.loc["o2_2"].tolist() == ["13/12000", "13/600", "13/12000", "13/1200000"]
+    assert after.frame.loc["o2_1"].tolist() == ["413/80000", "347/116000", "777/2320000",
+                                                "13/8000000"]  # fmt: skip
+    assert view.update_text().splitlines() == [
+        "ŵ2 = w2 − α·grad2",
+        "   = ((1/200,   -3/11600, 1/5800),",
+        "      (-1/1000, 1/2000,   -1/4000))",
+        "      − 1/10·((-13/8000, -13/400, -13/8000),",
+        "              (13/12000, 13/600,  13/12000))",
+        "   = ((413/80000,   347/116000, 777/2320000),",
+        "      (-133/120000, -1/600,     -43/120000))",
+        "b̂2 = b2 − α·grad_b2 = (0, 1/10) − 1/10·(-13/800000, 13/1200000)"
+        " = (13/8000000, 1199987/12000000)",
+        "ŵ4 = w4 − α·grad4 = (1/2, -1/3) − 1/10·(0, -507/16000000) = (1/2, -159998479/480000000)",
+    ]
+    latex = view.update_latex()
+    assert r"\hat{w}^{2} &= w^{2} - \alpha \cdot grad^{2}" in latex
+    assert r"\begin{pmatrix}\frac{413}{80000} & \frac{347}{116000}" in latex
+    assert r"\hat{b}^{2}" in latex and r"\frac{1199987}{12000000}" in latex
+
+
+def test_step_view_of_a_two_layer_run_highlights_what_changed(traces: Path) -> None:
+    trace = open_trace(runs.two_layer(traces))
+    second = views.step_view(trace, 1)
+    assert second.field_changed("w2_before") and second.field_changed("b2_before")
+    assert second.changes_text().startswith("Changed since step 0: x, y_truth, o1, o2, o3, o4")
+    assert "ŵ2" in second.changes_text() and "b̂2" in second.changes_text()
+    w = second.matrices(2)[0][1]
+    # Every weight of layer 2 moved at step 0, so each cell of w2 differs from step 0's.
+    assert w.changed.values.all()
+    w4 = second.matrices(4)[0][1]
+    assert w4.changed.loc["o4_1"].tolist() == [False, True]  # w4_1 did not move at step 0
+    assert second.chain()[0].changed and second.backward_chain()[0].changed
+
+
+def test_compare_at_lines_up_runs_of_different_models(traces: Path) -> None:
+    runs.article(traces, "article", "1/10")
+    runs.two_layer(traces)
+    folder = views.scan(traces)
+    table = views.compare_at(folder.runs, 0)
+    assert list(table.columns) == ["article", "two-layer"]
+    assert table.loc["model"].tolist() == [
+        "input(3) → linear(1) → relu → squared_error",
+        "input(3) → linear(2, bias) → relu → linear(1) → leaky_relu(1/100) → squared_error",
+    ]
+    assert table.loc["loss"].tolist() == ["0", "169/32000000"]
+    assert table.loc["ŵ"].tolist() == ["(1/200, -3/11600, 1/5800)", "—"]
+    assert table.loc["ŵ4"].tolist() == ["—", "(1/2, -159998479/480000000)"]
+    assert table.loc["δ6", "two-layer"] == "-13/4000" and table.loc["δ6", "article"] == "—"
+    assert views.run_table(folder)["model"].str.startswith("input(3) → linear(").all()
+
+
+def test_weights_to_draw_are_every_parameter_of_the_runs_and_each_model_apart(
+    traces: Path,
+) -> None:
+    runs.article(traces, "article", "1/10")
+    runs.two_layer(traces)
+    runs.two_layer(traces, "two-layer-lr1", "1")
+    folder = views.scan(traces)
+    columns = views.weight_columns(folder.runs)
+    assert columns[:3] == ["w2_after_1_1", "w2_after_1_2", "w2_after_1_3"]  # the article's
+    assert columns[3:] == ["w2_after_2_1", "w2_after_2_2", "w2_after_2_3", "b2_after_1",
+                           "b2_after_2", "w4_after_1_1", "w4_after_1_2"]  # fmt: skip
+    # w2_after_1_1 names a weight in both models: only runs of one model share a chart.
+    assert views.weight_runs(folder.runs, "w2_after_1_1") == ["article"]
+    assert views.weight_runs(folder.runs, "b2_after_2") == ["two-layer", "two-layer-lr1"]
+    assert views.weight_label("b2_after_2") == "b2_after_2 · layer 2's bias b[2] after the update"
+    bias = views.curve(folder.runs["two-layer"], "b2_after_2")
+    assert bias.frame["value"].iloc[0] == pytest.approx(1199987 / 12000000)
+    assert views.first_divergence(folder.runs["two-layer"]) is None

@@ -8,6 +8,7 @@ import click
 
 from ..errors import TraceError
 from ..trace.reader import Trace, find_traces, is_folder_of_runs, open_trace
+from ..views.notation import REPLAY, stack_notation
 from ..views.replay import format_step, iter_steps
 
 
@@ -25,8 +26,9 @@ def latest_run(folder: Path) -> Trace:
 @click.option("--from", "first", type=click.IntRange(min=0), help="Start at this step.")
 @click.option("--to", "last", type=click.IntRange(min=0), help="End at this step (included).")
 def command(trace: Path, step: int | None, first: int | None, last: int | None) -> None:
-    """Print each step of a run as the article does: forward table, loss, backward pass,
-    update. TRACE is a run folder, or a folder of runs (the latest is replayed).
+    """Print each step of a run as the article does, layer by layer for any model: forward
+    table, loss, backward pass, update of every weight matrix. TRACE is a run folder, or a
+    folder of runs (the latest is replayed).
 
     \b
     Example:
@@ -47,11 +49,12 @@ def command(trace: Path, step: int | None, first: int | None, last: int | None) 
     if first is not None and not first < max(total, 1):
         raise TraceError(f"step {first} is not in {run.path} (steps 0 to {total - 1})")
     start, stop = first or 0, None if last is None else last + 1
+    notation = stack_notation(run, REPLAY)  # the model's names and formulas, once per run
     shown = 0
     for rows in iter_steps(run, start, stop):
         if shown:
             click.echo("\n" + "─" * 72 + "\n")
-        click.echo(format_step(run, rows))
+        click.echo(format_step(run, rows, notation))
         shown += 1
     if step is not None and not shown:
         raise TraceError(f"step {step} was not recorded in {run.path} (status: {run.status})")

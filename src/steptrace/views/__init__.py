@@ -7,14 +7,22 @@ steps without being loaded whole. One module per concern, each importing only th
 - :mod:`.folder` — :func:`scan`: the runs of a folder (and the files that are not runs, with
   the reason why), keyed by their path inside the folder; :func:`run_table` — the run picker's
   table; :func:`last_step` and :func:`fingerprint` from the files alone;
-- :mod:`.text` — display text: :func:`ordinal`, :func:`abbreviate` (huge exact integers);
-- :mod:`.step` — :func:`step_view`: one step as the article writes it (forward table, loss,
-  backward pass, update ``w − α·grad = ŵ``), every value as display text, exact fractions in
-  exact runs, and what changed since the previous step;
-- :mod:`.curves` — :func:`curve`: loss or one weight per step, downsampled (min and max per
+- :mod:`.text` — display text: :func:`ordinal`, :func:`abbreviate` (huge exact integers),
+  vectors and matrices written out;
+- :mod:`.notation` — the series' names and formulas for any stack (``w`` or ``w2``,
+  ``δ3 = δ4 if o2 ≥ 0 else 0``), in the terminal's or the article's typography;
+- :mod:`.sample` — one data input of a step, its tensors as values, vectors and matrices;
+- :mod:`.replay` — :func:`~.replay.format_step`: a step as the terminal prints it;
+- :mod:`.step` — :func:`step_view`: one step as the article writes it, for any stack (the
+  layer chain, forward table, loss, backward pass, a table per layer, weight matrices, update
+  ``w − α·grad = ŵ``), every value as display text, exact fractions in exact runs, and what
+  changed since the previous step;
+- :mod:`.curves` — :func:`curve`: loss or one parameter per step, downsampled (min and max per
   bucket) when long, exact steps when zoomed in;
 - :mod:`.divergence` — :func:`first_divergence`: summary.py's rule, per run;
-- :mod:`.side_by_side` — :func:`compare_at`: several runs side by side at one step;
+- :mod:`.side_by_side` — :func:`compare_at`: several runs side by side at one step, of one
+  model or several; :func:`weight_columns` and :func:`weight_runs`: which weights to draw for
+  which runs;
 - :mod:`.sweep` — :func:`lr_sweep`: runs lined up by learning rate, how each ended.
 """
 
@@ -23,10 +31,10 @@ from __future__ import annotations
 from .curves import MAX_POINTS, Curve, curve, curves_note, minmax_downsample
 from .divergence import Divergence, first_divergence
 from .folder import Folder, fingerprint, last_step, run_table, scan
-from .side_by_side import COMPARE_ROWS as COMPARE_ROWS
-from .side_by_side import compare_at
-from .step import LABELS as LABELS
-from .step import SampleValues, StepView, inputs_label, step_label, step_view
+from .notation import model_description
+from .sample import SampleValues
+from .side_by_side import compare_at, weight_columns, weight_label, weight_runs
+from .step import LayerTable, Link, StepView, Table, inputs_label, step_label, step_view
 from .sweep import SweepView, lr_sweep, run_outcome
 from .text import abbreviate, ordinal
 
@@ -35,9 +43,12 @@ __all__ = [
     "Curve",
     "Divergence",
     "Folder",
+    "LayerTable",
+    "Link",
     "SampleValues",
     "StepView",
     "SweepView",
+    "Table",
     "abbreviate",
     "compare_at",
     "curve",
@@ -48,10 +59,14 @@ __all__ = [
     "last_step",
     "lr_sweep",
     "minmax_downsample",
+    "model_description",
     "ordinal",
     "run_outcome",
     "run_table",
     "scan",
     "step_label",
     "step_view",
+    "weight_columns",
+    "weight_label",
+    "weight_runs",
 ]

@@ -1,5 +1,5 @@
-"""Loss or one weight per step of a run, downsampled (the min and max of each bucket of steps)
-when long, every step when zoomed in."""
+"""Loss or any parameter (a weight or a bias of any layer) per step of a run, downsampled (the
+min and max of each bucket of steps) when long, every step when zoomed in."""
 
 from __future__ import annotations
 
@@ -111,17 +111,18 @@ def curve(
     hi: int | None = None,
     max_points: int = MAX_POINTS,
 ) -> Curve:
-    """``loss`` (the batch loss) or a weight column (``w_after_2``) per step in ``[lo, hi]``,
-    reading just those two columns and the row groups of that range.
+    """``loss`` (the batch loss) or a parameter column before or after the step
+    (``w2_after_1_2``, ``b2_before_1``) per step in ``[lo, hi]``, reading just those two
+    columns and the row groups of that range.
 
     >>> c = curve(trace, "loss")  # doctest: +SKIP
     >>> c.downsampled, c.note()  # doctest: +SKIP
     (True, 'downsampled: the min and max of every 1,000 steps (…)')
     """
-    weights = after_columns(trace.tensors)
-    before = [c.replace("_after", "_before", 1) for c in weights]
-    if column not in ("loss", *weights, *before):
-        raise TraceError(f"no curve for {column!r}: use loss or one of {', '.join(weights)}")
+    params = after_columns(trace.tensors)
+    before = [c.replace("_after", "_before", 1) for c in params]
+    if column not in ("loss", *params, *before):
+        raise TraceError(f"no curve for {column!r}: use loss or one of {', '.join(params)}")
     steps, values = _per_step(trace, column, lo, hi)
     s, v, bucket = minmax_downsample(steps, values, max_points)
     frame = pd.DataFrame({"step": s, "value": np.where(np.isfinite(v), v, np.nan)})

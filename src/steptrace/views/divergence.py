@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from ..errors import TraceError
 from ..trace.reader import Trace
@@ -32,18 +31,17 @@ class Divergence:
 def _step_blocks(trace: Trace, columns: Sequence[str]) -> Iterator[dict[str, Any]]:
     """The run's ``columns`` as numpy blocks that never split a step (batch by batch)."""
     pending: dict[str, Any] | None = None
-    for f in trace.files:
-        for batch in pads.dataset(str(f), format="parquet").to_batches(columns=list(columns)):
-            block = {c: batch.column(c).to_numpy(zero_copy_only=False) for c in columns}
-            if pending is not None:
-                block = {c: np.concatenate([pending[c], block[c]]) for c in columns}
-            if not len(block["step"]):
-                continue
-            # Hold back the last step's rows: the next batch may hold more of them.
-            whole = block["step"] != block["step"][-1]
-            pending = {c: v[~whole] for c, v in block.items()}
-            if whole.any():
-                yield {c: v[whole] for c, v in block.items()}
+    for batch in trace.iter_batches(columns):
+        block = {c: batch.column(c).to_numpy(zero_copy_only=False) for c in columns}
+        if pending is not None:
+            block = {c: np.concatenate([pending[c], block[c]]) for c in columns}
+        if not len(block["step"]):
+            continue
+        # Hold back the last step's rows: the next batch may hold more of them.
+        whole = block["step"] != block["step"][-1]
+        pending = {c: v[~whole] for c, v in block.items()}
+        if whole.any():
+            yield {c: v[whole] for c, v in block.items()}
     if pending is not None and len(pending["step"]):
         yield pending
 
@@ -51,7 +49,8 @@ def _step_blocks(trace: Trace, columns: Sequence[str]) -> Iterator[dict[str, Any
 def first_divergence(trace: Trace) -> Divergence | None:
     """The first step where the run diverges by :mod:`steptrace.trace.summary`'s rule (batch loss or
     new weights not finite, or loss over ``BLOWUP_FACTOR`` × the first epoch's largest), or
-    ``None``. Streams three-plus columns; the whole run is never in memory.
+    ``None``. Streams the step, the loss and every parameter after the step; the whole run
+    is never in memory.
 
     >>> first_divergence(open_trace("traces/seed-float64-lr1e3"))  # doctest: +SKIP
     Divergence(step=14, why='loss is not finite')

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 from .. import schedule
 from ..errors import SteptraceError, TraceError
 from ..trace.reader import Trace, find_traces
-from ..trace.schema import after_columns
+from ..trace.schema import after_columns, v2_column
+from .notation import model_description
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ def _check(trace: Trace) -> None:
         raise TraceError(f"a part file is not readable Parquet ({exc})") from None
     for f, meta in zip(trace.files, footers, strict=True):
         names = set(meta.schema.names)
+        if trace.v1:  # version 1 named the article's weights otherwise: compare in v2's names
+            names = {v2_column(n) for n in names}
         missing = [c for c in ("step", "loss", *after_columns(trace.tensors)) if c not in names]
         if missing:
             raise TraceError(f"{f.name} lacks column(s) {', '.join(missing)}")
@@ -131,7 +134,7 @@ def steps_per_epoch(trace: Trace) -> int:
 
 
 def run_table(folder: Folder) -> pd.DataFrame:
-    """The run picker's table: one row per run with its settings and status.
+    """The run picker's table: one row per run with its settings, status and model.
 
     >>> run_table(scan("traces"))[["run", "lr", "numerics", "status"]]  # doctest: +SKIP
     """
@@ -150,7 +153,9 @@ def run_table(folder: Folder) -> pd.DataFrame:
                 "steps": recorded if planned in (None, recorded) else f"{recorded} of {planned}",
                 "status": s["status"],
                 "dataset": str(trace.meta["dataset"].get("name", "")),
+                "model": model_description(trace),
             }
         )
-    columns = ["run", "lr", "numerics", "batch size", "epochs", "steps", "status", "dataset"]
+    columns = ["run", "lr", "numerics", "batch size", "epochs", "steps", "status", "dataset",
+               "model"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)

@@ -1,8 +1,13 @@
-"""Replaying a trace as the article writes it: forward table, loss, backward pass, update.
+"""Replaying a trace as the article writes it, for any stack of layers: 1 the data input,
+2 the forward pass (a column per layer), 3 the loss, 4 the backward pass (δ from the loss
+down to δ1, each layer's formula beside its value), 5 the update of every weight matrix and
+bias, written out.
 
 Formatting only; the numbers come from the trace. In exact runs the exact rational text is
 shown (``-3/11600``), in float runs the shortest text that reads back as the same float of the
-run's precision.
+run's precision. The wording follows :mod:`.notation`'s rules, so the article's model reads as
+the article writes it (``δ2 = δ3 . w``) and a deeper stack names each layer's weights
+(``δ4 = δ5 . w4``).
 """
 
 from __future__ import annotations
@@ -10,53 +15,33 @@ from __future__ import annotations
 from collections.abc import Iterator
 from fractions import Fraction
 
-import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from ..numerics import format_value
 from ..trace.reader import Trace
 from ..trace.schema import EXACT_SUFFIX
+from .notation import REPLAY, Notation, stack_notation
+from .sample import SampleValues, sample_values, step_values
+from .text import hang, pad, update_lines, width
 
 __all__ = ["format_step", "iter_steps", "step_values"]
 
-
-def step_values(row: pd.Series, numerics: str) -> dict[str, str]:
-    """Every value column of one trace row as display text."""
-    out = {}
-    for col, value in row.items():
-        name = str(col)
-        if name.endswith(EXACT_SUFFIX) or not isinstance(value, float | np.floating):
-            continue
-        exact = row.get(name + EXACT_SUFFIX)
-        out[name] = format_value(float(value), exact if isinstance(exact, str) else None, numerics)
-    return out
+#: The backward pass's formulas are padded to at least this width, so values line up.
+FORMULA_WIDTH = 29
+INDENT = "   "
 
 
-def _vec(values: dict[str, str], name: str, n: int) -> str:
-    return "(" + ", ".join(values[f"{name}_{k}"] for k in range(1, n + 1)) + ")"
+def _table(header: list[str], rows: list[list[str]], indent: str = INDENT) -> list[str]:
+    widths = [max(width(h), *(width(r[i]) for r in rows)) for i, h in enumerate(header)]
 
+    def line(cells: list[str]) -> str:
+        return indent + "| " + " | ".join(pad(c, w) for c, w in zip(cells, widths, strict=True))
 
-def _table(header: list[str], rows: list[list[str]], indent: str = "   ") -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = (
-        indent + "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
-    )
     rule = indent + "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = [
-        indent + "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-        for r in rows
-    ]
-    return [line, rule, *body]
+    return [line(header) + " |", rule, *(line(r) + " |" for r in rows)]
 
 
-def _sum(vals: list[dict[str, str]], n: int) -> str:
-    terms = [_vec(v, "grad", n) for v in vals]
-    return terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
-
-
-def _batch_loss(rows: pd.DataFrame, numerics: str) -> str:
+def _batch_loss(rows: pd.DataFrame) -> str:
     """The mean of the rows' losses: exactly, from the rational text, in exact runs."""
     exact = "loss" + EXACT_SUFFIX
     if exact in rows.columns:
@@ -64,82 +49,144 @@ def _batch_loss(rows: pd.DataFrame, numerics: str) -> str:
     return format_value(float(rows["loss"].mean()), None, "float64")
 
 
-def format_step(trace: Trace, rows: pd.DataFrame) -> str:
-    """The article's five points for one step (``rows``: the step's rows, one per sample)."""
-    n, numerics = trace.n_features, trace.numerics
-    vals = [step_values(r, numerics) for _, r in rows.iterrows()]
+def _data_input(vals: list[SampleValues]) -> list[str]:
+    return ["1: data input"] + [
+        f"{INDENT}x = {v.vec('x')}   y_truth = {v.vec('y')}   (dataset row {v.row})" for v in vals
+    ]
+
+
+def _forward(nt: Notation, vals: list[SampleValues]) -> list[str]:
+    ks = range(1, len(nt.layers) + 1)
+    header = ["x", *(f"o{k} = L{k}({nt.inp(k)})" for k in ks)]
+    rows = [[v.vec("x"), *(v.vec(f"o{k}") for k in ks)] for v in vals]
+    return ["2: forward pass", *_table(header, rows)]
+
+
+def _loss_terms(nt: Notation, v: SampleValues) -> str:
+    """``1/2 (0 - 1)^2``, or ``1/2 ((…)^2 + (…)^2)`` over several outputs."""
+    s = nt.style
+    outs, ys = v.parts(nt.top), v.parts("y")
+    terms = [f"({o} {s.minus} {y}){s.square}" for o, y in zip(outs, ys, strict=True)]
+    total = terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+    return f"{s.half} {total}"
+
+
+def _loss(nt: Notation, vals: list[SampleValues], rows: pd.DataFrame) -> list[str]:
+    out = [f"3: loss = {nt.loss_forward()}"]
+    for v in vals:
+        # The article's "correct?" column: the model's output is the expected one.
+        correct = "yes" if v.correct else "no"
+        out.append(f"{INDENT}loss = {_loss_terms(nt, v)} = {v.vec('loss')}   (correct? {correct})")
+    if len(vals) > 1:
+        out.append(f"{INDENT}batch loss (mean over {len(vals)} samples) = {_batch_loss(rows)}")
+    return out
+
+
+def _backward_rules(nt: Notation, m: int) -> list[tuple[str, str, int]]:
+    """Every line of the backward pass, from the loss down: (formula, tensor, layer)."""
+    top = nt.loss_number
+    out = [(f"δ{top} = {nt.loss_backward(m)}", f"d{top}", top)]
+    for k in range(len(nt.layers), 0, -1):
+        for r in nt.backward(k):
+            kind = r.tensor[len("grad_")] if r.tensor.startswith("grad_") else ""
+            lhs = nt.partial(k, kind) if kind else f"δ{k}"
+            out.append((f"{lhs} = {r.rule}", r.tensor, k))
+    return out
+
+
+def _gate(nt: Notation, v: SampleValues, k: int) -> str:
+    """``   (o2 = 0: gate open)``: whether each neuron's gate lets δ through."""
+    i = nt.inp(k)
+    states = ["open" if v.nonneg(c) else "closed" for c in v.columns(i)]
+    gates = "gate" if len(states) == 1 else "gates"
+    return f"   ({i} = {v.vec(i)}: {gates} {', '.join(states)})"
+
+
+def _backward(nt: Notation, vals: list[SampleValues]) -> list[str]:
+    m = len(vals)
+    top = nt.loss_number
+    out = ["4: backward pass" + (f" (δ{top} divided by the batch size {m})" if m > 1 else "")]
+    rules = _backward_rules(nt, m)
+    columns = max(FORMULA_WIDTH, *(width(f) for f, _, _ in rules))
+    for v in vals:
+        if m > 1:
+            out.append(f"{INDENT}sample {v.row}:")
+        for formula, tensor, k in rules:
+            lines = hang(f"{INDENT}{pad(formula, columns)} = ", v.lines(tensor))
+            if tensor == f"d{k}" and k < top and nt.layer(k).gated:
+                lines[-1] += _gate(nt, v, k)
+            out += lines
+    return out
+
+
+def _update(nt: Notation, vals: list[SampleValues]) -> list[str]:
+    first, lr, m = vals[0], vals[0].vec("lr"), len(vals)
+    out = ["5: update the weights"]
+    changed = []
+    for k, kind in nt.param_tensors():
+        before, after, grad = f"{kind}{k}_before", f"{kind}{k}_after", f"grad_{kind}{k}"
+        term = nt.partial(k, kind) if m == 1 else f"Σ {nt.symbol(grad)}"
+        lhs = f"{INDENT}{nt.symbol(after)} "
+        more = " " * width(lhs) + "= "
+        out.append(f"{lhs}= {nt.symbol(before)} - α * {term}")
+        grads = [v.lines(grad) for v in vals]
+        out += hang(more, update_lines(first.lines(before), lr, grads, "-", REPLAY.scale))
+        out += hang(more, first.lines(after))
+        changed += [
+            nt.entry(after, idx)
+            for idx, (a, b) in _indexed(nt, after, first.columns(after), first.columns(before))
+            if first.text[a] != first.text[b]
+        ]
+    out.append(
+        f"{INDENT}the weights did not change"
+        if not changed
+        else f"{INDENT}changed: " + ", ".join(changed)
+    )
+    return out
+
+
+def _indexed(
+    nt: Notation, tensor: str, after: list[str], before: list[str]
+) -> list[tuple[tuple[int, ...], tuple[str, str]]]:
+    """Each component's 1-based index beside its after and before columns."""
+    index = [tuple(int(i) for i in c[len(tensor) + 1 :].split("_")) for c in after]
+    return list(zip(index, zip(after, before, strict=True), strict=True))
+
+
+def format_step(trace: Trace, rows: pd.DataFrame, notation: Notation | None = None) -> str:
+    """The article's five points for one step (``rows``: the step's rows, one per sample).
+    ``notation`` (:func:`~.notation.stack_notation` with :data:`~.notation.REPLAY`) may be
+    given once for many steps of a run."""
+    nt = notation or stack_notation(trace, REPLAY)
+    vals = sample_values(rows, trace.numerics, nt.shapes, short=False)
     first = rows.iloc[0]
     step, epoch = int(first["step"]), int(first["epoch"])
-    samples = [int(s) for s in rows["sample"]]
-    lr = vals[0]["lr"]
+    samples = [v.row for v in vals]
     batch = f"samples {samples}" if len(samples) > 1 else f"sample {samples[0]}"
-    out = [f"Step {step} · epoch {epoch} · {batch} · {numerics} · α = {lr}", ""]
-    out.append("1: data input")
-    for s, v in zip(samples, vals, strict=True):
-        out.append(f"   x = {_vec(v, 'x', n)}   y_truth = {v['y_1']}   (dataset row {s})")
-    out.append("2: forward pass")
-    out += _table(
-        ["x", "o1 = L1(x)", "o2 = L2(o1)", "o3 = L3(o2)"],
-        [[_vec(v, "x", n), _vec(v, "o1", n), v["o2_1"], v["o3_1"]] for v in vals],
-    )
-    out.append("3: loss = 1/2 (o3 - y_truth)^2")
-    for (_, r), v in zip(rows.iterrows(), vals, strict=True):
-        # The article's "correct?" column: the model's output is the expected one.
-        correct = "yes" if r["loss"] == 0 else "no"
-        out.append(
-            f"   loss = 1/2 ({v['o3_1']} - {v['y_1']})^2 = {v['loss']}   (correct? {correct})"
-        )
-    if len(vals) > 1:
-        out.append(f"   batch loss (mean over {len(vals)} samples) = {_batch_loss(rows, numerics)}")
-    out.append(
-        "4: backward pass"
-        + (f" (δ4 divided by the batch size {len(vals)})" if len(vals) > 1 else "")
-    )
-    d4_formula = "δ4 = o3 - y_truth" if len(vals) == 1 else f"δ4 = (o3 - y_truth) / {len(vals)}"
-    for s, (_, r), v in zip(samples, rows.iterrows(), vals, strict=True):
-        if len(vals) > 1:
-            out.append(f"   sample {s}:")
-        gate = "open" if r["o2_1"] >= 0 else "closed"
-        out += [
-            f"   {d4_formula:<29} = {v['d4_1']}",
-            f"   δ3 = δ4 if o2 >= 0 else 0     = {v['d3_1']}   (o2 = {v['o2_1']}: gate {gate})",
-            f"   δ2 = δ3 . w                   = {_vec(v, 'd2', n)}",
-            f"   ∂Loss/∂W2 = δ3 * o1           = {_vec(v, 'grad', n)}",
-            f"   δ1 = δ2                       = {_vec(v, 'd1', n)}",
-        ]
-    grad = "Σ grad" if len(vals) > 1 else "∂Loss/∂W2"
-    out += [
-        "5: update the weights",
-        f"   ŵ = w - α * {grad}",
-        f"     = {_vec(vals[0], 'w_before', n)} - {lr} * " + _sum(vals, n),
-        f"     = {_vec(vals[0], 'w_after', n)}",
-    ]
-    changed = [k for k in range(1, n + 1) if vals[0][f"w_after_{k}"] != vals[0][f"w_before_{k}"]]
-    out.append(
-        "   the weights did not change"
-        if not changed
-        else "   changed: " + ", ".join(f"w_{k}" for k in changed)
-    )
+    out = [f"Step {step} · epoch {epoch} · {batch} · {trace.numerics} · α = {vals[0].vec('lr')}"]
+    out.append("")
+    out += _data_input(vals)
+    out += _forward(nt, vals)
+    out += _loss(nt, vals, rows)
+    out += _backward(nt, vals)
+    out += _update(nt, vals)
     return "\n".join(out)
 
 
 def iter_steps(trace: Trace, start: int = 0, stop: int | None = None) -> Iterator[pd.DataFrame]:
     """The rows of each step in ``[start, stop)``, streamed batch by batch (never the whole
-    trace in memory)."""
-    expr = pc.field("step") >= start
-    if stop is not None:
-        expr = expr & (pc.field("step") < stop)
+    trace in memory), under version 2's column names whatever the trace's version."""
     pending: pd.DataFrame | None = None
-    for f in trace.parts(start, stop):
-        for batch in pads.dataset(str(f), format="parquet").to_batches(filter=expr):
-            frame = batch.to_pandas()
-            if pending is not None:
-                frame = pd.concat([pending, frame], ignore_index=True)
-            if frame.empty:
-                continue
-            last = frame["step"].iloc[-1]
-            for _, group in frame[frame["step"] != last].groupby("step", sort=False):
-                yield group
-            pending = frame[frame["step"] == last]
+    for batch in trace.iter_batches(steps=(start, stop)):
+        frame = batch.to_pandas()
+        if pending is not None:
+            frame = pd.concat([pending, frame], ignore_index=True)
+        if frame.empty:
+            continue
+        last = frame["step"].iloc[-1]
+        # The last step's rows may go on in the next batch: hold them back until it comes.
+        for _, group in frame[frame["step"] != last].groupby("step", sort=False):
+            yield group
+        pending = frame[frame["step"] == last]
     if pending is not None and not pending.empty:
         yield pending

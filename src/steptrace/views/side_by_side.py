@@ -1,4 +1,5 @@
-"""Several runs side by side at one step: one column per run, one row per quantity."""
+"""Several runs side by side at one step: one column per run, one row per quantity; and which
+runs each weight's chart compares."""
 
 from __future__ import annotations
 
@@ -8,42 +9,46 @@ import pandas as pd
 
 from ..errors import TraceError
 from ..trace.reader import Trace
+from ..trace.schema import after_columns, describe_column
 from .divergence import Divergence
 from .folder import last_step
+from .notation import model_description
 from .step import StepView, step_view
 
-#: The recorded fields shown, one row each: (row label, field).
-_FIELD_ROWS: list[tuple[str, str]] = [
-    ("x", "x"),
-    ("o2", "o2"),
-    ("o3", "o3"),
-    ("loss", "loss"),
-    ("δ4", "d4"),
-    ("δ3", "d3"),
-    ("grad", "grad"),
-    ("w", "w_before"),
-    ("ŵ", "w_after"),
-]
-
-#: The table's rows: (row label, field or ``None`` for a row about the run or the step).
-COMPARE_ROWS: list[tuple[str, str | None]] = [
-    ("α", None),
-    ("numerics", None),
-    ("data input", None),
-    ("dataset row", None),
-    *_FIELD_ROWS,
-    ("first divergence", None),
-]
+#: Rows about the run or the step, before the recorded values.
+HEAD_ROWS = ["α", "numerics", "data input", "dataset row", "model"]
+#: Shown where a run has no such quantity (another model).
+NONE = "—"
 
 
-def _step_column(view: StepView) -> list[str]:
-    """A run's column, from α to ŵ, at a step it recorded."""
-    column = [view.lr, view.numerics, view.inputs, ", ".join(str(s.row) for s in view.samples)]
-    for _, name in _FIELD_ROWS:
-        if name in ("w_before", "w_after"):  # the same on every row of a step
-            column.append(view.samples[0].vec(name, view.n))
+def shown_tensors(view: StepView) -> list[str]:
+    """The tensors the table shows, in the article's order: x, each layer's output after the
+    input layer, the loss, δ from the loss down to the first layer with parameters (the
+    learning flux that reaches a weight), then each layer's gradient, w and ŵ (and b)."""
+    nt = view.notation
+    first = min(nt.param_layers, default=nt.loss_number)
+    out = ["x", *(f"o{k}" for k in range(2, len(nt.layers) + 1)), "loss"]
+    out += [f"d{k}" for k in range(nt.loss_number, first, -1)]
+    for k, kind in nt.param_tensors():
+        out += [f"grad_{kind}{k}", f"{kind}{k}_before", f"{kind}{k}_after"]
+    return out
+
+
+def _values(view: StepView) -> dict[str, str]:
+    """A run's column at a step it recorded: row label → text."""
+    column = {
+        "α": view.lr,
+        "numerics": view.numerics,
+        "data input": view.inputs,
+        "dataset row": ", ".join(str(s.row) for s in view.samples),
+        "model": view.model,
+    }
+    for tensor in shown_tensors(view):
+        label = view.notation.symbol(tensor)
+        if tensor.endswith(("_before", "_after")):  # the same on every row of a step
+            column[label] = view.samples[0].vec(tensor)
         else:  # one value per data input of the step
-            column.append("; ".join(s.vec(name, view.n) for s in view.samples))
+            column[label] = "; ".join(s.vec(tensor) for s in view.samples)
     return column
 
 
@@ -53,21 +58,62 @@ def compare_at(
     divergence: Mapping[str, Divergence | None] | None = None,
 ) -> pd.DataFrame:
     """A side-by-side table of several runs at one step: one column per run, one row per
-    quantity (α, x, o2, o3, loss, δ4, δ3, grad, w, ŵ, first divergence). A run that has no such
-    step says so in its column.
+    quantity (α, numerics, model, x, each layer's output, loss, δ, each layer's gradient, w
+    and ŵ, first divergence). Runs of different models share the rows they have in common; a
+    run that has no such step says so in its column.
 
     >>> compare_at({"lr1": a, "lr0.1": b}, 2).loc["ŵ"]  # doctest: +SKIP
     """
-    table: dict[str, list[str]] = {}
+    columns: dict[str, dict[str, str]] = {}
+    labels: list[str] = []
     for key, trace in runs.items():
-        div = (divergence or {}).get(key)
-        div_text = f"{div.step} ({div.why})" if div else "none"
         try:
             view = step_view(trace, step, key)
         except TraceError:
             missing = f"no step {step} (last: {last_step(trace)})"
-            column = [trace.lr_text, trace.numerics, *[missing] * (len(COMPARE_ROWS) - 3)]
+            values = {"α": trace.lr_text, "numerics": trace.numerics, "data input": missing,
+                      "dataset row": missing, "model": model_description(trace)}  # fmt: skip
         else:
-            column = _step_column(view)
-        table[key] = [*column, div_text]
-    return pd.DataFrame(table, index=[label for label, _ in COMPARE_ROWS])
+            values = _values(view)
+            labels += [label for label in values if label not in labels]
+        div = (divergence or {}).get(key)
+        values["first divergence"] = f"{div.step} ({div.why})" if div else "none"
+        columns[key] = values
+    rows = HEAD_ROWS + [label for label in labels if label not in HEAD_ROWS]
+    rows.append("first divergence")
+    table = {key: [_cell(values, label) for label in rows] for key, values in columns.items()}
+    return pd.DataFrame(table, index=rows)
+
+
+def _cell(values: Mapping[str, str], label: str) -> str:
+    if label in values:
+        return values[label]
+    # A run without this step says so on every row; one of another model has no such value.
+    return values["data input"] if values["data input"].startswith("no step") else NONE
+
+
+# -- weights across runs ---------------------------------------------------------------------------
+
+
+def weight_columns(runs: Mapping[str, Trace]) -> list[str]:
+    """Every parameter column (weights and biases after each step) of the runs, in order."""
+    out: list[str] = []
+    for trace in runs.values():
+        out += [c for c in after_columns(trace.tensors) if c not in out]
+    return out
+
+
+def weight_label(column: str) -> str:
+    """``w2_after_1_3`` → ``w2_after_1_3 · layer 2's weight W[1,3] after the update``."""
+    return f"{column} · {describe_column(column)}"
+
+
+def weight_runs(runs: Mapping[str, Trace], column: str) -> list[str]:
+    """The runs a weight's chart compares: those that record it and are runs of the same
+    model as the first of them (a weight of another model is another quantity, even under
+    the same name; those runs are compared on loss)."""
+    having = [key for key, trace in runs.items() if column in after_columns(trace.tensors)]
+    if not having:
+        return []
+    model = model_description(runs[having[0]])
+    return [key for key in having if model_description(runs[key]) == model]

@@ -1,38 +1,25 @@
-"""One step of one run as the article writes it: forward table, loss, backward pass, update
-``w − α·grad = ŵ``, every value as display text (exact fractions in exact runs), and what
-changed since the previous step."""
+"""One step of one run as the article writes it, for any stack of layers: the layer chain
+(values flowing forward from the data input to the loss, δ flowing back), the forward table,
+the loss, the backward pass, a table per layer, the weight matrices (w, grad, ŵ), the update
+``w − α·grad = ŵ`` in text and LaTeX, and what changed since the previous step. Every value is
+display text (exact fractions in exact runs); the pages only lay it out."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import pandas as pd
 
 from ..errors import TraceError
 from ..trace.reader import Trace
-FIELDS: tuple = ()  # FIXME(stacks): views are being generalised to any stack
 from .folder import last_step, steps_per_epoch
-from .replay import step_values
-from .text import abbreviate, latex_number, ordinal
+from .notation import MATHS, Notation, model_description, stack_notation
+from .sample import SampleValues, sample_values
+from .text import hang, latex_matrix, latex_number, ordinal, update_lines, width
 
-_FIELD = {f.name: f for f in FIELDS}
-
-#: Display names of the trace's fields, in the article's notation.
-LABELS = {
-    "x": "x",
-    "y": "y_truth",
-    "o1": "o1",
-    "o2": "o2",
-    "o3": "o3",
-    "loss": "loss",
-    "d4": "δ4",
-    "d3": "δ3",
-    "d2": "δ2",
-    "d1": "δ1",
-    "grad": "grad",
-    "w_before": "w",
-    "w_after": "ŵ",
-}
+__all__ = ["Link", "StepView", "Table", "inputs_label", "step_label", "step_view"]
 
 
 def _first_row(trace: Trace, step: int) -> int:
@@ -61,27 +48,41 @@ def step_label(trace: Trace, step: int, rows: int = 1) -> str:
 
 
 @dataclass(frozen=True)
-class SampleValues:
-    """One data input of a step: every recorded value as display text."""
+class Table:
+    """A table to show: its cells as text, and which cells changed since the previous step."""
 
-    row: int  # the dataset row
-    text: dict[str, str]  # column name → display text
-    gate_open: bool  # o2 >= 0: the ReLU lets δ4 through
-    correct: bool  # loss == 0
+    frame: pd.DataFrame
+    changed: pd.DataFrame  # booleans, the frame's shape
 
-    def show(self, column: str) -> str:
-        """One value as a table shows it (huge exact integers abbreviated)."""
-        return abbreviate(self.text[column])
 
-    def parts(self, name: str, n: int) -> list[str]:
-        """A field's components as a table shows them."""
-        return [self.show(c) for c in _FIELD[name].names(n)]
+def _table(columns: Sequence[tuple[str, list[str], list[bool]]], index: list[str] | None = None
+           ) -> Table:  # fmt: skip
+    """A :class:`Table` from ``(header, cells, changed)`` column by column."""
+    names = [h for h, _, _ in columns]
+    frame = pd.DataFrame({h: cells for h, cells, _ in columns}, index=index, columns=names)
+    changed = pd.DataFrame({h: flags for h, _, flags in columns}, index=index, columns=names)
+    return Table(frame, changed)
 
-    def vec(self, name: str, n: int) -> str:
-        """A field as the article writes it: ``(0, 2000, 3000)`` for a per-feature one
-        (x, o1, δ2, δ1, grad, w), the value alone otherwise (o2, loss …)."""
-        parts = self.parts(name, n)
-        return "(" + ", ".join(parts) + ")" if _FIELD[name].per_feature else parts[0]
+
+class Link(NamedTuple):
+    """One box of the layer chain: the layer, its type, its formula, the value it gives."""
+
+    layer: str  # "L2", "input", "Loss"
+    kind: str  # "linear(1)", "relu"
+    formula: str  # "o2 = w · o1"
+    value: str  # "0", "(0, 39/40)"
+    note: str = ""  # "gate open"
+    changed: bool = False  # since the previous step
+
+
+@dataclass(frozen=True)
+class LayerTable:
+    """One layer's values for each data input of the step: what went in and out, the δ it
+    received and the one it sent down, its gates or gradients."""
+
+    title: str  # "L2 · linear(2, bias)"
+    formulas: str  # "o2 = w2 · o1 + b2 · δ2 = δ3 · w2 …"
+    table: Table
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ class StepView:
     inputs: str  # "3rd data input"
     numerics: str
     lr: str
-    n: int  # features
+    model: str  # "input(3) → linear(1) → relu → squared_error"
+    notation: Notation
     samples: tuple[SampleValues, ...]
     previous: int | None  # the step compared against for `changed`
     changed: frozenset[str] = field(default_factory=frozenset)  # column names
@@ -103,30 +105,46 @@ class StepView:
     # -- what changed -------------------------------------------------------------------------
 
     def field_changed(self, name: str) -> bool:
-        """Whether any component of a field (``x``, ``o2``, ``w_after`` …) changed."""
-        return any(c == name or c.startswith(f"{name}_") for c in self.changed)
+        """Whether a tensor (``x``, ``o2``, ``w2_after`` …) or a column changed."""
+        columns = self.samples[0].columns(name) if name in self.notation.shapes else [name]
+        return any(c in self.changed for c in columns)
+
+    def _flags(self, tensor: str) -> list[bool]:
+        """The change flag of a tensor, once per data input (a table column's cells)."""
+        return [self.field_changed(tensor)] * len(self.samples)
+
+    def _moved(self) -> list[tuple[str, str]]:
+        """``(after column, its name)`` of every parameter this step's update moved."""
+        first, nt = self.samples[0], self.notation
+        out = []
+        for k, kind in nt.param_tensors():
+            after = f"{kind}{k}_after"
+            for a, b in zip(first.columns(after), first.columns(f"{kind}{k}_before"), strict=True):
+                if first.text[a] != first.text[b]:
+                    out.append((a, nt.entry(after, _index(a, after))))
+        return out
 
     @property
-    def weights_changed(self) -> list[int]:
-        """The weights this step's update moved (1-based), ``ŵ_k != w_k``."""
-        s = self.samples[0].text
-        return [k for k in range(1, self.n + 1) if s[f"w_after_{k}"] != s[f"w_before_{k}"]]
+    def weights_changed(self) -> list[str]:
+        """The parameters this step's update moved (``ŵ != w``), as their after columns."""
+        return [column for column, _ in self._moved()]
 
     def changes_text(self) -> str:
-        """One line saying what differs from the previous step."""
+        """One line saying which tensors differ from the previous step."""
         if self.previous is None:
             return "First step: nothing to compare with."
-        names = [LABELS[f] for f in LABELS if self.field_changed(f)]
+        nt = self.notation
+        names = [nt.symbol(t) for t in nt.shapes if t != "lr" and self.field_changed(t)]
         if not names:
             return f"Nothing changed since step {self.previous}."
         return f"Changed since step {self.previous}: " + ", ".join(names)
 
     def update_note(self) -> str:
         """Whether the update moved the weights, in words."""
-        moved = self.weights_changed
+        moved = [name for _, name in self._moved()]
         if not moved:
             return "The weights did not change (the gradient is 0)."
-        return "The update moved " + ", ".join(f"w_{k}" for k in moved) + "."
+        return "The update moved " + ", ".join(moved) + "."
 
     # -- the article's tables -----------------------------------------------------------------
 
@@ -136,63 +154,154 @@ class StepView:
         where = f"dataset row {rows[0]}" if len(rows) == 1 else f"dataset rows {rows}"
         return f"epoch {self.epoch} · {where} · {self.numerics} · α = {self.lr}"
 
-    def forward_table(self) -> pd.DataFrame:
-        """x, o1 = L1(x), o2 = L2(o1), o3 = L3(o2): one row per data input."""
-        return pd.DataFrame(
-            [
-                [s.vec("x", self.n), s.vec("o1", self.n), s.show("o2_1"), s.show("o3_1")]
-                for s in self.samples
-            ],
-            columns=["x", "o1 = L1(x)", "o2 = L2(o1)", "o3 = L3(o2)"],
+    def _column(self, header: str, tensor: str) -> tuple[str, list[str], list[bool]]:
+        return header, [s.vec(tensor) for s in self.samples], self._flags(tensor)
+
+    def forward_table(self) -> Table:
+        """x, o1 = L1(x), o2 = L2(o1), …: a column per layer, a row per data input."""
+        nt = self.notation
+        ks = range(1, len(nt.layers) + 1)
+        return _table(
+            [self._column("x", "x")]
+            + [self._column(f"o{k} = L{k}({nt.inp(k)})", f"o{k}") for k in ks]
         )
 
-    def loss_table(self) -> pd.DataFrame:
-        """o3 = model(x), y_truth, loss = Loss(o3, y_truth), correct?"""
-        return pd.DataFrame(
+    def loss_table(self) -> Table:
+        """oK = model(x), y_truth, loss = Loss(oK, y_truth), correct?"""
+        top = self.notation.top
+        return _table(
             [
-                [s.show("o3_1"), s.show("y_1"), s.show("loss"), "yes" if s.correct else "no"]
-                for s in self.samples
-            ],
-            columns=["o3 = model(x)", "y_truth", "loss = Loss(o3, y_truth)", "correct?"],
-        )
-
-    def backward_table(self) -> pd.DataFrame:
-        """δ4, δ3 (with the ReLU gate), δ2, the gradient δ3 · o1 and δ1, per data input."""
-        return pd.DataFrame(
-            [
-                [
-                    s.show("d4_1"),
-                    f"{s.show('d3_1')} (gate {'open' if s.gate_open else 'closed'})",
-                    s.vec("d2", self.n),
-                    s.vec("grad", self.n),
-                    s.vec("d1", self.n),
-                ]
-                for s in self.samples
-            ],
-            columns=[
-                "δ4 = o3 − y_truth",
-                "δ3 = δ4 if o2 ≥ 0 else 0",
-                "δ2 = δ3 · w",
-                "grad = ∂Loss/∂W2 = δ3 · o1",
-                "δ1 = δ2",
-            ],
-        )
-
-    def weights_table(self) -> pd.DataFrame:
-        """Each weight: w, its gradient (summed over the batch), ŵ, and whether it moved."""
-        first = self.samples[0]
-        moved = self.weights_changed
-        rows = [
-            [
-                f"w_{k}",
-                first.show(f"w_before_{k}"),
-                " + ".join(s.show(f"grad_{k}") for s in self.samples),
-                first.show(f"w_after_{k}"),
-                "yes" if k in moved else "no",
+                self._column(f"{top} = model(x)", top),
+                self._column("y_truth", "y"),
+                self._column(f"loss = Loss({top}, y_truth)", "loss"),
+                ("correct?", ["yes" if s.correct else "no" for s in self.samples],
+                 self._flags("loss")),
             ]
-            for k in range(1, self.n + 1)
-        ]
-        return pd.DataFrame(rows, columns=["weight", "w", "grad", "ŵ = w − α·grad", "moved"])
+        )  # fmt: skip
+
+    def _gates(self, s: SampleValues, k: int) -> str:
+        """``gate open``; ``gates open, closed`` for a layer of several neurons."""
+        states = ["open" if s.nonneg(c) else "closed" for c in s.columns(self.notation.inp(k))]
+        return ("gate " if len(states) == 1 else "gates ") + ", ".join(states)
+
+    def _back_rules(self) -> list[tuple[int, str, str]]:
+        """Every backward line from the loss down: (layer, tensor, formula)."""
+        nt = self.notation
+        top = nt.loss_number
+        out = [(top, f"d{top}", f"δ{top} = {nt.loss_backward(len(self.samples))}")]
+        for k in range(len(nt.layers), 0, -1):
+            for r in nt.backward(k):
+                if r.tensor.startswith("grad_"):
+                    lhs = f"{nt.symbol(r.tensor)} = {nt.partial(k, r.tensor[5])}"
+                else:
+                    lhs = f"δ{k}"
+                out.append((k, r.tensor, f"{lhs} = {r.rule}"))
+        return out
+
+    def _back_cell(self, s: SampleValues, k: int, tensor: str) -> str:
+        nt = self.notation
+        gated = tensor == f"d{k}" and k < nt.loss_number and nt.layer(k).gated
+        return f"{s.vec(tensor)} ({self._gates(s, k)})" if gated else s.vec(tensor)
+
+    def backward_table(self) -> Table:
+        """δ at the loss, then each layer's δ (with its gates) and gradients, down to δ1."""
+        return _table(
+            [
+                (formula, [self._back_cell(s, k, t) for s in self.samples], self._flags(t))
+                for k, t, formula in self._back_rules()
+            ]
+        )
+
+    def weights_table(self) -> Table:
+        """Each weight and bias: w, its gradient (the data inputs' added up), ŵ, and whether
+        it moved; a row each."""
+        first, nt = self.samples[0], self.notation
+        moved = set(self.weights_changed)
+        names: list[str] = []
+        cells: dict[str, list[str]] = {"w": [], "grad": [], "after": [], "moved": []}
+        flags: dict[str, list[bool]] = {"w": [], "grad": [], "after": []}
+        for k, kind in nt.param_tensors():
+            after, before, grad = f"{kind}{k}_after", f"{kind}{k}_before", f"grad_{kind}{k}"
+            columns = zip(first.columns(after), first.columns(before), first.columns(grad),
+                          strict=True)  # fmt: skip
+            for a, b, g in columns:
+                names.append(nt.entry(after, _index(a, after)))
+                cells["w"].append(first.show(b))
+                cells["grad"].append(" + ".join(s.show(g) for s in self.samples))
+                cells["after"].append(first.show(a))
+                cells["moved"].append("yes" if a in moved else "no")
+                for key, column in (("w", b), ("grad", g), ("after", a)):
+                    flags[key].append(column in self.changed)
+        return _table(
+            [
+                ("weight", names, [False] * len(names)),
+                ("w", cells["w"], flags["w"]),
+                ("grad", cells["grad"], flags["grad"]),
+                ("ŵ = w − α·grad", cells["after"], flags["after"]),
+                ("moved", cells["moved"], [False] * len(names)),
+            ]
+        )
+
+    def layer_tables(self) -> list[LayerTable]:
+        """A table per layer, L1 first: for each data input, the layer's input and output,
+        δ from above and δ sent below, and its gates (ReLU-like) or gradients (linear)."""
+        nt = self.notation
+        rules = self._back_rules()
+        out = []
+        for layer in nt.layers:
+            k = layer.number
+            mine = [(t, formula) for n, t, formula in rules if n == k]
+            columns = [
+                ("dataset row", [str(s.row) for s in self.samples], [False] * len(self.samples)),
+                self._column(f"{nt.inp(k)} (in)", nt.inp(k)),
+                self._column(f"o{k} (out)", f"o{k}"),
+                self._column(f"δ{k + 1} (from above)", f"d{k + 1}"),
+            ]
+            columns += [self._column(formula, t) for t, formula in mine]
+            if layer.gated:
+                gates = [self._gates(s, k) for s in self.samples]
+                columns.append(("gate", gates, self._flags(nt.inp(k))))
+            formulas = " · ".join([nt.forward(k), *(f for _, f in mine)])
+            out.append(LayerTable(f"L{k} · {layer.kind}", formulas, _table(columns)))
+        return out
+
+    def matrices(self, k: int) -> list[tuple[str, Table]]:
+        """Layer k's weight matrix before the update, its gradient (the data inputs' added
+        up) and after: row j = neuron j (o{k}_j), column i = input i, the bias beside.
+        ``[("w", table), ("grad", table), ("ŵ", table)]``."""
+        nt = self.notation
+        out = []
+        for when in ("before", "grad", "after"):
+            w = f"grad_w{k}" if when == "grad" else f"w{k}_{when}"
+            b = f"grad_b{k}" if when == "grad" else f"b{k}_{when}"
+            out.append((nt.symbol(w), self._matrix(k, w, b if nt.layer(k).bias else None)))
+        return out
+
+    def _cell(self, column: str) -> str:
+        """A parameter's cell: the same on every row of a step, but its gradient is each
+        data input's, added up."""
+        if column.startswith("grad_"):
+            return " + ".join(s.show(column) for s in self.samples)
+        return self.samples[0].show(column)
+
+    def _matrix(self, k: int, w: str, b: str | None) -> Table:
+        first, nt = self.samples[0], self.notation
+        n_out, n_in = nt.shapes[w]
+        inp = nt.inp(k)
+        index = [f"o{k}_{j}" for j in range(1, n_out + 1)]
+        wcols = first.columns(w)
+        columns = []
+        for i in range(n_in):
+            cells = [wcols[j * n_in + i] for j in range(n_out)]
+            header = f"{inp}_{i + 1}"
+            columns.append((header, [self._cell(c) for c in cells],
+                            [c in self.changed for c in cells]))  # fmt: skip
+        if b is not None:
+            bcols = first.columns(b)
+            columns.append(
+                ("b", [self._cell(c) for c in bcols], [c in self.changed for c in bcols])
+            )
+        return _table(columns, index)
 
     def full_values(self) -> pd.DataFrame:
         """Every recorded value of the step in full (exact fractions unabbreviated)."""
@@ -202,74 +311,88 @@ class StepView:
 
     # -- the update written out ---------------------------------------------------------------
 
-    def _gradients(self, terms: list[str], left: str, right: str) -> str:
-        """The data inputs' gradients added up, bracketed when the step has several."""
-        total = " + ".join(terms)
-        return f"{left}{total}{right}" if len(terms) > 1 else total
+    def _update(self, k: int, kind: str) -> list[str]:
+        nt, first = self.notation, self.samples[0]
+        before, after, grad = f"{kind}{k}_before", f"{kind}{k}_after", f"grad_{kind}{k}"
+        lhs = nt.symbol(after)
+        formula = f"{nt.symbol(before)} − α·{nt.symbol(grad)}"
+        grads = [s.lines(grad) for s in self.samples]
+        ops = update_lines(first.lines(before), self.lr, grads, "−", MATHS.scale)
+        result = first.lines(after)
+        if len(ops) == 1 and len(result) == 1:
+            return [f"{lhs} = {formula} = {ops[0]} = {result[0]}"]
+        more = " " * width(lhs) + " = "
+        return [f"{lhs} = {formula}", *hang(more, ops), *hang(more, result)]
 
     def update_text(self) -> str:
-        """The update written out: ``ŵ = w − α·grad = (…) − 1·(…) = (…)``."""
-        first = self.samples[0]
-        grads = self._gradients([s.vec("grad", self.n) for s in self.samples], "(", ")")
-        return (
-            f"ŵ = w − α·grad = {first.vec('w_before', self.n)} − {self.lr}·{grads}"
-            f" = {first.vec('w_after', self.n)}"
-        )
+        """The update written out, a line per parameter tensor (a line per matrix row when
+        it has several): ``ŵ = w − α·grad = (…) − 1·(…) = (…)``."""
+        return "\n".join(line for k, kind in self.notation.param_tensors()
+                         for line in self._update(k, kind))  # fmt: skip
 
     def update_latex(self) -> str:
-        """The same update as LaTeX on three lines, fractions as ``\\frac``."""
-        first = self.samples[0]
-
-        def vec(name: str, s: SampleValues) -> str:
-            parts = [latex_number(p) for p in s.parts(name, self.n)]
-            return r"\left(" + ", ".join(parts) + r"\right)"
-
-        terms = [vec("grad", s) for s in self.samples]
-        grads = self._gradients(terms, r"\left(", r"\right)")
-        return (
-            r"\begin{aligned}\hat{w} &= w - \alpha \cdot grad \\"
-            + f" &= {vec('w_before', first)} - {latex_number(self.lr)} \\cdot {grads} \\\\"
-            + f" &= {vec('w_after', first)}"
-            + r"\end{aligned}"
-        )
+        """The same update as LaTeX, three lines per parameter tensor, fractions as
+        ``\\frac``, matrices as ``pmatrix``."""
+        nt, first = self.notation, self.samples[0]
+        blocks = []
+        for k, kind in nt.param_tensors():
+            before, after, grad = f"{kind}{k}_before", f"{kind}{k}_after", f"grad_{kind}{k}"
+            terms = [latex_matrix(s.rows(grad)) for s in self.samples]
+            grads = terms[0] if len(terms) == 1 else r"\left(" + " + ".join(terms) + r"\right)"
+            blocks.append(
+                rf"{nt.latex(after)} &= {nt.latex(before)} - \alpha \cdot {nt.latex(grad)} \\"
+                + rf" &= {latex_matrix(first.rows(before))} - {latex_number(self.lr)} \cdot {grads}"
+                + rf" \\ &= {latex_matrix(first.rows(after))}"
+            )
+        return r"\begin{aligned}" + r" \\[6pt] ".join(blocks) + r"\end{aligned}"
 
     # -- the layer chain ----------------------------------------------------------------------
 
-    def chain(self) -> list[tuple[str, str, str]]:
-        """The layer chain L1 → L2 → L3 → Loss for the first data input of the step:
-        ``(layer, formula, value coming out)``."""
-        s = self.samples[0]
-        n = self.n
-        return [
-            ("input", "x", s.vec("x", n)),
-            ("L1", "o1 = x", s.vec("o1", n)),
-            ("L2", "o2 = w · o1", s.show("o2_1")),
-            ("L3", "o3 = o2 if o2 ≥ 0 else 0", s.show("o3_1")),
-            ("Loss", "½ (o3 − y_truth)²", s.show("loss")),
-        ]
+    def chain(self) -> list[Link]:
+        """The layer chain input → L1 → … → Loss for the first data input of the step: the
+        value coming out of each box."""
+        s, nt = self.samples[0], self.notation
+        out = [Link("input", "data", "x", s.vec("x"), changed=self.field_changed("x"))]
+        for layer in nt.layers:
+            k = layer.number
+            out.append(Link(f"L{k}", layer.kind, nt.forward(k), s.vec(f"o{k}"),
+                            changed=self.field_changed(f"o{k}")))  # fmt: skip
+        note = "correct" if s.correct else "wrong"
+        out.append(Link("Loss", "squared_error", nt.loss_forward(), s.vec("loss"), note,
+                        self.field_changed("loss")))  # fmt: skip
+        return out
 
-    def backward_chain(self) -> list[tuple[str, str, str]]:
-        """The backward values, from the loss back to the input: ``(layer, formula, value)``."""
-        s = self.samples[0]
-        n = self.n
-        return [
-            ("Loss", "δ4 = o3 − y_truth", s.show("d4_1")),
-            ("L3", "δ3 = δ4 if o2 ≥ 0 else 0", s.show("d3_1")),
-            ("L2", "δ2 = δ3 · w;  grad = δ3 · o1", f"{s.vec('d2', n)};  {s.vec('grad', n)}"),
-            ("L1", "δ1 = δ2", s.vec("d1", n)),
-        ]
+    def backward_chain(self) -> list[Link]:
+        """δ from the loss back to the input, for the first data input of the step, with each
+        layer's gradients beside its δ."""
+        s, nt = self.samples[0], self.notation
+        by_layer: dict[int, list[tuple[str, str]]] = {}
+        for k, t, formula in self._back_rules():
+            by_layer.setdefault(k, []).append((t, formula))
+        out = []
+        for k in range(nt.loss_number, 0, -1):
+            lines = by_layer[k]
+            formula = ";  ".join(_short(f) for _, f in lines)
+            value = ";  ".join(s.vec(t) for t, _ in lines)
+            changed = any(self.field_changed(t) for t, _ in lines)
+            if k == nt.loss_number:
+                out.append(Link("Loss", "squared_error", formula, value, changed=changed))
+                continue
+            layer = nt.layer(k)
+            note = self._gates(s, k) if layer.gated else ""
+            out.append(Link(f"L{k}", layer.kind, formula, value, note, changed))
+        return out
 
 
-def _samples(rows: pd.DataFrame, numerics: str) -> list[SampleValues]:
-    return [
-        SampleValues(
-            row=int(row["sample"]),
-            text=step_values(row, numerics),
-            gate_open=bool(row["o2_1"] >= 0),
-            correct=bool(row["loss"] == 0),
-        )
-        for _, row in rows.iterrows()
-    ]
+def _short(formula: str) -> str:
+    """``grad = ∂Loss/∂W2 = δ3 · o1`` → ``grad = δ3 · o1``: the chain's boxes are small."""
+    parts = formula.split(" = ")
+    return f"{parts[0]} = {parts[-1]}"
+
+
+def _index(column: str, tensor: str) -> tuple[int, ...]:
+    """``w2_after_1_3`` of tensor ``w2_after`` → (1, 3)."""
+    return tuple(int(i) for i in column[len(tensor) + 1 :].split("_"))
 
 
 def _changed(now: list[SampleValues], before: list[SampleValues]) -> frozenset[str]:
@@ -291,6 +414,7 @@ def step_view(trace: Trace, step: int, run: str | None = None) -> StepView:
     ('step 2 (3rd data input)', '1/2', 'ŵ = w − α·grad = (1/200, -3/11600, 1/5800) − 1·…')
     """
     run = run or trace.name
+    nt = stack_notation(trace, MATHS)
     rows = trace.read(steps=(max(step - 1, 0), step + 1))
     now = rows[rows["step"] == step]
     if now.empty:
@@ -300,10 +424,14 @@ def step_view(trace: Trace, step: int, run: str | None = None) -> StepView:
             if last >= 0
             else f"run {run} has no recorded steps yet"
         )
-    samples = _samples(now, trace.numerics)
+    samples = sample_values(now, trace.numerics, nt.shapes)
     before = rows[rows["step"] == step - 1]
     previous = None if before.empty else step - 1
-    changed = frozenset() if before.empty else _changed(samples, _samples(before, trace.numerics))
+    changed = (
+        frozenset()
+        if before.empty
+        else _changed(samples, sample_values(before, trace.numerics, nt.shapes))
+    )
     return StepView(
         run=run,
         step=step,
@@ -312,7 +440,8 @@ def step_view(trace: Trace, step: int, run: str | None = None) -> StepView:
         inputs=inputs_label(trace, step, len(now)),
         numerics=trace.numerics,
         lr=trace.lr_text,  # as the user typed it (1e-9), not as a float prints
-        n=trace.n_features,
+        model=model_description(trace),
+        notation=nt,
         samples=tuple(samples),
         previous=previous,
         changed=changed,
