@@ -15,8 +15,11 @@ from steptrace import find_traces, load_trace, load_traces, record, sweep
 from steptrace.data import seed_dataset
 from steptrace.errors import TraceError
 from steptrace.trace.writer import TraceWriter, make_run_dir
+from steptrace.train.columns import iter_blocks
 from steptrace.train.recorder import run_metadata
-from steptrace.train.trainer import Settings, iter_blocks
+from steptrace.train.settings import Settings
+
+from .conftest import REPO
 
 EPOCHS = 20
 LRS = ["1", "1e-4", "1e-7"]
@@ -65,10 +68,17 @@ def test_which_learning_rate_learns_diverges_or_stays_stuck(rows):
     learns = table.loc["seed-exact-lr1e-7"]
     assert learns["converged"] and not learns["diverged"]
     assert learns["last_epoch_loss"] <= an.CONVERGE_RTOL * learns["first_epoch_loss"]
-    assert learns["gate_closed_steps"] == 0
+    assert learns["gate_closed_steps"] == 0 and learns["gate_closed_share"] == 0
+    assert learns["dead_units"] == 0 and learns["dead_neurons"] == ""
+    # α = 1e-4 overshoots at step 3 into o2 < 0 for every patient: the ReLU is dead
+    dead = table.loc["seed-exact-lr1e-4"]
+    assert (dead["dead_units"], dead["dead_neurons"]) == (1, "L3[1]")
+    assert dead["gate_closed_steps"] == 56 and dead["gate_closed_share"] == 56 / 60
     for lr in LRS:  # float64: samples 0 and 2 have o2 < 0 every epoch, nothing is learned
         stuck = table.loc[f"seed-float64-lr{lr}"]
         assert stuck["gate_closed_steps"] == 2 * EPOCHS
+        assert stuck["gate_closed_share"] == pytest.approx(2 / 3)
+        assert stuck["dead_units"] == 0  # sample 1 opens the gate every epoch
         assert not stuck["converged"] and not stuck["diverged"]
         assert stuck["first_epoch_loss"] == stuck["last_epoch_loss"] == pytest.approx(1 / 6)
     assert table.loc["seed-exact-lr1", "first_nonfinite_step"] is pd.NA
@@ -80,7 +90,7 @@ def test_the_first_non_finite_step_is_where_the_loss_overflows(rows):
     assert overflow["diverged_at"] == 3 and overflow["diverged_why"] == "loss is not finite"
     assert not overflow["converged"] and np.isinf(overflow["last_epoch_loss"])
     step3 = rows[(rows.run == "overflow") & (rows.step == 3)]
-    assert np.isinf(step3["loss"]).all() and np.isfinite(step3["w_before_2"]).all()
+    assert np.isinf(step3["loss"]).all() and np.isfinite(step3["w2_before_1_2"]).all()
     # o2 is NaN at steps 4 and 5: the model's rule (open if o2 >= 0) treats it as closed
     assert overflow["gate_closed_steps"] == 2
 
@@ -112,24 +122,34 @@ def test_rows_of_one_step_and_runs_side_by_side(rows):
     side = rows.steptrace.compare(2)
     exact, f64 = side.loc["seed-exact-lr1e-4"], side.loc["seed-float64-lr1e-4"]
     assert exact["o2_1"] == 0 and exact["d3_1"] == -1  # gate open at exactly 0
-    assert exact["w_after_2"] - exact["w_before_2"] == pytest.approx(1e-4 * 2000)
-    assert exact["w_after_3"] - exact["w_before_3"] == pytest.approx(1e-4 * 3000)
+    assert exact["w2_after_1_2"] - exact["w2_before_1_2"] == pytest.approx(1e-4 * 2000)
+    assert exact["w2_after_1_3"] - exact["w2_before_1_3"] == pytest.approx(1e-4 * 3000)
     assert f64["o2_1"] == FLOAT64_O2_THIRD_SAMPLE and f64["d3_1"] == 0
     assert (
-        f64[["w_after_1", "w_after_2", "w_after_3"]].to_numpy()
-        == f64[["w_before_1", "w_before_2", "w_before_3"]].to_numpy()
+        f64[["w2_after_1_1", "w2_after_1_2", "w2_after_1_3"]].to_numpy()
+        == f64[["w2_before_1_1", "w2_before_1_2", "w2_before_1_3"]].to_numpy()
     ).all()
+    # the gate's input and the δ it lets through, then the weights before and after
+    assert list(side.columns) == [
+        "sample", "loss", "o2_1", "d3_1", "w2_before_1_1", "w2_before_1_2", "w2_before_1_3",
+        "w2_after_1_1", "w2_after_1_2", "w2_after_1_3",
+    ]  # fmt: skip
     assert list(rows.steptrace.compare(2, ["loss"]).columns) == ["loss"]
+    by_tensor = rows.steptrace.compare(2, ["o2_1", "d3", "w2_after"])
+    assert list(by_tensor.columns) == ["o2_1", "d3_1", "w2_after_1_1", "w2_after_1_2",
+                                       "w2_after_1_3"]  # fmt: skip
+    assert list(rows.steptrace.compare(2, ["w_before"]).columns) == list(side.columns[4:7])
 
 
 def test_weights_in_long_form_one_row_per_run_step_and_weight(rows):
     w = rows.steptrace.weights()
-    assert list(w.columns) == ["step", "run", "k", "w"]
+    assert list(w.columns) == ["step", "run", "layer", "quantity", "j", "i", "value"]
     assert len(w) == len(rows.drop_duplicates(["run", "step"])) * 3
-    one = w[(w.run == "seed-exact-lr1") & (w.step == 2)].set_index("k")["w"]
+    assert set(w.layer) == {2} and set(w.quantity) == {"w"} and set(w.j) == {1}
+    one = w[(w.run == "seed-exact-lr1") & (w.step == 2)].set_index("i")["value"]
     assert one[2] == pytest.approx(2000 - 3 / 11600) and one[3] == pytest.approx(3000 + 1 / 5800)
-    before = rows.steptrace.weights("w_before")
-    start = before[(before.step == 0) & (before.run == "seed-exact-lr1")]["w"].tolist()
+    before = rows.steptrace.weights("before")
+    start = before[(before.step == 0) & (before.run == "seed-exact-lr1")]["value"].tolist()
     assert start == pytest.approx([1 / 200, -3 / 11600, 1 / 5800])
 
 
@@ -168,8 +188,12 @@ def test_missing_columns_are_named_in_the_error(rows):
         an.run_summary(rows[["run", "step", "epoch"]])
     with pytest.raises(TraceError, match="neither a 'run' nor a 'run_id'"):
         an.step_rows(rows.drop(columns=["run", "run_id"]), 0).pipe(an.batch_loss)
-    with pytest.raises(TraceError, match="no w_after_k columns"):
+    with pytest.raises(TraceError, match="no parameter columns \\(w\\{k\\}_after_…\\)"):
         an.weights_long(rows[["run", "step", "loss"]])
+    with pytest.raises(TraceError, match="which must be 'before' or 'after', got 'w_after'"):
+        an.weights_long(rows, "w_after")
+    with pytest.raises(TraceError, match="lack column\\(s\\) o9_1"):
+        an.compare_at(rows, 2, ["o9_1"])
     with pytest.raises(TraceError, match="per must be"):
         an.epoch_loss(rows, per="batch")
 
@@ -190,7 +214,7 @@ def many_row_groups(tmp_path_factory):
     settings = Settings.parse(ds, "1e-9", 20_000, 1, "float64", "0.005,-0.0002,0.0002")
     run_dir = make_run_dir(tmp_path_factory.mktemp("big"), "big")
     meta = run_metadata(ds, settings, "big-run", run_dir.name)
-    writer = TraceWriter(run_dir, 3, False, meta, flush_seconds=3600, row_group_rows=2048)
+    writer = TraceWriter(run_dir, False, meta, flush_seconds=3600, row_group_rows=2048)
     for block in iter_blocks(ds, settings, max_rows=2048):
         writer.write(block)
     writer.close()
@@ -303,3 +327,152 @@ def test_sweep_dataset_unifies_columns_and_adds_settings_for_every_engine(tmp_pa
     only = pc.field("run") == "b-exact"
     assert len(list(dataset.get_fragments(only))) == 1  # the other run is pruned unopened
     assert an.sweep_dataset(out, [("numerics", "==", "exact")]).to_table().num_rows == 3
+
+
+# --- any stack of layers -----------------------------------------------------------------------
+
+TWO_LAYER = REPO / "examples" / "two-layer.json"
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    """The two-layer example (input → linear(2, bias) → relu → linear(1) → leaky relu) at two
+    α in exact and float64, and a network with a Heaviside gate, in one folder."""
+    out = tmp_path_factory.mktemp("network") / "runs"
+    for numerics in ("exact", "float64"):
+        sweep(["1/10", "1/1000"], model=TWO_LAYER, out=out, epochs=5, numerics=numerics)
+    step_model = {
+        "layers": [
+            {"type": "input"},
+            {"type": "linear", "out": 2, "biases": ["-1/10", "1/10"],
+             "weights": [["1/200", "0", "-1/1000"], ["0", "1/2000", "0"]]},
+            {"type": "heaviside"},
+            {"type": "linear", "out": 1, "bias": False, "weights": [["1/2", "1/4"]]},
+        ]
+    }  # fmt: skip
+    record(lr="1/10", epochs=2, model=step_model, out=out, name="heaviside")
+    return out
+
+
+def test_the_gates_of_any_stack_are_found_in_its_rows_as_in_its_model(network):
+    traces, problems = find_traces(network)
+    assert problems == []
+    df = load_traces(network)
+    for trace in traces:
+        rows = df[df.run == trace.name]
+        assert an.find_gates(rows) == an.trace_gates(trace), trace.name
+    two = an.trace_gates(next(t for t in traces if t.name == "seed-two-layer-exact-lr1_10"))
+    assert two == [
+        an.Gate(3, "relu", ("o2_1", "o2_2")),
+        an.Gate(5, "leaky_relu", ("o4_1",)),
+    ]
+    assert an.find_gates(df[df.run == "heaviside"]) == [an.Gate(3, "heaviside", ("o2_1", "o2_2"))]
+    by_run = df.steptrace.gates()
+    assert by_run["seed-two-layer-float64-lr1_1000"] == two
+    assert by_run["heaviside"] == [an.Gate(3, "heaviside", ("o2_1", "o2_2"))]
+
+
+def test_gates_are_told_from_the_rows_alone():
+    x = np.array([[-2.0], [0.0], [3.0], [np.nan]])
+    kinds = {
+        "relu": [[0.0], [0.0], [3.0], [np.nan]],
+        "leaky_relu": [[-0.02], [0.0], [3.0], [np.nan]],
+        "heaviside": [[0.0], [1.0], [1.0], [np.nan]],
+        None: [[-2.0], [0.0], [3.0], [1.0]],  # identity: a negative passes unchanged
+    }
+    for kind, o in kinds.items():
+        assert an._gate_kind(x, np.array(o)) == kind
+    logistic = 1 / (1 + np.exp(-x))
+    assert an._gate_kind(x, logistic) is None
+    rows = pd.DataFrame({"run": "r", "step": range(4), "o2_1": x[:, 0], "o3_1": [0, 0, 3, 1]})
+    assert an.find_gates(rows) == [an.Gate(3, "relu", ("o2_1",))]
+    rows["o4_1"] = rows["o3_1"] * 2  # another size would not be a gate; this is not either
+    assert an.find_gates(rows) == [an.Gate(3, "relu", ("o2_1",))]
+
+
+def test_a_two_layer_summary_counts_every_gate_unit_and_names_dead_ones(network):
+    df = load_traces(network)
+    table = df.steptrace.summary()
+    streamed = an.trace_summaries(find_traces(network)[0])
+    pd.testing.assert_frame_equal(streamed[table.columns], table, check_dtype=False)
+    for run in ("seed-two-layer-exact-lr1_10", "seed-two-layer-float64-lr1_1000"):
+        rows = df[df.run == run]
+        closed = ~(rows[["o2_1", "o2_2", "o4_1"]].to_numpy() >= 0)
+        got = table.loc[run]
+        assert got["gate_closed_share"] == closed.sum() / closed.size
+        assert got["gate_closed_steps"] == len(set(rows.step[closed.any(axis=1)]))
+        last_epoch = (rows.epoch == rows.epoch.max()).to_numpy()
+        dead = [f"L3[{j + 1}]" for j in range(2) if closed[last_epoch, j].all()]
+        assert got["dead_neurons"] == ", ".join(dead) and got["dead_units"] == len(dead)
+    # The Heaviside never dies (δ through it is 0 whatever its input) and has no ReLU unit.
+    assert table.loc["heaviside", "dead_units"] == 0
+    nonfinite = table["first_nonfinite_step"]
+    assert nonfinite.isna().all()
+
+
+def test_a_two_layer_runs_weights_and_biases_in_long_form(network):
+    df = load_traces(network)
+    run = df[df.run == "seed-two-layer-exact-lr1_10"]
+    w = run.steptrace.weights()
+    n_steps = run.step.nunique()
+    assert len(w) == n_steps * (6 + 2 + 2)  # W2 (2×3), b2 (2), W4 (1×2)
+    first = w[w.step == 0]
+    assert list(zip(first.layer, first.quantity, first.j, first.i.astype(object), strict=True)) == [
+        (2, "w", 1, 1), (2, "w", 1, 2), (2, "w", 1, 3), (2, "w", 2, 1), (2, "w", 2, 2),
+        (2, "w", 2, 3), (2, "b", 1, pd.NA), (2, "b", 2, pd.NA), (4, "w", 1, 1), (4, "w", 1, 2),
+    ]  # fmt: skip
+    at = w.set_index(["step", "layer", "quantity", "j", "i"])["value"]
+    step_rows = run.drop_duplicates("step").set_index("step")
+    assert at[(3, 4, "w", 1, 2)] == step_rows.loc[3, "w4_after_1_2"]
+    assert at[(3, 2, "b", 2, pd.NA)] == step_rows.loc[3, "b2_after_2"]
+    start = run.steptrace.weights("before")
+    assert start[start.step == 0].value.tolist() == pytest.approx(
+        [1 / 200, -3 / 11600, 1 / 5800, -1 / 1000, 1 / 2000, -1 / 4000, 0, 1 / 10, 1 / 2, -1 / 3]
+    )
+    # A folder of several models: each run has its own parameters, none invented for others.
+    every = df.steptrace.weights()
+    assert set(every[every.run == "heaviside"].layer) == {2, 4}
+    assert len(every[every.run == "heaviside"]) == 6 * (6 + 2 + 2)
+
+
+def test_two_layer_runs_side_by_side_show_every_gate_and_parameter(network):
+    df = load_traces(network)
+    pair = df[df.run.isin(["seed-two-layer-exact-lr1_10", "seed-two-layer-float64-lr1_10"])]
+    side = pair.steptrace.compare(0)
+    assert list(side.columns[:8]) == ["sample", "loss", "o2_1", "o2_2", "d3_1", "d3_2",
+                                      "o4_1", "d5_1"]  # fmt: skip
+    assert len(side.columns) == 8 + 2 * 10
+    exact, f64 = side.loc["seed-two-layer-exact-lr1_10"], side.loc["seed-two-layer-float64-lr1_10"]
+    # neuron 1 of layer 2 has the article's weights: exactly 0 in exact, below 0 in float64
+    assert exact["o2_1"] == 0 and f64["o2_1"] == -3.469446951953614e-17
+    assert exact["d3_1"] != 0 and f64["d3_1"] == 0  # the gate lets δ through, or not
+    picked = pair.steptrace.compare(0, ["w_after", "b2_after"])
+    assert list(picked.columns) == [
+        "w2_after_1_1", "w2_after_1_2", "w2_after_1_3", "w2_after_2_1", "w2_after_2_2",
+        "w2_after_2_3", "w4_after_1_1", "w4_after_1_2", "b2_after_1", "b2_after_2",
+    ]  # fmt: skip
+
+
+def test_sweep_dataset_reads_version_1_goldens_under_version_2_names(tmp_path):
+    golden = REPO / "traces" / "golden"
+    assert all(t.v1 for t in find_traces(golden)[0])
+    dataset = an.sweep_dataset(golden)
+    got = duckdb.sql(
+        "SELECT w2_after_1_3_exact FROM dataset WHERE run = 'article-exact' ORDER BY step"
+    ).fetchall()
+    assert got == [("1/5800",), ("1/5800",), ("17400001/5800",)]
+    assert "w_after_3" not in dataset.schema.names
+    rows = dataset.to_table(filter=pc.field("lr_text") == "1e-7").num_rows
+    assert rows == 15
+    # with a version 2 run beside them, every column is under one name
+    mixed = tmp_path / "mixed"
+    for path in golden.glob("article-*.parquet"):
+        (mixed / path.name).parent.mkdir(exist_ok=True)
+        (mixed / path.name).write_bytes(path.read_bytes())
+    record(lr="1", numerics="exact", out=mixed, name="fresh")
+    dataset = an.sweep_dataset(mixed)
+    both = duckdb.sql(
+        "SELECT run, w2_after_1_3_exact FROM dataset WHERE step = 2 AND numerics = 'exact' "
+        "ORDER BY run"
+    ).fetchall()
+    assert both == [("article-exact", "17400001/5800"), ("fresh", "17400001/5800")]

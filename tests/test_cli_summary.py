@@ -6,7 +6,9 @@ import json
 import pandas as pd
 import pytest
 
-from steptrace import sweep
+from steptrace import load_trace, record, sweep
+
+from .conftest import REPO
 
 
 @pytest.fixture
@@ -22,12 +24,15 @@ def test_the_table_has_one_line_per_run_and_says_what_became_of_it(run_cli, swee
     header, *lines = result.output.splitlines()
     assert header.split()[:4] == ["run", "numerics", "lr", "batch"]
     assert "diverged at" in header and "converged" in header and "gate closed" in header
+    assert header.split()[-6:] == ["gate", "closed", "dead", "diverged", "at", "converged"]
     cells = {line.split()[0]: line.split() for line in lines}
     assert sorted(cells) == ["seed-exact-lr1", "seed-exact-lr1e-7", "seed-float64-lr1e-7"]
-    # run numerics lr batch steps final min at-step first-NaN gate diverged-at converged
-    assert cells["seed-exact-lr1"][-3:] == ["56", "3", "no"]
-    assert cells["seed-exact-lr1e-7"][-3:] == ["0", "-", "yes"]
-    assert cells["seed-float64-lr1e-7"][-3:] == ["40", "-", "no"]
+    # run numerics lr batch steps final min at-step first-NaN gate dead diverged-at converged
+    # α = 1 throws the weights negative at step 3: the ReLU stays closed from then on, dead
+    assert cells["seed-exact-lr1"][-4:] == ["56", "1", "3", "no"]
+    assert cells["seed-exact-lr1e-7"][-4:] == ["0", "0", "-", "yes"]
+    # float64: the gate is closed for samples 0 and 2 every epoch, open for sample 1
+    assert cells["seed-float64-lr1e-7"][-4:] == ["40", "0", "-", "no"]
     assert cells["seed-float64-lr1e-7"][5] == "0.5"
 
 
@@ -49,6 +54,11 @@ def test_json_is_a_list_of_runs_with_nulls_for_missing_values(run_cli, sweep_fol
     assert runs["seed-exact-lr1e-7"]["diverged_at"] is None
     assert runs["seed-exact-lr1e-7"]["first_nonfinite_step"] is None
     assert runs["seed-float64-lr1e-7"]["gate_closed_steps"] == 40
+    assert runs["seed-float64-lr1e-7"]["gate_closed_share"] == pytest.approx(2 / 3)
+    assert runs["seed-float64-lr1e-7"]["dead_units"] == 0
+    assert runs["seed-float64-lr1e-7"]["dead_neurons"] == ""
+    assert runs["seed-exact-lr1"]["dead_units"] == 1
+    assert runs["seed-exact-lr1"]["dead_neurons"] == "L3[1]"
     assert runs["seed-float64-lr1e-7"]["lr"] == 1e-7 and runs["seed-float64-lr1e-7"]["steps"] == 60
 
 
@@ -93,3 +103,26 @@ def test_errors_are_one_line_with_an_exit_code(run_cli, tmp_path):
 def test_help_has_an_example(run_cli):
     result = run_cli("summary", "-h")
     assert result.exit_code == 0 and "Example:" in result.output and "--json" in result.output
+
+
+def test_a_two_layer_network_is_summarised_from_its_models_gates(run_cli, traces):
+    model = REPO / "examples" / "two-layer.json"
+    for numerics in ("exact", "float64"):
+        record(lr="1/10", epochs=5, numerics=numerics, model=model, out=traces, name=numerics)
+    result = run_cli("summary", traces, "--json")
+    assert result.exit_code == 0
+    runs = {r["run"]: r for r in json.loads(result.output)}
+    exact, f64 = runs["exact"], runs["float64"]
+    # Gates: layer 3 (relu, two units on o2) and layer 5 (leaky relu on o4): 45 pairs each.
+    rows = load_trace(traces / "exact", ["o2_1", "o2_2", "o4_1"])
+    closed = (rows < 0).to_numpy()
+    assert exact["gate_closed_share"] == pytest.approx(closed.sum() / closed.size)
+    assert exact["gate_closed_steps"] == closed.any(axis=1).sum() == 15
+    # Both ReLU units of layer 2 are closed on every row of the last epoch: no learning
+    # reaches layer 2 any more. The leaky ReLU of layer 5 cannot die.
+    assert (closed[-3:, :2]).all()
+    assert exact["dead_units"] == f64["dead_units"] == 2
+    assert exact["dead_neurons"] == "L3[1], L3[2]"
+    assert not exact["diverged"] and f64["diverged_at"] == 3
+    text = run_cli("summary", traces).output.splitlines()
+    assert text[1].split()[-4:] == ["15", "2", "-", "no"]

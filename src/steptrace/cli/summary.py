@@ -1,4 +1,5 @@
-"""``steptrace summary``: one line per run of a folder — how it ended, diverged or converged."""
+"""``steptrace summary``: one line per run of a folder, whatever its model — how it ended,
+where its gates closed, whether it diverged or converged."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ SHOWN = (
     "min_loss_step",
     "first_nonfinite_step",
     "gate_closed_steps",
+    "dead_units",
     "diverged_at",
     "converged",
 )
@@ -35,6 +37,7 @@ HEADERS = {
     "min_loss_step": "at step",
     "first_nonfinite_step": "first NaN/inf",
     "gate_closed_steps": "gate closed",
+    "dead_units": "dead",
     "diverged_at": "diverged at",
 }
 
@@ -86,9 +89,12 @@ def format_table(table: pd.DataFrame) -> str:
     help="Converged: last epoch's loss at most RTOL × the first epoch's.",
 )
 def command(folder: Path, as_csv: bool, as_json: bool, rtol: float) -> None:
-    """Print one line per run in FOLDER: final and minimum loss, the first step with NaN/inf,
-    steps with the ReLU gate closed, where it diverged, whether it converged (see
-    docs/analysis.md for the exact rules). Unreadable runs are reported and skipped.
+    """Print one line per run in FOLDER, for any stack of layers: final and minimum loss, the
+    first step with NaN/inf, the steps where a gate (a relu, leaky_relu or heaviside layer)
+    was closed for some sample, the ReLU units dead in the last epoch, where it diverged,
+    whether it converged (see docs/analysis.md for the exact rules). --csv and --json add
+    the share of closed gates and the dead units' names. Unreadable runs are reported and
+    skipped.
 
     \b
     Example:
