@@ -10,6 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,21 +18,34 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import steptrace
-from steptrace import Dataset, TraceError, verify
+from steptrace import Dataset, TraceError, load_tensor, open_trace, verify
 
-#: Pairs of columns that only each other can tell apart when nothing else in the row depends
-#: on the difference (see steptrace.trace.verifier's module docstring).
-TWINS = [{f"o1_{k}", f"x_{k}"} for k in (1, 2, 3)] + [{"d4_1", "y_1"}]
-TWINS += [{a + "_exact" for a in pair} for pair in TWINS]
+from .conftest import REPO
 
-#: _run.json keys every copy of the metadata must agree on, and how to change each.
+#: _run.json keys every copy of the metadata must agree on, and how to change each: a path into
+#: the JSON (-1: the last item; LINEAR: the model's first linear layer).
+LINEAR = "first linear layer"
 META_KEYS = [
     ("run_id",), ("numerics",), ("lr",), ("lr_exact",), ("epochs",), ("batch_size",),
-    ("shuffle",), ("seed",), ("init",), ("steps_per_epoch",), ("steps",), ("dataset", "name"),
-    ("dataset", "sha256"), ("dataset", "rows"), ("dataset", "features"), ("dataset", "target"),
+    ("shuffle",), ("seed",), ("model", "name"), ("model", "loss"), ("model", "layers", -1, "type"),
+    ("model", "layers", LINEAR, "weights", 0, -1), ("model", "layers", LINEAR, "out"),
+    ("tensors", 0, "name"), ("tensors", -1, "shape", 0), ("steps_per_epoch",), ("steps",),
+    ("dataset", "name"), ("dataset", "sha256"), ("dataset", "rows"), ("dataset", "features", -1),
+    ("dataset", "targets", -1),
     ("summary", "rows"), ("summary", "steps"), ("summary", "final_loss"), ("summary", "min_loss"),
     ("summary", "min_loss_step"), ("summary", "diverged_at"), ("summary", "diverged_why"),
 ]  # fmt: skip
+
+
+def twin_pairs(run: dict) -> list[set[str]]:
+    """Pairs of columns that only each other can tell apart when nothing else in the row depends
+    on the difference (see steptrace.trace.verifier's module docstring): x_k and its copy o1_k,
+    y_j and δ_j at the loss."""
+    dataset = run["dataset"]
+    loss = len(run["model"]["layers"]) + 1 if "model" in run else 4
+    pairs = [{f"o1_{k}", f"x_{k}"} for k in range(1, dataset.n_features + 1)]
+    pairs += [{f"d{loss}_{j}", f"y_{j}"} for j in range(1, len(dataset.targets) + 1)]
+    return pairs + [{a + "_exact" for a in pair} for pair in pairs]
 
 
 def changed(value):
@@ -56,8 +70,8 @@ def changed(value):
 
 
 def flip(run: Path, row: int, column: str) -> None:
-    """Change one cell of a one-part run, keeping the part's metadata."""
-    part = run / "part-000000.parquet"
+    """Change one cell of a one-part run (or of a part file), keeping the part's metadata."""
+    part = run if run.is_file() else run / "part-000000.parquet"
     table = pq.read_table(part)
     values = table.column(column).to_pylist()
     values[row] = changed(values[row])
@@ -80,29 +94,57 @@ def split(run: Path, sizes: list[int]) -> None:
         start += size
 
 
-def edit_run_json(run: Path, path: tuple[str, ...], value=None) -> None:
+def resolve(info: dict, path: tuple) -> tuple:
+    """``path`` with LINEAR and negative indices replaced by the positions they mean in ``info``."""
+    out, holder = [], info
+    for key in path:
+        if key == LINEAR:
+            key = next(i for i, layer in enumerate(holder) if layer["type"] == "linear")
+        elif isinstance(key, int) and key < 0:
+            key += len(holder)
+        out.append(key)
+        holder = holder[key]
+    return tuple(out)
+
+
+def json_path(path: tuple) -> str:
+    """How verify names a metadata field: ``model.layers[1].weights[0][2]``."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".")
+
+
+def edit_run_json(run: Path, path: tuple, value=None) -> tuple:
+    """Change one field of ``_run.json`` (by default to :func:`changed`); the path it had."""
     info = json.loads((run / "_run.json").read_text())
+    path = resolve(info, path)
     holder = info
     for key in path[:-1]:
         holder = holder[key]
     holder[path[-1]] = changed(holder[path[-1]]) if value is None else value
     (run / "_run.json").write_text(json.dumps(info))
+    return path
+
+
+def dataset_of(draw, features: int, targets: int, rows: int) -> Dataset:
+    ints = st.integers(-4, 9)
+    inputs = tuple(tuple(Fraction(draw(ints)) for _ in range(features)) for _ in range(rows))
+    outputs = tuple(
+        tuple(Fraction(draw(st.integers(0, 3))) for _ in range(targets)) for _ in range(rows)
+    )
+    return Dataset(
+        "random", tuple(f"f{i}" for i in range(features)),
+        tuple(f"t{j}" for j in range(targets)), inputs, outputs,
+    )  # fmt: skip
 
 
 @st.composite
 def small_runs(draw):
-    """Random small settings: a dataset of 1-3 features and 1-5 rows, any number system."""
+    """Random small settings of the article's model: a dataset of 1-3 features and 1-5 rows,
+    any number system."""
     k = draw(st.integers(1, 3))
     rows = draw(st.integers(1, 5))
-    ints = st.integers(-4, 9)
-    inputs = tuple(tuple(Fraction(draw(ints)) for _ in range(k)) for _ in range(rows))
-    outputs = tuple(Fraction(draw(st.integers(0, 3))) for _ in range(rows))
-    dataset = Dataset(
-        "random", tuple(f"f{i}" for i in range(k)), "t", inputs, outputs
-    )  # fmt: skip
     init = ",".join(str(Fraction(draw(st.integers(-8, 8)), 8)) for _ in range(k))
     return dict(
-        dataset=dataset,
+        dataset=dataset_of(draw, k, 1, rows),
         init=init,
         numerics=draw(st.sampled_from(["exact", "float64", "float32"])),
         lr=draw(st.sampled_from(["1", "1/8", "1e-3", "0.1"])),
@@ -111,6 +153,59 @@ def small_runs(draw):
         shuffle=draw(st.booleans()),
         seed=draw(st.integers(0, 50)),
     )
+
+
+#: Activations a random stack may use after a layer (logistic only in float runs).
+ACTIVATIONS = ["relu", "leaky_relu", "heaviside", "identity", "logistic"]
+
+
+@st.composite
+def small_stacks(draw, n_in: int, n_out: int, exact: bool) -> dict:
+    """A random model file: input, maybe an activation, then 1-3 linear layers (1-3 neurons,
+    with or without bias, the last one n_out) each maybe followed by an activation."""
+    eighths = st.integers(-8, 8).map(lambda k: str(Fraction(k, 8)))
+    kinds = st.sampled_from([None, *(a for a in ACTIVATIONS if not exact or a != "logistic")])
+
+    def activation() -> list[dict]:
+        kind = draw(kinds)
+        if kind == "leaky_relu":
+            return [{"type": kind, "slope": draw(st.sampled_from(["1/100", "1/4"]))}]
+        return [] if kind is None else [{"type": kind}]
+
+    layers, width = [{"type": "input"}, *activation()], n_in
+    blocks = draw(st.integers(1, 3))
+    for i in range(blocks):
+        out = n_out if i == blocks - 1 else draw(st.integers(1, 3))
+        linear = {"type": "linear", "out": out, "bias": draw(st.booleans())}
+        linear["weights"] = [[draw(eighths) for _ in range(width)] for _ in range(out)]
+        if linear["bias"]:
+            linear["biases"] = [draw(eighths) for _ in range(out)]
+        layers += [linear, *activation()]
+        width = out
+    return {"layers": layers, "loss": "squared_error"}
+
+
+@st.composite
+def stack_runs(draw):
+    """Random small settings of a random stack: 1-3 features, 1-2 targets, 1-4 rows."""
+    k, targets, rows = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 4))
+    numerics = draw(st.sampled_from(["exact", "float64", "float32"]))
+    # A stack's exact rationals grow about (linear layers)-fold in size per step: at most 4
+    # steps keep them far from the exact limit.
+    epochs = st.integers(1, 4 // rows) if numerics == "exact" else st.integers(1, 2)
+    return dict(
+        dataset=dataset_of(draw, k, targets, rows),
+        model=draw(small_stacks(k, targets, numerics == "exact")),
+        numerics=numerics,
+        lr=draw(st.sampled_from(["1/8", "1e-3", "0.1"])),
+        epochs=draw(epochs),
+        batch_size=draw(st.integers(1, rows)),
+        shuffle=draw(st.booleans()),
+        seed=draw(st.integers(0, 50)),
+    )
+
+
+any_runs = st.one_of(small_runs(), stack_runs())
 
 
 def record_into(folder: Path, settings_: dict) -> Path:
@@ -122,7 +217,7 @@ PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 
 
 @PROPERTY
-@given(run=small_runs(), chunk=st.integers(1, 8), parts=st.lists(st.integers(1, 6), max_size=2))
+@given(run=any_runs, chunk=st.integers(1, 8), parts=st.lists(st.integers(1, 6), max_size=2))
 def test_recorded_traces_verify_in_any_chunking_and_any_parts(run, chunk, parts):
     with tempfile.TemporaryDirectory() as tmp:
         path = record_into(Path(tmp), run)
@@ -140,7 +235,7 @@ def test_recorded_traces_verify_in_any_chunking_and_any_parts(run, chunk, parts)
 
 
 @PROPERTY
-@given(run=small_runs(), data=st.data())
+@given(run=any_runs, data=st.data())
 def test_a_single_changed_value_is_found_and_located(run, data):
     with tempfile.TemporaryDirectory() as tmp:
         path = record_into(Path(tmp), run)
@@ -154,18 +249,18 @@ def test_a_single_changed_value_is_found_and_located(run, data):
     assert (problem.row, problem.step, problem.sample) == (row, step, sample), str(problem)
     assert problem.file == "part-000000.parquet"
     if problem.columns != (column,):
-        assert column in problem.columns and set(problem.columns) in TWINS, str(problem)
+        assert column in problem.columns and set(problem.columns) in twin_pairs(run), str(problem)
 
 
 @PROPERTY
-@given(run=small_runs(), key=st.sampled_from(META_KEYS))
+@given(run=any_runs, key=st.sampled_from(META_KEYS))
 def test_a_changed_metadata_field_is_found_and_named(run, key):
     with tempfile.TemporaryDirectory() as tmp:
         path = record_into(Path(tmp), run)
-        edit_run_json(path, key)
+        name = json_path(edit_run_json(path, key))
         problem = verify(path).problem
-    assert problem is not None, f"changing {'.'.join(key)} went unnoticed"
-    assert (problem.file, problem.columns) == ("_run.json", (".".join(key),)), str(problem)
+    assert problem is not None, f"changing {name} went unnoticed"
+    assert (problem.file, problem.columns) == ("_run.json", (name,)), str(problem)
 
 
 def test_x_and_its_copy_o1_are_told_apart_by_the_rest_of_the_row(traces):
@@ -237,12 +332,12 @@ def test_a_diverged_run_is_data_and_verifies(tmp_path, traces):
     )  # fmt: skip
     assert result.summary.diverged_at is not None
     df = steptrace.load_trace(result.path)
-    assert df["w_after_1"].isna().any()  # inf - inf: NaN, recorded as such
+    assert df["w2_after_1_1"].isna().any()  # inf - inf: NaN, recorded as such
     assert verify(result.path).ok
     last = len(df) - 1
-    flip(result.path, last, "w_after_1")  # NaN → 1.0
+    flip(result.path, last, "w2_after_1_1")  # NaN → 1.0
     problem = verify(result.path).problem
-    assert (problem.row, problem.columns) == (last, ("w_after_1",))
+    assert (problem.row, problem.columns) == (last, ("w2_after_1_1",))
     assert "recorded 1.0, the step's update ŵ = w - α * Σ grad gives nan" in problem.message
 
 
@@ -303,6 +398,147 @@ def test_columns_must_be_the_trace_formats(traces):
     table = pq.read_table(part)
     pq.write_table(table.drop_columns(["d1_2"]), part)
     assert str(verify(path).problem) == "part-000000.parquet, column d1_2: column d1_2 is missing"
+
+
+#: A two-layer network small enough to run by hand: input → linear(2, bias) → relu →
+#: linear(1, bias), the loss is layer 5.
+TWO_LAYER = {
+    "layers": [
+        {"type": "input"},
+        {"type": "linear", "out": 2, "bias": True, "weights": [["1/2", "-1/4"], ["1", "1"]],
+         "biases": ["0", "-1"]},
+        {"type": "relu"},
+        {"type": "linear", "out": 1, "bias": True, "weights": [["1", "1/2"]], "biases": ["1/4"]},
+    ],
+    "loss": "squared_error",
+}  # fmt: skip
+
+#: Row 0 of TWO_LAYER on x = (1, 2), y = 1, worked out by hand as the article works its rows.
+BY_HAND = {
+    "o2": ["0", "2"],  # (1/2 - 2/4 + 0, 1 + 2 - 1)
+    "o3": ["0", "2"],  # ReLU: both gates open (ReLU'(0) = 1)
+    "o4": ["5/4"],  # 0 + 2/2 + 1/4
+    "loss": ["1/32"],  # (5/4 - 1)² / 2
+    "d5": ["1/4"],  # 5/4 - 1
+    "d4": ["1/4", "1/8"],  # δ5 · (1, 1/2)
+    "d3": ["1/4", "1/8"],
+    "d2": ["1/4", "1/16"],  # (1/4 · 1/2 + 1/8 · 1, 1/4 · -1/4 + 1/8 · 1)
+    "grad_w4": ["0", "1/2"],  # δ5 · o3
+    "grad_w2": ["1/4", "1/2", "1/8", "1/4"],  # δ3 ⊗ x
+    "b2_after": ["-1/8", "-17/16"],  # b - 1/2 · δ3
+}
+
+#: One changed value of the hand-made run, and what verify says about it.
+TWO_LAYER_CHANGES = [
+    (0, "o3_2_exact", "recorded 3, recomputed 2 (o3 = L3(o2) = o2 if o2 >= 0 else 0)"),
+    (0, "o4_1_exact", "recorded 9/4, recomputed 5/4 (o4 = L4(o3) = w . o3 + b)"),
+    (0, "loss_exact", "recorded 33/32, recomputed 1/32 (this sample's loss 1/2 (o4 - y)^2)"),
+    (0, "d5_1_exact", "recorded 5/4, recomputed 1/4 (δ5 = (o4 - y) / m, m the rows of this step)"),
+    (0, "d4_2_exact", "recorded 9/8, recomputed 1/8 (δ4 = δ5 . w)"),
+    (0, "d3_1_exact", "recorded 5/4, recomputed 1/4 (δ3 = δ4 if o2 >= 0 else 0)"),
+    (0, "grad_w2_2_1_exact", "recorded 9/8, recomputed 1/8 (this sample's gradient δ3 * o1)"),
+    (0, "grad_b4_1_exact", "recorded 5/4, recomputed 1/4 (this sample's gradient δ5)"),
+    (0, "x_2_exact", "recorded 3, the rest of the row follows from x_2 = 2"),
+    (0, "y_1_exact", "recorded 2, but the row's loss and δ5 follow from y_1 = 1"),
+    (0, "w2_before_1_2_exact", "recorded 3/4, the initial weight is -1/4"),
+    (0, "b4_before_1_exact", "recorded 5/4, the initial bias is 1/4"),
+    (0, "w4_after_1_2_exact", "recorded 5/4, the step's update ŵ = w - α * Σ grad gives 1/4"),
+    (0, "b2_after_2_exact",
+     "recorded -1/16, the step's update b̂ = b - α * Σ grad gives -17/16"),
+    (1, "b2_before_1_exact", "recorded 7/8, the previous step ended at -1/8"),
+    (1, "x_1_exact", "recorded 3, the rest of the row follows from x_1 = 2"),
+    (0, "o2_1", "recorded 1.0, its exact text 0 rounds to 0.0"),
+]  # fmt: skip
+
+
+def test_a_hand_made_two_layer_exact_run_verifies_and_every_change_is_named(tmp_path, traces):
+    data = tmp_path / "two.csv"
+    data.write_text("a,b,t\n1,2,1\n2,0,0\n")
+    path = steptrace.record(data, lr="1/2", model=TWO_LAYER, out=traces, name="two").path
+    recorded = {
+        name: [str(q) for q in np.ravel(load_tensor(path, name, exact=True)[0])] for name in BY_HAND
+    }
+    assert recorded == BY_HAND
+    assert str(verify(path)) == (
+        f"OK {path}: 2 steps, 2 rows, exact, complete; every row follows from its inputs"
+    )
+    for row, column, message in TWO_LAYER_CHANGES:
+        work = traces / column
+        shutil.copytree(path, work)
+        flip(work, row, column)
+        problem = verify(work).problem
+        assert (problem.row, problem.step, problem.columns) == (row, row, (column,)), column
+        assert problem.message == message
+
+
+@pytest.mark.parametrize("numerics", ["float64", "exact"])
+def test_a_target_and_the_delta_at_the_loss_only_each_other_tells_apart(tmp_path, traces, numerics):
+    # Neuron 1's ReLU is closed (o2_1 = -1): δ4_1 = (0 - y_1) / 2 goes no further, and
+    # y_1 = -1 gives the loss y_1 = 1 gives. Changed to 1/2, δ4_1 says y_1 = -1.
+    data = tmp_path / "closed.csv"
+    data.write_text("a,t1,t2\n1,1,1\n2,0,0\n")
+    model = {"layers": [{"type": "input"},
+                        {"type": "linear", "out": 2, "bias": False, "weights": [["-1"], ["1"]]},
+                        {"type": "relu"}]}  # fmt: skip
+    run = steptrace.record(
+        data, model=model, target="t1,t2", numerics=numerics, batch_size=2, out=traces
+    )  # fmt: skip
+    flip(run.path, 0, "d4_1" if numerics == "float64" else "d4_1_exact")
+    problem = verify(run.path).problem
+    if numerics == "float64":
+        assert str(problem) == (
+            "part-000000.parquet, step 0, sample 0, column d4_1 or y_1: d4_1 = 0.5 and "
+            "y_1 = 1.0 disagree, and nothing else in the row tells which one is wrong"
+        )
+    else:  # the float64 beside each exact text tells
+        assert str(problem) == (
+            "part-000000.parquet, step 0, sample 0, column d4_1_exact: recorded 1/2, its "
+            "float64 column holds -0.5"
+        )
+
+
+GOLDENS = sorted((REPO / "traces" / "golden").glob("*.parquet"))
+
+
+@pytest.mark.parametrize("golden", GOLDENS, ids=[g.stem for g in GOLDENS])
+def test_every_version_1_golden_verifies(golden):
+    assert open_trace(golden).v1
+    report = verify(golden)
+    assert report.ok, str(report)
+    assert report.rows == report.steps == report.run_steps > 0
+
+
+def test_a_version_1_trace_names_a_changed_value_as_its_file_does(tmp_path):
+    part = tmp_path / "article.parquet"
+    shutil.copy(REPO / "traces" / "golden" / "lr-sweep-lr1e-7.parquet", part)
+    flip(part, 4, "w_before_2")
+    problem = verify(part).problem
+    assert (problem.row, problem.columns) == (4, ("w_before_2",))
+    assert problem.message == (
+        "recorded 0.999858730304, the previous step ended at -0.000141269696"
+    )
+    shutil.copy(REPO / "traces" / "golden" / "article-exact.parquet", part)
+    flip(part, 2, "grad_3_exact")
+    assert str(verify(part).problem) == (
+        "article.parquet, step 2, sample 2, column grad_3_exact: recorded -2999, recomputed -3000 "
+        "(this sample's gradient δ3 * o1)"
+    )
+
+
+def test_a_model_the_runs_numbers_cannot_compute_is_a_problem(traces):
+    run = steptrace.record(
+        numerics="float64", model=str(REPO / "examples" / "logistic.json"), seed=1, out=traces
+    ).path
+    edit_run_json(run, ("numerics",), "exact")
+    part = run / "part-000000.parquet"
+    table = pq.read_table(part)
+    meta = json.loads(table.schema.metadata[b"steptrace"])
+    meta["numerics"] = "exact"
+    pq.write_table(table.replace_schema_metadata({"steptrace": json.dumps(meta)}), part)
+    assert str(verify(run).problem) == (
+        "_run.json, column model: layer 3 (logistic) is not rational: an exact run cannot "
+        "compute it"
+    )
 
 
 def test_what_is_not_a_trace_is_an_error_not_a_problem(tmp_path):

@@ -1,13 +1,16 @@
 """Checking a trace's rows: where each row belongs, its inputs, and its maths, value by value.
 
 The private half of :mod:`steptrace.trace.verifier`. Float runs are first checked with numpy a
-chunk at a time (:func:`check_float`); the first step with any difference, and every step of an
+chunk at a time (:class:`FloatChunk`); the first step with any difference, and every step of an
 exact run, is then checked value by value (:class:`StepCheck`), which says which value is wrong.
+Both recompute rows with the model's own layer code (:func:`steptrace.model.values.row_values`),
+on columns and on numbers, which agree bit for bit.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -18,21 +21,21 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..model import article as model
+from ..model.stack import ParamSet, Stack
+from ..model.values import formulas, row_values
 from ..numerics import Number, Numerics
 from ..schedule import EpochOrders
-from .schema import EXACT_SUFFIX, FIELDS, value_names, vector
+from .schema import EXACT_SUFFIX, Tensor, value_names
 
 __all__ = [
-    "Context", "Found", "Problem", "RunSettings", "check_float", "check_steps", "same", "show",
+    "Context", "Found", "Layout", "Problem", "RunSettings", "check_float", "check_steps",
+    "same", "show",
 ]  # fmt: skip
 
 Array = npt.NDArray[Any]
 
 #: Samples' data are remembered (to check they come back unchanged) up to this dataset size.
 MEMORY_MAX_ROWS = 1_000_000
-
-_MEANING = {f.name: f.meaning for f in FIELDS}
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,8 @@ def same(a: Any, b: Any) -> bool:
     return fa == fb and math.copysign(1.0, fa) == math.copysign(1.0, fb)
 
 
-def _differ(a: Array, b: Array | float) -> Array:
-    """Element-wise ``not _same`` for float64 arrays."""
+def _differ(a: Array, b: Any) -> Array:
+    """Element-wise ``not same`` for float64 arrays (``b`` broadcast to ``a``)."""
     b = np.broadcast_to(np.asarray(b, dtype=np.float64), a.shape)
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     bits = a.view(np.int64) != np.ascontiguousarray(b).view(np.int64)
@@ -111,10 +114,86 @@ def show(v: Any) -> str:
     return repr(v)
 
 
-def _meaning(column: str) -> str:
-    base = column.removesuffix(EXACT_SUFFIX)
-    name = base.rsplit("_", 1)[0] if base[-1:].isdigit() else base
-    return _MEANING.get(name, "")
+def _make_float(num: Numerics) -> Any:
+    if num.name == "float32":
+        return np.float32
+    return float
+
+
+def _columns(rows: int, columns: Sequence[Array]) -> Array:
+    """Columns side by side as a (rows, len(columns)) float64 array (no columns: width 0)."""
+    if not columns:
+        return np.empty((rows, 0), dtype=np.float64)
+    return np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
+
+
+# --- the stack's values in a row --------------------------------------------------------------
+
+#: What a row computes (the rest are its inputs, and the step's parameters).
+_COMPUTED = re.compile(r"o\d+|loss|d\d+|grad_[wb]\d+")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a stack's values sit in a row, by the part each plays in checking it."""
+
+    tensors: tuple[Tensor, ...]
+    x: list[str]
+    y: list[str]
+    #: The input layer's copy of x (o1): what tells a changed x_k from a changed o1_k.
+    copy_of_x: list[str]
+    #: The parameters before and after the step, in :meth:`Stack.flat`'s order.
+    before: list[str]
+    after: list[str]
+    #: The tensors a row computes, in file order: o{k}, loss, d{k}, grad_w{k}, grad_b{k}.
+    computed: tuple[Tensor, ...]
+    #: The last layer's output and the δ at the loss: they imply the row's y.
+    top_out: list[str]
+    top_delta: list[str]
+    formulas: dict[str, str]  # by tensor name
+
+    @classmethod
+    def of(cls, stack: Stack, tensors: Sequence[Tensor]) -> Layout:
+        """The layout of ``tensors``, which the caller has checked are ``stack``'s."""
+        by_name = {t.name: t for t in tensors}
+
+        def params(when: str) -> list[str]:
+            names = [f"{p}{k}_{when}" for k in stack.param_layers for p in "wb"]
+            return [c for name in names if name in by_name for c in by_name[name].columns()]
+
+        top = stack.loss_number
+        return cls(
+            tuple(tensors), by_name["x"].columns(), by_name["y"].columns(),
+            by_name["o1"].columns(), params("before"), params("after"),
+            tuple(t for t in tensors if _COMPUTED.fullmatch(t.name)),
+            by_name[f"o{top - 1}"].columns(), by_name[f"d{top}"].columns(), formulas(stack),
+        )  # fmt: skip
+
+    @property
+    def values(self) -> list[str]:
+        """Every recorded number's column (each has an exact text twin in exact runs)."""
+        return value_names(self.tensors)
+
+    @property
+    def data(self) -> list[str]:
+        return [*self.x, *self.y]
+
+    @property
+    def y_dependent(self) -> set[str]:
+        """Columns a changed y may change: the loss and everything the backward pass gives."""
+        return {c for t in self.computed if not t.name.startswith("o") for c in t.columns()}
+
+    def meaning(self, column: str) -> str:
+        base = column.removesuffix(EXACT_SUFFIX)
+        for t in self.computed:
+            if base in t.columns():
+                return self.formulas.get(t.name, "")
+        return ""
+
+    @property
+    def loss_delta(self) -> str:
+        """δ at the loss, as the messages write it: ``δ4``."""
+        return "δ" + self.top_delta[0].split("_")[0].removeprefix("d")
 
 
 @dataclass(frozen=True)
@@ -122,15 +201,16 @@ class RunSettings:
     """The settings every row is checked against, in the run's number system."""
 
     num: Numerics
-    n: int  # features
     rows: int  # dataset rows
     b: int
     epochs: int
     spe: int
     lr: Number
-    init: tuple[Number, ...]
+    init: tuple[Number, ...]  # the parameters step 0 starts from, flat
     run_id: str
     orders: EpochOrders
+    stack: Stack
+    layout: Layout
 
     @property
     def total_rows(self) -> int:
@@ -161,7 +241,7 @@ class RunSettings:
 
 
 class Memory:
-    """Each sample's data (x…, y) as first seen, to check it is the same when it comes back."""
+    """Each sample's data (x…, y…) as first seen, to check it is the same when it comes back."""
 
     def __init__(self, rows: int, width: int) -> None:
         self.enabled = rows <= MEMORY_MAX_ROWS
@@ -211,19 +291,12 @@ class Row:
             return Fraction(self.data[name + EXACT_SUFFIX])
         return float(self.data[name])
 
-    def value(self, name: str) -> Number:
-        """The recorded value as an input to the maths, in the run's number system."""
-        raw = self.raw(name)
+    def number(self, raw: Any) -> Number:
+        """A value as an input to the maths, in the run's number system."""
         return raw if self.run.exact else _make_float(self.run.num)(raw)
 
-    def vector(self, name: str) -> list[str]:
-        return vector(name, self.run.n)
-
-
-def _make_float(num: Numerics) -> Any:
-    if num.name == "float32":
-        return np.float32
-    return float
+    def values(self, names: Sequence[str]) -> list[Number]:
+        return [self.number(self.raw(name)) for name in names]
 
 
 class StepCheck:
@@ -232,8 +305,10 @@ class StepCheck:
     def __init__(self, ctx: Context, rows: list[Row], w: tuple[Number, ...]) -> None:
         self.c = ctx
         self.run = ctx.run
+        self.lay = ctx.run.layout
         self.rows = rows
         self.w = w
+        self.params = self.run.stack.unflat(w)
 
     def problem(
         self, row: Row, columns: Sequence[str], message: str, recorded: Any = None,
@@ -248,37 +323,36 @@ class StepCheck:
         )  # fmt: skip
 
     def mismatch(self, row: Row, column: str, recorded: Any, expected: Any, why: str) -> Found:
-        meaning = _meaning(column)
-        about = f" ({meaning})" if meaning and why == "recomputed" else ""
+        meaning = self.lay.meaning(column) if why == "recomputed" else ""
+        about = f" ({meaning})" if meaning else ""
         return self.problem(
             row, [column], f"recorded {show(recorded)}, {why} {show(expected)}{about}",
             recorded, expected,
         )  # fmt: skip
 
     def run_checks(self) -> tuple[Number, ...]:
-        """The weights after the step, or raises :class:`Found`."""
-        grads = []
+        """The parameters after the step, or raises :class:`Found`."""
+        stack = self.run.stack
+        total: ParamSet | None = None
         for row in self.rows:
             self.where(row)
             self.constants(row)
             if self.run.exact:
                 self.texts(row)
             self.inputs(row)
-            grads.append(self.maths(row))
-        w_after = model.update(self.w, self.run.lr, model.sum_gradients(grads))
-        for row in self.rows:
-            for k, col in enumerate(row.vector("w_after")):
-                if not same(row.raw(col), w_after[k]):
-                    raise self.mismatch(
-                        row, row.col(col), row.raw(col), w_after[k],
-                        "the step's update ŵ = w - α * Σ grad gives",
-                    )  # fmt: skip
+            grads = self.maths(row)
+            # Added in the order the step visits its rows, as the recorder adds them.
+            total = grads if total is None else {k: total[k] + g for k, g in grads.items()}
+        after = self.w
+        if total is not None:
+            after = tuple(stack.flat(stack.update(self.params, self.run.lr, total)))
+        self.updates(after)
         if self.run.exact:
             for row in self.rows:
                 self.shadows(row)
         for row in self.rows:
-            self.c.memory.put(row.sample, tuple(row.raw(c) for c in (*row.vector("x"), "y_1")))
-        return w_after
+            self.c.memory.put(row.sample, tuple(row.raw(c) for c in self.lay.data))
+        return after
 
     def where(self, row: Row) -> None:
         if row.r >= self.run.total_rows:
@@ -312,7 +386,7 @@ class StepCheck:
 
     def texts(self, row: Row) -> None:
         """Every exact text is a rational in lowest terms."""
-        for name in self.c.value_columns:
+        for name in self.lay.values:
             text = row.data[name + EXACT_SUFFIX]
             try:
                 q = Fraction(text)
@@ -327,92 +401,121 @@ class StepCheck:
                 )  # fmt: skip
 
     def inputs(self, row: Row) -> None:
-        """lr equals the metadata's, w_before the weights the step starts from, and the data
-        the sample's (the same as the last time it came, a float32 value in float32 runs)."""
+        """lr equals the metadata's, the parameters before the step the ones it starts from,
+        and the data the sample's (the same as the last time it came, a float32 value in
+        float32 runs)."""
         if not same(row.raw("lr"), self.run.lr):
             raise self.mismatch(row, row.col("lr"), row.raw("lr"), self.run.lr, "the metadata says")
-        for k, col in enumerate(row.vector("w_before")):
-            if not same(row.raw(col), self.w[k]):
-                why = "the initial weight is" if row.step == 0 else "the previous step ended at"
-                raise self.mismatch(row, row.col(col), row.raw(col), self.w[k], why)
-        data = (*row.vector("x"), "y_1")
+        for col, value in zip(self.lay.before, self.w, strict=True):
+            if not same(row.raw(col), value):
+                kind = "bias" if col.startswith("b") else "weight"
+                why = f"the initial {kind} is" if row.step == 0 else "the previous step ended at"
+                raise self.mismatch(row, row.col(col), row.raw(col), value, why)
         if self.run.num.name == "float32":
-            for col in data:
+            for col in self.lay.data:
                 v = row.raw(col)
                 if not same(v, np.float32(v)):
                     raise self.problem(row, [col], f"{v!r} is not a float32 value", v)
         seen = self.c.memory.get(row.sample)
         if seen is not None:
-            for col, before in zip(data, seen, strict=True):
+            for col, before in zip(self.lay.data, seen, strict=True):
                 if not same(row.raw(col), before):
                     raise self.mismatch(
                         row, row.col(col), row.raw(col), before,
                         f"sample {row.sample} came earlier with",
                     )  # fmt: skip
 
-    def recompute(self, row: Row, x: Sequence[Number], y: Number) -> dict[str, Number]:
-        fw = model.forward(self.w, x)
-        bw = model.backward(fw, self.w, y, row.m)
-        out: dict[str, Number] = {"o2_1": fw.o2, "o3_1": fw.o3, "loss": model.loss(fw.o3, y)}
-        out.update({"d4_1": bw.d4, "d3_1": bw.d3})
-        for name, values in (("o1", fw.o1), ("d2", bw.d2), ("d1", bw.d1), ("grad", bw.grad)):
-            out.update(zip(row.vector(name), values, strict=True))
-        return out
+    def updates(self, after: tuple[Number, ...]) -> None:
+        """Every row records the parameters the step's update gives."""
+        for row in self.rows:
+            for col, value in zip(self.lay.after, after, strict=True):
+                if not same(row.raw(col), value):
+                    rule = "b̂ = b" if col.startswith("b") else "ŵ = w"
+                    raise self.mismatch(
+                        row, row.col(col), row.raw(col), value,
+                        f"the step's update {rule} - α * Σ grad gives",
+                    )  # fmt: skip
+
+    def recompute(
+        self, row: Row, x: list[Number], y: list[Number]
+    ) -> tuple[dict[str, Number], ParamSet]:
+        """The values a row computes from its data and the step's parameters, by column, and
+        its gradients."""
+        values, grads = row_values(self.run.stack, self.params, x, y, row.m)
+        calc = {
+            col: v for t in self.lay.computed
+            for col, v in zip(t.columns(), values[t.name], strict=True)
+        }  # fmt: skip
+        return calc, grads
 
     def wrong(self, row: Row, calc: dict[str, Number]) -> list[str]:
-        order = self.c.derived_columns
-        return [c for c in order if not same(row.raw(c), calc[c])]
+        return [c for c, v in calc.items() if not same(row.raw(c), v)]
 
-    def maths(self, row: Row) -> tuple[Number, ...]:
-        """Recompute the row from x, y, w, α; return its gradient (raises on a mismatch)."""
-        x = [row.value(c) for c in row.vector("x")]
-        y = row.value("y_1")
-        calc = self.recompute(row, x, y)
+    def explains(self, row: Row, x: list[Number], y: list[Number]) -> bool:
+        """Whether the row's recorded results all follow from data ``x``, ``y``."""
+        return not self.wrong(row, self.recompute(row, x, y)[0])
+
+    def maths(self, row: Row) -> ParamSet:
+        """Recompute the row from its data, the parameters and α; return its gradients
+        (raises on a mismatch)."""
+        x, y = row.values(self.lay.x), row.values(self.lay.y)
+        calc, grads = self.recompute(row, x, y)
         bad = self.wrong(row, calc)
         if not bad:
-            return tuple(calc[c] for c in row.vector("grad"))
-        culprit = self.blame(row, x, y, calc, bad)
+            return grads
+        culprit = self.blame_x(row, x, y, bad) or self.blame_y(row, x, y, bad)
         if culprit is not None:
             raise culprit
         first = bad[0]
         raise self.mismatch(row, row.col(first), row.raw(first), calc[first], "recomputed")
 
-    def blame(
-        self, row: Row, x: list[Number], y: Number, calc: dict[str, Number], bad: list[str]
-    ) -> Found | None:
-        """Which value a mismatch comes from: one wrong result shows in one column; a wrong
-        input (x or y) in several, or as x and its copy o1 disagreeing."""
-        o1 = row.vector("o1")
-        for k, col in enumerate(o1):
-            if col not in bad:
+    # Recomputed from its inputs, a row shows a changed result in that one column, and a
+    # changed input in every column that depends on it. lr and the parameters are checked
+    # before the maths, so an input here is x or y; each is tried with the value the rest of
+    # the row implies for it, and blamed if that value explains every column.
+
+    def blame_x(self, row: Row, x: list[Number], y: list[Number], bad: list[str]) -> Found | None:
+        """x_k and its copy o1_k differ: which one does the rest of the row agree with?"""
+        for k, (x_col, copy) in enumerate(zip(self.lay.x, self.lay.copy_of_x, strict=True)):
+            if copy not in bad:
                 continue
-            # x_k and o1_k differ: which one does the rest of the row agree with?
             fixed = list(x)
-            fixed[k] = row.value(col)
-            rest = self.wrong(row, self.recompute(row, fixed, y))
-            x_col = row.vector("x")[k]
-            if len(bad) > 1 and not rest:
-                return self.mismatch(
-                    row, row.col(x_col), row.raw(x_col), row.raw(col),
-                    f"the rest of the row follows from {x_col} =",
-                )  # fmt: skip
-            if len(bad) == 1 and not rest:
-                return self.twins(row, col, x_col)
-            return None
-        if len(bad) > 1 and set(bad) <= self.c.y_dependent:
-            implied = row.raw("o3_1") - row.raw("d4_1") * row.m
-            return self.problem(
-                row, [row.col("y_1")],
-                f"recorded {show(row.raw('y_1'))}, but the row's loss and δ4 follow from "
-                f"y_1 = {show(implied)}", row.raw("y_1"), implied,
+            fixed[k] = row.number(row.raw(copy))
+            if not self.explains(row, fixed, y):
+                return None
+            if len(bad) == 1:
+                return self.twins(row, copy, x_col)
+            return self.mismatch(
+                row, row.col(x_col), row.raw(x_col), row.raw(copy),
+                f"the rest of the row follows from {x_col} =",
             )  # fmt: skip
-        if bad == ["d4_1"] and row.raw("o2_1") < 0 and same(row.raw("d4_1"), -calc["d4_1"]):
-            return self.twins(row, "d4_1", "y_1")
         return None
 
+    def blame_y(self, row: Row, x: list[Number], y: list[Number], bad: list[str]) -> Found | None:
+        """A changed y_j shows in δ_j at the loss and what follows from it (never in the
+        forward pass); the loss's δ and the last output imply y_j = o_j - δ_j * m."""
+        lay = self.lay
+        if not set(bad) <= lay.y_dependent:
+            return None
+        changed = [j for j, col in enumerate(lay.top_delta) if col in bad]
+        if len(changed) != 1:
+            return None
+        j = changed[0]
+        y_col, delta = lay.y[j], lay.top_delta[j]
+        implied = row.raw(lay.top_out[j]) - row.raw(delta) * row.m
+        if len(bad) > 1:
+            return self.problem(
+                row, [row.col(y_col)],
+                f"recorded {show(row.raw(y_col))}, but the row's loss and {lay.loss_delta} "
+                f"follow from {y_col} = {show(implied)}", row.raw(y_col), implied,
+            )  # fmt: skip
+        fixed = list(y)
+        fixed[j] = row.number(implied)
+        return self.twins(row, delta, y_col) if self.explains(row, x, fixed) else None
+
     def twins(self, row: Row, result: str, data: str) -> Found:
-        """A result and the input it copies disagree and nothing else in the row tells which
-        is wrong: in exact runs the float64 beside each text may; else both are named."""
+        """A result and the input it follows from disagree and nothing else in the row tells
+        which is wrong: in exact runs the float64 beside each text may; else both are named."""
         if self.run.exact:
             for col in (data, result):
                 if not same(row.data[col], self.run.num.to_float(row.raw(col))):
@@ -428,7 +531,7 @@ class StepCheck:
 
     def shadows(self, row: Row) -> None:
         """In exact runs each float64 column is its exact text, correctly rounded."""
-        for name in self.c.value_columns:
+        for name in self.lay.values:
             expected = self.run.num.to_float(row.raw(name))
             if not same(row.data[name], expected):
                 raise self.mismatch(
@@ -437,32 +540,43 @@ class StepCheck:
                 )  # fmt: skip
 
 
+# --- a chunk of a float run, with numpy ---------------------------------------------------------
+
+
 class FloatChunk:
     """A chunk of a float run, checked with numpy a whole chunk at a time."""
 
     def __init__(self, ctx: Context, r0: int, table: pa.Table, w: tuple[Number, ...]):
         self.c = ctx
         self.run = ctx.run
+        self.lay = ctx.run.layout
         self.r0 = r0
         self.table = table
+        self.rows = table.num_rows
         self.w = w
         self.dtype = self.run.num.dtype
         self.plan = self.run.plan(r0, r0 + table.num_rows)
-        local = self.plan["step"] - self.plan["step"][0]
-        self.local = local
-        self.starts = np.flatnonzero(np.diff(local, prepend=-1))
-        self.sizes = np.diff(np.append(self.starts, len(local)))
+        self.local = self.plan["step"] - self.plan["step"][0]
+        self.starts = np.flatnonzero(np.diff(self.local, prepend=-1))
+        self.sizes = np.diff(np.append(self.starts, len(self.local)))
+        self.grads: list[Array] = []  # each row's gradients, flat, once the maths ran
 
     def col(self, name: str) -> Array:
         out: Array = self.table.column(name).to_numpy()
         return out
 
-    def matrix(self, name: str) -> Array:
-        return np.column_stack([self.col(c) for c in vector(name, self.run.n)])
+    def matrix(self, names: Sequence[str]) -> Array:
+        return _columns(self.rows, [self.col(c) for c in names])
+
+    def in_run(self, matrix: Array) -> list[Array]:
+        """A matrix's columns in the run's number system."""
+        return [
+            np.ascontiguousarray(matrix[:, i], dtype=self.dtype) for i in range(matrix.shape[1])
+        ]
 
     def first_bad_step(self) -> tuple[tuple[int, int] | None, tuple[Number, ...]]:
-        """The (start, end) rows of the first step with a difference, and the weights it
-        starts from; or None and the weights after the chunk."""
+        """The (start, end) rows of the first step with a difference, and the parameters it
+        starts from; or None and the parameters after the chunk."""
         with np.errstate(all="ignore"):
             bad, w_first, w_last = self.differences()
         hits = np.flatnonzero(bad)
@@ -474,45 +588,64 @@ class FloatChunk:
         return (start, start + size), tuple(make(v) for v in w_first[s])
 
     def differences(self) -> tuple[Array, Array, Array]:
-        """Rows with any difference, each step's expected starting weights, and the weights
-        after the chunk."""
-        run, plan, dt = self.run, self.plan, self.dtype
-        rows = self.table.num_rows
-        bad = np.zeros(rows, dtype=bool)
-        bad |= np.arange(self.r0, self.r0 + rows) >= run.total_rows
+        """Rows with any difference, each step's expected starting parameters, and the
+        parameters after the chunk."""
+        bad = self.placement_differences()
+        x, y, w = self.matrix(self.lay.x), self.matrix(self.lay.y), self.matrix(self.lay.before)
+        data = np.column_stack([x, y])
+        if self.run.num.name == "float32":
+            narrowed = data.astype(np.float32).astype(np.float64)
+            bad |= _differ(data, narrowed).any(axis=1)
+        bad |= self.memory_differences(data)
+        bad |= self.maths_differences(x, y, w)
+        w_after = self.updates(w)
+        bad |= _differ(self.matrix(self.lay.after), w_after[self.local]).any(axis=1)
+        # The parameters' chain: each step starts where the previous one's update ended.
+        start = np.array([self.w], dtype=self.dtype).astype(np.float64).reshape(1, -1)
+        w_first = np.vstack([start, w_after[:-1]])
+        bad |= _differ(w, w_first[self.local]).any(axis=1)
+        return bad, w_first, w_after[-1]
+
+    def placement_differences(self) -> Array:
+        """Rows out of place, or whose constants or lr are not the run's."""
+        run, plan = self.run, self.plan
+        bad = np.arange(self.r0, self.r0 + self.rows) >= run.total_rows
         for name in ("step", "epoch", "sample"):
             bad |= self.col(name) != plan[name]
         bad |= self.col("batch_size") != run.b
         for name, value in (("run_id", run.run_id), ("numerics", run.num.name)):
             bad |= ~pc.equal(self.table.column(name), value).to_numpy(zero_copy_only=False)
         bad |= _differ(self.col("lr"), float(run.lr))
-        x, y, W = self.matrix("x"), self.col("y_1"), self.matrix("w_before")
-        if run.num.name == "float32":
-            for values in (x, y):
-                narrowed = values.astype(np.float32).astype(np.float64)
-                bad |= _differ(values, narrowed).reshape(rows, -1).any(axis=1)
-        bad |= self.memory_differences(x, y)
-        # Each row's maths from its recorded inputs, and each step's update.
-        Wd, xd, yd = W.astype(dt), x.astype(dt), y.astype(dt)
-        o1, o2, o3 = model.forward_columns(Wd, xd)
-        loss = model.loss_columns(o3, yd)
-        m = plan["m"].astype(dt)
-        d4, d3, d2, d1, grad = model.backward_columns(o1, o2, o3, Wd, yd, m)
-        for name, calc in (("o2", o2), ("o3", o3), ("d4", d4), ("d3", d3)):
-            bad |= _differ(self.col(f"{name}_1"), calc.astype(np.float64))
-        bad |= _differ(self.col("loss"), loss.astype(np.float64))
-        for name, calc in (("o1", o1), ("d2", d2), ("d1", d1), ("grad", grad)):
-            bad |= _differ(self.matrix(name), calc.astype(np.float64)).any(axis=1)
-        w_after = Wd[self.starts] - np.asarray(run.lr, dtype=dt) * self.batch_sums(grad)
-        bad |= _differ(self.matrix("w_after"), w_after[self.local].astype(np.float64)).any(axis=1)
-        # The weights' chain: each step starts where the previous one's update ended.
-        w_first = np.vstack([np.array([self.w], dtype=dt), w_after[:-1]]).astype(np.float64)
-        bad |= _differ(W, w_first[self.local]).any(axis=1)
-        return bad, w_first, w_after[-1].astype(np.float64)
+        out: Array = bad
+        return out
+
+    def maths_differences(self, x: Array, y: Array, w: Array) -> Array:
+        """Rows whose computed values are not what the layers give from their recorded data
+        and parameters; keeps the rows' gradients for :meth:`updates`."""
+        stack = self.run.stack
+        params = stack.unflat(self.in_run(w))
+        m = self.plan["m"].astype(self.dtype)
+        values, grads = row_values(stack, params, self.in_run(x), self.in_run(y), m)
+        bad = np.zeros(self.rows, dtype=bool)
+        for t in self.lay.computed:
+            for col, calc in zip(t.columns(), values[t.name], strict=True):
+                bad |= _differ(self.col(col), calc)
+        self.grads = stack.flat(grads)
+        return bad
+
+    def updates(self, w: Array) -> Array:
+        """Each step's parameters after its update, from its first row's parameters before
+        it and its rows' gradients, by the model's update rule."""
+        stack = self.run.stack
+        total = self.batch_sums(np.column_stack(self.grads) if self.grads else w[:, :0])
+        start = stack.unflat(self.in_run(w[self.starts]))
+        after = stack.update(start, self.run.lr, stack.unflat(self.in_run(total)))
+        return _columns(len(self.starts), stack.flat(after))
 
     def batch_sums(self, grad: Array) -> Array:
-        """Each step's gradient: its rows' gradients added in batch order, as
-        :func:`model.sum_gradients` does (so the sums are bit-identical)."""
+        """Each step's gradient: its rows' gradients added in batch order, as the recorder
+        adds them (so the sums are bit-identical)."""
+        grad = grad.astype(self.dtype)
         if int(self.sizes.max()) <= len(self.starts):
             total = grad[self.starts].copy()
             for j in range(1, int(self.sizes.max())):
@@ -525,14 +658,12 @@ class FloatChunk:
             out[i] = np.add.accumulate(grad[start : start + size], axis=0)[-1]
         return out
 
-    def memory_differences(self, x: Array, y: Array) -> Array:
+    def memory_differences(self, data: Array) -> Array:
         """Rows whose data differ from the sample's first appearance (remembered here)."""
         memory = self.c.memory
-        rows = len(y)
         if not memory.enabled:
-            return np.zeros(rows, dtype=bool)
+            return np.zeros(self.rows, dtype=bool)
         sample = self.plan["sample"]
-        data = np.column_stack([x, y])
         new = ~memory.seen[sample]
         rows_new = np.flatnonzero(new)[np.unique(sample[new], return_index=True)[1]]
         known = memory.values[sample]
@@ -555,23 +686,14 @@ class Context:
     memory: Memory = field(init=False)
 
     def __post_init__(self) -> None:
-        n = self.run.n
-        self.memory = Memory(self.run.rows, n + 1)
-        self.value_columns = value_names(n)
-        self.derived_columns = [
-            c for name in ("o1", "o2", "o3", "loss", "d4", "d3", "d2", "d1", "grad")
-            for c in vector(name, n)
-        ]  # fmt: skip
-        self.y_dependent = {"loss", "d4_1", "d3_1"} | {
-            c for name in ("d2", "d1", "grad") for c in vector(name, n)
-        }
+        self.memory = Memory(self.run.rows, len(self.run.layout.data))
 
 
 def check_steps(
     ctx: Context, r0: int, rows: list[dict[str, Any]], w: tuple[Number, ...]
 ) -> tuple[Number, ...]:
-    """Check consecutive whole steps value by value, from the weights ``w``; the weights
-    after them, or raises :class:`Found`."""
+    """Check consecutive whole steps value by value, from the parameters ``w``; the
+    parameters after them, or raises :class:`Found`."""
     plan = ctx.run.plan(r0, r0 + len(rows))
     start = 0
     with np.errstate(all="ignore"):
@@ -587,7 +709,7 @@ def check_float(
     ctx: Context, r0: int, table: pa.Table, w: tuple[Number, ...]
 ) -> tuple[Number, ...]:
     """Check whole steps of a float run: with numpy first, then the first step with any
-    difference value by value (which says what is wrong); the weights after the chunk."""
+    difference value by value (which says what is wrong); the parameters after the chunk."""
     first, w_before = FloatChunk(ctx, r0, table, w).first_bad_step()
     if first is None:
         return w_before

@@ -3,41 +3,49 @@
 :func:`verify` reads a run the way a sceptical reader would and stops at the first thing that
 does not hold, in this order:
 
-1. **metadata**: ``_run.json`` and the copy inside every part file agree on the run's settings,
-   and the settings agree with each other (steps per epoch, steps, one weight per feature …);
-2. **columns**: every part has exactly the trace format's columns, with their types;
+1. **metadata**: ``_run.json`` and the copy inside every part file agree on the run's settings
+   (the model and its initial parameters, the tensors, the dataset …), and the settings agree
+   with each other (steps per epoch, steps, a model that reads the features and gives one
+   output per target, the tensors that model records …);
+2. **columns**: every part has exactly the trace format's columns for those tensors, with their
+   types (a version 1 trace, the article's model only, its own version 1 names);
 3. **rows**, read a chunk at a time (memory stays bounded whatever the trace's size):
 
    - *where*: the step, epoch and sample of every row follow from the settings — steps run
      0, 1, 2 … with each step's rows together, ``epoch = step // steps_per_epoch`` and the
      samples in the run's (possibly shuffled) order;
    - *constants*: ``run_id``, ``numerics``, ``batch_size`` and ``lr`` equal the metadata;
-   - *weights*: ``w_before`` of step 0 is the initial weights, of step s the ``w_after`` of step
-     s - 1, the same on every row of a step;
+   - *parameters*: every ``w{k}_before`` and ``b{k}_before`` of step 0 is the model's initial
+     one, of step s the ``_after`` of step s - 1, the same on every row of a step;
    - *data*: ``x`` and ``y`` are the same each time a sample comes back;
-   - *maths*: forward, loss and backward recomputed from the row's ``x``, ``y``, ``w_before``
-     and ``lr``, and the step's update from all its rows, with
-     :mod:`steptrace.model.article`, in the run's number system — exact runs from their
-     ``_exact`` texts, float32 runs from the float64
-     columns cast back to float32 (they hold float32 values exactly) — equal to what is
-     recorded: exactly for rationals, bit for bit for floats (NaN equals NaN); in exact runs
-     every float64 column is its text correctly rounded;
+   - *maths*: every layer's output, the loss, every δ and every gradient recomputed from the
+     row's ``x``, ``y``, parameters before the step and ``lr``, and the step's update from all
+     its rows, by the model's own layer code (:mod:`steptrace.model`), in the run's number
+     system — exact runs from their ``_exact`` texts, float32 runs from the float64 columns
+     cast back to float32 (they hold float32 values exactly) — equal to what is recorded:
+     exactly for rationals, bit for bit for floats (NaN equals NaN); in exact runs every
+     float64 column is its text correctly rounded;
 
 4. **counts**: a ``complete`` run holds all its rows, and the summary in ``_run.json`` is the
    one its rows give.
 
 A problem names the first row that does not follow (step, sample, column, what is recorded and
-what it should be). When a single value has been changed, the problem points at that value: a
-changed input shows in several columns (or disagrees with its copy), a changed result in one.
-Two pairs of columns can be told apart only by their effect on the rest of the row: ``x_k``
-and its copy ``o1_k`` (when ``w_k`` is 0 and δ3 is 0), and ``y`` and ``δ4`` (a sign change of
-``y`` when the ReLU gate is closed). When nothing tells them apart, both are named.
+what it should be). When a single value has been changed, the problem points at that value.
+Recomputed from its inputs, a row shows a changed result in that column alone, and a changed
+input in the columns that depend on it or as a disagreement with its copy: the parameters and
+lr are checked against the run, and x and y are tried with the values the rest of the row
+implies (x_k is copied by the input layer into ``o1_k``; y_j follows from the last output and
+the δ at the loss). Two pairs of columns can be told apart only by their effect on the rest of
+the row: ``x_k`` and its copy ``o1_k`` (when nothing above depends on ``x_k``, e.g. its weights
+are 0 and the δ coming back is 0), and ``y_j`` and the δ at the loss (a reflected ``y_j`` when
+nothing below the loss lets δ through). When nothing tells them apart, both are named.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,12 +55,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, TraceError
-from ..numerics import NUMERICS, parse_exact
-from ..schedule import EpochOrders
-from ..schedule import steps_per_epoch
+from ..model.spec import Model, load_model
+from ..model.stack import Stack
+from ..numerics import NUMERICS, Numerics, parse_exact
+from ..schedule import EpochOrders, steps_per_epoch
 from ._verify_rows import (
     Context,
     Found,
+    Layout,
     Problem,
     RunSettings,
     check_float,
@@ -61,22 +71,32 @@ from ._verify_rows import (
     show,
 )
 from .reader import Trace, open_trace
-from .schema import FORMAT_VERSION, arrow_schema, column_names, metadata_of, vector
+from .schema import (
+    FORMAT_VERSION,
+    Tensor,
+    after_columns,
+    arrow_schema,
+    column_names,
+    metadata_of,
+    stack_tensors,
+    tensors_of,
+    v1_column,
+)
 from .summary import SummaryTracker
 from .writer import RUN_FILE
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
-#: Rows read and checked at a time: about 30 MB of columns for three features.
+#: Rows read and checked at a time: about 30 MB of columns for the article's model.
 CHUNK_ROWS = 65_536
 #: Settings that define a run: every copy of the metadata must agree on them. (``created``,
 #: ``steptrace_version`` and ``format_version`` describe the writing, not the run.)
 RUN_KEYS = (
-    "run_id", "numerics", "lr", "lr_exact", "epochs", "batch_size", "shuffle", "seed", "init",
-    "steps_per_epoch", "steps", "dataset",
+    "run_id", "numerics", "lr", "lr_exact", "epochs", "batch_size", "shuffle", "seed", "model",
+    "tensors", "steps_per_epoch", "steps", "dataset",
 )  # fmt: skip
 #: Keys of the dataset's description that must agree (its ``source`` path may move).
-DATASET_KEYS = ("name", "sha256", "rows", "features", "target")
+DATASET_KEYS = ("name", "sha256", "rows", "features", "targets")
 #: Summary fields compared with the ones the rows give (complete runs).
 SUMMARY_KEYS = (
     "rows", "steps", "final_loss", "min_loss", "min_loss_step", "diverged_at", "diverged_why",
@@ -141,13 +161,22 @@ def _pick(meta: dict[str, Any], key: str) -> Any:
 
 
 def _difference(key: str, a: Any, b: Any) -> tuple[str, Any, Any]:
-    """Where two copies of a setting differ: ``("dataset.rows", 4, 3)`` rather than the whole
-    dataset description."""
+    """Where two copies of a setting differ, as deep as they have the same shape:
+    ``("dataset.rows", 4, 3)`` or ``("model.layers[1].weights[0][2]", "1/5800", "1/5801")``
+    rather than the whole description."""
     if isinstance(a, dict) and isinstance(b, dict):
-        for k in a:
+        for k in {**a, **b}:
             if a.get(k) != b.get(k):
-                return f"{key}.{k}", a.get(k), b.get(k)
+                return _difference(f"{key}.{k}", a.get(k), b.get(k))
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (u, v) in enumerate(zip(a, b, strict=True)):
+            if u != v:
+                return _difference(f"{key}[{i}]", u, v)
     return key, a, b
+
+
+Bad = Callable[[str, str], Found]
+"""Makes the problem of a metadata key: ``bad("lr", "why")``."""
 
 
 def _settings(meta: dict[str, Any], where: str) -> RunSettings:
@@ -165,7 +194,7 @@ def _settings(meta: dict[str, Any], where: str) -> RunSettings:
     ds = meta.get("dataset")
     if not isinstance(ds, dict) or not isinstance(ds.get("features"), list):
         raise bad("dataset", "the dataset's description (features, rows) is missing")
-    rows, n, b, epochs = ds.get("rows"), len(ds["features"]), meta["batch_size"], meta["epochs"]
+    rows, b, epochs = ds.get("rows"), meta["batch_size"], meta["epochs"]
     if not isinstance(rows, int) or rows < 1:
         raise bad("dataset.rows", f"the dataset's row count is {rows!r}")
     if b > rows:
@@ -179,9 +208,6 @@ def _settings(meta: dict[str, Any], where: str) -> RunSettings:
         )
     if meta.get("steps", spe * epochs) != spe * epochs:
         raise bad("steps", f"says {meta['steps']} steps, but {epochs} epochs make {spe * epochs}")
-    init = meta.get("init")
-    if not isinstance(init, list) or len(init) != n:
-        raise bad("init", f"needs {n} initial weights (one per feature), has {init!r}")
     try:
         lr_q = parse_exact(str(meta.get("lr_exact", meta.get("lr"))), "the learning rate")
         lr_text = parse_exact(str(meta.get("lr")), "the learning rate")
@@ -189,15 +215,66 @@ def _settings(meta: dict[str, Any], where: str) -> RunSettings:
         raise bad("lr_exact", str(exc)) from None
     if lr_text != lr_q:
         raise bad("lr", f"lr {meta['lr']!r} is not lr_exact {meta['lr_exact']!r}")
+    model = _model(meta.get("model"), len(ds["features"]), num, bad)
+    stack = model.stack(num)
+    tensors = _tensors(meta, stack, ds.get("targets"), bad)
     try:
-        init_q = [parse_exact(str(q), "an initial weight") for q in init]
-    except SteptraceError as exc:
-        raise bad("init", str(exc)) from None
-    seed = meta.get("seed")
+        init = tuple(stack.flat(model.params(num)))
+    except OverflowError:
+        raise bad("model", f"an initial parameter is beyond {num.name}'s range") from None
     return RunSettings(
-        num, n, rows, b, epochs, spe, num.make(lr_q), tuple(num.make(q) for q in init_q),
-        str(meta.get("run_id")), EpochOrders(rows, bool(meta.get("shuffle")), seed),
+        num, rows, b, epochs, spe, num.make(lr_q), init, str(meta.get("run_id")),
+        EpochOrders(rows, bool(meta.get("shuffle")), meta.get("seed")), stack,
+        Layout.of(stack, tensors),
     )  # fmt: skip
+
+
+def _model(spec: Any, n_in: int, num: Numerics, bad: Bad) -> Model:
+    """The run's model from its metadata: every initial parameter stored, every layer one the
+    run's number system computes."""
+    if not isinstance(spec, dict):
+        raise bad("model", "the run's model (its layers and initial parameters) is missing")
+    try:
+        model = load_model(spec, n_in)
+    except SteptraceError as exc:
+        raise bad("model", str(exc)) from None
+    if model.drawn:
+        raise bad("model", "lacks initial weights: a run stores every parameter it starts from")
+    if num.is_exact:
+        for k, layer in enumerate(model.stack(num).layers, 1):
+            if not layer.rational:
+                raise bad("model", f"layer {k} ({layer.type}) is not rational: an exact run "
+                          "cannot compute it")  # fmt: skip
+    return model
+
+
+def _tensors(meta: dict[str, Any], stack: Stack, targets: Any, bad: Bad) -> list[Tensor]:
+    """The tensors the metadata lists: the ones the model records, one target per output."""
+    if not isinstance(targets, list) or len(targets) != stack.n_out:
+        raise bad(
+            "dataset.targets",
+            f"the model gives {stack.n_out} output(s), one per target, but the targets are "
+            f"{targets!r}",
+        )
+    try:
+        listed = tensors_of(meta)
+    except TraceError as exc:
+        raise bad("tensors", str(exc)) from None
+    wanted = stack_tensors(stack, len(targets))
+    for i, (got, want) in enumerate(zip(listed, wanted, strict=False)):
+        if got != want:
+            raise bad(
+                f"tensors[{i}]", f"lists {_tensor_text(got)}, but the model records "
+                f"{_tensor_text(want)} there",
+            )  # fmt: skip
+    if len(listed) != len(wanted):
+        raise bad("tensors", f"lists {len(listed)} tensors, the model records {len(wanted)}")
+    return listed
+
+
+def _tensor_text(t: Tensor) -> str:
+    shape = "×".join(str(n) for n in t.shape) or "scalar"
+    return f"{t.name} ({shape}{', data' if t.data else ''})"
 
 
 # --- the whole trace --------------------------------------------------------------------------
@@ -237,6 +314,9 @@ class _Checker:
         return str(self.info.get("status", "incomplete"))
 
     def report(self, problem: Problem | None) -> VerifyReport:
+        if problem is not None and self.trace.v1:
+            # Named as the files name them: version 1 wrote the weights as w_before_k ….
+            problem = dataclasses.replace(problem, columns=tuple(self.in_file(problem.columns)))
         return VerifyReport(
             self.trace.path, self.status, str(self.meta.get("numerics")),
             self.rows_checked, self.steps_checked, int(self.meta.get("steps") or 0), problem,
@@ -283,29 +363,31 @@ class _Checker:
                 )
             )  # fmt: skip
 
+    def in_file(self, names: Iterable[str]) -> list[str]:
+        """Columns under the names the part files give them."""
+        return [v1_column(c) for c in names] if self.trace.v1 else list(names)
+
     def check_columns(self) -> None:
-        expected = arrow_schema(self.run.n, self.run.exact, {})
+        expected = arrow_schema(self.run.layout.tensors, self.run.exact, {})
+        wanted = self.in_file(expected.names)
         for f in self.trace.files:
             schema = pq.read_schema(f)
             version = str(self.footers[f.name].get("format_version", FORMAT_VERSION))
-            newer = _minor(version) > _minor(FORMAT_VERSION)
-            names = set(schema.names)
-            wanted = column_names(self.run.n, self.run.exact)
-            missing = [c for c in wanted if c not in names]
+            missing = [c for c in wanted if c not in schema.names]
             extra = [c for c in schema.names if c not in set(wanted)]
             if missing:
                 raise Found(Problem(f"column {missing[0]} is missing", f.name, (missing[0],)))
-            if extra and not newer:
+            if extra and not _newer_minor(version):
                 raise Found(
                     Problem(f"column {extra[0]} is not in trace format {version}", f.name,
                             (extra[0],))
                 )  # fmt: skip
-            for want in expected:
-                got = schema.field(want.name).type
+            for name, want in zip(wanted, expected, strict=True):
+                got = schema.field(name).type
                 if got != want.type:
                     raise Found(
                         Problem(f"has type {got}, the trace format says {want.type}", f.name,
-                                (want.name,))
+                                (name,))
                     )  # fmt: skip
 
     def check_counts(self) -> None:
@@ -344,14 +426,16 @@ class _Checker:
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The trace's rows in order, in record batches of the format's columns."""
-        names = column_names(self.run.n, self.run.exact)
+        names = column_names(self.run.layout.tensors, self.run.exact)
         read = 0
         for f in self.trace.files:
             self.file_starts.append((read, f.name))
             try:
-                for batch in pq.ParquetFile(f).iter_batches(batch_size=CHUNK_ROWS, columns=names):
+                for batch in pq.ParquetFile(f).iter_batches(
+                    batch_size=CHUNK_ROWS, columns=self.in_file(names)
+                ):
                     read += batch.num_rows
-                    yield batch.replace_schema_metadata(None)
+                    yield batch.rename_columns(names).replace_schema_metadata(None)
             except (OSError, pa.ArrowException) as exc:
                 raise Found(Problem(f"unreadable rows ({exc})", f.name)) from None
 
@@ -415,7 +499,8 @@ class _Checker:
         assert self.tracker is not None
         step = table.column("step").to_numpy()
         loss = table.column("loss").to_numpy()
-        w_after = [table.column(c).to_numpy() for c in vector("w_after", self.run.n)]
+        after = after_columns(self.run.layout.tensors)
+        w_after = [table.column(c).to_numpy() for c in after]
         self.tracker.update({"step": step, "loss": loss}, w_after)
         self.steps_checked = self.tracker.steps
 
@@ -432,9 +517,15 @@ def _run_info(path: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def _minor(version: str) -> int:
-    parts = version.split(".")
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+def _newer_minor(version: str) -> bool:
+    """Whether ``version`` is a later minor version of this steptrace's format (whose new
+    columns a reader ignores); a version 1 trace has exactly version 1's columns."""
+    try:
+        major, minor = (int(p) for p in [*version.split("."), "0"][:2])
+    except ValueError:
+        return False
+    ours_major, ours_minor = (int(p) for p in FORMAT_VERSION.split(".")[:2])
+    return major == ours_major and minor > ours_minor
 
 
 def _same_json(a: Any, b: Any) -> bool:

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from ..data import Dataset
 from ..errors import SteptraceError
 from ..model.stack import ParamSet, Stack
+from ..model.values import tensor_values
 from ..numerics import EXACT_MAX_BITS, Number, Numerics
 from ..schedule import ChunkPlan, EpochOrders, steps_per_epoch
 from ..trace.schema import EXACT_SUFFIX, Tensor, stack_tensors
@@ -30,34 +31,6 @@ __all__ = ["Block", "chunk_columns", "compute_blocks", "iter_blocks", "tensor_va
 Array = npt.NDArray[Any]
 Block = dict[str, Any]
 """A chunk of trace rows: column name → numpy array (or list of exact texts)."""
-
-
-def tensor_values(
-    stack: Stack, params: ParamSet, after: ParamSet, x: list[Any], y: list[Any], m: Any,
-    lr: Any,
-) -> dict[str, list[Any]]:  # fmt: skip
-    """Every tensor of the trace, flat (components in column order), for rows with inputs
-    ``x``, expectations ``y``, parameters ``params`` before the step and ``after`` it."""
-    outs = stack.forward(params, x)
-    bw = stack.backward(params, x, outs, y, m)
-    values: dict[str, list[Any]] = {"lr": [lr], "x": x, "y": y}
-    for k, o in enumerate(outs, 1):
-        values[f"o{k}"] = o
-    values["loss"] = [stack.loss.value(outs[-1], y)]
-    for k, d in bw.d.items():
-        values[f"d{k}"] = d
-    for k in stack.param_layers:
-        grad, before, now = bw.grads[k], params[k], after[k]
-        values[f"grad_w{k}"] = [v for row in grad.w for v in row]
-        values[f"w{k}_before"] = [v for row in before.w for v in row]
-        values[f"w{k}_after"] = [v for row in now.w for v in row]
-        if before.b is not None and now.b is not None and grad.b is not None:
-            values[f"grad_b{k}"], values[f"b{k}_before"], values[f"b{k}_after"] = (
-                grad.b,
-                before.b,
-                now.b,
-            )
-    return values
 
 
 def chunk_columns(
