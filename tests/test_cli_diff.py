@@ -1,7 +1,9 @@
 """``steptrace diff``: exit 0 same, 1 different, 2 error; text for people, JSON for machines."""
 
 import json
+from fractions import Fraction
 
+import pyarrow.parquet as pq
 import pytest
 
 import steptrace
@@ -37,8 +39,8 @@ def test_exact_against_float64_names_step_column_and_both_values(run_cli):
         "Traces differ.",
         f"A: {EXACT} (exact, α=1, 3 rows)",
         f"B: {FLOAT64} (float64, α=1, 3 rows)",
-        "First divergence: step 0, sample 0, column o2_1: A 0, B -3.469446951953614e-17 "
-        "(B - A = -3.469446951953614e-17)",
+        "First divergence: step 0, sample 0, column o2_1 (layer 2's output, neuron 1): A 0, "
+        "B -3.469446951953614e-17 (B - A = -3.469446951953614e-17)",
     ]
     assert "  numerics: A 'exact', B 'float64'" in lines
     assert "Values that differ (exact equality): 12 of 29 columns, 3 rows compared" in lines
@@ -49,7 +51,7 @@ def nudged_pair(traces):
     """A float64 run, and a copy of it as a file with one weight moved by 1e-13 (relative)."""
     a = steptrace.record("seed", numerics="float64", out=traces, name="a").path
     df = steptrace.load_trace(a)
-    df.loc[2, "w_after_3"] *= 1 + 1e-13
+    df.loc[2, "w2_after_1_3"] *= 1 + 1e-13
     nudged = traces / "nudged.parquet"
     write_trace_file(Side("nudged", load_side(a).meta, dataframe=df), nudged)
     return a, nudged
@@ -60,9 +62,12 @@ def test_tolerance_and_selection_options(run_cli, nudged_pair):
     assert run_cli("diff", a, nudged).exit_code == 1
     assert run_cli("diff", a, nudged, "--rtol", "1e-12").exit_code == 0
     assert run_cli("diff", a, nudged, "--atol", "1e-9").exit_code == 0
-    assert run_cli("diff", a, nudged, "--ignore", "w_after_3").exit_code == 0
+    assert run_cli("diff", a, nudged, "--ignore", "w2_after_1_3").exit_code == 0
+    assert run_cli("diff", a, nudged, "--ignore", "w2_after").exit_code == 0
     assert run_cli("diff", a, nudged, "--columns", "o2_1, loss,w_before").exit_code == 0
+    assert run_cli("diff", a, nudged, "--columns", "o2_1, loss,w2_before").exit_code == 0
     assert run_cli("diff", a, nudged, "--columns", "w_after").exit_code == 1
+    assert run_cli("diff", a, nudged, "--columns", "w2_after").exit_code == 1
 
 
 def test_per_column_tolerances(run_cli, nudged_pair):
@@ -71,15 +76,19 @@ def test_per_column_tolerances(run_cli, nudged_pair):
     assert same.exit_code == 0
     assert same.output.splitlines()[0] == (
         "Traces are identical (29 columns × 3 rows, exact equality; loss: rtol 0, atol 0.001; "
-        "w_after_1, w_after_2, w_after_3: rtol 1e-12, atol 0)."
+        "w2_after_1_1, w2_after_1_2, w2_after_1_3: rtol 1e-12, atol 0)."
     )
+    by_tensor = run_cli("diff", a, nudged, "--tol", "w2_after=1e-12", "--tol", "loss=0,1e-3")
+    assert by_tensor.output == same.output
     # A column's own tolerance wins over the global one, both ways.
-    tight = run_cli("diff", a, nudged, "--rtol", "1e-12", "--tol", "w_after_3=1e-14")
+    tight = run_cli("diff", a, nudged, "--rtol", "1e-12", "--tol", "w2_after_1_3=1e-14")
     assert tight.exit_code == 1
-    assert "Values that differ (rtol 1e-12, atol 0; w_after_3: rtol 1e-14, atol 0)" in tight.output
-    data = json.loads(run_cli("diff", a, nudged, "--tol", "w_after_3=1e-12", "--json").output)
+    assert (
+        "Values that differ (rtol 1e-12, atol 0; w2_after_1_3: rtol 1e-14, atol 0)" in tight.output
+    )
+    data = json.loads(run_cli("diff", a, nudged, "--tol", "w2_after_1_3=1e-12", "--json").output)
     assert data["identical"] is True
-    assert data["column_tolerances"] == {"w_after_3": {"rtol": 1e-12, "atol": 0.0}}
+    assert data["column_tolerances"] == {"w2_after_1_3": {"rtol": 1e-12, "atol": 0.0}}
 
 
 @pytest.mark.parametrize("value", ["o2=abc", "o2", "=1e-3", "o2=1,-1", "o2=nan", "o2=1,2,3"])
@@ -150,17 +159,34 @@ def test_missing_columns_and_unknown_names_are_errors(run_cli, traces):
     assert (unknown.exit_code, unknown.output) == (2, "Error: no column 'o7_1' in either trace\n")
 
 
-def test_different_format_versions_are_an_error(run_cli, tmp_path):
-    side = load_side(EXACT)
-    side.meta["format_version"] = "0.3"
-    old = tmp_path / "old.parquet"
-    write_trace_file(side, old)
-    result = run_cli("diff", old, EXACT)
-    assert result.exit_code == 2
-    assert result.output == (
-        f"Error: {old} is in trace format 0.3 and {EXACT} in 1.0; traces of different format "
-        "versions cannot be compared: record both with the same steptrace\n"
+def test_the_readmes_examples_on_a_version_1_golden_and_a_version_2_run(run_cli, exact_run):
+    # traces/golden/ is trace format 1: its weights are read under version 2's names.
+    selected = run_cli("diff", EXACT, exact_run, "--rtol", "1e-12", "--columns", "loss,w_after",
+                       "--json")  # fmt: skip
+    assert selected.exit_code == 0
+    data = json.loads(selected.output)
+    assert data["identical"] is True
+    assert data["columns"] == ["loss", "w2_after_1_1", "w2_after_1_2", "w2_after_1_3"]
+    tolerated = run_cli("diff", EXACT, exact_run, "--tol", "loss=1e-9", "--tol", "w_after=0,1e-15")
+    assert tolerated.exit_code == 0
+    assert tolerated.output.splitlines()[0] == (
+        "Traces are identical (29 columns × 3 rows, exact equality; loss: rtol 1e-09, atol 0; "
+        "w2_after_1_1, w2_after_1_2, w2_after_1_3: rtol 0, atol 1e-15)."
     )
+
+
+def test_a_newer_format_is_an_error(run_cli, tmp_path):
+    meta = {**load_side(EXACT).meta, "format_version": "3.0"}
+    newer = tmp_path / "newer.parquet"
+    pq.write_table(
+        load_side(EXACT).read_table().replace_schema_metadata({"steptrace": json.dumps(meta)}),
+        newer,
+    )
+    result = run_cli("diff", EXACT, newer)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {newer} uses trace format 3.0 (written by steptrace ")
+    assert result.output.endswith("upgrade with 'pip install -U steptrace'\n")
+    assert result.output.count("\n") == 1
 
 
 def test_help_has_an_example(run_cli):
@@ -179,3 +205,48 @@ def test_the_example_in_docs_golden_md_is_the_real_output(run_cli, monkeypatch):
     result = run_cli(*command.split()[2:])
     assert result.exit_code == 1
     assert result.output == shown
+
+
+def test_the_stack_example_in_docs_golden_md_is_the_real_output(run_cli, monkeypatch, tmp_path):
+    doc = (REPO / "docs" / "golden.md").read_text(encoding="utf-8")
+    section = doc.split("### A stack of layers\n", 1)[1]
+    recordings = section.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    command = section.split("```\n$ ", 1)[1].split("\n", 1)[0]
+    shown = section.split(command + "\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "two-layer.json").write_bytes(
+        (REPO / "examples" / "two-layer.json").read_bytes()
+    )
+    monkeypatch.chdir(tmp_path)
+    assert len(recordings) == 2
+    for line in recordings:
+        assert run_cli(*line.split()[1:]).exit_code == 0
+    result = run_cli(*command.split()[1:])
+    assert result.exit_code == 1
+    assert result.output == shown
+    assert "column o2_1 (layer 2's output, neuron 1)" in result.output
+
+
+def test_two_layer_runs_that_differ_in_one_weight_name_it(run_cli, traces):
+    model = json.loads((REPO / "examples" / "two-layer.json").read_text())
+    a = steptrace.record(lr="1/10", epochs=2, model=model, out=traces, name="a").path
+    df = steptrace.load_trace(a)
+    row = df.index[(df.step == 3) & (df["sample"] == 0)][0]
+    original = Fraction(df.loc[row, "w4_after_1_2_exact"])
+    nudged = original + Fraction(1, 10**20)  # below float64's resolution at this size
+    df.loc[row, "w4_after_1_2_exact"] = str(nudged)
+    changed = traces / "changed.parquet"
+    write_trace_file(Side("changed", load_side(a).meta, dataframe=df), changed)
+    result = run_cli("diff", a, changed)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[3] == (
+        "First divergence: step 3, sample 0, column w4_after_1_2 (layer 4's weight W[1,2] after "
+        f"the update): A {original}, B {nudged} (B - A = 1e-20)"
+    )
+    assert lines[6].split()[:4] == ["w4_after_1_2", "1/6", "3", "0"]
+    assert run_cli("diff", a, changed, "--ignore", "w4_after").exit_code == 0
+    assert run_cli("diff", a, changed, "--columns", "w_before,b_after,o,d").exit_code == 0
+    assert run_cli("diff", a, changed, "--tol", "w4_after_1_2=0,1e-19").exit_code == 0
+    assert run_cli("diff", a, changed, "--tol", "w_after=0,1e-19").exit_code == 0
+    assert run_cli("diff", a, changed, "--tol", "w_after=0,1e-21").exit_code == 1

@@ -11,6 +11,8 @@ from steptrace import TraceError
 from steptrace.compare.folders import compare_folders
 from steptrace.trace.reader import is_folder_of_runs
 
+from .conftest import REPO
+
 MOVING = dict(numerics="float64", epochs=2, name="sweep")
 
 
@@ -46,19 +48,26 @@ def test_runs_are_paired_by_name_and_each_says_where_it_departs(run_cli, tmp_pat
         "Folders differ: 1 of 2 runs identical, 1 in A only, 1 in B only.",
         f"A: {a}",
         f"B: {b}",
-        "  sweep-lr1e-8  differs at step 0, sample 0, column o2_1: A 0.11999999999999998, "
-        "B 0.12999999999999998 (B - A = 0.009999999999999995)",
+        "  sweep-lr1e-8  differs at step 0, sample 0, column w2_before_1_3 (layer 2's weight "
+        "W[1,3] before the update): A 0.0002, B 0.0003 (B - A = 9.999999999999996e-05)",
         "  sweep-lr1e-9  identical",
         "  sweep-lr1e-7  in A only",
         "  sweep-lr1e-6  in B only",
     ]
     assert lines[8:10] == ["--- sweep-lr1e-8", "Traces differ."]
-    assert "  init: A ['1/200', '-1/5000', '1/5000'], B ['1/200', '-1/5000', '3/10000']" in lines
+    assert (
+        "  model.layers[2].weights: A [['1/200', '-1/5000', '1/5000']], "
+        "B [['1/200', '-1/5000', '3/10000']]"
+    ) in lines
     # the options apply to every pair
     assert run_cli("diff", a, b, "--columns", "x,y").output.splitlines()[0] == (
         "Folders differ: 1 of 2 runs identical, 1 in A only, 1 in B only."
     )
-    assert compare_folders(a, b, columns=["x", "y"], ignore=["init"]).runs["sweep-lr1e-8"].identical
+    assert (
+        compare_folders(a, b, columns=["x", "y"], ignore=["model.layers[2]"])
+        .runs["sweep-lr1e-8"]
+        .identical
+    )
 
 
 def test_a_folder_of_goldens_pairs_with_a_folder_of_runs(run_cli, tmp_path):
@@ -108,3 +117,25 @@ def test_what_counts_as_a_folder_of_runs(tmp_path):
     assert not is_folder_of_runs(one / "part-000000.parquet")
     (one / "_run.json").unlink()  # parts copied without their metadata are still one run
     assert not is_folder_of_runs(one)
+
+
+def test_two_sweeps_of_a_two_layer_network_name_the_weight_that_differs(run_cli, tmp_path):
+    model = json.loads((REPO / "examples" / "two-layer.json").read_text())
+    stacked = dict(numerics="float64", epochs=2, name="net")
+    a, b = tmp_path / "a", tmp_path / "b"
+    steptrace.sweep(["1/10", "1/100"], model=model, out=a, **stacked)
+    model["layers"][3]["weights"] = [["1/2", "-1/4"]]
+    steptrace.sweep(["1/10", "1/100"], model=model, out=b, **stacked)
+    result = run_cli("diff", a, b, "--rtol", "1e-12")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[3:5] == [
+        f"  {run}  differs at step 0, sample 0, column w4_before_1_2 (layer 4's weight W[1,2] "
+        "before the update): A -0.3333333333333333, B -0.25 (B - A = 0.08333333333333331)"
+        for run in ("net-lr1_10 ", "net-lr1_100")
+    ]
+    assert "  model.layers[4].weights: A [['1/2', '-1/3']], B [['1/2', '-1/4']]" in lines
+    # layer 2's weights move only once layer 4's δ has come back through it
+    only_layer_2 = compare_folders(a, b, columns=["w2_before"], ignore=["model"])
+    for c in only_layer_2.runs.values():
+        assert c.first.column.startswith("w2_before_") and c.first.step >= 1

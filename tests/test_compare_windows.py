@@ -17,7 +17,7 @@ from steptrace.compare import traces as compare
 from steptrace.compare.traces import Side, compare_traces, load_side, write_trace_file
 
 SETTINGS = dict(init="0.005,-0.0002,0.0002", lr="1e-7", epochs=12, batch_size=2, shuffle=True)
-COLUMNS = ["o2_1", "loss", "d3_1", "w_after_2", "x_1"]
+COLUMNS = ["o2_1", "loss", "d3_1", "w2_after_1_2", "x_1"]
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def test_exact_golden_holds_the_articles_numbers():
     for row, expected in zip(df.itertuples(), STEPS, strict=True):
         assert Fraction(row.loss_exact) == expected["loss"]
         assert Fraction(row.o2_1_exact) == expected["o2"]
-        got = tuple(Fraction(getattr(row, f"w_after_{k}_exact")) for k in (1, 2, 3))
+        got = tuple(Fraction(getattr(row, f"w2_after_1_{k}_exact")) for k in (1, 2, 3))
         assert got == expected["w_after"]
 
 

@@ -4,7 +4,15 @@ import pytest
 
 import steptrace
 
+# pytester's in-process runs restore sys.modules afterwards: numpy, first imported inside one of
+# them, could not be imported again in this process ("cannot load module more than once").
+# Importing steptrace.analysis here loads numpy, pandas and pyarrow once, before any inner run.
+import steptrace.analysis
+
+from .conftest import REPO
+
 pytest_plugins = ["pytester"]
+TWO_LAYER = str(REPO / "examples" / "two-layer.json")
 
 TEST_MODULE = """
 import steptrace
@@ -18,33 +26,101 @@ MISMATCH = """\
 The run differs from golden trace test_training/test_training.parquet
 golden: test_training/test_training.parquet (float32, α=1, 3 rows)
 obtained: test_training/test_training.obtained.parquet (float32, α=2, 3 rows)
-First divergence: step 0, sample 0, column lr: golden 1.0, obtained 2.0 (obtained - golden = 1.0)
+First divergence: step 0, sample 0, column lr (the learning rate): golden 1.0, obtained 2.0 \
+(obtained - golden = 1.0)
 Settings that differ:
   lr: golden '1', obtained '2'
   lr_exact: golden '1', obtained '2'
 Values that differ (exact equality): 19 of 29 columns, 3 rows compared
-  column      cells  first step  sample  golden          obtained        max abs   max rel
-  lr          3/3    0           0       1.0             2.0             1         1
-  w_after_1   3/3    0           0       0.004997951     0.004995902     0.246     2.83
-  w_after_2   3/3    0           0       -0.00029959888  -0.00034057707  4.1e-05   0.137
-  w_after_3   3/3    0           0       0.00017036489   0.00016831598   2.05e-06  0.012
-  o2_1        2/3    1           1       0.9995902       0.99918044      0.0881    1
-  o3_1        1/3    1           1       0.9995902       0.99918044      0.00041   0.00041
-  loss        1/3    1           1       8.3960614e-08   3.3584246e-07   2.52e-07  3
-  d4_1        1/3    1           1       -0.00040978193  -0.00081956387  0.00041   1
-  d3_1        1/3    1           1       -0.00040978193  -0.00081956387  0.00041   1
-  d2_1        1/3    1           1       -2.04807e-06    -4.094461e-06   2.05e-06  0.999
-  d2_2        1/3    1           1       1.227702e-07    2.7912466e-07   1.56e-07  1.27
-  d2_3        1/3    1           1       -6.981245e-08   -1.3794569e-07  6.81e-08  0.976
-  d1_1        1/3    1           1       -2.04807e-06    -4.094461e-06   2.05e-06  0.999
-  d1_2        1/3    1           1       1.227702e-07    2.7912466e-07   1.56e-07  1.27
-  d1_3        1/3    1           1       -6.981245e-08   -1.3794569e-07  6.81e-08  0.976
-  grad_1      1/3    1           1       -0.08195639     -0.16391277     0.082     1
-  w_before_1  2/3    1           1       0.004997951     0.004995902     0.246     2.83
-  w_before_2  2/3    1           1       -0.00029959888  -0.00034057707  4.1e-05   0.137
-  w_before_3  2/3    1           1       0.00017036489   0.00016831598   2.05e-06  0.012
+  column         cells  first step  sample  golden          obtained        max abs   max rel
+  lr             3/3    0           0       1.0             2.0             1         1
+  w2_after_1_1   3/3    0           0       0.004997951     0.004995902     0.246     2.83
+  w2_after_1_2   3/3    0           0       -0.00029959888  -0.00034057707  4.1e-05   0.137
+  w2_after_1_3   3/3    0           0       0.00017036489   0.00016831598   2.05e-06  0.012
+  w2_before_1_1  2/3    1           1       0.004997951     0.004995902     0.246     2.83
+  w2_before_1_2  2/3    1           1       -0.00029959888  -0.00034057707  4.1e-05   0.137
+  w2_before_1_3  2/3    1           1       0.00017036489   0.00016831598   2.05e-06  0.012
+  o2_1           2/3    1           1       0.9995902       0.99918044      0.0881    1
+  o3_1           1/3    1           1       0.9995902       0.99918044      0.00041   0.00041
+  loss           1/3    1           1       8.3960614e-08   3.3584246e-07   2.52e-07  3
+  d4_1           1/3    1           1       -0.00040978193  -0.00081956387  0.00041   1
+  d3_1           1/3    1           1       -0.00040978193  -0.00081956387  0.00041   1
+  d2_1           1/3    1           1       -2.04807e-06    -4.094461e-06   2.05e-06  0.999
+  d2_2           1/3    1           1       1.227702e-07    2.7912466e-07   1.56e-07  1.27
+  d2_3           1/3    1           1       -6.981245e-08   -1.3794569e-07  6.81e-08  0.976
+  d1_1           1/3    1           1       -2.04807e-06    -4.094461e-06   2.05e-06  0.999
+  d1_2           1/3    1           1       1.227702e-07    2.7912466e-07   1.56e-07  1.27
+  d1_3           1/3    1           1       -6.981245e-08   -1.3794569e-07  6.81e-08  0.976
+  grad_w2_1_1    1/3    1           1       -0.08195639     -0.16391277     0.082     1
 Compare them: steptrace diff test_training/test_training.parquet \
 test_training/test_training.obtained.parquet
+If the change is intended, update the golden: pytest --steptrace-update"""
+
+#: A two-layer network (examples/two-layer.json: input → linear(2, bias) → relu → linear(1)
+#: → leaky relu), pinned by a golden; then its learning rate is halved.
+NETWORK_MODULE = """
+import steptrace
+
+def test_network(golden_trace, tmp_path):
+    run = steptrace.record("seed", lr="{lr}", numerics="float64", model={model!r}, out=tmp_path)
+    golden_trace(run)
+"""
+
+NETWORK_MISMATCH = """\
+The run differs from golden trace test_network/test_network.parquet
+golden: test_network/test_network.parquet (float64, α=1/10, 3 rows)
+obtained: test_network/test_network.obtained.parquet (float64, α=1/20, 3 rows)
+First divergence: step 0, sample 0, column lr (the learning rate): golden 0.1, obtained 0.05 \
+(obtained - golden = -0.05)
+Settings that differ:
+  lr: golden '1/10', obtained '1/20'
+  lr_exact: golden '1/10', obtained '1/20'
+Values that differ (exact equality): 40 of 58 columns, 3 rows compared
+  column         cells  first step  sample  golden                   obtained                 \
+max abs   max rel
+  lr             3/3    0           0       0.1                      0.05                     \
+0.05      0.5
+  w2_after_2_1   3/3    0           0       -0.0011083333333333333   -0.0010541666666666668   \
+5.42e-05  0.0489
+  w2_after_2_2   3/3    0           0       -0.0016666666666666666   -0.0005833333333333333   \
+0.00108   0.65
+  w2_after_2_3   3/3    0           0       -0.00035833333333333333  -0.00030416666666666667  \
+5.42e-05  0.151
+  b2_after_2     3/3    0           0       0.09999891666666667      0.09999945833333333      \
+5.42e-07  5.42e-06
+  w4_after_1_2   3/3    0           0       -0.3333301645833333      -0.33333174895833334     \
+1.58e-06  4.75e-06
+  w2_before_2_1  2/3    1           1       -0.0011083333333333333   -0.0010541666666666668   \
+5.42e-05  0.0489
+  w2_before_2_2  2/3    1           1       -0.0016666666666666666   -0.0005833333333333333   \
+0.00108   0.65
+  w2_before_2_3  2/3    1           1       -0.00035833333333333333  -0.00030416666666666667  \
+5.42e-05  0.151
+  b2_before_2    2/3    1           1       0.09999891666666667      0.09999945833333333      \
+5.42e-07  5.42e-06
+  w4_before_1_2  2/3    1           1       -0.3333301645833333      -0.33333174895833334     \
+1.58e-06  4.75e-06
+  o2_2           2/3    1           1       -0.12166775              -0.11083387500000004     \
+2.33      0.541
+  d4_2           2/3    1           1       0.16666508229166666      0.16666587447916667      \
+0.0024    0.00729
+  w2_after_1_1   2/3    1           1       5.005                    2.505                    \
+2.5       0.5
+  b2_after_1     2/3    1           1       0.025                    0.0125                   \
+0.0407    0.513
+  w4_after_1_1   2/3    1           1       0.55                     0.525                    \
+0.0268    0.0486
+  w2_before_1_1  1/3    2           2       5.005                    2.505                    \
+2.5       0.5
+  b2_before_1    1/3    2           2       0.025                    0.0125                   \
+0.0125    0.5
+  w4_before_1_1  1/3    2           2       0.55                     0.525                    \
+0.025     0.0455
+  o2_1           1/3    2           2       0.02499999999999989      0.01249999999999989      \
+0.0125    0.5
+  … and 20 more columns
+Compare them: steptrace diff test_network/test_network.parquet \
+test_network/test_network.obtained.parquet
 If the change is intended, update the golden: pytest --steptrace-update"""
 
 
@@ -99,6 +175,24 @@ def test_the_whole_cycle(pytester):
     again = run(pytester)
     again.assert_outcomes(passed=1)
     assert "rewrote" not in again.stdout.str()
+
+
+def test_the_cycle_on_a_two_layer_network_catches_a_changed_learning_rate(pytester):
+    golden = pytester.path / "test_network" / "test_network.parquet"
+    pytester.makepyfile(test_network=NETWORK_MODULE.format(lr="1/10", model=TWO_LAYER))
+    run(pytester).assert_outcomes(failed=1)  # the golden is written
+    assert steptrace.open_trace(golden).tensor("w4_after").shape == (1, 2)
+    run(pytester).assert_outcomes(passed=1)
+
+    pytester.makepyfile(test_network=NETWORK_MODULE.format(lr="1/20", model=TWO_LAYER))
+    changed = run(pytester)
+    changed.assert_outcomes(failed=1)
+    assert failure_text(changed) == NETWORK_MISMATCH
+    assert steptrace.open_trace(golden).lr_text == "1/10"
+
+    run(pytester, "--steptrace-update").assert_outcomes(passed=1)
+    assert steptrace.open_trace(golden).lr_text == "1/20"
+    run(pytester).assert_outcomes(passed=1)
 
 
 def test_an_update_leaves_identical_goldens_untouched(pytester):

@@ -68,15 +68,18 @@ class _Bar:
     multiple=True,
     metavar="NAME=RTOL[,ATOL]",
     callback=_tolerance,
-    help="Tolerances for one column (o2_1) or field (w_after), over --rtol/--atol; repeatable.",
+    help="Tolerances for a column (o2_1), a tensor (w2_after) or a family (w_after: every "
+    "layer's), over --rtol/--atol; repeatable.",
 )
 @click.option(
     "--columns",
-    help="Compare only these, comma-separated: columns (o2_1) or fields (w_after).",
+    help="Compare only these, comma-separated: columns (w4_after_1_2), tensors (w4_after) or "
+    "families (w_after: every layer's).",
 )
 @click.option(
     "--ignore",
-    help="Leave these out, comma-separated: columns, fields or settings (seed, lr).",
+    help="Leave these out, comma-separated: columns, tensors, families or settings (seed, lr, "
+    "model.layers[2]).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -92,8 +95,9 @@ def command(
     as_json: bool,
 ) -> None:
     """Compare trace B with trace A, aligned on (step, sample), and show where they first
-    part. A and B are run folders or Parquet trace files (goldens); or two folders of runs (two
-    sweeps), compared run by run, runs paired by name. Floats agree when
+    part, named by layer, quantity and index (w4_after_1_2: layer 4's weight W[1,2] after the
+    update). A and B are run folders or Parquet trace files (goldens); or two folders of runs
+    (two sweeps), compared run by run, runs paired by name. Floats agree when
     |B - A| <= atol + rtol * |A|; by default they must be equal, and exact runs are compared
     by their exact rationals. Exit status: 0 identical, 1 different, 2 error.
 
@@ -102,6 +106,7 @@ def command(
         steptrace diff traces/golden/article-exact.parquet traces/golden/article-float64.parquet
         steptrace diff golden.parquet traces/my-run --rtol 1e-12 --ignore seed --json
         steptrace diff golden.parquet traces/my-run --tol loss=1e-9 --tol w_after=0,1e-15
+        steptrace diff traces/two-layer-a traces/two-layer-b --columns loss,w4_after
         steptrace diff traces/golden-sweep traces/sweep
     """
     options: dict[str, Any] = dict(

@@ -9,8 +9,10 @@ The ``golden_trace`` fixture pins every value of a run to a golden file named af
 The golden is one Parquet trace file, ``<test module folder>/<test name>.parquet`` next to
 the test file by default. A missing golden is written and the test fails saying where; a
 mismatch writes the run next to it as ``<test name>.obtained.parquet`` and fails with the first
-divergence and a per-column table. ``pytest --steptrace-update`` rewrites goldens that are
-missing or differ and lets the tests pass. ``docs/golden.md`` has the whole story.
+divergence, named by layer, quantity and index (``column w4_after_1_2 (layer 4's weight W[1,2]
+after the update)``), and a per-column table. Any model's runs work alike.
+``pytest --steptrace-update`` rewrites goldens that are missing or differ and lets the tests
+pass. ``docs/golden.md`` has the whole story.
 
 This module is imported by every pytest run wherever steptrace is installed, so it imports
 nothing heavy at the top: pandas and pyarrow load only when a test uses the fixture.

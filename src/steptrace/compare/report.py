@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..trace.schema import describe_column
+
 if TYPE_CHECKING:
     from .traces import Comparison, Divergence, Tolerance
 
@@ -64,7 +66,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def describe_divergence(d: Divergence, a_name: str = "A", b_name: str = "B") -> str:
-    """``step 0, sample 0, column o2_1: A 0, B -3.469446951953614e-17 (B - A = …)``"""
+    """Where the traces part, the column named by layer, quantity and index: ``step 3,
+    sample 1, column w4_after_1_2 (layer 4's weight W[1,2] after the update): A 1/2, B …``"""
     where = f"step {d.step}, sample {d.sample}"
     if d.kind == "only_a":
         return f"{where}: row in {a_name} only"
@@ -72,7 +75,14 @@ def describe_divergence(d: Divergence, a_name: str = "A", b_name: str = "B") -> 
         return f"{where}: row in {b_name} only"
     diff = "" if d.difference is None else f" ({b_name} - {a_name} = {d.difference!r})"
     a, b = _short(d.a, LINE_WIDTH), _short(d.b, LINE_WIDTH)
-    return f"{where}, column {d.column}: {a_name} {a}, {b_name} {b}{diff}"
+    return f"{where}, column {_named(d.column)}: {a_name} {a}, {b_name} {b}{diff}"
+
+
+def _named(column: str | None) -> str:
+    """``w4_after_1_2 (layer 4's weight W[1,2] after the update)``; a column the schema does
+    not describe (a DataFrame's own) by its name alone."""
+    words = describe_column(column or "")
+    return f"{column} ({words})" if column and words != column else str(column)
 
 
 def format_comparison(

@@ -22,6 +22,7 @@ The sides are read by :mod:`steptrace.compare.sides`, their cells compared by
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -68,6 +69,10 @@ INFORMATIONAL = frozenset(
         "summary",
         "dataset.name",
         "source",
+        # The file a model came from, and the layout of the columns: both follow from what
+        # is compared (the model's layers and parameters, the dataset).
+        "model.name",
+        "tensors",
     }
 )
 
@@ -171,7 +176,7 @@ def _select(
     else:
         chosen = every
     flat = set(_flatten(a.meta)) | set(_flatten(b.meta))
-    meta_keys = flat | {k.rsplit(".", 1)[0] for k in flat if "." in k}
+    meta_keys = {prefix for k in flat for prefix in _prefixes(k)}
     ignored_meta = set()
     for name, cols in _expand(ignore, everywhere).items():
         if name in meta_keys:
@@ -184,10 +189,19 @@ def _select(
         if missing:
             shown = ", ".join(missing[:6]) + (" …" if len(missing) > 6 else "")
             raise TraceError(
-                f"column(s) {shown} are in {other.label} but not in {side.label}; "
-                "compare the common columns with --columns, or --ignore these"
+                f"column(s) {shown} are in {other.label} but not in {side.label}"
+                f"{_models_differ(a, b)}; compare the common columns with --columns, or "
+                "--ignore these"
             )
     return chosen, ignored_meta
+
+
+def _models_differ(a: Side, b: Side) -> str:
+    """`` (their models differ: A input → …, B input → …)`` when the layers do, else ``""``."""
+    chains = [_flatten(side.meta).get("model.layers") for side in (a, b)]
+    if None in chains or chains[0] == chains[1]:
+        return ""
+    return f" (their models differ: {a.label} {chains[0]}, {b.label} {chains[1]})"
 
 
 # --- comparing ----------------------------------------------------------------------------
@@ -206,9 +220,11 @@ def compare_traces(
 ) -> Comparison:
     """Compare trace ``b`` with the reference ``a``, aligned on (step, sample).
 
-    ``columns`` restricts the comparison, ``ignore`` leaves columns or metadata keys out; both
-    take column names (``o2_1``) or field names (``w_after`` for every ``w_after_k``).
-    ``tolerances`` sets ``(rtol, atol)`` per column or field, over the global ones.
+    Traces of any stack of layers, and of trace format 1 (read under format 2's names),
+    compare alike. ``columns`` restricts the comparison, ``ignore`` leaves columns or metadata
+    keys (``seed``, ``model.layers[4]``) out; both take column names (``w4_after_1_2``),
+    tensor names (``w4_after``: its columns) or families (``w_after``: every layer's).
+    ``tolerances`` sets ``(rtol, atol)`` per column, tensor or family, over the global ones.
     ``progress(done, total)`` is called after each window of steps compared (long traces are
     compared :data:`WINDOW_ROWS` rows at a time).
 
@@ -245,7 +261,7 @@ def compare_traces(
         columns=chosen,
         tolerance=default,
         first=first,
-        column_diffs=sorted(column_diffs, key=lambda d: (d.first_step, d.first_sample)),
+        column_diffs=sorted(column_diffs, key=_first_difference(chosen)),
         only_a=only_a,
         only_b=only_b,
         metadata=meta,
@@ -372,6 +388,23 @@ def _compare_column(
 
 # --- first divergence, settings -----------------------------------------------------------
 
+#: What a step starts from: its learning rate, its data, and the parameters before it.
+_STEP_INPUT = re.compile(r"lr|[xy]_\d+|[wb]\d+_before(_\d+)+")
+
+
+def _first_difference(chosen: list[str]) -> Callable[[ColumnDiff], tuple[int, int, int, int]]:
+    """Sort key of column diffs: by their first differing (step, sample), then, at one row,
+    in the order the step computes them — what it starts from (:data:`_STEP_INPUT`) before
+    what it computes, each in trace order. A changed initial weight so shows as that weight
+    (``w4_before_1_2``), not as the first output it changed."""
+    order = {c: k for k, c in enumerate(chosen)}
+
+    def key(d: ColumnDiff) -> tuple[int, int, int, int]:
+        computed = _STEP_INPUT.fullmatch(d.column) is None
+        return (d.first_step, d.first_sample, computed, order[d.column])
+
+    return key
+
 
 def _first(
     diffs: list[ColumnDiff],
@@ -381,12 +414,11 @@ def _first(
     only_a: list[tuple[int, int]],
     only_b: list[tuple[int, int]],
 ) -> Divergence | None:
-    """The earliest (step, sample) where the traces part; at a row, the first column in
-    trace order."""
+    """The earliest (step, sample) where the traces part; at a row, the first column the
+    step starts from or computes (see :func:`_first_difference`)."""
     candidates: list[tuple[tuple[int, int, int], Divergence]] = []
     if diffs:
-        order = {c: k for k, c in enumerate(chosen)}
-        d = min(diffs, key=lambda d: (d.first_step, d.first_sample, order[d.column]))
+        d = min(diffs, key=_first_difference(chosen))
         i = int(np.flatnonzero((fa["step"] == d.first_step) & (fa["sample"] == d.first_sample))[0])
         diff = difference(fa, fb, d.column, i)
         div = Divergence(d.first_step, d.first_sample, d.column, d.a, d.b, diff)
@@ -400,14 +432,43 @@ def _first(
 
 
 def _flatten(meta: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Metadata as ``{dotted key: value}``. A model's layers become their chain
+    (``model.layers``: ``input → linear(bias=True, out=2) → relu …``) and each layer's
+    initial parameters (``model.layers[2].weights``, layers numbered from 1 as the series
+    numbers them), so a report names the layer whose start differs."""
     out: dict[str, Any] = {}
     for key, value in meta.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(_flatten(value, name + "."))
+        elif key == "layers" and _is_layers(value):
+            out[name] = " → ".join(_layer_text(layer) for layer in value)
+            for k, layer in enumerate(value, 1):
+                params = {p: layer[p] for p in _LAYER_PARAMS if p in layer}
+                out.update(_flatten(params, f"{name}[{k}]."))
         else:
             out[name] = value
     return out
+
+
+#: A layer's initial parameters in a model file; its other fields make up its type.
+_LAYER_PARAMS = ("weights", "biases")
+
+
+def _is_layers(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, Mapping) and "type" in v for v in value)
+
+
+def _layer_text(layer: Mapping[str, Any]) -> str:
+    """``linear(bias=True, out=2)``: a layer's type and settings, its parameters apart."""
+    settings = [f"{k}={v}" for k, v in sorted(layer.items()) if k not in ("type", *_LAYER_PARAMS)]
+    return str(layer["type"]) + (f"({', '.join(settings)})" if settings else "")
+
+
+def _prefixes(key: str) -> list[str]:
+    """``model.layers[2].weights`` → ``model``, ``model.layers``, ``model.layers[2]`` and
+    itself: the names that select it."""
+    return [key[: m.start()] for m in re.finditer(r"[.\[]", key)] + [key]
 
 
 def _meta_diffs(a: dict[str, Any], b: dict[str, Any], ignored: set[str]) -> list[MetaDiff]:
@@ -418,5 +479,5 @@ def _meta_diffs(a: dict[str, Any], b: dict[str, Any], ignored: set[str]) -> list
     return [
         MetaDiff(k, fa[k], fb[k])
         for k in fa
-        if k in fb and k not in skip and k.split(".")[0] not in skip and fa[k] != fb[k]
+        if k in fb and fa[k] != fb[k] and not skip.intersection(_prefixes(k))
     ]
