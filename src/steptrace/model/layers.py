@@ -21,6 +21,7 @@ Maths only: no I/O, no knowledge of traces.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
@@ -52,25 +53,36 @@ Matrix = list[Vec]
 
 def where(condition: Any, a: Any, b: Any) -> Any:
     """``a if condition else b``, component by component on columns."""
+    if isinstance(condition, bool | np.bool_):
+        return a if condition else b
     if isinstance(condition, np.ndarray):
         return np.where(condition, a, b)
-    return a if condition else b
+    return condition.where(a, b)  # a traced value (steptrace.train.compiled)
 
 
 def zero_like(v: Any) -> Any:
     """0 in the number system of ``v`` (a column of zeros for a column)."""
-    return np.zeros_like(v) if isinstance(v, np.ndarray) else type(v)(0)
+    if isinstance(v, np.ndarray):
+        return np.zeros_like(v)
+    return type(v)(0) if isinstance(v, _NUMBERS) else v.zero_like()
 
 
 def one_like(v: Any) -> Any:
-    return np.ones_like(v) if isinstance(v, np.ndarray) else type(v)(1)
+    if isinstance(v, np.ndarray):
+        return np.ones_like(v)
+    return type(v)(1) if isinstance(v, _NUMBERS) else v.one_like()
 
 
 def exp(v: Any) -> Any:
     """e^v by numpy's exp for numbers and columns alike, so both round the same way."""
-    if isinstance(v, float) and not isinstance(v, np.floating):
+    if type(v) is float:
         return float(np.exp(v))
-    return np.exp(v)
+    if isinstance(v, np.ndarray | np.floating):
+        return np.exp(v)
+    return v.exp()
+
+
+_NUMBERS = (int, float, Fraction, np.floating)
 
 
 def dot(w: Vec, x: Vec) -> Number:

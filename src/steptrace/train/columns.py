@@ -24,7 +24,7 @@ from ..schedule import ChunkPlan, EpochOrders, steps_per_epoch
 from ..trace.schema import EXACT_SUFFIX, Tensor, stack_tensors
 from .prefetch import prefetch
 from .settings import Settings
-from .steps import walk
+from .compiled import walk
 
 __all__ = ["Block", "chunk_columns", "compute_blocks", "iter_blocks", "tensor_values"]
 
@@ -129,8 +129,7 @@ def compute_blocks(
         walked = len(path) - 1
         if walked < plan.s1 - s0:
             plan = ChunkPlan(n, b, orders, s0, s0 + walked)
-        flat = np.empty((len(path), len(path[0])), dtype=num.dtype or object)
-        flat[:] = path
+        flat = _matrix(path, num)
         columns = chunk_columns(stack, tensors, plan, flat, X, Y, lr, num)
         error = _exact_limit(columns, plan, num) if num.is_exact else None
         if error is not None:
@@ -141,6 +140,15 @@ def compute_blocks(
         yield to_block(plan, columns, num, len(plan))
         current = stack.unflat(path[-1])
         s0 += walked
+
+
+def _matrix(path: list[Sequence[Number]], num: Numerics) -> Array:
+    """The walked parameters as a (steps + 1) × parameters array of the run's numbers."""
+    if num.dtype is not None:
+        return np.array(path, dtype=num.dtype).reshape(len(path), -1)
+    flat = np.empty((len(path), len(path[0])), dtype=object)
+    flat[:] = path
+    return flat
 
 
 def _numbers(row: Array, num: Numerics) -> list[Number]:

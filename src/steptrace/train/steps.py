@@ -29,14 +29,14 @@ def walk(
     plan: ChunkPlan,
     numerics: Numerics,
     max_seconds: float | None = None,
-) -> list[list[Number]]:
+) -> list[Sequence[Number]]:
     """The parameters before each step of ``plan`` and after the last one walked, flat.
 
     ``xs[i]`` and ``ys[i]`` are sample i in the run's numbers. The walk may end early — after
     ``max_seconds``, or in exact runs once a parameter outgrows the exact limit — so that the
     recorder can flush (or stop) in time; it always walks at least one step.
     """
-    path = [stack.flat(params)]
+    path: list[Sequence[Number]] = [stack.flat(params)]
     samples = plan.sample.tolist()
     started = time.monotonic()
     for start, m in zip(plan.starts.tolist(), plan.sizes.tolist(), strict=True):
