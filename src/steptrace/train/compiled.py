@@ -193,8 +193,8 @@ def compile_walk(stack: Stack, numerics: str, batched: bool) -> Callable[..., No
     # The batch's running total plus this row's gradient, as Params.__add__ adds them: one
     # line per parameter, in the parameters' order.
     mark = len(tracer.lines)
-    stack.flat({k: a + b for (k, a), b in zip(stack.unflat(g).items(),
-                                              stack.unflat(grad).values(), strict=True)})  # fmt: skip
+    running, row = stack.unflat(g), stack.unflat(grad)
+    stack.flat({k: running[k] + row[k] for k in running})
     adds = tracer.lines[mark:]
     mark = len(tracer.lines)
     new = stack.flat(stack.update(params, lr, stack.unflat(g)))  # ŵ = w − α·Σ grad
