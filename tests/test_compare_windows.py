@@ -16,7 +16,8 @@ import steptrace
 from steptrace.compare import traces as compare
 from steptrace.compare.traces import Side, compare_traces, load_side, write_trace_file
 
-SETTINGS = dict(init="0.005,-0.0002,0.0002", lr="1e-7", epochs=12, batch_size=2, shuffle=True)
+SETTINGS = dict(lr="1e-7", epochs=12, batch_size=2, shuffle=True)
+ARTICLE = dict(init="0.005,-0.0002,0.0002")
 COLUMNS = ["o2_1", "loss", "d3_1", "w2_after_1_2", "x_1"]
 
 
@@ -24,7 +25,7 @@ COLUMNS = ["o2_1", "loss", "d3_1", "w2_after_1_2", "x_1"]
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("traces")
     return {
-        numerics: steptrace.record("seed", numerics=numerics, out=out, **SETTINGS).path
+        numerics: steptrace.record("seed", numerics=numerics, out=out, **ARTICLE, **SETTINGS).path
         for numerics in ("float64", "exact")
     }
 
@@ -101,3 +102,21 @@ def test_step_span_without_statistics_reads_the_step_column(runs, tmp_path):
     empty = tmp_path / "empty.parquet"
     pq.write_table(table.slice(0, 0), empty)
     assert steptrace.open_trace(empty).step_span() is None
+
+
+def test_a_two_layer_run_compared_in_windows_equals_the_whole(tmp_path):
+    model = str(Path(__file__).resolve().parent.parent / "examples" / "two-layer.json")
+    a = steptrace.record("seed", numerics="float64", model=model, out=tmp_path, **SETTINGS).path
+    df = steptrace.load_trace(a)
+    first_step = int(df.step[3])
+    for row, col in ((3, "w4_after_1_2"), (17, "b2_before_2"), (17, "o2_1"), (30, "d5_1")):
+        df.loc[row, col] *= 1 + 1e-6
+    df = df.drop(index=[5, 31]).reset_index(drop=True)
+    b = tmp_path / "b.parquet"
+    write_trace_file(Side("b", load_side(a).meta, dataframe=df), b)
+    for window in (1, 4, 9):
+        whole, windowed = whole_and_windowed(a, b, window)
+        assert windowed.to_dict() == whole.to_dict()
+        assert (whole.first.step, whole.first.column) == (first_step, "w4_after_1_2")
+        # at one row, what the step starts from comes before what it computes
+        assert [d.column for d in whole.column_diffs[1:3]] == ["b2_before_2", "o2_1"]
