@@ -139,3 +139,17 @@ def test_two_sweeps_of_a_two_layer_network_name_the_weight_that_differs(run_cli,
     only_layer_2 = compare_folders(a, b, columns=["w2_before"], ignore=["model"])
     for c in only_layer_2.runs.values():
         assert c.first.column.startswith("w2_before_") and c.first.step >= 1
+
+
+def test_version_1_goldens_pair_with_fresh_version_2_runs(run_cli, tmp_path):
+    goldens, runs = tmp_path / "goldens", tmp_path / "runs"
+    goldens.mkdir()
+    for numerics in ("exact", "float64", "float32"):
+        name = f"article-{numerics}"
+        shutil.copy(REPO / "traces" / "golden" / f"{name}.parquet", goldens)
+        steptrace.record("seed", lr="1", numerics=numerics, out=runs, name=name)
+    assert all(steptrace.open_trace(p).v1 for p in goldens.iterdir())
+    result = run_cli("diff", goldens, runs, "--columns", "loss,w_after")
+    assert result.exit_code == 0
+    assert result.output.splitlines()[0] == "Folders are identical: 3 of 3 runs identical."
+    assert compare_folders(goldens, runs).identical
