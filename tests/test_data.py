@@ -13,7 +13,8 @@ def test_the_seed_is_the_articles_three_patients():
     ds = seed_dataset()
     assert ds.features == ("broccoli", "tagada_strawberries", "workout_hours")
     assert ds.inputs == ((100, 2000, 100), (200, 0, 0), (0, 2000, 3000))
-    assert ds.outputs == (0, 1, 1)  # bad shape, good shape, good shape
+    assert ds.outputs == ((0,), (1,), (1,))  # bad shape, good shape, good shape
+    assert ds.targets == ("good_shape",)
     assert load_dataset("seed") == ds
 
 
@@ -21,7 +22,7 @@ def test_csv_cells_are_read_exactly(tmp_path):
     path = tmp_path / "people.csv"
     path.write_text("a,b,shape\n0.1,1/3,1\n2e-3, 7,0\n")
     ds = load_dataset(path)
-    assert ds.features == ("a", "b") and ds.target == "shape"
+    assert ds.features == ("a", "b") and ds.targets == ("shape",)
     assert ds.inputs == ((Fraction(1, 10), Fraction(1, 3)), (Fraction(1, 500), Fraction(7)))
     assert ds.name == "people"
 
@@ -30,7 +31,23 @@ def test_target_and_features_can_be_named(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("y,a,b,c\n1,2,3,4\n")
     ds = load_dataset(path, target="y", features=["c", "a"])
-    assert (ds.features, ds.target, ds.inputs, ds.outputs) == (("c", "a"), "y", ((4, 2),), (1,))
+    assert (ds.features, ds.targets, ds.inputs, ds.outputs) == (
+        ("c", "a"), ("y",), ((4, 2),), ((1,),))  # fmt: skip
+
+
+def test_several_targets_one_per_output_neuron(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,t1,t2\n1,2,3,4\n5,6,7,8\n")
+    ds = load_dataset(path, target="t1,t2")
+    assert (ds.features, ds.targets) == (("a", "b"), ("t1", "t2"))
+    assert ds.outputs == ((3, 4), (7, 8))
+    assert load_dataset(path, target=["t2", "t1"]).outputs == ((4, 3), (8, 7))
+    with pytest.raises(DatasetError, match="no target column 't3'"):
+        load_dataset(path, target="t1,t3")
+    with pytest.raises(DatasetError, match="names the output columns, comma-separated"):
+        load_dataset(path, target="t1,")
+    with pytest.raises(DatasetError, match="a target column is named twice"):
+        load_dataset(path, target="t1,t1")
 
 
 def test_parquet_datasets_and_the_hash_depends_on_content_not_file_type(tmp_path):
@@ -47,7 +64,9 @@ def test_parquet_datasets_and_the_hash_depends_on_content_not_file_type(tmp_path
 def test_values_are_rounded_once_into_each_number_system():
     ds = seed_dataset()
     x, y = ds.as_arrays(get_numerics("float32"))
-    assert x.dtype == np.float32 and x.shape == (3, 3) and y.tolist() == [0, 1, 1]
+    assert x.dtype == np.float32 and x.shape == (3, 3) and y.tolist() == [[0], [1], [1]]
+    exact_x, _ = ds.as_arrays(get_numerics("exact"))
+    assert exact_x.dtype == object and exact_x[2, 2] == Fraction(3000)
 
 
 @pytest.mark.parametrize(

@@ -62,9 +62,9 @@ def test_not_a_trace(tmp_path):
 
 def test_a_newer_format_is_refused_and_named(run):
     info = json.loads((run / "_run.json").read_text())
-    info["format_version"] = "2.0"
+    info["format_version"] = "3.0"
     (run / "_run.json").write_text(json.dumps(info))
-    with pytest.raises(NewerFormatError, match="uses trace format 2.0 .* upgrade with"):
+    with pytest.raises(NewerFormatError, match="uses trace format 3.0 .* upgrade with"):
         open_trace(run)
 
 

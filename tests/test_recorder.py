@@ -26,6 +26,10 @@ def exact_vector(row, name):
     return tuple(Fraction(row[f"{name}_{k}_exact"]) for k in (1, 2, 3))
 
 
+#: The article's quantities under the trace's names (its weights are layer 2's, one row).
+TRACE_NAME = {"grad": "grad_w2_1", "w_before": "w2_before_1", "w_after": "w2_after_1"}
+
+
 def test_the_article_example_round_trips_through_parquet_exactly(traces):
     result = record("seed", lr="1", numerics="exact", out=traces)
     assert result.status == "complete"
@@ -37,10 +41,10 @@ def test_the_article_example_round_trips_through_parquet_exactly(traces):
             assert row[f"{name}_1"] == float(Fraction(expected[name]))
         assert Fraction(row["loss_exact"]) == expected["loss"]
         for name in ("x", "o1", "d2", "d1", "grad", "w_before", "w_after"):
-            assert exact_vector(row, name) == tuple(expected[name])
+            assert exact_vector(row, TRACE_NAME.get(name, name)) == tuple(expected[name])
     last = df.iloc[2]
-    assert last["w_after_2_exact"] == "23199997/11600"  # 2000 - 3000/11 600 000
-    assert last["w_after_3_exact"] == "17400001/5800"  # 3000 + 1/5800
+    assert last["w2_after_1_2_exact"] == "23199997/11600"  # 2000 - 3000/11 600 000
+    assert last["w2_after_1_3_exact"] == "17400001/5800"  # 3000 + 1/5800
     value_cols = [c for c in df.columns if c[-2:] in ("_1", "_2", "_3") or c in ("lr", "loss")]
     assert all(df[c].dtype == np.float64 for c in value_cols)
     assert result.summary.final_loss == 0.5 and result.summary.diverged_at is None
@@ -90,7 +94,7 @@ def test_exact_runs_stop_cleanly_before_python_limits_and_keep_their_steps(trace
     stopped_at = int(str(info.value).split("step ")[1].split(":")[0])
     assert list(df["step"]) == list(range(stopped_at))  # every step before the limit is kept
     last = df.iloc[-1]
-    bits = max(Fraction(last[f"w_after_{k}_exact"]).denominator.bit_length() for k in (1, 2, 3))
+    bits = max(Fraction(last[f"w2_after_1_{k}_exact"]).denominator.bit_length() for k in (1, 2, 3))
     assert bits <= EXACT_MAX_BITS
 
 
@@ -114,7 +118,7 @@ def test_a_recording_killed_with_sigkill_keeps_every_flushed_step(traces):
     assert trace.status == "incomplete"
     assert json.loads((run / "_run.json").read_text())["status"] == "incomplete"
     # The weights chain: each step starts where the previous one ended.
-    assert (df["w_before_1"].to_numpy()[1:] == df["w_after_1"].to_numpy()[:-1]).all()
+    assert (df["w2_before_1_1"].to_numpy()[1:] == df["w2_after_1_1"].to_numpy()[:-1]).all()
     assert trace.read().equals(df[trace.read().columns])
 
 

@@ -21,7 +21,7 @@ from steptrace.train.sweeppool import (
     PARALLEL_MIN_WORK,
     workers_for,
 )
-from steptrace.train.trainer import Settings
+from steptrace.train.settings import Settings
 
 from .conftest import steptrace_subprocess
 

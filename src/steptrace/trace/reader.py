@@ -469,7 +469,8 @@ def _may_match(trace: Trace, expression: pc.Expression) -> bool:
     partition = conditions[0]
     for condition in conditions[1:]:
         partition = partition & condition
-    schema = trace.schema().remove_metadata()
+    # From the metadata, not the files: deciding must not open them (a run may be damaged).
+    schema = arrow_schema(trace.tensors, trace.is_exact, {}).remove_metadata()
     for name, kind in RUN_SETTINGS.items():
         if name not in schema.names:
             schema = schema.append(pa.field(name, kind))
