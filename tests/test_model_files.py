@@ -38,8 +38,8 @@ def test_several_targets_one_per_output_neuron(tmp_path, traces, run_cli):
     data = tmp_path / "two.csv"
     data.write_text("a,b,t1,t2\n1,2,1,0\n0,1,0,1\n")
     model = tmp_path / "m.json"
-    model.write_text(json.dumps({"layers": [
-        {"type": "input"}, {"type": "linear", "out": 2, "weights": [["1", "0"], ["0", "1"]]}]}))  # fmt: skip
+    linear = {"type": "linear", "out": 2, "weights": [["1", "0"], ["0", "1"]]}
+    model.write_text(json.dumps({"layers": [{"type": "input"}, linear]}))
     result = run_cli("record", "--dataset", data, "--target", "t1,t2", "--model", model,
                      "--out", traces)  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -109,7 +109,7 @@ def test_blocks_end_on_step_boundaries_and_carry_every_row(numerics):
         ({"epochs": 0}, "epochs must be a whole number of at least 1, got 0"),
         ({"batch_size": 0}, "batch size must be a whole number of at least 1, got 0"),
         ({"batch_size": 4}, "batch size 4 is larger than the dataset (3 rows)"),
-        ({"init": "1,2"}, "--init has 2 weights but the dataset has 3 feature columns"),
+        ({"init": "1,2"}, "--init has 2 weights but dataset 'seed' has 3 feature columns"),
         ({"init": "1,x,3"}, "initial weight 2 must be a number such as 0.5, 1e-7 or 1/200"),
         ({"numerics": "float16"}, "unknown numerics 'float16'"),
         ({"seed": -1}, "seed must be a whole number of at least 0, got -1"),
@@ -131,7 +131,7 @@ def test_blocks_end_on_step_boundaries_and_carry_every_row(numerics):
                     ]
                 },
             },
-            "layer 2 (linear): initial value 1e+39 is too large for float32",
+            "layer 2 (linear): weights[1][1] (1e+39) is too large for float32",
         ),
         (
             {"model": {"layers": [{"type": "input"}, {"type": "linear", "out": 2}]}},
@@ -147,7 +147,9 @@ def test_bad_settings_are_refused_with_a_clear_message(kwargs, message):
 
 
 def test_the_articles_weights_need_three_features():
-    with pytest.raises(ConfigError, match="has 2 feature columns but the article's weights are 3"):
+    with pytest.raises(
+        ConfigError, match="dataset 'five' has 2 feature columns but the article's weights are 3"
+    ):
         Settings.parse(FIVE)
 
 

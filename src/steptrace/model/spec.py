@@ -127,14 +127,16 @@ class Model:
 
 
 def article_model(
-    init: str | Sequence[str | float | Fraction] | None = None, n_in: int = 3
+    init: str | Sequence[str | float | Fraction] | None = None,
+    n_in: int = 3,
+    dataset: str = "the dataset",
 ) -> Model:
     """The article's model: input → linear(1 neuron, no bias) → relu, squared error, with the
-    article's weights or ``init`` (one weight per feature)."""
+    article's weights or ``init`` (one weight per feature of ``dataset``, named in errors)."""
     if init is None:
         if n_in != len(ARTICLE_INIT):
             raise ConfigError(
-                f"the dataset has {n_in} feature columns but the article's weights are "
+                f"{dataset} has {n_in} feature columns but the article's weights are "
                 f"{len(ARTICLE_INIT)}; give --init with {n_in} comma-separated weights"
             )
         init = ARTICLE_INIT
@@ -142,7 +144,7 @@ def article_model(
     weights = [parse_exact(p, what=f"initial weight {k}") for k, p in enumerate(parts, 1)]
     if len(weights) != n_in:
         raise ConfigError(
-            f"--init has {len(weights)} weights but the dataset has {n_in} feature columns; "
+            f"--init has {len(weights)} weights but {dataset} has {n_in} feature columns; "
             "give one weight per feature"
         )
     layers = ({"type": "input"}, {"type": "linear", "out": 1, "bias": False}, {"type": "relu"})

@@ -88,7 +88,7 @@ def _model(
 ) -> Model:
     n = dataset.n_features
     if model is None or (isinstance(model, str) and model == "article"):
-        return article_model(init, n_in=n)
+        return article_model(init, n_in=n, dataset=f"dataset {dataset.name!r}")
     if init is not None:
         raise ConfigError(
             "--init sets the article model's weights; a model file gives its own "
@@ -115,9 +115,13 @@ def _check_model(model: Model, dataset: Dataset, system: Numerics) -> None:
             f"({', '.join(targets)}); give one target per output neuron with --target a,b"
         )
     for k, params in sorted(model.init.items()):
-        for q in params.flat():
-            if not system.fits(q):
-                raise ModelError(
-                    f"layer {k} ({model.layers[k - 1]['type']}): initial value {float(q):.3g} "
-                    f"is too large for {system.name}"
-                )
+        named = [(f"weights[{j}][{i}]", q) for j, row in enumerate(params.w, 1)
+                 for i, q in enumerate(row, 1)]  # fmt: skip
+        named += [(f"biases[{j}]", q) for j, q in enumerate(params.b or [], 1)]
+        for n, (field, q) in enumerate(named, 1):
+            if system.fits(q):
+                continue
+            # The article's weights come from --init: name them as the user typed them.
+            what = (f"initial weight {n}" if model.name == "article"
+                    else f"layer {k} ({model.layers[k - 1]['type']}): {field}")  # fmt: skip
+            raise ModelError(f"{what} ({float(q):.3g}) is too large for {system.name}")
