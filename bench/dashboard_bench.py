@@ -85,8 +85,8 @@ def main() -> None:
         row("jump to a random step", lambda: views.step_view(trace, rng.randrange(last)), 20)
         loss = row("loss curve, whole run (downsampled)", lambda: views.curve(trace, "loss"), 3,
                    f"{len(views.curve(trace, 'loss').frame):,} points")  # fmt: skip
-        row("weight curve w_2, whole run (downsampled)",
-            lambda: views.curve(trace, "w_after_2"), 3)  # fmt: skip
+        row("weight curve w2_after_1_2, whole run (downsampled)",
+            lambda: views.curve(trace, "w2_after_1_2"), 3)  # fmt: skip
         zoom = row("loss curve zoomed to 2,000 steps (every step)",
                    lambda: views.curve(trace, "loss", middle, middle + 1999), 5)  # fmt: skip
         row("first divergence (streams step, loss, w)", lambda: views.first_divergence(trace), 3)

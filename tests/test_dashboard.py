@@ -193,6 +193,65 @@ def test_a_missing_folder_is_a_message_not_a_traceback(app, tmp_path: Path) -> N
     assert at.error[0].value.startswith(f"Cannot read the folder `{tmp_path / 'gone'}`: no folder")
 
 
+def tables(at: AppTest, column: str) -> list[pd.DataFrame]:
+    """Every table on the page with this column, in page order."""
+    return [t.value for t in at.table if column in t.value.columns]
+
+
+def chain_html(at: AppTest) -> str:
+    return "".join(m.value for m in at.markdown if "st-chain" in m.value)
+
+
+def test_replay_of_a_two_layer_run_draws_its_chain_and_weight_matrices(app, traces: Path) -> None:
+    runs.two_layer(traces)
+    at = app(traces)
+    no_errors(at)
+    assert step_shown(at) == "step 0 (1st data input)"
+    assert at.caption[1].value == "epoch 0 · dataset row 0 · exact · α = 1/10"
+    model = "input(3) → linear(2, bias) → relu → linear(1) → leaky_relu(1/100) → squared_error"
+    assert any(model in m.value and "Layer chain" in m.value for m in at.markdown)
+    # Step 0 worked by hand in tests/test_replay.py: every layer's box, forward and back.
+    chain = chain_html(at)
+    for layer, kind, formula, value in [
+        ("L2", "linear(2, bias)", "o2 = w2 · o1 + b2", "(0, 39/40)"),
+        ("L3", "relu", "o3 = o2 if o2 ≥ 0 else 0", "(0, 39/40)"),
+        ("L4", "linear(1)", "o4 = w4 · o3", "-13/40"),
+        ("L5", "leaky_relu(1/100)", "o5 = o4 if o4 ≥ 0 else 1/100 · o4", "-13/4000"),
+        ("Loss", "squared_error", "½ (o5 − y_truth)²", "169/32000000"),
+        ("Loss", "squared_error", "δ6 = o5 − y_truth", "-13/4000"),
+        ("L3", "relu", "δ3 = δ4 if o2 ≥ 0 else 0", "(-13/800000, 13/1200000)"),
+    ]:
+        box = (
+            f'{layer} <span class="kind">{kind}</span></div><div class="formula">{formula}'
+            f'</div><div class="value">{value}</div>'
+        )
+        assert box in chain, box
+    assert '-13/400000</div><div class="note">gate closed</div>' in chain
+    forward = table(at, "o5 = L5(o4)").iloc[0]
+    assert (forward["o2 = L2(o1)"], forward["o4 = L4(o3)"]) == ("(0, 39/40)", "-13/40")
+    # w2, its gradient and ŵ2: row j = neuron j of o2, column i = input o1_i, the bias beside.
+    w2, grad2, after2 = tables(at, "o1_3")
+    assert w2.index.tolist() == ["o2_1", "o2_2"]
+    assert w2.values.tolist() == [["1/200", "-3/11600", "1/5800", "0"],
+                                  ["-1/1000", "1/2000", "-1/4000", "1/10"]]  # fmt: skip
+    assert grad2.loc["o2_1"].tolist() == ["-13/8000", "-13/400", "-13/8000", "-13/800000"]
+    assert after2.loc["o2_2"].tolist() == ["-133/120000", "-1/600", "-43/120000",
+                                           "1199987/12000000"]  # fmt: skip
+    assert tables(at, "o3_2")[2].loc["o4_1"].tolist() == ["1/2", "-159998479/480000000"]
+    weights = table(at, "moved").set_index("weight")
+    assert weights.loc["b2_2", "ŵ = w − α·grad"] == "1199987/12000000"
+    assert weights.loc["w4_1", "moved"] == "no"
+    assert [t.label for t in at.tabs] == ["L1 · input", "L2 · linear(2, bias)", "L3 · relu",
+                                          "L4 · linear(1)", "L5 · leaky_relu(1/100)"]  # fmt: skip
+    assert table(at, "gate")["gate"].tolist() == ["gates open, open"]
+    at.button(key="replay.cursor.next").click().run()
+    no_errors(at)
+    assert step_shown(at) == "step 1 (2nd data input)"
+    changes = [m.value for m in at.markdown if "Changed since step 0" in m.value]
+    assert changes and "ŵ2" in changes[0] and "b̂2" in changes[0]
+    assert '<div class="box changed"><div class="layer">L4 ' in chain_html(at)
+
+
 # -- compare ------------------------------------------------------------------------------------
 
 
@@ -274,6 +333,30 @@ def test_compare_downsamples_a_long_run_and_zooming_shows_every_step(app, traces
     at.toggle(key="compare.log_loss").set_value(True).run()
     at.toggle(key="compare.log_w").set_value(True).run()
     no_errors(at)
+
+
+def test_compare_runs_of_two_models_on_loss_and_each_ones_weights(app, traces: Path) -> None:
+    runs.article(traces, "article", "1/10")
+    runs.two_layer(traces)
+    at = app(traces)
+    at.switch_page(COMPARE).run()
+    no_errors(at)
+    assert at.multiselect(key="picker.many").value == ["article", "two-layer"]
+    picker = at.multiselect(key="weights.picked")
+    assert picker.value == ["w2_after_1_1", "w2_after_1_2", "w2_after_1_3"]  # the first run's
+    assert len(picker.options) == 10  # every weight and bias of both runs
+    assert "b2_after_2 · layer 2's bias b[2] after the update" in picker.options
+    note = "two-layer is compared on loss only (pick one of its weights to draw it)."
+    assert any(c.value.endswith(note) for c in at.caption)
+    assert len(at.get("vega_lite_chart")) == 4  # loss (both runs), the article's 3 weights
+    picker.set_value(["w2_after_1_1", "b2_after_2"]).run()
+    no_errors(at)
+    assert len(at.get("vega_lite_chart")) == 3  # loss, w2_after_1_1, b2_after_2
+    assert not any(c.value.endswith(note) for c in at.caption)
+    side = at.table[-1].value
+    assert side.loc["loss"].tolist() == ["0", "169/32000000"]
+    assert side.loc["ŵ4"].tolist() == ["—", "(1/2, -159998479/480000000)"]
+    assert side.loc["model", "article"] == "input(3) → linear(1) → relu → squared_error"
 
 
 def test_compare_with_no_run_chosen_asks_for_one(app, traces: Path) -> None:

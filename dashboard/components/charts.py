@@ -4,6 +4,7 @@ marked. Draws :class:`steptrace.views.Curve` objects; computes nothing but the c
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import altair as alt
 import pandas as pd
@@ -11,13 +12,16 @@ import streamlit as st
 
 from steptrace.views import Curve, Divergence, SweepView, curves_note
 
+#: The axis scales the charts offer (symlog keeps the sign of weights).
+Scale = Literal["linear", "log", "symlog"]
+
 
 def overlay(
     title: str,
     curves: Mapping[str, Curve],
     cursor: int,
     divergence: Mapping[str, Divergence | None],
-    scale: str,
+    scale: Scale,
     domain: tuple[int, int],
     runs: Sequence[str] | None = None,
     legend: bool = True,
@@ -84,7 +88,7 @@ def overlay(
     st.caption(note)
 
 
-def loss_by_lr(view: SweepView, scale: str) -> None:
+def loss_by_lr(view: SweepView, scale: Scale) -> None:
     """Final and lowest loss against α (log axis), a point per run; a red rule at the α of
     each run that diverged. ``scale`` of the loss axis: ``linear`` or ``log``."""
     points = view.points

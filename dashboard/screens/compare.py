@@ -1,12 +1,15 @@
-"""Compare runs (typically learning rates) on one step axis, at one cursor."""
+"""Compare runs (typically learning rates, or models) on one step axis, at one cursor: loss
+for every run, each weight picked for the runs of one model."""
 
 from __future__ import annotations
+
+from typing import cast
 
 import streamlit as st
 
 from steptrace import views
 from steptrace.dashboard import data
-from steptrace.dashboard.components import charts, run_picker, step_cursor
+from steptrace.dashboard.components import charts, run_picker, step_cursor, weight_picker
 from steptrace.errors import SteptraceError
 
 CURSOR = "compare.cursor"
@@ -57,15 +60,18 @@ if last > 0:
     if not 0 <= lo <= hi <= last:
         lo, hi = 0, last  # the runs chosen changed: show them whole
     st.session_state[ZOOM] = (lo, hi)
-    zoom = opts[0].slider(
+    # A range slider: its state (set above) is a (lo, hi) pair.
+    zoom = cast(tuple[int, int], opts[0].slider(
         "Zoom into steps", 0, last, key=ZOOM,
         help=f"Curves over more than {views.MAX_POINTS:,} steps are downsampled (min and max "
         "per bucket); zoom in to see every step.",
-    )  # fmt: skip
+    ))  # fmt: skip
 else:
     zoom = (0, 0)
 log_loss = opts[1].toggle("log loss", key="compare.log_loss")
 log_w = opts[2].toggle("log weights", key="compare.log_w", help="symmetric log: keeps signs")
+chosen = {k: folder.runs[k] for k in keys}
+weights = weight_picker.pick(chosen)
 
 
 EVERY = step_cursor.interval(CURSOR)
@@ -75,23 +81,20 @@ def charts_and_table(step: int) -> None:
     lo, hi = int(zoom[0]), int(zoom[1])
     loss = {k: data.curve(root, k, "loss", lo, hi, data.fingerprint(k)) for k in keys}
     charts.overlay("loss", loss, step, divergence, "log" if log_loss else "linear", (lo, hi), keys)
-    n = folder.runs[keys[0]].n_features
-    same_width = [k for k in keys if folder.runs[k].n_features == n]
-    if len(same_width) < len(keys):
-        st.caption(f"Weights: only the runs with {n} weights, like {keys[0]}.")
-    for first in range(1, n + 1, 3):
-        cols = st.columns(3)
-        for j, col in zip(range(first, min(first + 3, n + 1)), cols, strict=False):
+    note = views.weights_note(chosen, weights)
+    if note:
+        st.caption(note)
+    for first in range(0, len(weights), 3):
+        for column, col in zip(weights[first : first + 3], st.columns(3), strict=False):
             with col:
                 w = {
-                    k: data.curve(root, k, f"w_after_{j}", lo, hi, data.fingerprint(k))
-                    for k in same_width
+                    k: data.curve(root, k, column, lo, hi, data.fingerprint(k))
+                    for k in views.weight_runs(chosen, column)
                 }
-                scale = "symlog" if log_w else "linear"
-                charts.overlay(f"w_{j} (after the step)", w, step, divergence, scale,
-                               (lo, hi), keys, legend=False)  # fmt: skip
+                scale: charts.Scale = "symlog" if log_w else "linear"
+                charts.overlay(column, w, step, divergence, scale, (lo, hi), keys, legend=False)
     st.subheader(f"All runs at step {step}")
-    st.table(views.compare_at({k: folder.runs[k] for k in keys}, step, divergence))
+    st.table(views.compare_at(chosen, step, divergence))
 
 
 @st.fragment(run_every=EVERY)

@@ -33,7 +33,14 @@ from .divergence import Divergence, first_divergence
 from .folder import Folder, fingerprint, last_step, run_table, scan
 from .notation import model_description
 from .sample import SampleValues
-from .side_by_side import compare_at, weight_columns, weight_label, weight_runs
+from .side_by_side import (
+    compare_at,
+    default_weights,
+    weight_columns,
+    weight_label,
+    weight_runs,
+    weights_note,
+)
 from .step import LayerTable, Link, StepView, Table, inputs_label, step_label, step_view
 from .sweep import SweepView, lr_sweep, run_outcome
 from .text import abbreviate, ordinal
@@ -53,6 +60,7 @@ __all__ = [
     "compare_at",
     "curve",
     "curves_note",
+    "default_weights",
     "fingerprint",
     "first_divergence",
     "inputs_label",
@@ -69,4 +77,5 @@ __all__ = [
     "weight_columns",
     "weight_label",
     "weight_runs",
+    "weights_note",
 ]

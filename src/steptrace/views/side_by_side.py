@@ -117,3 +117,26 @@ def weight_runs(runs: Mapping[str, Trace], column: str) -> list[str]:
         return []
     model = model_description(runs[having[0]])
     return [key for key in having if model_description(runs[key]) == model]
+
+
+#: Weights drawn at first: the first run's, up to this many (a chart each).
+DEFAULT_WEIGHTS = 6
+
+
+def default_weights(runs: Mapping[str, Trace], limit: int = DEFAULT_WEIGHTS) -> list[str]:
+    """The weights drawn before any is picked: the first run's parameters, at most ``limit``."""
+    first = next(iter(runs.values()), None)
+    return [] if first is None else after_columns(first.tensors)[:limit]
+
+
+def weights_note(runs: Mapping[str, Trace], columns: list[str]) -> str | None:
+    """Which chosen runs no weight chart draws (runs of another model), or None."""
+    drawn = {key for column in columns for key in weight_runs(runs, column)}
+    left = [key for key in runs if key not in drawn]
+    if not columns or not left:
+        return None
+    return (
+        f"Weights compare runs of one model; {', '.join(left)} "
+        f"{'is' if len(left) == 1 else 'are'} compared on loss only (pick one of "
+        f"{'its' if len(left) == 1 else 'their'} weights to draw it)."
+    )
