@@ -404,23 +404,29 @@ def _require(meta: dict[str, Any], where: str) -> None:
 
 
 def _require_columns(meta: dict[str, Any], files: list[Path], where: str) -> None:
-    """The metadata and the rows must describe the same trace: as many features, exact texts
-    if the run is exact (a damaged first part is left to whoever reads it)."""
+    """The metadata and the rows must describe the same trace: as many features and targets
+    as its data tensors have components, every tensor's columns, exact texts if the run is
+    exact (a damaged first part is left to whoever reads it)."""
     if not files or not isinstance(meta["dataset"], dict):
         return
     try:
         names = set(pq.read_schema(files[0]).names)
     except (OSError, pa.ArrowException):
         return
-    wanted = column_names(tensors_of(meta), meta["numerics"] == "exact")
+    tensors = tensors_of(meta)
+    n = len(meta["dataset"].get("features") or [])
+    wanted = column_names(tensors, meta["numerics"] == "exact")
+    x_width = next((t.size for t in tensors if t.name == "x"), n)
+    if n > x_width:
+        wanted.append(f"x_{n}")  # the metadata names a feature the rows do not hold
     if is_v1(meta):
         wanted = [v1_column(c) for c in wanted]
     missing = [c for c in wanted if c not in names]
-    if missing:
+    if missing or n != x_width:
+        lacks = f"has no column {missing[0]}" if missing else f"has {x_width} features"
         raise TraceError(
-            f"{where}: its metadata ({meta['numerics']}, tensors "
-            f"{', '.join(t.name for t in tensors_of(meta))}) does not match its rows "
-            f"({files[0].name} has no column {missing[0]}); 'steptrace verify' shows more"
+            f"{where}: its metadata ({n} features, {meta['numerics']}) does not match its rows "
+            f"({files[0].name} {lacks}); 'steptrace verify' shows more"
         )
 
 
