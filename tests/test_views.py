@@ -517,6 +517,8 @@ def test_step_view_of_a_two_layer_run_highlights_what_changed(traces: Path) -> N
     trace = open_trace(runs.two_layer(traces))
     second = views.step_view(trace, 1)
     assert second.field_changed("w2_before") and second.field_changed("b2_before")
+    assert second.changed_tensors[:4] == ["x", "y", "o1", "o2"]
+    assert "w4_before" in second.changed_tensors and "lr" not in second.changed_tensors
     assert second.changes_text().startswith("Changed since step 0: x, y_truth, o1, o2, o3, o4")
     assert "ŵ2" in second.changes_text() and "b̂2" in second.changes_text()
     w = second.matrices(2)[0][1]

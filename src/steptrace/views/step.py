@@ -129,12 +129,17 @@ class StepView:
         """The parameters this step's update moved (``ŵ != w``), as their after columns."""
         return [column for column, _ in self._moved()]
 
+    @property
+    def changed_tensors(self) -> list[str]:
+        """The tensors with a value that differs from the previous step's, in the trace's
+        order (``x``, ``o2`` … ``w2_after``)."""
+        return [t for t in self.notation.shapes if t != "lr" and self.field_changed(t)]
+
     def changes_text(self) -> str:
         """One line saying which tensors differ from the previous step."""
         if self.previous is None:
             return "First step: nothing to compare with."
-        nt = self.notation
-        names = [nt.symbol(t) for t in nt.shapes if t != "lr" and self.field_changed(t)]
+        names = [self.notation.symbol(t) for t in self.changed_tensors]
         if not names:
             return f"Nothing changed since step {self.previous}."
         return f"Changed since step {self.previous}: " + ", ".join(names)

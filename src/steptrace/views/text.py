@@ -130,11 +130,15 @@ def update_lines(
 
     >>> update_lines(["(1, 2)"], "1/10", [["(3, 4)"], ["(5, 6)"]], "-", " * ")
     ['(1, 2) - 1/10 * ((3, 4) + (5, 6))']
+    >>> update_lines(["1/2"], "1", [["-2"]], "−", "·")
+    ['1/2 − 1·(-2)']
     """
     op = f"{minus} {lr}{scale}"
     if all(len(block) == 1 for block in [before, *grads]):
         terms = [g[0] for g in grads]
         total = terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+        if total.startswith("-"):  # one neuron's gradient, negative: α·(-2), not α·-2
+            total = f"({total})"
         return [f"{before[0]} {op}{total}"]
     lines, op = list(before), " " + op  # the operator under the matrix's rows
     if len(grads) == 1:
