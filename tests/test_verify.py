@@ -508,6 +508,15 @@ def test_every_version_1_golden_verifies(golden):
     assert report.rows == report.steps == report.run_steps > 0
 
 
+def test_the_verify_command_checks_every_trace_file_of_a_folder(run_cli):
+    # A folder of loose trace files, not of run folders: each file is a run of its own.
+    result = run_cli("verify", REPO / "traces" / "golden")
+    assert result.exit_code == 0, result.output
+    assert [line.split(":")[0] for line in result.output.splitlines()] == [
+        f"OK {golden}" for golden in GOLDENS
+    ]
+
+
 def test_a_version_1_trace_names_a_changed_value_as_its_file_does(tmp_path):
     part = tmp_path / "article.parquet"
     shutil.copy(REPO / "traces" / "golden" / "lr-sweep-lr1e-7.parquet", part)

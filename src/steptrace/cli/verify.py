@@ -7,16 +7,15 @@ from pathlib import Path
 import click
 
 from ..errors import TraceError
-from ..trace.reader import find_traces
+from ..trace.reader import find_traces, is_folder_of_runs
 from ..trace.verifier import verify
-from ..trace.writer import RUN_FILE
 
 
 def _runs(path: Path) -> list[Path]:
     """The run(s) at ``path``: itself if it is a run or a part file, else every run under it."""
     if not path.exists():
         raise TraceError(f"no trace at {str(path)!r}")
-    if path.is_file() or (path / RUN_FILE).exists() or any(path.glob("*.parquet")):
+    if not is_folder_of_runs(path):
         return [path]
     traces, problems = find_traces(path)
     if not traces and not problems:
@@ -27,9 +26,10 @@ def _runs(path: Path) -> list[Path]:
 @click.command("verify")
 @click.argument("traces", nargs=-1, required=True, type=click.Path(path_type=Path))
 def command(traces: tuple[Path, ...]) -> None:
-    """Check that each TRACE (a run folder, a part file, or a folder of runs) is whole and that
+    """Check that each TRACE (a run folder, a trace file, or a folder of them) is whole and that
     every row follows from its inputs: steps contiguous from 0, metadata consistent with the
-    rows, and each row's forward, loss, backward and update recomputed exactly.
+    rows, and each row's forward pass through every layer, loss, backward pass and update
+    recomputed exactly, in the run's number system.
 
     Prints OK with counts, or the first problem. Exit code 0: all OK; 1: a problem found;
     2: a path could not be read as a trace.
@@ -38,6 +38,7 @@ def command(traces: tuple[Path, ...]) -> None:
     Example:
         steptrace verify traces/seed-exact-lr1
         steptrace verify traces                  # every run in the folder
+        steptrace verify traces/golden           # every trace file in it
     """
     runs = [run for path in traces for run in _runs(path)]
     code = 0
