@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -169,16 +170,16 @@ class Layout:
             by_name[f"o{top - 1}"].columns(), by_name[f"d{top}"].columns(), formulas(stack),
         )  # fmt: skip
 
-    @property
+    @cached_property
     def values(self) -> list[str]:
         """Every recorded number's column (each has an exact text twin in exact runs)."""
         return value_names(self.tensors)
 
-    @property
+    @cached_property
     def data(self) -> list[str]:
         return [*self.x, *self.y]
 
-    @property
+    @cached_property
     def y_dependent(self) -> set[str]:
         """Columns a changed y may change: the loss and everything the backward pass gives."""
         return {c for t in self.computed if not t.name.startswith("o") for c in t.columns()}
