@@ -1,6 +1,6 @@
 """Every value of a chunk of steps, computed on columns, and the run's rows as blocks.
 
-Once :func:`steptrace.train.steps.walk` knows the parameters before each step, nothing else
+Once :func:`steptrace.train.compiled.walk` knows the parameters before each step, nothing else
 carries over between rows: each row's forward pass, loss and backward pass depend on its own
 data input and its step's parameters. So a chunk is computed in one go, each component of each
 vector a numpy column over the chunk's rows (object columns of ``Fraction`` in exact runs), by
@@ -22,9 +22,9 @@ from ..model.values import tensor_values
 from ..numerics import EXACT_MAX_BITS, Number, Numerics
 from ..schedule import ChunkPlan, EpochOrders, steps_per_epoch
 from ..trace.schema import EXACT_SUFFIX, Tensor, stack_tensors
+from .compiled import walk
 from .prefetch import prefetch
 from .settings import Settings
-from .compiled import walk
 
 __all__ = ["Block", "chunk_columns", "compute_blocks", "iter_blocks", "tensor_values"]
 

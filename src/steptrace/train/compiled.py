@@ -28,7 +28,6 @@ from ..model import layers
 from ..model.stack import ParamSet, Stack
 from ..numerics import EXACT_MAX_BITS, Number, Numerics, get_numerics
 from ..schedule import ChunkPlan
-from . import steps
 
 __all__ = ["compile_walk", "walk"]
 
@@ -255,18 +254,25 @@ def walk(
     numerics: Numerics,
     max_seconds: float | None = None,
 ) -> list[Sequence[Number]]:
-    """The parameters before each step of ``plan`` and after each one walked, flat (see
-    :func:`steptrace.train.steps.walk`, which this computes faster)."""
-    if not stack.param_layers:
-        return steps.walk(stack, params, lr, xs, ys, plan, numerics, max_seconds)
+    """The learning phase through the steps of ``plan``: the parameters before its first step
+    and after each step walked, flat (:meth:`Stack.flat`).
+
+    For every step: its data inputs' forward and backward passes, their gradients added in the
+    order the step visits them, and the update. ``xs[i]`` and ``ys[i]`` are sample i in the
+    run's numbers. The walk may end early — after ``max_seconds``, or in exact runs once a
+    parameter outgrows the exact limit — so that the recorder can flush (or stop) in time; it
+    always walks at least one step.
+    """
+    start = tuple(stack.flat(params))
+    if not start:  # nothing to learn: the path stands still
+        return [start] * (len(plan.starts) + 1)
     loop = compile_walk(stack, numerics.name, bool((plan.sizes > 1).any()))
     rows = [(*x, *y) for x, y in zip(xs, ys, strict=True)]
-    start = stack.flat(params)
-    path: list[tuple[Number, ...]] = [tuple(start)]
+    path: list[Sequence[Number]] = [start]
     deadline = float("inf") if max_seconds is None else time.monotonic() + max_seconds
     too_big = _too_big if numerics.is_exact else None
     loop(start, lr, rows, plan.sample.tolist(), plan.sizes.tolist(), path, deadline, too_big)
-    return path  # type: ignore[return-value]
+    return path
 
 
 def _too_big(values: Sequence[Any]) -> bool:
