@@ -15,7 +15,7 @@ from steptrace.data import Dataset
 from steptrace.model.stack import ParamSet
 from steptrace.schedule import plan
 from steptrace.trace.schema import stack_tensors
-from steptrace.train.columns import tensor_values
+from steptrace.model.values import tensor_values
 from steptrace.train.settings import Settings
 
 KEYS = ("step", "epoch", "sample")

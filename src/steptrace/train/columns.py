@@ -26,7 +26,7 @@ from .compiled import walk
 from .prefetch import prefetch
 from .settings import Settings
 
-__all__ = ["Block", "chunk_columns", "compute_blocks", "iter_blocks", "tensor_values"]
+__all__ = ["Block", "chunk_columns", "compute_blocks", "iter_blocks", "to_block"]
 
 Array = npt.NDArray[Any]
 Block = dict[str, Any]
