@@ -34,10 +34,22 @@ def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
             assert (x == y).all(), col
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sigkill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(traces, seed, run_cli):
+TWO_LAYER = Path(__file__).resolve().parent.parent / "examples" / "two-layer.json"
+#: The article's model from its --init, and a two-layer network from its model file.
+MODELS = {
+    "article": FLOAT_RUN,
+    "two-layer": [*FLOAT_RUN[:2], *FLOAT_RUN[4:], "--model", str(TWO_LAYER)],
+}
+#: Value columns diff compares (every column but run_id, numerics and batch_size).
+COMPARED = {"article": 29, "two-layer": 58}
+
+
+@pytest.mark.parametrize(("model", "seed"), [("article", 1), ("article", 2), ("two-layer", 3)])
+def test_sigkill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(
+    traces, model, seed, run_cli
+):
     proc = steptrace_subprocess("record", "--out", traces, "--name", "cut", "--flush-seconds",
-                                "0.05", *FLOAT_RUN)  # fmt: skip
+                                "0.05", *MODELS[model])  # fmt: skip
     run = traces / "cut"
     while not (run / "_run.json").exists():
         assert proc.poll() is None, proc.stderr.read()
@@ -58,13 +70,14 @@ def test_sigkill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(trac
     assert result.status == "complete"
     assert result.summary.rows == 1_800_000 and result.summary.steps == 1_200_000
 
-    whole = record(out=traces, name="whole", numerics="float64", init="0.005,-0.0002,0.0002",
-                   lr="1e-9", shuffle=True, seed=7, batch_size=2, epochs=600000)  # fmt: skip
+    start = {"init": "0.005,-0.0002,0.0002"} if model == "article" else {"model": TWO_LAYER}
+    whole = record(out=traces, name="whole", numerics="float64", lr="1e-9", shuffle=True,
+                   seed=7, batch_size=2, epochs=600000, **start)  # fmt: skip
     same_rows(load_trace(run), load_trace(whole.path))
     assert result.summary == whole.summary
     diff = run_cli("diff", run, whole.path)
     assert diff.exit_code == 0, diff.output
-    assert diff.output.startswith("Traces are identical (29 columns × 1800000 rows")
+    assert diff.output.startswith(f"Traces are identical ({COMPARED[model]} columns × 1800000 rows")
 
 
 class Crash(Exception):
