@@ -87,21 +87,34 @@ class Found(Exception):
 # --- values: equality, display ----------------------------------------------------------------
 
 
-def same(a: Any, b: Any) -> bool:
+Tol = tuple[float, float] | None
+"""``(rtol, atol)`` for floats recomputed by steptrace from a run another framework recorded
+(its kernels add in their own order): ``|recorded - recomputed| <= atol + rtol * |recomputed|``.
+None: exact, bit for bit."""
+
+
+def same(a: Any, b: Any, tol: Tol = None) -> bool:
     """Exact equality: rationals by value, floats bit for bit (the sign of zero counts), NaN
-    equal to NaN."""
+    equal to NaN; within ``tol`` (floats only; ``b`` the recomputed value) when given."""
     if isinstance(a, Fraction) or isinstance(b, Fraction):
         return bool(a == b)
     fa, fb = float(a), float(b)
     if math.isnan(fa) or math.isnan(fb):
         return math.isnan(fa) and math.isnan(fb)
+    if tol is not None:
+        return fa == fb or abs(fa - fb) <= tol[1] + tol[0] * abs(fb)
     return fa == fb and math.copysign(1.0, fa) == math.copysign(1.0, fb)
 
 
-def _differ(a: Array, b: Any) -> Array:
+def _differ(a: Array, b: Any, tol: Tol = None) -> Array:
     """Element-wise ``not same`` for float64 arrays (``b`` broadcast to ``a``)."""
     b = np.broadcast_to(np.asarray(b, dtype=np.float64), a.shape)
     nan_a, nan_b = np.isnan(a), np.isnan(b)
+    if tol is not None:
+        with np.errstate(all="ignore"):
+            close = (a == b) | (np.abs(a - b) <= tol[1] + tol[0] * np.abs(b))
+        differ: Array = np.where(nan_a | nan_b, nan_a != nan_b, ~close)
+        return differ
     bits = a.view(np.int64) != np.ascontiguousarray(b).view(np.int64)
     out: Array = np.where(nan_a | nan_b, nan_a != nan_b, bits)
     return out
@@ -212,6 +225,12 @@ class RunSettings:
     orders: EpochOrders
     stack: Stack
     layout: Layout
+    #: Recomputed values compared within (rtol, atol) (None: bit for bit): a run recorded by
+    #: another framework.
+    tol: Tol = None
+    #: Whether w_after follows from the gradient by w − α·Σ grad (SGD); if not (momentum,
+    #: Adam …), the recorded update is taken as it is and the next step starts from it.
+    check_update: bool = True
 
     @property
     def total_rows(self) -> int:
@@ -345,7 +364,10 @@ class StepCheck:
             # Added in the order the step visits its rows, as the recorder adds them.
             total = grads if total is None else {k: total[k] + g for k, g in grads.items()}
         after = self.w
-        if total is not None:
+        if not self.run.check_update:
+            first = self.rows[0]
+            after = tuple(first.number(first.raw(c)) for c in self.lay.after)
+        elif total is not None:
             after = tuple(stack.flat(stack.update(self.params, self.run.lr, total)))
         self.updates(after)
         if self.run.exact:
@@ -408,7 +430,7 @@ class StepCheck:
         if not same(row.raw("lr"), self.run.lr):
             raise self.mismatch(row, row.col("lr"), row.raw("lr"), self.run.lr, "the metadata says")
         for col, value in zip(self.lay.before, self.w, strict=True):
-            if not same(row.raw(col), value):
+            if not same(row.raw(col), value, self.run.tol):
                 kind = "bias" if col.startswith("b") else "weight"
                 why = f"the initial {kind} is" if row.step == 0 else "the previous step ended at"
                 raise self.mismatch(row, row.col(col), row.raw(col), value, why)
@@ -430,7 +452,7 @@ class StepCheck:
         """Every row records the parameters the step's update gives."""
         for row in self.rows:
             for col, value in zip(self.lay.after, after, strict=True):
-                if not same(row.raw(col), value):
+                if not same(row.raw(col), value, self.run.tol):
                     rule = "b̂ = b" if col.startswith("b") else "ŵ = w"
                     raise self.mismatch(
                         row, row.col(col), row.raw(col), value,
@@ -450,7 +472,7 @@ class StepCheck:
         return calc, grads
 
     def wrong(self, row: Row, calc: dict[str, Number]) -> list[str]:
-        return [c for c, v in calc.items() if not same(row.raw(c), v)]
+        return [c for c, v in calc.items() if not same(row.raw(c), v, self.run.tol)]
 
     def explains(self, row: Row, x: list[Number], y: list[Number]) -> bool:
         """Whether the row's recorded results all follow from data ``x``, ``y``."""
@@ -599,12 +621,13 @@ class FloatChunk:
             bad |= _differ(data, narrowed).any(axis=1)
         bad |= self.memory_differences(data)
         bad |= self.maths_differences(x, y, w)
-        w_after = self.updates(w)
-        bad |= _differ(self.matrix(self.lay.after), w_after[self.local]).any(axis=1)
+        recorded_after = self.matrix(self.lay.after)
+        w_after = self.updates(w) if self.run.check_update else recorded_after[self.starts]
+        bad |= _differ(recorded_after, w_after[self.local], self.run.tol).any(axis=1)
         # The parameters' chain: each step starts where the previous one's update ended.
         start = np.array([self.w], dtype=self.dtype).astype(np.float64).reshape(1, -1)
         w_first = np.vstack([start, w_after[:-1]])
-        bad |= _differ(w, w_first[self.local]).any(axis=1)
+        bad |= _differ(w, w_first[self.local], self.run.tol).any(axis=1)
         return bad, w_first, w_after[-1]
 
     def placement_differences(self) -> Array:
@@ -630,7 +653,7 @@ class FloatChunk:
         bad = np.zeros(self.rows, dtype=bool)
         for t in self.lay.computed:
             for col, calc in zip(t.columns(), values[t.name], strict=True):
-                bad |= _differ(self.col(col), calc)
+                bad |= _differ(self.col(col), calc, self.run.tol)
         self.grads = stack.flat(grads)
         return bad
 

@@ -29,6 +29,14 @@ does not hold, in this order:
 4. **counts**: a ``complete`` run holds all its rows, and the summary in ``_run.json`` is the
    one its rows give.
 
+A run recorded by another framework (its metadata's ``recorded_with``, e.g. PyTorch through
+``steptrace.torch``) computed its values with its own kernels, which add in their own order: its
+recomputed values are compared within a tolerance (:data:`FRAMEWORK_TOLERANCE`, or the ``rtol``
+and ``atol`` given), stated in the report. When its optimizer is not plain SGD
+(``recorded_with.update`` is ``optimizer``: momentum, Adam …) the update is not the gradient's
+``w − α·Σ grad``: everything but the update is checked, and each step starts from the
+parameters the previous one recorded.
+
 A problem names the first row that does not follow (step, sample, column, what is recorded and
 what it should be). When a single value has been changed, the problem points at that value.
 Recomputed from its inputs, a row shows a changed result in that column alone, and a changed
@@ -45,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +63,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import SteptraceError, TraceError
+from ..errors import ConfigError, SteptraceError, TraceError
 from ..model.spec import Model, load_model
 from ..model.stack import Stack
 from ..numerics import NUMERICS, Numerics, parse_exact
@@ -97,6 +106,10 @@ RUN_KEYS = (
 )  # fmt: skip
 #: Keys of the dataset's description that must agree (its ``source`` path may move).
 DATASET_KEYS = ("name", "sha256", "rows", "features", "targets")
+#: (rtol, atol) for float runs recorded by another framework, by numerics: a few roundings
+#: apart, summed in another order (values recomputed from each row's own inputs, so differences
+#: do not accumulate).
+FRAMEWORK_TOLERANCE = {"float64": (1e-9, 1e-12), "float32": (1e-5, 1e-6)}
 #: Summary fields compared with the ones the rows give (complete runs).
 SUMMARY_KEYS = (
     "rows", "steps", "final_loss", "min_loss", "min_loss_step", "diverged_at", "diverged_why",
@@ -114,23 +127,40 @@ class VerifyReport:
     steps: int
     run_steps: int
     problem: Problem | None = None
+    #: (rtol, atol) recomputed values were compared within; None: exactly (bit for bit).
+    tolerance: tuple[float, float] | None = None
+    #: What recorded the run, when not steptrace: ``pytorch 2.13.0``.
+    recorded_with: str | None = None
+    #: Whether the update w − α·Σ grad was checked (not for optimizers with their own).
+    update_checked: bool = True
 
     @property
     def ok(self) -> bool:
         return self.problem is None
 
     def __str__(self) -> str:
+        within = ""
+        if self.tolerance is not None:
+            by = f" (recorded with {self.recorded_with})" if self.recorded_with else ""
+            within = f" within rtol {self.tolerance[0]:g}, atol {self.tolerance[1]:g}{by}"
+        if not self.update_checked:
+            within += "; the optimizer's own update is taken as recorded, not checked"
         if self.problem is not None:
-            return f"PROBLEM {self.path}: {self.problem}"
+            return f"PROBLEM {self.path}: {self.problem}{within.replace('; the', '. The', 1)}"
         of = "" if self.status == "complete" else f" of {self.run_steps}"
         return (
             f"OK {self.path}: {self.steps}{of} steps, {self.rows} rows, {self.numerics}, "
-            f"{self.status}; every row follows from its inputs"
+            f"{self.status}; every row follows from its inputs{within}"
         )
 
 
-def verify(path: str | Path) -> VerifyReport:
+def verify(path: str | Path, rtol: float | None = None, atol: float | None = None) -> VerifyReport:
     """Check a trace (a run folder or one part file) and report the first problem, if any.
+
+    Recomputed values must equal the recorded ones exactly (bit for bit in float runs), or
+    within ``rtol``/``atol`` when given (``|recorded - recomputed| <= atol + rtol *
+    |recomputed|``); a run recorded by another framework is compared within
+    :data:`FRAMEWORK_TOLERANCE` unless they are given. The report states the tolerance.
 
     Raises :class:`~steptrace.errors.TraceError` only when ``path`` cannot be read as a trace
     at all (missing, not Parquet, newer format); anything wrong inside a trace is a
@@ -143,7 +173,7 @@ def verify(path: str | Path) -> VerifyReport:
     # _run.json is read before open_trace lists the parts: a run that says complete here has
     # all its parts in place, even if it was still being recorded a moment ago.
     info = _run_info(Path(path))
-    checker = _Checker(open_trace(path, check_columns=False), info)
+    checker = _Checker(open_trace(path, check_columns=False), info, _tolerance(rtol, atol))
     try:
         checker.check()
     except Found as found:
@@ -286,6 +316,7 @@ class _Checker:
 
     trace: Trace
     info: dict[str, Any] | None
+    asked: tuple[float | None, float | None] = (None, None)
     rows_checked: int = 0
     steps_checked: int = 0
     file_starts: list[tuple[int, str]] = field(default_factory=list)
@@ -317,14 +348,17 @@ class _Checker:
         if problem is not None and self.trace.v1:
             # Named as the files name them: version 1 wrote the weights as w_before_k ….
             problem = dataclasses.replace(problem, columns=tuple(self.in_file(problem.columns)))
+        run = getattr(self, "run", None)
         return VerifyReport(
             self.trace.path, self.status, str(self.meta.get("numerics")),
             self.rows_checked, self.steps_checked, int(self.meta.get("steps") or 0), problem,
+            run.tol if run is not None else None, _recorder(self.meta),
+            run.check_update if run is not None else True,
         )  # fmt: skip
 
     def check(self) -> None:
         self.check_metadata()
-        self.run = _settings(self.meta, self.run_file)
+        self.run = _with_tolerance(_settings(self.meta, self.run_file), self.meta, self.asked)
         self.ctx = Context(self.run, self.file_of)
         self.tracker = SummaryTracker(self.run.spe)
         self.check_columns()
@@ -503,6 +537,41 @@ class _Checker:
         w_after = [table.column(c).to_numpy() for c in after]
         self.tracker.update({"step": step, "loss": loss}, w_after)
         self.steps_checked = self.tracker.steps
+
+
+def _tolerance(rtol: float | None, atol: float | None) -> tuple[float | None, float | None]:
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and not (isinstance(value, int | float) and 0 <= value < math.inf):
+            raise ConfigError(f"{name} must be a number ≥ 0, got {value!r}")
+    return rtol, atol
+
+
+def _recorder(meta: dict[str, Any]) -> str | None:
+    """``pytorch 2.13.0`` for a run another framework recorded (``recorded_with``)."""
+    by = meta.get("recorded_with")
+    if not isinstance(by, dict) or not by.get("framework"):
+        return None
+    return f"{by['framework']} {by.get('version', '')}".strip()
+
+
+def _with_tolerance(
+    run: RunSettings, meta: dict[str, Any], asked: tuple[float | None, float | None]
+) -> RunSettings:
+    """The run's settings with the tolerance its recomputed values are compared within, and
+    whether its update is SGD's."""
+    by = meta.get("recorded_with")
+    update = by.get("update", "sgd") if isinstance(by, dict) else "sgd"
+    tol: tuple[float, float] | None = None
+    rtol, atol = asked
+    if run.exact:
+        tol = None  # rationals are equal or not
+    elif rtol is not None or atol is not None:
+        tol = (rtol or 0.0, atol or 0.0)
+    elif _recorder(meta) is not None:
+        tol = FRAMEWORK_TOLERANCE[run.num.name]
+    if tol == (0.0, 0.0):
+        tol = None
+    return dataclasses.replace(run, tol=tol, check_update=update != "optimizer")
 
 
 def _run_info(path: Path) -> dict[str, Any] | None:
