@@ -126,3 +126,24 @@ def test_a_two_layer_network_is_summarised_from_its_models_gates(run_cli, traces
     assert not exact["diverged"] and f64["diverged_at"] == 3
     text = run_cli("summary", traces).output.splitlines()
     assert text[1].split()[-4:] == ["15", "2", "-", "no"]
+
+
+def test_a_grid_is_grouped_by_every_setting_that_varies_and_ordered_by_alpha(run_cli, traces):
+    sweep(["1e-3", "1e-9", "1e-6"], batch_size=[3, 1], seed=[2, 1], shuffle=True,
+          numerics="float64", init="0.005,-0.0002,0.0002", epochs=2, out=traces)  # fmt: skip
+    result = run_cli("summary", traces)
+    assert result.exit_code == 0
+    header, *lines = result.output.splitlines()
+    assert header.split()[:5] == ["run", "numerics", "lr", "batch", "seed"]
+    cells = [line.split()[1:5] for line in lines]
+    assert cells == [
+        ["float64", lr, batch, seed]
+        for batch in ("1", "3") for seed in ("1", "2") for lr in ("1e-9", "1e-6", "1e-3")
+    ]  # fmt: skip
+    table = pd.read_csv(io.StringIO(run_cli("summary", traces, "--csv").output))
+    assert table["group"].tolist()[::3] == [
+        "batch 1, seed 1", "batch 1, seed 2", "batch 3, seed 1", "batch 3, seed 2",
+    ]  # fmt: skip
+    assert table.loc[0, "run"] == "seed-float64-lr1e-9-b1-seed1" and table.loc[0, "model"] == (
+        "article"
+    )

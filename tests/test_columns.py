@@ -198,21 +198,29 @@ def parquet_columns(path: Path) -> dict[str, np.ndarray]:
         {"numerics": "float64", "batch_size": 1, "shuffle": False},
         {"numerics": "float32", "batch_size": 2, "shuffle": True, "seed": 5},
         {"numerics": "float64", "batch_size": 3, "shuffle": True, "seed": 7},
+        {"numerics": ["float64", "float32"], "batch_size": [1, 3], "shuffle": True, "seed": 9},
     ],
+    ids=["float64", "float32-batches-shuffled", "float64-batches-of-3", "grid"],
 )
 def test_each_run_of_a_sweep_is_the_run_recorded_alone(tmp_path, settings_):
     lrs = ["1/64", "1e-3", "1e3"]  # 1e3 diverges to inf and NaN
     common = {"epochs": 40, "init": "1,-1", **settings_}
     swept = steptrace.sweep(lrs, FIVE, out=tmp_path / "sweep", name="s", **common)
-    assert [r.status for r in swept] == ["complete"] * 3
-    assert swept[2].summary.diverged_at is not None
-    for lr, run in zip(lrs, swept, strict=True):
-        alone = steptrace.record(FIVE, lr, out=tmp_path / "alone", **common)
+    points = len(lrs) * len(np.atleast_1d(settings_["numerics"]))
+    points *= len(np.atleast_1d(settings_["batch_size"]))
+    assert [r.status for r in swept] == ["complete"] * points
+    assert all(r.summary.diverged_at is not None for r in swept[2::3])
+    for run in swept:
+        meta = steptrace.open_trace(run.path).meta
+        alone = steptrace.record(
+            FIVE, meta["lr"], out=tmp_path / "alone",
+            **{**common, "numerics": meta["numerics"], "batch_size": meta["batch_size"]},
+        )  # fmt: skip
         got, want = parquet_columns(run.path), parquet_columns(alone.path)
         expected = column_names(steptrace.open_trace(run.path).tensors)
         assert sorted(got) == sorted(c for c in expected if c != "run_id")
         assert_bit_identical(got, want)
-        assert steptrace.open_trace(run.path).lr_text == lr
+    assert [steptrace.open_trace(r.path).lr_text for r in swept] == lrs * (points // 3)
 
 
 def test_exact_sweeps_match_single_runs(tmp_path):

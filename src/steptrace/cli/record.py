@@ -15,6 +15,7 @@ from ..numerics import format_value
 from ..trace.reader import open_trace
 from ..train.recorder import Progress, RunResult, sweep
 from ..train.resumer import resume
+from ..train.sweeps import RunsLost
 
 #: Runs of fewer rows finish before a progress bar would be any use.
 PROGRESS_MIN_ROWS = 20_000
@@ -56,24 +57,31 @@ def describe(result: RunResult) -> str:
 @click.option("--epochs", type=int, default=1, show_default=True)
 @click.option(
     "--batch-size",
+    "batch_sizes",
     type=int,
-    default=1,
+    multiple=True,
+    default=(1,),
     show_default=True,
-    help="Samples per weight update; the batch loss is their mean.",
+    help="Samples per weight update; the batch loss is their mean. Repeat for a sweep.",
 )
 @click.option(
     "--numerics",
+    "numerics",
     type=click.Choice(["exact", "float64", "float32"]),
-    default="exact",
+    multiple=True,
+    default=("exact",),
     show_default=True,
-    help="Number system the maths runs in.",
+    help="Number system the maths runs in. Repeat for a sweep.",
 )
 @click.option(
     "--model",
-    default="article",
+    "models",
+    multiple=True,
+    default=("article",),
     show_default=True,
     metavar="article|FILE",
-    help="The article's model, or a JSON model file of layers (see examples/*.json).",
+    help="The article's model, or a JSON model file of layers (see examples/*.json). "
+    "Repeat for a sweep.",
 )
 @click.option(
     "--init",
@@ -86,7 +94,14 @@ def describe(result: RunResult) -> str:
     show_default=True,
     help="Visit the samples in a new random order each epoch.",
 )
-@click.option("--seed", type=int, help="Seed of the shuffling (chosen and recorded if omitted).")
+@click.option(
+    "--seed",
+    "seeds",
+    type=int,
+    multiple=True,
+    help="Seed of the shuffling and of drawn weights (chosen and recorded if omitted). "
+    "Repeat for a sweep.",
+)
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -94,12 +109,22 @@ def describe(result: RunResult) -> str:
     show_default=True,
     help="Folder the run folders go into.",
 )
-@click.option("--name", help="Run folder name [default: DATASET-NUMERICS-lrLR].")
+@click.option(
+    "--name",
+    help="Run folder name [default: DATASET-NUMERICS-lrLR]; a sweep's runs add the settings "
+    "that vary.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
     help="Processes recording a sweep's runs side by side [default: one per core when the "
     "sweep is big enough to gain from it].",
+)
+@click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    help="Send the runs to a running Dask cluster (pip install 'steptrace[dask]'); its "
+    "workers must see --out at the same path.",
 )
 @click.option(
     "--resume",
@@ -118,30 +143,42 @@ def describe(result: RunResult) -> str:
 @click.pass_context
 def command(
     ctx: click.Context, dataset: str, target: str | None, features: str | None,
-    lrs: tuple[str, ...], epochs: int, batch_size: int, numerics: str, model: str,
-    init: str | None,
-    shuffle: bool, seed: int | None, out: Path, name: str | None, workers: int | None,
-    resume_run: Path | None, flush_seconds: float,
+    lrs: tuple[str, ...], epochs: int, batch_sizes: tuple[int, ...], numerics: tuple[str, ...],
+    models: tuple[str, ...], init: str | None, shuffle: bool, seeds: tuple[int, ...], out: Path,
+    name: str | None, workers: int | None, scheduler: str | None, resume_run: Path | None,
+    flush_seconds: float,
 ) -> None:  # fmt: skip
-    """Record every step of training into Parquet traces, one run per learning rate.
+    """Record every step of training into Parquet traces, one run per combination of the
+    settings given several times (--lr, --batch-size, --numerics, --seed, --model).
 
     \b
     Example:
         steptrace record                                  # the article, exactly
         steptrace record --numerics float64 --lr 1e-7 --lr 1e-6 --epochs 100
+        steptrace record --numerics float64 --lr 1e-3 --lr 1e-2 --batch-size 1 --batch-size 2
         steptrace record --model examples/two-layer.json --lr 1/1000 --epochs 3
+        steptrace record --lr 1e-7 --lr 1e-6 --scheduler tcp://head:8786 --out /shared/traces
         steptrace record --resume traces/seed-float64-lr1e-7
     """
     if resume_run is not None:
         _resume(ctx, resume_run, dataset, flush_seconds)
         return
     ds = load_dataset(dataset, target, features.split(",") if features else None)
-    total = len(ds) * max(epochs, 1) * len(lrs)
-    settings: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, numerics=numerics,
-                                    init=init, shuffle=shuffle, seed=seed, model=model)  # fmt: skip
-    with _progress_bar(total) as bar:
-        results = sweep(list(lrs), ds, out=out, name=name, progress=_updater(bar),
-                        flush_seconds=flush_seconds, workers=workers, **settings)  # fmt: skip
+    runs = len(lrs) * len(batch_sizes) * len(numerics) * max(len(seeds), 1) * len(models)
+    settings: dict[str, Any] = dict(
+        epochs=epochs, batch_size=list(batch_sizes), numerics=list(numerics), init=init,
+        shuffle=shuffle, seed=list(seeds) or None, model=list(models),
+    )  # fmt: skip
+    with _progress_bar(len(ds) * max(epochs, 1) * runs) as bar:
+        try:
+            results = sweep(
+                list(lrs), ds, out=out, name=name, progress=_updater(bar),
+                flush_seconds=flush_seconds, workers=workers, scheduler=scheduler, **settings,
+            )  # fmt: skip
+        except RunsLost as lost:
+            for result in lost.results:
+                click.echo(describe(result))
+            raise
     for result in results:
         click.echo(describe(result))
     if len(results) == 1:
@@ -149,11 +186,14 @@ def command(
 
 
 def _resume(ctx: click.Context, run: Path, dataset: str, flush_seconds: float) -> None:
-    settings = ("target", "features", "lrs", "epochs", "batch_size", "numerics", "model",
-                "init", "shuffle", "seed", "out", "name", "workers")  # fmt: skip
+    settings = {"target": "--target", "features": "--features", "lrs": "--lr",
+                "epochs": "--epochs", "batch_sizes": "--batch-size", "numerics": "--numerics",
+                "models": "--model", "init": "--init", "shuffle": "--shuffle", "seeds": "--seed",
+                "out": "--out", "name": "--name", "workers": "--workers",
+                "scheduler": "--scheduler"}  # fmt: skip
     given = [
-        "--lr" if name == "lrs" else f"--{name.replace('_', '-')}"
-        for name in settings
+        option
+        for name, option in settings.items()
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
     ]
     if given:

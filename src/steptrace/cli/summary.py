@@ -11,12 +11,13 @@ from typing import Any
 import click
 import pandas as pd
 
-from ..analysis import CONVERGE_RTOL, trace_summaries
+from ..analysis import CONVERGE_RTOL, group_runs, trace_summaries, varying_settings
 from ..errors import TraceError
 from ..numerics import format_value
 from ..trace.reader import find_traces
 
-#: Columns of the plain-text table (``--csv`` and ``--json`` have them all).
+#: Columns of the plain-text table (``--csv`` and ``--json`` have them all), and the model and
+#: seed when they vary between the runs.
 SHOWN = (
     "numerics",
     "lr_text",
@@ -67,10 +68,23 @@ def _name(run: Any, row: pd.Series) -> str:
     return str(run) if status == "complete" else f"{run} ({status})"
 
 
+def shown(table: pd.DataFrame) -> list[str]:
+    """The text table's columns: :data:`SHOWN`, with the model first and the seed after the
+    batch size when they vary between the runs."""
+    varying = varying_settings(table)
+    columns = list(SHOWN)
+    if "seed" in varying:
+        columns.insert(columns.index("batch_size") + 1, "seed")
+    if "model" in varying:
+        columns.insert(0, "model")
+    return columns
+
+
 def format_table(table: pd.DataFrame) -> str:
     """The summary as an aligned text table, one line per run."""
-    header = ["run", *(HEADERS.get(c, c.replace("_", " ")) for c in SHOWN)]
-    rows = [[_name(run, r), *(_text(r[c]) for c in SHOWN)] for run, r in table.iterrows()]
+    columns = shown(table)
+    header = ["run", *(HEADERS.get(c, c.replace("_", " ")) for c in columns)]
+    rows = [[_name(run, r), *(_text(r[c]) for c in columns)] for run, r in table.iterrows()]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
@@ -92,13 +106,15 @@ def command(folder: Path, as_csv: bool, as_json: bool, rtol: float) -> None:
     """Print one line per run in FOLDER, for any stack of layers: final and minimum loss, the
     first step with NaN/inf, the steps where a gate (a relu, leaky_relu or heaviside layer)
     was closed for some sample, the ReLU units dead in the last epoch, where it diverged,
-    whether it converged (see docs/analysis.md for the exact rules). --csv and --json add
-    the share of closed gates and the dead units' names. Unreadable runs are reported and
-    skipped.
+    whether it converged (see docs/analysis.md for the exact rules). Runs are grouped by
+    every setting that varies between them (model, numerics, batch size, seed) and ordered
+    by α within a group. --csv and --json add the share of closed gates, the dead units'
+    names and each run's group. Unreadable runs are reported and skipped.
 
     \b
     Example:
-        steptrace record --numerics float64 --lr 1 --lr 1e-7 --epochs 20 --out sweep
+        steptrace record --numerics float64 --lr 1 --lr 1e-7 --batch-size 1 --batch-size 3 \\
+            --epochs 20 --out sweep
         steptrace summary sweep --csv > sweep.csv
     """
     if as_csv and as_json:
@@ -108,7 +124,7 @@ def command(folder: Path, as_csv: bool, as_json: bool, rtol: float) -> None:
         click.echo(f"Skipped {path}: {message}", err=True)
     if not traces:
         raise TraceError(f"no runs in {str(folder)!r}; record some with 'steptrace record'")
-    table = trace_summaries(traces, rtol)
+    table = group_runs(trace_summaries(traces, rtol))
     if as_csv:
         click.echo(table.to_csv(), nl=False)
     elif as_json:

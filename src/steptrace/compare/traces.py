@@ -7,8 +7,8 @@ rational text (``<col>_exact``) when both traces have it, so no rounding hides a
 NaN equals NaN only when both traces hold NaN in the same cell.
 
 Run-wide settings (numerics, learning rate, epochs, initial weights, dataset …) are compared
-through the runs' metadata; informational fields (run id, name, creation time, steptrace
-version) never are.
+through the runs' metadata; informational fields (run id, name, creation time, who recorded
+it, steptrace version) never are.
 
 The sides are read by :mod:`steptrace.compare.sides`, their cells compared by
 :mod:`steptrace.compare.cells` and the result reported by :mod:`steptrace.compare.report`.
@@ -62,6 +62,7 @@ INFORMATIONAL = frozenset(
         "run_id",
         "name",
         "created",
+        "recorded_by",  # which host and process: never the same twice
         "steptrace_version",
         "format_version",
         "status",

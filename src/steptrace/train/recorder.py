@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -26,6 +29,7 @@ from .settings import ModelSource, Settings
 
 __all__ = ["RunResult", "record", "sweep"]
 
+Lr = str | float | Fraction
 Progress = Callable[[int, int], None]
 """Called with (rows recorded so far, rows the run will have)."""
 
@@ -58,6 +62,7 @@ def run_metadata(dataset: Dataset, settings: Settings, run_id: str, name: str) -
         "run_id": run_id,
         "name": name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "recorded_by": recorded_by(),
         "numerics": settings.numerics.name,
         "lr": settings.lr_text,
         "lr_exact": str(settings.lr),
@@ -78,6 +83,11 @@ def run_metadata(dataset: Dataset, settings: Settings, run_id: str, name: str) -
         "model": settings.model.to_json(),
         "tensors": [t.as_json() for t in stack_tensors(stack, len(dataset.targets))],
     }
+
+
+def recorded_by() -> dict[str, Any]:
+    """The host and process recording a run: in a sweep dealt out to workers, which worker."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
 def default_name(dataset: Dataset, settings: Settings) -> str:
@@ -117,11 +127,22 @@ def record_settings(
 ) -> RunResult:
     """Record one run of already validated settings (see :func:`record`); ``stop``, when
     given, replaces Ctrl-C as the request to stop (see :func:`write_run`)."""
+    writer, tracker = open_run(dataset, settings, out, name, flush_seconds)
+    return write_run(writer, iter_blocks(dataset, settings), tracker, progress, stop)
+
+
+def open_run(
+    dataset: Dataset,
+    settings: Settings,
+    out: str | Path,
+    name: str | None = None,
+    flush_seconds: float = 1.0,
+) -> tuple[TraceWriter, SummaryTracker]:
+    """A new run folder under ``out`` (marked incomplete), its writer and summary tracker."""
     run_dir = make_run_dir(Path(out), name or default_name(dataset, settings))
     meta = run_metadata(dataset, settings, uuid.uuid4().hex, run_dir.name)
     writer = TraceWriter(run_dir, settings.numerics.is_exact, meta, flush_seconds=flush_seconds)
-    tracker = SummaryTracker(steps_per_epoch(len(dataset), settings.batch_size))
-    return write_run(writer, iter_blocks(dataset, settings), tracker, progress, stop)
+    return writer, SummaryTracker(steps_per_epoch(len(dataset), settings.batch_size))
 
 
 def write_run(
@@ -201,9 +222,16 @@ def record(
 
 
 def sweep(
-    lrs: Sequence[str | float | Fraction],
+    lrs: Lr | Sequence[Lr] = "1",
     dataset: str | Path | Dataset = "seed",
     *,
+    batch_size: int | Sequence[int] = 1,
+    numerics: str | Sequence[str] = "exact",
+    seed: int | Sequence[int] | None = None,
+    model: ModelSource | Sequence[ModelSource] | None = None,
+    epochs: int = 1,
+    init: str | Sequence[str | float | Fraction] | None = None,
+    shuffle: bool = False,
     out: str | Path = "traces",
     name: str | None = None,
     target: str | Sequence[str] | None = None,
@@ -211,36 +239,42 @@ def sweep(
     progress: Progress | None = None,
     flush_seconds: float = 1.0,
     workers: int | None = None,
-    **settings: Any,
+    executor: Executor | None = None,
+    scheduler: str | None = None,
 ) -> list[RunResult]:
-    """Record one run per learning rate, same data and settings, all into ``out``.
+    """Record a grid of runs, one per combination of the settings given as lists (``lrs``,
+    ``batch_size``, ``numerics``, ``seed``, ``model``), same data, all into ``out``; the
+    results in grid order, α varying fastest. Runs are named after the settings that vary.
 
-    Every setting is checked before the first run starts, so a bad learning rate at the end of
-    the list does not leave half a sweep behind. Each run is its own trace, the run recorded
-    alone, bit for bit. ``workers`` processes record runs side by side (see
-    :mod:`steptrace.train.sweeppool`); by default one per core when the sweep is big enough to gain
-    from it. In one process, float sweeps go through one pipeline
-    (:mod:`steptrace.train.sweepfast`).
+    Every setting of every point is checked before the first run starts, so a bad value at
+    the end of a list does not leave half a sweep behind. Each run is its own trace, the run
+    recorded alone, bit for bit, whoever records it:
+
+    - ``executor``: any :class:`concurrent.futures.Executor` — a Dask client's
+      ``get_executor()``, a :class:`~concurrent.futures.ProcessPoolExecutor` — records the runs;
+      its workers must see ``out`` at the same path;
+    - ``scheduler``: the address of a running Dask scheduler (``tcp://host:8786``), the same
+      through a client of its own (needs ``steptrace[dask]``);
+    - ``workers``: that many local processes; by default one per core when the sweep is big
+      enough to gain from it, else one process, where float runs go through one pipeline
+      (:mod:`steptrace.train.sweepfast`).
+
+    See :mod:`steptrace.train.sweeps` for how stopping (Ctrl-C, an error, a lost worker) keeps
+    every flushed step.
+
+    >>> runs = sweep(["1e-9", "1e-8"], batch_size=[1, 2], numerics="float64")  # doctest: +SKIP
+    >>> [r.path.name for r in runs]  # doctest: +SKIP
+    ['seed-float64-lr1e-9-b1', 'seed-float64-lr1e-8-b1', 'seed-float64-lr1e-9-b2', ...]
     """
+    from .grid import Grid, grid_points  # both import this module
+    from .sweeps import record_points
+
+    grid = Grid.of(lrs, batch_size, numerics, seed, model)
+    if len(grid) == 0:
+        return []
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, target, features)
-    parsed = [Settings.parse(ds, lrs[0], **settings)] if lrs else []
-    if parsed and settings.get("seed") is None:
-        # One seed for the whole sweep: every learning rate sees the same order of samples and
-        # starts from the same drawn weights.
-        settings["seed"] = parsed[0].seed
-    parsed += [Settings.parse(ds, lr, **settings) for lr in lrs[1:]]
-    names = [f"{name}-lr{s.lr_text}" if name and len(parsed) > 1 else name for s in parsed]
-    from .sweeppool import sweep_in_processes, workers_for  # imports this module
-
-    processes = workers_for(parsed, len(ds), workers)
-    if processes > 1:
-        runs = list(zip(parsed, names, strict=True))
-        return sweep_in_processes(ds, runs, out, processes, progress, flush_seconds)
-    if len(parsed) > 1 and not parsed[0].numerics.is_exact:
-        from .sweepfast import sweep_floats  # imports this module
-
-        return sweep_floats(ds, list(zip(parsed, names, strict=True)), out, progress, flush_seconds)
-    return [
-        record_settings(ds, s, out, run_name, progress, flush_seconds)
-        for s, run_name in zip(parsed, names, strict=True)
-    ]
+    points = grid_points(ds, grid, name, epochs=epochs, init=init, shuffle=shuffle)
+    return record_points(
+        ds, points, out, progress, flush_seconds, workers=workers, executor=executor,
+        scheduler=scheduler,
+    )  # fmt: skip

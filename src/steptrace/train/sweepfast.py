@@ -4,8 +4,9 @@ Recording a run alone already overlaps computing (a Python loop, holding the GIL
 (Parquet encoding, which releases it). A sweep recorded run after run would empty that pipeline
 at every run's end; here one background thread computes every run's blocks in turn, so the
 writer of run i and the loop of run i + 1 share the machine's cores. Each run is computed by
-:func:`steptrace.train.fast.compute_blocks`, the function a single recording uses, so a swept run is
-the run recorded alone, bit for bit (``tests/test_fast.py``), and each is still its own trace.
+:func:`steptrace.train.columns.compute_blocks`, the function a single recording uses, so a swept
+run is the run recorded alone, bit for bit (``tests/test_columns.py``), and each is still its own
+trace.
 
 Why not one loop over a (runs × features) weight matrix? Measured on the article's model with
 64 learning rates, a numpy step over 64 × 3 weights costs about as much as 64 steps of the
@@ -16,18 +17,13 @@ the loop is a third of the work: encoding 64 traces' Parquet is the floor (docs/
 from __future__ import annotations
 
 import itertools
-import uuid
 from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import Any
 
 from ..data import Dataset
-from ..schedule import steps_per_epoch
-from ..trace.summary import SummaryTracker
-from ..trace.writer import TraceWriter, make_run_dir
 from .columns import compute_blocks
 from .prefetch import prefetch
-from .recorder import Progress, RunResult, StopFlag, default_name, run_metadata, write_run
+from .recorder import Progress, RunResult, StopFlag, open_run, write_run
 from .settings import Settings
 
 __all__ = ["iter_sweep", "sweep_floats"]
@@ -70,18 +66,8 @@ def iter_sweep(
         for i, blocks in itertools.groupby(stream, key=lambda item: item[0]):
             yield i, None
             settings, name = runs[i]
-            writer, tracker = _open_run(dataset, settings, Path(out), name, flush_seconds)
+            writer, tracker = open_run(dataset, settings, out, name, flush_seconds)
             run_blocks = (block for _, block in blocks)
             yield i, write_run(writer, run_blocks, tracker, progress, stop)
     finally:
         stream.close()  # an error or Ctrl-C in one run stops the computing of the next ones
-
-
-def _open_run(
-    dataset: Dataset, settings: Settings, out: Path, name: str | None, flush_seconds: float
-) -> tuple[TraceWriter, SummaryTracker]:
-    """A new run folder, its writer and summary tracker (as :func:`recorder.record_settings`)."""
-    run_dir = make_run_dir(out, name or default_name(dataset, settings))
-    meta: dict[str, Any] = run_metadata(dataset, settings, uuid.uuid4().hex, run_dir.name)
-    writer = TraceWriter(run_dir, settings.numerics.is_exact, meta, flush_seconds=flush_seconds)
-    return writer, SummaryTracker(steps_per_epoch(len(dataset), settings.batch_size))
