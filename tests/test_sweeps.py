@@ -22,14 +22,8 @@ from steptrace.compare.folders import compare_folders
 from steptrace.data import seed_dataset
 from steptrace.train import sweeps
 from steptrace.train.settings import Settings
-from steptrace.train.sweeps import (
-    EXACT_ROW_COST,
-    FLOAT_MIN_CORES,
-    PARALLEL_MIN_WORK,
-    Job,
-    record_job,
-    workers_for,
-)
+from steptrace.train.sweepjob import Job, record_job
+from steptrace.train.sweeps import EXACT_ROW_COST, FLOAT_MIN_CORES, PARALLEL_MIN_WORK, workers_for
 
 from .conftest import steptrace_subprocess
 

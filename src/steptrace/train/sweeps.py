@@ -32,11 +32,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import signal
-import socket
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import (
@@ -49,33 +46,27 @@ from concurrent.futures import (
     wait,
 )
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._version import __version__
 from ..data import Dataset
 from ..errors import ConfigError, Interrupted, SteptraceError, WriteError
-from .columns import iter_blocks
 from .recorder import (
     Progress,
     RunResult,
     _ctrl_c_requests_stop,
-    open_run,
     record_settings,
-    write_run,
 )
 from .settings import Settings
+from .sweepjob import CANCEL, STOP, Job, Lost, NotStarted, record_job, start_pool_worker
 
 __all__ = [
     "EXACT_ROW_COST",
     "FLOAT_MIN_CORES",
     "PARALLEL_MIN_WORK",
-    "Job",
     "RunsLost",
     "available_cores",
     "local_pool",
-    "record_job",
     "record_on",
     "record_points",
     "workers_for",
@@ -89,12 +80,8 @@ PARALLEL_MIN_WORK = 3_000_000
 EXACT_ROW_COST = 300
 #: Float sweeps use worker processes by default from this many cores (see :func:`workers_for`).
 FLOAT_MIN_CORES = 4
-#: How often a worker looks for the sweep's ``stop`` (at most; it looks between blocks).
+#: How often the sweep looks at its tasks (and at Ctrl-C).
 POLL_SECONDS = 0.1
-#: How often an idle local worker checks that the sweeping process is still there.
-ORPHAN_POLL_SECONDS = 0.5
-
-STOP, CANCEL = "stop", "cancel"
 
 
 class RunsLost(SteptraceError):
@@ -208,7 +195,7 @@ def local_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context(method),
-        initializer=_start_pool_worker,
+        initializer=start_pool_worker,
         initargs=(os.getpid(),),
     )
     try:
@@ -218,162 +205,6 @@ def local_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-
-
-def _ignore_ctrl_c() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-#: In a worker of :func:`local_pool`: the sweeping process, and whether a run is in hand.
-_pool_parent: int | None = None
-_in_hand = False
-
-
-def _start_pool_worker(parent: int) -> None:
-    """A local worker ignores Ctrl-C (the sweeping process asks it to stop) and ends when the
-    sweeping process has gone: its run in hand stops (see :class:`_SweepStop`), and an idle
-    worker, which would wait for work forever, exits."""
-    global _pool_parent
-    _pool_parent = parent
-    _ignore_ctrl_c()
-    threading.Thread(target=_exit_when_orphaned, daemon=True).start()
-
-
-def _exit_when_orphaned() -> None:  # pragma: no cover - runs in the workers
-    while True:
-        time.sleep(ORPHAN_POLL_SECONDS)
-        if os.getppid() != _pool_parent and not _in_hand:
-            os._exit(0)
-
-
-# --- the worker's side --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run of a sweep, as a worker receives it."""
-
-    index: int
-    dataset: Dataset
-    settings: Settings
-    name: str | None
-    out: str  # absolute: the path every worker must see
-    marks: str  # the sweep's hidden folder in ``out``
-    flush_seconds: float
-    parent_pid: int  # the sweeping process (its children watch it)
-    version: str = __version__
-
-
-@dataclass(frozen=True)
-class Lost:
-    """A run a worker began and did not finish (its worker died): at ``path`` if it got that
-    far."""
-
-    index: int
-    path: str | None
-
-
-@dataclass(frozen=True)
-class NotStarted:
-    """A run not started: the sweep was stopping."""
-
-    index: int
-
-
-def worker_name() -> str:
-    return f"worker {socket.gethostname()} (pid {os.getpid()})"
-
-
-def record_job(job: Job) -> RunResult | Lost | NotStarted:
-    """Record one run of a sweep, in a worker: the task every executor runs."""
-    if job.version != __version__:
-        raise ConfigError(
-            f"{worker_name()} has steptrace {__version__}, the sweep {job.version}: install "
-            "the same version everywhere"
-        )
-    marks = Path(job.out) / job.marks
-    if not marks.is_dir():
-        raise WriteError(
-            f"{worker_name()} does not see the output folder {job.out} the sweep writes to: "
-            "give --out a folder every worker sees at the same path (a shared file system)"
-        )
-    if _told(marks) or (_pool_parent is not None and os.getppid() != _pool_parent):
-        return NotStarted(job.index)
-    claim = marks / f"claim-{job.index}"
-    try:
-        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        # Dask starts a task again when its worker dies: the run was begun, and stays as it is.
-        return Lost(job.index, claim.read_text(encoding="utf-8") or None)
-    except OSError as exc:
-        raise WriteError(f"{worker_name()} cannot write in {job.out}: {exc.strerror}") from None
-    if _told(marks):
-        # Told to stop while claiming: the sweep may not have seen the claim, and may not wait.
-        os.close(fd)
-        claim.unlink()
-        return NotStarted(job.index)
-    if threading.current_thread() is threading.main_thread() and os.getpid() != job.parent_pid:
-        _ignore_ctrl_c()  # a process pool's worker: Ctrl-C is the sweeping process's
-    global _in_hand
-    _in_hand = True
-    try:
-        try:
-            writer, tracker = open_run(
-                job.dataset, job.settings, job.out, job.name, job.flush_seconds
-            )
-        except WriteError as exc:
-            os.close(fd)
-            raise WriteError(f"{worker_name()}: {exc}") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(str(writer.run_dir))
-        stop = _SweepStop(marks, _watched_parent(job))
-        blocks = iter_blocks(job.dataset, job.settings)
-        return write_run(writer, blocks, tracker, stop=stop)
-    finally:
-        _in_hand = False
-
-
-def _watched_parent(job: Job) -> int | None:
-    """The process whose end stops this run: the sweeping process, when it started this
-    worker (a cluster's workers finish the runs they hold)."""
-    if _pool_parent is not None:
-        return _pool_parent
-    return job.parent_pid if os.getppid() == job.parent_pid else None
-
-
-def _told(marks: Path) -> bool:
-    return (marks / STOP).exists() or (marks / CANCEL).exists()
-
-
-class _SweepStop:
-    """The sweep's request to stop, as a worker sees it: ``stop`` dropped in the sweep's
-    folder, or, for a worker the sweeping process started, that process gone."""
-
-    why = "interrupted by Ctrl-C"
-
-    def __init__(self, marks: Path, parent: int | None) -> None:
-        self.marks = marks
-        self.parent = parent
-        self.asked = False
-        self.next_look = 0.0
-
-    def is_set(self) -> bool:
-        now = time.monotonic()
-        if self.asked or now < self.next_look:
-            return self.asked
-        self.next_look = now + POLL_SECONDS
-        if self.parent is not None and os.getppid() != self.parent:
-            self.why = "stopped: the sweep's parent process ended"
-            self.asked = True
-        elif (self.marks / STOP).exists():
-            self.asked = True
-        elif not self.marks.is_dir():  # the sweep no longer waits for this run
-            self.why = "stopped: the sweep ended without it"
-            self.asked = True
-        return self.asked
-
-
-# --- the sweeping process's side ----------------------------------------------------------
 
 
 def record_on(
