@@ -29,11 +29,13 @@ from .errors import (
 
 if TYPE_CHECKING:
     from . import analysis
+    from .adapters import torch as torch
     from .compare.folders import FolderComparison, compare_folders
     from .compare.traces import Comparison, compare_traces
     from .data import Dataset, load_dataset, seed_dataset
     from .model.spec import Model, load_model
     from .trace.reader import Trace, find_traces, load_trace, load_traces, open_trace
+    from .trace.run import RunWriter, open_run
     from .trace.tensors import load_tensor
     from .trace.verifier import VerifyReport, verify
     from .train.recorder import RunResult, record, sweep
@@ -53,6 +55,8 @@ _LAZY = {
     "load_trace": "trace.reader",
     "load_traces": "trace.reader",
     "open_trace": "trace.reader",
+    "RunWriter": "trace.run",
+    "open_run": "trace.run",
     "RunResult": "train.recorder",
     "record": "train.recorder",
     "sweep": "train.recorder",
@@ -69,6 +73,9 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     if name == "analysis":
         return importlib.import_module(".analysis", __name__)
+    if name == "torch":
+        # Imports PyTorch: not in __all__, so that `from steptrace import *` does not.
+        return importlib.import_module(".adapters.torch", __name__)
     if name not in _LAZY:
         raise AttributeError(f"module 'steptrace' has no attribute {name!r}")
     importlib.import_module(".analysis", __name__)  # registers df.steptrace
@@ -93,6 +100,7 @@ __all__ = [
     "ModelError",
     "NewerFormatError",
     "RunResult",
+    "RunWriter",
     "Settings",
     "SteptraceError",
     "Trace",
@@ -109,6 +117,7 @@ __all__ = [
     "load_tensor",
     "load_trace",
     "load_traces",
+    "open_run",
     "open_trace",
     "record",
     "resume",

@@ -1,0 +1,556 @@
+"""steptrace.torch: a user's own PyTorch loop recorded, with real PyTorch on the CPU.
+
+The reference is steptrace's own recording of the same network (a model file): PyTorch's trace
+must hold the same tensors, within 1e-9 relative in float64 (its kernels sum in their own
+order), and every tool must work on it.
+
+PyTorch is an optional extra: without it these tests skip, except where STEPTRACE_REQUIRE_TORCH=1
+(CI sets it, after installing torch), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import steptrace
+
+from .conftest import REPO
+
+if os.environ.get("STEPTRACE_REQUIRE_TORCH") == "1":
+    import torch  # CI installs it: a missing torch is a failure there, not a skip
+else:
+    torch = pytest.importorskip("torch")
+from torch import nn
+
+# pytester's in-process runs restore sys.modules afterwards: torch (a C extension) imported
+# first inside one could not be imported again. Load it, and the adapter, once here.
+import steptrace.adapters.torch
+import steptrace.analysis
+
+pytest_plugins = ["pytester"]
+
+MLP = REPO / "examples" / "mlp-3-2-1.json"
+#: What the test compares: every tensor steptrace records for the 3-2-1 network.
+TENSORS = [
+    "lr", "x", "y", "o1", "o2", "o3", "o4", "loss", "d5", "d4", "d3", "d2", "d1",
+    "grad_w2", "w2_before", "w2_after", "grad_b2", "b2_before", "b2_after",
+    "grad_w4", "w4_before", "w4_after", "grad_b4", "b4_before", "b4_after",
+]  # fmt: skip
+RTOL = 1e-9
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def exact(text: str) -> float:
+    return float(Fraction(text))
+
+
+def mlp(spec_file: Path = MLP, dtype: torch.dtype = torch.float64) -> nn.Sequential:
+    """The model file's network in PyTorch, with its initial weights."""
+    spec = json.loads(spec_file.read_text())
+    linears = [layer for layer in spec["layers"] if layer["type"] == "linear"]
+    model = nn.Sequential(
+        nn.Linear(3, linears[0]["out"]), nn.ReLU(), nn.Linear(linears[0]["out"], 1)
+    ).to(dtype)
+    with torch.no_grad():
+        for module, layer in zip((model[0], model[2]), linears, strict=True):
+            w = [[exact(v) for v in row] for row in layer["weights"]]
+            module.weight.copy_(torch.tensor(w, dtype=torch.float64))
+            module.bias.copy_(torch.tensor([exact(v) for v in layer["biases"]]))
+    return model
+
+
+def seed_tensors(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    ds = steptrace.seed_dataset()
+    x = torch.tensor([[float(v) for v in row] for row in ds.inputs], dtype=dtype)
+    y = torch.tensor([[float(v) for v in row] for row in ds.outputs], dtype=dtype)
+    return x, y
+
+
+def train(model, optimizer, rec, x, y, epochs: int, batch_size: int = 1, stop_at=None) -> None:
+    """The issue's loop, epoch after epoch over (x, y) in order."""
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=batch_size
+    )
+    step = 0
+    for _ in range(epochs):
+        for xb, yb in loader:
+            if stop_at is not None and step == stop_at:
+                raise RuntimeError("the loop broke")
+            optimizer.zero_grad()
+            out = model(xb)
+            per_sample = ((out - yb) ** 2).sum(dim=1) / 2
+            per_sample.mean().backward()
+            rec.step(xb, yb, per_sample)
+            optimizer.step()
+            step += 1
+
+
+def record_torch(out: Path, lr: float = 1e-7, epochs: int = 3, batch_size: int = 1, **kw):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    x, y = seed_tensors()
+    with steptrace.torch.record(model, optimizer, out=out, name="torch", **kw) as rec:
+        train(model, optimizer, rec, x, y, epochs, batch_size)
+    return rec, model
+
+
+def assert_same_tensors(reference, run, rtol: float = RTOL) -> None:
+    for name in TENSORS:
+        want = steptrace.load_tensor(reference, name)
+        got = steptrace.load_tensor(run, name)
+        assert got.shape == want.shape, name
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=0, err_msg=name)
+
+
+# --- the same numbers as steptrace --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_pytorch_records_what_steptrace_records_for_the_same_network(traces, batch_size):
+    rec, _ = record_torch(traces, epochs=3, batch_size=batch_size)
+    ref = steptrace.record("seed", lr="1e-7", numerics="float64", model=MLP, epochs=3,
+                           batch_size=batch_size, out=traces, name="ref")  # fmt: skip
+    assert_same_tensors(ref, rec)
+    # Every row in its place: the plan was learned from the data (3 rows, 3 epochs).
+    keys = ["step", "epoch", "sample"]
+    pd.testing.assert_frame_equal(
+        steptrace.load_trace(rec.path, columns=keys), steptrace.load_trace(ref.path, columns=keys)
+    )
+    ours, theirs = steptrace.open_trace(rec.path).meta, steptrace.open_trace(ref.path).meta
+    for key in ("epochs", "batch_size", "steps", "steps_per_epoch", "tensors", "numerics"):
+        assert ours[key] == theirs[key], key
+    assert ours["dataset"]["rows"] == 3
+    assert rec.status == "complete"
+
+
+def test_the_metadata_model_records_the_same_network_again(traces):
+    rec, _ = record_torch(traces, epochs=2)
+    model = steptrace.open_trace(rec.path).meta["model"]
+    # The initial parameters exactly as PyTorch held them: 1/200 is the float nearest to it.
+    assert model["layers"][1]["weights"][0][0] == str(Fraction(0.005))
+    assert [layer["type"] for layer in model["layers"]] == ["input", "linear", "relu", "linear"]
+    again = steptrace.record("seed", lr="1e-7", numerics="float64", model=model, epochs=2,
+                             out=traces, name="again")  # fmt: skip
+    assert steptrace.open_trace(again.path).meta["model"]["layers"] == model["layers"]
+    assert_same_tensors(again, rec)
+
+
+def test_float32_models_record_float32_runs(traces):
+    model = mlp(dtype=torch.float32)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+    x, y = seed_tensors(torch.float32)
+    with steptrace.torch.record(model, optimizer, out=traces, name="f32") as rec:
+        train(model, optimizer, rec, x, y, epochs=2)
+    trace = steptrace.open_trace(rec.path)
+    assert trace.numerics == "float32"
+    w = steptrace.load_tensor(rec, "w2_after")
+    assert w.dtype == np.float32
+    np.testing.assert_array_equal(w[-1], model[0].weight.detach().numpy())
+    report = steptrace.verify(rec.path)
+    assert report.ok, str(report)
+    assert "within rtol 1e-05, atol 1e-06" in str(report)
+
+
+def test_other_layers_leaky_relu_and_sigmoid(traces):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.01), nn.Linear(4, 1), nn.Sigmoid())
+    model = model.double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    x = torch.rand(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = (x.sum(dim=1, keepdim=True) > 1.5).double()
+    with steptrace.torch.record(model, optimizer, out=traces, name="leaky") as rec:
+        train(model, optimizer, rec, x, y, epochs=2, batch_size=4)
+    meta = steptrace.open_trace(rec.path).meta
+    layers = [layer["type"] for layer in meta["model"]["layers"]]
+    assert layers == ["input", "linear", "leaky_relu", "linear", "logistic"]
+    assert meta["model"]["layers"][2]["slope"] == "0.01"
+    report = steptrace.verify(rec.path)
+    assert report.ok, str(report)
+    data = pd.DataFrame(x.numpy(), columns=["a", "b", "c"]).assign(t=y.numpy()[:, 0])
+    data.to_csv(traces / "data.csv", index=False)
+    ref = steptrace.record(traces / "data.csv", lr="0.5", numerics="float64",
+                           model=meta["model"], epochs=2, batch_size=4, out=traces,
+                           name="ref")  # fmt: skip
+    for name in ("o2", "o3", "o5", "d6", "d4", "d3", "grad_w2", "w4_after"):
+        np.testing.assert_allclose(
+            steptrace.load_tensor(rec, name), steptrace.load_tensor(ref, name), rtol=RTOL,
+            atol=1e-15, err_msg=name,
+        )  # fmt: skip
+
+
+# --- the same tools -----------------------------------------------------------------------------
+
+
+def test_verify_passes_within_a_stated_tolerance_and_catches_a_changed_value(traces):
+    rec, _ = record_torch(traces, epochs=3)
+    report = steptrace.verify(rec.path)
+    assert report.ok, str(report)
+    assert str(report) == (
+        f"OK {rec.path}: 9 steps, 9 rows, float64, complete; every row follows from its inputs "
+        f"within rtol 1e-09, atol 1e-12 (recorded with pytorch {torch.__version__})"
+    )
+    # One value moved by one part in a million: out of tolerance, named.
+    part = next(rec.path.glob("part-*.parquet"))
+    table = pd.read_parquet(part)
+    table.loc[4, "d3_1"] *= 1 + 1e-6
+    _rewrite_part(part, table)
+    bad = steptrace.verify(rec.path)
+    assert not bad.ok
+    assert bad.problem.column == "d3_1" and bad.problem.step == 4, str(bad)
+
+
+def _rewrite_part(part: Path, frame: pd.DataFrame) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(part)
+    pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), part)
+
+
+def test_an_optimizer_of_its_own_is_recorded_as_it_updated(traces):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7, momentum=0.9)
+    x, y = seed_tensors()
+    with steptrace.torch.record(model, optimizer, out=traces, name="momentum") as rec:
+        train(model, optimizer, rec, x, y, epochs=3)
+    meta = steptrace.open_trace(rec.path).meta
+    assert meta["recorded_with"]["update"] == "optimizer"
+    assert meta["recorded_with"]["optimizer"]["momentum"] == 0.9
+    # The real parameters after each step: the last are the model's.
+    np.testing.assert_array_equal(
+        steptrace.load_tensor(rec, "w2_after")[-1], model[0].weight.detach().numpy()
+    )
+    report = steptrace.verify(rec.path)
+    assert report.ok, str(report)
+    assert "the optimizer's own update is taken as recorded, not checked" in str(report)
+    # Plain SGD's rule would not have given these parameters: verify checks it for SGD runs.
+    w, g = steptrace.load_tensor(rec, "w2_before"), steptrace.load_tensor(rec, "grad_w2")
+    assert not np.allclose(steptrace.load_tensor(rec, "w2_after")[3], w[3] - 1e-7 * g[3])
+
+
+def test_diff_against_steptrace_names_the_first_divergence_by_layer(traces, run_cli):
+    rec, _ = record_torch(traces, epochs=2, dataset=steptrace.seed_dataset())
+    meta = steptrace.open_trace(rec.path).meta
+    same = steptrace.record("seed", lr="1e-7", numerics="float64", model=meta["model"],
+                            epochs=2, out=traces, name="same")  # fmt: skip
+    assert steptrace.compare_traces(same, rec, rtol=RTOL).identical
+    # The same network but for one initial weight of layer 4.
+    changed = json.loads(json.dumps(meta["model"]))
+    changed["layers"][3]["weights"][0][1] = "1/4"
+    other = steptrace.record("seed", lr="1e-7", numerics="float64", model=changed, epochs=2,
+                             out=traces, name="other")  # fmt: skip
+    result = run_cli("diff", other.path, rec.path, "--rtol", "1e-9")
+    assert result.exit_code == 1
+    assert (
+        "First divergence: step 0, sample 0, column w4_before_1_2 (layer 4's weight W[1,2] "
+        "before the update): A 0.25, B 0.3333333333333333" in result.output
+    )
+    assert "model.layers[4].weights" in result.output
+
+
+def test_replay_shows_a_pytorch_step(traces, run_cli):
+    rec, _ = record_torch(traces, epochs=1)
+    result = run_cli("replay", rec.path, "--step", "1")
+    assert result.exit_code == 0, result.output
+    o4 = steptrace.load_tensor(rec, "o4")[1, 0]
+    assert "Step 1 · epoch 0 · sample 1 · float64 · α = 1e-07" in result.output
+    assert "o4 = L4(o3)" in result.output and repr(float(o4)) in result.output
+    assert "δ5 = o4 - y_truth" in result.output
+
+
+def test_a_parameter_changed_between_steps_is_what_the_next_step_starts_from(traces):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+    x, y = seed_tensors()
+    with steptrace.torch.record(model, optimizer, out=traces, name="clamped") as rec:
+        train(model, optimizer, rec, x, y, epochs=1)
+        with torch.no_grad():
+            model[2].weight[0, 1] = 0.25  # a manual change between steps
+        train(model, optimizer, rec, x, y, epochs=1)
+    before = steptrace.load_tensor(rec, "w4_before")
+    assert before[3, 0, 1] == 0.25
+    report = steptrace.verify(rec.path)
+    assert not report.ok
+    assert report.problem.column == "w4_before_1_2" and report.problem.step == 3
+    assert "the previous step ended at" in str(report)
+
+
+GOLDEN_TEST = """
+import torch
+from torch import nn
+import steptrace
+
+def test_my_training(golden_trace, tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1)).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr={lr})
+    x = torch.rand(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = x.sum(dim=1, keepdim=True)
+    with steptrace.torch.record(model, optimizer, out=tmp_path) as rec:
+        for epoch in range(2):
+            for i in range(0, 6, 2):
+                optimizer.zero_grad()
+                out = model(x[i:i + 2])
+                per_sample = ((out - y[i:i + 2]) ** 2).sum(dim=1) / 2
+                per_sample.mean().backward()
+                rec.step(x[i:i + 2], y[i:i + 2], per_sample)
+                optimizer.step()
+    golden_trace(rec)
+"""
+
+
+def test_the_golden_fixture_catches_a_changed_learning_rate(pytester):
+    golden = pytester.path / "test_my_training" / "test_my_training.parquet"
+    quiet = ("-p", "no:hypothesispytest")
+    pytester.makepyfile(test_my_training=GOLDEN_TEST.format(lr=0.1))
+    pytester.runpytest(*quiet).assert_outcomes(failed=1)  # the golden is written
+    assert steptrace.open_trace(golden).lr_text == "0.1"
+    pytester.runpytest(*quiet).assert_outcomes(passed=1)
+
+    pytester.makepyfile(test_my_training=GOLDEN_TEST.format(lr=0.05))
+    changed = pytester.runpytest(*quiet)
+    changed.assert_outcomes(failed=1)
+    changed.stdout.fnmatch_lines([
+        "*The run differs from golden trace test_my_training/test_my_training.parquet",
+        "*First divergence: step 0, sample 0, column lr (the learning rate): golden 0.1, "
+        "obtained 0.05*",
+        "*lr: golden '0.1', obtained '0.05'",
+    ])  # fmt: skip
+    assert steptrace.open_trace(golden).lr_text == "0.1"
+
+
+# --- nothing lost -------------------------------------------------------------------------------
+
+LONG_LOOP = """
+import sys, torch
+from torch import nn
+import steptrace
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1)).double()
+optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+x = torch.rand(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+y = x.sum(dim=1, keepdim=True)
+plan = {plan}
+with steptrace.torch.record(model, optimizer, out=sys.argv[1], name="killed",
+                            flush_seconds=0.05, **plan) as rec:
+    for epoch in range(10**9):
+        for i in range(0, 5, 2):
+            optimizer.zero_grad()
+            out = model(x[i:i + 2])
+            per_sample = ((out - y[i:i + 2]) ** 2).sum(dim=1) / 2
+            per_sample.mean().backward()
+            rec.step(x[i:i + 2], y[i:i + 2], per_sample)
+            optimizer.step()
+"""
+
+
+@pytest.mark.parametrize(
+    "plan",
+    ["{}", "{'dataset': (x, y), 'epochs': 10**6, 'batch_size': 2}"],
+    ids=["learned", "declared"],
+)
+def test_sigkill_mid_loop_leaves_every_flushed_step_readable(tmp_path, plan):
+    script = tmp_path / "loop.py"
+    script.write_text(LONG_LOOP.format(plan=plan))
+    out = tmp_path / "traces"
+    process = subprocess.Popen([sys.executable, str(script), str(out)], stderr=subprocess.PIPE)
+    run = out / "killed"
+    deadline = time.monotonic() + 120
+    while len(list(run.glob("part-*.parquet"))) < 3:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, "no parts were flushed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    trace = steptrace.open_trace(run)
+    assert trace.status == "incomplete"
+    frame = pd.read_parquet(run)  # plain pandas reads whole parts only
+    assert len(frame) == trace.num_rows > 0
+    sizes = frame.groupby("step").size()
+    # Whole steps: 2, 2, 1 rows, epoch after epoch (5 rows in batches of 2); the last may
+    # be any of them, but none is cut.
+    pattern = np.tile([2, 2, 1], len(sizes) // 3 + 1)[: len(sizes)]
+    np.testing.assert_array_equal(sizes.to_numpy(), pattern)
+    assert list(sizes.index) == list(range(len(sizes)))
+    assert steptrace.load_tensor(run, "w4_after").shape == (len(frame), 1, 2)
+    assert not list(run.glob("*.tmp")) or all(p.name.startswith(".") for p in run.glob("*.tmp"))
+    if "epochs" in plan:  # the plan was known from the start: the rows verify
+        report = steptrace.verify(run)
+        assert report.ok and "incomplete" in str(report), str(report)
+
+
+def test_an_exception_in_the_loop_marks_the_run_incomplete_and_goes_on(traces):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+    x, y = seed_tensors()
+    with (
+        pytest.raises(RuntimeError, match="the loop broke"),
+        steptrace.torch.record(model, optimizer, out=traces, name="broken") as rec,
+    ):
+        train(model, optimizer, rec, x, y, epochs=3, stop_at=5)
+    trace = steptrace.open_trace(rec.path)
+    assert trace.status == "incomplete"
+    assert trace.reason == "stopped by RuntimeError: the loop broke after step 4"
+    assert trace.num_rows == 5
+    assert steptrace.verify(rec.path).ok
+    assert not _hooks(model, optimizer)
+
+
+def test_ctrl_c_marks_the_run_incomplete_and_interrupts(traces):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+    x, y = seed_tensors()
+    handler = signal.getsignal(signal.SIGINT)
+
+    class CtrlC:
+        def step(self, *args):
+            rec.step(*args)
+            if rec.run.steps + len(rec.m) == 4:
+                signal.raise_signal(signal.SIGINT)
+
+    with (
+        pytest.raises(KeyboardInterrupt),
+        steptrace.torch.record(model, optimizer, out=traces, name="ctrl-c") as rec,
+    ):
+        train(model, optimizer, CtrlC(), x, y, epochs=3)
+    trace = steptrace.open_trace(rec.path)
+    assert trace.status == "incomplete"
+    # Pressed during step 4, before its update: steps 0 … 3 are whole, and kept.
+    assert trace.reason == "interrupted by Ctrl-C after step 3"
+    assert trace.num_rows == 4
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+# --- what it refuses, and leaves behind ---------------------------------------------------------
+
+
+def _hooks(model: nn.Module, optimizer) -> list[object]:
+    found = [h for m in model.modules() for h in m._forward_hooks.values()]
+    found += list(optimizer._optimizer_step_pre_hooks.values())
+    found += list(optimizer._optimizer_step_post_hooks.values())
+    return found
+
+
+def test_hooks_are_removed_when_the_block_ends(traces):
+    rec, model = record_torch(traces, epochs=1)
+    assert rec.status == "complete"
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+    assert not [h for m in model.modules() for h in m._forward_hooks.values()]
+    # The model trains on, unrecorded: nothing is written, nothing raises.
+    x, y = seed_tensors()
+    out = model(x)
+    (((out - y) ** 2).sum(dim=1) / 2).mean().backward()
+    optimizer.step()
+    assert steptrace.open_trace(rec.path).num_rows == 3
+    assert not out.retains_grad  # no retain_grad left behind either
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        (lambda: [nn.Linear(3, 2), nn.Dropout(0.1), nn.Linear(2, 1)],
+         "steptrace.torch cannot record module '1' (Dropout): it records the series' 1D "
+         "layers Linear, ReLU, LeakyReLU, Sigmoid, Identity (2D layers come later)"),
+        (lambda: [nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 1)], "module '1' (Tanh)"),
+        (lambda: [nn.Linear(3, 2), nn.ReLU(inplace=True), nn.Linear(2, 1)],
+         "module '1' (ReLU) works in place"),
+    ],
+)  # fmt: skip
+def test_an_unsupported_module_is_refused_by_name_before_anything_is_written(
+    traces, layers, message
+):
+    model = nn.Sequential(*layers()).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(steptrace.ModelError) as info:
+        steptrace.torch.record(model, optimizer, out=traces)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+    assert not list(traces.iterdir())
+    assert not _hooks(model, optimizer)
+
+
+def test_nested_modules_are_flattened_in_order(traces):
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+            self.head = nn.Linear(2, 1)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    model = Net().double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x, y = seed_tensors()
+    with steptrace.torch.record(model, optimizer, out=traces, name="nested") as rec:
+        train(model, optimizer, rec, x / 1000, y, epochs=1)
+    meta = steptrace.open_trace(rec.path).meta
+    assert [layer["type"] for layer in meta["model"]["layers"]] == [
+        "input", "linear", "relu", "linear"
+    ]  # fmt: skip
+    assert steptrace.verify(rec.path).ok
+
+
+@pytest.mark.parametrize(
+    ("loss", "message"),
+    [
+        (lambda out, y: nn.functional.mse_loss(out, y), "the gradient at the model's output"),
+        (lambda out, y: (((out - y) ** 2).sum(dim=1) / 2).sum(), "is 2 × (o − y)/m"),
+    ],
+)
+def test_a_loss_other_than_the_mean_squared_error_is_refused_at_the_first_step(
+    traces, loss, message
+):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+    x, y = seed_tensors()
+    with (
+        pytest.raises(steptrace.ConfigError, match="steptrace records the mean") as info,
+        steptrace.torch.record(model, optimizer, out=traces, name="mse") as rec,
+    ):
+        optimizer.zero_grad()
+        out = model(x[:2])
+        loss(out, y[:2]).backward()
+        rec.step(x[:2], y[:2], ((out - y[:2]) ** 2).sum(dim=1) / 2)
+        optimizer.step()
+    assert message in str(info.value)
+    assert steptrace.open_trace(rec.path).status == "incomplete"
+
+
+def test_steps_out_of_order_are_explained(traces):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+    x, y = seed_tensors()
+    rec = steptrace.torch.record(model, optimizer, out=traces, name="order")
+    with pytest.raises(steptrace.ConfigError, match=r"rec.step\(...\) before a forward pass"):
+        rec.step(x, y, torch.zeros(3))
+    out = model(x)
+    per_sample = ((out - y) ** 2).sum(dim=1) / 2
+    with pytest.raises(steptrace.ConfigError, match=r"before backward\(\)"):
+        rec.step(x, y, per_sample)
+    per_sample.mean().backward()
+    with pytest.raises(steptrace.ConfigError, match=r"optimizer.step\(\) without rec.step"):
+        optimizer.step()
+    rec.close()
+    assert not _hooks(model, optimizer)
+
+
+def test_steptrace_torch_is_the_adapter_module():
+    assert steptrace.torch is steptrace.adapters.torch
+    assert "torch" not in steptrace.__all__  # `from steptrace import *` does not import torch
