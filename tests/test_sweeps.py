@@ -296,6 +296,25 @@ def test_workers_stop_when_the_sweeping_process_is_killed(traces):
         assert reason.startswith("stopped: the sweep's parent process ended after step ")
 
 
+def test_a_local_worker_killed_leaves_its_runs_to_resume_and_names_them(traces):
+    # The standard library's pool gives up every task when one of its workers dies: the runs in
+    # hand stop where their last flush left them, the others never start.
+    proc = _sweep_process(traces)
+    _wait_for_parts(proc, traces, 2)
+    os.kill(meta(traces / "s-lr1e-9")["recorded_by"]["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert (proc.returncode, out) == (1, "")
+    assert err == (
+        "Error: a worker was lost mid-sweep: 0 of 4 runs complete; continue each with "
+        f"'steptrace record --resume RUN': {traces / 's-lr1e-9'}, {traces / 's-lr2e-9'}; "
+        "never started: s-lr3e-9, s-lr4e-9 (record them again)\n"
+    )
+    statuses = _statuses(traces)
+    assert sorted(statuses) == ["s-lr1e-9", "s-lr2e-9"]
+    assert all(status == "incomplete" for status, _, _ in statuses.values())
+    assert all(_gone(pid) for _, _, pid in statuses.values())
+
+
 # --- how many workers -----------------------------------------------------------------------
 
 

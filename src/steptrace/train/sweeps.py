@@ -234,21 +234,24 @@ def record_on(
         Job(i, dataset, settings, name, str(folder), marks.name, flush_seconds, os.getpid())
         for i, (settings, name) in enumerate(points)
     ]
-    gathered = _Gathered(jobs, marks, progress)
+    gathered = _Gathered(jobs, marks, given, progress)
     try:
         with _ctrl_c_requests_stop() as ctrl_c:
             gathered.run(executor, ctrl_c)
     finally:
         shutil.rmtree(marks, ignore_errors=True)
-    return gathered.results(given)
+    return gathered.results()
 
 
 class _Gathered:
     """The sweep's tasks: submitted, watched, and their outcomes gathered."""
 
-    def __init__(self, jobs: list[Job], marks: Path, progress: Progress | None) -> None:
+    def __init__(
+        self, jobs: list[Job], marks: Path, given: Path, progress: Progress | None
+    ) -> None:
         self.jobs = jobs
         self.marks = marks
+        self.given = given  # the output folder as the caller named it
         self.progress = progress
         self.rows = [len(j.dataset) * j.settings.epochs for j in jobs]
         self.done_rows = 0
@@ -327,11 +330,11 @@ class _Gathered:
         complete = sum(isinstance(o, RunResult) for o in self.outcomes.values())
         return Interrupted(
             f"interrupted by Ctrl-C with {complete} of {len(self.jobs)} runs complete; the "
-            f"steps recorded so far are in {self.marks.parent} (runs stopped are marked "
+            f"steps recorded so far are in {self.given} (runs stopped are marked "
             "incomplete; continue each with --resume)"
         )
 
-    def results(self, given: Path) -> list[RunResult]:
+    def results(self) -> list[RunResult]:
         """The runs in grid order (paths under ``out`` as the caller gave it), or the error,
         interruption or lost workers that ended the sweep."""
         if self.error is not None:
@@ -340,15 +343,16 @@ class _Gathered:
             raise self._interrupted()
         done = [self.outcomes.get(i) for i in range(len(self.jobs))]
         results = [
-            RunResult(given / o.path.name, o.run_id, o.status, o.reason, o.summary)
+            RunResult(self.given / o.path.name, o.run_id, o.status, o.reason, o.summary)
             for o in done
             if isinstance(o, RunResult)
         ]
         if len(results) == len(self.jobs):
             return results
-        incomplete = [given / Path(o.path).name for o in done if isinstance(o, Lost) and o.path]
-        missing = [self.jobs[i] for i, o in enumerate(done) if not isinstance(o, RunResult)
-                   and not (isinstance(o, Lost) and o.path)]  # fmt: skip
+        begun = {i: Path(o.path).name for i, o in enumerate(done) if isinstance(o, Lost) and o.path}
+        incomplete = [self.given / name for name in begun.values()]
+        missing = [job for i, (job, o) in enumerate(zip(self.jobs, done, strict=True))
+                   if not isinstance(o, RunResult) and i not in begun]  # fmt: skip
         raise RunsLost(_lost_line(len(self.jobs), incomplete, missing), results, incomplete)
 
 
