@@ -212,6 +212,28 @@ def test_verify_passes_within_a_stated_tolerance_and_catches_a_changed_value(tra
     assert bad.problem.column == "d3_1" and bad.problem.step == 4, str(bad)
 
 
+def test_verify_names_pytorchs_relu_gradient_at_zero(traces):
+    """PyTorch's ReLU lets no gradient through at exactly 0; the series' does (ReLU'(0) = 1).
+    The trace holds what PyTorch computed, and verify says where the two part."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+    x = torch.tensor([[0.0, 0, 0], [100.0, 2000, 100]], dtype=torch.float64)  # o2 = 0 at first
+    y = torch.tensor([[1.0], [0.0]], dtype=torch.float64)
+    with steptrace.torch.record(model, optimizer, out=traces, name="kink") as rec:
+        train(model, optimizer, rec, x, y, epochs=1)
+    assert steptrace.load_tensor(rec, "o2")[0].tolist() == [0.0, 0.0]
+    assert steptrace.load_tensor(rec, "d3")[0].tolist() == [0.0, 0.0]  # PyTorch: gate closed
+    report = steptrace.verify(rec.path)
+    assert not report.ok
+    assert (report.problem.step, report.problem.column) == (0, "d3_1")
+    d4 = float(steptrace.load_tensor(rec, "d4")[0, 0])
+    assert str(report).endswith(
+        f"step 0, sample 0, column d3_1: recorded 0.0, recomputed {d4!r} (δ3 = δ4 if o2 >= 0 "
+        f"else 0) (compared within rtol 1e-09, atol 1e-12; recorded with pytorch "
+        f"{torch.__version__})"
+    )
+
+
 def _rewrite_part(part: Path, frame: pd.DataFrame) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

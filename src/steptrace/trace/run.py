@@ -616,6 +616,12 @@ class _DataInfo:
             ]
             self.table = np.array(rows, dtype=np.float64).reshape(len(dataset), -1)
 
+    def show(self, row: Array) -> str:
+        """A data input as messages write it: ``x = [200.0, 0.0, 0.0], y = [1.0]``."""
+        values = row.tolist()
+        n = len(self.features)
+        return f"x = {values[:n]}, y = {values[n:]}"
+
 
 def _as_dataset(
     source: Any,
@@ -805,10 +811,10 @@ class _Declared(_Placer):
         if differ.any():
             r = int(np.flatnonzero(differ)[0])
             raise ConfigError(
-                f"step {int(chunk.step[r])}: its data input {data[r].tolist()} is not dataset "
-                f"row {int(chunk.sample[r])} {expected[r].tolist()}, which the run's plan visits "
-                "there; follow run.plan() (a loop that shuffles its own way: open the run "
-                "without epochs and batch_size, and the plan is learned)"
+                f"step {int(chunk.step[r])}: its data input {self.data.show(data[r])} is not "
+                f"dataset row {int(chunk.sample[r])} ({self.data.show(expected[r])}), which the "
+                "run's plan visits there; follow run.plan() (a loop that shuffles its own way: "
+                "open the run without epochs and batch_size, and the plan is learned)"
             )
         return chunk.epoch, chunk.sample
 
@@ -866,10 +872,9 @@ class _Learned(_Placer):
         if self.lookup is not None:
             found = [self.lookup.get(key) for key in keys]
             if None in found:
-                row = data[found.index(None)]
                 raise ConfigError(
-                    f"data input {row.tolist()} is not a row of the dataset "
-                    f"{self.data.name!r} the run was opened with"
+                    f"data input {self.data.show(data[found.index(None)])} is not a row of "
+                    f"the dataset {self.data.name!r} the run was opened with"
                 )
             return found  # type: ignore[return-value]
         known = self.keys

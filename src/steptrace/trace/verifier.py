@@ -139,14 +139,22 @@ class VerifyReport:
         return self.problem is None
 
     def __str__(self) -> str:
+        by = f"recorded with {self.recorded_with}" if self.recorded_with else ""
+        if self.problem is not None:
+            notes = []
+            if self.tolerance is not None:
+                notes.append(f"compared within rtol {self.tolerance[0]:g}, "
+                             f"atol {self.tolerance[1]:g}")  # fmt: skip
+            notes += [by] if by else []
+            return f"PROBLEM {self.path}: {self.problem}" + (
+                f" ({'; '.join(notes)})" if notes else ""
+            )
         within = ""
         if self.tolerance is not None:
-            by = f" (recorded with {self.recorded_with})" if self.recorded_with else ""
-            within = f" within rtol {self.tolerance[0]:g}, atol {self.tolerance[1]:g}{by}"
+            within = f" within rtol {self.tolerance[0]:g}, atol {self.tolerance[1]:g}"
+            within += f" ({by})" if by else ""
         if not self.update_checked:
             within += "; the optimizer's own update is taken as recorded, not checked"
-        if self.problem is not None:
-            return f"PROBLEM {self.path}: {self.problem}{within.replace('; the', '. The', 1)}"
         of = "" if self.status == "complete" else f" of {self.run_steps}"
         return (
             f"OK {self.path}: {self.steps}{of} steps, {self.rows} rows, {self.numerics}, "

@@ -1,0 +1,391 @@
+"""steptrace.open_run: the framework-neutral writer, driven by plain NumPy loops.
+
+docs/recording-other-frameworks.md runs here too: every ``python`` block in order, each
+followed by a ``text`` block printing exactly that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import steptrace
+
+from .conftest import REPO
+
+DOC = REPO / "docs" / "recording-other-frameworks.md"
+FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
+MLP = REPO / "examples" / "mlp-3-2-1.json"
+NUMPY = {"framework": "numpy", "version": np.__version__}
+
+
+# --- the document ------------------------------------------------------------------------------
+
+
+def test_the_document_runs_and_prints_what_it_says(tmp_path, monkeypatch):
+    text = DOC.read_text(encoding="utf-8")
+    fences = list(FENCE.finditer(text))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "__doc__"}
+    ran = 0
+    for i, fence in enumerate(fences):
+        if fence.group(1).strip() != "python" or "steptrace.torch" in fence.group(2):
+            continue
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(fence.group(2), f"{DOC.name}:{i}", "exec"), namespace)
+        following = fences[i + 1] if i + 1 < len(fences) else None
+        between = text[fence.end() : following.start()] if following else ""
+        if following is not None and following.group(1) == "text" and not between.strip():
+            assert out.getvalue() == following.group(2)
+        ran += 1
+    assert ran == 2
+    run = steptrace.open_trace(tmp_path / "traces" / "numpy-mlp")
+    assert run.meta["recorded_with"]["framework"] == "numpy"
+    assert run.meta["shuffle"] is True and run.meta["seed"] == 1
+
+
+# --- a NumPy loop -------------------------------------------------------------------------------
+
+
+def mlp_params() -> list[np.ndarray]:
+    spec = json.loads(MLP.read_text())
+    from fractions import Fraction
+
+    def arr(values):
+        return np.array(values, dtype=object).astype(str)
+
+    out = []
+    for k in (1, 3):
+        layer = spec["layers"][k]
+        for part in ("weights", "biases"):
+            out.append(np.vectorize(lambda t: float(Fraction(t)))(arr(layer[part])))
+    return out
+
+
+def numpy_step(params: list[np.ndarray], x: np.ndarray, y: np.ndarray, lr: float):
+    """One step of the 3-2-1 network, every value steptrace records; the new parameters."""
+    W2, b2, W4, b4 = params
+    o2 = x @ W2.T + b2
+    o3 = np.where(o2 >= 0, o2, 0.0)
+    o4 = o3 @ W4.T + b4
+    d5 = (o4 - y) / len(x)
+    d4 = d5 @ W4
+    d3 = np.where(o2 >= 0, d4, 0.0)
+    d2 = d3 @ W2
+    gw4, gw2 = d5[:, :, None] * o3[:, None, :], d3[:, :, None] * x[:, None, :]
+    new = [W2 - lr * gw2.sum(0), b2 - lr * d3.sum(0), W4 - lr * gw4.sum(0), b4 - lr * d5.sum(0)]
+    values = {
+        "x": x, "y": y, "o1": x, "o2": o2, "o3": o3, "o4": o4,
+        "loss": ((o4 - y) ** 2).sum(axis=1) / 2, "d5": d5, "d4": d4, "d3": d3, "d2": d2,
+        "d1": d2, "grad_w2": gw2, "w2_before": W2, "w2_after": new[0], "grad_b2": d3,
+        "b2_before": b2, "b2_after": new[1], "grad_w4": gw4, "w4_before": W4,
+        "w4_after": new[2], "grad_b4": d5, "b4_before": b4, "b4_after": new[3],
+    }  # fmt: skip
+    return values, new
+
+
+def seed_arrays() -> tuple[np.ndarray, np.ndarray]:
+    ds = steptrace.seed_dataset()
+    return np.array(ds.inputs, dtype=float), np.array(ds.outputs, dtype=float)
+
+
+def loop(run, orders, X, Y, lr=1e-7, batch_size=1, params=None):
+    """Steps over ``orders`` (one list of dataset rows per epoch) in batches."""
+    params = params or mlp_params()
+    for order in orders:
+        for i in range(0, len(order), batch_size):
+            rows = order[i : i + batch_size]
+            values, params = numpy_step(params, X[rows], Y[rows], lr)
+            run.write_step(values)
+    return params
+
+
+def open_mlp(out: Path, name: str, **kw):
+    return steptrace.open_run(out, name, model=MLP, lr="1e-7", recorded_with=NUMPY, **kw)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_a_learned_plan_is_the_plan_steptrace_record_follows(traces, batch_size):
+    X, Y = seed_arrays()
+    with open_mlp(traces, "np") as run:
+        loop(run, [[0, 1, 2]] * 4, X, Y, batch_size=batch_size)
+    ref = steptrace.record("seed", lr="1e-7", numerics="float64", model=MLP, epochs=4,
+                           batch_size=batch_size, out=traces, name="ref")  # fmt: skip
+    ours, theirs = steptrace.open_trace(run.path), steptrace.open_trace(ref.path)
+    for key in ("epochs", "batch_size", "steps", "steps_per_epoch", "shuffle", "tensors"):
+        assert ours.meta[key] == theirs.meta[key], key
+    assert ours.meta["dataset"]["rows"] == 3
+    # Every part says the same: the plan was written into all of them when the run closed.
+    import pyarrow.parquet as pq
+
+    for part in run.path.glob("part-*.parquet"):
+        footer = json.loads(pq.read_schema(part).metadata[b"steptrace"])
+        assert footer["epochs"] == 4 and footer["dataset"] == ours.meta["dataset"]
+    # The same data under its own names hashes the same.
+    named = steptrace.Dataset("loop", ("x1", "x2", "x3"), ("y1",), ref_inputs(), ref_outputs())
+    assert ours.meta["dataset"]["sha256"] == named.sha256
+    keys = ["step", "epoch", "sample"]
+    pd.testing.assert_frame_equal(ours.read(columns=keys), theirs.read(columns=keys))
+    assert steptrace.compare_traces(ref, run, rtol=1e-12, ignore=["dataset"]).identical
+    report = steptrace.verify(run.path)
+    assert report.ok, str(report)
+    assert f"(recorded with numpy {np.__version__})" in str(report)
+
+
+def ref_inputs():
+    return steptrace.seed_dataset().inputs
+
+
+def ref_outputs():
+    return steptrace.seed_dataset().outputs
+
+
+def test_a_shuffle_of_its_own_is_recorded_as_one_epoch_of_the_inputs_fed(traces):
+    X, Y = seed_arrays()
+    orders = [[0, 1, 2], [2, 0, 1], [1, 2, 0]]
+    with open_mlp(traces, "shuffled") as run:
+        loop(run, orders, X, Y)
+    trace = steptrace.open_trace(run.path)
+    assert (trace.meta["epochs"], trace.meta["dataset"]["rows"]) == (1, 9)
+    frame = trace.read(columns=["step", "epoch", "sample", "x_1"])
+    assert frame["sample"].tolist() == list(range(9))
+    assert frame["epoch"].tolist() == [0] * 9
+    np.testing.assert_array_equal(frame["x_1"], X[[row for order in orders for row in order]][:, 0])
+    assert steptrace.verify(run.path).ok
+
+
+def test_a_loop_that_stops_inside_an_epoch_is_one_epoch_of_its_inputs(traces):
+    X, Y = seed_arrays()
+    with open_mlp(traces, "short") as run:
+        loop(run, [[0, 1, 2], [0, 1]], X, Y)
+    trace = steptrace.open_trace(run.path)
+    assert (trace.meta["epochs"], trace.meta["dataset"]["rows"], trace.status) == (1, 5, "complete")
+    assert steptrace.verify(run.path).ok
+
+
+def test_a_given_dataset_names_the_rows(traces):
+    X, Y = seed_arrays()
+    with open_mlp(traces, "named", dataset=steptrace.seed_dataset()) as run:
+        loop(run, [[0, 1, 2]] * 2, X, Y)
+    meta = steptrace.open_trace(run.path).meta
+    assert meta["dataset"]["features"] == ["broccoli", "tagada_strawberries", "workout_hours"]
+    assert meta["dataset"]["sha256"] == steptrace.seed_dataset().sha256
+    assert meta["epochs"] == 2
+    stranger = r"data input x = \[1.0, 2.0, 3.0\], y = \[0.0\] is not a row of the dataset 'seed'"
+    with (
+        open_mlp(traces, "stranger", dataset=steptrace.seed_dataset()) as run,
+        pytest.raises(steptrace.ConfigError, match=stranger),
+    ):
+        run.write_step(numpy_step(mlp_params(), np.array([[1.0, 2, 3]]), Y[:1], 1e-7)[0])
+
+
+# --- a plan given in advance ----------------------------------------------------------------------
+
+
+def test_a_given_plan_is_followed_and_checked(traces):
+    X, Y = seed_arrays()
+    with open_mlp(traces, "planned", dataset=(X, Y), epochs=2, batch_size=2, shuffle=True,
+                  seed=3) as run:  # fmt: skip
+        plan = list(run.plan())
+        params = mlp_params()
+        for planned in plan:
+            rows = list(planned.samples)
+            values, params = numpy_step(params, X[rows], Y[rows], 1e-7)
+            run.write_step(values, samples=rows)
+    assert [len(p.samples) for p in plan] == [2, 1, 2, 1]
+    ref = steptrace.record(steptrace.Dataset("data", ("x1", "x2", "x3"), ("y1",), ref_inputs(),
+                                             ref_outputs()),
+                           lr="1e-7", numerics="float64", model=MLP, epochs=2, batch_size=2,
+                           shuffle=True, seed=3, out=traces, name="ref")  # fmt: skip
+    assert steptrace.compare_traces(ref, run, rtol=1e-12, ignore=["dataset.source"]).identical
+    assert steptrace.verify(run.path).ok
+
+
+def test_a_step_off_the_plan_is_refused_saying_why(traces):
+    X, Y = seed_arrays()
+    params = mlp_params()
+    run = open_mlp(traces, "strict", dataset=(X, Y), epochs=1, batch_size=2)
+    with pytest.raises(steptrace.ConfigError, match="step 0 has 1 data input.*plan gives it 2"):
+        run.write_step(numpy_step(params, X[:1], Y[:1], 1e-7)[0])
+    with pytest.raises(
+        steptrace.ConfigError,
+        match=r"step 0: its data input x = \[200.0, 0.0, 0.0\], y = \[1.0\] is not dataset "
+        r"row 0 \(x = \[100.0, 2000.0, 100.0\], y = \[0.0\]\)",
+    ):
+        run.write_step(numpy_step(params, X[[1, 0]], Y[[1, 0]], 1e-7)[0])
+    with pytest.raises(steptrace.ConfigError, match="visits dataset row 1 where the run's plan"):
+        run.write_step(numpy_step(params, X[:2], Y[:2], 1e-7)[0], samples=[1, 0])
+    run.write_step(numpy_step(params, X[:2], Y[:2], 1e-7)[0])
+    run.write_step(numpy_step(params, X[2:], Y[2:], 1e-7)[0])
+    with pytest.raises(steptrace.ConfigError, match="step 2 is past the run's plan: 2 steps"):
+        run.write_step(numpy_step(params, X[:2], Y[:2], 1e-7)[0])
+    run.close()
+    assert steptrace.open_trace(run.path).status == "complete"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda v: v.pop("d3"), "write_step: tensor 'd3' is missing"),
+        (lambda v: v.update(o9=v["o2"]), "write_step: 'o9' is not a tensor this model records"),
+        (lambda v: v.update(o2=v["o2"][:, :1]),
+         r"write_step: o2 has shape \(1, 1\), expected \(1, 2\): 2 values per data input"),
+        (lambda v: v.update(w2_after=v["w2_after"].T),
+         r"w2_after has shape \(3, 2\), expected \(1, 2, 3\): 2×3 values per data input "
+         r"\(or once for the step\)"),
+    ],
+)  # fmt: skip
+def test_a_wrong_tensor_is_named_and_nothing_of_the_step_written(traces, change, message):
+    X, Y = seed_arrays()
+    values, _ = numpy_step(mlp_params(), X[:1], Y[:1], 1e-7)
+    change(values)
+    with open_mlp(traces, "wrong") as run:
+        with pytest.raises(steptrace.ConfigError, match=message):
+            run.write_step(values)
+        assert run.steps == 0
+
+
+def test_write_rows_writes_many_steps_as_write_step_writes_one(traces):
+    X, Y = seed_arrays()
+    with open_mlp(traces, "one-by-one") as one:
+        loop(one, [[0, 1, 2]] * 2, X, Y, batch_size=2)
+    steps, params = [], mlp_params()
+    for rows in ([0, 1], [2], [0, 1], [2]):
+        values, params = numpy_step(params, X[rows], Y[rows], 1e-7)
+        steps.append({k: np.broadcast_to(v, (len(rows), *np.shape(v))) if k.endswith(
+            ("_before", "_after")) else v for k, v in values.items()})  # fmt: skip
+    flat = {k: np.concatenate([np.reshape(s[k], (len(s["x"]), -1)) for s in steps])
+            for k in steps[0]}  # fmt: skip
+    with open_mlp(traces, "at-once") as many:
+        many.write_rows(flat, [2, 1, 2, 1])
+    assert steptrace.compare_traces(one, many).identical
+
+
+def test_float32_runs_hold_float32_values(traces):
+    X, Y = seed_arrays()
+    with open_mlp(traces, "f32", numerics="float32") as run:
+        params = [p.astype(np.float32) for p in mlp_params()]
+        loop(run, [[0, 1, 2]], X.astype(np.float32), Y.astype(np.float32), params=params)
+    w = steptrace.load_tensor(run, "w2_after")
+    assert w.dtype == np.float32
+    assert steptrace.verify(run.path).ok
+
+
+def test_what_open_run_refuses(traces):
+    with pytest.raises(steptrace.ConfigError, match="exact runs are recorded by steptrace.record"):
+        steptrace.open_run(traces, model=MLP, lr="0.1", numerics="exact")
+    drawn = json.loads(MLP.read_text())
+    del drawn["layers"][1]["weights"]
+    with pytest.raises(steptrace.ConfigError, match="leaves some weights out"):
+        steptrace.open_run(traces, model=drawn, lr="0.1", features=3)
+    with pytest.raises(steptrace.ConfigError, match="shuffle=True needs the plan"):
+        steptrace.open_run(traces, model=MLP, lr="0.1", shuffle=True)
+    assert not list(traces.iterdir())
+
+
+# --- nothing lost -------------------------------------------------------------------------------
+
+
+def test_an_exception_marks_the_run_incomplete_with_the_reason_and_goes_on(traces):
+    X, Y = seed_arrays()
+    with pytest.raises(ZeroDivisionError), open_mlp(traces, "broken") as run:
+        loop(run, [[0, 1, 2]], X, Y)
+        1 / 0  # noqa: B018
+    trace = steptrace.open_trace(run.path)
+    assert trace.status == "incomplete"
+    assert trace.reason == "stopped by ZeroDivisionError: division by zero after step 2"
+    assert trace.num_rows == 3
+
+
+def test_ctrl_c_marks_the_run_incomplete_and_the_handler_comes_back(traces):
+    X, Y = seed_arrays()
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), open_mlp(traces, "ctrl-c") as run:
+        loop(run, [[0, 1, 2]], X, Y)
+        signal.raise_signal(signal.SIGINT)
+        loop(run, [[0, 1, 2]], X, Y)  # never reached
+    trace = steptrace.open_trace(run.path)
+    assert (trace.status, trace.reason) == ("incomplete", "interrupted by Ctrl-C after step 2")
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_ctrl_c_while_rows_are_written_waits_for_them(traces, monkeypatch):
+    X, Y = seed_arrays()
+    from steptrace.trace import writer
+
+    write = writer.TraceWriter.write
+
+    def write_then_ctrl_c(self, block):
+        signal.raise_signal(signal.SIGINT)  # arrives in the middle of writing
+        write(self, block)
+
+    monkeypatch.setattr(writer.TraceWriter, "write", write_then_ctrl_c)
+    # flush_seconds=0: rows go to the writer after every step.
+    with pytest.raises(KeyboardInterrupt), open_mlp(traces, "held", flush_seconds=0) as run:
+        loop(run, [[0, 1, 2]] * 100, X, Y)
+    trace = steptrace.open_trace(run.path)
+    assert trace.status == "incomplete"
+    # The interrupted block was written whole: every step in it is there.
+    assert trace.num_rows == run.steps > 0
+    assert trace.reason == f"interrupted by Ctrl-C after step {run.steps - 1}"
+
+
+def test_a_run_without_steps_is_incomplete(traces):
+    with open_mlp(traces, "empty") as run:
+        pass
+    trace = steptrace.open_trace(run.path)
+    assert (trace.status, trace.reason, trace.num_rows) == (
+        "incomplete", "no steps were recorded", 0,
+    )  # fmt: skip
+
+
+KILLED = """
+import sys, json, numpy as np
+sys.path.insert(0, {repo!r})
+from tests.test_open_run import numpy_step, mlp_params, seed_arrays, NUMPY, MLP
+import steptrace
+
+X, Y = seed_arrays()
+run = steptrace.open_run(sys.argv[1], "killed", model=MLP, lr="1e-7", recorded_with=NUMPY,
+                         dataset=(X, Y), epochs=10**6, batch_size=2, flush_seconds=0.05)
+params = mlp_params()
+for planned in run.plan():
+    rows = list(planned.samples)
+    values, params = numpy_step(params, X[rows], Y[rows], 1e-7)
+    run.write_step(values)
+"""
+
+
+def test_sigkill_mid_loop_leaves_every_flushed_step_readable(tmp_path):
+    script = tmp_path / "loop.py"
+    script.write_text(KILLED.format(repo=str(REPO)))
+    out = tmp_path / "traces"
+    process = subprocess.Popen([sys.executable, str(script), str(out)], stderr=subprocess.PIPE)
+    run = out / "killed"
+    deadline = time.monotonic() + 60
+    while len(list(run.glob("part-*.parquet"))) < 3:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, "no parts were flushed"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    trace = steptrace.open_trace(run)
+    assert trace.status == "incomplete"
+    frame = pd.read_parquet(run)
+    sizes = frame.groupby("step").size().to_numpy()
+    np.testing.assert_array_equal(sizes, np.tile([2, 1], len(sizes))[: len(sizes)])
+    report = steptrace.verify(run)
+    assert report.ok and "incomplete" in str(report), str(report)
