@@ -322,25 +322,53 @@ def test_ctrl_c_marks_the_run_incomplete_and_the_handler_comes_back(traces):
     assert signal.getsignal(signal.SIGINT) is handler
 
 
-def test_ctrl_c_while_rows_are_written_waits_for_them(traces, monkeypatch):
+def test_ctrl_c_while_rows_are_placed_waits_for_them(traces, monkeypatch):
     X, Y = seed_arrays()
-    from steptrace.trace import writer
+    from steptrace.trace import run as run_module
 
-    write = writer.TraceWriter.write
+    put = run_module._Buffer.put
 
-    def write_then_ctrl_c(self, block):
-        signal.raise_signal(signal.SIGINT)  # arrives in the middle of writing
-        write(self, block)
+    def put_after_ctrl_c(self, *args):
+        signal.raise_signal(signal.SIGINT)  # arrives in the middle of taking a step's rows
+        put(self, *args)
 
-    monkeypatch.setattr(writer.TraceWriter, "write", write_then_ctrl_c)
-    # flush_seconds=0: rows go to the writer after every step.
-    with pytest.raises(KeyboardInterrupt), open_mlp(traces, "held", flush_seconds=0) as run:
+    monkeypatch.setattr(run_module._Buffer, "put", put_after_ctrl_c)
+    with pytest.raises(KeyboardInterrupt), open_mlp(traces, "held") as run:
         loop(run, [[0, 1, 2]] * 100, X, Y)
     trace = steptrace.open_trace(run.path)
     assert trace.status == "incomplete"
-    # The interrupted block was written whole: every step in it is there.
-    assert trace.num_rows == run.steps > 0
-    assert trace.reason == f"interrupted by Ctrl-C after step {run.steps - 1}"
+    # The step in hand was taken whole, then the loop stopped: every step taken is written.
+    assert trace.num_rows == run.steps == 1
+    assert trace.reason == "interrupted by Ctrl-C after step 0"
+
+
+def test_a_write_error_in_the_writer_thread_stops_the_loop_and_keeps_the_flushed_steps(
+    traces, monkeypatch
+):
+    X, Y = seed_arrays()
+    from steptrace.trace import writer
+
+    write, calls = writer.TraceWriter.write, []
+
+    def disk_full_on_the_third(self, block):
+        calls.append(1)
+        if len(calls) == 3:
+            raise steptrace.WriteError("cannot write trace: No space left on device")
+        write(self, block)
+        self.flush()
+
+    monkeypatch.setattr(writer.TraceWriter, "write", disk_full_on_the_third)
+    # flush_seconds=0: each step goes to the writer's thread as soon as it is taken.
+    with (
+        pytest.raises(steptrace.WriteError, match="No space left"),
+        open_mlp(traces, "full", flush_seconds=0) as run,
+    ):
+        loop(run, [[0, 1, 2]] * 100, X, Y)
+    trace = steptrace.open_trace(run.path)
+    assert trace.status == "incomplete"
+    assert "No space left on device" in (trace.reason or "")
+    assert trace.num_rows == 2  # the two blocks written before it
+    assert run.steps < 300  # the loop stopped, soon after
 
 
 def test_a_run_without_steps_is_incomplete(traces):

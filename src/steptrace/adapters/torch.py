@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -381,10 +381,12 @@ class Recorder:
         self.fields += [(f"o{k}", sizes[k - 1]) for k in self.numbers]
         self.fields += [(f"d{k + 1}", sizes[k - 1]) for k in self.numbers]
         self.width = sum(w for _, w in self.fields)
-        device, tdtype = self.params[0].device, self.params[0].dtype
-        self.data = torch.empty(CHUNK_ROWS, self.width, dtype=tdtype, device=device)
+        self._buffers(CHUNK_ROWS)
+        # The parameters after each step of the chunk; row 0: before its first step.
+        first = self.params[0]
         self.after = torch.empty(CHUNK_STEPS + 1, sum(p.numel() for p in self.params),
-                                 dtype=tdtype, device=device)  # fmt: skip
+                                 dtype=first.dtype, device=first.device)  # fmt: skip
+        self.after_views = list(self.after)
         self.rows = 0  # rows of the chunk in the buffers
         self.m: list[int] = []  # rows of each step of the chunk
         self.lrs: list[float] = []
@@ -438,37 +440,56 @@ class Recorder:
         seen = self.seen
         if self.pending_m or self.closed or seen.next_k != self.top + 1:
             self._misuse()
-        outs = seen.outs
-        grads = [g for k in self.numbers if (g := outs[k].grad) is not None]
-        if len(grads) != len(self.numbers):
+        outs = [seen.outs[k] for k in self.numbers]
+        grads = cast(list[torch.Tensor], [o.grad for o in outs])
+        if any(g is None for g in grads):
             raise ConfigError(
                 "rec.step(...) before backward(): call it after per_sample.mean().backward()"
             )
         if x is not seen.x and (seen.x is None or not torch.equal(x, seen.x)):
             raise ConfigError("rec.step(x, ...): x is not the input of the last forward pass")
-        m = int(x.shape[0])
-        if y.numel() != m * self.n_out:
-            raise ConfigError(
-                f"rec.step: y has shape {tuple(y.shape)}, expected ({m}, {self.n_out})"
-            )
-        if per_sample.numel() != m:
-            raise ConfigError(
-                f"rec.step: per_sample holds {per_sample.numel()} losses, expected {m} (one "
-                "per data input: ((out - y) ** 2).sum(dim=1) / 2)"
-            )
-        if self.rows + m > len(self.data):
-            self._write_chunk()
-            if m > len(self.data):  # a batch larger than the buffer
-                self.data = torch.empty(m, self.width, dtype=self.data.dtype,
-                                        device=self.data.device)  # fmt: skip
-        if y.dim() != 2:
+        m = x.shape[0]
+        if y.shape != (m, self.n_out):
+            if y.numel() != m * self.n_out:
+                raise ConfigError(
+                    f"rec.step: y has shape {tuple(y.shape)}, expected ({m}, {self.n_out})"
+                )
             y = y.reshape(m, self.n_out)
-        with torch.no_grad():
-            # One row per data input: x, y, loss, o2 … oK, ∂Loss/∂o2 … ∂Loss/∂oK.
-            torch.cat([x, y, per_sample.reshape(m, 1), *[outs[k] for k in self.numbers],
-                       *grads], dim=1, out=self.data[self.rows : self.rows + m])  # fmt: skip
+        if per_sample.shape != (m,):
+            if per_sample.numel() != m:
+                raise ConfigError(
+                    f"rec.step: per_sample holds {per_sample.numel()} losses, expected {m} (one "
+                    "per data input: ((out - y) ** 2).sum(dim=1) / 2)"
+                )
+            per_sample = per_sample.reshape(m)
+        if self.rows + m > self.capacity:
+            self._write_chunk()
+            if m > self.capacity:  # a batch larger than the buffer
+                self._buffers(m)
+        # One row per data input: x, y, loss, o2 … oK, ∂Loss/∂o2 … ∂Loss/∂oK. Detached: the
+        # copy is no part of the graph.
+        if x.requires_grad or y.requires_grad:
+            x, y = x.detach(), y.detach()
+        torch.cat([x, y, per_sample.detach().unsqueeze(1), *[o.detach() for o in outs], *grads],
+                  dim=1, out=self._rows_view(self.rows, m))  # fmt: skip
         self.pending_m = m
         seen.next_k = 0  # this forward pass is taken
+
+    def _buffers(self, rows: int) -> None:
+        """The buffer of the chunk's values, ``rows`` rows (a bigger one for a bigger batch)."""
+        self.capacity = rows
+        self.data = torch.empty(rows, self.width, dtype=self.params[0].dtype,
+                                device=self.params[0].device)  # fmt: skip
+        # Views made once: slicing a tensor anew each step costs more than the copy.
+        self.views: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _rows_view(self, start: int, m: int) -> torch.Tensor:
+        view = self.views.get((start, m))
+        if view is None:
+            if len(self.views) > 4 * CHUNK_ROWS:
+                self.views.clear()
+            view = self.views[start, m] = self.data[start : start + m]
+        return view
 
     def _misuse(self) -> None:
         if self.closed:
@@ -491,7 +512,7 @@ class Recorder:
         # counters say): they are what it left, in self.after. Else (the first step, a clamp,
         # a manual change) read them.
         if not self.started:
-            torch.cat(self.flat, out=self.after[0])
+            torch.cat(self.flat, out=self.after_views[0])
             self.started = True
         elif self._versions() != self.after_versions:
             self.befores[len(self.m)] = torch.cat(self.flat)
@@ -501,7 +522,7 @@ class Recorder:
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         s = len(self.m)
-        torch.cat(self.flat, out=self.after[s + 1])
+        torch.cat(self.flat, out=self.after_views[s + 1])
         self.after_versions = self._versions()
         self.m.append(self.pending_m)
         self.lrs.append(float(self.optimizer.param_groups[0]["lr"]))

@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import re
 import signal
 import socket
@@ -56,7 +57,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._version import __version__
-from ..errors import ConfigError, SteptraceError, WriteError
+from ..errors import ConfigError, WriteError
 from ..model.spec import Model, load_model
 from ..numerics import Numerics, get_numerics, parse_exact
 from ..schedule import ChunkPlan, EpochOrders, PlannedStep, plan, steps_per_epoch
@@ -214,6 +215,7 @@ class RunWriter:
         self._flush_seconds = flush_seconds
         self._handoff_seconds = min(0.2, flush_seconds / 2)
         self._writer: TraceWriter | None = None
+        self._background: _Background | None = None
         self._placer: _Placer = _Learned(data)
         self._tracker = SummaryTracker(1)
         self._buffer: _Buffer | None = None
@@ -393,18 +395,17 @@ class RunWriter:
         self.meta.update(plan_meta)
         self._tracker = SummaryTracker(int(self.meta["steps_per_epoch"]))
         self._writer = TraceWriter(self.path, False, self.meta, self._flush_seconds)
+        self._background = _Background(self._writer, self._tracker, after_columns(self._tensors))
 
     def _hand_off(self) -> None:
-        """The buffered rows to the trace writer (which flushes them when due)."""
+        """The buffered rows to the trace writer's thread (which flushes them when due)."""
         self._last_handoff = time.monotonic()
         buffer, self._buffer = self._buffer, None
         if buffer is None or not buffer.rows:
             return
-        assert self._writer is not None
-        block = buffer.block()
+        assert self._background is not None
         with self._held_ctrl_c():
-            self._writer.write(block)
-            self._tracker.update(block, [block[c] for c in after_columns(self._tensors)])
+            self._background.put(buffer.block())
 
     # -- closing --------------------------------------------------------------------------------
 
@@ -419,13 +420,14 @@ class RunWriter:
             return
         self._closed = True
         asked = status
-        error: SteptraceError | None = None
+        error: BaseException | None = None
         try:
             with self._held_ctrl_c():
                 try:
                     self._hand_off_all()
-                except SteptraceError as exc:
-                    error, status, reason = exc, "incomplete", reason or str(exc)
+                except Exception as exc:  # a write error, from the writer's thread too
+                    error, status = exc, "incomplete"
+                    reason = reason or str(exc) or f"stopped by {type(exc).__name__}"
                 if self._writer is None:  # not one step came: the run holds none
                     self._open_writer(self._plan_meta(*self._placer.provisional(1), False, None))
                     if status == "complete":
@@ -452,7 +454,12 @@ class RunWriter:
             raise KeyboardInterrupt
 
     def _hand_off_all(self) -> None:
-        self._hand_off()
+        """Every row written and flushed; the writer's thread done."""
+        try:
+            self._hand_off()
+        finally:
+            if self._background is not None:
+                self._background.finish()
         if self._writer is not None:
             self._writer.flush()
 
@@ -586,6 +593,45 @@ def stop_reason(exc: BaseException, steps: int) -> str:
         return f"interrupted by Ctrl-C {after}"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"stopped by {type(exc).__name__}{': ' + text if text else ''} {after}"
+
+
+class _Background:
+    """The trace writer in a thread of its own: Parquet encoding and compression release the
+    GIL, so on a second core the rows are written while the loop goes on. Blocks wait in a
+    short queue (memory stays flat: a loop faster than the disk waits for it); an error
+    writing is raised in the loop's thread at the next hand-off, or when the run closes."""
+
+    def __init__(self, writer: TraceWriter, tracker: SummaryTracker, after: list[str]) -> None:
+        self.writer, self.tracker, self.after = writer, tracker, after
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="steptrace-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (block := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # the run is lost from here: drain until the end
+            try:
+                self.writer.write(block)
+                self.tracker.update(block, [block[c] for c in self.after])
+            except BaseException as exc:  # raised again in the loop's thread
+                self.error = exc
+
+    def put(self, block: dict[str, Any]) -> None:
+        self._raise()
+        self.queue.put(block)
+
+    def finish(self) -> None:
+        """Wait for every block to be written (once; later calls only re-raise)."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 # --- the data: names, rows, identity --------------------------------------------------------
