@@ -127,11 +127,11 @@ def record_settings(
 ) -> RunResult:
     """Record one run of already validated settings (see :func:`record`); ``stop``, when
     given, replaces Ctrl-C as the request to stop (see :func:`write_run`)."""
-    writer, tracker = open_run(dataset, settings, out, name, flush_seconds)
+    writer, tracker = new_run(dataset, settings, out, name, flush_seconds)
     return write_run(writer, iter_blocks(dataset, settings), tracker, progress, stop)
 
 
-def open_run(
+def new_run(
     dataset: Dataset,
     settings: Settings,
     out: str | Path,

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..data import Dataset
 from .columns import compute_blocks
 from .prefetch import prefetch
-from .recorder import Progress, RunResult, StopFlag, open_run, write_run
+from .recorder import Progress, RunResult, StopFlag, new_run, write_run
 from .settings import Settings
 
 __all__ = ["iter_sweep", "sweep_floats"]
@@ -66,7 +66,7 @@ def iter_sweep(
         for i, blocks in itertools.groupby(stream, key=lambda item: item[0]):
             yield i, None
             settings, name = runs[i]
-            writer, tracker = open_run(dataset, settings, out, name, flush_seconds)
+            writer, tracker = new_run(dataset, settings, out, name, flush_seconds)
             run_blocks = (block for _, block in blocks)
             yield i, write_run(writer, run_blocks, tracker, progress, stop)
     finally:

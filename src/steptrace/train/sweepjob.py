@@ -22,7 +22,7 @@ from .._version import __version__
 from ..data import Dataset
 from ..errors import ConfigError, WriteError
 from .columns import iter_blocks
-from .recorder import RunResult, open_run, write_run
+from .recorder import RunResult, new_run, write_run
 from .settings import Settings
 
 __all__ = ["CANCEL", "STOP", "Job", "Lost", "NotStarted", "record_job", "start_pool_worker"]
@@ -134,7 +134,7 @@ def record_job(job: Job) -> RunResult | Lost | NotStarted:
     _in_hand = True
     try:
         try:
-            writer, tracker = open_run(
+            writer, tracker = new_run(
                 job.dataset, job.settings, job.out, job.name, job.flush_seconds
             )
         except WriteError as exc:
