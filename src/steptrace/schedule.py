@@ -96,6 +96,7 @@ class ChunkPlan:
             return (step // spe) * n + (step % spe) * batch_size
 
         self.s0, self.s1 = s0, s1
+        self.steps_per_epoch = spe
         rows = np.arange(first_row(s0), first_row(s1), dtype=np.int64)
         self.epoch, pos = rows // n, rows % n
         self.sample = orders.samples(self.epoch, pos)

@@ -136,7 +136,7 @@ class _Sym:
 
 
 _TEMPLATE = """
-def loop(p, lr, rows, order, sizes, path, deadline, too_big):
+def loop(p, lr, rows, order, sizes, path, deadline, too_big, every):
     {params} = p
     pos = 0
     for s, m in enumerate(sizes):
@@ -148,7 +148,7 @@ def loop(p, lr, rows, order, sizes, path, deadline, too_big):
         path.append(({params}))
         if too_big is not None and too_big(path[-1]):
             return
-        if not (s + 1) % {clock} and _now() >= deadline:
+        if not (s + 1) % every and _now() >= deadline:
             return
 """
 
@@ -170,11 +170,11 @@ def compile_walk(stack: Stack, numerics: str, batched: bool) -> Callable[..., No
     """The generated walk of ``stack`` in a number system (``batched``: steps of several
     rows, whose gradients are added in the order the step visits them).
 
-    ``loop(p, lr, rows, order, sizes, path, deadline, too_big)`` walks from the flat
+    ``loop(p, lr, rows, order, sizes, path, deadline, too_big, every)`` walks from the flat
     parameters ``p``: ``rows[i]`` is sample i as ``(x1, …, xn, y1, …)``, ``order`` the
     samples visited, ``sizes`` the rows of each step. It appends the parameters after each
-    step to ``path`` and stops early once ``time.monotonic()`` passes ``deadline`` or
-    ``too_big(parameters)`` says so.
+    step to ``path`` and stops early once ``too_big(parameters)`` says so, or once
+    ``time.monotonic()`` has passed ``deadline`` when it looks, every ``every`` steps.
     """
     system = get_numerics(numerics)
     tracer = _Tracer(system)
@@ -202,7 +202,6 @@ def compile_walk(stack: Stack, numerics: str, batched: bool) -> Callable[..., No
         "params": _names(p),
         "inputs": _names([*x, *y]),
         "new": _names(new),
-        "clock": CLOCK_EVERY,
     }
     first = "\n".join(f"        g{i} = {s.name}" for i, s in enumerate(grad))
     if batched:
@@ -271,8 +270,20 @@ def walk(
     path: list[Sequence[Number]] = [start]
     deadline = float("inf") if max_seconds is None else time.monotonic() + max_seconds
     too_big = _too_big if numerics.is_exact else None
-    loop(start, lr, rows, plan.sample.tolist(), plan.sizes.tolist(), path, deadline, too_big)
+    loop(start, lr, rows, plan.sample.tolist(), plan.sizes.tolist(), path, deadline, too_big,
+         _clock_every(plan))  # fmt: skip
     return path
+
+
+def _clock_every(plan: ChunkPlan) -> int:
+    """How often the walk looks at the clock: every :data:`CLOCK_EVERY` steps, rounded up to
+    whole epochs when the chunk holds whole epochs, so that a walk cut short by the clock still
+    hands over whole epochs (flushed parts then hold whole epochs, as without the clock)."""
+    spe = plan.steps_per_epoch
+    steps = plan.s1 - plan.s0
+    if plan.s0 % spe == 0 and spe <= steps:
+        return spe * -(-CLOCK_EVERY // spe)
+    return CLOCK_EVERY
 
 
 def _too_big(values: Sequence[Any]) -> bool:
