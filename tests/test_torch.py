@@ -573,6 +573,51 @@ def test_steps_out_of_order_are_explained(traces):
     assert not _hooks(model, optimizer)
 
 
+def test_memory_stays_flat_however_long_the_loop(traces):
+    """Rows leave for the trace a chunk at a time: what steptrace holds does not grow with the
+    steps (Python's allocations, numpy's included, traced; and Arrow's memory pool)."""
+    import tracemalloc
+
+    import pyarrow as pa
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1)).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.rand(200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = x.sum(dim=1, keepdim=True)
+    held = []
+    tracemalloc.start()
+    try:
+        with steptrace.torch.record(
+            model, optimizer, out=traces, name="long", flush_seconds=0.2
+        ) as rec:
+            for s in range(4_000):
+                xi, yi = x[s % 200 : s % 200 + 1], y[s % 200 : s % 200 + 1]
+                optimizer.zero_grad()
+                out = model(xi)
+                per_sample = ((out - yi) ** 2).sum(dim=1) / 2
+                per_sample.mean().backward()
+                rec.step(xi, yi, per_sample)
+                optimizer.step()
+                if s in (1_000, 3_999):
+                    held.append(tracemalloc.get_traced_memory()[0] + pa.total_allocated_bytes())
+    finally:
+        tracemalloc.stop()
+    assert steptrace.open_trace(rec.path).num_rows == 4_000
+    # 3,000 more steps (~1.5 MB of rows): no more memory held.
+    assert held[1] - held[0] < 500_000, held
+
+
+def test_without_pytorch_the_adapter_says_how_to_install_it():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import steptrace\n"
+        "try:\n    steptrace.torch\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout == "steptrace.torch needs PyTorch: pip install 'steptrace[torch]'\n"
+
+
 def test_steptrace_torch_is_the_adapter_module():
     assert steptrace.torch is steptrace.adapters.torch
     assert "torch" not in steptrace.__all__  # `from steptrace import *` does not import torch
