@@ -192,6 +192,17 @@ def test_a_given_dataset_names_the_rows(traces):
         run.write_step(numpy_step(mlp_params(), np.array([[1.0, 2, 3]]), Y[:1], 1e-7)[0])
 
 
+def test_a_dataset_holding_the_same_row_twice_keeps_its_rows_apart(traces):
+    X, Y = seed_arrays()
+    X, Y = X[[0, 1, 0]], Y[[0, 1, 0]]  # rows 0 and 2 alike
+    with open_mlp(traces, "twice", dataset=(X, Y)) as run:
+        loop(run, [[0, 1, 2]] * 2, X, Y)
+    trace = steptrace.open_trace(run.path)
+    assert (trace.meta["epochs"], trace.meta["dataset"]["rows"]) == (2, 3)
+    assert trace.read(columns=["sample"])["sample"].tolist() == [0, 1, 2, 0, 1, 2]
+    assert steptrace.verify(run.path).ok
+
+
 # --- a plan given in advance ----------------------------------------------------------------------
 
 

@@ -567,6 +567,10 @@ def test_steps_out_of_order_are_explained(traces):
     with pytest.raises(steptrace.ConfigError, match=r"before backward\(\)"):
         rec.step(x, y, per_sample)
     per_sample.mean().backward()
+    with torch.no_grad():
+        model(x)  # a validation pass
+    with pytest.raises(steptrace.ConfigError, match="after a forward pass without gradients"):
+        rec.step(x, y, per_sample)
     with pytest.raises(steptrace.ConfigError, match=r"optimizer.step\(\) without rec.step"):
         optimizer.step()
     rec.close()

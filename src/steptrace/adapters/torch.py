@@ -337,7 +337,6 @@ def _dataset(
 class _Forward:
     """What the hooks saw of the last forward pass and its backward pass."""
 
-    number: int = 0  # forward passes seen
     next_k: int = 0  # the layer expected next (0: a new pass starts)
     x: torch.Tensor | None = None
     outs: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -414,7 +413,6 @@ class Recorder:
         def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
             seen = self.seen
             if first:
-                seen.number += 1
                 seen.x, seen.outs = args[0], {}
             elif seen.next_k != k or args[0] is not seen.outs.get(k - 1):
                 raise ModelError(
@@ -443,6 +441,12 @@ class Recorder:
         outs = [seen.outs[k] for k in self.numbers]
         grads = cast(list[torch.Tensor], [o.grad for o in outs])
         if any(g is None for g in grads):
+            if not outs[-1].requires_grad:
+                raise ConfigError(
+                    "rec.step(...) after a forward pass without gradients (torch.no_grad, a "
+                    "validation pass?): call it right after the backward() of the step's own "
+                    "forward pass"
+                )
             raise ConfigError(
                 "rec.step(...) before backward(): call it after per_sample.mean().backward()"
             )
@@ -662,6 +666,7 @@ class Recorder:
                     raise problem
         finally:
             self.remove_hooks()
+            self.seen = _Forward()  # the last forward pass's tensors (and graph) let go
 
     def remove_hooks(self) -> None:
         for handle in self.handles:
