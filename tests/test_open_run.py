@@ -192,6 +192,22 @@ def test_a_given_dataset_names_the_rows(traces):
         run.write_step(numpy_step(mlp_params(), np.array([[1.0, 2, 3]]), Y[:1], 1e-7)[0])
 
 
+def test_a_given_dataset_keeps_its_exact_hash(traces):
+    from fractions import Fraction
+
+    tenths = [[Fraction(i, 10), Fraction(1, 10), Fraction(3, 10)] for i in range(3)]
+    ds = steptrace.Dataset("tenths", ("a", "b", "c"), ("t",), tuple(map(tuple, tenths)),
+                           ((Fraction(1, 10),),) * 3)  # fmt: skip
+    X = np.array(tenths, dtype=float)
+    Y = np.full((3, 1), 0.1)
+    with open_mlp(traces, "tenths", dataset=ds) as run:
+        loop(run, [[0, 1, 2]] * 2, X, Y)
+    meta = steptrace.open_trace(run.path).meta
+    # 1/10 is no float: the hash is the dataset's own, over its exact values.
+    assert meta["dataset"]["sha256"] == ds.sha256
+    assert (meta["epochs"], meta["dataset"]["rows"]) == (2, 3)
+
+
 def test_a_dataset_holding_the_same_row_twice_keeps_its_rows_apart(traces):
     X, Y = seed_arrays()
     X, Y = X[[0, 1, 0]], Y[[0, 1, 0]]  # rows 0 and 2 alike

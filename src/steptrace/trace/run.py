@@ -437,7 +437,7 @@ class RunWriter:
                 if isinstance(self._placer, _Learned) and self._steps:
                     try:
                         summary = self._settle(status == "complete")
-                    except (OSError, pa.ArrowException) as exc:
+                    except Exception as exc:  # the disk, or anything else: keep the steps
                         error = error or WriteError(
                             f"cannot write the learned plan into {self.path}: {exc}; its "
                             "steps are kept, under the plan known when it started"
@@ -467,14 +467,15 @@ class RunWriter:
         """Write the learned plan into the metadata and every part (renumbering the rows as
         one epoch of the data inputs when they follow no epoch plan); the summary under it.
 
-        Two passes over the parts, one part in memory at a time: the first hashes the data and
-        summarises the rows under the final plan, the second rewrites each part atomically."""
+        One part in memory at a time: each is summarised under the final plan and rewritten
+        atomically (a first pass hashes the inputs in the order they came, for one epoch of
+        them)."""
         assert self._writer is not None and isinstance(self._placer, _Learned)
         final = self._placer.final(complete, self._rows, self._steps)
         meta = {**self.meta, **self._plan_meta(*final.plan)}
         tracker = SummaryTracker(int(meta["steps_per_epoch"]))
         data_hash = hashlib.sha256(_names_bytes(self._data))
-        if not final.stream:
+        if not final.stream and self._data.dataset is None:
             for row in self._placer.rows_in_order():
                 _hash_row(data_hash, row)
         parts = sorted(self.path.glob("part-*.parquet"))
@@ -487,7 +488,8 @@ class RunWriter:
                 values = np.column_stack([table.column(c).to_numpy() for c in data_columns])
                 for row in values.tolist():
                     _hash_row(data_hash, row)
-        meta["dataset"] = {**meta["dataset"], "sha256": data_hash.hexdigest()}
+        if final.stream or self._data.dataset is None:  # else: the dataset's own, exact hash
+            meta["dataset"] = {**meta["dataset"], "sha256": data_hash.hexdigest()}
         offset = 0
         for part in parts:
             table = pq.read_table(part)
@@ -1014,10 +1016,7 @@ class _Learned(_Placer):
         return _Final(max(total_rows, 1), 1, b, False, stream=True)
 
     def rows_in_order(self) -> Iterator[list[float]]:
-        """The dataset's rows, by number (for its hash)."""
-        if self.data.table is not None:
-            yield from self.data.table.tolist()
-            return
+        """The learned dataset's rows, by number (for its hash)."""
         for key in self.keys:  # in order of first appearance: by number
             yield np.frombuffer(key, dtype=np.float64).tolist()
 
