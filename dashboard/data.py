@@ -1,5 +1,9 @@
-"""Cached data loading for the pages: the folder scan and every view, keyed so that a run a
-recorder is still writing is re-read when its files change.
+"""Cached data loading for the pages: the folder scan, each run followed live, and every view.
+
+A run a recorder is writing grows while it is shown: :func:`snapshot` looks at it again (its
+new part files only, see :class:`steptrace.views.LiveRun`), and what depends on its length is
+keyed by the snapshot's fingerprint. A step, once recorded, never changes: its view is keyed by
+the run's id and the step alone.
 
 The folder comes from the command line (``steptrace dashboard FOLDER`` sets
 :data:`FOLDER_ENV`); nothing in the page can change it, and runs are picked by their key in
@@ -17,16 +21,21 @@ from steptrace import views
 from steptrace.cli.dashboard import FOLDER_ENV
 from steptrace.trace.reader import Trace
 
+#: Seconds between two looks at a run being recorded, and otherwise at the folder (new runs).
+POLL_RUN = 1.0
+POLL_FOLDER = 5.0
+
 
 def root() -> str:
     """The folder of runs this dashboard was started on."""
     return os.environ.get(FOLDER_ENV, "traces")
 
 
-@st.cache_resource(ttl=5, show_spinner=False)
+@st.cache_resource(ttl=2.0, show_spinner=False)
 def scan(folder: str) -> tuple[views.Folder, pd.DataFrame]:
-    """The folder's runs and problems, and the run picker's table (re-scanned every 5 s so
-    new and growing runs show up)."""
+    """The folder's runs and problems, and the run picker's table (scanned again at most
+    every 2 seconds, so that new and growing runs show up; each part's footer is read
+    once)."""
     found = views.scan(folder)
     return found, views.run_table(found)
 
@@ -40,33 +49,66 @@ def run(key: str) -> Trace:
     return scan(root())[0].runs[key]
 
 
-def fingerprint(key: str) -> object:
-    """Changes when the run's files change (a recorder added steps): part of every cache key."""
-    return views.fingerprint(run(key))
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _live(folder: str, key: str, path: str) -> views.LiveRun:
+    return views.LiveRun(path)
+
+
+def live(key: str) -> views.LiveRun:
+    """The run followed live (one object for every session that shows it)."""
+    return _live(root(), key, str(run(key).path))
+
+
+def snapshot(key: str) -> views.Snapshot:
+    """The run as it is on disk now: its last step, status and a fingerprint of its files.
+    Raises :class:`~steptrace.errors.SteptraceError` if a part cannot be read."""
+    snap = live(key).refresh()
+    if not snap.running:
+        live(key).forget_curves()  # an ended run's curves are read from its files
+    return snap
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def step_view(folder: str, key: str, step: int, fp: object) -> views.StepView:
-    """One step of one run (see :func:`steptrace.views.step_view`)."""
-    return views.step_view(scan(folder)[0].runs[key], step, key)
+def step_view(folder: str, key: str, run_id: str, step: int, _trace: Trace) -> views.StepView:
+    """One step of one run (see :func:`steptrace.views.step_view`): a recorded step never
+    changes, so it is keyed by the run's id and the step."""
+    return views.step_view(_trace, step, key)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def curve(folder: str, key: str, column: str, lo: int, hi: int, fp: object) -> views.Curve:
-    return views.curve(scan(folder)[0].runs[key], column, lo, hi)
+def _curve(folder: str, key: str, column: str, lo: int, hi: int, fp: str,
+           _trace: Trace) -> views.Curve:  # fmt: skip
+    return views.curve(_trace, column, lo, hi)
+
+
+def curve(key: str, snap: views.Snapshot, column: str, lo: int, hi: int) -> views.Curve:
+    """``loss`` or a parameter per step in ``[lo, hi]``: while the run is recorded, from the
+    rows kept in memory and its new steps; once it has ended, from its files (cached)."""
+    if snap.running:
+        return live(key).curve(column, lo, hi)
+    return _curve(root(), key, column, lo, hi, snap.fingerprint, snap.trace)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def divergence(folder: str, key: str, fp: object) -> views.Divergence | None:
-    return views.first_divergence(scan(folder)[0].runs[key])
+def _divergence(folder: str, key: str, fp: str, _trace: Trace) -> views.Divergence | None:
+    return views.run_divergence(_trace)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def last_step(folder: str, key: str, fp: object) -> int:
-    return views.last_step(scan(folder)[0].runs[key])
+def divergence(key: str, snap: views.Snapshot) -> views.Divergence | None:
+    """Where the run diverges (so far, while it is recorded: its new steps read)."""
+    if snap.running:
+        return live(key).divergence()
+    return _divergence(root(), key, snap.fingerprint, snap.trace)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def outcome(folder: str, key: str, fp: object) -> dict[str, object]:
-    """How a run ended (see :func:`steptrace.views.run_outcome`)."""
-    return views.run_outcome(scan(folder)[0].runs[key])
+def _outcome(folder: str, key: str, fp: str, _trace: Trace) -> dict[str, object]:
+    return views.run_outcome(_trace)
+
+
+def outcome(key: str, snap: views.Snapshot) -> dict[str, object]:
+    """How a run ended, or stands while it is recorded (see
+    :func:`steptrace.views.run_outcome`)."""
+    if snap.running:
+        return live(key).outcome()
+    return _outcome(root(), key, snap.fingerprint, snap.trace)

@@ -3,10 +3,12 @@ that diverges, and the files that are not runs (corrupt, foreign, newer format).
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -75,3 +77,63 @@ def two_layer(out: Path, name: str = "two-layer", lr: str = "1/10") -> Path:
     return steptrace.record(
         "seed", lr=lr, numerics="exact", model=TWO_LAYER, out=out, name=name, epochs=2
     ).path
+
+
+class Growing:
+    """A run written part by part by the test itself, as a recorder would write it: its lock
+    held (so readers see it ``running``), ``_run.json`` incomplete until :meth:`finish`, each
+    part renamed into place whole. Its rows are those of a float64 run of the article's data
+    (``epochs`` × 3 steps), cut into ``parts`` parts of whole steps."""
+
+    def __init__(self, out: Path, name: str = "growing", epochs: int = 200, parts: int = 4,
+                 lr: str = "1e-9") -> None:  # fmt: skip
+        import fcntl
+
+        source = steptrace.record(
+            "seed", lr=lr, numerics="float64", init=MOVING_INIT, epochs=epochs,
+            out=out.parent / f"{name}-source", name=name,
+        ).path  # fmt: skip
+        rows = pa.concat_tables([pq.read_table(f) for f in sorted(source.glob("part-*.parquet"))])
+        steps = rows["step"].to_numpy()
+        cuts = [int(c) for c in (steps.max() + 1) * (1 + np.arange(parts)) // parts]
+        bounds = np.searchsorted(steps, [0, *cuts])
+        self.chunks = [rows.slice(a, b - a) for a, b in itertools.pairwise(bounds)]
+        self.last_steps = [c - 1 for c in cuts]
+        self.final = json.loads((source / "_run.json").read_text(encoding="utf-8"))
+        self.path = out / name
+        self.path.mkdir()
+        self.flushed = 0
+        started = {**self.final, "status": "incomplete", "reason": None, "summary": {}}
+        (self.path / "_run.json").write_text(json.dumps(started), encoding="utf-8")
+        self._lock = open(self.path / ".lock", "a")  # noqa: SIM115 - held until finish()
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    @property
+    def last(self) -> int:
+        """The last step flushed so far (-1 before the first flush)."""
+        return self.last_steps[self.flushed - 1] if self.flushed else -1
+
+    def flush(self) -> int:
+        """Put the next part in place, whole (written aside, then renamed); its last step."""
+        tmp = self.path / f".part-{self.flushed:06d}.parquet.tmp"
+        pq.write_table(self.chunks[self.flushed], tmp, row_group_size=999)
+        tmp.rename(self.path / f"part-{self.flushed:06d}.parquet")
+        self.flushed += 1
+        return self.last
+
+    def finish(self, status: str = "complete") -> None:
+        """End the run: flush what is left (when complete), write its status, let go of the
+        lock."""
+        while status == "complete" and self.flushed < len(self.chunks):
+            self.flush()
+        final = self.final if status == "complete" else {
+            **self.final, "status": status, "reason": "interrupted by the test", "summary": {}
+        }  # fmt: skip
+        (self.path / "_run.json").write_text(json.dumps(final), encoding="utf-8")
+        self._lock.close()
+
+    def __enter__(self) -> Growing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.close()

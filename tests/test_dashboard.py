@@ -6,6 +6,7 @@ Each test asserts what the user sees: values in the tables, messages, labels.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,9 +24,12 @@ COMPARE = "screens/compare.py"
 def app(monkeypatch: pytest.MonkeyPatch):
     """An AppTest of the dashboard serving a given folder."""
 
-    def make(folder: Path) -> AppTest:
+    def make(folder: Path, **address: str | list[str]) -> AppTest:
+        """The app opened on ``folder``, at an address with these query parameters."""
         monkeypatch.setenv(command.FOLDER_ENV, str(folder))
         at = AppTest.from_file(str(APP), default_timeout=60)
+        for name, value in address.items():
+            at.query_params[name] = value
         at.run()
         assert not at.exception, [e.value for e in at.exception]
         return at
@@ -367,6 +371,190 @@ def test_compare_with_no_run_chosen_asks_for_one(app, traces: Path) -> None:
     assert at.info[0].value == "Choose one or more runs to compare."
 
 
+# -- following a run while it is recorded ------------------------------------------------------
+
+
+def slider_end(at: AppTest, prefix: str = "replay.cursor") -> int:
+    return int(at.slider(key=f"{prefix}.slider").max)
+
+
+def test_replay_follows_a_run_being_recorded(app, traces: Path) -> None:
+    growing = runs.Growing(traces, parts=4)  # 150 steps a part
+    growing.flush()
+    at = app(traces)
+    no_errors(at)
+    # Opened while it is recorded: at its newest step, following it.
+    assert step_shown(at) == "step 149 (150th data input)"
+    assert at.toggle(key="replay.cursor.follow").value is True
+    assert at.info[0].value.startswith("**growing** · Recording: 150 of 600 steps so far")
+    assert at.caption[0].value == "150 steps, counted from 0 (0 to 149)"
+    assert dict(at.query_params) == {"run": "growing", "step": "149"}
+    growing.flush()
+    at.run()  # the fragment's timer, in the browser
+    no_errors(at)
+    assert step_shown(at) == "step 299 (300th data input)" and slider_end(at) == 299
+    assert at.info[0].value.startswith("**growing** · Recording: 300 of 600 steps")
+    # Follow off: new steps lengthen the slider, the step shown stays.
+    at.toggle(key="replay.cursor.follow").set_value(False).run()
+    growing.flush()
+    at.run()
+    assert step_shown(at) == "step 299 (300th data input)" and slider_end(at) == 449
+    assert at.caption[0].value == "450 steps, counted from 0 (0 to 449)"
+    # On again: to the newest step at once.
+    at.toggle(key="replay.cursor.follow").set_value(True).run()
+    assert step_shown(at) == "step 449 (450th data input)"
+    growing.finish()
+    at.run()
+    no_errors(at)
+    # Complete: no more following, nothing said about the status, the cursor where it was.
+    assert step_shown(at) == "step 449 (450th data input)" and slider_end(at) == 599
+    assert not at.info and not at.warning
+    assert not [t for t in at.toggle if t.key == "replay.cursor.follow"]
+
+
+def test_moving_back_stops_following_and_the_newest_step_starts_it_again(app, traces: Path) -> None:
+    growing = runs.Growing(traces, parts=4)
+    growing.flush()
+    growing.flush()
+    at = app(traces)
+    at.button(key="replay.cursor.prev").click().run()
+    assert step_shown(at) == "step 298 (299th data input)"
+    assert at.toggle(key="replay.cursor.follow").value is False
+    growing.flush()
+    at.run()
+    assert step_shown(at) == "step 298 (299th data input)" and slider_end(at) == 449
+    at.slider(key="replay.cursor.slider").set_value(449).run()
+    assert at.toggle(key="replay.cursor.follow").value is True
+    growing.flush()
+    at.run()
+    assert step_shown(at) == "step 599 (600th data input)"
+    # Play stops following.
+    at.slider(key="replay.cursor.slider").set_value(10).run()
+    at.button(key="replay.cursor.play").click().run()
+    assert step_shown(at) == "step 11 (12th data input)"
+    assert at.toggle(key="replay.cursor.follow").value is False
+    growing.finish()
+
+
+def test_a_recording_that_stops_says_it_is_incomplete(app, traces: Path) -> None:
+    growing = runs.Growing(traces, parts=4)
+    growing.flush()
+    at = app(traces)
+    assert at.info[0].value.startswith("**growing** · Recording:")
+    growing.finish("incomplete")
+    at.run()
+    no_errors(at)
+    assert [w.value for w in at.warning] == ["This run is incomplete: interrupted by the test"]
+    assert not at.info
+    assert at.dataframe[0].value["status"].tolist() == ["incomplete"]
+
+
+def test_a_run_with_no_steps_yet_shows_them_when_they_come(app, traces: Path) -> None:
+    growing = runs.Growing(traces, parts=4)
+    at = app(traces)
+    no_errors(at)
+    assert "**growing** has no recorded steps yet." in [i.value for i in at.info]
+    growing.flush()
+    at.run()
+    no_errors(at)
+    assert step_shown(at) == "step 149 (150th data input)"
+    growing.finish()
+
+
+def test_a_new_run_shows_up_in_the_folder_by_itself(app, traces: Path) -> None:
+    runs.article(traces)
+    at = app(traces)
+    assert at.selectbox(key="picker.one").options == ["article  ·  α = 1  ·  exact"]
+    runs.article(traces, "later", "1/10")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(at.selectbox(key="picker.one").options) < 2:
+        at.run()  # the folder is looked at again every couple of seconds
+        time.sleep(0.2)
+    assert at.dataframe[0].value["run"].tolist() == ["article", "later"]
+    assert at.selectbox(key="picker.one").value == "article"  # what is shown stays
+    assert step_shown(at) == "step 0 (1st data input)"
+
+
+def test_compare_follows_runs_being_recorded(app, traces: Path) -> None:
+    runs.lr_sweep(traces, ("1e-8",), epochs=100)  # 300 steps, complete
+    growing = runs.Growing(traces, parts=4)
+    growing.flush()
+    at = app(traces)
+    at.switch_page(COMPARE).run()
+    no_errors(at)
+    assert at.multiselect(key="picker.many").value == ["growing", "sweep"]
+    assert at.subheader[-1].value == "All runs at step 299"  # the newest step, following
+    assert at.slider(key="compare.zoom").value == (0, 299)
+    assert any(i.value.startswith("**growing** · Recording: 150 of 600") for i in at.info)
+    growing.flush()
+    growing.flush()
+    at.run()
+    no_errors(at)
+    assert at.subheader[-1].value == "All runs at step 449"
+    assert at.slider(key="compare.zoom").value == (0, 449)  # a zoom to the end follows it
+    assert at.table[-1].value.loc["data input", "sweep"] == "no step 449 (last: 299)"
+    at.slider(key="compare.zoom").set_value((10, 200)).run()
+    at.toggle(key="compare.cursor.follow").set_value(False).run()
+    growing.finish()
+    at.run()
+    no_errors(at)
+    assert at.slider(key="compare.zoom").value == (10, 200)  # a zoom inside stays
+    assert at.subheader[-1].value == "All runs at step 449"
+    assert not at.info
+    assert at.dataframe[-1].value["run"].tolist() == ["growing", "sweep"]  # by α, ended
+
+
+# -- the address ---------------------------------------------------------------------------------
+
+
+def test_an_address_opens_a_run_at_a_step_and_follows_the_cursor(app, traces: Path) -> None:
+    runs.article(traces)
+    runs.two_layer(traces)
+    at = app(traces, run="two-layer", step="3")
+    no_errors(at)
+    assert at.selectbox(key="picker.one").value == "two-layer"
+    assert step_shown(at) == "step 3 (4th data input)"
+    at.button(key="replay.cursor.prev").click().run()
+    assert dict(at.query_params) == {"run": "two-layer", "step": "2"}
+    at.selectbox(key="picker.one").set_value("article").run()
+    assert step_shown(at) == "step 0 (1st data input)"
+    assert dict(at.query_params) == {"run": "article", "step": "0"}
+
+
+@pytest.mark.parametrize("step", ["99", "x", "-1"])
+def test_an_address_step_out_of_range_or_not_a_step_is_harmless(
+    app, traces: Path, step: str
+) -> None:
+    runs.article(traces)
+    at = app(traces, run="article", step=step)
+    no_errors(at)
+    assert step_shown(at) == ("step 2 (3rd data input)" if step == "99" else
+                              "step 0 (1st data input)")  # fmt: skip
+
+
+def test_an_address_naming_no_run_of_the_folder_opens_the_first(app, traces: Path) -> None:
+    runs.article(traces)
+    at = app(traces, run="../../etc", step="1")
+    no_errors(at)
+    assert at.selectbox(key="picker.one").value == "article"
+    assert step_shown(at) == "step 0 (1st data input)"
+
+
+def test_compare_address_names_runs_and_a_step(app, traces: Path) -> None:
+    runs.article(traces, "lr1", "1")
+    runs.article(traces, "lr0.1", "1/10")
+    runs.article(traces, "lr0.01", "1/100")
+    at = app(traces, run=["lr1", "lr0.1"], step="2")
+    # The replay page opened on the first run named; the compare page, visited after, starts
+    # from its own defaults.
+    assert at.selectbox(key="picker.one").value == "lr1"
+    assert step_shown(at) == "step 2 (3rd data input)"
+    at.switch_page(COMPARE).run()
+    no_errors(at)
+    assert at.multiselect(key="picker.many").value == ["lr0.01", "lr0.1", "lr1"]
+    assert at.subheader[-1].value == "All runs at step 0"
+
+
 # -- the command ----------------------------------------------------------------------------------
 
 
@@ -379,6 +567,7 @@ def test_command_serves_on_localhost_only_and_headless() -> None:
     assert settings["--server.port"] == "8555"
     assert settings["--server.headless"] == "true"
     assert settings["--browser.gatherUsageStats"] == "false"
+    assert settings["--client.toolbarMode"] == "viewer"  # no Deploy button
 
 
 def test_command_refuses_a_missing_folder(run_cli, tmp_path: Path) -> None:

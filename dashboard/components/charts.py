@@ -25,11 +25,14 @@ def overlay(
     domain: tuple[int, int],
     runs: Sequence[str] | None = None,
     legend: bool = True,
+    height: int = 260,
+    quiet: bool = False,
 ) -> None:
     """One chart: a line per run, a rule at the cursor, a red mark where a run diverges.
 
     ``scale`` is ``linear``, ``log`` (values ≤ 0 left out, and counted) or ``symlog`` (for
-    weights, which may be negative)."""
+    weights, which may be negative). Under it, a note on downsampling (``quiet``: only when a
+    curve is downsampled or values were left out)."""
     frames = [c.frame.assign(run=run) for run, c in curves.items() if not c.frame.empty]
     data = (
         pd.concat(frames, ignore_index=True)
@@ -81,11 +84,12 @@ def overlay(
                 tooltip=["run", "step", "why"],
             )
         )
-    st.altair_chart(alt.layer(*layers).properties(title=title, height=260), width="stretch")
+    st.altair_chart(alt.layer(*layers).properties(title=title, height=height), width="stretch")
     note = curves_note(curves)
     if hidden:
         note += f" · {hidden} value(s) ≤ 0 not drawn on the log axis"
-    st.caption(note)
+    if not quiet or hidden or any(c.downsampled for c in curves.values()):
+        st.caption(note)
 
 
 def loss_by_lr(view: SweepView, scale: Scale) -> None:

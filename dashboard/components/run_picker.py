@@ -1,7 +1,10 @@
 """The run picker: every run of the folder with its settings, the files that are not runs,
-and the widgets that choose runs. Owns the keys ``picker.one`` and ``picker.many``."""
+and the widgets that choose runs. Owns the keys ``picker.one``, ``picker.many`` and
+``picker.all`` (whether every run is chosen, so that new runs join)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import streamlit as st
@@ -10,6 +13,7 @@ from steptrace import views
 
 ONE = "picker.one"
 MANY = "picker.many"
+ALL = "picker.all"
 
 
 def show_runs(folder: views.Folder, table: pd.DataFrame) -> bool:
@@ -21,8 +25,8 @@ def show_runs(folder: views.Folder, table: pd.DataFrame) -> bool:
         return False
     if folder.empty:
         st.info(
-            f"No runs in {where} yet. Record one with `steptrace record --out {folder.root}`, "
-            "then press **Rescan** in the sidebar."
+            f"No runs in {where} yet. Record one with `steptrace record --out {folder.root}`: "
+            "it shows up here within seconds."
         )
         return False
     if folder.runs:
@@ -40,27 +44,55 @@ def _label(folder: views.Folder, key: str) -> str:
     return f"{key}  ·  α = {trace.lr_text}  ·  {trace.numerics}"
 
 
-def pick_one(folder: views.Folder) -> str:
-    """Choose the run to replay (by its name in the folder)."""
+def chosen_one(folder: views.Folder, named: Sequence[str] = ()) -> str:
+    """The run :func:`pick_one` shows: the one chosen before, else the first of ``named``
+    (the address's ``?run=…``) that is a run of the folder, else the first run."""
     options = list(folder.runs)
     if st.session_state.get(ONE) not in options:
-        st.session_state[ONE] = options[0]
+        st.session_state[ONE] = next((k for k in named if k in folder.runs), options[0])
+    chosen: str = st.session_state[ONE]
+    return chosen
+
+
+def pick_one(folder: views.Folder, named: Sequence[str] = ()) -> str:
+    """Choose the run to replay (by its name in the folder), at first :func:`chosen_one`."""
+    chosen_one(folder, named)
     picked: str = st.selectbox(
-        "Run to replay", options, key=ONE, format_func=lambda k: _label(folder, k)
+        "Run to replay", list(folder.runs), key=ONE, format_func=lambda k: _label(folder, k)
     )
     return picked
 
 
-def pick_many(folder: views.Folder) -> list[str]:
-    """Choose the runs to compare: at first those named in the address (``?run=a&run=b``)
-    that are runs of the folder, else all of them; there is no cap."""
+def chosen_many(folder: views.Folder, named: Sequence[str] = ()) -> list[str]:
+    """The runs :func:`pick_many` shows: those chosen before; at first those of ``named`` (the
+    address's ``?run=a&run=b``) that are runs of the folder, else all of them, and then
+    runs recorded later too (while every run is chosen)."""
     options = list(folder.runs)
     chosen = st.session_state.get(MANY)
     if chosen is None:
-        named = [k for k in st.query_params.get_all("run") if k in folder.runs]
-        chosen = named or None
-    st.session_state[MANY] = options if chosen is None else [k for k in chosen if k in options]
+        chosen = [k for k in named if k in folder.runs] or None
+        st.session_state[ALL] = chosen is None
+    if chosen is None or st.session_state.get(ALL):
+        chosen = options  # every run, those that appeared since included
+    kept = [k for k in chosen if k in options]
+    if st.session_state.get(MANY) != kept:
+        st.session_state[MANY] = kept
+    return kept
+
+
+def pick_many(folder: views.Folder, named: Sequence[str] = ()) -> list[str]:
+    """Choose the runs to compare, at first :func:`chosen_many`; there is no cap."""
+    options = list(folder.runs)
+    chosen_many(folder, named)
     picked: list[str] = st.multiselect(
-        "Runs to compare", options, key=MANY, format_func=lambda k: _label(folder, k)
-    )
+        "Runs to compare", options, key=MANY, format_func=lambda k: _label(folder, k),
+        on_change=_chose_many(options),
+    )  # fmt: skip
     return picked
+
+
+def _chose_many(options: list[str]) -> Callable[[], None]:
+    def callback() -> None:
+        st.session_state[ALL] = set(st.session_state[MANY]) == set(options)
+
+    return callback

@@ -45,7 +45,8 @@ def free_port(preferred: int = DEFAULT_PORT) -> int:
 
 def streamlit_command(port: int) -> list[str]:
     """The ``streamlit run`` command line: localhost only, headless (steptrace opens the
-    browser itself, so Streamlit never asks questions on the terminal), no telemetry."""
+    browser itself, so Streamlit never asks questions on the terminal), no telemetry, and a
+    viewer's toolbar (no Deploy button or developer options in a local tool)."""
     return [
         sys.executable, "-m", "streamlit", "run", str(app_file()),
         "--server.address", HOST,
@@ -54,6 +55,7 @@ def streamlit_command(port: int) -> list[str]:
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
         "--global.developmentMode", "false",
+        "--client.toolbarMode", "viewer",
     ]  # fmt: skip
 
 

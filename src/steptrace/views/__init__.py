@@ -4,6 +4,8 @@ Everything here reads a trace through :meth:`~steptrace.trace.reader.Trace.read`
 ``step`` and only the columns it needs, so a run of a million steps opens and moves between
 steps without being loaded whole. One module per concern, each importing only those above it:
 
+- :mod:`.parts` — what each part file's footer says (its steps, rows, columns), read once per
+  part;
 - :mod:`.folder` — :func:`scan`: the runs of a folder (and the files that are not runs, with
   the reason why), keyed by their path inside the folder; :func:`run_table` — the run picker's
   table; :func:`last_step` and :func:`fingerprint` from the files alone;
@@ -19,29 +21,43 @@ steps without being loaded whole. One module per concern, each importing only th
   changed since the previous step;
 - :mod:`.curves` — :func:`curve`: loss or one parameter per step, downsampled (min and max per
   bucket) when long, exact steps when zoomed in;
-- :mod:`.divergence` — :func:`first_divergence`: summary.py's rule, per run;
+- :mod:`.divergence` — :func:`first_divergence`: summary.py's rule, per run (and
+  :func:`run_divergence`: what an ended run's recorder stored);
 - :mod:`.side_by_side` — :func:`compare_at`: several runs side by side at one step, of one
   model or several; :func:`weight_columns` and :func:`weight_runs`: which weights to draw for
   which runs;
-- :mod:`.sweep` — :func:`lr_sweep`: runs lined up by learning rate, how each ended.
+- :mod:`.sweep` — :func:`lr_sweep`: runs lined up by learning rate, how each ended;
+- :mod:`.live` — :class:`LiveRun`: a run followed while it is recorded, each look reading
+  only its new parts.
 """
 
 from __future__ import annotations
 
 from .curves import MAX_POINTS, Curve, curve, curves_note, minmax_downsample
-from .divergence import Divergence, first_divergence
+from .divergence import Divergence, first_divergence, run_divergence
 from .folder import Folder, fingerprint, last_step, run_table, scan
+from .live import LiveRun, Snapshot, snapshot
 from .notation import model_description
 from .sample import SampleValues
 from .side_by_side import (
     compare_at,
+    compare_views,
     default_weights,
     weight_columns,
     weight_label,
     weight_runs,
     weights_note,
 )
-from .step import LayerTable, Link, StepView, Table, inputs_label, step_label, step_view
+from .step import (
+    LayerTable,
+    Link,
+    StepView,
+    Table,
+    inputs_label,
+    step_label,
+    step_view,
+    step_views,
+)
 from .sweep import SweepView, lr_sweep, run_outcome
 from .text import abbreviate, ordinal
 
@@ -52,12 +68,15 @@ __all__ = [
     "Folder",
     "LayerTable",
     "Link",
+    "LiveRun",
     "SampleValues",
+    "Snapshot",
     "StepView",
     "SweepView",
     "Table",
     "abbreviate",
     "compare_at",
+    "compare_views",
     "curve",
     "curves_note",
     "default_weights",
@@ -69,11 +88,14 @@ __all__ = [
     "minmax_downsample",
     "model_description",
     "ordinal",
+    "run_divergence",
     "run_outcome",
     "run_table",
     "scan",
+    "snapshot",
     "step_label",
     "step_view",
+    "step_views",
     "weight_columns",
     "weight_label",
     "weight_runs",

@@ -104,6 +104,30 @@ def _per_step(
     return steps[starts], values[starts]  # every row of a step holds the same weights
 
 
+def check_curve_column(trace: Trace, column: str) -> None:
+    """Refuse a column that is not a curve: ``loss``, or a parameter before or after a step."""
+    params = after_columns(trace.tensors)
+    before = [c.replace("_after", "_before", 1) for c in params]
+    if column not in ("loss", *params, *before):
+        raise TraceError(f"no curve for {column!r}: use loss or one of {', '.join(params)}")
+
+
+def curve_of(
+    steps: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    lo: int | None = None,
+    hi: int | None = None,
+    max_points: int = MAX_POINTS,
+) -> Curve:
+    """A :class:`Curve` of one value per step (``steps`` ascending, already cut to
+    ``[lo, hi]``), downsampled when longer than ``max_points``."""
+    s, v, bucket = minmax_downsample(steps, values, max_points)
+    frame = pd.DataFrame({"step": s, "value": np.where(np.isfinite(v), v, np.nan)})
+    first = int(steps[0]) if len(steps) else (lo or 0)
+    last = int(steps[-1]) if len(steps) else (hi if hi is not None else -1)
+    return Curve(frame, len(steps), bucket, first, last)
+
+
 def curve(
     trace: Trace,
     column: str,
@@ -119,13 +143,6 @@ def curve(
     >>> c.downsampled, c.note()  # doctest: +SKIP
     (True, 'downsampled: the min and max of every 1,000 steps (…)')
     """
-    params = after_columns(trace.tensors)
-    before = [c.replace("_after", "_before", 1) for c in params]
-    if column not in ("loss", *params, *before):
-        raise TraceError(f"no curve for {column!r}: use loss or one of {', '.join(params)}")
+    check_curve_column(trace, column)
     steps, values = _per_step(trace, column, lo, hi)
-    s, v, bucket = minmax_downsample(steps, values, max_points)
-    frame = pd.DataFrame({"step": s, "value": np.where(np.isfinite(v), v, np.nan)})
-    first = int(steps[0]) if len(steps) else (lo or 0)
-    last = int(steps[-1]) if len(steps) else (hi if hi is not None else -1)
-    return Curve(frame, len(steps), bucket, first, last)
+    return curve_of(steps, values, lo, hi, max_points)

@@ -67,3 +67,17 @@ def first_divergence(trace: Trace) -> Divergence | None:
     if tracker.diverged_at is None:
         return None
     return Divergence(tracker.diverged_at, tracker.diverged_why or "diverged")
+
+
+def run_divergence(trace: Trace) -> Divergence | None:
+    """:func:`first_divergence`, from what the recorder stored in ``_run.json`` when the run
+    ended (no rows read), else streamed from its rows.
+
+    >>> run_divergence(open_trace("traces/seed-float64-lr1e3"))  # doctest: +SKIP
+    Divergence(step=14, why='loss is not finite')
+    """
+    stored = trace.summary
+    if stored is None or "diverged_at" not in stored:
+        return first_divergence(trace)
+    at = stored["diverged_at"]
+    return None if at is None else Divergence(int(at), str(stored.get("diverged_why") or ""))

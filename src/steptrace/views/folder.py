@@ -7,15 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .. import schedule
 from ..errors import SteptraceError, TraceError
 from ..trace.reader import Trace, find_traces
 from ..trace.schema import after_columns, v2_column
 from .notation import model_description
+from .parts import last_on_disk, part_info, with_part_infos
 
 
 @dataclass(frozen=True)
@@ -41,14 +39,16 @@ def _inside(root: Path, path: Path) -> str | None:
 
 
 def _check(trace: Trace) -> None:
-    """Read the part files' footers now, so a corrupt or foreign part is reported with the
-    folder's other problems instead of when its run is picked."""
+    """Read the part files' footers now (once per part: :mod:`.parts` keeps what they say), so
+    a corrupt or foreign part is reported with the folder's other problems instead of when its
+    run is picked."""
     try:
-        footers = [pq.read_metadata(f) for f in trace.files]
-    except (OSError, pa.ArrowException) as exc:
-        raise TraceError(f"a part file is not readable Parquet ({exc})") from None
-    for f, meta in zip(trace.files, footers, strict=True):
-        names = set(meta.schema.names)
+        infos = [part_info(f) for f in trace.files]
+    except TraceError as exc:
+        raise TraceError(f"a part file is not readable Parquet: {exc}") from None
+    with_part_infos(trace)
+    for f, info in zip(trace.files, infos, strict=True):
+        names = set(info.schema.names)
         if trace.v1:  # version 1 named the article's weights otherwise: compare in v2's names
             names = {v2_column(n) for n in names}
         missing = [c for c in ("step", "loss", *after_columns(trace.tensors)) if c not in names]
@@ -104,26 +104,9 @@ def fingerprint(trace: Trace) -> tuple[tuple[str, int, int], ...]:
 
 
 def last_step(trace: Trace) -> int:
-    """The last recorded step, from the Parquet footers' statistics (no data read); -1 if the
-    run has no steps yet."""
-    best = -1
-    for f in trace.files:
-        try:
-            meta = pq.read_metadata(f)
-        except (OSError, pa.ArrowException) as exc:
-            raise TraceError(f"{f}: not a readable Parquet file ({exc})") from None
-        col = meta.schema.names.index("step")
-        for g in range(meta.num_row_groups):
-            if meta.row_group(g).num_rows == 0:
-                continue
-            stats = meta.row_group(g).column(col).statistics
-            if stats is None or not stats.has_min_max:
-                # No statistics: read this part's step column (rare; not what the writer does).
-                steps = pq.read_table(f, columns=["step"])["step"]
-                best = max(best, int(pc.max(steps).as_py()))
-                break
-            best = max(best, int(stats.max))
-    return best
+    """The last recorded step, from the Parquet footers' statistics (no data read; each
+    part's footer read once, see :mod:`.parts`); -1 if the run has no steps yet."""
+    return last_on_disk(trace)
 
 
 def steps_per_epoch(trace: Trace) -> int:

@@ -4,9 +4,10 @@ together as the article writes them (a value, a vector, a matrix)."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,9 +19,10 @@ from .text import abbreviate, matrix_lines, one_line
 __all__ = ["SampleValues", "sample_values", "step_values"]
 
 
-def step_values(row: pd.Series, numerics: str) -> dict[str, str]:
-    """Every value column of one trace row as display text: the exact rational in exact
-    runs, else the shortest text that reads back as the same float of the run's precision."""
+def step_values(row: pd.Series | Mapping[Any, Any], numerics: str) -> dict[str, str]:
+    """Every value column of one trace row (a Series, or a dict of its columns) as display
+    text: the exact rational in exact runs, else the shortest text that reads back as the
+    same float of the run's precision."""
     out = {}
     for col, value in row.items():
         name = str(col)
@@ -113,10 +115,14 @@ class SampleValues:
 
 
 def sample_values(
-    rows: pd.DataFrame, numerics: str, shapes: Mapping[str, tuple[int, ...]], short: bool = True
+    rows: pd.DataFrame | Sequence[Mapping[str, Any]],
+    numerics: str,
+    shapes: Mapping[str, tuple[int, ...]],
+    short: bool = True,
 ) -> list[SampleValues]:
-    """The rows of a step, one :class:`SampleValues` each."""
+    """The rows of a step (a DataFrame, or a dict per row), one :class:`SampleValues` each."""
+    records = (row for _, row in rows.iterrows()) if isinstance(rows, pd.DataFrame) else rows
     return [
         SampleValues(int(row["sample"]), step_values(row, numerics), shapes, short)
-        for _, row in rows.iterrows()
+        for row in records
     ]

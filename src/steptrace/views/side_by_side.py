@@ -64,13 +64,31 @@ def compare_at(
 
     >>> compare_at({"lr1": a, "lr0.1": b}, 2).loc["ŵ"]  # doctest: +SKIP
     """
+    found: dict[str, StepView | None] = {}
+    for key, trace in runs.items():
+        try:
+            found[key] = step_view(trace, step, key)
+        except TraceError:
+            found[key] = None
+    return compare_views(runs, found, step, divergence)
+
+
+def compare_views(
+    runs: Mapping[str, Trace],
+    found: Mapping[str, StepView | None],
+    step: int,
+    divergence: Mapping[str, Divergence | None] | None = None,
+    lasts: Mapping[str, int] | None = None,
+) -> pd.DataFrame:
+    """:func:`compare_at` from the runs' views of the step, already read (None: the run has
+    no such step; ``lasts``: each run's last step, if known)."""
     columns: dict[str, dict[str, str]] = {}
     labels: list[str] = []
     for key, trace in runs.items():
-        try:
-            view = step_view(trace, step, key)
-        except TraceError:
-            missing = f"no step {step} (last: {last_step(trace)})"
+        view = found.get(key)
+        if view is None:
+            last = (lasts or {}).get(key)
+            missing = f"no step {step} (last: {last_step(trace) if last is None else last})"
             values = {"α": trace.lr_text, "numerics": trace.numerics, "data input": missing,
                       "dataset row": missing, "model": model_description(trace)}  # fmt: skip
         else:

@@ -6,8 +6,10 @@ display text (exact fractions in exact runs); the pages only lay it out."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NamedTuple
 
 import pandas as pd
@@ -19,7 +21,15 @@ from .notation import MATHS, Notation, model_description, stack_notation
 from .sample import SampleValues, sample_values
 from .text import hang, latex_matrix, latex_number, ordinal, update_lines, width
 
-__all__ = ["Link", "StepView", "Table", "inputs_label", "step_label", "step_view"]
+__all__ = [
+    "Link",
+    "StepView",
+    "Table",
+    "inputs_label",
+    "step_label",
+    "step_view",
+    "step_views",
+]
 
 
 def _first_row(trace: Trace, step: int) -> int:
@@ -49,19 +59,45 @@ def step_label(trace: Trace, step: int, rows: int = 1) -> str:
 
 @dataclass(frozen=True)
 class Table:
-    """A table to show: its cells as text, and which cells changed since the previous step."""
+    """A table to show: its cells as text, and which cells changed since the previous step.
 
-    frame: pd.DataFrame
-    changed: pd.DataFrame  # booleans, the frame's shape
+    Kept as lists (``headers``, ``columns`` of cells, their ``flags``, the row ``index``); the
+    DataFrames are made when first asked for."""
+
+    headers: tuple[str, ...]
+    columns: tuple[tuple[str, ...], ...]  # one tuple of cells per header
+    flags: tuple[tuple[bool, ...], ...]  # whether each cell changed, as ``columns``
+    index: tuple[str, ...] | None = None  # row labels, if the rows are named
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """The cells, a column per header."""
+        return pd.DataFrame(dict(zip(self.headers, self.columns, strict=True)),
+                            index=self._index(), columns=list(self.headers))  # fmt: skip
+
+    @cached_property
+    def changed(self) -> pd.DataFrame:
+        """Booleans, the frame's shape: the cells that changed since the previous step."""
+        return pd.DataFrame(dict(zip(self.headers, self.flags, strict=True)),
+                            index=self._index(), columns=list(self.headers))  # fmt: skip
+
+    def _index(self) -> list[str] | None:
+        return None if self.index is None else list(self.index)
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """The cells row by row."""
+        return list(zip(*self.columns, strict=True)) if self.columns else []
 
 
 def _table(columns: Sequence[tuple[str, list[str], list[bool]]], index: list[str] | None = None
            ) -> Table:  # fmt: skip
     """A :class:`Table` from ``(header, cells, changed)`` column by column."""
-    names = [h for h, _, _ in columns]
-    frame = pd.DataFrame({h: cells for h, cells, _ in columns}, index=index, columns=names)
-    changed = pd.DataFrame({h: flags for h, _, flags in columns}, index=index, columns=names)
-    return Table(frame, changed)
+    return Table(
+        tuple(h for h, _, _ in columns),
+        tuple(tuple(cells) for _, cells, _ in columns),
+        tuple(tuple(flags) for _, _, flags in columns),
+        None if index is None else tuple(index),
+    )
 
 
 class Link(NamedTuple):
@@ -335,6 +371,15 @@ class StepView:
         return "\n".join(line for k, kind in self.notation.param_tensors()
                          for line in self._update(k, kind))  # fmt: skip
 
+    def update_results(self) -> list[str]:
+        """Each parameter tensor after the update, on one line: ``ŵ = (1/200, …)``,
+        ``b̂2 = (0, 1/10)``."""
+        first = self.samples[0]
+        return [
+            f"{self.notation.symbol(f'{kind}{k}_after')} = {first.vec(f'{kind}{k}_after')}"
+            for k, kind in self.notation.param_tensors()
+        ]
+
     def update_latex(self) -> str:
         """The same update as LaTeX, three lines per parameter tensor, fractions as
         ``\\frac``, matrices as ``pmatrix``."""
@@ -429,20 +474,59 @@ def step_view(trace: Trace, step: int, run: str | None = None) -> StepView:
             if last >= 0
             else f"run {run} has no recorded steps yet"
         )
-    samples = sample_values(now, trace.numerics, nt.shapes)
     before = rows[rows["step"] == step - 1]
-    previous = None if before.empty else step - 1
-    changed = (
-        frozenset()
-        if before.empty
-        else _changed(samples, sample_values(before, trace.numerics, nt.shapes))
-    )
+    previous = sample_values(before, trace.numerics, nt.shapes) if len(before) else None
+    samples = sample_values(now, trace.numerics, nt.shapes)
+    return _view(trace, nt, run, step, int(now["epoch"].iloc[0]), samples, previous)
+
+
+#: Steps read at once by :func:`step_views`.
+CHUNK_STEPS = 500
+
+
+def step_views(trace: Trace, first: int, last: int, run: str | None = None) -> Iterator[StepView]:
+    """The views of steps ``first … last`` that were recorded, in order: what
+    :func:`step_view` gives for each, read a few hundred steps at a time (an HTML replay of a
+    thousand steps reads the run a few times, not a thousand).
+
+    >>> [v.label for v in step_views(open_trace("traces/seed-exact-lr1"), 0, 2)]  # doctest: +SKIP
+    ['step 0 (1st data input)', 'step 1 (2nd data input)', 'step 2 (3rd data input)']
+    """
+    run = run or trace.name
+    nt = stack_notation(trace, MATHS)
+    known: tuple[int, list[SampleValues]] | None = None  # the last step's, for the next one
+    for lo in range(first, last + 1, CHUNK_STEPS):
+        hi = min(lo + CHUNK_STEPS - 1, last)
+        table = trace.read_table(steps=(max(lo - 1, 0) if known is None else lo, hi + 1))
+        # Plain dicts: much faster to go through than a DataFrame's rows, one step at a time.
+        for step, group in itertools.groupby(table.to_pylist(), key=lambda r: int(r["step"])):
+            rows = list(group)
+            samples = sample_values(rows, trace.numerics, nt.shapes)
+            previous = known[1] if known is not None and known[0] == step - 1 else None
+            known = (step, samples)
+            if step >= lo:
+                yield _view(trace, nt, run, step, int(rows[0]["epoch"]), samples, previous)
+
+
+def _view(
+    trace: Trace,
+    nt: Notation,
+    run: str,
+    step: int,
+    epoch: int,
+    samples: list[SampleValues],
+    before: list[SampleValues] | None,
+) -> StepView:
+    """A step's view from its rows' values and the previous step's (None for the first
+    step, or one not recorded)."""
+    previous = None if before is None else step - 1
+    changed = frozenset() if before is None else _changed(samples, before)
     return StepView(
         run=run,
         step=step,
-        epoch=int(now["epoch"].iloc[0]),
-        label=step_label(trace, step, len(now)),
-        inputs=inputs_label(trace, step, len(now)),
+        epoch=epoch,
+        label=step_label(trace, step, len(samples)),
+        inputs=inputs_label(trace, step, len(samples)),
         numerics=trace.numerics,
         lr=trace.lr_text,  # as the user typed it (1e-9), not as a float prints
         model=model_description(trace),

@@ -1,0 +1,240 @@
+"""Following a run while a recorder writes it, reading only what is new.
+
+A recorder flushes whole steps into a new part file at least once a second. Looking at the run
+again costs a directory listing, its ``_run.json``, a ``stat`` per part and the footers of the
+new parts (:mod:`.parts` keeps what the others said); the rows of new steps are read only when
+a curve or the summary so far is asked for.
+
+:class:`LiveRun` follows one run: :meth:`~LiveRun.refresh` gives a :class:`Snapshot` (the run
+as it is on disk now, its last step and status, and a fingerprint that changes when they do);
+:meth:`~LiveRun.curve` and :meth:`~LiveRun.summary` read the rows of new steps only, and keep
+what they need (a value per step for the curves asked for, a running summary).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from ..trace.reader import Trace, open_trace
+from ..trace.schema import after_columns
+from ..trace.summary import RunSummary, SummaryTracker, batch_losses
+from .curves import MAX_POINTS, Curve, check_curve_column, curve_of
+from .divergence import Divergence
+from .folder import steps_per_epoch
+from .parts import last_on_disk, with_part_infos
+
+__all__ = ["LiveRun", "Snapshot", "snapshot"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A run as it is on disk at one moment."""
+
+    trace: Trace
+    last: int  # the last recorded step, -1 if none yet
+    fingerprint: str  # changes when a part is added or changed, or the status changes
+
+    @property
+    def status(self) -> str:
+        return self.trace.status
+
+    @property
+    def running(self) -> bool:
+        """A recorder is writing the run (it holds the run's lock)."""
+        return self.trace.status == "running"
+
+    @property
+    def steps(self) -> int:
+        return self.last + 1
+
+
+def _fingerprint(trace: Trace, stats: Iterable[tuple[str, int, int]]) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(f"{trace.run_id}|{trace.status}|{trace.reason}".encode())
+    for name, size, mtime in stats:
+        digest.update(f"|{name}:{size}:{mtime}".encode())
+    return digest.hexdigest()
+
+
+def snapshot(path: Path) -> Snapshot:
+    """The run at ``path`` as it is now (see :class:`LiveRun` to follow it)."""
+    trace = with_part_infos(open_trace(path, check_columns=False))
+    stats = []
+    for f in [*trace.files, trace.path / "_run.json"] if trace.path.is_dir() else trace.files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        stats.append((f.name, st.st_size, st.st_mtime_ns))
+    return Snapshot(trace, last_on_disk(trace), _fingerprint(trace, stats))
+
+
+class _Series:
+    """One quantity per step, grown as steps are read."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = []
+        self._joined: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None = None
+
+    def add(self, steps: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> None:
+        if len(steps):
+            self.chunks.append((steps, values))
+            self._joined = None
+
+    def arrays(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        if self._joined is None:
+            if not self.chunks:
+                self._joined = (np.zeros(0, np.int64), np.zeros(0, np.float64))
+            else:
+                steps = np.concatenate([s for s, _ in self.chunks])
+                values = np.concatenate([v for _, v in self.chunks])
+                self.chunks = [(steps, values)]
+                self._joined = (steps, values)
+        return self._joined
+
+
+def _per_step(column: str, steps: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
+              ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:  # fmt: skip
+    """Each step's value: the batch loss (the mean of its rows), or a parameter (the same on
+    every row of a step)."""
+    if column == "loss":
+        return batch_losses(steps, values)
+    starts = np.flatnonzero(np.diff(steps, prepend=steps[0] - 1)) if len(steps) else steps
+    return steps[starts], values[starts]
+
+
+class LiveRun:
+    """One run followed while it is recorded; safe to share between threads (a dashboard's
+    sessions).
+
+    >>> run = LiveRun("traces/seed-float64-lr1e-9")  # doctest: +SKIP
+    >>> snap = run.refresh(); snap.last, snap.status  # doctest: +SKIP
+    (41_999, 'running')
+    >>> run.curve("loss").note()  # the new steps read, the others kept  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, min_interval: float = 0.0) -> None:
+        self.path = Path(path)
+        self.min_interval = min_interval
+        self._lock = threading.RLock()
+        self._snap: Snapshot | None = None
+        self._when = 0.0
+        self._done = -1  # the last step read into the summary and the series
+        self._tracker: SummaryTracker | None = None
+        self._series: dict[str, _Series] = {}
+
+    def refresh(self, force: bool = False) -> Snapshot:
+        """The run as it is now. Calls closer together than ``min_interval`` seconds share
+        one look at the disk (several pages following one run poll it once)."""
+        with self._lock:
+            now = time.monotonic()
+            if force or self._snap is None or now - self._when >= self.min_interval:
+                snap = snapshot(self.path)
+                if self._snap is not None and snap.trace.run_id != self._snap.trace.run_id:
+                    self._reset()  # another run now lives under this path
+                if snap.last < self._done:  # steps went away: start over
+                    self._reset()
+                self._snap, self._when = snap, now
+            return self._snap
+
+    def _reset(self) -> None:
+        self._done, self._tracker, self._series = -1, None, {}
+
+    def _catch_up(self, wanted: Sequence[str] = ()) -> Snapshot:
+        """Read the steps recorded since the last call into the summary and the series (and
+        a series asked for the first time from the start)."""
+        snap = self.refresh()
+        trace = snap.trace
+        params = after_columns(trace.tensors)
+        if self._tracker is None:
+            self._tracker = SummaryTracker(steps_per_epoch(trace))
+        for column in wanted:
+            if column not in self._series and self._done >= 0:
+                series = _Series()
+                table = trace.read_table(["step", column], steps=(0, self._done + 1))
+                steps = table["step"].to_numpy()
+                series.add(*_per_step(column, steps, _floats(table[column])))
+                self._series[column] = series
+            self._series.setdefault(column, _Series())
+        if snap.last > self._done:
+            columns = list(dict.fromkeys(["step", "loss", *params, *self._series]))
+            table = trace.read_table(columns, steps=(self._done + 1, snap.last + 1))
+            block = {c: table[c].to_numpy(zero_copy_only=False) for c in ("step", "loss")}
+            block["loss"] = block["loss"].astype(np.float64)
+            self._tracker.update(block, [_floats(table[c]) for c in params])
+            for column, series in self._series.items():
+                series.add(*_per_step(column, block["step"], _floats(table[column])))
+            self._done = snap.last
+        return snap
+
+    def curve(
+        self, column: str, lo: int | None = None, hi: int | None = None,
+        max_points: int = MAX_POINTS,
+    ) -> Curve:  # fmt: skip
+        """``loss`` or a parameter column per step in ``[lo, hi]``, as
+        :func:`~steptrace.views.curve` gives it; the steps recorded since the last call are
+        read, the others are kept in memory (16 bytes a step for each column asked for)."""
+        with self._lock:
+            snap = self.refresh()
+            check_curve_column(snap.trace, column)  # refuse what is not a curve, as curve() does
+            self._catch_up([column])
+            steps, values = self._series[column].arrays()
+        if lo is not None or hi is not None:
+            keep = np.ones(len(steps), dtype=bool)
+            if lo is not None:
+                keep &= steps >= lo
+            if hi is not None:
+                keep &= steps <= hi
+            steps, values = steps[keep], values[keep]
+        return curve_of(steps, values, lo, hi, max_points)
+
+    def forget_curves(self) -> None:
+        """Let the per-step values go (a run that has ended is read from its files)."""
+        with self._lock:
+            self._series = {}
+
+    def summary(self) -> RunSummary:
+        """Final and lowest loss and divergence so far (:mod:`steptrace.trace.summary`'s
+        rule), the new steps read."""
+        with self._lock:
+            self._catch_up()
+            assert self._tracker is not None
+            return self._tracker.result()
+
+    def divergence(self) -> Divergence | None:
+        """The first step where the run diverges so far, or None."""
+        s = self.summary()
+        return None if s.diverged_at is None else Divergence(s.diverged_at, s.diverged_why or "")
+
+    def outcome(self) -> dict[str, Any]:
+        """How the run stands, in the keys of :func:`~steptrace.views.run_outcome`."""
+        s = self.summary()
+        trace = self.refresh().trace
+        return {  # the settings as run_outcome gives them (a test holds the two together)
+            "lr_text": trace.lr_text,
+            "lr": None,
+            "numerics": trace.numerics,
+            "batch_size": int(trace.meta["batch_size"]),
+            "seed": trace.meta.get("seed"),
+            "model": str((trace.meta.get("model") or {}).get("name", "article")),
+            "status": trace.status,
+            "final_loss": s.final_loss,
+            "min_loss": s.min_loss,
+            "min_loss_step": s.min_loss_step,
+            "diverged": s.diverged_at is not None,
+            "diverged_at": s.diverged_at,
+        }
+
+
+def _floats(column: pa.ChunkedArray) -> npt.NDArray[np.float64]:
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
