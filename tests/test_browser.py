@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -83,6 +84,14 @@ def _wait_healthy(url: str, process: subprocess.Popen[str], timeout: float = 60)
     raise AssertionError(f"the dashboard did not answer at {url} within {timeout} s")
 
 
+_FOLDERS: dict[str, Path] = {}
+
+
+def server_folder(url: str) -> Path:
+    """The folder of runs the dashboard at ``url`` serves."""
+    return _FOLDERS[url]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``steptrace dashboard FOLDER --port P --no-browser`` as a real process: the article's
@@ -104,6 +113,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         start_new_session=True,  # its own process group: the server and Streamlit, only
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    _FOLDERS[url] = traces
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
@@ -121,21 +131,42 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser(server: str) -> Iterator[object]:
+def chromium() -> Iterator[object]:
+    """Debian's Chromium, driven by Playwright (one for the module: Playwright's sync API runs
+    one at a time)."""
+    _need_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
-            yield chromium
+            yield launched
         finally:
-            chromium.close()
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server: str, chromium: object) -> object:
+    """Chromium, with the dashboard running."""
+    return chromium
+
+
+_PAGES: list[object] = []
 
 
 def _page(browser: object, height: int):  # type: ignore[no-untyped-def]
     page = browser.new_page(viewport={"width": 1400, "height": height})  # type: ignore[attr-defined]
     page.set_default_timeout(30_000)
+    _PAGES.append(page)
     return page
+
+
+@pytest.fixture(autouse=True)
+def _close_pages() -> Iterator[None]:
+    """Each test's pages are closed after it: an open dashboard keeps looking at its folder."""
+    yield
+    while _PAGES:
+        _PAGES.pop().close()  # type: ignore[attr-defined]
 
 
 def _fit_to_content(page, width: int = 1400) -> None:  # type: ignore[no-untyped-def]
@@ -258,3 +289,247 @@ def test_replay_a_two_layer_run_layer_by_layer(server: str, browser: object, ima
     expect(chain.locator(".box.changed")).to_have_count(7)
     expect(back.locator(".note", has_text="gates open, closed")).to_be_visible()
     expect(matrices.first.locator("tbody tr").first).to_contain_text("413/80000")  # step 0's ŵ2
+
+
+# -- a recording in progress -------------------------------------------------------------------
+
+STEPS = re.compile(r"^([\d,]+) steps, counted from 0")
+HEADING = re.compile(r"^step (\d+) \(")
+
+
+def _numbers(page) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(the step shown, the steps recorded so far) as the page says them, read at once."""
+    both = page.evaluate(
+        """() => [
+            [...document.querySelectorAll('h3')].map(h => h.innerText)
+                .find(t => /^step \\d+ \\(/.test(t)) || '',
+            [...document.querySelectorAll('[data-testid=stCaptionContainer]')]
+                .map(c => c.innerText).find(t => / steps, counted from 0/.test(t)) || '']"""
+    )
+    shown, steps = HEADING.match(both[0]), STEPS.match(both[1])
+    return (int(shown.group(1)) if shown else -1,
+            int(steps.group(1).replace(",", "")) if steps else -1)  # fmt: skip
+
+
+def _wait(page, condition, what: str, timeout: float = 20.0) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """Poll the page's numbers until ``condition(shown, steps)`` holds (no sleeping on luck)."""
+    deadline = time.monotonic() + timeout
+    numbers = _numbers(page)
+    while not condition(*numbers):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still (step shown, steps) = {numbers}")
+        page.wait_for_timeout(100)
+        numbers = _numbers(page)
+    return numbers
+
+
+def _settled(page, looks: int = 2) -> int:  # type: ignore[no-untyped-def]
+    """The step shown once it has stayed the same while the step count grew ``looks`` times."""
+    shown, steps = _numbers(page)
+    same = 0
+    while same < looks:
+        now = _wait(page, lambda s, n, before=steps: n > before, "more steps")
+        shown, steps, same = now[0], now[1], same + 1 if now[0] == shown else 0
+    return shown
+
+
+def test_replay_follows_a_recording_in_progress(
+    server: str, browser: object, images: Path, tmp_path: Path
+) -> None:
+    """A real ``steptrace record`` of a long float64 run into the dashboard's folder: the run
+    shows up, its step count grows with no action, follow keeps the cursor on the newest step,
+    and off, the cursor stays; Ctrl-C to the recorder shows the run incomplete."""
+    from playwright.sync_api import expect
+
+    folder = Path(server_folder(server))
+    page = _page(browser, 1800)
+    page.goto(server)
+    expect(page.get_by_role("heading", name=re.compile(r"^step \d+ \("))).to_be_visible()
+    expect(page).to_have_title("article · steptrace replay")
+    expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "steptrace", "record", "--numerics", "float64",
+         "--epochs", "20000000", "--init", runs.MOVING_INIT, "--lr", "1e-9",
+         "--out", str(folder), "--name", "live"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        # The new run joins the picker by itself; picked, it opens at its newest step.
+        table = page.locator("[data-testid=stDataFrame]")
+        expect(table.get_by_text("live", exact=True)).to_have_count(1, timeout=20_000)
+        picker = page.get_by_role("combobox", name="Run to replay")
+        picker.click()
+        page.get_by_role("option", name=re.compile(r"^live · α = 1e-9 · float64")).click()
+        expect(page).to_have_title("live · steptrace replay")
+        recording = re.compile(r"Recording: [\d,]+ of 60,000,000 steps")
+        expect(page.get_by_text(recording)).to_be_visible()
+        follow = page.get_by_role("switch", name="Follow newest step")
+        expect(follow).to_be_checked()
+        # Following: the step shown is the newest, and both grow with no action.
+        shown, steps = _wait(page, lambda s, n: n > 0 and s == n - 1, "following the newest")
+        _wait(page, lambda s, n: n > steps and s == n - 1, "a newer step, followed")
+        shown, steps = _wait(page, lambda s, n: n > steps and s == n - 1, "and another")
+        assert f"step={shown}" in page.url and "run=live" in page.url
+        page.get_by_role("combobox", name="Run to replay").blur()
+        _fit_to_content(page)
+        page.wait_for_timeout(500)  # the chart draws after its data arrives
+        page.screenshot(path=str(images / "live.png"), full_page=True)
+        page.set_viewport_size({"width": 1400, "height": 1800})
+        # Follow off: the slider grows, the step shown stays (once a look at the run that was
+        # under way at the click has drawn its step).
+        page.get_by_text("Follow newest step", exact=True).click()  # its label takes the click
+        expect(follow).not_to_be_checked()
+        shown = _settled(page)
+        steps = _numbers(page)[1]
+        later = _wait(page, lambda s, n: n > steps, "more steps")
+        later = _wait(page, lambda s, n: n > later[1], "more steps again")
+        assert later[0] == shown, later
+        assert later[1] > shown + 1
+        # Ctrl-C: the recorder marks the run incomplete, and the page says so by itself.
+        recorder.send_signal(signal.SIGINT)
+        assert recorder.wait(30) == 130, recorder.stderr.read() if recorder.stderr else ""
+        expect(page.get_by_text("This run is incomplete")).to_be_visible(timeout=20_000)
+        expect(follow).to_have_count(0)
+        assert _numbers(page)[0] == shown
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+        shutil.rmtree(folder / "live", ignore_errors=True)  # hundreds of MB: not kept
+
+
+# -- an exported replay, opened from the disk with the network cut off --------------------------
+
+
+class Offline:
+    """A page that may load one file and nothing else: every other request is refused and
+    noted, and so is every script error."""
+
+    def __init__(self, chromium: object, file: Path, height: int = 1400) -> None:
+        self.url = file.as_uri()
+        self.refused: list[str] = []
+        self.errors: list[str] = []
+        self.page = _page(chromium, height)
+        self.page.route("**/*", self._route)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def _route(self, route) -> None:  # type: ignore[no-untyped-def]
+        if route.request.url.split("#")[0] == self.url:
+            route.continue_()
+        else:
+            self.refused.append(route.request.url)
+            route.abort()
+
+    def check(self) -> None:
+        assert self.refused == [], f"the page asked the network for {self.refused}"
+        assert self.errors == [], self.errors
+
+
+def test_an_exported_replay_steps_through_the_article_offline(
+    chromium: object, images: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    from steptrace.views.export import export_html
+
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    out = tmp_path / "article.html"
+    export_html([runs.article(traces)], out)
+    offline = Offline(chromium, out)
+    page = offline.page
+    page.goto(offline.url)
+    expect(page).to_have_title("article · steptrace replay")
+    heading = page.locator("h2.step-label")
+    expect(heading).to_have_text("step 0 (1st data input)")
+    expect(page.get_by_text("This file holds steps 0 to 2 of the run's 3 recorded steps")
+           ).to_be_visible()  # fmt: skip
+    page.get_by_role("button", name="Next ▶").click()
+    expect(heading).to_have_text("step 1 (2nd data input)")
+    page.keyboard.press("ArrowRight")
+    expect(heading).to_have_text("step 2 (3rd data input)")
+    expect(page.get_by_role("button", name="Next ▶")).to_be_disabled()
+    expect(page.get_by_text("ŵ = (1/200, 23199997/11600, 17400001/5800)", exact=True)
+           ).to_be_visible()  # fmt: skip
+    expect(page.locator("pre.update")).to_contain_text("= (1/200, 23199997/11600, 17400001/5800)")
+    expect(page.get_by_text("epoch 0 · dataset row 2 · exact · α = 1")).to_be_visible()
+    tables = page.locator("table")
+    forward = tables.filter(has_text="o2 = L2(o1)").locator("tbody tr").first
+    expect(forward).to_contain_text("(0, 2000, 3000)")
+    loss = tables.filter(has_text="loss = Loss(o3, y_truth)").locator("tbody tr").first
+    expect(loss.locator("td").nth(2)).to_have_text("1/2")
+    backward = tables.filter(has_text="δ4 = o3 − y_truth").locator("tbody tr").first
+    expect(backward.locator("td").nth(1)).to_have_text("-1 (gate open)")
+    weights = tables.filter(has_text="ŵ = w − α·grad").locator("tbody tr")
+    expect(weights.nth(1).locator("td").nth(3)).to_have_text("23199997/11600")
+    expect(weights.nth(1).locator("td.changed")).to_have_count(2)  # its gradient and ŵ
+    expect(page.get_by_text("The update moved w_2, w_3.")).to_be_visible()
+    chain = page.locator(".chain").first
+    expect(chain.locator(".box.changed")).to_have_count(5)
+    expect(chain.locator(".box").nth(4).locator(".value")).to_have_text("1/2")
+    expect(page.locator("svg.chart polyline")).to_have_count(1)
+    assert page.url.endswith("#step=2")
+    page.locator("#slider").blur()
+    page.screenshot(path=str(images / "export.png"), full_page=True)
+    assert (images / "export.png").stat().st_size > 10_000
+    # Back with the left arrow, to the ends with Home and End, anywhere with the slider and
+    # the step box; an address with #step=N opens there.
+    page.keyboard.press("ArrowLeft")
+    expect(heading).to_have_text("step 1 (2nd data input)")
+    page.keyboard.press("Home")
+    expect(heading).to_have_text("step 0 (1st data input)")
+    expect(page.get_by_role("button", name="◀ Previous")).to_be_disabled()
+    page.keyboard.press("End")
+    expect(heading).to_have_text("step 2 (3rd data input)")
+    page.locator("#slider").fill("1")
+    expect(heading).to_have_text("step 1 (2nd data input)")
+    page.locator("#jump").fill("0")
+    page.locator("#jump").press("Enter")
+    expect(heading).to_have_text("step 0 (1st data input)")
+    page.goto(offline.url + "#step=2")
+    page.reload()
+    expect(heading).to_have_text("step 2 (3rd data input)")
+    offline.check()
+
+
+def test_exported_comparisons_and_long_windows_open_offline(
+    chromium: object, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    from steptrace.views.export import export_html
+
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    sweep = runs.lr_sweep(traces, ("1e-9", "1e-8"), epochs=400)  # 1,200 steps each
+    long = tmp_path / "window.html"
+    export_html([sweep[0]], long, 100)  # steps 100 to 1,099: packed (gzip, base64)
+    offline = Offline(chromium, long)
+    page = offline.page
+    page.goto(offline.url)
+    heading = page.locator("h2.step-label")
+    expect(heading).to_have_text("step 100 (101st data input)")
+    page.locator("#jump").fill("600")
+    page.locator("#jump").press("Enter")
+    expect(heading).to_have_text("step 600 (601st data input)")
+    page.locator("#jump").blur()  # keys typed into the box are the box's
+    page.keyboard.press("PageDown")
+    expect(heading).to_have_text("step 610 (611th data input)")
+    offline.check()
+
+    both = tmp_path / "compare.html"
+    export_html(sweep, both, 0, 49)
+    offline = Offline(chromium, both)
+    page = offline.page
+    page.goto(offline.url)
+    expect(page).to_have_title("Compare sweep-lr1e-9, sweep-lr1e-8 · steptrace")
+    expect(page.get_by_role("heading", name="All runs at step 0")).to_be_visible()
+    page.keyboard.press("ArrowRight")
+    side = page.get_by_role("heading", name="All runs at step 1")
+    expect(side).to_be_visible()
+    table = page.locator("#panel table")
+    expect(table.locator("thead")).to_contain_text("sweep-lr1e-9")
+    expect(table.locator("tbody tr").first).to_contain_text("1e-8")
+    expect(page.locator("svg.chart")).to_have_count(4)  # loss, and w_1, w_2, w_3
+    expect(page.locator("svg.chart").first.locator("polyline")).to_have_count(2)
+    offline.check()

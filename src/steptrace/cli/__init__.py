@@ -77,10 +77,11 @@ def main(argv: list[str] | None = None) -> None:
 
 from . import dashboard as _dashboard  # noqa: E402
 from . import diff as _diff  # noqa: E402
+from . import export as _export  # noqa: E402
 from . import record as _record  # noqa: E402
 from . import replay as _replay  # noqa: E402
 from . import summary as _summary  # noqa: E402
 from . import verify as _verify  # noqa: E402
 
-for _module in (_record, _replay, _diff, _summary, _dashboard, _verify):
+for _module in (_record, _replay, _diff, _summary, _dashboard, _export, _verify):
     cli.add_command(_module.command)

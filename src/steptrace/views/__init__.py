@@ -28,13 +28,16 @@ steps without being loaded whole. One module per concern, each importing only th
   which runs;
 - :mod:`.sweep` — :func:`lr_sweep`: runs lined up by learning rate, how each ended;
 - :mod:`.live` — :class:`LiveRun`: a run followed while it is recorded, each look reading
-  only its new parts.
+  only its new parts;
+- :mod:`.export` — :func:`export_html`: a replay (one run) or a comparison (several) as one
+  self-contained HTML file; :mod:`.html` lays it out (Jinja2, ``templates/``).
 """
 
 from __future__ import annotations
 
 from .curves import MAX_POINTS, Curve, curve, curves_note, minmax_downsample
 from .divergence import Divergence, first_divergence, run_divergence
+from .export import Export, export_html
 from .folder import Folder, fingerprint, last_step, run_table, scan
 from .live import LiveRun, Snapshot, snapshot
 from .notation import model_description
@@ -65,6 +68,7 @@ __all__ = [
     "MAX_POINTS",
     "Curve",
     "Divergence",
+    "Export",
     "Folder",
     "LayerTable",
     "Link",
@@ -80,6 +84,7 @@ __all__ = [
     "curve",
     "curves_note",
     "default_weights",
+    "export_html",
     "fingerprint",
     "first_divergence",
     "inputs_label",
