@@ -370,11 +370,15 @@ def test_replay_follows_a_recording_in_progress(
         _wait(page, lambda s, n: n > steps and s == n - 1, "a newer step, followed")
         shown, steps = _wait(page, lambda s, n: n > steps and s == n - 1, "and another")
         assert f"step={shown}" in page.url and "run=live" in page.url
-        page.get_by_role("combobox", name="Run to replay").blur()
-        _fit_to_content(page)
-        page.wait_for_timeout(500)  # the chart draws after its data arrives
-        page.screenshot(path=str(images / "live.png"), full_page=True)
-        page.set_viewport_size({"width": 1400, "height": 1800})
+        # The picture: the top of the page, the loss on a log axis, while it follows.
+        page.get_by_text("log loss", exact=True).click()
+        expect(page.get_by_role("switch", name="log loss")).to_be_checked()
+        for _ in range(20):  # a picture of one look at the run, not of two half drawn
+            before = _wait(page, lambda s, n: n > steps and s == n - 1, "following, log axis")
+            page.screenshot(path=str(images / "live.png"))
+            if _numbers(page) == before:
+                break
+        assert (images / "live.png").stat().st_size > 10_000
         # Follow off: the slider grows, the step shown stays (once a look at the run that was
         # under way at the click has drawn its step).
         page.get_by_text("Follow newest step", exact=True).click()  # its label takes the click

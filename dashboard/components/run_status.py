@@ -21,6 +21,6 @@ def recording_note(snap: views.Snapshot) -> str:
 def show(key: str, snap: views.Snapshot) -> None:
     """Say that a run is being recorded, or that it did not finish (and why)."""
     if snap.running:
-        st.info(f"**{key}** · {recording_note(snap)}", icon="🔴")
+        st.info(f"**{key}** · {recording_note(snap)}")
     elif snap.status != "complete":
         st.warning(f"This run is {snap.status}: {snap.trace.reason or 'it did not finish'}")
