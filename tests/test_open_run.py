@@ -444,3 +444,26 @@ def test_sigkill_mid_loop_leaves_every_flushed_step_readable(tmp_path):
     np.testing.assert_array_equal(sizes, np.tile([2, 1], len(sizes))[: len(sizes)])
     report = steptrace.verify(run)
     assert report.ok and "incomplete" in str(report), str(report)
+
+
+def test_a_run_of_another_framework_is_not_resumed_by_steptrace(traces):
+    X, Y = seed_arrays()
+    with pytest.raises(RuntimeError), open_mlp(traces, "np") as run:
+        loop(run, [[0, 1, 2]], X, Y)
+        raise RuntimeError("the loop broke")
+    assert steptrace.open_trace(run.path).status == "incomplete"
+    with pytest.raises(steptrace.ConfigError, match="recorded from a numpy training loop"):
+        steptrace.resume(run.path)
+
+
+def test_the_other_frameworks_version_is_not_a_difference_its_numbers_are(traces, run_cli):
+    X, Y = seed_arrays()
+    paths = []
+    for name, version in (("old", "1.0"), ("new", "2.0")):
+        with steptrace.open_run(traces, name, model=MLP, lr="1e-7",
+                                recorded_with={**NUMPY, "version": version}) as run:  # fmt: skip
+            loop(run, [[0, 1, 2]], X, Y)
+        paths.append(run.path)
+    assert steptrace.compare_traces(*paths).identical
+    ok = run_cli("verify", paths[0], "--rtol", "1e-12", "--atol", "0")
+    assert ok.exit_code == 0 and "within rtol 1e-12" in ok.output, ok.output

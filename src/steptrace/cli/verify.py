@@ -25,7 +25,14 @@ def _runs(path: Path) -> list[Path]:
 
 @click.command("verify")
 @click.argument("traces", nargs=-1, required=True, type=click.Path(path_type=Path))
-def command(traces: tuple[Path, ...]) -> None:
+@click.option(
+    "--rtol",
+    type=click.FloatRange(min=0),
+    help="Relative tolerance for recomputed values [default: 0, exact; runs recorded by "
+    "another framework: their stated tolerance].",
+)
+@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance [default: 0].")
+def command(traces: tuple[Path, ...], rtol: float | None, atol: float | None) -> None:
     """Check that each TRACE (a run folder, a trace file, or a folder of them) is whole and that
     every row follows from its inputs: steps contiguous from 0, metadata consistent with the
     rows, and each row's forward pass through every layer, loss, backward pass and update
@@ -39,12 +46,13 @@ def command(traces: tuple[Path, ...]) -> None:
         steptrace verify traces/seed-exact-lr1
         steptrace verify traces                  # every run in the folder
         steptrace verify traces/golden           # every trace file in it
+        steptrace verify traces/torch-mlp --rtol 1e-12
     """
     runs = [run for path in traces for run in _runs(path)]
     code = 0
     for run in runs:
         try:
-            report = verify(run)
+            report = verify(run, rtol=rtol, atol=atol)
         except TraceError as exc:
             if len(runs) == 1:
                 raise

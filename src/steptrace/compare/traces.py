@@ -63,6 +63,8 @@ INFORMATIONAL = frozenset(
         "name",
         "created",
         "recorded_by",  # which host and process: never the same twice
+        # The other framework's own version, like steptrace's: its numbers are compared.
+        "recorded_with.version",
         "steptrace_version",
         "format_version",
         "status",

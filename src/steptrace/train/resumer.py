@@ -109,6 +109,12 @@ def resume(
         raise ConfigError(f"{trace.path} is still being recorded by another process")
     if not trace.path.is_dir():
         raise ConfigError(f"{trace.path} is a single part file; resume its run folder instead")
+    framework = (trace.meta.get("recorded_with") or {}).get("framework")
+    if framework:
+        raise ConfigError(
+            f"{trace.path} was recorded from a {framework} training loop: steptrace cannot "
+            "continue it; run the loop again (or record the same model with steptrace)"
+        )
     if trace.v1:
         raise ConfigError(
             f"{trace.path} was recorded in trace format 1 by an older steptrace; record it "
