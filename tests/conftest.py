@@ -11,7 +11,6 @@ import pytest
 from click.testing import CliRunner, Result
 from hypothesis import settings
 
-
 REPO = Path(__file__).resolve().parent.parent
 
 # Property tests explore new examples on a developer's machine; CI (HYPOTHESIS_PROFILE=ci, set

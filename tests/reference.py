@@ -13,9 +13,9 @@ import numpy as np
 
 from steptrace.data import Dataset
 from steptrace.model.stack import ParamSet
+from steptrace.model.values import tensor_values
 from steptrace.schedule import plan
 from steptrace.trace.schema import stack_tensors
-from steptrace.model.values import tensor_values
 from steptrace.train.settings import Settings
 
 KEYS = ("step", "epoch", "sample")
