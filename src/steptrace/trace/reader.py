@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, TraceError
 from ..numerics import get_numerics, parse_exact
+from .parts import PartInfo, part_info
 from .schema import (
     Tensor,
     arrow_schema,
@@ -126,13 +127,21 @@ class Trace:
         }
 
     @cached_property
-    def _footers(self) -> list[pq.FileMetaData]:
-        return [_footer(f) for f in self.files]
+    def _parts(self) -> list[PartInfo]:
+        """What each part's footer says (read once per part file, for every Trace of it)."""
+        infos = []
+        for f in self.files:
+            try:
+                infos.append(part_info(f))
+            except TraceError as exc:
+                why = str(exc).split("file (", 1)[-1]
+                raise TraceError(f"{f}: unreadable part file ({why}") from None
+        return infos
 
     @property
     def num_rows(self) -> int:
         """Rows on disk, from the Parquet footers (no data read)."""
-        return sum(m.num_rows for m in self._footers)
+        return sum(p.rows for p in self._parts)
 
     def dataset(self) -> pads.Dataset:
         """The run as a pyarrow dataset (its part files, in order)."""
@@ -140,10 +149,10 @@ class Trace:
             return pads.dataset(pa.table({}, schema=self.schema()))
         return pads.dataset([str(f) for f in self.files], format="parquet")
 
-    @cached_property
+    @property
     def _step_spans(self) -> list[list[tuple[int, int]] | None]:
-        """Each part's row groups' (first, last) step, from the footers, worked out once."""
-        return [_step_statistics(footer) for footer in self._footers]
+        """Each part's row groups' (first, last) step, from the footers."""
+        return [p.spans for p in self._parts]
 
     def parts(self, lo: int | None = None, hi: int | None = None) -> list[Path]:
         """The part files that may hold steps ``lo <= step < hi``, by their footers'
@@ -173,7 +182,7 @@ class Trace:
     @cached_property
     def _schema(self) -> pa.Schema:
         if self.files:
-            return self._footers[0].schema.to_arrow_schema()
+            return self._parts[0].schema
         return arrow_schema(self.tensors, self.is_exact, self.meta)
 
     def _file_columns(self, columns: Sequence[str] | None) -> list[str] | None:
@@ -288,28 +297,6 @@ def _may_hold(spans: list[tuple[int, int]] | None, lo: int | None, hi: int | Non
     if spans is None:
         return True
     return any((lo is None or last >= lo) and (hi is None or first < hi) for first, last in spans)
-
-
-def _footer(file: Path) -> pq.FileMetaData:
-    try:
-        return pq.read_metadata(file)
-    except (OSError, pa.ArrowException) as exc:
-        raise TraceError(f"{file}: unreadable part file ({exc})") from None
-
-
-def _step_statistics(footer: pq.FileMetaData) -> list[tuple[int, int]] | None:
-    """Each non-empty row group's (min, max) step; None if one has no statistics for it."""
-    names = footer.schema.names
-    spans = []
-    for g in range(footer.num_row_groups):
-        group = footer.row_group(g)
-        if not group.num_rows:
-            continue
-        stats = group.column(names.index("step")).statistics if "step" in names else None
-        if stats is None or not stats.has_min_max:
-            return None
-        spans.append((int(stats.min), int(stats.max)))
-    return spans
 
 
 def _expression(filters: Filters) -> pc.Expression | None:

@@ -10,10 +10,11 @@ import pandas as pd
 
 from .. import schedule
 from ..errors import SteptraceError, TraceError
+from ..trace.parts import part_info
 from ..trace.reader import Trace, find_traces
 from ..trace.schema import after_columns, v2_column
 from .notation import model_description
-from .parts import last_on_disk, part_info, with_part_infos
+from .parts import last_on_disk
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,6 @@ def _check(trace: Trace) -> None:
         infos = [part_info(f) for f in trace.files]
     except TraceError as exc:
         raise TraceError(f"a part file is not readable Parquet: {exc}") from None
-    with_part_infos(trace)
     for f, info in zip(trace.files, infos, strict=True):
         names = set(info.schema.names)
         if trace.v1:  # version 1 named the article's weights otherwise: compare in v2's names

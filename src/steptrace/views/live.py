@@ -31,7 +31,7 @@ from ..trace.summary import RunSummary, SummaryTracker, batch_losses
 from .curves import MAX_POINTS, Curve, check_curve_column, curve_of
 from .divergence import Divergence
 from .folder import steps_per_epoch
-from .parts import last_on_disk, with_part_infos
+from .parts import last_on_disk
 
 __all__ = ["LiveRun", "Snapshot", "snapshot"]
 
@@ -68,7 +68,7 @@ def _fingerprint(trace: Trace, stats: Iterable[tuple[str, int, int]]) -> str:
 
 def snapshot(path: Path) -> Snapshot:
     """The run at ``path`` as it is now (see :class:`LiveRun` to follow it)."""
-    trace = with_part_infos(open_trace(path, check_columns=False))
+    trace = open_trace(path, check_columns=False)
     stats = []
     for f in [*trace.files, trace.path / "_run.json"] if trace.path.is_dir() else trace.files:
         try:
