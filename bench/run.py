@@ -1,18 +1,21 @@
 """steptrace benchmarks: every figure of docs/benchmarks.md, side by side, from one run.
 
-    python bench/run.py            # the full benchmark (about a minute on 2 cores)
+    python bench/run.py            # the full benchmark (a few minutes on 2 cores)
     python bench/run.py --quick    # tiny sizes: checks the harness works, figures meaningless
 
 Machines are noisy, so goals are ratios to figures measured in the same run, and each timing is
-the best of a few repeats. Runs use weights that keep moving (``--init 0.005,-0.0002,0.0002
---lr 1e-9``): in float64 the article's own weights never change, and a constant trace flatters
-every figure. The TensorBoard and MLflow rows need the ``bench`` extra
-(``pip install -e '.[bench]'``); without it they say so.
+the best of a few repeats. Article runs use weights that keep moving (``--init
+0.005,-0.0002,0.0002 --lr 1e-9``): in float64 the article's own weights never change, and a
+constant trace flatters every figure. The 3-2-1 network's rows (issue 11) train
+``examples/mlp-3-2-1.json`` on a noisy synthetic dataset against the hand-written loops of
+``bench/mlp.py``. The TensorBoard and MLflow rows need the ``bench`` extra
+(``pip install -e '.[bench]'``), the PyTorch row ``torch``; without them they say so.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -28,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlp  # bench/mlp.py: the 3-2-1 network's hand-written loops
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 import steptrace
 from steptrace.data import seed_dataset
-from steptrace.train.sweeppool import available_cores
 
 INIT = "0.005,-0.0002,0.0002"
 LR = "1e-9"
@@ -50,11 +53,17 @@ class Sizes:
     exact_steps: int  # steps of the exact article run
     exact_lengths: tuple[int, ...]  # steps of the exact runs whose rationals grow
     tracker_steps: int  # steps logged with TensorBoard / MLflow
+    mlp_rows: int  # one recorded run of the 3-2-1 network (a multiple of mlp.SAMPLES)
+    mlp_big_rows: int  # its long run, for peak memory (0: skipped)
+    torch_steps: int  # steps of PyTorch's training loop (a multiple of mlp.SAMPLES)
     repeats: int
 
 
-FULL = Sizes(1_000_002, 10_000_002, 64, 99_999, 3_000, (150, 300, 450, 591), 1_000, 5)
-QUICK = Sizes(3_000, 9_000, 4, 300, 30, (9, 18), 5, 1)
+FULL = Sizes(
+    1_000_002, 10_000_002, 64, 99_999, 3_000, (150, 300, 450, 591), 1_000,
+    1_000_000, 10_000_000, 20_000, 5,
+)  # fmt: skip
+QUICK = Sizes(3_000, 9_000, 4, 300, 30, (9, 18), 5, 3_000, 0, 1_000, 1)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,14 @@ class Row:
     label: str
     value: str
     compare: str = ""
+
+
+def available_cores() -> int:
+    """The cores this process may run on (the sweep rows' worker count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def best_of(repeats: int, fn: Callable[[], Any]) -> float:
@@ -189,7 +206,7 @@ def exact_growth(out: Path, max_steps: int, lengths: tuple[int, ...]) -> list[Ro
             seed_dataset(), LR, epochs=steps // 3, numerics="exact", init=INIT, out=out
         )
         seconds = time.perf_counter() - start
-        last = steptrace.open_trace(run.path).read(["w_after_2_exact"]).iloc[-1, 0]
+        last = steptrace.open_trace(run.path).read(["w2_after_1_2_exact"]).iloc[-1, 0]
         bits = max(len(bin(int(part))) - 2 for part in last.lstrip("-").split("/"))
         # The steps a longer run adds over the previous one, free of per-run fixed costs.
         added = (steps - previous[0]) / max(seconds - previous[1], 1e-9)
@@ -207,9 +224,9 @@ def exact_growth(out: Path, max_steps: int, lengths: tuple[int, ...]) -> list[Ro
 def writing_alone(out: Path, rows: int, repeats: int) -> float:
     """Seconds to write a run's blocks, already computed, with the trace writer."""
     from steptrace.trace.writer import TraceWriter, make_run_dir
-    from steptrace.train.fast import compute_blocks
+    from steptrace.train.columns import compute_blocks
     from steptrace.train.recorder import run_metadata
-    from steptrace.train.trainer import Settings
+    from steptrace.train.settings import Settings
 
     ds = seed_dataset()
     settings = Settings.parse(ds, LR, epochs=rows // 3, numerics="float64", init=INIT)
@@ -218,7 +235,7 @@ def writing_alone(out: Path, rows: int, repeats: int) -> float:
     def write() -> None:
         run_dir = make_run_dir(out, "write")
         meta = run_metadata(ds, settings, "bench", run_dir.name)
-        writer = TraceWriter(run_dir, ds.n_features, False, meta)
+        writer = TraceWriter(run_dir, False, meta)
         for block in blocks:
             writer.write(block)
         writer.close()
@@ -238,8 +255,8 @@ def own_columns_writing(out: Path, rows: int, repeats: int) -> tuple[float, int]
     import pyarrow.parquet as pq
 
     from steptrace.trace.writer import parquet_options
-    from steptrace.train.fast import compute_blocks
-    from steptrace.train.trainer import Settings
+    from steptrace.train.columns import compute_blocks
+    from steptrace.train.settings import Settings
 
     ds = seed_dataset()
     settings = Settings.parse(ds, LR, epochs=rows // 3, numerics="float64", init=INIT)
@@ -259,8 +276,10 @@ def own_columns_writing(out: Path, rows: int, repeats: int) -> tuple[float, int]
 
 def loop_across_runs(runs: int, rows: int) -> tuple[float, float]:
     """Seconds per step for ``runs`` learning rates: one numpy step over a (runs × features)
-    weight matrix, against the plain-Python loop run once per learning rate."""
-    from steptrace.train.fast import step_loop
+    weight matrix, against the compiled walk (the recorder's plain-Python loop along the
+    weights' path) run once per learning rate."""
+    from steptrace.train.compiled import CLOCK_EVERY, compile_walk
+    from steptrace.train.settings import Settings
 
     steps = max(300, min(rows, 30_000))
     lrs = np.geomspace(1e-10, 1e-8, runs)
@@ -274,11 +293,168 @@ def loop_across_runs(runs: int, rows: int) -> tuple[float, float]:
         d3 = np.where(o2 >= 0, o2 - y[i], 0.0)
         w = w - lrs[:, None] * (d3[:, None] * x[i])
     numpy_step = (time.perf_counter() - start) / steps
-    loop, order = step_loop(3, batched=False), [s % 3 for s in range(steps)]
+    settings = Settings.parse(seed_dataset(), LR, numerics="float64", init=INIT)
+    loop = compile_walk(settings.model.stack(settings.numerics), "float64", False)
+    order, sizes, w0 = [s % 3 for s in range(steps)], [1] * steps, (0.005, -0.0002, 0.0002)
     start = time.perf_counter()
     for lr in lrs.tolist():
-        loop((0.005, -0.0002, 0.0002), lr, 0.0, SEED_ROWS, order, [], [])
+        path: list[tuple[float, ...]] = []
+        loop(w0, lr, SEED_ROWS, order, sizes, path, float("inf"), None, CLOCK_EVERY)
     return numpy_step, (time.perf_counter() - start) / steps
+
+
+# --- the 3-2-1 network (issue 11) -----------------------------------------------------------
+
+#: The 3-2-1 network's parameters after a step, in the order of ``mlp.flat``.
+MLP_AFTER = ("w2_after", "b2_after", "w4_after", "b4_after")
+
+
+def mlp_record(dataset: steptrace.Dataset, out: Path, rows: int) -> steptrace.RunResult:
+    epochs, model = rows // mlp.SAMPLES, str(mlp.MODEL)
+    return steptrace.record(
+        dataset, mlp.LR, epochs=epochs, numerics="float64", model=model, out=out
+    )
+
+
+def trace_bytes(trace: steptrace.Trace) -> int:
+    return sum(f.stat().st_size for f in trace.files)
+
+
+def child_mlp(rows: int, out: str) -> None:
+    """Run in a subprocess: record ``rows`` rows of the 3-2-1 network; print time, peak RSS
+    and bytes per row as JSON."""
+    dataset = steptrace.load_dataset(mlp.write_dataset(Path(out) / "data.csv"))
+    start = time.perf_counter()
+    run = mlp_record(dataset, Path(out), rows)
+    seconds = time.perf_counter() - start
+    trace = steptrace.open_trace(run.path)
+    per_row = trace_bytes(trace) / trace.num_rows
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb(), "bytes_per_row": per_row}))
+
+
+def best_of_each(repeats: int, fns: dict[str, Callable[[], Any]]) -> dict[str, float]:
+    """:func:`best_of` for several functions, taking turns, so that a change in the machine's
+    load falls on all of them alike."""
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def final_weights(trace: steptrace.Trace) -> list[float]:
+    """The parameters after the trace's last step, in the order of ``mlp.flat``."""
+    last = (trace.num_rows - 1, trace.num_rows)  # one row per step at batch size 1
+    return [
+        v for name in MLP_AFTER for v in steptrace.load_tensor(trace, name, steps=last)[-1].ravel()
+    ]
+
+
+def same_bits(a: list[float], b: list[float]) -> bool:
+    return [float(v).hex() for v in a] == [float(v).hex() for v in b]
+
+
+def measure_mlp(sizes: Sizes, work: Path, add: Callable[[str, str, str], None]) -> None:
+    """Issue 11: recording every value of a 3-2-1 network against the same training, untraced,
+    by hand in Python and in PyTorch; its bytes on disk; its memory over a long run."""
+    folder = work / "mlp"
+    csv = mlp.write_dataset(folder / "data.csv")
+    data, dataset, init = mlp.read_dataset(csv), steptrace.load_dataset(csv), mlp.initial_weights()
+    n, lr, epochs = sizes.mlp_rows, float(mlp.LR), sizes.mlp_rows // mlp.SAMPLES
+    runs, ends = iter(range(1_000)), dict[str, Any]()
+
+    def lists() -> None:
+        ends["lists"] = mlp.plain_sgd(data, init, lr, epochs)
+
+    def unrolled() -> None:
+        ends["unrolled"] = mlp.unrolled_sgd(data, init, lr, epochs)
+
+    def record() -> None:
+        ends["record"] = mlp_record(dataset, folder / f"rec{next(runs)}", n)
+
+    t = best_of_each(sizes.repeats, {"lists": lists, "unrolled": unrolled, "record": record})
+    add(
+        "3-2-1 network: plain Python loop, lists of floats",
+        f"{n / t['lists']:,.0f} steps/s",
+        "the yardstick: per-sample SGD by hand, nothing recorded (bench/mlp.py)",
+    )
+    add(
+        "3-2-1 network: the same loop unrolled, a local per weight",
+        f"{n / t['unrolled']:,.0f} steps/s",
+        f"{t['lists'] / t['unrolled']:.1f}× the lists loop's speed; the code steptrace's "
+        "compiled walk generates",
+    )
+    add(
+        f"3-2-1 network: steptrace record float64 ({n:,} rows)",
+        f"{n / t['record']:,.0f} rows/s",
+        f"{t['record'] / t['lists']:.2f}× the lists loop's time (goal ≤ 3×), "
+        f"{t['record'] / t['unrolled']:.1f}× the unrolled loop's",
+    )
+    trace = steptrace.open_trace(ends["record"].path)
+    recorded = final_weights(trace)
+    plain = [mlp.flat(ends["lists"]), mlp.flat(ends["unrolled"])]
+    same = all(same_bits(recorded, weights) for weights in plain)
+    add(
+        "3-2-1 network: final weights, steptrace vs both plain loops",
+        "identical, bit for bit" if same else "DIFFERENT",
+        f"all {len(recorded)} parameters after {n:,} steps",
+    )
+    values = sum(tensor.size for tensor in trace.tensors)
+    per_row = trace_bytes(trace) / trace.num_rows
+    add(
+        f"3-2-1 network: bytes on disk ({trace.num_rows:,} rows)",
+        f"{per_row:.1f} B/row = {per_row / values:.2f} B/value",
+        f"{values} recorded values a row (goal ≤ 4 B/value)",
+    )
+    label = "3-2-1 network: peak RSS recording in its own process"
+    if sizes.mlp_big_rows:
+        small = child(["--child-mlp", str(n), str(folder / "small")])
+        big = child(["--child-mlp", str(sizes.mlp_big_rows), str(folder / "big")])
+        add(
+            label,
+            f"{small['peak_mb']:.0f} MB / {big['peak_mb']:.0f} MB",
+            f"{n:,} / {sizes.mlp_big_rows:,} rows ({big['peak_mb'] / small['peak_mb'] - 1:+.0%}); "
+            "the long run: "
+            f"{sizes.mlp_big_rows / big['seconds']:,.0f} rows/s, {big['bytes_per_row']:.1f} B/row",
+        )
+    else:
+        add(label, "skipped in --quick", f"the full run records {FULL.mlp_big_rows:,} rows")
+    measure_torch(sizes, data, init, n / t["record"], add)
+
+
+def measure_torch(
+    sizes: Sizes,
+    data: mlp.Data,
+    init: mlp.Weights,
+    recording_rate: float,
+    add: Callable[[str, str, str], None],
+) -> None:
+    steps = sizes.torch_steps
+    label = f"3-2-1 network: PyTorch untraced, float64, per sample ({steps:,} steps)"
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        add(label, "not installed", "optional: pip install torch")
+        return
+    lr = float(mlp.LR)
+    timings = [mlp.torch_sgd(data, init, lr, steps) for _ in range(sizes.repeats)]
+    seconds, weights = min(timings, key=lambda timing: timing[0])
+    ours = mlp.flat(mlp.plain_sgd(data, init, lr, steps // mlp.SAMPLES))
+    theirs = mlp.flat(weights)
+    if same_bits(theirs, ours):
+        agree = "identical to the plain loop's, bit for bit"
+    else:
+        gap = max(abs(a - b) / abs(b) for a, b in zip(theirs, ours, strict=True))
+        agree = f"within {gap:.0e} (relative) of the plain loop's"
+    speed = recording_rate * seconds / steps  # steptrace's rows per PyTorch's step
+    faster = (
+        f"steptrace records every value {speed:,.0f}× faster"
+        if speed >= 1
+        else (f"PyTorch trains {1 / speed:,.1f}× faster than steptrace records")
+    )
+    add(label, f"{steps / seconds:,.0f} steps/s", f"{faster}; its weights {agree}")
 
 
 # --- other trackers -------------------------------------------------------------------------
@@ -363,6 +539,7 @@ def measure(sizes: Sizes, work: Path) -> list[Row]:
         f"{idle['peak_mb']:.0f} / {small['peak_mb']:.0f} / {big['peak_mb']:.0f} MB",
         f"{sizes.rows:,} and {sizes.big_rows:,} rows (goal ≤ 250 MB, flat)",
     )
+    measure_mlp(sizes, work, add)
 
     # Disk, and reading back.
     one = steptrace.open_trace(next((work / "rec0").iterdir()))
@@ -484,9 +661,9 @@ def measure(sizes: Sizes, work: Path) -> list[Row]:
     )
     numpy_step, python_steps = loop_across_runs(len(lrs), sizes.sweep_rows)
     add(
-        f"sequential step of {len(lrs)} runs: numpy (runs × features) vs plain Python",
+        f"sequential step of {len(lrs)} runs: numpy (runs × features) vs compiled walk",
         f"{numpy_step * 1e6:.1f} µs vs {python_steps * 1e6:.1f} µs",
-        "why a sweep runs the plain-Python loop once per run",
+        "one step of every run: all runs at once in numpy, or each run's own walk in turn",
     )
     loop = min(numpy_step, python_steps) * sizes.sweep_rows
     floor = (loop + own * len(lrs)) / 2
@@ -526,9 +703,17 @@ def header() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in _lscpu() if "Model name" in line), "?")
     return (
         f"steptrace {steptrace.__version__} · Python {platform.python_version()} · "
-        f"numpy {np.__version__} · pyarrow {pa.__version__} · {cpu}, {os.cpu_count()} CPUs · "
+        f"numpy {np.__version__} · pyarrow {pa.__version__}{_torch_version()} · {cpu}, "
+        f"{os.cpu_count()} CPUs · "
         f"load {os.getloadavg()[0]:.2f}"
     )
+
+
+def _torch_version() -> str:
+    try:
+        return f" · torch {importlib.metadata.version('torch')}"
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def _lscpu() -> list[str]:
@@ -550,12 +735,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     parser.add_argument("--child-record", nargs=2, metavar=("ROWS", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--child-diff", nargs=2, metavar=("A", "B"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-mlp", nargs=2, metavar=("ROWS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_record:
         child_record(int(args.child_record[0]), args.child_record[1])
         return
     if args.child_diff:
         child_diff(*args.child_diff)
+        return
+    if args.child_mlp:
+        child_mlp(int(args.child_mlp[0]), args.child_mlp[1])
         return
     sizes = QUICK if args.quick else FULL
     print(header(), flush=True)

@@ -1,24 +1,31 @@
 """The benchmark harness runs end to end (tiny sizes) and prints every row of its table.
 
-Figures are not checked: machines are noisy, and docs/benchmarks.md reports a full run.
+Figures are not checked: machines are noisy, and docs/benchmarks.md reports a full run. One
+result is: the hand-written 3-2-1 loops of bench/mlp.py end with steptrace's weights, bit for bit.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
-from steptrace.train.sweeppool import available_cores
-
 from .conftest import REPO
 
-CORES = available_cores()
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 ROWS = [
     "untraced pure-Python loop (float64)",
     "steptrace record float64 (3,000 rows)",
     "steptrace record float32 (3,000 rows)",
     "steptrace record float64 (9,000 rows, own process)",
     "peak RSS: imports only / small run / big run",
+    "3-2-1 network: plain Python loop, lists of floats",
+    "3-2-1 network: the same loop unrolled, a local per weight",
+    "3-2-1 network: steptrace record float64 (3,000 rows)",
+    "3-2-1 network: final weights, steptrace vs both plain loops",
+    "3-2-1 network: bytes on disk (3,000 rows)",
+    "3-2-1 network: peak RSS recording in its own process",
+    "3-2-1 network: PyTorch untraced, float64, per sample (1,000 steps)",
     "bytes per row on disk (3,000 rows)",
     "bytes per row on disk (9,000 rows)",
     "read 3,000 rows into pandas",
@@ -30,7 +37,7 @@ ROWS = [
     "the same on the article's 3 rows: record --lr ×4 vs ×1",
     "Parquet writing alone, one run of 300 rows",
     "the 20 columns that differ between runs, writing alone",
-    "sequential step of 4 runs: numpy (runs × features) vs plain Python",
+    "sequential step of 4 runs: numpy (runs × features) vs compiled walk",
     "lower bound of the sweep on 2 cores: (4 loops + 4 × own columns) / 2",
     "exact, article run (30 steps, lr 1)",
     "exact, growing rationals (lr 1e-9), 9 steps",
@@ -53,4 +60,7 @@ def test_quick_run_prints_every_row_of_the_table(tmp_path):
     assert labels == ROWS
     for line in lines[1:]:
         assert len(line.split()) > len(line.split("  ")[0].split()), f"no value: {line!r}"
+    # The hand-written 3-2-1 loops do the series' operations in its order: same bits.
+    weights = next(line for line in lines if "final weights" in line)
+    assert "identical, bit for bit" in weights, weights
     assert list(tmp_path.iterdir()) == []  # everything went to a temporary folder
