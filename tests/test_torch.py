@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 
 import steptrace
+from steptrace.views.replay import format_step, iter_steps
 
 from .conftest import REPO
 
@@ -261,6 +262,12 @@ def test_an_optimizer_of_its_own_is_recorded_as_it_updated(traces):
     # Plain SGD's rule would not have given these parameters: verify checks it for SGD runs.
     w, g = steptrace.load_tensor(rec, "w2_before"), steptrace.load_tensor(rec, "grad_w2")
     assert not np.allclose(steptrace.load_tensor(rec, "w2_after")[3], w[3] - 1e-7 * g[3])
+    # Replay says whose rule moved the weights instead of writing ŵ = w − α·grad.
+    text = format_step(
+        steptrace.open_trace(rec.path), next(iter_steps(steptrace.open_trace(rec.path), 3, 4))
+    )
+    assert "5: update the weights (by SGD's own rule, recorded as it left them" in text
+    assert "ŵ2 = SGD(w2, ∂Loss/∂W2)" in text and "= w2 - α" not in text
 
 
 def test_diff_against_steptrace_names_the_first_divergence_by_layer(traces, run_cli):

@@ -119,19 +119,27 @@ def _backward(nt: Notation, vals: list[SampleValues]) -> list[str]:
     return out
 
 
-def _update(nt: Notation, vals: list[SampleValues]) -> list[str]:
+def _update(nt: Notation, vals: list[SampleValues], optimizer: str | None) -> list[str]:
+    """ŵ = w − α·grad written out; or, for a run whose optimizer updated the parameters by a
+    rule of its own (momentum, Adam …), what it did, named: w, then ŵ as it left them."""
     first, lr, m = vals[0], vals[0].vec("lr"), len(vals)
     out = ["5: update the weights"]
+    if optimizer:
+        out[0] += f" (by {optimizer}'s own rule, recorded as it left them; not ŵ = w - α * grad)"
     changed = []
     for k, kind in nt.param_tensors():
         before, after, grad = f"{kind}{k}_before", f"{kind}{k}_after", f"grad_{kind}{k}"
         term = nt.partial(k, kind) if m == 1 else f"Σ {nt.symbol(grad)}"
         lhs = f"{INDENT}{nt.symbol(after)} "
         more = " " * width(lhs) + "= "
-        out.append(f"{lhs}= {nt.symbol(before)} - α * {term}")
-        grads = [v.lines(grad) for v in vals]
-        out += hang(more, update_lines(first.lines(before), lr, grads, "-", REPLAY.scale))
-        out += hang(more, first.lines(after))
+        if optimizer:
+            out.append(f"{lhs}= {optimizer}({nt.symbol(before)}, {term})")
+            out += hang(more, first.lines(after))
+        else:
+            out.append(f"{lhs}= {nt.symbol(before)} - α * {term}")
+            grads = [v.lines(grad) for v in vals]
+            out += hang(more, update_lines(first.lines(before), lr, grads, "-", REPLAY.scale))
+            out += hang(more, first.lines(after))
         changed += [
             nt.entry(after, idx)
             for idx, (a, b) in _indexed(nt, after, first.columns(after), first.columns(before))
@@ -169,8 +177,17 @@ def format_step(trace: Trace, rows: pd.DataFrame, notation: Notation | None = No
     out += _forward(nt, vals)
     out += _loss(nt, vals, rows)
     out += _backward(nt, vals)
-    out += _update(nt, vals)
+    out += _update(nt, vals, _own_update(trace))
     return "\n".join(out)
+
+
+def _own_update(trace: Trace) -> str | None:
+    """The optimizer's name when it updated the parameters by a rule of its own (a run another
+    framework recorded: ``recorded_with.update`` is ``optimizer``), else None."""
+    by = trace.meta.get("recorded_with") or {}
+    if by.get("update") != "optimizer":
+        return None
+    return str((by.get("optimizer") or {}).get("type") or "the optimizer")
 
 
 def iter_steps(trace: Trace, start: int = 0, stop: int | None = None) -> Iterator[pd.DataFrame]:
