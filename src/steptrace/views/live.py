@@ -32,6 +32,7 @@ from .curves import MAX_POINTS, Curve, check_curve_column, curve_of
 from .divergence import Divergence
 from .folder import steps_per_epoch
 from .parts import last_on_disk
+from .sweep import run_settings
 
 __all__ = ["LiveRun", "Snapshot", "snapshot"]
 
@@ -220,14 +221,8 @@ class LiveRun:
         """How the run stands, in the keys of :func:`~steptrace.views.run_outcome`."""
         s = self.summary()
         trace = self.refresh().trace
-        return {  # the settings as run_outcome gives them (a test holds the two together)
-            "lr_text": trace.lr_text,
-            "lr": None,
-            "numerics": trace.numerics,
-            "batch_size": int(trace.meta["batch_size"]),
-            "seed": trace.meta.get("seed"),
-            "model": str((trace.meta.get("model") or {}).get("name", "article")),
-            "status": trace.status,
+        return {
+            **run_settings(trace),
             "final_loss": s.final_loss,
             "min_loss": s.min_loss,
             "min_loss_step": s.min_loss_step,

@@ -26,6 +26,19 @@ COLUMNS = ["run", "α", "numerics", "final loss", "lowest loss", "at step", "div
 GROUPED = {"model": "model", "numerics": "numerics", "batch_size": "batch", "seed": "seed"}
 
 
+def run_settings(trace: Trace) -> dict[str, Any]:
+    """The settings a sweep lines runs up by, as :func:`run_outcome` gives them."""
+    return {
+        "lr_text": trace.lr_text,
+        "lr": None,
+        "numerics": trace.numerics,
+        "batch_size": int(trace.meta["batch_size"]),
+        "seed": trace.meta.get("seed"),
+        "model": str((trace.meta.get("model") or {}).get("name", "article")),
+        "status": trace.status,
+    }
+
+
 def run_outcome(trace: Trace) -> dict[str, Any]:
     """How one run ended (see :func:`lr_sweep`): for a run that has ended, what its recorder
     stored when it did (no rows read, so a sweep of long runs lines up at once); else its
@@ -33,13 +46,7 @@ def run_outcome(trace: Trace) -> dict[str, Any]:
     if trace.summary is not None:
         stored = trace.summary
         return {
-            "lr_text": trace.lr_text,
-            "lr": None,
-            "numerics": trace.numerics,
-            "batch_size": int(trace.meta["batch_size"]),
-            "seed": trace.meta.get("seed"),
-            "model": str((trace.meta.get("model") or {}).get("name", "article")),
-            "status": trace.status,
+            **run_settings(trace),
             **{k: stored.get(k) for k in ("final_loss", "min_loss", "min_loss_step")},
             "diverged": stored.get("diverged_at") is not None,
             "diverged_at": stored.get("diverged_at"),
