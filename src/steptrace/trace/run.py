@@ -354,11 +354,8 @@ class RunWriter:
         """Rows of whole steps: ``arrays`` by tensor name, (rows, components) each; ``m`` the
         rows of each step. The torch adapter writes many steps at once through here. Ctrl-C
         waits until the rows are in place."""
-        writing, self._writing = self._writing, True
-        try:
+        with self._held_ctrl_c():
             self._place_and_buffer(arrays, m, samples, lrs)
-        finally:
-            self._writing = writing
         self._raise_held_ctrl_c()
 
     def _place_and_buffer(
