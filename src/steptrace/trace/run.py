@@ -60,7 +60,8 @@ from .._version import __version__
 from ..errors import ConfigError, WriteError
 from ..model.spec import Model, load_model
 from ..numerics import Numerics, get_numerics, parse_exact
-from ..schedule import ChunkPlan, EpochOrders, PlannedStep, plan, steps_per_epoch
+from ..schedule import PlannedStep, plan, steps_per_epoch
+from .placement import DataInfo, Declared, Learned, Placer
 from .schema import FORMAT_VERSION, METADATA_KEY, Tensor, after_columns, stack_tensors
 from .summary import RunSummary, SummaryTracker
 from .writer import TraceWriter, make_run_dir, parquet_options
@@ -77,8 +78,6 @@ ModelLike = str | Path | Mapping[str, Any] | Model
 
 #: Rows held before they go to the trace writer (whole steps; fewer for very wide models).
 BUFFER_ROWS = 8_192
-#: Distinct data inputs remembered to tell which dataset row each one is (a learned plan).
-MAX_LEARNED_ROWS = 1_000_000
 #: Parameter tensors: one value per step, given per step or per row.
 _PARAMS = ("_before", "_after")
 
@@ -179,7 +178,7 @@ def open_run(
     meta["recorded_by"] = {"host": socket.gethostname(), "pid": os.getpid()}
     if recorded_with is not None:
         meta["recorded_with"] = json.loads(json.dumps(dict(recorded_with)))
-    info = _DataInfo(
+    info = DataInfo(
         dataset_name or (data.name if data is not None else "loop"),
         feature_names, target_names, data, num,
     )  # fmt: skip
@@ -198,7 +197,7 @@ class RunWriter:
         run_dir: Path,
         meta: dict[str, Any],
         numerics: Numerics,
-        data: _DataInfo,
+        data: DataInfo,
         flush_seconds: float,
     ) -> None:
         self.path = run_dir
@@ -216,7 +215,7 @@ class RunWriter:
         self._handoff_seconds = min(0.2, flush_seconds / 2)
         self._writer: TraceWriter | None = None
         self._background: _Background | None = None
-        self._placer: _Placer = _Learned(data)
+        self._placer: Placer = Learned(data)
         self._tracker = SummaryTracker(1)
         self._buffer: _Buffer | None = None
         self._steps = 0
@@ -233,13 +232,13 @@ class RunWriter:
     def _declare(self, epochs: int, batch_size: int, shuffle: bool, seed: int | None) -> None:
         assert self._data.dataset is not None
         rows = len(self._data.dataset)
-        self._placer = _Declared(self._data, rows, epochs, batch_size, shuffle, seed)
+        self._placer = Declared(self._data, rows, epochs, batch_size, shuffle, seed)
         self._open_writer(self._plan_meta(rows, epochs, batch_size, shuffle, seed))
 
     def plan(self) -> Iterator[PlannedStep]:
         """The steps of a run whose plan is known (dataset, epochs and batch size given): each
         step's number, epoch and the dataset rows it visits, in order."""
-        if not isinstance(self._placer, _Declared):
+        if not isinstance(self._placer, Declared):
             raise ConfigError(
                 "this run learns its plan from the data it is given; open it with dataset, "
                 "epochs and batch_size to know the plan in advance"
@@ -431,7 +430,7 @@ class RunWriter:
                         status, reason = "incomplete", "no steps were recorded"
                 assert self._writer is not None
                 summary = self._tracker.result()
-                if isinstance(self._placer, _Learned) and self._steps:
+                if isinstance(self._placer, Learned) and self._steps:
                     try:
                         summary = self._settle(status == "complete")
                     except Exception as exc:  # the disk, or anything else: keep the steps
@@ -467,7 +466,7 @@ class RunWriter:
         One part in memory at a time: each is summarised under the final plan and rewritten
         atomically (a first pass hashes the inputs in the order they came, for one epoch of
         them)."""
-        assert self._writer is not None and isinstance(self._placer, _Learned)
+        assert self._writer is not None and isinstance(self._placer, Learned)
         final = self._placer.final(complete, self._rows, self._steps)
         meta = {**self.meta, **self._plan_meta(*final.plan)}
         tracker = SummaryTracker(int(meta["steps_per_epoch"]))
@@ -633,41 +632,6 @@ class _Background:
             raise self.error
 
 
-# --- the data: names, rows, identity --------------------------------------------------------
-
-
-class _DataInfo:
-    """The data a run draws from: names, and the dataset when it is known (its rows rounded
-    into the run's numbers, as the loop sees them)."""
-
-    def __init__(
-        self,
-        name: str,
-        features: Sequence[str],
-        targets: Sequence[str],
-        dataset: Dataset | None,
-        numerics: Numerics,
-    ) -> None:
-        self.name = name
-        self.features = tuple(features)
-        self.targets = tuple(targets)
-        self.dataset = dataset
-        self.table: Array | None = None
-        if dataset is not None:
-            dataset.check_range(numerics)
-            rows = [
-                [float(numerics.make(q)) for q in (*x, *y)]
-                for x, y in zip(dataset.inputs, dataset.outputs, strict=True)
-            ]
-            self.table = np.array(rows, dtype=np.float64).reshape(len(dataset), -1)
-
-    def show(self, row: Array) -> str:
-        """A data input as messages write it: ``x = [200.0, 0.0, 0.0], y = [1.0]``."""
-        values = row.tolist()
-        n = len(self.features)
-        return f"x = {values[:n]}, y = {values[n:]}"
-
-
 def _as_dataset(
     source: Any,
     features: int | Sequence[str] | None,
@@ -764,7 +728,7 @@ def _shape_text(t: Tensor) -> str:
     return "×".join(str(n) for n in t.shape) + " values" if t.shape else "one value"
 
 
-def _names_bytes(info: _DataInfo) -> bytes:
+def _names_bytes(info: DataInfo) -> bytes:
     return "\x1f".join((*info.features, *info.targets)).encode()
 
 
@@ -796,234 +760,6 @@ def _rewrite(part: Path, table: pa.Table, meta: dict[str, Any]) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, part)
-
-
-# --- placing rows: step, epoch, sample ------------------------------------------------------
-
-
-class _Placer:
-    def place(
-        self, first_step: int, m: Array, data: Array, samples: Array | None
-    ) -> tuple[Array, Array]:
-        """Epoch and sample of each row of steps ``first_step …`` of ``m`` rows each."""
-        raise NotImplementedError
-
-    def provisional(self, first_m: int) -> tuple[int, int, int]:
-        """Rows, epochs and batch size written until the run closes (a learned plan)."""
-        raise NotImplementedError
-
-
-class _Declared(_Placer):
-    """A plan known in advance: each step must visit the rows the plan says."""
-
-    def __init__(
-        self, data: _DataInfo, rows: int, epochs: int, batch_size: int, shuffle: bool,
-        seed: int | None,
-    ) -> None:  # fmt: skip
-        self.data = data
-        self.rows, self.epochs, self.batch_size = rows, epochs, batch_size
-        self.shuffle, self.seed = shuffle, seed
-        self.orders = EpochOrders(rows, shuffle, seed)
-        self.total = steps_per_epoch(rows, batch_size) * epochs
-
-    def place(
-        self, first_step: int, m: Array, data: Array, samples: Array | None
-    ) -> tuple[Array, Array]:
-        last = first_step + len(m)
-        if last > self.total:
-            raise ConfigError(
-                f"step {self.total} is past the run's plan: {self.total} steps ({self.epochs} "
-                f"epoch(s) of {self.rows} rows in batches of {self.batch_size}); open the run "
-                "with more epochs"
-            )
-        chunk = ChunkPlan(self.rows, self.batch_size, self.orders, first_step, last)
-        if not np.array_equal(chunk.sizes, m):
-            s = int(np.flatnonzero(chunk.sizes != m)[0])
-            raise ConfigError(
-                f"step {first_step + s} has {int(m[s])} data input(s), but the run's plan gives "
-                f"it {int(chunk.sizes[s])} (batches of {self.batch_size}, the last of an epoch "
-                "holding the rest)"
-            )
-        if samples is not None and not np.array_equal(samples, chunk.sample):
-            r = int(np.flatnonzero(samples != chunk.sample)[0])
-            raise ConfigError(
-                f"step {int(chunk.step[r])} visits dataset row {int(samples[r])} where the run's "
-                f"plan visits row {int(chunk.sample[r])}; follow run.plan()"
-            )
-        assert self.data.table is not None
-        expected = self.data.table[chunk.sample]
-        differ = ~((data == expected) | (np.isnan(data) & np.isnan(expected))).all(axis=1)
-        if differ.any():
-            r = int(np.flatnonzero(differ)[0])
-            raise ConfigError(
-                f"step {int(chunk.step[r])}: its data input {self.data.show(data[r])} is not "
-                f"dataset row {int(chunk.sample[r])} ({self.data.show(expected[r])}), which the "
-                "run's plan visits there; follow run.plan() (a loop that shuffles its own way: "
-                "open the run without epochs and batch_size, and the plan is learned)"
-            )
-        return chunk.epoch, chunk.sample
-
-    def provisional(self, first_m: int) -> tuple[int, int, int]:  # pragma: no cover
-        raise AssertionError("a declared plan is written when the run opens")
-
-
-class _Final:
-    """What a learned plan came to."""
-
-    def __init__(
-        self, rows: int, epochs: int, batch_size: int, shuffle: bool, stream: bool
-    ) -> None:
-        self.plan = (rows, epochs, batch_size, shuffle, None)
-        self.stream = stream
-
-
-class _Learned(_Placer):
-    """A plan learned from the data inputs as they come.
-
-    Each data input is a dataset row: the given ``samples``; else the row of the run's dataset
-    with its values; else a number of its own, given in order of first appearance. With a
-    dataset an epoch is its rows; without, an epoch ends when the first input of a step comes
-    back. The rows follow an epoch plan when every epoch visits every row once and in order, in
-    steps of the sizes of a plan (b, b, …, the rest); else they are recorded as one epoch of the
-    data inputs in the order the loop fed them (a ``stream``).
-    """
-
-    def __init__(self, data: _DataInfo) -> None:
-        self.data = data
-        self.known_rows = len(data.dataset) if data.dataset is not None else None
-        self.keys: dict[bytes, int] = {}
-        self.lookup: dict[bytes, int] | None = None
-        if data.table is not None:
-            self.lookup = {}
-            for i, row in enumerate(np.ascontiguousarray(data.table)):
-                self.lookup.setdefault(row.tobytes(), i)
-        self.last_seen: list[int] = []  # by row: the last epoch that visited it
-        self.epoch = -1
-        self.pos = 0  # rows into the current epoch
-        self.k = 0  # steps into the current epoch
-        self.rows_epoch0: int | None = None
-        self.sizes0: list[int] = []
-        self.fits = True  # every row so far follows an epoch plan
-        self.streamed = 0  # rows placed so far
-
-    def ids(self, data: Array, samples: Array | None) -> list[int] | None:
-        """Each row's dataset row; None once there are too many inputs to remember."""
-        if samples is not None:
-            if (samples < 0).any():
-                raise ConfigError("samples are dataset rows: whole numbers from 0")
-            return list(samples.tolist())
-        data = np.ascontiguousarray(data)
-        if self.lookup is not None and self.data.table is not None:
-            # The row an in-order loop visits here, when it holds these values (a dataset may
-            # hold the same values twice); else the first row that does.
-            table = self.data.table
-            expected = (self.streamed + np.arange(len(data))) % len(table)
-            same = (table[expected] == data).all(axis=1)
-            if same.all():
-                return list(expected.tolist())
-        keys: list[Any] = data.view(np.dtype((np.void, data.shape[1] * 8))).ravel().tolist()
-        if self.lookup is not None:
-            found = [self.lookup.get(key) for key in keys]
-            for r in np.flatnonzero(same).tolist():
-                found[r] = int(expected[r])
-            if None in found:
-                raise ConfigError(
-                    f"data input {self.data.show(data[found.index(None)])} is not a row of "
-                    f"the dataset {self.data.name!r} the run was opened with"
-                )
-            return found  # type: ignore[return-value]
-        known = self.keys
-        out = [known.setdefault(key, len(known)) for key in keys]
-        if len(known) > MAX_LEARNED_ROWS:
-            known.clear()  # memory stays flat: the run becomes a stream
-            return None
-        return out
-
-    def place(
-        self, first_step: int, m: Array, data: Array, samples: Array | None
-    ) -> tuple[Array, Array]:
-        rows = len(data)
-        ids = self.ids(data, samples) if self.fits else None
-        start = self.streamed
-        self.streamed += rows
-        if ids is None:
-            self.fits = False
-            return np.zeros(rows, dtype=np.int64), np.arange(start, start + rows)
-        top = max(ids) + 1
-        if top > len(self.last_seen):
-            self.last_seen.extend([-1] * (top - len(self.last_seen)))
-        epochs = []
-        r = 0
-        for size in m.tolist():
-            epochs.append(self.step(ids[r : r + size]))
-            r += size
-        return np.repeat(np.array(epochs, dtype=np.int64), m), np.array(ids, dtype=np.int64)
-
-    def step(self, ids: list[int]) -> int:
-        """Follow one step's data inputs; the epoch it belongs to."""
-        size = len(ids)
-        if self.epoch < 0:
-            self.epoch = 0
-        elif self.epoch_ends(ids[0]):
-            if self.epoch == 0:
-                self.rows_epoch0 = self.pos
-                self.fits &= _plan_sizes(self.sizes0)
-            else:
-                self.fits &= self.pos == self.rows_epoch0
-            self.epoch += 1
-            self.pos = self.k = 0
-        if self.epoch == 0:
-            self.sizes0.append(size)
-        elif self.k >= len(self.sizes0) or self.sizes0[self.k] != size:
-            self.fits = False
-        # In order: the epoch's rows 0, 1, 2 … (a row twice, a shuffle, a row the first epoch
-        # did not visit: no epoch plan that verify can follow).
-        pos = self.pos
-        in_order = ids[0] == pos if size == 1 else ids == list(range(pos, pos + size))
-        self.fits &= in_order and (self.known_rows is None or pos + size <= self.known_rows)
-        last_seen, epoch = self.last_seen, self.epoch
-        for i in ids:
-            last_seen[i] = epoch
-        self.pos += size
-        self.k += 1
-        return epoch
-
-    def epoch_ends(self, first: int) -> bool:
-        if self.known_rows is not None:
-            return self.pos >= self.known_rows
-        return self.last_seen[first] == self.epoch
-
-    def provisional(self, first_m: int) -> tuple[int, int, int]:
-        return self.known_rows or first_m, 1, first_m
-
-    def final(self, complete: bool, total_rows: int, total_steps: int) -> _Final:
-        """The plan the run followed: epochs of the dataset in order, or one epoch of its
-        data inputs (``stream``)."""
-        b = self.sizes0[0] if self.sizes0 else 1
-        fits = self.fits and total_steps > 0
-        if self.rows_epoch0 is None:
-            fits = fits and _plan_sizes(self.sizes0)  # the first epoch is still going
-        rows = self.rows_epoch0 if self.rows_epoch0 is not None else self.pos
-        if self.known_rows is not None:
-            rows = self.known_rows
-        if complete and self.pos != rows:
-            fits = False  # the loop stopped inside an epoch: no plan of whole epochs
-        if fits:
-            return _Final(rows, self.epoch + 1, b, False, stream=False)
-        return _Final(max(total_rows, 1), 1, b, False, stream=True)
-
-    def rows_in_order(self) -> Iterator[list[float]]:
-        """The learned dataset's rows, by number (for its hash)."""
-        for key in self.keys:  # in order of first appearance: by number
-            yield np.frombuffer(key, dtype=np.float64).tolist()
-
-
-def _plan_sizes(sizes: Sequence[int]) -> bool:
-    """Whether an epoch's steps have a plan's sizes: b, b, …, b, then the rest (≤ b)."""
-    if not sizes:
-        return True
-    *full, last = sizes
-    return all(s == sizes[0] for s in full) and last <= sizes[0]
 
 
 # --- the buffer of rows ---------------------------------------------------------------------
