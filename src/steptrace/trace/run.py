@@ -40,12 +40,9 @@ import os
 import queue
 import re
 import signal
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -56,13 +53,12 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._version import __version__
 from ..errors import ConfigError, WriteError
 from ..model.spec import Model, load_model
 from ..numerics import Numerics, get_numerics, parse_exact
 from ..schedule import PlannedStep, plan, steps_per_epoch
 from .placement import DataInfo, Declared, Learned, Placer
-from .schema import FORMAT_VERSION, METADATA_KEY, Tensor, after_columns, stack_tensors
+from .schema import METADATA_KEY, Tensor, after_columns, run_metadata_head
 from .summary import RunSummary, SummaryTracker
 from .writer import TraceWriter, make_run_dir, parquet_options
 
@@ -162,20 +158,7 @@ def open_run(
             "run.plan()'s order"
         )
     run_dir = make_run_dir(Path(out), name or f"{dataset_name or 'run'}-{num.name}-lr{lr_text}")
-    meta: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "steptrace_version": __version__,
-        "run_id": uuid.uuid4().hex,
-        "name": run_dir.name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "numerics": num.name,
-        "lr": lr_text,
-        "lr_exact": str(lr_q),
-        "model": chosen.to_json(),
-        "tensors": [t.as_json() for t in stack_tensors(stack, len(target_names))],
-    }
-    # Which host and process wrote the run (as steptrace's own recorder says; never compared).
-    meta["recorded_by"] = {"host": socket.gethostname(), "pid": os.getpid()}
+    meta = run_metadata_head(run_dir.name, num, lr_text, lr_q, chosen, len(target_names))
     if recorded_with is not None:
         meta["recorded_with"] = json.loads(json.dumps(dict(recorded_with)))
     info = DataInfo(

@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
+import socket
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
 from typing import Any
 
 import pyarrow as pa
 
+from .._version import __version__
 from ..errors import NewerFormatError, TraceError
-from ..model.spec import article_model
+from ..model.spec import Model, article_model
 from ..model.stack import Stack
-from ..numerics import NUMERICS
+from ..numerics import NUMERICS, Numerics
 
 __all__ = [
     "EXACT_SUFFIX",
@@ -41,6 +47,7 @@ __all__ = [
     "describe_column",
     "expand",
     "metadata_of",
+    "run_metadata_head",
     "stack_tensors",
     "tensors_from_columns",
     "tensors_of",
@@ -256,6 +263,28 @@ _DESCRIPTIONS = (
     (r"loss", "the row's loss"),
     (r"lr", "the learning rate"),
 )
+
+
+def run_metadata_head(
+    name: str, numerics: Numerics, lr_text: str, lr: Fraction, model: Model, n_targets: int
+) -> dict[str, Any]:
+    """The metadata every new run starts with, however it is recorded (steptrace's recorder,
+    :func:`steptrace.open_run`): format and versions, identity, who records it, the number
+    system, the learning rate, the model and its tensors. The plan and the dataset follow."""
+    stack = model.stack(numerics)
+    return {
+        "format_version": FORMAT_VERSION,
+        "steptrace_version": __version__,
+        "run_id": uuid.uuid4().hex,
+        "name": name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "recorded_by": {"host": socket.gethostname(), "pid": os.getpid()},
+        "numerics": numerics.name,
+        "lr": lr_text,
+        "lr_exact": str(lr),
+        "model": model.to_json(),
+        "tensors": [t.as_json() for t in stack_tensors(stack, n_targets)],
+    }
 
 
 def check_version(meta: dict[str, Any], where: str) -> None:

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from .._version import __version__
 from ..data import Dataset, load_dataset
 from ..errors import Interrupted, SteptraceError
 from ..schedule import steps_per_epoch
-from ..trace.schema import FORMAT_VERSION, after_columns, stack_tensors, tensors_of
+from ..trace.schema import after_columns, run_metadata_head, tensors_of
 from ..trace.summary import RunSummary, SummaryTracker
 from ..trace.writer import TraceWriter, make_run_dir
 from .columns import iter_blocks
@@ -55,17 +51,13 @@ class RunResult:
 def run_metadata(dataset: Dataset, settings: Settings, run_id: str, name: str) -> dict[str, Any]:
     """The metadata stored with a run (see docs/trace-format.md, "Run metadata")."""
     spe = steps_per_epoch(len(dataset), settings.batch_size)
-    stack = settings.model.stack(settings.numerics)
+    head = run_metadata_head(
+        name, settings.numerics, settings.lr_text, settings.lr, settings.model,
+        len(dataset.targets),
+    )  # fmt: skip
     return {
-        "format_version": FORMAT_VERSION,
-        "steptrace_version": __version__,
+        **head,
         "run_id": run_id,
-        "name": name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "recorded_by": recorded_by(),
-        "numerics": settings.numerics.name,
-        "lr": settings.lr_text,
-        "lr_exact": str(settings.lr),
         "epochs": settings.epochs,
         "batch_size": settings.batch_size,
         "shuffle": settings.shuffle,
@@ -80,14 +72,7 @@ def run_metadata(dataset: Dataset, settings: Settings, run_id: str, name: str) -
             "targets": list(dataset.targets),
             "source": dataset.source,
         },
-        "model": settings.model.to_json(),
-        "tensors": [t.as_json() for t in stack_tensors(stack, len(dataset.targets))],
     }
-
-
-def recorded_by() -> dict[str, Any]:
-    """The host and process recording a run: in a sweep dealt out to workers, which worker."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
 def default_name(dataset: Dataset, settings: Settings) -> str:
