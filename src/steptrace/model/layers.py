@@ -141,9 +141,12 @@ class Layer:
     type: ClassVar[str]
     #: Whether the layer's maths stays within the rationals (exact runs can run it).
     rational: ClassVar[bool] = True
-    #: The series' formulas, for replay and the dashboard.
-    forward_text: ClassVar[str]
-    backward_text: ClassVar[str]
+    #: The layer's formulas, once for every place that writes them (replay, the dashboard,
+    #: verify's messages): templates of ``{x}`` (its input), ``{o}`` (its output), ``{d}`` (the
+    #: δ it receives), ``{w}``/``{b}`` (its parameters) and the typography ``{ge}``,
+    #: ``{minus}``, ``{dot}``, ``{times}``. ``forward_rule`` gives o, ``backward_rule`` δ_in.
+    forward_rule: ClassVar[str]
+    backward_rule: ClassVar[str]
     has_params: ClassVar[bool] = False
 
     def out_size(self, n_in: int) -> int:
@@ -171,8 +174,8 @@ class Layer:
 
 class Input(Layer):
     type = "input"
-    forward_text = "o = x"
-    backward_text = "δ_in = δ"
+    forward_rule = "{x}"
+    backward_rule = "{d}"
 
     def forward(self, x: Vec, p: Params | None) -> Vec:
         return list(x)  # L(x) = x
@@ -188,8 +191,11 @@ class Identity(Input):
 class Linear(Layer):
     type = "linear"
     has_params = True
-    forward_text = "o = W·x + b"
-    backward_text = "δ_in = Wᵀ·δ;  ∂W = δ ⊗ x;  ∂b = δ"
+    forward_rule = "{w}{dot}{x}"  # + bias_rule with a bias
+    backward_rule = "{d}{dot}{w}"
+    bias_rule = " + {b}"
+    grad_w_rule = "{d}{times}{x}"  # ∂Loss/∂W = δ ⊗ x
+    grad_b_rule = "{d}"  # ∂Loss/∂b = δ
 
     def __init__(self, out: int, bias: bool = True) -> None:
         self.out = out
@@ -215,15 +221,11 @@ class Linear(Layer):
     def settings(self) -> dict[str, Any]:
         return {"type": self.type, "out": self.out, "bias": self.bias}
 
-    @property
-    def forward_label(self) -> str:
-        return "o = W·x + b" if self.bias else "o = W·x"
-
 
 class Relu(Layer):
     type = "relu"
-    forward_text = "o = x if x ≥ 0 else 0"
-    backward_text = "δ_in = δ if x ≥ 0 else 0"
+    forward_rule = "{x} if {x} {ge} 0 else 0"
+    backward_rule = "{d} if {x} {ge} 0 else 0"
 
     def forward(self, x: Vec, p: Params | None) -> Vec:
         return [where(xi >= 0, xi, zero_like(xi)) for xi in x]
@@ -234,8 +236,8 @@ class Relu(Layer):
 
 class LeakyRelu(Layer):
     type = "leaky_relu"
-    forward_text = "o = x if x ≥ 0 else a·x"
-    backward_text = "δ_in = δ if x ≥ 0 else a·δ"
+    forward_rule = "{x} if {x} {ge} 0 else {slope}{times}{x}"
+    backward_rule = "{d} if {x} {ge} 0 else {slope}{times}{d}"
 
     def __init__(self, slope: Number, slope_text: str = "1/100") -> None:
         self.slope = slope  # in the run's number system
@@ -255,8 +257,8 @@ class LeakyRelu(Layer):
 
 class Heaviside(Layer):
     type = "heaviside"
-    forward_text = "o = 1 if x ≥ 0 else 0"
-    backward_text = "δ_in = 0"
+    forward_rule = "1 if {x} {ge} 0 else 0"
+    backward_rule = "0"
 
     def forward(self, x: Vec, p: Params | None) -> Vec:
         return [where(xi >= 0, one_like(xi), zero_like(xi)) for xi in x]
@@ -268,8 +270,8 @@ class Heaviside(Layer):
 class Logistic(Layer):
     type = "logistic"
     rational = False  # e^x
-    forward_text = "o = 1 / (1 + e^−x)"
-    backward_text = "δ_in = δ · o · (1 − o)"
+    forward_rule = "1 / (1 + e^{minus}{x})"
+    backward_rule = "{d}{times}{o}{times}(1 {minus} {o})"
 
     def forward(self, x: Vec, p: Params | None) -> Vec:
         return [one_like(xi) / (one_like(xi) + exp(-xi)) for xi in x]
@@ -292,8 +294,6 @@ class SquaredError:
     (the step's loss is the mean of its rows')."""
 
     type = "squared_error"
-    formula_text = "½ Σ (o − y)²"
-    backward_text = "δ = (o − y) / m"
 
     def value(self, o: Vec, y: Vec) -> Number:
         total = (o[0] - y[0]) * (o[0] - y[0])

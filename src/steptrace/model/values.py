@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .layers import Linear
 from .stack import ParamSet, Stack
 
 __all__ = ["formulas", "param_values", "row_values", "tensor_values"]
@@ -68,18 +69,8 @@ def tensor_values(
     return values
 
 
-#: Each layer's forward formula as the article writes it; ``{x}`` is the layer's input.
-_FORWARD = {
-    "input": "{x}", "identity": "{x}", "linear": "w . {x}", "relu": "{x} if {x} >= 0 else 0",
-    "leaky_relu": "{x} if {x} >= 0 else {slope} * {x}", "heaviside": "1 if {x} >= 0 else 0",
-    "logistic": "1 / (1 + e^-{x})",
-}  # fmt: skip
-#: Its backward formula: δ of its input from ``{d}``, the δ of its output.
-_BACKWARD = {
-    "input": "{d}", "identity": "{d}", "linear": "{d} . w", "relu": "{d} if {x} >= 0 else 0",
-    "leaky_relu": "{d} if {x} >= 0 else {slope} * {d}", "heaviside": "0",
-    "logistic": "{d} * {o} * (1 - {o})",
-}  # fmt: skip
+#: The terminal's typography (``steptrace replay`` writes formulas so too).
+PLAIN = {"ge": ">=", "minus": "-", "dot": " . ", "times": " * "}
 
 
 def formulas(stack: Stack) -> dict[str, str]:
@@ -88,15 +79,15 @@ def formulas(stack: Stack) -> dict[str, str]:
     top = stack.loss_number
     out: dict[str, str] = {}
     for k, layer in enumerate(stack.layers, 1):
-        names = {**layer.settings(), "x": "x" if k == 1 else f"o{k - 1}", "o": f"o{k}",
-                 "d": f"δ{k + 1}"}  # fmt: skip
-        forward = _FORWARD.get(layer.type, layer.forward_text).format(**names)
-        if names.get("bias"):
-            forward += " + b"
+        names = {**layer.settings(), **PLAIN, "x": "x" if k == 1 else f"o{k - 1}", "o": f"o{k}",
+                 "d": f"δ{k + 1}", "w": "w", "b": "b"}  # fmt: skip
+        forward = layer.forward_rule.format(**names)
+        if isinstance(layer, Linear):
+            forward += layer.bias_rule.format(**names) if layer.bias else ""
+            out[f"grad_w{k}"] = "this sample's gradient " + layer.grad_w_rule.format(**names)
+            out[f"grad_b{k}"] = "this sample's gradient " + layer.grad_b_rule.format(**names)
         out[f"o{k}"] = f"o{k} = L{k}({names['x']}) = {forward}"
-        out[f"d{k}"] = f"δ{k} = " + _BACKWARD.get(layer.type, layer.backward_text).format(**names)
-        out[f"grad_w{k}"] = f"this sample's gradient {names['d']} * {names['x']}"
-        out[f"grad_b{k}"] = f"this sample's gradient {names['d']}"
+        out[f"d{k}"] = f"δ{k} = " + layer.backward_rule.format(**names)
     total = "Σ " if stack.n_out > 1 else ""
     out["loss"] = f"this sample's loss 1/2 {total}(o{top - 1} - y)^2"
     out[f"d{top}"] = f"δ{top} = (o{top - 1} - y) / m, m the rows of this step"

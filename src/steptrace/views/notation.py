@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SteptraceError, TraceError
-from ..model.layers import LAYERS
+from ..model.layers import LAYERS, Linear
 from ..model.spec import load_model
 from ..trace.reader import Trace
 
@@ -179,45 +179,32 @@ class Notation:
 
     # -- formulas -----------------------------------------------------------------------------
 
+    def _names(self, k: int) -> dict[str, str]:
+        """What layer k's formula templates (:mod:`steptrace.model.layers`) are filled with."""
+        s, layer = self.style, self.layer(k)
+        return {
+            "x": self.inp(k), "o": f"o{k}", "d": f"δ{k + 1}", "slope": layer.slope,
+            "w": self.symbol(f"w{k}"), "b": self.symbol(f"b{k}"),
+            "ge": s.ge, "minus": s.minus, "dot": s.dot, "times": s.times,
+        }  # fmt: skip
+
     def forward(self, k: int) -> str:
         """Layer k's forward formula: ``o2 = w · o1``, ``o3 = o2 if o2 ≥ 0 else 0`` …"""
-        s, layer, i = self.style, self.layer(k), self.inp(k)
-        rules = {
-            "input": i,
-            "identity": i,
-            "relu": f"{i} if {i} {s.ge} 0 else 0",
-            "leaky_relu": f"{i} if {i} {s.ge} 0 else {layer.slope}{s.times}{i}",
-            "heaviside": f"1 if {i} {s.ge} 0 else 0",
-            "logistic": f"1 / (1 + e^{s.minus}{i})",
-        }
-        if layer.type == "linear":
-            rule = f"{self.symbol(f'w{k}')}{s.dot}{i}"
-            if layer.bias:
-                rule += f" + {self.symbol(f'b{k}')}"
-        else:
-            rule = rules[layer.type]
+        layer, names = self.layer(k), self._names(k)
+        rule = LAYERS[layer.type].forward_rule.format(**names)
+        if layer.type == "linear" and layer.bias:
+            rule += Linear.bias_rule.format(**names)
         return f"o{k} = {rule}"
 
     def backward(self, k: int) -> list[BackRule]:
         """Layer k's backward lines, from the δ it receives (δ{k+1}): δk, then the gradients
         of its parameters, as the article orders them."""
-        s, layer, i, d = self.style, self.layer(k), self.inp(k), f"δ{k + 1}"
-        rules = {
-            "input": d,
-            "identity": d,
-            "relu": f"{d} if {i} {s.ge} 0 else 0",
-            "leaky_relu": f"{d} if {i} {s.ge} 0 else {layer.slope}{s.times}{d}",
-            "heaviside": "0",
-            "logistic": f"{d}{s.times}o{k}{s.times}(1 {s.minus} o{k})",
-        }
-        if layer.type != "linear":
-            return [BackRule(f"d{k}", rules[layer.type])]
-        out = [
-            BackRule(f"d{k}", f"{d}{s.dot}{self.symbol(f'w{k}')}"),
-            BackRule(f"grad_w{k}", f"{d}{s.times}{i}"),
-        ]
-        if layer.bias:
-            out.append(BackRule(f"grad_b{k}", d))
+        layer, names = self.layer(k), self._names(k)
+        out = [BackRule(f"d{k}", LAYERS[layer.type].backward_rule.format(**names))]
+        if layer.type == "linear":
+            out.append(BackRule(f"grad_w{k}", Linear.grad_w_rule.format(**names)))
+            if layer.bias:
+                out.append(BackRule(f"grad_b{k}", Linear.grad_b_rule.format(**names)))
         return out
 
     def loss_forward(self) -> str:
