@@ -50,10 +50,11 @@ def _shared(schema: pa.Schema) -> pa.Schema:
     return schema
 
 
-def part_info(path: Path) -> PartInfo:
+def part_info(path: Path, unreadable: str = "not a readable Parquet file") -> PartInfo:
     """A part's :class:`PartInfo`, from its footer, read once while the file stays the same.
 
-    Raises :class:`TraceError` if the file is gone or is not readable Parquet."""
+    Raises :class:`TraceError` (``<path>: <unreadable> (<why>)``) if the file is gone or is
+    not readable Parquet."""
     try:
         st = path.stat()
         key = (st.st_size, st.st_mtime_ns)
@@ -64,7 +65,7 @@ def part_info(path: Path) -> PartInfo:
                 return hit[1]
         footer = pq.read_metadata(path)
     except (OSError, pa.ArrowException) as exc:
-        raise TraceError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise TraceError(f"{path}: {unreadable} ({exc})") from None
     info = PartInfo(step_statistics(footer), footer.num_rows, footer.schema.to_arrow_schema())
     with _lock:
         info = PartInfo(info.spans, info.rows, _shared(info.schema))

@@ -129,14 +129,7 @@ class Trace:
     @cached_property
     def _parts(self) -> list[PartInfo]:
         """What each part's footer says (read once per part file, for every Trace of it)."""
-        infos = []
-        for f in self.files:
-            try:
-                infos.append(part_info(f))
-            except TraceError as exc:
-                why = str(exc).split("file (", 1)[-1]
-                raise TraceError(f"{f}: unreadable part file ({why}") from None
-        return infos
+        return [part_info(f, unreadable="unreadable part file") for f in self.files]
 
     @property
     def num_rows(self) -> int:
