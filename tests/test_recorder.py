@@ -117,9 +117,11 @@ def test_a_recording_killed_with_sigkill_keeps_every_flushed_step(traces):
     trace = open_trace(run)
     assert trace.status == "incomplete"
     assert json.loads((run / "_run.json").read_text())["status"] == "incomplete"
-    # The weights chain: each step starts where the previous one ended.
-    assert (df["w2_before_1_1"].to_numpy()[1:] == df["w2_after_1_1"].to_numpy()[:-1]).all()
-    assert trace.read().equals(df[trace.read().columns])
+    # The weights chain: each step starts where the previous one ended (the weights before a
+    # step are stored once, as the step before's weights after, and read back so).
+    full = trace.read()
+    assert (full["w2_before_1_1"].to_numpy()[1:] == full["w2_after_1_1"].to_numpy()[:-1]).all()
+    assert full[df.columns].equals(df)
 
 
 def test_a_live_recording_is_reported_running(traces):

@@ -3,6 +3,7 @@ read without steptrace by pandas, DuckDB and Polars."""
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 import duckdb
@@ -83,14 +84,28 @@ def test_unknown_names_and_exact_from_a_float_run_are_refused_clearly(two_layer,
 def test_pandas_duckdb_and_polars_read_a_stack_without_steptrace(two_layer):
     folder = two_layer.path
     frame = pd.read_parquet(folder)
-    assert len(frame) == 6 and "w4_after_1_2" in frame and "b2_before_2_exact" in frame
+    assert len(frame) == 6 and "w4_after_1_2" in frame and "b2_after_2_exact" in frame
+    # Each value stored once (docs/trace-format.md): δ1 is δ2, grad_b2 is δ3, and the
+    # parameters before a step are the ones after the step before.
+    assert not {"d1_1", "grad_b2_1", "w4_before_1_2"} & set(frame.columns)
+    full = steptrace.load_trace(folder)
+    assert (full["d1_1"] == frame["d2_1"]).all() and (full["grad_b2_1"] == frame["d3_1"]).all()
     parts = str(folder / "*.parquet")
     got = duckdb.sql(
-        f"SELECT step, first(w4_after_1_2) AS w FROM read_parquet('{parts}') "
-        "GROUP BY step ORDER BY step"
+        "SELECT step, w, lag(w) OVER (ORDER BY step) AS before FROM ("
+        f"SELECT step, first(w4_after_1_2) AS w FROM read_parquet('{parts}') GROUP BY step) "
+        "ORDER BY step"
     ).fetchall()
-    assert [s for s, _ in got] == [0, 1, 2, 3]
+    assert [s for s, _, _ in got] == [0, 1, 2, 3]
     assert got[-1][1] == frame["w4_after_1_2"].iloc[-1]
+    befores = full.groupby("step")["w4_before_1_2"].first().tolist()
+    assert [b for _, _, b in got][1:] == befores[1:]
+    # Step 0's come from the first part's footer, which DuckDB reads too.
+    ((entry,),) = duckdb.sql(
+        f"SELECT value FROM parquet_kv_metadata('{folder / 'part-000000.parquet'}') "
+        "WHERE key = 'steptrace.before'"
+    ).fetchall()
+    assert json.loads(entry)["values"]["w4_before_1_2"] == befores[0]
     polars = pl.read_parquet(parts)
     assert polars.shape == frame.shape
     assert polars["o2_2"].to_list() == frame["o2_2"].tolist()

@@ -130,9 +130,13 @@ def test_pytorch_records_what_steptrace_records_for_the_same_network(traces, bat
     pd.testing.assert_frame_equal(
         steptrace.load_trace(rec.path, columns=keys), steptrace.load_trace(ref.path, columns=keys)
     )
-    ours, theirs = steptrace.open_trace(rec.path).meta, steptrace.open_trace(ref.path).meta
-    for key in ("epochs", "batch_size", "steps", "steps_per_epoch", "tensors", "numerics"):
+    mine, steptraces = steptrace.open_trace(rec.path), steptrace.open_trace(ref.path)
+    ours, theirs = mine.meta, steptraces.meta
+    for key in ("epochs", "batch_size", "steps", "steps_per_epoch", "numerics"):
         assert ours[key] == theirs[key], key
+    assert [(t.name, t.shape) for t in mine.tensors] == [
+        (t.name, t.shape) for t in steptraces.tensors
+    ]
     assert ours["dataset"]["rows"] == 3
     assert rec.status == "complete"
 

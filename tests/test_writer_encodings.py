@@ -31,6 +31,8 @@ def test_each_kind_of_column_gets_its_encoding_in_the_written_file(tmp_path):
     assert "DELTA_BINARY_PACKED" in used["step"] and "DELTA_BINARY_PACKED" in used["sample"]
     for column in ("lr", "x_1", "y_1", "o1_3", "run_id", "numerics"):
         assert "RLE_DICTIONARY" in used[column], column
+    # Stored once: δ1 is δ2, the weights before a step are the ones after the step before.
+    assert not {"d1_1", "w2_before_1_1"} & set(used)
     assert "RLE_DICTIONARY" not in used["w2_after_1_2"]
     column_chunks = pq.read_metadata(part).row_group(0)
     names = [column_chunks.column(i).path_in_schema for i in range(column_chunks.num_columns)]

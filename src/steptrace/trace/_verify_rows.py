@@ -189,6 +189,11 @@ class Layout:
         return value_names(self.tensors)
 
     @cached_property
+    def copies(self) -> set[str]:
+        """Columns stored once, as another column of the same row (δ1 = δ2, grad_b = δ)."""
+        return {c for t in self.tensors if t.same_as and not t.previous_step for c in t.columns()}
+
+    @cached_property
     def data(self) -> list[str]:
         return [*self.x, *self.y]
 
@@ -472,7 +477,10 @@ class StepCheck:
         return calc, grads
 
     def wrong(self, row: Row, calc: dict[str, Number]) -> list[str]:
-        return [c for c, v in calc.items() if not same(row.raw(c), v, self.run.tol)]
+        """The columns whose recorded value is not the recomputed one (but for the values
+        stored once, which show their origin's change again and tell nothing more)."""
+        return [c for c, v in calc.items()
+                if c not in self.lay.copies and not same(row.raw(c), v, self.run.tol)]  # fmt: skip
 
     def explains(self, row: Row, x: list[Number], y: list[Number]) -> bool:
         """Whether the row's recorded results all follow from data ``x``, ``y``."""

@@ -14,11 +14,13 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import TraceError
+from .rebuild import BEFORE_KEY, read_before
 
 __all__ = ["PartInfo", "part_info", "step_statistics"]
 
@@ -26,11 +28,14 @@ __all__ = ["PartInfo", "part_info", "step_statistics"]
 @dataclass(frozen=True)
 class PartInfo:
     """What one part file's footer says: each row group's (first, last) step (None when a
-    row group has no statistics), its rows and its columns."""
+    row group has no statistics), its rows, its columns, and the values its first step starts
+    from (:data:`~steptrace.trace.rebuild.BEFORE_KEY`; kept apart from the schema, which the
+    parts of a run then share)."""
 
     spans: list[tuple[int, int]] | None
     rows: int
     schema: pa.Schema
+    before: tuple[int, dict[str, Any]] | None = None
 
 
 #: Part files whose footers are remembered (each entry is a few kB at most).
@@ -66,9 +71,14 @@ def part_info(path: Path, unreadable: str = "not a readable Parquet file") -> Pa
         footer = pq.read_metadata(path)
     except (OSError, pa.ArrowException) as exc:
         raise TraceError(f"{path}: {unreadable} ({exc})") from None
-    info = PartInfo(step_statistics(footer), footer.num_rows, footer.schema.to_arrow_schema())
+    schema = footer.schema.to_arrow_schema()
+    metadata = dict(schema.metadata or {})
+    before = read_before(metadata)
+    metadata.pop(BEFORE_KEY.encode(), None)
+    schema = schema.with_metadata(metadata)
+    spans = step_statistics(footer)
     with _lock:
-        info = PartInfo(info.spans, info.rows, _shared(info.schema))
+        info = PartInfo(spans, footer.num_rows, _shared(schema), before)
         _parts[path] = (key, info)
         while len(_parts) > MAX_PARTS:
             _parts.popitem(last=False)

@@ -23,9 +23,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, TraceError
+from ..model.spec import load_model
 from ..numerics import get_numerics, parse_exact
 from .parts import PartInfo, part_info
+from .rebuild import Rebuilt
 from .schema import (
+    EXACT_SUFFIX,
     Tensor,
     arrow_schema,
     check_version,
@@ -164,13 +167,71 @@ class Trace:
         return (min(lo for lo, _ in known), max(hi for _, hi in known)) if known else None
 
     def schema(self) -> pa.Schema:
-        """The columns of the run's parts (read once, from the first part's footer), under
-        version 2's names."""
-        if not self.v1:
-            return self._schema
-        return pa.schema(
-            [f.with_name(v2_column(f.name)) for f in self._schema], metadata=self._schema.metadata
-        )
+        """The run's columns as readers see them (from the first part's footer, read once),
+        under version 2's names: the ones its files store and the ones rebuilt from them
+        (:mod:`~steptrace.trace.rebuild`), in the format's order."""
+        if self.v1:
+            return pa.schema(
+                [f.with_name(v2_column(f.name)) for f in self._schema],
+                metadata=self._schema.metadata,
+            )
+        stored = self._schema
+        if not self.rebuilt():
+            return stored
+        every = arrow_schema(self.tensors, self.is_exact, {})
+        fields = [stored.field(n) if n in stored.names else every.field(n) for n in every.names]
+        fields += [f for f in stored if f.name not in set(every.names)]
+        return pa.schema(fields, metadata=stored.metadata)
+
+    def rebuilt(self, part: Path | None = None) -> Rebuilt:
+        """Which columns of ``part`` (the first if None) are rebuilt from its others (none in
+        version 1)."""
+        if self.v1 or not self.files:
+            return Rebuilt({}, {})
+        info = self._parts[0 if part is None else self._part_index[part]]
+        start = info.before or (0, self.initial)  # a part rewritten without its footer entry
+        return Rebuilt.of(self.tensors, self.is_exact, info.schema.names, start)
+
+    @cached_property
+    def initial(self) -> dict[str, Any]:
+        """The parameters before step 0, by column, from the metadata's model (in the run's
+        numbers, as the recorder starts from them); {} if the model cannot be read."""
+        try:
+            num = get_numerics(self.numerics)
+            params = load_model(self.meta["model"], self.n_features).params(num)
+        except (SteptraceError, KeyError, TypeError, ValueError):
+            return {}
+        out: dict[str, Any] = {}
+        listed = {t.name for t in self.tensors}
+        for k, p in params.items():
+            values = {f"w{k}_before": [v for row in p.w for v in row], f"b{k}_before": p.b or []}
+            for name, flat in values.items():
+                if name not in listed:
+                    continue
+                for column, v in zip(self.tensor(name).columns(), flat, strict=True):
+                    out[column] = num.to_float(v)
+                    out[column + EXACT_SUFFIX] = str(v)
+        return out
+
+    def fetch(self, steps: Sequence[int], columns: Sequence[str]) -> pa.Table:
+        """The run's rows of ``steps``, ``columns`` only, from whichever parts hold them."""
+        tables = [
+            pads.dataset(str(f), format="parquet", schema=self._schema).to_table(
+                columns=list(columns), filter=pc.field("step").isin(list(steps))
+            )
+            for f in self.parts(min(steps), max(steps) + 1)
+        ]
+        if not tables:
+            return self._schema.empty_table().select(list(columns))
+        return pa.concat_tables(tables)
+
+    def part(self, path: Path) -> PartInfo:
+        """What the footer of part ``path`` says."""
+        return self._parts[self._part_index[path]]
+
+    @cached_property
+    def _part_index(self) -> dict[Path, int]:
+        return {f: i for i, f in enumerate(self.files)}
 
     @cached_property
     def _schema(self) -> pa.Schema:
@@ -211,20 +272,27 @@ class Trace:
                 raise TraceError(f"{self.path}: no column(s) {', '.join(unknown)} in this trace")
         tables = []
         for f in files:
+            rebuilt = self.rebuilt(f)
+            wanted = list(names if columns is None else columns)
+            read = rebuilt.sources(wanted) if rebuilt else columns
             try:
                 # Given the schema, the dataset does not open the file to discover it: each
                 # part's footer is read once, by the scan.
                 part = pads.dataset(str(f), format="parquet", schema=self._schema)
                 table = self._renamed(
-                    part.to_table(columns=self._file_columns(columns), filter=expression)
+                    part.to_table(columns=self._file_columns(read), filter=expression)
                 )
+                if rebuilt:
+                    table = rebuilt.apply(table, wanted, self.fetch)
             except (OSError, pa.ArrowException) as exc:
                 if "No match for FieldRef" in str(exc):
                     raise TraceError(
                         f"{self.path}: the filter names a column this trace does not have "
-                        f"({str(exc).splitlines()[0]})"
+                        f"({str(exc).splitlines()[0]}){_stored_hint(rebuilt)}"
                     ) from None
                 raise TraceError(f"{f}: unreadable part file ({exc})") from None
+            except TraceError as exc:
+                raise TraceError(f"{f}: {exc}") from None
             tables.append(table)
         if not tables:
             empty = self.schema()
@@ -259,16 +327,28 @@ class Trace:
         expression = None if steps is None else _step_expression(*steps)
         files = self.files if steps is None else self.parts(*steps)
         for f in files:
+            rebuilt = self.rebuilt(f)
+            wanted = list(self.schema().names if columns is None else columns)
+            read = rebuilt.sources(wanted) if rebuilt else columns
             try:
                 part = pads.dataset(str(f), format="parquet", schema=self._schema)
-                for batch in part.to_batches(
-                    columns=self._file_columns(columns), filter=expression
-                ):
+                batches = part.to_batches(columns=self._file_columns(read), filter=expression)
+                if rebuilt:
+                    batches = rebuilt.batches(batches, wanted, self.fetch)
+                for batch in batches:
                     if self.v1:
                         batch = batch.rename_columns([v2_column(c) for c in batch.schema.names])
                     yield batch
             except (OSError, pa.ArrowException) as exc:
                 raise TraceError(f"{f}: unreadable part file ({exc})") from None
+            except TraceError as exc:
+                raise TraceError(f"{f}: {exc}") from None
+
+
+def _stored_hint(rebuilt: Rebuilt) -> str:
+    if not rebuilt:
+        return ""
+    return "; a column rebuilt from the stored ones (w2_before …) is filtered once read"
 
 
 StepRange: TypeAlias = tuple[int | None, int | None]
@@ -395,7 +475,7 @@ def _require_columns(meta: dict[str, Any], files: list[Path], where: str) -> Non
         return
     tensors = tensors_of(meta)
     n = len(meta["dataset"].get("features") or [])
-    wanted = column_names(tensors, meta["numerics"] == "exact")
+    wanted = column_names([t for t in tensors if t.stored], meta["numerics"] == "exact")
     x_width = next((t.size for t in tensors if t.name == "x"), n)
     if n > x_width:
         wanted.append(f"x_{n}")  # the metadata names a feature the rows do not hold

@@ -158,7 +158,11 @@ def open_run(
             "run.plan()'s order"
         )
     run_dir = make_run_dir(Path(out), name or f"{dataset_name or 'run'}-{num.name}-lr{lr_text}")
-    meta = run_metadata_head(run_dir.name, num, lr_text, lr_q, chosen, len(target_names))
+    # A loop's own values are stored as it gave them: steptrace does not vouch that its δ1
+    # is its δ2, or that it left the parameters where the next step found them.
+    meta = run_metadata_head(
+        run_dir.name, num, lr_text, lr_q, chosen, len(target_names), store_all=True
+    )
     if recorded_with is not None:
         meta["recorded_with"] = json.loads(json.dumps(dict(recorded_with)))
     info = DataInfo(

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from .._version import __version__
 from ..errors import NewerFormatError, TraceError
+from ..model.layers import Input
 from ..model.spec import Model, article_model
 from ..model.stack import Stack
 from ..numerics import NUMERICS, Numerics
@@ -105,12 +106,21 @@ FAMILIES: tuple[Family, ...] = (
 
 @dataclass(frozen=True)
 class Tensor:
-    """One recorded quantity: its name, the shape of one row's value, and whether it only
-    repeats the data (x, y, and the outputs of the layers before the first with parameters)."""
+    """One recorded quantity: its name, the shape of one row's value, whether it only
+    repeats the data (x, y, and the outputs of the layers before the first with parameters),
+    and whether it is stored or known from another tensor (``same_as``): the same row's values
+    of that tensor or, with ``previous_step``, its values on the step before."""
 
     name: str
     shape: tuple[int, ...]
     data: bool = False
+    same_as: str | None = None
+    previous_step: bool = False
+
+    @property
+    def stored(self) -> bool:
+        """Whether the trace's files hold this tensor's columns."""
+        return self.same_as is None
 
     def columns(self) -> list[str]:
         """``x_1 … x_n``; ``w2_before_1_1 … w2_before_1_3``; ``loss`` for a scalar."""
@@ -130,24 +140,50 @@ class Tensor:
         out: dict[str, Any] = {"name": self.name, "shape": list(self.shape)}
         if self.data:
             out["data"] = True
+        if self.same_as is not None:
+            out["same_as"] = self.same_as
+        if self.previous_step:
+            out["previous_step"] = True
         return out
 
 
-def stack_tensors(stack: Stack, n_targets: int) -> list[Tensor]:
-    """Every tensor a run of ``stack`` records, in file order."""
+def stack_tensors(stack: Stack, n_targets: int, *, store_all: bool = False) -> list[Tensor]:
+    """Every tensor a run of ``stack`` records, in file order.
+
+    Each computed value is stored once: what the layers' formulas make equal to another tensor
+    is marked ``same_as`` it (the δ of an input or identity layer is the δ above it,
+    grad_b{k} = δ{k+1}), and the parameters before a step are the ones after the step before
+    (``previous_step``). ``store_all`` stores every tensor (for values a loop computed its own
+    way, which steptrace cannot vouch for).
+    """
     sizes = stack.sizes
     first_params = min(stack.param_layers, default=len(sizes) + 1)
+
+    def known(other: str, previous: bool = False) -> dict[str, Any]:
+        return {} if store_all else {"same_as": other, "previous_step": previous}
+
+    def passes(k: int) -> bool:
+        """An input or identity layer: δ passes through unchanged."""
+        return isinstance(stack.layer(k), Input)
+
     out = [Tensor("lr", (), data=True)]
     out += [Tensor("x", (stack.n_in,), data=True), Tensor("y", (n_targets,), data=True)]
+    # The outputs stay stored even where they repeat the input (o1 = x): the data's own
+    # columns are dictionary-encoded to almost nothing, and verify tells a changed x_k from
+    # a changed o1_k by the two copies.
     out += [Tensor(f"o{k}", (n,), data=k < first_params) for k, n in enumerate(sizes, 1)]
     out.append(Tensor("loss", ()))
-    out += [Tensor(f"d{k}", (stack.in_size(k),)) for k in range(stack.loss_number, 0, -1)]
+    for k in range(stack.loss_number, 0, -1):
+        above = known(f"d{k + 1}") if k < stack.loss_number and passes(k) else {}
+        out.append(Tensor(f"d{k}", (stack.in_size(k),), **above))
     for k in stack.param_layers:
         n_in, n_out = stack.in_size(k), sizes[k - 1]
-        out += [Tensor(f"grad_w{k}", (n_out, n_in)), Tensor(f"w{k}_before", (n_out, n_in)),
+        out += [Tensor(f"grad_w{k}", (n_out, n_in)),
+                Tensor(f"w{k}_before", (n_out, n_in), **known(f"w{k}_after", previous=True)),
                 Tensor(f"w{k}_after", (n_out, n_in))]  # fmt: skip
         if getattr(stack.layer(k), "bias", False):
-            out += [Tensor(f"grad_b{k}", (n_out,)), Tensor(f"b{k}_before", (n_out,)),
+            out += [Tensor(f"grad_b{k}", (n_out,), **known(f"d{k + 1}")),
+                    Tensor(f"b{k}_before", (n_out,), **known(f"b{k}_after", previous=True)),
                     Tensor(f"b{k}_after", (n_out,))]  # fmt: skip
     return out
 
@@ -161,8 +197,12 @@ def tensors_of(meta: dict[str, Any]) -> list[Tensor]:
     for t in listed:
         if not isinstance(t, dict) or "name" not in t or not isinstance(t.get("shape"), list):
             raise TraceError(f"the run metadata's tensor {t!r} has no name and shape")
-        name = str(t["name"])
-        out.append(Tensor(name, tuple(int(n) for n in t["shape"]), data=bool(t.get("data"))))
+        name, same_as = str(t["name"]), t.get("same_as")
+        out.append(
+            Tensor(name, tuple(int(n) for n in t["shape"]), data=bool(t.get("data")),
+                   same_as=None if same_as is None else str(same_as),
+                   previous_step=bool(t.get("previous_step")))
+        )  # fmt: skip
     return out
 
 
@@ -197,15 +237,16 @@ def column_names(tensors: Sequence[Tensor], exact: bool = False) -> list[str]:
     return names
 
 
-def arrow_schema(tensors: Sequence[Tensor], exact: bool, metadata: dict[str, Any]) -> pa.Schema:
-    """The Arrow schema of a trace, run metadata attached under :data:`METADATA_KEY`."""
+def arrow_schema(
+    tensors: Sequence[Tensor], exact: bool, metadata: dict[str, Any], *, stored: bool = False
+) -> pa.Schema:
+    """The Arrow schema of a trace, run metadata attached under :data:`METADATA_KEY`: every
+    tensor's columns as readers see them, or with ``stored`` the ones its files hold."""
+    values = value_names([t for t in tensors if t.stored or not stored])
     fields = [pa.field(f.pattern, f.type, nullable=False) for f in KEY_FIELDS]
-    fields += [pa.field(name, F64, nullable=False) for name in value_names(tensors)]
+    fields += [pa.field(name, F64, nullable=False) for name in values]
     if exact:
-        fields += [
-            pa.field(name + EXACT_SUFFIX, pa.string(), nullable=False)
-            for name in value_names(tensors)
-        ]
+        fields += [pa.field(name + EXACT_SUFFIX, pa.string(), nullable=False) for name in values]
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
 
 
@@ -266,11 +307,19 @@ _DESCRIPTIONS = (
 
 
 def run_metadata_head(
-    name: str, numerics: Numerics, lr_text: str, lr: Fraction, model: Model, n_targets: int
+    name: str,
+    numerics: Numerics,
+    lr_text: str,
+    lr: Fraction,
+    model: Model,
+    n_targets: int,
+    *,
+    store_all: bool = False,
 ) -> dict[str, Any]:
     """The metadata every new run starts with, however it is recorded (steptrace's recorder,
     :func:`steptrace.open_run`): format and versions, identity, who records it, the number
-    system, the learning rate, the model and its tensors. The plan and the dataset follow."""
+    system, the learning rate, the model and its tensors (``store_all``: see
+    :func:`stack_tensors`). The plan and the dataset follow."""
     stack = model.stack(numerics)
     return {
         "format_version": FORMAT_VERSION,
@@ -283,7 +332,7 @@ def run_metadata_head(
         "lr": lr_text,
         "lr_exact": str(lr),
         "model": model.to_json(),
-        "tensors": [t.as_json() for t in stack_tensors(stack, n_targets)],
+        "tensors": [t.as_json() for t in stack_tensors(stack, n_targets, store_all=store_all)],
     }
 
 
@@ -352,7 +401,7 @@ def upgrade_v1(meta: dict[str, Any]) -> dict[str, Any]:
         return meta
     stack = model.stack(NUMERICS["float64"])
     meta["model"] = model.to_json()
-    meta["tensors"] = [t.as_json() for t in stack_tensors(stack, 1)]
+    meta["tensors"] = [t.as_json() for t in stack_tensors(stack, 1, store_all=True)]
     return meta
 
 

@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -80,6 +81,7 @@ from ._verify_rows import (
     show,
 )
 from .reader import Trace, open_trace
+from .rebuild import Rebuilt
 from .schema import (
     FORMAT_VERSION,
     Tensor,
@@ -300,7 +302,8 @@ def _tensors(meta: dict[str, Any], stack: Stack, targets: Any, bad: Bad) -> list
         raise bad("tensors", str(exc)) from None
     wanted = stack_tensors(stack, len(targets))
     for i, (got, want) in enumerate(zip(listed, wanted, strict=False)):
-        if got != want:
+        # Each tensor is stored, or known from the one the model's formulas make it equal to.
+        if got not in (want, dataclasses.replace(want, same_as=None, previous_step=False)):
             raise bad(
                 f"tensors[{i}]", f"lists {_tensor_text(got)}, but the model records "
                 f"{_tensor_text(want)} there",
@@ -328,6 +331,11 @@ class _Checker:
     rows_checked: int = 0
     steps_checked: int = 0
     file_starts: list[tuple[int, str]] = field(default_factory=list)
+    #: Columns stored once as the step before's (w2_before_1_1 → w2_after_1_1), the parts'
+    #: footer entries by the row each part starts at, the last row read of each origin.
+    previous: dict[str, str] = field(default_factory=dict)
+    footer_starts: dict[int, tuple[int, Any]] = field(default_factory=dict)
+    last: dict[str, Any] = field(default_factory=dict)
     footers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -410,12 +418,14 @@ class _Checker:
         return [v1_column(c) for c in names] if self.trace.v1 else list(names)
 
     def check_columns(self) -> None:
-        expected = arrow_schema(self.run.layout.tensors, self.run.exact, {})
+        tensors = self.run.layout.tensors
+        expected = arrow_schema(tensors, self.run.exact, {})
         wanted = self.in_file(expected.names)
+        stored = self.in_file(arrow_schema(tensors, self.run.exact, {}, stored=True).names)
         for f in self.trace.files:
             schema = pq.read_schema(f)
             version = str(self.footers[f.name].get("format_version", FORMAT_VERSION))
-            missing = [c for c in wanted if c not in schema.names]
+            missing = [c for c in stored if c not in schema.names]
             extra = [c for c in schema.names if c not in set(wanted)]
             if missing:
                 raise Found(Problem(f"column {missing[0]} is missing", f.name, (missing[0],)))
@@ -425,6 +435,8 @@ class _Checker:
                             (extra[0],))
                 )  # fmt: skip
             for name, want in zip(wanted, expected, strict=True):
+                if name not in schema.names:
+                    continue  # stored once, rebuilt from another column
                 got = schema.field(name).type
                 if got != want.type:
                     raise Found(
@@ -467,17 +479,32 @@ class _Checker:
     # rows
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        """The trace's rows in order, in record batches of the format's columns."""
+        """The trace's rows in order, in record batches of the format's columns; the values
+        stored once (docs/trace-format.md) come back, but for the parameters before each
+        step, which :meth:`chunks` puts back by the plan."""
         names = column_names(self.run.layout.tensors, self.run.exact)
         read = 0
         for f in self.trace.files:
             self.file_starts.append((read, f.name))
+            rebuilt = self.trace.rebuilt(f)
+            self.previous.update(rebuilt.previous)
+            footer = self.trace.part(f).before
+            # An entry for another step than the part's first (a part cut out of a bigger one
+            # keeps its footer) says nothing about this part, as readers find too.
+            planned = int(self.run.plan(read, read + 1)["step"][0])
+            if footer is not None and rebuilt.first is not None and footer[0] == planned:
+                self.footer_starts[read] = rebuilt.first
+            same_row = Rebuilt(rebuilt.copies, {})
+            here = [c for c in names if c not in rebuilt.previous]
+            stored = same_row.sources(here)
             try:
                 for batch in pq.ParquetFile(f).iter_batches(
-                    batch_size=CHUNK_ROWS, columns=self.in_file(names)
+                    batch_size=CHUNK_ROWS, columns=self.in_file(stored)
                 ):
                     read += batch.num_rows
-                    yield batch.rename_columns(names).replace_schema_metadata(None)
+                    table = pa.Table.from_batches([batch.rename_columns(stored)])
+                    for out in same_row.apply(table, here).to_batches():
+                        yield out.replace_schema_metadata(None)
             except (OSError, pa.ArrowException) as exc:
                 raise Found(Problem(f"unreadable rows ({exc})", f.name)) from None
 
@@ -493,11 +520,43 @@ class _Checker:
             table = pa.Table.from_batches(pending)
             cut = self.run.step_boundary(r0 + size) - r0
             if cut > 0:
-                yield r0, table.slice(0, cut)
+                yield r0, self.with_previous(r0, table.slice(0, cut))
                 r0, size = r0 + cut, size - cut
                 pending = table.slice(cut).to_batches()
         if size:
-            yield r0, pa.Table.from_batches(pending)
+            yield r0, self.with_previous(r0, pa.Table.from_batches(pending))
+
+    def with_previous(self, r0: int, table: pa.Table) -> pa.Table:
+        """``table`` (rows ``r0`` … of whole steps) with the parameters before each row's
+        step: the ones after the last row of the step before, by the plan (whatever the rows'
+        ``step`` says); at a part's first step, the ones its footer gives (checked so against
+        the part before); at step 0 without a footer entry, the model's initial ones."""
+        if not self.previous:
+            return table
+        rows = np.arange(r0, r0 + table.num_rows)
+        source = rows - (rows % self.run.rows) % self.run.b - 1  # the step before's last row
+        for column, origin in self.previous.items():
+            values = table.column(origin).to_numpy(zero_copy_only=False)
+            before = np.empty(len(rows), dtype=values.dtype)
+            inside = source >= r0
+            before[inside] = values[source[inside] - r0]
+            for i in np.flatnonzero(~inside | np.isin(source + 1, list(self.footer_starts))):
+                before[i] = self.start_value(int(source[i]) + 1, column, origin)
+            self.last[origin] = values[-1]
+            field = table.schema.field(origin).with_name(column)
+            table = table.append_column(field, pa.array(before, field.type))
+        names = column_names(self.run.layout.tensors, self.run.exact)
+        return table.select(names)
+
+    def start_value(self, r: int, column: str, origin: str) -> Any:
+        """``column`` on the step starting at row ``r``, which the rows read so far do not
+        give: the footer of the part starting there, or the last row read before."""
+        first = self.footer_starts.get(r)
+        if first is not None:
+            return first[1][origin]
+        if origin in self.last:
+            return self.last[origin]
+        return self.trace.initial.get(column, math.nan if not column.endswith("_exact") else "")
 
     def check_rows(self) -> None:
         w = self.run.init

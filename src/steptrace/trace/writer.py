@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, WriteError
+from .rebuild import Rebuilt, before_entry
 from .schema import EXACT_SUFFIX, METADATA_KEY, arrow_schema, tensors_of
 
 try:
@@ -137,6 +138,11 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     }
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it is (texts stay texts)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _metadata(schema: pa.Schema) -> dict[str, Any]:
     """The run metadata in ``schema`` ({} if absent or unreadable)."""
     raw = (schema.metadata or {}).get(METADATA_KEY.encode())
@@ -164,7 +170,11 @@ class TraceWriter:
     ) -> None:
         self.run_dir = run_dir
         self.meta = meta
-        self.schema = arrow_schema(tensors_of(meta), exact, meta)
+        tensors = tensors_of(meta)
+        self.schema = arrow_schema(tensors, exact, meta, stored=True)
+        # The parameters a part's first step starts from go into its footer (rebuild.py).
+        self._starts = list(Rebuilt.of(tensors, exact, self.schema.names).previous)
+        self._first: dict[bytes, bytes] = {}
         self.options = parquet_options(self.schema)
         self.flush_seconds = flush_seconds
         self.row_group_rows = row_group_rows
@@ -208,6 +218,10 @@ class TraceWriter:
     def write(self, block: dict[str, Any]) -> None:
         """Queue a block of whole steps; writes a row group or flushes when due."""
         rows = len(block["step"])
+        if self._starts and self._part is None and not self._pending:
+            self._first = before_entry(
+                int(block["step"][0]), {c: _plain(block[c][0]) for c in self._starts}
+            )
         columns = {
             f.name: block[f.name] if f.name in block else self._constant(f.name, rows)
             for f in self.schema
@@ -234,7 +248,8 @@ class TraceWriter:
         self._pending, self._pending_rows = [], 0
         try:
             if self._part is None:
-                self._part = pq.ParquetWriter(self._tmp_path, self.schema, **self.options)
+                schema = self.schema.with_metadata({**(self.schema.metadata or {}), **self._first})
+                self._part = pq.ParquetWriter(self._tmp_path, schema, **self.options)
             self._part.write_table(table, row_group_size=max(table.num_rows, 1))
         except OSError as exc:
             self._abandon_part()

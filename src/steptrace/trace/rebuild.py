@@ -1,0 +1,238 @@
+"""The values a trace knows without storing them twice, put back beside the stored ones.
+
+steptrace's recorder stores each value once (docs/trace-format.md, "Values stored once"). A
+tensor the metadata's ``tensors`` marks ``same_as`` another is not in the files:
+
+- the same row's values of that tensor: δ1 = δ2 behind the input layer (δ passes through),
+  grad_b{k} = δ{k+1};
+- with ``previous_step``, that tensor's values on the step before: the parameters before a
+  step are the ones after the step before. A part's first step finds them in the part's own
+  footer (:data:`BEFORE_KEY`), so that every part reads on its own, as the crash-safety rules
+  want.
+
+A file that holds such a tensor's columns after all (a golden written whole, a version 1 trace)
+is read as it is. :class:`Rebuilt` says, for one file, which columns come from where, and puts
+them back into a table read from it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import TraceError
+from .schema import EXACT_SUFFIX, Tensor
+
+__all__ = ["BEFORE_KEY", "Rebuilt", "before_entry", "read_before"]
+
+#: The part footer's key-value metadata key holding, as JSON ``{"step": s, "values": {column:
+#: value}}``, the values of the ``previous_step`` tensors on the part's first step ``s``.
+BEFORE_KEY = "steptrace.before"
+
+#: Reads a file's stored ``columns`` on the given steps (to find the step before a window).
+Fetch = Callable[[Sequence[int], Sequence[str]], pa.Table]
+
+
+def before_entry(step: int, values: Mapping[str, Any]) -> dict[bytes, bytes]:
+    """The footer entry for a part whose first step is ``step``: floats as JSON numbers
+    (``NaN`` and ``Infinity`` as Python writes them; a float64 round-trips exactly), exact
+    texts as strings."""
+    return {BEFORE_KEY.encode(): json.dumps({"step": step, "values": dict(values)}).encode()}
+
+
+def read_before(metadata: Mapping[bytes, bytes] | None) -> tuple[int, dict[str, Any]] | None:
+    """A footer's :data:`BEFORE_KEY` entry (None if it has none or it is unreadable)."""
+    raw = (metadata or {}).get(BEFORE_KEY.encode())
+    if raw is None:
+        return None
+    try:
+        entry = json.loads(raw)
+        return int(entry["step"]), dict(entry["values"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """Which of one file's columns are rebuilt, and from which stored column."""
+
+    #: Column → the stored column whose value it has, on the same row.
+    copies: Mapping[str, str]
+    #: Column → the stored column whose value it has on the step before.
+    previous: Mapping[str, str]
+    #: The file's first step and, by the column they repeat, the ``previous`` columns' values
+    #: on it (from its footer).
+    first: tuple[int, Mapping[str, Any]] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        tensors: Sequence[Tensor],
+        exact: bool,
+        names: Sequence[str],
+        first: tuple[int, Mapping[str, Any]] | None = None,
+    ) -> Rebuilt:
+        """For a file holding columns ``names`` of a run with ``tensors``, whose footer's
+        :data:`BEFORE_KEY` entry is ``first``."""
+        held, by_name = set(names), {t.name: t for t in tensors}
+        copies: dict[str, str] = {}
+        previous: dict[str, str] = {}
+        for tensor in tensors:
+            if tensor.stored:
+                continue
+            source, steps_back = _origin(tensor, by_name)
+            for column, origin in zip(tensor.columns(), source.columns(), strict=True):
+                pairs = [(column, origin)]
+                if exact:
+                    pairs.append((column + EXACT_SUFFIX, origin + EXACT_SUFFIX))
+                for mine, theirs in pairs:
+                    if mine not in held:
+                        (previous if steps_back else copies)[mine] = theirs
+        # The footer names the values by the columns they stand for (w2_before_1_1 …); the
+        # lookup goes by the column they repeat (w2_after_1_1 of the step before).
+        start = None
+        if first is not None and previous and all(c in first[1] for c in previous):
+            start = (first[0], {previous[c]: first[1][c] for c in previous})
+        return cls(copies, previous, start)
+
+    def __bool__(self) -> bool:
+        return bool(self.copies or self.previous)
+
+    def rebuilds(self, column: str) -> bool:
+        return column in self.copies or column in self.previous
+
+    def sources(self, columns: Sequence[str]) -> list[str]:
+        """The stored columns to read to give ``columns``, in a stable order."""
+        out: dict[str, None] = {}
+        for c in columns:
+            if c in self.copies:
+                out[self.copies[c]] = None
+            elif c in self.previous:
+                out["step"] = None
+                out[self.previous[c]] = None
+            else:
+                out[c] = None
+        return list(out)
+
+    def apply(
+        self,
+        table: pa.Table,
+        columns: Sequence[str],
+        fetch: Fetch | None = None,
+        known: pa.Table | None = None,
+    ) -> pa.Table:
+        """``table`` (read with :meth:`sources`) as ``columns``, rebuilt ones put back.
+
+        The step before a row's step is looked up in ``table`` itself, in ``known`` (rows read
+        before, such as the end of the previous batch), in the footer's first step, and last
+        through ``fetch`` (the file's rows of the missing steps)."""
+        wanted = [self.previous[c] for c in columns if c in self.previous]
+        before = self._before(table, list(dict.fromkeys(wanted)), fetch, known) if wanted else {}
+        fields, arrays = [], []
+        for c in columns:
+            if c in self.copies:
+                origin = self.copies[c]
+                fields.append(table.schema.field(origin).with_name(c))
+                arrays.append(table.column(origin))
+            elif c in self.previous:
+                origin = self.previous[c]
+                fields.append(table.schema.field(origin).with_name(c))
+                arrays.append(before[origin])
+            else:
+                fields.append(table.schema.field(c))
+                arrays.append(table.column(c))
+        schema = pa.schema(fields, metadata=table.schema.metadata)
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def batches(
+        self, batches: Iterable[pa.RecordBatch], columns: Sequence[str], fetch: Fetch | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """A file's batches, in order, read with :meth:`sources`, as ``columns``: the step
+        before a batch's first step is the end of the batch before (two steps' rows of it are
+        kept, as a step may span two batches), or the footer's, or fetched."""
+        known = None
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            if not table.num_rows:
+                continue
+            yield from self.apply(table, columns, fetch, known).to_batches()
+            if "step" in table.column_names:
+                steps = table.column("step").to_numpy()
+                known = table.filter(pa.array(steps >= steps[-1] - 1))
+
+    def _before(
+        self,
+        table: pa.Table,
+        sources: list[str],
+        fetch: Fetch | None,
+        known: pa.Table | None,
+    ) -> dict[str, pa.ChunkedArray | pa.Array]:
+        """Each of ``sources`` on the step before each row's step."""
+        steps = table.column("step").to_numpy()
+        columns = ["step", *sources]
+        candidates = [t.select(columns) for t in (known, table)
+                      if t is not None and all(c in t.column_names for c in columns)]  # fmt: skip
+        if self.first is not None:
+            step, values = self.first
+            schema = pa.schema([table.schema.field(c) for c in columns])
+            start = [pa.array([step - 1], pa.int64())]
+            start += [pa.array([values[c]], table.schema.field(c).type) for c in sources]
+            candidates.append(pa.Table.from_arrays(start, schema=schema))
+        needed = np.unique(steps) - 1
+        found = _steps(candidates)
+        missing = np.setdiff1d(needed, found)
+        if missing.size and fetch is not None:
+            candidates.append(fetch([int(s) for s in missing], columns).select(columns))
+        if not candidates or not len(steps):
+            kinds = [table.schema.field(c).type for c in sources]
+            if len(steps):
+                self._missing(int(steps[0]))
+            return {c: pa.array([], kind) for c, kind in zip(sources, kinds, strict=True)}
+        pool = pa.concat_tables(candidates, promote_options="default")
+        unique, first_row = np.unique(pool.column("step").to_numpy(), return_index=True)
+        at = np.minimum(np.searchsorted(unique, steps - 1), len(unique) - 1)
+        bad = np.flatnonzero(unique[at] != steps - 1)
+        if bad.size:
+            self._missing(int(steps[bad[0]]))
+        rows = pa.array(first_row[at])
+        return {c: pool.column(c).take(rows) for c in sources}
+
+    @staticmethod
+    def _missing(step: int) -> None:
+        raise TraceError(
+            f"the parameters before step {step} are neither in step {step - 1}'s rows nor in "
+            f"the part's '{BEFORE_KEY}' footer entry"
+        )
+
+
+def _origin(tensor: Tensor, by_name: Mapping[str, Tensor]) -> tuple[Tensor, bool]:
+    """The stored tensor whose values ``tensor`` has, and whether on the step before."""
+    seen, back, current = {tensor.name}, tensor.previous_step, tensor
+    while True:
+        name = current.same_as
+        if name is None:
+            return current, back
+        source = by_name.get(name)
+        if source is None:
+            raise TraceError(f"tensor {tensor.name} is the same as {name!r}, which is not listed")
+        if source.shape != tensor.shape:
+            raise TraceError(
+                f"tensor {tensor.name} {list(tensor.shape)} is the same as {name} "
+                f"{list(source.shape)}, of another shape"
+            )
+        if name in seen or (back and source.previous_step):
+            raise TraceError(f"tensor {tensor.name}: its 'same_as' chain does not end")
+        seen.add(name)
+        back = back or source.previous_step
+        current = source
+
+
+def _steps(tables: Sequence[pa.Table]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    if not tables:
+        return np.empty(0, np.int64)
+    return np.unique(np.concatenate([t.column("step").to_numpy() for t in tables]))

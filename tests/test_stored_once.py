@@ -1,0 +1,141 @@
+"""Values stored once (docs/trace-format.md, "Values stored once"): what the part files hold,
+and every reader putting back the rest, whatever part, window, filter or batch it reads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import steptrace
+from steptrace.data import seed_dataset
+from steptrace.trace.rebuild import BEFORE_KEY
+from steptrace.train.columns import compute_blocks
+from steptrace.train.recorder import new_run, write_run
+from steptrace.train.settings import Settings
+
+from .conftest import REPO
+from .reference import reference
+
+MLP = str(REPO / "examples" / "mlp-3-2-1.json")
+STORED_ONCE = {"d1_1", "d1_3", "grad_b2_1", "grad_b4_1", "w2_before_1_1", "b4_before_1"}
+
+
+def record_in_parts(out: Path, numerics: str, epochs: int, rows_per_part: int):
+    """A 3-2-1 run in batches of 2 (steps of 2 rows, then 1: the seed data has 3 rows), written
+    by the recorder's own writer one block of at most ``rows_per_part`` rows per part."""
+    ds = seed_dataset()
+    settings = Settings.parse(
+        ds, lr="1/10", epochs=epochs, batch_size=2, numerics=numerics, model=MLP
+    )  # fmt: skip
+    writer, tracker = new_run(ds, settings, out, "parts", flush_seconds=0)
+    write_run(writer, compute_blocks(ds, settings, max_rows=rows_per_part), tracker, None, None)
+    return writer.run_dir, pd.DataFrame(reference(ds, settings))
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    return record_in_parts(tmp_path_factory.mktemp("once"), "float64", epochs=5, rows_per_part=3)
+
+
+def same(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    for column in want.columns:
+        assert got[column].tolist() == want[column].tolist(), column
+
+
+def test_the_files_hold_each_value_once_and_each_part_its_starting_parameters(parts):
+    run, ref = parts
+    files = sorted(run.glob("part-*.parquet"))
+    assert len(files) >= 5
+    for f in files:
+        table = pq.read_table(f)
+        assert not STORED_ONCE & set(table.column_names)
+        assert {"d2_1", "grad_w2_1_1", "w2_after_1_1", "b4_after_1", "o1_1"} <= set(
+            table.column_names
+        )
+        entry = json.loads(table.schema.metadata[BEFORE_KEY.encode()])
+        first = table.column("step")[0].as_py()
+        assert entry["step"] == first
+        row = ref[ref["step"] == first].iloc[0]
+        assert entry["values"] == {c: row[c] for c in entry["values"]}
+        assert set(entry["values"]) == {c for c in ref.columns if "_before_" in c}
+
+
+def test_every_value_reads_back_as_recorded_bit_for_bit(parts):
+    run, ref = parts
+    full = steptrace.load_trace(run)
+    assert list(full.columns)[: len(steptrace.open_trace(run).schema().names)] == (
+        steptrace.open_trace(run).schema().names
+    )
+    same(full, ref)
+    assert (full["d1_2"] == full["d2_2"]).all() and (full["grad_b2_2"] == full["d3_2"]).all()
+    assert steptrace.verify(run).ok
+
+
+def test_windows_filters_and_batches_find_the_step_before_in_another_part(parts):
+    run, ref = parts
+    trace = steptrace.open_trace(run)
+    steps = int(ref["step"].max()) + 1
+    for lo in range(steps):
+        for hi in (lo + 1, lo + 4):
+            want = ref[(ref["step"] >= lo) & (ref["step"] < hi)].reset_index(drop=True)
+            same(trace.read(steps=(lo, hi)), want)
+            got = pa.Table.from_batches(list(trace.iter_batches(steps=(lo, hi)))).to_pandas()
+            same(got, want)
+    # The step before a filtered row is not among the rows read: it is looked up.
+    lonely = trace.read(["step", "w4_before_1_2", "b2_before_1"], filters=[("sample", "==", 2)])
+    same(lonely, ref[ref["sample"] == 2].reset_index(drop=True)[list(lonely.columns)])
+    one = steptrace.load_tensor(run, "w2_before")
+    assert one.shape == (len(ref), 2, 3)
+    assert one[:, 1, 2].tolist() == ref["w2_before_2_3"].tolist()
+
+
+def test_a_part_alone_starts_from_its_footer(parts):
+    run, ref = parts
+    for f in sorted(run.glob("part-*.parquet"))[1:3]:
+        alone = steptrace.load_trace(f)
+        first, last = alone["step"].min(), alone["step"].max()
+        same(alone, ref[(ref["step"] >= first) & (ref["step"] <= last)].reset_index(drop=True))
+
+
+def test_parts_rewritten_without_their_footer_entry_still_read(parts, tmp_path):
+    run, ref = parts
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    for f in copy.glob("part-*.parquet"):
+        table = pq.read_table(f)
+        meta = {k: v for k, v in table.schema.metadata.items() if k != BEFORE_KEY.encode()}
+        pq.write_table(table.replace_schema_metadata(meta), f)
+    # Step 0's come from the model's initial parameters, the others from the part before.
+    same(steptrace.load_trace(copy), ref)
+    assert steptrace.verify(copy).ok
+
+
+def test_a_changed_footer_entry_is_what_verify_finds(parts, tmp_path):
+    run, _ = parts
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    f = sorted(copy.glob("part-*.parquet"))[2]
+    table = pq.read_table(f)
+    meta = dict(table.schema.metadata)
+    entry = json.loads(meta[BEFORE_KEY.encode()])
+    entry["values"]["w4_before_1_1"] += 1
+    meta[BEFORE_KEY.encode()] = json.dumps(entry).encode()
+    pq.write_table(table.replace_schema_metadata(meta), f)
+    problem = steptrace.verify(copy).problem
+    assert problem is not None and problem.columns == ("w4_before_1_1",)
+    assert problem.step == entry["step"] and "the previous step ended at" in problem.message
+
+
+def test_exact_runs_keep_their_texts_in_the_footer(tmp_path):
+    run, ref = record_in_parts(tmp_path, "exact", epochs=1, rows_per_part=2)
+    entry = json.loads(pq.read_schema(run / "part-000001.parquet").metadata[BEFORE_KEY.encode()])
+    assert isinstance(entry["values"]["w2_before_1_1_exact"], str)
+    full = steptrace.load_trace(run)
+    same(full, ref)
+    assert steptrace.verify(run).ok
