@@ -9,14 +9,16 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import steptrace
 from steptrace.data import seed_dataset
+from steptrace.trace.rebuild import Rebuilt
 from steptrace.trace.schema import after_columns, column_names, stack_tensors
-from steptrace.train.columns import iter_blocks
+from steptrace.train.columns import START, iter_blocks
 from steptrace.train.prefetch import prefetch
 from steptrace.train.settings import Settings
 
@@ -31,8 +33,19 @@ TWO_LAYER = REPO / "examples" / "two-layer.json"
 
 
 def recorded(ds, s, max_rows, **resume):
-    blocks = list(iter_blocks(ds, s, max_rows=max_rows, **resume))
-    return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+    """Every column of the blocks, the values stored once put back as a reader does (from
+    the block's own rows and, for its first step, its START values)."""
+    tensors = stack_tensors(s.model.stack(s.numerics), len(ds.targets))
+    exact = s.numerics.is_exact
+    names = ["step", "epoch", "sample", *column_names(tensors, exact)[6:]]
+    got = []
+    for block in iter_blocks(ds, s, max_rows=max_rows, **resume):
+        table = pa.table({k: v for k, v in block.items() if k != START})
+        rebuilt = Rebuilt.of(tensors, exact, table.column_names, (block["step"][0], block[START]))
+        got.append(rebuilt.apply(table, names))
+    whole = pa.concat_tables(got)
+    return {c: np.asarray(whole.column(c).to_pylist()) if c.endswith("_exact")
+            else whole.column(c).to_numpy() for c in names}  # fmt: skip
 
 
 @pytest.mark.parametrize("numerics", ["float64", "float32"])

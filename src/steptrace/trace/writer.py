@@ -219,8 +219,11 @@ class TraceWriter:
         """Queue a block of whole steps; writes a row group or flushes when due."""
         rows = len(block["step"])
         if self._starts and self._part is None and not self._pending:
+            # A new part: its footer says where its first step starts from (given apart, or
+            # the block's first row).
+            start = block.get("start") or {c: block[c][0] for c in self._starts}
             self._first = before_entry(
-                int(block["step"][0]), {c: _plain(block[c][0]) for c in self._starts}
+                int(block["step"][0]), {c: _plain(start[c]) for c in self._starts}
             )
         columns = {
             f.name: block[f.name] if f.name in block else self._constant(f.name, rows)

@@ -10,7 +10,7 @@ the very layer code the walk ran on numbers — same operations, same order, sam
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,12 @@ __all__ = ["Block", "chunk_columns", "compute_blocks", "iter_blocks", "to_block"
 
 Array = npt.NDArray[Any]
 Block = dict[str, Any]
-"""A chunk of trace rows: column name → numpy array (or list of exact texts)."""
+"""A chunk of trace rows: column name → numpy array (or list of exact texts), for the columns
+the trace stores; under :data:`START`, the values stored once as the step before's
+(``w2_before_1_1`` …) on the block's first step, by column (a new part's footer holds them)."""
+
+#: The key of a :data:`Block`'s starting values.
+START = "start"
 
 
 def chunk_columns(
@@ -62,12 +67,25 @@ def chunk_columns(
     return columns
 
 
-def to_block(plan: ChunkPlan, columns: dict[str, Array], numerics: Numerics, rows: int) -> Block:
+def to_block(
+    plan: ChunkPlan,
+    columns: dict[str, Array],
+    numerics: Numerics,
+    rows: int,
+    starts: Collection[str] = (),
+) -> Block:
     """The first ``rows`` rows as the writer takes them: float64 columns, and the exact
-    rational texts beside them in exact runs."""
+    rational texts beside them in exact runs; the columns ``starts`` (stored once, as the step
+    before's) only on the first row, under :data:`START`."""
     block: Block = {"step": plan.step[:rows], "epoch": plan.epoch[:rows],
-                    "sample": plan.sample[:rows]}  # fmt: skip
+                    "sample": plan.sample[:rows], START: {}}  # fmt: skip
     for name, column in columns.items():
+        if name in starts:
+            q = column[0]
+            block[START][name] = numerics.to_float(q)
+            if numerics.is_exact:
+                block[START][name + EXACT_SUFFIX] = str(q)
+            continue
         column = column[:rows]
         if numerics.is_exact:
             block[name] = np.array([numerics.to_float(q) for q in column], dtype=np.float64)
@@ -107,7 +125,11 @@ def compute_blocks(
     """:func:`iter_blocks`, computed in the calling thread."""
     num = settings.numerics
     stack = settings.model.stack(num)
-    tensors = stack_tensors(stack, len(dataset.targets))
+    # The values stored once are not computed again, but for the parameters before the
+    # block's first step (its part's footer may need them).
+    every = stack_tensors(stack, len(dataset.targets))
+    tensors = [t for t in every if t.stored or t.previous_step]
+    starts = {c for t in every if t.previous_step for c in t.columns()}
     X, Y = dataset.as_arrays(num)
     xs = [list(_numbers(row, num)) for row in X]
     ys = [list(_numbers(row, num)) for row in Y]
@@ -136,9 +158,9 @@ def compute_blocks(
         if error is not None:
             rows, exc = error
             if rows:
-                yield to_block(plan, columns, num, rows)
+                yield to_block(plan, columns, num, rows, starts)
             raise exc
-        yield to_block(plan, columns, num, len(plan))
+        yield to_block(plan, columns, num, len(plan), starts)
         current = stack.unflat(path[-1])
         s0 += walked
 
