@@ -139,3 +139,14 @@ def test_exact_runs_keep_their_texts_in_the_footer(tmp_path):
     full = steptrace.load_trace(run)
     same(full, ref)
     assert steptrace.verify(run).ok
+
+
+def test_a_sweep_dataset_holds_what_the_files_store_and_no_column_of_nulls(tmp_path):
+    steptrace.record("seed", numerics="float64", out=tmp_path, name="new")
+    shutil.copy(REPO / "traces" / "golden" / "article-float64.parquet", tmp_path / "v1.parquet")
+    sweep = steptrace.analysis.sweep_dataset(tmp_path).to_table().to_pandas()
+    assert {"w2_after_1_1", "d2_1", "o1_1"} <= set(sweep.columns)
+    assert not {"w2_before_1_1", "d1_1"} & set(sweep.columns)  # stored once, v1 runs too
+    new = sweep[sweep["run"] == "new"]
+    # (seed is null by meaning: the run is not shuffled)
+    assert [c for c in new.columns if new[c].isna().all()] == ["seed"]

@@ -660,7 +660,9 @@ def _in_memory(trace: Trace, schema: pa.Schema) -> pa.Table:
 
 
 def sweep_dataset(folder: str | Path, filters: Filters = None) -> pads.Dataset:
-    """Every run under ``folder`` as one pyarrow dataset: the runs' schemas unified by name
+    """Every run under ``folder`` as one pyarrow dataset of the columns its files store (the
+    values stored once — δ1, ``grad_b{k}``, the parameters before a step — are not in it:
+    :func:`load_traces` puts them back): the runs' schemas unified by name
     (columns a run lacks — ``x_3``, ``*_exact``, another model's layers — are null there) and
     its settings that are not in the files (``run``, ``lr_text``, ``epochs``, ``shuffle``,
     ``seed``, ``status``) added as columns from metadata. Filters on those prune whole runs
@@ -677,7 +679,14 @@ def sweep_dataset(folder: str | Path, filters: Filters = None) -> pads.Dataset:
     traces, problems = find_traces(folder, filters)
     if problems:
         raise TraceError(problems[0][1])
-    schemas = [trace.schema().remove_metadata() for trace in traces if trace.files]
+    # What the files store: the values stored once (docs/trace-format.md) are left out, of
+    # version 1 runs too, so that no run shows them as nulls.
+    once = {c for t in traces if t.files for c in [*t.rebuilt().copies, *t.rebuilt().previous]}
+    schemas = [
+        pa.schema([f for f in trace.schema().remove_metadata() if f.name not in once])
+        for trace in traces
+        if trace.files
+    ]
     try:
         unified = pa.unify_schemas([*schemas, _SETTING_TYPES])
     except pa.ArrowException as exc:

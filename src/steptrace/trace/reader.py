@@ -140,7 +140,8 @@ class Trace:
         return sum(p.rows for p in self._parts)
 
     def dataset(self) -> pads.Dataset:
-        """The run as a pyarrow dataset (its part files, in order)."""
+        """The run as a pyarrow dataset (its part files, in order): the columns they store,
+        without the values stored once that :meth:`read_table` puts back."""
         if not self.files:
             return pads.dataset(pa.table({}, schema=self.schema()))
         return pads.dataset([str(f) for f in self.files], format="parquet")
