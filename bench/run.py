@@ -255,13 +255,14 @@ def own_columns_writing(out: Path, rows: int, repeats: int) -> tuple[float, int]
     import pyarrow.parquet as pq
 
     from steptrace.trace.writer import parquet_options
-    from steptrace.train.columns import compute_blocks
+    from steptrace.train.columns import START, compute_blocks
     from steptrace.train.settings import Settings
 
     ds = seed_dataset()
     settings = Settings.parse(ds, LR, epochs=rows // 3, numerics="float64", init=INIT)
     blocks = list(compute_blocks(ds, settings))
-    names = [c for c in blocks[0] if c.rsplit("_", 1)[0] not in SHARED and c not in SHARED]
+    names = [c for c in blocks[0]
+             if c.rsplit("_", 1)[0] not in SHARED and c not in SHARED and c != START]  # fmt: skip
     tables = [pa.table({c: block[c] for c in names}) for block in blocks]
     options = parquet_options(tables[0].schema)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,10 +12,10 @@ users keep one); the start of a local pool's processes is inside the figure. Tim
 best of a few repeats. Runs are the float64 article model with weights that keep moving
 (``--init 0.005,-0.0002,0.0002``).
 
-The machine may be shared: each parallel figure is set against the cores found free around it
-(w processes spinning a Python loop against one alone, just before and just after), and the
-CPU every process of the sweep used, set against the runs', says what the sweep costs beyond
-them whatever the load.
+The machine may be shared: each figure is set against the cores found free around it (w
+processes spinning a Python loop just before and just after: the CPU time they got over the
+time they took), and the CPU every process of the sweep used, set against the runs', says what
+the sweep costs beyond them whatever the load.
 
 The per-run overhead of an executor is measured on runs of one step, where there is nothing
 else to measure: (its sweep's time − the same sweep's in this process) / runs.
@@ -65,24 +65,27 @@ def timed(repeats: int, fn: Callable[[], Any], client: Any = None) -> tuple[floa
     return min(walls), min(cpus)
 
 
-def _spin(n: int) -> float:
-    start = time.perf_counter()
+def _spin(n: int) -> tuple[float, float]:
+    """Spin a Python loop: its wall time and the CPU time it got."""
+    start, cpu = time.perf_counter(), time.process_time()
     x = 0
     for i in range(n):
         x += i
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def free_cores(w: int, n: int = 10_000_000) -> float:
-    """How many of ``w`` cores are free now: ``w`` processes each spinning a Python loop, against
-    one spinning alone (the machine may be shared)."""
-    alone = min(_spin(n) for _ in range(2))
+    """How many cores ``w`` processes get now (the machine may be shared): each spins a Python
+    loop, and the CPU time they got over the time they took is the cores they had."""
+    if w == 1:
+        wall, cpu = _spin(n)
+        return min(1.0, cpu / wall)
     with local_pool(w) as pool:
         list(pool.map(_spin, [1_000] * w))  # started
         start = time.perf_counter()
-        list(pool.map(_spin, [n] * w))
+        spins = list(pool.map(_spin, [n] * w))
         together = time.perf_counter() - start
-    return min(w, w * alone / together)
+    return min(float(w), sum(cpu for _, cpu in spins) / together)
 
 
 class Cluster:
@@ -168,8 +171,10 @@ def measure(
                 f"{wall:.2f} s for {runs} runs of one step, {tiny_sweep:.2f} s in one process"
                 + note)  # fmt: skip
 
+    before = free_cores(1)
     wall, cpu = timed(sweeps, lambda: steptrace.sweep(lrs, ds, out=out(), workers=1, **settings))
-    table.append(row("sweep, one process (pipelined)", wall, cpu, 1, 1.0))
+    free = (before + free_cores(1)) / 2
+    table.append(row("sweep, one process (pipelined)", wall, cpu, 1, free))
     for w in (w for w in workers if w > 1):
         before = free_cores(w)
         wall, cpu = timed(
@@ -196,9 +201,9 @@ def measure(
                 steptrace.sweep(lrs, ds, out=out(), executor=ex, **s)
 
             on_dask(tiny)  # warm the workers' imports
-            before = free_cores(w) if w > 1 else 1.0
+            before = free_cores(w)
             wall, cpu = timed(sweeps, on_dask, client)
-            free = (before + free_cores(w)) / 2 if w > 1 else 1.0
+            free = (before + free_cores(w)) / 2
             table.append(row(f"sweep on Dask, {w} worker process(es)", wall, cpu, w, free))
             if w == 1:
                 wall, _ = timed(repeats, lambda ex=executor: on_dask(tiny, ex))

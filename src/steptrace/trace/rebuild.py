@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import TraceError
 from .schema import EXACT_SUFFIX, Tensor
@@ -172,35 +174,61 @@ class Rebuilt:
         fetch: Fetch | None,
         known: pa.Table | None,
     ) -> dict[str, pa.ChunkedArray | pa.Array]:
-        """Each of ``sources`` on the step before each row's step."""
+        """Each of ``sources`` on the step before each row's step: from the last row of that
+        step in ``table`` itself when it is there (rows come in recording order), else from a
+        small pool of the other places (``known``, the footer, ``fetch``)."""
         steps = table.column("step").to_numpy()
         columns = ["step", *sources]
-        candidates = [t.select(columns) for t in (known, table)
-                      if t is not None and all(c in t.column_names for c in columns)]  # fmt: skip
-        if self.first is not None:
+        if not len(steps):
+            return {c: table.column(c) for c in sources}
+        if np.any(steps[1:] < steps[:-1]):  # not in recording order: look every row up
+            start = np.zeros(len(steps), np.int64)
+        else:
+            start = np.searchsorted(steps, steps, side="left")  # the first row of each step
+        inside = (start > 0) & (steps[np.maximum(start - 1, 0)] == steps - 1)
+        elsewhere = np.unique(steps[~inside]) - 1 if not inside.all() else np.empty(0, np.int64)
+        pool = self._pool(table, columns, elsewhere, fetch, known)
+        pool_steps = pool.column("step").to_numpy()
+        at = np.minimum(np.searchsorted(pool_steps, steps - 1), max(len(pool_steps) - 1, 0))
+        lost = ~inside & ((len(pool_steps) == 0) | (pool_steps[at] != steps - 1))
+        if lost.any():
+            self._missing(int(steps[np.flatnonzero(lost)[0]]))
+        # One take over the table's rows followed by the pool's.
+        rows = pa.array(np.where(inside, start - 1, len(steps) + at))
+        both = pa.concat_tables([table.select(columns), pool], promote_options="default")
+        return {c: both.column(c).take(rows) for c in sources}
+
+    def _pool(
+        self,
+        table: pa.Table,
+        columns: list[str],
+        steps: npt.NDArray[np.int64],
+        fetch: Fetch | None,
+        known: pa.Table | None,
+    ) -> pa.Table:
+        """One row of each of ``steps`` (sorted), found in ``known``, the footer, or by
+        ``fetch``; by step, as far as found."""
+        schema = pa.schema([table.schema.field(c) for c in columns])
+        found: list[pa.Table] = []
+        if len(steps) and known is not None and all(c in known.column_names for c in columns):
+            found.append(known.select(columns).filter(pc.is_in(known["step"], pa.array(steps))))
+        if len(steps) and self.first is not None and self.first[0] - 1 in steps:
             step, values = self.first
-            schema = pa.schema([table.schema.field(c) for c in columns])
             start = [pa.array([step - 1], pa.int64())]
-            start += [pa.array([values[c]], table.schema.field(c).type) for c in sources]
-            candidates.append(pa.Table.from_arrays(start, schema=schema))
-        needed = np.unique(steps) - 1
-        found = _steps(candidates)
-        missing = np.setdiff1d(needed, found)
-        if missing.size and fetch is not None:
-            candidates.append(fetch([int(s) for s in missing], columns).select(columns))
-        if not candidates or not len(steps):
-            kinds = [table.schema.field(c).type for c in sources]
-            if len(steps):
-                self._missing(int(steps[0]))
-            return {c: pa.array([], kind) for c, kind in zip(sources, kinds, strict=True)}
-        pool = pa.concat_tables(candidates, promote_options="default")
-        unique, first_row = np.unique(pool.column("step").to_numpy(), return_index=True)
-        at = np.minimum(np.searchsorted(unique, steps - 1), len(unique) - 1)
-        bad = np.flatnonzero(unique[at] != steps - 1)
-        if bad.size:
-            self._missing(int(steps[bad[0]]))
-        rows = pa.array(first_row[at])
-        return {c: pool.column(c).take(rows) for c in sources}
+            start += [pa.array([values[c]], schema.field(c).type) for c in columns[1:]]
+            found.append(pa.Table.from_arrays(start, schema=schema))
+        have = {int(s) for t in found for s in t.column("step").to_numpy()}
+        missing = [int(s) for s in steps if int(s) not in have]
+        if missing and fetch is not None:
+            found.append(fetch(missing, columns).select(columns))
+        if not found:
+            return schema.empty_table()
+        pool = pa.concat_tables(found, promote_options="default")
+        pool_steps = pool.column("step").to_numpy()
+        order = np.argsort(pool_steps, kind="stable")
+        keep = np.ones(len(order), bool)
+        keep[1:] = pool_steps[order][1:] != pool_steps[order][:-1]
+        return pool.take(pa.array(order[keep])).cast(schema)
 
     @staticmethod
     def _missing(step: int) -> None:
@@ -230,9 +258,3 @@ def _origin(tensor: Tensor, by_name: Mapping[str, Tensor]) -> tuple[Tensor, bool
         seen.add(name)
         back = back or source.previous_step
         current = source
-
-
-def _steps(tables: Sequence[pa.Table]) -> np.ndarray[Any, np.dtype[np.int64]]:
-    if not tables:
-        return np.empty(0, np.int64)
-    return np.unique(np.concatenate([t.column("step").to_numpy() for t in tables]))
