@@ -264,9 +264,15 @@ class Trace:
         short one."""
         expression = _expression(filters)
         files = self.files if steps is None else self.parts(*steps)
-        if steps is not None:
-            expression = _and(expression, _step_expression(*steps))
         names = self.schema().names
+        wanted = list(names if columns is None else columns)
+        # The parameters before a window's first step are the step before's: read it too
+        # (one scan, not two), and leave it out once they are put back.
+        lo = None if steps is None else steps[0]
+        widen = bool(lo) and any(self.rebuilt().previous.get(c) for c in wanted)
+        if steps is not None:
+            first = lo - 1 if widen and lo is not None else lo
+            expression = _and(expression, _step_expression(first, steps[1]))
         if columns is not None:
             unknown = [c for c in columns if c not in names]
             if unknown:
@@ -274,7 +280,6 @@ class Trace:
         tables = []
         for f in files:
             rebuilt = self.rebuilt(f)
-            wanted = list(names if columns is None else columns)
             read = rebuilt.sources(wanted) if rebuilt else columns
             try:
                 # Given the schema, the dataset does not open the file to discover it: each
@@ -284,7 +289,10 @@ class Trace:
                     part.to_table(columns=self._file_columns(read), filter=expression)
                 )
                 if rebuilt:
-                    table = rebuilt.apply(table, wanted, self.fetch)
+                    keep = wanted if not widen or "step" in wanted else [*wanted, "step"]
+                    table = rebuilt.apply(table, keep, self.fetch)
+                    if widen:
+                        table = table.filter(pc.field("step") >= lo).select(wanted)
             except (OSError, pa.ArrowException) as exc:
                 if "No match for FieldRef" in str(exc):
                     raise TraceError(
