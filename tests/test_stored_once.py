@@ -150,3 +150,21 @@ def test_a_sweep_dataset_holds_what_the_files_store_and_no_column_of_nulls(tmp_p
     new = sweep[sweep["run"] == "new"]
     # (seed is null by meaning: the run is not shuffled)
     assert [c for c in new.columns if new[c].isna().all()] == ["seed"]
+
+
+def test_a_golden_stores_each_value_once_when_that_loses_nothing(parts, tmp_path):
+    from steptrace.compare.sides import Side, load_side, write_trace_file
+
+    run, ref = parts
+    golden = tmp_path / "golden.parquet"
+    write_trace_file(load_side(run), golden)
+    assert not STORED_ONCE & set(pq.read_schema(golden).names)
+    same(steptrace.load_trace(golden), ref)
+    assert steptrace.compare_traces(golden, run).identical
+    # A step missing (rows dropped from a frame): nothing can be put back, so all is stored.
+    gap = steptrace.load_trace(run)
+    gap = gap[gap["step"] != 3].reset_index(drop=True)
+    holed = tmp_path / "holed.parquet"
+    write_trace_file(Side("b", load_side(run).meta, dataframe=gap), holed)
+    assert set(pq.read_schema(holed).names) >= STORED_ONCE
+    same(steptrace.load_trace(holed), gap)
