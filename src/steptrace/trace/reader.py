@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeAlias
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -291,8 +292,10 @@ class Trace:
                 if rebuilt:
                     keep = wanted if not widen or "step" in wanted else [*wanted, "step"]
                     table = rebuilt.apply(table, keep, self.fetch)
-                    if widen:
-                        table = table.filter(pc.field("step") >= lo).select(wanted)
+                    if widen:  # the step before comes first, in recording order
+                        steps_read = table.column("step").to_numpy()
+                        cut = int(np.searchsorted(steps_read, lo or 0))
+                        table = table.slice(cut).select(wanted)
             except (OSError, pa.ArrowException) as exc:
                 if "No match for FieldRef" in str(exc):
                     raise TraceError(
