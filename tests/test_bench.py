@@ -36,7 +36,7 @@ ROWS = [
     "the command end to end: record --lr ×4 vs ×1",
     "the same on the article's 3 rows: record --lr ×4 vs ×1",
     "Parquet writing alone, one run of 300 rows",
-    "the 20 columns that differ between runs, writing alone",
+    "the 14 columns that differ between runs, writing alone",
     "sequential step of 4 runs: numpy (runs × features) vs compiled walk",
     "lower bound of the sweep on 2 cores: (4 loops + 4 × own columns) / 2",
     "exact, article run (30 steps, lr 1)",
