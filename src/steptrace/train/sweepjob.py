@@ -21,7 +21,7 @@ from pathlib import Path
 from .._version import __version__
 from ..data import Dataset
 from ..errors import ConfigError, WriteError
-from .columns import iter_blocks
+from .columns import compute_blocks, iter_blocks
 from .recorder import RunResult, new_run, write_run
 from .settings import Settings
 
@@ -77,6 +77,9 @@ class Job:
     flush_seconds: float
     parent_pid: int  # the sweeping process (its children watch it)
     version: str = __version__
+    #: Compute the next block in a thread of its own while this one is written: faster when
+    #: the worker has a core to spare, ~10% more CPU (thread hand-offs) when it has not.
+    pipelined: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ def record_job(job: Job) -> RunResult | Lost | NotStarted:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(str(writer.run_dir))
         stop = _SweepStop(marks, _watched_parent(job))
-        blocks = iter_blocks(job.dataset, job.settings)
+        blocks = (iter_blocks if job.pipelined else compute_blocks)(job.dataset, job.settings)
         return write_run(writer, blocks, tracker, stop=stop)
     finally:
         _in_hand = False

@@ -150,8 +150,10 @@ def record_points(
         return record_on(executor, dataset, points, out, progress, flush_seconds)
     processes = workers_for([s for s, _ in points], len(dataset), workers)
     if processes > 1:
+        # Each worker overlaps computing and writing only when it has a core to spare.
+        spare = 2 * processes <= available_cores()
         with local_pool(processes) as pool:
-            return record_on(pool, dataset, points, out, progress, flush_seconds)
+            return record_on(pool, dataset, points, out, progress, flush_seconds, spare)
     return _in_this_process(dataset, points, out, progress, flush_seconds)
 
 
@@ -214,11 +216,15 @@ def record_on(
     out: str | Path,
     progress: Progress | None = None,
     flush_seconds: float = 1.0,
+    pipelined: bool = False,
 ) -> list[RunResult]:
     """Record ``points`` (settings and run name) into ``out`` on ``executor``, one task per run;
     the results in the order given.
 
     ``progress`` is called with the rows of the runs finished so far and the sweep's total.
+    ``pipelined`` runs each run's computing and writing in two threads of its worker, for
+    workers with a core to spare; an executor's workers are taken to have one core each (as a
+    Dask cluster's usually do), where one thread costs ~10% less CPU.
     """
     given = Path(out)
     folder = given.absolute()
@@ -231,7 +237,17 @@ def record_on(
             "can write to with --out"
         ) from None
     jobs = [
-        Job(i, dataset, settings, name, str(folder), marks.name, flush_seconds, os.getpid())
+        Job(
+            i,
+            dataset,
+            settings,
+            name,
+            str(folder),
+            marks.name,
+            flush_seconds,
+            os.getpid(),
+            pipelined=pipelined,
+        )
         for i, (settings, name) in enumerate(points)
     ]
     gathered = _Gathered(jobs, marks, given, progress)
