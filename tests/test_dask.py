@@ -165,3 +165,13 @@ def test_without_dask_the_scheduler_option_says_what_to_install(run_cli, monkeyp
         "pip install 'steptrace[dask]'\n"
     )
     assert list(traces.iterdir()) == []
+
+
+def test_runs_on_a_cluster_overlap_their_writing_only_where_hosts_have_cores_to_spare(cluster):
+    from steptrace.train.sweeps import available_cores, spare_cores
+
+    _, client = cluster  # 2 single-threaded workers on this host
+    assert spare_cores(client.get_executor()) == (available_cores() >= 4)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=":0") as one, Client(one) as alone:  # fmt: skip
+        assert spare_cores(alone.get_executor()) == (available_cores() >= 2)

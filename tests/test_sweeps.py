@@ -383,3 +383,25 @@ def test_the_comparison_lines_runs_up_by_alpha_one_group_per_batch_size(traces):
         f"Lowest final loss: α = 1e-8, batch 3 ({best}), {outcomes[best]['final_loss']:.6g}. "
         "Diverged: 1 of 6 runs."
     )
+
+
+def test_a_worker_overlaps_computing_and_writing_only_with_a_core_to_spare(monkeypatch, tmp_path):
+    for cores in (1, 2, 4, 8):
+        monkeypatch.setattr(sweeps, "available_cores", lambda cores=cores: cores)
+        for n in (1, 2, 4):
+            with ProcessPoolExecutor(n) as pool:
+                assert sweeps.spare_cores(pool) == (2 * n <= cores), (cores, n)
+    with ThreadPoolExecutor(1) as threads:
+        assert not sweeps.spare_cores(threads)  # its threads share one GIL already
+        # Either way, the run is the run recorded alone.
+        ds = seed_dataset()
+        points = [(Settings.parse(ds, "1e-9", epochs=40_000, numerics="float64", init=INIT),
+                   "r")]  # fmt: skip
+        for pipelined in (True, False):
+            out = tmp_path / str(pipelined)
+            (run,) = sweeps.record_on(threads, ds, points, out, pipelined=pipelined)
+            assert run.status == "complete" and run.summary.rows == 120_000
+            alone = steptrace.record(ds, "1e-9", epochs=40_000, numerics="float64", init=INIT,
+                                     out=tmp_path / f"alone-{pipelined}", name="r")  # fmt: skip
+            result = compare_folders(alone.path.parent, out, ignore=["created"])
+            assert result.identical, result.format()

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["CONNECT_SECONDS", "INSTALL", "connect", "dask_executor"]
+__all__ = ["CONNECT_SECONDS", "INSTALL", "connect", "dask_executor", "hosts_have_spare_cores"]
 
 #: How long to try reaching a scheduler, and to wait for its first worker.
 CONNECT_SECONDS = 5.0
@@ -86,6 +86,38 @@ def dask_executor(address: str, timeout: float = CONNECT_SECONDS) -> Iterator[Ex
     finally:
         with _quiet():
             client.close()
+
+
+def hosts_have_spare_cores(executor: Executor) -> bool | None:
+    """For a Dask client's executor: whether every host running its workers has at least
+    twice as many cores as worker threads (so that each run may overlap its computing and its
+    writing on a second core); None for another executor. Asked of the scheduler and the
+    workers once per sweep; False if they cannot say."""
+    client = getattr(executor, "_client", None)  # what Client.get_executor() wraps
+    if client is None or type(executor).__module__.split(".")[0] != "distributed":
+        return None
+    try:
+        workers = client.scheduler_info()["workers"]
+        cores = client.run(_cores)
+        threads: dict[str, int] = {}
+        host_cores: dict[str, int] = {}
+        for address, info in workers.items():
+            host = str(info.get("host", address))
+            threads[host] = threads.get(host, 0) + int(info.get("nthreads", 1))
+            host_cores[host] = int(cores.get(address, 1))
+    except Exception:  # an old scheduler, a worker gone: assume none to spare
+        return False
+    return bool(threads) and all(2 * threads[h] <= host_cores[h] for h in threads)
+
+
+def _cores() -> int:
+    """The cores this (worker) process may run on."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 @contextmanager
