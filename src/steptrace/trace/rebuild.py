@@ -36,7 +36,8 @@ __all__ = ["BEFORE_KEY", "Rebuilt", "before_entry", "read_before"]
 #: value}}``, the values of the ``previous_step`` tensors on the part's first step ``s``.
 BEFORE_KEY = "steptrace.before"
 
-#: Reads a file's stored ``columns`` on the given steps (to find the step before a window).
+#: Reads the run's stored ``columns`` on the given steps, from whichever part holds them (the
+#: step before a window or a filtered row, when neither the rows read nor a footer has it).
 Fetch = Callable[[Sequence[int], Sequence[str]], pa.Table]
 
 
@@ -68,7 +69,7 @@ class Rebuilt:
     #: Column → the stored column whose value it has on the step before.
     previous: Mapping[str, str]
     #: The file's first step and, by the column they repeat, the ``previous`` columns' values
-    #: on it (from its footer).
+    #: on it (from its footer; for a file without the entry, step 0's from the model).
     first: tuple[int, Mapping[str, Any]] | None = None
 
     @classmethod
@@ -132,7 +133,7 @@ class Rebuilt:
 
         The step before a row's step is looked up in ``table`` itself, in ``known`` (rows read
         before, such as the end of the previous batch), in the footer's first step, and last
-        through ``fetch`` (the file's rows of the missing steps)."""
+        through ``fetch`` (the run's rows of the missing steps)."""
         wanted = [self.previous[c] for c in columns if c in self.previous]
         before = self._before(table, list(dict.fromkeys(wanted)), fetch, known) if wanted else {}
         fields, arrays = [], []

@@ -16,7 +16,9 @@ does not hold, in this order:
      samples in the run's (possibly shuffled) order;
    - *constants*: ``run_id``, ``numerics``, ``batch_size`` and ``lr`` equal the metadata;
    - *parameters*: every ``w{k}_before`` and ``b{k}_before`` of step 0 is the model's initial
-     one, of step s the ``_after`` of step s - 1, the same on every row of a step;
+     one, of step s the ``_after`` of step s - 1, the same on every row of a step (stored once,
+     they are put back by the plan's rows, and at a part's first step from its footer: so this
+     checks each part's footer entry against the part before);
    - *data*: ``x`` and ``y`` are the same each time a sample comes back;
    - *maths*: every layer's output, the loss, every δ and every gradient recomputed from the
      row's ``x``, ``y``, parameters before the step and ``lr``, and the step's update from all
