@@ -12,10 +12,11 @@ users keep one); the start of a local pool's processes is inside the figure. Tim
 best of a few repeats. Runs are the float64 article model with weights that keep moving
 (``--init 0.005,-0.0002,0.0002``).
 
-The machine may be shared: each figure is set against the cores found free around it (w
+The machine may be shared: each sweep is set against the cores found free around it (w
 processes spinning a Python loop just before and just after: the CPU time they got over the
-time they took), and the CPU every process of the sweep used, set against the runs', says what
-the sweep costs beyond them whatever the load.
+time they took) and against the mean CPU of 16 runs recorded alone around it (8 before, 8
+after), and the CPU every process of the sweep used, set against the runs', says what the
+sweep costs beyond them whatever the load.
 
 The per-run overhead of an executor is measured on runs of one step, where there is nothing
 else to measure: (its sweep's time − the same sweep's in this process) / runs.
@@ -157,16 +158,21 @@ def measure(
     ]  # fmt: skip
 
     def trials(label: str, sweep: Callable[[], Any], w: int, client: Any = None) -> None:
-        """``sweeps`` repetitions of: the free cores and one run's CPU just before, the sweep,
-        the same just after. Each gives the ratio the goal bounds, wall / (runs × one run's
-        CPU / free cores), against the figures measured around it; noise only adds, so the
-        best repetition is the one the machine disturbed least."""
+        """``sweeps`` repetitions of: the free cores and the mean CPU of 8 runs recorded
+        alone just before, the sweep, the same just after. Each gives the ratio the goal
+        bounds, wall / (runs × one run's CPU / free cores), against what the same runs cost
+        alone in the same minutes (the machine's speed drifts); noise only adds, so the best
+        repetition is the one the machine disturbed least."""
+
+        def one_run_cpu() -> float:
+            return float(np.mean([timed(1, alone)[1] for _ in range(8)]))
+
         ratios, cpus, walls = [], [], []
         for _ in range(sweeps):
-            free, one = free_cores(w), timed(2, alone)[1]
+            free, one = free_cores(w), one_run_cpu()
             wall, cpu = timed(1, sweep, client)
             free = (free + free_cores(w)) / 2
-            one = min(one, timed(2, alone)[1])
+            one = (one + one_run_cpu()) / 2
             ratios.append(wall * free / (runs * one))
             cpus.append(cpu / (runs * one))
             walls.append((wall, free))
