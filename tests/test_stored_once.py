@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,7 +21,7 @@ from steptrace.train.recorder import new_run, write_run
 from steptrace.train.settings import Settings
 
 from .conftest import REPO
-from .reference import reference
+from .reference import bits, reference
 
 MLP = str(REPO / "examples" / "mlp-3-2-1.json")
 STORED_ONCE = {"d1_1", "d1_3", "grad_b2_1", "grad_b4_1", "w2_before_1_1", "b4_before_1"}
@@ -168,3 +169,19 @@ def test_a_golden_stores_each_value_once_when_that_loses_nothing(parts, tmp_path
     write_trace_file(Side("b", load_side(run).meta, dataframe=gap), holed)
     assert set(pq.read_schema(holed).names) >= STORED_ONCE
     same(steptrace.load_trace(holed), gap)
+
+
+def test_a_diverging_run_keeps_its_nans_bit_for_bit_across_parts(tmp_path):
+    ds = seed_dataset()
+    s = Settings.parse(ds, lr="1e30", epochs=40, numerics="float64", model=MLP)
+    writer, tracker = new_run(ds, s, tmp_path, "nan", flush_seconds=0)
+    write_run(writer, compute_blocks(ds, s, max_rows=5), tracker, None, None)
+    ref = reference(ds, s)
+    before = np.asarray(ref["w4_before_1_1"], dtype=np.float64)
+    # Negative NaNs start some parts: JSON's NaN would come back positive.
+    assert (np.isnan(before) & np.signbit(before)).any()
+    got = steptrace.load_trace(writer.run_dir)
+    for column, values in ref.items():
+        if column not in ("step", "epoch", "sample"):
+            assert np.array_equal(bits(got[column].to_numpy()), bits(values)), column
+    assert steptrace.verify(writer.run_dir).ok

@@ -18,6 +18,8 @@ them back into a table read from it.
 from __future__ import annotations
 
 import json
+import math
+import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,21 +45,40 @@ Fetch = Callable[[Sequence[int], Sequence[str]], pa.Table]
 
 def before_entry(step: int, values: Mapping[str, Any]) -> dict[bytes, bytes]:
     """The footer entry for a part whose first step is ``step``: floats as JSON numbers
-    (``NaN`` and ``Infinity`` as Python writes them; a float64 round-trips exactly), exact
-    texts as strings."""
-    return {BEFORE_KEY.encode(): json.dumps({"step": step, "values": dict(values)}).encode()}
+    (±``Infinity`` as Python writes them; a float64 round-trips exactly), a NaN as the text of
+    its 64 bits (``"0xfff8000000000000"``: JSON's ``NaN`` would lose its sign), exact texts as
+    strings."""
+    entry = {c: _nan_bits(v) if isinstance(v, float) and math.isnan(v) else v
+             for c, v in values.items()}  # fmt: skip
+    return {BEFORE_KEY.encode(): json.dumps({"step": step, "values": entry}).encode()}
 
 
 def read_before(metadata: Mapping[bytes, bytes] | None) -> tuple[int, dict[str, Any]] | None:
-    """A footer's :data:`BEFORE_KEY` entry (None if it has none or it is unreadable)."""
+    """A footer's :data:`BEFORE_KEY` entry (None if it has none or it is unreadable), its
+    NaNs back to floats."""
     raw = (metadata or {}).get(BEFORE_KEY.encode())
     if raw is None:
         return None
     try:
         entry = json.loads(raw)
-        return int(entry["step"]), dict(entry["values"])
-    except (ValueError, KeyError, TypeError):
+        values = {c: _float_of_bits(v) if _is_nan_bits(c, v) else v
+                  for c, v in dict(entry["values"]).items()}  # fmt: skip
+        return int(entry["step"]), values
+    except (ValueError, KeyError, TypeError, struct.error):
         return None
+
+
+def _nan_bits(value: float) -> str:
+    return f"0x{struct.unpack('<Q', struct.pack('<d', value))[0]:016x}"
+
+
+def _is_nan_bits(column: str, value: Any) -> bool:
+    return isinstance(value, str) and not column.endswith(EXACT_SUFFIX) and value.startswith("0x")
+
+
+def _float_of_bits(text: str) -> float:
+    value: float = struct.unpack("<d", struct.pack("<Q", int(text, 16)))[0]
+    return value
 
 
 @dataclass(frozen=True)
