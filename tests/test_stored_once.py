@@ -185,3 +185,23 @@ def test_a_diverging_run_keeps_its_nans_bit_for_bit_across_parts(tmp_path):
         if column not in ("step", "epoch", "sample"):
             assert np.array_equal(bits(got[column].to_numpy()), bits(values)), column
     assert steptrace.verify(writer.run_dir).ok
+
+
+def test_a_run_whose_parts_store_differently_reads_as_one(parts, tmp_path):
+    run, ref = parts
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    f = sorted(copy.glob("part-*.parquet"))[2]
+    alone = steptrace.open_trace(f).read_table()  # every column, the stored once put back
+    meta = pq.read_schema(f).metadata
+    pq.write_table(alone.replace_schema_metadata(meta), f)  # this part now stores them all
+    assert set(pq.read_schema(f).names) >= STORED_ONCE
+    trace = steptrace.open_trace(copy)
+    same(trace.read(), ref)
+    steps = int(ref["step"].max()) + 1
+    for lo in range(steps):
+        want = ref[(ref["step"] >= lo) & (ref["step"] < lo + 2)].reset_index(drop=True)
+        same(
+            trace.read(["step", "w2_before_1_1", "d1_2"], steps=(lo, lo + 2)),
+            want[["step", "w2_before_1_1", "d1_2"]],
+        )

@@ -218,7 +218,7 @@ class Trace:
     def fetch(self, steps: Sequence[int], columns: Sequence[str]) -> pa.Table:
         """The run's rows of ``steps``, ``columns`` only, from whichever parts hold them."""
         tables = [
-            pads.dataset(str(f), format="parquet", schema=self._schema).to_table(
+            pads.dataset(str(f), format="parquet", schema=self.part(f).schema).to_table(
                 columns=list(columns), filter=pc.field("step").isin(list(steps))
             )
             for f in self.parts(min(steps), max(steps) + 1)
@@ -281,21 +281,21 @@ class Trace:
         tables = []
         for f in files:
             rebuilt = self.rebuilt(f)
-            read = rebuilt.sources(wanted) if rebuilt else columns
+            keep = wanted if not widen or "step" in wanted else [*wanted, "step"]
+            read = rebuilt.sources(keep) if rebuilt else columns if not widen else keep
             try:
                 # Given the schema, the dataset does not open the file to discover it: each
                 # part's footer is read once, by the scan.
-                part = pads.dataset(str(f), format="parquet", schema=self._schema)
+                part = pads.dataset(str(f), format="parquet", schema=self.part(f).schema)
                 table = self._renamed(
                     part.to_table(columns=self._file_columns(read), filter=expression)
                 )
                 if rebuilt:
-                    keep = wanted if not widen or "step" in wanted else [*wanted, "step"]
                     table = rebuilt.apply(table, keep, self.fetch)
-                    if widen:  # the step before comes first, in recording order
-                        steps_read = table.column("step").to_numpy()
-                        cut = int(np.searchsorted(steps_read, lo or 0))
-                        table = table.slice(cut).select(wanted)
+                if widen:  # the step before comes first, in recording order
+                    steps_read = table.column("step").to_numpy()
+                    cut = int(np.searchsorted(steps_read, lo or 0))
+                    table = table.slice(cut).select(wanted)
             except (OSError, pa.ArrowException) as exc:
                 if "No match for FieldRef" in str(exc):
                     raise TraceError(
@@ -343,7 +343,7 @@ class Trace:
             wanted = list(self.schema().names if columns is None else columns)
             read = rebuilt.sources(wanted) if rebuilt else columns
             try:
-                part = pads.dataset(str(f), format="parquet", schema=self._schema)
+                part = pads.dataset(str(f), format="parquet", schema=self.part(f).schema)
                 batches = part.to_batches(columns=self._file_columns(read), filter=expression)
                 if rebuilt:
                     batches = rebuilt.batches(batches, wanted, self.fetch)
