@@ -9,7 +9,6 @@ the very layer code the walk ran on numbers — same operations, same order, sam
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
@@ -148,11 +147,10 @@ def compute_blocks(
     while s0 < total_steps:
         plan = ChunkPlan(n, b, orders, s0, min(s0 + steps_per_chunk, total_steps))
         with np.errstate(all="ignore"):
-            path = walk(stack, current, lr, xs, ys, plan, num, max_seconds)
-        walked = len(path) - 1
+            flat = walk(stack, current, lr, xs, ys, plan, num, max_seconds)
+        walked = len(flat) - 1
         if walked < plan.s1 - s0:
             plan = ChunkPlan(n, b, orders, s0, s0 + walked)
-        flat = _matrix(path, num)
         columns = chunk_columns(stack, tensors, plan, flat, X, Y, lr, num)
         error = _exact_limit(columns, plan, num) if num.is_exact else None
         if error is not None:
@@ -161,20 +159,8 @@ def compute_blocks(
                 yield to_block(plan, columns, num, rows, starts)
             raise exc
         yield to_block(plan, columns, num, len(plan), starts)
-        current = stack.unflat(path[-1])
+        current = stack.unflat(_numbers(flat[-1], num))
         s0 += walked
-
-
-def _matrix(path: list[Sequence[Number]], num: Numerics) -> Array:
-    """The walked parameters as a (steps + 1) × parameters array of the run's numbers."""
-    if num.dtype is not None:
-        # fromiter over the flattened tuples is about three times np.array(list of tuples).
-        values = itertools.chain.from_iterable(path)
-        count = len(path) * len(path[0])
-        return np.fromiter(values, dtype=num.dtype, count=count).reshape(len(path), -1)
-    flat = np.empty((len(path), len(path[0])), dtype=object)
-    flat[:] = path
-    return flat
 
 
 def _numbers(row: Array, num: Numerics) -> list[Number]:

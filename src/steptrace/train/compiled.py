@@ -25,12 +25,17 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from ..model import layers
 from ..model.stack import ParamSet, Stack
 from ..numerics import EXACT_MAX_BITS, Number, Numerics, get_numerics
 from ..schedule import ChunkPlan
 
 __all__ = ["compile_walk", "walk"]
+
+Array = npt.NDArray[Any]
 
 #: Steps between two looks at the clock (each look costs about a step's arithmetic).
 CLOCK_EVERY = 64
@@ -146,8 +151,8 @@ def loop(p, lr, rows, order, sizes, path, deadline, too_big, every):
         pos = end
 {update}
         {params} = {new}
-        path.append(({params}))
-        if too_big is not None and too_big(path[-1]):
+        path += ({params})
+        if too_big is not None and too_big(({params})):
             return
         if not (s + 1) % every and _now() >= deadline:
             return
@@ -173,8 +178,9 @@ def compile_walk(stack: Stack, numerics: str, batched: bool) -> Callable[..., No
 
     ``loop(p, lr, rows, order, sizes, path, deadline, too_big, every)`` walks from the flat
     parameters ``p``: ``rows[i]`` is sample i as ``(x1, …, xn, y1, …)``, ``order`` the
-    samples visited, ``sizes`` the rows of each step. It appends the parameters after each
-    step to ``path`` and stops early once ``too_big(parameters)`` says so, or once
+    samples visited, ``sizes`` the rows of each step. It extends the flat list ``path`` by the
+    parameters after each step (no tuple a step to keep) and stops early once
+    ``too_big(parameters)`` says so, or once
     ``time.monotonic()`` has passed ``deadline`` when it looks, every ``every`` steps.
     """
     system = get_numerics(numerics)
@@ -253,9 +259,10 @@ def walk(
     plan: ChunkPlan,
     numerics: Numerics,
     max_seconds: float | None = None,
-) -> list[Sequence[Number]]:
+) -> Array:
     """The learning phase through the steps of ``plan``: the parameters before its first step
-    and after each step walked, flat (:meth:`Stack.flat`).
+    and after each step walked, a row each, flat (:meth:`Stack.flat`), in the run's numbers
+    (an object array of ``Fraction`` in exact runs).
 
     For every step: its data inputs' forward and backward passes, their gradients added in the
     order the step visits them, and the update. ``xs[i]`` and ``ys[i]`` are sample i in the
@@ -263,25 +270,30 @@ def walk(
     parameter outgrows the exact limit — so that the recorder can flush (or stop) in time; it
     always walks at least one step.
     """
-    start = tuple(stack.flat(params))
-    if not start:  # nothing to learn: the path stands still
-        return [start] * (len(plan.starts) + 1)
+    start = list(stack.flat(params))
+    n = len(start)
+    if not n:  # nothing to learn: the path stands still
+        return np.empty((len(plan.starts) + 1, 0), dtype=numerics.dtype or object)
     loop = compile_walk(stack, numerics.name, bool((plan.sizes > 1).any()))
     rows = [(*x, *y) for x, y in zip(xs, ys, strict=True)]
-    path: list[Sequence[Number]] = [start]
+    path: list[Number] = list(start)
     deadline = float("inf") if max_seconds is None else time.monotonic() + max_seconds
     too_big = _too_big if numerics.is_exact else None
-    # The walk makes a tuple per step and no cycles: the cyclic garbage collector, which would
-    # look at those tuples again and again, only costs it time (about a tenth, measured).
+    # The walk makes no cycles: the cyclic garbage collector, which would look at the path's
+    # numbers again and again, only costs it time (about a tenth, measured).
     collecting = gc.isenabled()
     gc.disable()
     try:
-        loop(start, lr, rows, plan.sample.tolist(), plan.sizes.tolist(), path, deadline,
+        loop(tuple(start), lr, rows, plan.sample.tolist(), plan.sizes.tolist(), path, deadline,
              too_big, _clock_every(plan))  # fmt: skip
     finally:
         if collecting:
             gc.enable()
-    return path
+    if numerics.dtype is not None:
+        return np.array(path, dtype=numerics.dtype).reshape(-1, n)
+    flat = np.empty(len(path), dtype=object)
+    flat[:] = path
+    return flat.reshape(-1, n)
 
 
 def _clock_every(plan: ChunkPlan) -> int:
