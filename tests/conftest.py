@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,16 @@ def steptrace_subprocess(*args: str, cwd: Path | None = None, **kwargs) -> subpr
         text=True,
         **kwargs,
     )
+
+
+def wait_for_parts(
+    proc: subprocess.Popen, folder: Path, count: int, pattern: str = "part-*.parquet",
+    timeout: float = 60,
+) -> None:  # fmt: skip
+    """Wait until ``count`` flushed parts match ``pattern`` under ``folder`` while ``proc`` still
+    runs (its stderr shown if it ended first), at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while len(list(folder.glob(pattern))) < count:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, f"no flush within {timeout:g} s"
+        time.sleep(0.05)

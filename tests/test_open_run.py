@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import pytest
 
 import steptrace
 
-from .conftest import REPO
+from .conftest import REPO, wait_for_parts
 
 DOC = REPO / "docs" / "recording-other-frameworks.md"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
@@ -433,11 +432,7 @@ def test_sigkill_mid_loop_leaves_every_flushed_step_readable(tmp_path):
     out = tmp_path / "traces"
     process = subprocess.Popen([sys.executable, str(script), str(out)], stderr=subprocess.PIPE)
     run = out / "killed"
-    deadline = time.monotonic() + 60
-    while len(list(run.glob("part-*.parquet"))) < 3:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, "no parts were flushed"
-        time.sleep(0.02)
+    wait_for_parts(process, run, 3)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     trace = steptrace.open_trace(run)

@@ -17,7 +17,7 @@ from steptrace.errors import ExactLimitError
 from steptrace.numerics import EXACT_MAX_BITS
 
 from .article import STEPS
-from .conftest import steptrace_subprocess
+from .conftest import steptrace_subprocess, wait_for_parts
 
 MOVING = dict(init="0.005,-0.0002,0.0002", lr="1e-9", numerics="float64")
 
@@ -104,11 +104,7 @@ def test_a_recording_killed_with_sigkill_keeps_every_flushed_step(traces):
         "--numerics", "float64", "--init", MOVING["init"], "--lr", MOVING["lr"],
     )  # fmt: skip
     run = traces / "killed"
-    deadline = time.monotonic() + 60
-    while len(list(run.glob("part-*.parquet"))) < 2:
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "no flush within 60 s"
-        time.sleep(0.05)
+    wait_for_parts(proc, run, 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     df = pd.read_parquet(run)  # plain pandas, hidden temporary parts ignored

@@ -25,7 +25,7 @@ from steptrace.train.settings import Settings
 from steptrace.train.sweepjob import Job, record_job
 from steptrace.train.sweeps import EXACT_ROW_COST, FLOAT_MIN_CORES, PARALLEL_MIN_WORK, workers_for
 
-from .conftest import steptrace_subprocess
+from .conftest import steptrace_subprocess, wait_for_parts
 
 INIT = "0.005,-0.0002,0.0002"
 LRS = ["1e-9", "1e-8", "1e-7"]
@@ -232,14 +232,6 @@ def _sweep_process(out: Path, *extra: str, **popen):
     )  # fmt: skip
 
 
-def _wait_for_parts(proc, out: Path, runs: int) -> None:
-    deadline = time.monotonic() + 120
-    while len(list(out.glob("*/part-*.parquet"))) < runs:
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "no flush within 120 s"
-        time.sleep(0.05)
-
-
 def _statuses(out: Path) -> dict[str, tuple[str, str | None, int]]:
     found = {}
     for run in sorted(p for p in out.iterdir() if not p.name.startswith(".")):
@@ -266,7 +258,7 @@ def _gone(pid: int, seconds: float = 60) -> bool:
 def test_ctrl_c_stops_every_worker_after_its_flush_and_exits_130(traces):
     # A terminal's Ctrl-C goes to the whole process group: the sweeping process and its workers.
     proc = _sweep_process(traces, start_new_session=True)
-    _wait_for_parts(proc, traces, 2)
+    wait_for_parts(proc, traces, 2, "*/part-*.parquet", timeout=120)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -286,7 +278,7 @@ def test_ctrl_c_stops_every_worker_after_its_flush_and_exits_130(traces):
 
 def test_workers_stop_when_the_sweeping_process_is_killed(traces):
     proc = _sweep_process(traces)
-    _wait_for_parts(proc, traces, 2)
+    wait_for_parts(proc, traces, 2, "*/part-*.parquet", timeout=120)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     statuses = _statuses(traces)
@@ -300,7 +292,7 @@ def test_a_local_worker_killed_leaves_its_runs_to_resume_and_names_them(traces):
     # The standard library's pool gives up every task when one of its workers dies: the runs in
     # hand stop where their last flush left them, the others never start.
     proc = _sweep_process(traces)
-    _wait_for_parts(proc, traces, 2)
+    wait_for_parts(proc, traces, 2, "*/part-*.parquet", timeout=120)
     os.kill(meta(traces / "s-lr1e-9")["recorded_by"]["pid"], signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
     assert (proc.returncode, out) == (1, "")

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pytest
 import steptrace
 from steptrace.views.replay import format_step, iter_steps
 
-from .conftest import REPO
+from .conftest import REPO, wait_for_parts
 
 if os.environ.get("STEPTRACE_REQUIRE_TORCH") == "1":
     import torch  # CI installs it: a missing torch is a failure there, not a skip
@@ -90,13 +89,18 @@ def train(model, optimizer, rec, x, y, epochs: int, batch_size: int = 1, stop_at
         for xb, yb in loader:
             if stop_at is not None and step == stop_at:
                 raise RuntimeError("the loop broke")
-            optimizer.zero_grad()
-            out = model(xb)
-            per_sample = ((out - yb) ** 2).sum(dim=1) / 2
-            per_sample.mean().backward()
-            rec.step(xb, yb, per_sample)
-            optimizer.step()
+            sgd_step(model, optimizer, rec, xb, yb)
             step += 1
+
+
+def sgd_step(model, optimizer, rec, xb, yb) -> None:
+    """One step of the issue's loop on the batch (xb, yb), recorded by ``rec``."""
+    optimizer.zero_grad()
+    out = model(xb)
+    per_sample = ((out - yb) ** 2).sum(dim=1) / 2
+    per_sample.mean().backward()
+    rec.step(xb, yb, per_sample)
+    optimizer.step()
 
 
 def record_torch(out: Path, lr: float = 1e-7, epochs: int = 3, batch_size: int = 1, **kw):
@@ -402,11 +406,7 @@ def test_sigkill_mid_loop_leaves_every_flushed_step_readable(tmp_path, plan):
     out = tmp_path / "traces"
     process = subprocess.Popen([sys.executable, str(script), str(out)], stderr=subprocess.PIPE)
     run = out / "killed"
-    deadline = time.monotonic() + 120
-    while len(list(run.glob("part-*.parquet"))) < 3:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, "no parts were flushed"
-        time.sleep(0.05)
+    wait_for_parts(process, run, 3, timeout=120)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
@@ -608,12 +608,7 @@ def test_memory_stays_flat_however_long_the_loop(traces):
         ) as rec:
             for s in range(4_000):
                 xi, yi = x[s % 200 : s % 200 + 1], y[s % 200 : s % 200 + 1]
-                optimizer.zero_grad()
-                out = model(xi)
-                per_sample = ((out - yi) ** 2).sum(dim=1) / 2
-                per_sample.mean().backward()
-                rec.step(xi, yi, per_sample)
-                optimizer.step()
+                sgd_step(model, optimizer, rec, xi, yi)
                 if s in (1_000, 3_999):
                     held.append(tracemalloc.get_traced_memory()[0] + pa.total_allocated_bytes())
     finally:

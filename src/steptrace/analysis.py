@@ -681,7 +681,7 @@ def sweep_dataset(folder: str | Path, filters: Filters = None) -> pads.Dataset:
         raise TraceError(problems[0][1])
     # What the files store: the values stored once (docs/trace-format.md) are left out, of
     # version 1 runs too, so that no run shows them as nulls.
-    once = {c for t in traces if t.files for c in [*t.rebuilt().copies, *t.rebuilt().previous]}
+    once = {c for t in traces if t.files for c in t.rebuilt().columns}
     schemas = [
         pa.schema([f for f in trace.schema().remove_metadata() if f.name not in once])
         for trace in traces

@@ -245,25 +245,26 @@ def _stored_once(table: pa.Table, meta: dict[str, Any]) -> tuple[pa.Table, dict[
     every one of them again, bit for bit (a table with a step missing, or edited, stays
     whole, without an entry)."""
     whole: tuple[pa.Table, dict[bytes, bytes]] = (table, {})
+    exact = meta.get("numerics") == "exact"
     try:
-        every = Rebuilt.of(tensors_of(meta), meta.get("numerics") == "exact", [])
+        tensors = tensors_of(meta)
+        every = Rebuilt.of(tensors, exact, [])
     except SteptraceError:
         return whole
     if not every or not table.num_rows or "step" not in table.column_names:
         return whole
-    if not all(c in table.column_names for c in [*every.copies, *every.previous]):
+    if not all(c in table.column_names for c in every.columns):
         return whole
     start = {c: table.column(c)[0].as_py() for c in every.previous}
     step = int(table.column("step")[0].as_py())
     stored = table.select([c for c in table.column_names if not every.rebuilds(c)])
     entry = before_entry(step, start)
-    back = Rebuilt.of(tensors_of(meta), meta.get("numerics") == "exact", stored.column_names,
-                      read_before(entry))  # fmt: skip
+    back = Rebuilt.of(tensors, exact, stored.column_names, read_before(entry))
     try:
         again = back.apply(stored, table.column_names)
     except TraceError:
         return whole
-    for c in [*every.copies, *every.previous]:
+    for c in every.columns:
         if not _same_bits(again.column(c), table.column(c)):
             return whole
     return stored, entry

@@ -190,9 +190,19 @@ class Trace:
         version 1)."""
         if self.v1 or not self.files:
             return Rebuilt({}, {})
-        info = self._parts[0 if part is None else self._part_index[part]]
-        start = info.before or (0, self.initial)  # a part rewritten without its footer entry
-        return Rebuilt.of(self.tensors, self.is_exact, info.schema.names, start)
+        index = 0 if part is None else self._part_index[part]
+        known = self._rebuilt_parts.get(index)
+        if known is None:
+            info = self._parts[index]
+            start = info.before or (0, self.initial)  # a part rewritten without its footer entry
+            known = Rebuilt.of(self.tensors, self.is_exact, info.schema.names, start)
+            self._rebuilt_parts[index] = known
+        return known
+
+    @cached_property
+    def _rebuilt_parts(self) -> dict[int, Rebuilt]:
+        """:meth:`rebuilt` of each part asked about so far (parts never change in place)."""
+        return {}
 
     @cached_property
     def initial(self) -> dict[str, Any]:
@@ -200,19 +210,18 @@ class Trace:
         numbers, as the recorder starts from them); {} if the model cannot be read."""
         try:
             num = get_numerics(self.numerics)
-            params = load_model(self.meta["model"], self.n_features).params(num)
+            model = load_model(self.meta["model"], self.n_features)
+            stack = model.stack(num)
+            values = stack.flat(model.params(num))  # W row by row, then b, layer by layer
         except (SteptraceError, KeyError, TypeError, ValueError):
             return {}
-        out: dict[str, Any] = {}
+        names = [f"{p}{k}_before" for k in stack.param_layers for p in "wb"]
         listed = {t.name for t in self.tensors}
-        for k, p in params.items():
-            values = {f"w{k}_before": [v for row in p.w for v in row], f"b{k}_before": p.b or []}
-            for name, flat in values.items():
-                if name not in listed:
-                    continue
-                for column, v in zip(self.tensor(name).columns(), flat, strict=True):
-                    out[column] = num.to_float(v)
-                    out[column + EXACT_SUFFIX] = str(v)
+        columns = [c for n in names if n in listed for c in self.tensor(n).columns()]
+        out: dict[str, Any] = {}
+        for column, v in zip(columns, values, strict=True):
+            out[column] = num.to_float(v)
+            out[column + EXACT_SUFFIX] = str(v)
         return out
 
     def fetch(self, steps: Sequence[int], columns: Sequence[str]) -> pa.Table:

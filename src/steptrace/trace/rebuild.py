@@ -127,6 +127,11 @@ class Rebuilt:
     def __bool__(self) -> bool:
         return bool(self.copies or self.previous)
 
+    @property
+    def columns(self) -> list[str]:
+        """Every column put back."""
+        return [*self.copies, *self.previous]
+
     def rebuilds(self, column: str) -> bool:
         return column in self.copies or column in self.previous
 

@@ -537,12 +537,14 @@ class _Checker:
             return table
         rows = np.arange(r0, r0 + table.num_rows)
         source = rows - (rows % self.run.rows) % self.run.b - 1  # the step before's last row
+        inside = source >= r0
+        # Rows of a step that starts the chunk, or a part (whose footer says): looked up.
+        starts = np.flatnonzero(~inside | np.isin(source + 1, list(self.footer_starts)))
         for column, origin in self.previous.items():
             values = table.column(origin).to_numpy(zero_copy_only=False)
             before = np.empty(len(rows), dtype=values.dtype)
-            inside = source >= r0
             before[inside] = values[source[inside] - r0]
-            for i in np.flatnonzero(~inside | np.isin(source + 1, list(self.footer_starts))):
+            for i in starts:
                 before[i] = self.start_value(int(source[i]) + 1, column, origin)
             self.last[origin] = values[-1]
             field = table.schema.field(origin).with_name(column)

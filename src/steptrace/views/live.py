@@ -30,7 +30,7 @@ from ..trace.schema import after_columns
 from ..trace.summary import RunSummary, SummaryTracker, batch_losses
 from .curves import MAX_POINTS, Curve, check_curve_column, curve_of
 from .divergence import Divergence
-from .folder import steps_per_epoch
+from .folder import fingerprint, steps_per_epoch
 from .parts import last_on_disk
 from .sweep import run_settings
 
@@ -70,14 +70,7 @@ def _fingerprint(trace: Trace, stats: Iterable[tuple[str, int, int]]) -> str:
 def snapshot(path: Path) -> Snapshot:
     """The run at ``path`` as it is now (see :class:`LiveRun` to follow it)."""
     trace = open_trace(path, check_columns=False)
-    stats = []
-    for f in [*trace.files, trace.path / "_run.json"] if trace.path.is_dir() else trace.files:
-        try:
-            st = f.stat()
-        except OSError:
-            continue
-        stats.append((f.name, st.st_size, st.st_mtime_ns))
-    return Snapshot(trace, last_on_disk(trace), _fingerprint(trace, stats))
+    return Snapshot(trace, last_on_disk(trace), _fingerprint(trace, fingerprint(trace)))
 
 
 class _Series:
