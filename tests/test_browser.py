@@ -369,7 +369,15 @@ def test_replay_follows_a_recording_in_progress(
         shown, steps = _wait(page, lambda s, n: n > 0 and s == n - 1, "following the newest")
         _wait(page, lambda s, n: n > steps and s == n - 1, "a newer step, followed")
         shown, steps = _wait(page, lambda s, n: n > steps and s == n - 1, "and another")
-        assert f"step={shown}" in page.url and "run=live" in page.url
+        # The address follows too: it names the step shown (read together: both move on).
+        for _ in range(50):
+            step_shown = _numbers(page)[0]
+            if f"step={step_shown}&" in page.url + "&":
+                break
+            page.wait_for_timeout(100)
+        else:
+            raise AssertionError(f"the address {page.url} never named the step shown")
+        assert "run=live" in page.url and step_shown >= shown
         # The picture: the top of the page, the loss on a log axis, while it follows.
         page.get_by_text("log loss", exact=True).click()
         expect(page.get_by_role("switch", name="log loss")).to_be_checked()
