@@ -9,7 +9,7 @@ from unittest import mock
 
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import steptrace
@@ -50,6 +50,10 @@ change = st.tuples(
     dropped=st.sets(st.integers(0, 35), max_size=4),
     window=st.integers(1, 40),
 )
+# Found by Hypothesis: a step's two rows differ, and only the whole comparison went through
+# the keyed path (a row dropped), which ordered the step's samples unlike the recorded order.
+@example(numerics="float64", changes=[(30, "o2_1", "far"), (31, "o2_1", "far")], dropped={0},
+         window=1)  # fmt: skip
 def test_windowed_comparison_equals_the_whole(runs, numerics, changes, dropped, window):
     a = runs[numerics]
     df = steptrace.load_trace(a)

@@ -342,10 +342,18 @@ def _align(
     a: Side, b: Side, chosen: list[str], steps: tuple[int, int] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[int, int]], list[tuple[int, int]]]:
     """Both sides' rows (of steps ``lo <= step < hi``, or all) restricted to their common
-    (step, sample) keys, in that order, and the keys found on one side only."""
+    (step, sample) keys, in that order, and the keys found on one side only.
+
+    The order is the keys' whatever the rows' order on disk (a shuffled run visits a step's
+    samples in any order), so that a window of steps and the whole trace name the same first
+    differing row."""
     fa, fb = _read(a, chosen, steps), _read(b, chosen, steps)
     if len(fa) == len(fb) and all(np.array_equal(fa[k], fb[k]) for k in KEYS):
-        return fa, fb, [], []  # the same rows in the same order: the usual case, and fast
+        # The same rows in the same order: the usual case, and fast.
+        order = np.lexsort((fa["sample"].to_numpy(), fa["step"].to_numpy()))
+        if (order[1:] < order[:-1]).any():
+            fa, fb = fa.iloc[order], fb.iloc[order]
+        return fa, fb, [], []
     ia, ib = _keyed(a, fa), _keyed(b, fb)
     common = ia.index.intersection(ib.index, sort=True)
     only_a = [(int(s), int(n)) for s, n in ia.index.difference(ib.index, sort=True)]
