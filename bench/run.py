@@ -295,7 +295,7 @@ def loop_across_runs(runs: int, rows: int) -> tuple[float, float]:
         w = w - lrs[:, None] * (d3[:, None] * x[i])
     numpy_step = (time.perf_counter() - start) / steps
     settings = Settings.parse(seed_dataset(), LR, numerics="float64", init=INIT)
-    loop = compile_walk(settings.model.stack(settings.numerics), "float64", False)
+    loop = compile_walk(settings.model.stack(settings.numerics), "float64", False).loop
     order, sizes, w0 = [s % 3 for s in range(steps)], [1] * steps, (0.005, -0.0002, 0.0002)
     start = time.perf_counter()
     for lr in lrs.tolist():

@@ -157,6 +157,46 @@ def test_continuing_from_a_step_matches_the_plain_maths(numerics):
     assert_bit_identical(resumed, reference(ds, s, start_step=at))
 
 
+@pytest.mark.parametrize("numerics", ["exact", "float64", "float32"])
+def test_a_walk_keeps_what_its_updates_need_and_stops_on_time(numerics):
+    """One row a step, the walk keeps only the numbers of a step its updates need that are not
+    data — the article: δ3 alone for its three weights; the 3-2-1 network: five numbers for
+    its eleven parameters — and the path numpy rebuilds from them is the plain maths', also
+    when the clock cuts the walk short."""
+    from fractions import Fraction
+
+    from steptrace.schedule import ChunkPlan, EpochOrders
+    from steptrace.train.compiled import compile_walk, walk
+
+    ds = seed_dataset()
+    s = Settings.parse(ds, lr="1e-9", epochs=40, numerics=numerics, init="0.005,-0.0002,0.0002")
+    stack = s.model.stack(s.numerics)
+    rebuild = compile_walk(stack, numerics, False).rebuild
+    assert rebuild is not None and len(rebuild.kept) == 1 and stack.n_params == 3
+    model = REPO / "examples" / "mlp-3-2-1.json"
+    spec = Settings.parse(ds, lr="1/10", numerics=numerics, seed=1, model=model).model
+    mlp = spec.stack(s.numerics)
+    rebuild = compile_walk(mlp, numerics, False).rebuild
+    assert rebuild is not None and len(rebuild.kept) == 5 and mlp.n_params == 11
+    assert compile_walk(mlp, numerics, True).rebuild is None  # steps of several rows add up
+
+    xs, ys = ds.in_numerics(s.numerics)
+    plan = ChunkPlan(len(ds), 1, EpochOrders(len(ds), False, None), 0, 120)
+    lr = s.numerics.make(s.lr)
+    path = walk(stack, s.model.params(s.numerics), lr, xs, ys, plan, s.numerics, max_seconds=0)
+    walked = len(path) - 1
+    assert 0 < walked < 120 and walked % 3 == 0  # the clock's first look, at whole epochs
+    want = reference(ds, s)
+    for j in range(3):
+        column = f"w2_after_1_{j + 1}"
+        if numerics == "exact":
+            assert list(path[1:, j]) == [Fraction(q) for q in want[column + "_exact"][:walked]]
+        else:
+            got = path[1:, j].astype(np.float64)
+            assert (got.view(np.int64) == want[column][:walked].view(np.int64)).all()
+            assert len(np.unique(got)) >= walked // 3  # the weights move
+
+
 def _number(value, numerics):
     from fractions import Fraction
 

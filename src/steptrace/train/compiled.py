@@ -10,6 +10,11 @@ then does, for each step, exactly the operations the layer code does, on the sam
 in the same order — so its numbers are the layer code's, bit for bit
 (``tests/test_columns.py`` holds the recorder to the plain maths).
 
+A walk of one row a step does not even keep the parameters: it keeps the few numbers their
+update needs that are not data (the article's neuron: δ3 alone, one number a step instead of
+three weights), and numpy rebuilds the parameters' path from them with the same operations
+(:class:`Rebuild`).
+
 Nothing here knows a layer: a new layer class is compiled by running its ``forward`` and
 ``backward`` like any other.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import functools
 import gc
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +39,7 @@ from ..model.stack import ParamSet, Stack
 from ..numerics import EXACT_MAX_BITS, Number, Numerics, get_numerics
 from ..schedule import ChunkPlan
 
-__all__ = ["compile_walk", "walk"]
+__all__ = ["Rebuild", "Walk", "compile_walk", "walk"]
 
 Array = npt.NDArray[Any]
 
@@ -141,47 +147,108 @@ class _Sym:
         return self.tracer.line(f"_exp({self.name})", (self.name,))
 
 
-_TEMPLATE = """
+_STEP_BY_ROW = """
+def loop(p, lr, rows, order, sizes, path, deadline, too_big, every):
+    {params} = p
+    for start in range(0, len(order), every):
+        for i in order[start : start + every]:
+            {inputs} = rows[i]
+{sample}
+{first}
+{update}
+            {params} = {new}
+            path += ({kept})
+{check}
+        if _now() >= deadline:
+            return
+"""
+
+_STEP_BY_BATCH = """
 def loop(p, lr, rows, order, sizes, path, deadline, too_big, every):
     {params} = p
     pos = 0
     for s, m in enumerate(sizes):
         end = pos + m
-{accumulate}
-        pos = end
-{update}
-        {params} = {new}
-        path += ({params})
-        if too_big is not None and too_big(({params})):
-            return
-        if not (s + 1) % every and _now() >= deadline:
-            return
-"""
-
-_ONE_SAMPLE = """        {inputs} = rows[order[pos]]
-{sample}
-{first}"""
-
-_SAMPLES = """        {inputs} = rows[order[pos]]
+        {inputs} = rows[order[pos]]
 {sample}
 {first}
         for i in order[pos + 1 : end]:
             {inputs} = rows[i]
 {sample_inner}
-{add}"""
+{add}
+        pos = end
+{update}
+        {params} = {new}
+        path += ({kept})
+{check}
+        if not (s + 1) % every and _now() >= deadline:
+            return
+"""
+
+_TOO_BIG = """{pad}if too_big(({params})):
+{pad}    return"""
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """How numpy rebuilds the parameters' path from the few numbers a step of the walk kept.
+
+    A step's update is ``p_i − u_i`` with ``u_i`` computed from this step's gradient, and a
+    gradient is a product of a δ and an input (``t9 * x0``): so the walk keeps only the δ
+    and the inputs that are not data (``kept``), and numpy computes each gradient
+    (``grads``), each ``u_i`` (``lines``, then ``subtracted``) and the path, parameter by
+    parameter, with ``np.subtract.accumulate``: the same operations on the same operands in
+    the same order as the walk, so the same numbers, bit for bit.
+    """
+
+    kept: tuple[str, ...]
+    inputs: tuple[str, ...]
+    grads: tuple[str, ...]
+    lines: tuple[tuple[str, str], ...]
+    subtracted: tuple[str, ...]
+    constants: dict[str, Any]
+
+    def path(self, start: Sequence[Number], kept: Array, data: Array, lr: Number) -> Array:
+        """The path (steps + 1 rows): ``start``, then the parameters after each step whose
+        kept numbers are the rows of ``kept``; ``data``: each step's sample, a row each."""
+        env: dict[str, Any] = {**self.constants, "lr": lr}
+        env.update((name, data[:, j]) for j, name in enumerate(self.inputs))
+        env.update((name, kept[:, j]) for j, name in enumerate(self.kept))
+        for i, expression in enumerate(self.grads):
+            env[f"g{i}"] = eval(expression, env)
+        for name, expression in self.lines:
+            env[name] = eval(expression, env)
+        path = np.empty((len(kept) + 1, len(start)), dtype=kept.dtype)
+        for i, name in enumerate(self.subtracted):
+            column = np.empty(len(kept) + 1, dtype=kept.dtype)
+            column[0] = start[i]
+            column[1:] = env[name]
+            path[:, i] = np.subtract.accumulate(column)
+        return path
+
+
+@dataclass(frozen=True)
+class Walk:
+    """A compiled walk: ``loop`` (its text in ``source``), and, when a step keeps fewer
+    numbers than the parameters, how to rebuild the path from them (else ``rebuild`` is
+    None and the walk keeps the parameters after each step)."""
+
+    loop: Callable[..., None]
+    source: str
+    rebuild: Rebuild | None
 
 
 @functools.lru_cache(maxsize=64)
-def compile_walk(stack: Stack, numerics: str, batched: bool) -> Callable[..., None]:
+def compile_walk(stack: Stack, numerics: str, batched: bool) -> Walk:
     """The generated walk of ``stack`` in a number system (``batched``: steps of several
     rows, whose gradients are added in the order the step visits them).
 
     ``loop(p, lr, rows, order, sizes, path, deadline, too_big, every)`` walks from the flat
     parameters ``p``: ``rows[i]`` is sample i as ``(x1, …, xn, y1, …)``, ``order`` the
-    samples visited, ``sizes`` the rows of each step. It extends the flat list ``path`` by the
-    parameters after each step (no tuple a step to keep) and stops early once
-    ``too_big(parameters)`` says so, or once
-    ``time.monotonic()`` has passed ``deadline`` when it looks, every ``every`` steps.
+    samples visited, ``sizes`` the rows of each step. It extends the flat list ``path`` by
+    the numbers each step keeps (the parameters after it, or :attr:`Rebuild.kept`), and stops
+    early once ``too_big(parameters)`` says so (exact runs), or once ``time.monotonic()`` has
+    passed ``deadline`` when it looks, every ``every`` steps.
     """
     system = get_numerics(numerics)
     tracer = _Tracer(system)
@@ -205,28 +272,109 @@ def compile_walk(stack: Stack, numerics: str, batched: bool) -> Callable[..., No
     mark = len(tracer.lines)
     new = stack.flat(stack.update(params, lr, stack.unflat(g)))  # ŵ = w − α·Σ grad
     updates = tracer.lines[mark:]
-    names = {
-        "params": _names(p),
-        "inputs": _names([*x, *y]),
-        "new": _names(new),
-    }
-    first = "\n".join(f"        g{i} = {s.name}" for i, s in enumerate(grad))
-    if batched:
-        add = "\n".join(f"            g{i} = {expr}" for i, (_, expr, _) in enumerate(adds))
-        accumulate = _SAMPLES.format(sample=_lines(sample, 8), first=first, add=add,
-                                     sample_inner=_lines(sample, 12), **names)  # fmt: skip
-    else:
+    inputs = [*x, *y]
+    rebuild = None
+    if not batched:
         # Every step is one row: δ at the loss divided by m = 1 is itself, bit for bit (IEEE
         # 754 division by one is exact, NaN included; rationals too), so the division goes.
-        alone = [(n, e.removesuffix(" / m"), r) for n, e, r in sample]
-        accumulate = _ONE_SAMPLE.format(sample=_lines(alone, 8), first=first, **names)
-    source = _TEMPLATE.format(accumulate=accumulate, update=_lines(updates, 8), **names)
+        sample = [(n, e.removesuffix(" / m"), r) for n, e, r in sample]
+        rebuild = _rebuild(sample, grad, updates, new, inputs, tracer.constants)
+    kept = p if rebuild is None else [_Sym(tracer, name) for name in rebuild.kept]
+    pad = 12 if not batched else 8
+    names = {
+        "params": _names(p),
+        "inputs": _names(inputs),
+        "new": _names(new),
+        "kept": _names(kept),
+        "check": _TOO_BIG.format(pad=" " * pad, params=_names(p)) if system.is_exact else "",
+    }
+    first = "\n".join(f"{' ' * pad}g{i} = {s.name}" for i, s in enumerate(grad))
+    if batched:
+        add = "\n".join(f"            g{i} = {expr}" for i, (_, expr, _) in enumerate(adds))
+        source = _STEP_BY_BATCH.format(
+            sample=_lines(sample, 8), first=first, add=add, sample_inner=_lines(sample, 12),
+            update=_lines(updates, 8), **names,
+        )  # fmt: skip
+    else:
+        source = _STEP_BY_ROW.format(sample=_lines(sample, 12), first=first,
+                                     update=_lines(updates, 12), **names)  # fmt: skip
     namespace: dict[str, Any] = {**tracer.constants, "_exp": layers.exp, "_now": time.monotonic}
     code = compile(source, f"<steptrace walk of {stack.n_in}→{stack.sizes}>", "exec")
     exec(code, namespace)
-    loop: Callable[..., None] = namespace["loop"]
-    loop.__doc__ = source  # for anyone who wants to read what runs
-    return loop
+    return Walk(namespace["loop"], source, rebuild)
+
+
+#: One traced operation that numpy computes on columns as Python does on numbers.
+_ARITHMETIC = re.compile(r"(?P<a>[\w.+-]+) [-+*/] (?P<b>[\w.+-]+)")
+
+
+def _rebuild(
+    sample: Sequence[tuple[str, str, tuple[str, ...]]],
+    grad: Sequence[_Sym],
+    updates: Sequence[tuple[str, str, tuple[str, ...]]],
+    new: Sequence[_Sym],
+    inputs: Sequence[_Sym],
+    constants: dict[str, Any],
+) -> Rebuild | None:
+    """What a step of a walk of one row a step must keep for numpy to rebuild the path (see
+    :class:`Rebuild`), or None when that would keep as many numbers as the parameters, or
+    when the update is not ``p_i − u_i`` with ``u_i`` free of the parameters."""
+    lines = {name: expression for name, expression, _ in sample}
+    outside = {s.name for s in inputs} | set(constants) | {"lr"}
+    kept: list[str] = []
+    grads = []
+    for s in grad:
+        if s.name in outside:
+            grads.append(s.name)
+            continue
+        if s.name not in lines:
+            return None  # a parameter, as its own gradient
+        match = _ARITHMETIC.fullmatch(lines[s.name])
+        operands = [match["a"], match["b"]] if match else []
+        traced = [o for o in operands if o in lines]
+        if (
+            match
+            and all(o in lines or o in outside or _literal(o) for o in operands)
+            and (len([o for o in traced if o not in kept]) <= 1)
+        ):
+            kept += [o for o in traced if o not in kept]
+            grads.append(lines[s.name])
+        else:  # keep the gradient itself
+            kept += [s.name] if s.name not in kept else []
+            grads.append(s.name)
+    if not kept or len(kept) >= len(grad):
+        return None
+    # The update: lines of the gradients and α (``t19 = lr * g0``), then ``p_i − u_i``.
+    final = {s.name: i for i, s in enumerate(new)}
+    known = {*outside, *(f"g{i}" for i in range(len(grad)))}
+    before: list[tuple[str, str]] = []
+    subtracted: dict[int, str] = {}
+    for name, expression, _ in updates:
+        match = _ARITHMETIC.fullmatch(expression)
+        if match is None:
+            return None
+        if name in final:
+            i = final[name]
+            if expression != f"p{i} - {match['b']}" or match["b"] not in known:
+                return None
+            subtracted[i] = match["b"]
+        elif all(o in known or _literal(o) for o in match.groups()):
+            before.append((name, expression))
+            known.add(name)
+        else:
+            return None
+    if len(subtracted) != len(new):
+        return None
+    return Rebuild(tuple(kept), tuple(s.name for s in inputs), tuple(grads), tuple(before),
+                   tuple(subtracted[i] for i in range(len(new))), dict(constants))  # fmt: skip
+
+
+def _literal(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def _kept(tracer: _Tracer, outputs: Sequence[_Sym]) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -274,26 +422,34 @@ def walk(
     n = len(start)
     if not n:  # nothing to learn: the path stands still
         return np.empty((len(plan.starts) + 1, 0), dtype=numerics.dtype or object)
-    loop = compile_walk(stack, numerics.name, bool((plan.sizes > 1).any()))
+    compiled = compile_walk(stack, numerics.name, bool((plan.sizes > 1).any()))
     rows = [(*x, *y) for x, y in zip(xs, ys, strict=True)]
-    path: list[Number] = list(start)
+    rebuild = compiled.rebuild
+    path: list[Number] = list(start) if rebuild is None else []
     deadline = float("inf") if max_seconds is None else time.monotonic() + max_seconds
     too_big = _too_big if numerics.is_exact else None
+    order = plan.sample.tolist()
     # The walk makes no cycles: the cyclic garbage collector, which would look at the path's
     # numbers again and again, only costs it time (about a tenth, measured).
     collecting = gc.isenabled()
     gc.disable()
     try:
-        loop(tuple(start), lr, rows, plan.sample.tolist(), plan.sizes.tolist(), path, deadline,
-             too_big, _clock_every(plan))  # fmt: skip
+        compiled.loop(tuple(start), lr, rows, order, plan.sizes.tolist(), path, deadline,
+                      too_big, _clock_every(plan))  # fmt: skip
     finally:
         if collecting:
             gc.enable()
-    if numerics.dtype is not None:
-        return np.array(path, dtype=numerics.dtype).reshape(-1, n)
-    flat = np.empty(len(path), dtype=object)
-    flat[:] = path
-    return flat.reshape(-1, n)
+    if rebuild is None:
+        return _array(path, numerics).reshape(-1, n)
+    kept = _array(path, numerics).reshape(-1, len(rebuild.kept))
+    data = _array(rows, numerics)[plan.sample[: len(kept)]]
+    return rebuild.path(start, kept, data, lr)
+
+
+def _array(numbers: Sequence[Any], numerics: Numerics) -> Array:
+    """Numbers, or rows of numbers, as an array in the run's numbers (of ``Fraction`` objects
+    in exact runs)."""
+    return np.array(numbers, dtype=numerics.dtype or object)
 
 
 def _clock_every(plan: ChunkPlan) -> int:
