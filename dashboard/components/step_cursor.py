@@ -158,11 +158,8 @@ def step_cursor(prefix: str, last: int, every: float | None = None,
             "Step", 0, last, key=k["slider"], on_change=_copy(prefix, "slider", last, live),
             help="Steps count from 0; the article counts data inputs from 1.",
         )  # fmt: skip
-    # Six columns whether or not the run is recorded: when it ends, the follow toggle is
-    # replaced in place by an empty slot. Left to Streamlit's clean-up of elements a run did
-    # not draw again, it could stay on screen when that clean-up raced the fragment's timer
-    # (streamlit/streamlit#16708).
-    cols = st.columns([1.3, 1.1, 1.8, 1.1, 2.2, 1.9], vertical_alignment="bottom")
+    widths = [1.3, 1.1, 1.8, 1.1, 2.2] + ([1.9] if live else [])
+    cols = st.columns(widths, vertical_alignment="bottom")
     cols[0].button("◀ Previous", key=f"{prefix}.prev", on_click=_move(prefix, -1, last, live),
                    disabled=step <= 0)  # fmt: skip
     cols[1].button("Next ▶", key=f"{prefix}.next", on_click=_move(prefix, 1, last, live),
@@ -184,8 +181,6 @@ def step_cursor(prefix: str, last: int, every: float | None = None,
             help="While the run is recorded, keep the cursor on the newest step as steps "
             "arrive. Moving the cursor back turns it off.",
         )  # fmt: skip
-    else:
-        cols[5].empty()
     st.caption(f"{last + 1:,} steps, counted from 0 (0 to {last:,})")
     if interval(prefix, poll) != every:
         st.rerun()  # reached the end: stop the timer
