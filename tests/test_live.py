@@ -134,6 +134,27 @@ def test_a_long_live_curve_is_downsampled_as_the_files_curve_is(traces: Path) ->
     assert mine.frame.equals(theirs.frame)
 
 
+def test_a_curve_grown_over_many_looks_equals_the_files_and_keeps_what_it_showed(
+    traces: Path,
+) -> None:
+    """The kept steps grow in place (their room doubles past 1024, 2048 steps): each look
+    shows what the files hold so far, and a curve shown before stays as it was."""
+    growing = runs.Growing(traces, epochs=1000, parts=30)  # 3000 steps, 100 a part
+    live = views.LiveRun(growing.path)
+    shown = []
+    for k in range(30):
+        growing.flush()
+        if k % 3 == 0:
+            shown.append((live.curve("loss", 50, None, max_points=10**6), k))
+    trace = open_trace(growing.path)
+    for lo, hi in [(None, None), (0, 0), (1023, 1025), (2047, 2999), (2999, None)]:
+        mine, theirs = live.curve("loss", lo, hi), views.curve(trace, "loss", lo, hi)
+        assert mine.frame.equals(theirs.frame), (lo, hi)
+    everything = views.curve(trace, "loss", 50, None, max_points=10**6).frame
+    for curve, k in shown:
+        assert curve.frame.equals(everything.iloc[: (k + 1) * 100 - 50].reset_index(drop=True))
+
+
 def test_a_live_run_that_diverges_says_where_while_it_is_recorded(traces: Path) -> None:
     boom = runs.diverging(traces)
     live = views.LiveRun(boom)

@@ -74,27 +74,32 @@ def snapshot(path: Path) -> Snapshot:
 
 
 class _Series:
-    """One quantity per step, grown as steps are read."""
+    """One quantity per step, grown as steps are read: two arrays that double their room when
+    full, so that a look at a growing run copies its new steps only (not every step again)."""
 
     def __init__(self) -> None:
-        self.chunks: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = []
-        self._joined: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None = None
+        self._steps = np.zeros(0, np.int64)
+        self._values = np.zeros(0, np.float64)
+        self._n = 0
 
     def add(self, steps: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> None:
-        if len(steps):
-            self.chunks.append((steps, values))
-            self._joined = None
+        end = self._n + len(steps)
+        if end > len(self._steps):
+            room = max(end, 2 * len(self._steps), 1024)
+            self._steps = np.concatenate(
+                [self._steps[: self._n], np.empty(room - self._n, np.int64)]
+            )
+            self._values = np.concatenate(
+                [self._values[: self._n], np.empty(room - self._n, np.float64)]
+            )
+        self._steps[self._n : end] = steps
+        self._values[self._n : end] = values
+        self._n = end
 
     def arrays(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        if self._joined is None:
-            if not self.chunks:
-                self._joined = (np.zeros(0, np.int64), np.zeros(0, np.float64))
-            else:
-                steps = np.concatenate([s for s, _ in self.chunks])
-                values = np.concatenate([v for _, v in self.chunks])
-                self.chunks = [(steps, values)]
-                self._joined = (steps, values)
-        return self._joined
+        """The steps so far (in order) and their values: views, which later steps leave as
+        they are."""
+        return self._steps[: self._n], self._values[: self._n]
 
 
 def _per_step(column: str, steps: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
@@ -183,14 +188,9 @@ class LiveRun:
             check_curve_column(snap.trace, column)  # refuse what is not a curve, as curve() does
             self._catch_up([column])
             steps, values = self._series[column].arrays()
-        if lo is not None or hi is not None:
-            keep = np.ones(len(steps), dtype=bool)
-            if lo is not None:
-                keep &= steps >= lo
-            if hi is not None:
-                keep &= steps <= hi
-            steps, values = steps[keep], values[keep]
-        return curve_of(steps, values, lo, hi, max_points)
+        first = 0 if lo is None else int(np.searchsorted(steps, lo, side="left"))
+        end = len(steps) if hi is None else int(np.searchsorted(steps, hi, side="right"))
+        return curve_of(steps[first:end], values[first:end], lo, hi, max_points)
 
     def forget_curves(self) -> None:
         """Let the per-step values go (a run that has ended is read from its files)."""
