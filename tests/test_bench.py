@@ -64,3 +64,16 @@ def test_quick_run_prints_every_row_of_the_table(tmp_path):
     weights = next(line for line in lines if "final weights" in line)
     assert "identical, bit for bit" in weights, weights
     assert list(tmp_path.iterdir()) == []  # everything went to a temporary folder
+
+
+def test_the_stage_timings_run_for_both_models():
+    for model in ("article", "mlp"):
+        done = subprocess.run(
+            [sys.executable, str(REPO / "bench" / "stages.py"), model, "--rows", "3000",
+             "--repeats", "1"],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        ns = {line.split()[0]: float(line.split()[1]) for line in done.stdout.splitlines()[1:]}
+        assert set(ns) == {"walk", "loop", "rebuild", "arrays", "columns"}, done.stdout
+        # One row a step: the loop keeps a few numbers and numpy rebuilds the path from them.
+        assert ns["walk"] >= ns["loop"] > 0 and ns["rebuild"] > 0 and ns["columns"] > 0
