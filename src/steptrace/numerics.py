@@ -108,8 +108,9 @@ def to_float32(q: Fraction) -> np.float32:
 class Numerics:
     """A number system: how to make numbers in it and how to record them.
 
-    ``dtype`` is the numpy dtype of the floating systems (``None`` for ``exact``), used by the
-    vectorised fast path.
+    ``dtype`` is the numpy dtype of the floating systems (``None`` for ``exact``, whose
+    arrays hold ``Fraction`` objects): the dtype of the recorder's columns and of the path it
+    rebuilds.
     """
 
     name: str
