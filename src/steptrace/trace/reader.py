@@ -291,7 +291,7 @@ class Trace:
         for f in files:
             rebuilt = self.rebuilt(f)
             keep = wanted if not widen or "step" in wanted else [*wanted, "step"]
-            read = rebuilt.sources(keep) if rebuilt else columns if not widen else keep
+            read = rebuilt.sources(keep) if rebuilt else (keep if widen else columns)
             try:
                 # Given the schema, the dataset does not open the file to discover it: each
                 # part's footer is read once, by the scan.
@@ -347,9 +347,9 @@ class Trace:
         run's length), only ``columns``, only steps ``lo <= step < hi``."""
         expression = None if steps is None else _step_expression(*steps)
         files = self.files if steps is None else self.parts(*steps)
+        wanted = list(self.schema().names if columns is None else columns)
         for f in files:
             rebuilt = self.rebuilt(f)
-            wanted = list(self.schema().names if columns is None else columns)
             read = rebuilt.sources(wanted) if rebuilt else columns
             try:
                 part = pads.dataset(str(f), format="parquet", schema=self.part(f).schema)

@@ -138,6 +138,11 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     }
 
 
+#: The key of a written block's starting values: the parameters its first step starts from,
+#: by the ``*_before`` column they stand for (a new part's footer holds them).
+START = "start"
+
+
 def _plain(value: Any) -> Any:
     """A numpy scalar as the Python number it is (texts stay texts)."""
     return value.item() if hasattr(value, "item") else value
@@ -221,7 +226,7 @@ class TraceWriter:
         if self._starts and self._part is None and not self._pending:
             # A new part: its footer says where its first step starts from (given apart, or
             # the block's first row).
-            start = block.get("start") or {c: block[c][0] for c in self._starts}
+            start = block.get(START) or {c: block[c][0] for c in self._starts}
             self._first = before_entry(
                 int(block["step"][0]), {c: _plain(start[c]) for c in self._starts}
             )

@@ -22,6 +22,7 @@ from ..model.values import tensor_values
 from ..numerics import EXACT_MAX_BITS, Number, Numerics
 from ..schedule import ChunkPlan, EpochOrders, steps_per_epoch
 from ..trace.schema import EXACT_SUFFIX, Tensor, stack_tensors
+from ..trace.writer import START
 from .compiled import walk
 from .prefetch import prefetch
 from .settings import Settings
@@ -33,9 +34,6 @@ Block = dict[str, Any]
 """A chunk of trace rows: column name → numpy array (or list of exact texts), for the columns
 the trace stores; under :data:`START`, the values stored once as the step before's
 (``w2_before_1_1`` …) on the block's first step, by column (a new part's footer holds them)."""
-
-#: The key of a :data:`Block`'s starting values.
-START = "start"
 
 
 def chunk_columns(

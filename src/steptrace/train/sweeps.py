@@ -146,16 +146,13 @@ def record_points(
         from .cluster import dask_executor
 
         with dask_executor(scheduler) as remote:
-            spare = spare_cores(remote)
-            return record_on(remote, dataset, points, out, progress, flush_seconds, spare)
+            return record_on(remote, dataset, points, out, progress, flush_seconds)
     if executor is not None:
-        spare = spare_cores(executor)
-        return record_on(executor, dataset, points, out, progress, flush_seconds, spare)
+        return record_on(executor, dataset, points, out, progress, flush_seconds)
     processes = workers_for([s for s, _ in points], len(dataset), workers)
     if processes > 1:
         with local_pool(processes) as pool:
-            spare = spare_cores(pool)
-            return record_on(pool, dataset, points, out, progress, flush_seconds, spare)
+            return record_on(pool, dataset, points, out, progress, flush_seconds)
     return _in_this_process(dataset, points, out, progress, flush_seconds)
 
 
@@ -233,15 +230,17 @@ def record_on(
     out: str | Path,
     progress: Progress | None = None,
     flush_seconds: float = 1.0,
-    pipelined: bool = False,
+    pipelined: bool | None = None,
 ) -> list[RunResult]:
     """Record ``points`` (settings and run name) into ``out`` on ``executor``, one task per run;
     the results in the order given.
 
     ``progress`` is called with the rows of the runs finished so far and the sweep's total.
-    ``pipelined`` runs each run's computing and writing in two threads of its worker, for
-    workers with a core to spare (:func:`spare_cores`).
+    ``pipelined`` runs each run's computing and writing in two threads of its worker; by
+    default, where the workers have a core to spare (:func:`spare_cores`).
     """
+    if pipelined is None:
+        pipelined = spare_cores(executor)
     given = Path(out)
     folder = given.absolute()
     marks = folder / f".sweep-{uuid.uuid4().hex[:12]}"
