@@ -210,12 +210,36 @@ def test_replay_moves_to_the_articles_third_data_input(
     page.screenshot(path=str(images / "replay.png"), full_page=True)
     assert (images / "replay.png").stat().st_size > 10_000
     # Play from the last step starts again at 0, moves on by itself, and stops at the end.
+    # A step is shown for half a second at the default speed, and Playwright's checks poll
+    # once a second after their first tries: the page itself writes down each step it shows.
+    page.evaluate(_WATCH_STEPS)
     page.get_by_role("button", name="▶ Play").click()
-    expect(heading).to_have_text("step 1 (2nd data input)")
-    expect(heading).to_have_text("step 2 (3rd data input)")
+    page.wait_for_function("() => window.stepsShown.includes('step 1 (2nd data input)')")
     expect(page.get_by_role("button", name="▶ Play")).to_be_visible()
+    expect(heading).to_have_text("step 2 (3rd data input)")
     page.wait_for_timeout(1500)
     expect(heading).to_have_text("step 2 (3rd data input)")
+    shown = page.evaluate("() => window.stepsShown")
+    played = shown[shown.index("step 0 (1st data input)") :]
+    assert played == [
+        "step 0 (1st data input)",
+        "step 1 (2nd data input)",
+        "step 2 (3rd data input)",
+    ], shown
+
+
+_WATCH_STEPS = """() => {
+  window.stepsShown = [];
+  const look = () => {
+    const heading = [...document.querySelectorAll("h1, h2, h3, h4")]
+      .map((h) => h.textContent.trim())
+      .find((text) => /^step \\d+ \\(/.test(text));
+    const shown = window.stepsShown;
+    if (heading && shown[shown.length - 1] !== heading) shown.push(heading);
+  };
+  new MutationObserver(look).observe(document.body,
+    {subtree: true, childList: true, characterData: true});
+}"""
 
 
 def test_compare_three_learning_rates_at_one_step(
