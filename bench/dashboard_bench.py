@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,21 @@ def main() -> None:
         zoom = row("loss curve zoomed to 2,000 steps (every step)",
                    lambda: views.curve(trace, "loss", middle, middle + 1999), 5)  # fmt: skip
         row("first divergence (streams step, loss, w)", lambda: views.first_divergence(trace), 3)
+        # The pages draw every curve through a LiveRun, recorded or ended: its first look
+        # reads the column once; it keeps min/max buckets, bounded however long the run.
+        tracemalloc.start()
+        live = views.LiveRun(path)
+        first = row("followed run: loss curve, first look (reads every step once)",
+                    lambda: live.curve("loss"), 1)  # fmt: skip
+        kept = tracemalloc.get_traced_memory()[0] / 1e6
+        tracemalloc.stop()
+        row("followed run: loss curve, a later look (kept buckets)",
+            lambda: live.curve("loss"), 5, f"{kept:.1f} MB kept after the first look")  # fmt: skip
+        wide = row("followed run: a window of a tenth of the run",
+                   lambda: live.curve("loss", middle, middle + last // 10), 5)  # fmt: skip
+        narrow = row("followed run: a window of 2,000 steps (from the files)",
+                     lambda: live.curve("loss", middle, middle + 1999), 5)  # fmt: skip
+        assert first.frame.equals(loss.frame) and not narrow.downsampled and wide.downsampled
         row("side-by-side table at one step",
             lambda: views.compare_at({"big": trace}, rng.randrange(last)), 10)  # fmt: skip
         assert loss.downsampled and not zoom.downsampled and view.step == 0

@@ -2,8 +2,10 @@
 
 A run a recorder is writing grows while it is shown: :func:`snapshot` looks at it again (its
 new part files only, see :class:`steptrace.views.LiveRun`), and what depends on its length is
-keyed by the snapshot's fingerprint. A step, once recorded, never changes: its view is keyed by
-the run's id and the step alone.
+keyed by the snapshot's fingerprint. Curves come from the same :class:`~steptrace.views.LiveRun`
+whether the run is recorded or has ended: it reads new steps only, and keeps a bounded summary
+of the others. A step, once recorded, never changes: its view is keyed by the run's id and the
+step alone.
 
 The folder comes from the command line (``steptrace dashboard FOLDER`` sets
 :data:`FOLDER_ENV`); nothing in the page can change it, and runs are picked by their key in
@@ -62,10 +64,7 @@ def live(key: str) -> views.LiveRun:
 def snapshot(key: str) -> views.Snapshot:
     """The run as it is on disk now: its last step, status and a fingerprint of its files.
     Raises :class:`~steptrace.errors.SteptraceError` if a part cannot be read."""
-    snap = live(key).refresh()
-    if not snap.running:
-        live(key).forget_curves()  # an ended run's curves are read from its files
-    return snap
+    return live(key).refresh()
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -75,18 +74,11 @@ def step_view(folder: str, key: str, run_id: str, step: int, _trace: Trace) -> v
     return views.step_view(_trace, step, key)
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def _curve(folder: str, key: str, column: str, lo: int, hi: int, fp: str,
-           _trace: Trace) -> views.Curve:  # fmt: skip
-    return views.curve(_trace, column, lo, hi)
-
-
-def curve(key: str, snap: views.Snapshot, column: str, lo: int, hi: int) -> views.Curve:
-    """``loss`` or a parameter per step in ``[lo, hi]``: while the run is recorded, from the
-    rows kept in memory and its new steps; once it has ended, from its files (cached)."""
-    if snap.running:
-        return live(key).curve(column, lo, hi)
-    return _curve(root(), key, column, lo, hi, snap.fingerprint, snap.trace)
+def curve(key: str, column: str, lo: int, hi: int) -> views.Curve:
+    """``loss`` or a parameter per step in ``[lo, hi]``: the run's new steps read, the others
+    kept as the min and max of buckets of steps for every session that shows it (see
+    :meth:`steptrace.views.LiveRun.curve`)."""
+    return live(key).curve(column, lo, hi)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

@@ -329,7 +329,7 @@ def test_compare_downsamples_a_long_run_and_zooming_shows_every_step(app, traces
     at = app(traces)
     at.switch_page(COMPARE).run()
     notes = [c.value for c in at.caption if "downsampled" in c.value]
-    assert notes and notes[0].startswith("downsampled: the min and max of every 3 steps")
+    assert notes and notes[0].startswith("downsampled: the min and max of every 4 steps")
     at.slider(key="compare.zoom").set_value((100, 299)).run()
     no_errors(at)
     assert not [c.value for c in at.caption if "downsampled" in c.value]

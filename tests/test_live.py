@@ -130,7 +130,7 @@ def test_a_long_live_curve_is_downsampled_as_the_files_curve_is(traces: Path) ->
     growing.flush()
     growing.flush()
     mine, theirs = live.curve("loss"), views.curve(open_trace(growing.path), "loss")
-    assert mine.downsampled and mine.bucket == theirs.bucket == 3
+    assert mine.downsampled and mine.bucket == theirs.bucket == 4
     assert mine.frame.equals(theirs.frame)
 
 
@@ -190,3 +190,46 @@ def test_curve_columns_are_checked_as_the_files_curves_are(traces: Path) -> None
     growing.flush()
     with pytest.raises(TraceError, match="no curve for 'x_1'"):
         views.LiveRun(growing.path).curve("x_1")
+
+
+def test_a_long_followed_run_keeps_bounded_buckets_and_draws_every_window_as_its_files_do(
+    traces: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However long the run, a followed curve keeps at most ``kept_buckets`` buckets (their
+    width doubles as steps come); every window still equals the files' curve, read from the
+    buckets plus at most a bucket's worth of steps at each end."""
+    growing = runs.Growing(traces, epochs=1000, parts=30)  # 3000 steps, 100 a part
+    live = views.LiveRun(growing.path, kept_buckets=16)
+    for _ in range(30):
+        growing.flush()
+        mine = live.curve("loss", max_points=20)
+        theirs = views.curve(open_trace(growing.path), "loss", max_points=20)
+        assert mine.frame.equals(theirs.frame) and mine.bucket == theirs.bucket
+        assert len(live._kept["loss"].buckets) <= 16
+    growing.finish()
+    kept = live._kept["loss"].buckets
+    assert kept.width == 256 and len(kept) == 12  # 3000 steps: 12 buckets of 256
+    assert kept.steps() == 3000
+    trace = open_trace(growing.path)
+    asked: list[tuple[int | None, int | None]] = []
+    real = Trace.read_table
+
+    def spy(self: Trace, columns=None, filters=None, steps=None):  # type: ignore[no-untyped-def]
+        asked.append(steps)
+        return real(self, columns, filters, steps)
+
+    windows = [(None, None, 20), (0, 2999, 8), (1, 2998, 20), (300, 2900, 10), (255, 2561, 6),
+               (1000, 1100, 20), (1000, 1100, 2000), (2999, None, 4), (None, 700, 4)]  # fmt: skip
+    for lo, hi, points in windows:
+        monkeypatch.setattr(Trace, "read_table", spy)
+        asked.clear()
+        mine = live.curve("loss", lo, hi, max_points=points)
+        monkeypatch.undo()
+        theirs = views.curve(trace, "loss", lo, hi, max_points=points)
+        assert mine.frame.equals(theirs.frame), (lo, hi, points)
+        assert (mine.steps, mine.bucket, mine.lo, mine.hi) == (
+            theirs.steps, theirs.bucket, theirs.lo, theirs.hi
+        ), (lo, hi, points)  # fmt: skip
+        if mine.bucket >= 256:  # drawn from the buckets: only the ends' steps are read
+            assert all(b - a <= 256 for a, b in asked if a is not None and b is not None), asked
+    assert live.curve("loss", 5000, 6000).steps == 0

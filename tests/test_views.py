@@ -255,13 +255,13 @@ def test_minmax_downsample_keeps_every_extreme_and_says_so() -> None:
     values[12_345], values[67_890] = 50.0, -50.0
     values[500] = np.nan
     s, v, bucket = views.minmax_downsample(steps, values, 1000)
-    assert bucket == 200 and len(s) <= 1000
+    assert bucket == 256 and len(s) <= 1000  # 391 buckets: 128 steps a bucket would be 782
     assert np.all(np.diff(s) > 0)
     assert 12_345 in s and 67_890 in s and 500 not in s
     assert np.array_equal(v, values[s])
     # Every bucket's min and max survive.
-    for b in (0, 61, 499):
-        chunk = values[b * 200 : (b + 1) * 200]
+    for b in (0, 61, 390):
+        chunk = values[b * 256 : (b + 1) * 256]
         assert np.nanmax(chunk) in v and np.nanmin(chunk) in v
 
 
@@ -278,7 +278,7 @@ def test_curve_of_a_long_run_is_downsampled_and_zooming_in_shows_every_step(
     full = trace.read(["step", "loss", "w2_after_1_2"])
     whole = views.curve(trace, "loss")
     assert whole.downsampled and len(whole.frame) <= views.MAX_POINTS
-    assert whole.note().startswith("downsampled: the min and max of every 3 steps")
+    assert whole.note().startswith("downsampled: the min and max of every 4 steps")
     assert whole.frame["value"].max() == full["loss"].max()
     assert whole.frame["value"].min() == full["loss"].min()
     zoom = views.curve(trace, "w2_after_1_2", 1000, 1199)
@@ -287,7 +287,7 @@ def test_curve_of_a_long_run_is_downsampled_and_zooming_in_shows_every_step(
     expected = full.set_index("step").loc[1000:1199, "w2_after_1_2"].tolist()
     assert zoom.frame["value"].tolist() == expected
     assert views.curves_note({"a": whole, "b": zoom}).startswith(
-        "downsampled: the min and max of every 3 steps for 1 of 2 runs (a)"
+        "downsampled: the min and max of every 4 steps for 1 of 2 runs (a)"
     )
     assert views.curves_note({"b": zoom}) == "every step shown"
 

@@ -106,7 +106,7 @@ def charts_and_table(
     lo, hi = int(zoom[0]), int(zoom[1])
     keys = list(now)
     runs = {k: s.trace for k, s in now.items()}
-    loss = {k: data.curve(k, s, "loss", lo, hi) for k, s in now.items()}
+    loss = {k: data.curve(k, "loss", lo, hi) for k in now}
     charts.overlay("loss", loss, step, divergence, "log" if log_loss else "linear", (lo, hi), keys)
     note = views.weights_note(runs, weights)
     if note:
@@ -114,7 +114,7 @@ def charts_and_table(
     for first in range(0, len(weights), 3):
         for column, col in zip(weights[first : first + 3], st.columns(3), strict=False):
             with col:
-                w = {k: data.curve(k, now[k], column, lo, hi)
+                w = {k: data.curve(k, column, lo, hi)
                      for k in views.weight_runs(runs, column)}  # fmt: skip
                 scale: charts.Scale = "symlog" if log_w else "linear"
                 charts.overlay(column, w, step, divergence, scale, (lo, hi), keys, legend=False)

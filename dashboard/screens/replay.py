@@ -71,7 +71,7 @@ def replay() -> None:
     step = step_cursor.step_cursor(CURSOR, now.last, every, poll, live=now.running)
     address.share([picked], step)
     try:
-        loss = {picked: data.curve(picked, now, "loss", 0, now.last)}
+        loss = {picked: data.curve(picked, "loss", 0, now.last)}
         diverges = {picked: data.divergence(picked, now)}
         view = data.step_view(data.root(), picked, now.trace.run_id, step, now.trace)
     except SteptraceError as exc:  # the run changed on disk since it was listed

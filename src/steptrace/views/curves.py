@@ -3,7 +3,6 @@ min and max of each bucket of steps) when long, every step when zoomed in."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from ..errors import TraceError
 from ..trace.reader import Trace
 from ..trace.schema import after_columns
 from ..trace.summary import batch_losses
+from .buckets import MinMax, bucket_width
 
 #: Points per curve above which it is downsampled (min and max of each bucket of steps).
 MAX_POINTS = 2_000
@@ -25,30 +25,23 @@ _ZOOM_HINT = f"zoom into {MAX_POINTS:,} steps or fewer to see every step"
 def minmax_downsample(
     steps: npt.NDArray[np.int64], values: npt.NDArray[np.float64], max_points: int = MAX_POINTS
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int]:
-    """Keep the smallest and the largest value of each bucket of consecutive points, at their
-    own steps, so spikes survive; returns ``(steps, values, bucket size)``.
+    """Keep the smallest and the largest value of each bucket of steps, at their own steps, so
+    spikes survive; returns ``(steps, values, steps per bucket)``.
 
-    Non-finite values are left out of the min/max (divergence is marked separately). With
-    ``len(steps) <= max_points`` nothing is dropped and the bucket size is 1.
+    Buckets are aligned on step numbers and as wide as a power of two (see
+    :mod:`.buckets`: a followed run keeps its curves that way). Non-finite values are left out
+    of the min/max (divergence is marked separately). With ``len(steps) <= max_points``
+    nothing is dropped and the bucket size is 1.
 
     >>> s, v, b = minmax_downsample(np.arange(10), np.array([0, 9, 1, 1, 1, 1, 1, -5, 1, 1.0]), 4)
     >>> s.tolist(), v.tolist(), b
-    ([0, 1, 5, 7], [0.0, 9.0, 1.0, -5.0], 5)
+    ([1, 7, 8], [9.0, -5.0, 1.0], 8)
     """
     n = len(steps)
-    if n <= max_points:
+    width = bucket_width(int(steps[0]), int(steps[-1]), n, max_points) if n else 1
+    if width == 1:
         return steps, values, 1
-    bucket = math.ceil(n / max(max_points // 2, 1))
-    pad = (-n) % bucket
-    finite = np.isfinite(values)
-    lo = np.pad(np.where(finite, values, np.inf), (0, pad), constant_values=np.inf)
-    hi = np.pad(np.where(finite, values, -np.inf), (0, pad), constant_values=-np.inf)
-    lo, hi = lo.reshape(-1, bucket), hi.reshape(-1, bucket)
-    base = np.arange(lo.shape[0]) * bucket
-    i_min, i_max = base + lo.argmin(axis=1), base + hi.argmax(axis=1)
-    keep = np.isfinite(lo.min(axis=1))  # buckets with at least one finite value
-    idx = np.unique(np.concatenate([i_min[keep], i_max[keep]]))
-    return steps[idx], values[idx], bucket
+    return (*MinMax.of(steps, values, width).points(), width)
 
 
 @dataclass(frozen=True)
@@ -89,7 +82,7 @@ def curves_note(curves: Mapping[str, Curve]) -> str:
     )
 
 
-def _per_step(
+def read_per_step(
     trace: Trace, column: str, lo: int | None, hi: int | None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Each step's value of ``column`` for steps ``[lo, hi]`` (either end open when None)."""
@@ -122,10 +115,16 @@ def curve_of(
     """A :class:`Curve` of one value per step (``steps`` ascending, already cut to
     ``[lo, hi]``), downsampled when longer than ``max_points``."""
     s, v, bucket = minmax_downsample(steps, values, max_points)
-    frame = pd.DataFrame({"step": s, "value": np.where(np.isfinite(v), v, np.nan)})
     first = int(steps[0]) if len(steps) else (lo or 0)
     last = int(steps[-1]) if len(steps) else (hi if hi is not None else -1)
-    return Curve(frame, len(steps), bucket, first, last)
+    return points_curve(s, v, len(steps), bucket, first, last)
+
+
+def points_curve(steps: npt.NDArray[np.int64], values: npt.NDArray[np.float64], count: int,
+                 bucket: int, lo: int, hi: int) -> Curve:  # fmt: skip
+    """The :class:`Curve` of points already chosen (every step, or buckets' min and max)."""
+    frame = pd.DataFrame({"step": steps, "value": np.where(np.isfinite(values), values, np.nan)})
+    return Curve(frame, count, bucket, lo, hi)
 
 
 def curve(
@@ -141,8 +140,8 @@ def curve(
 
     >>> c = curve(trace, "loss")  # doctest: +SKIP
     >>> c.downsampled, c.note()  # doctest: +SKIP
-    (True, 'downsampled: the min and max of every 1,000 steps (…)')
+    (True, 'downsampled: the min and max of every 1,024 steps (…)')
     """
     check_curve_column(trace, column)
-    steps, values = _per_step(trace, column, lo, hi)
+    steps, values = read_per_step(trace, column, lo, hi)
     return curve_of(steps, values, lo, hi, max_points)

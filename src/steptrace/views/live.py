@@ -8,7 +8,8 @@ a curve or the summary so far is asked for.
 :class:`LiveRun` follows one run: :meth:`~LiveRun.refresh` gives a :class:`Snapshot` (the run
 as it is on disk now, its last step and status, and a fingerprint that changes when they do);
 :meth:`~LiveRun.curve` and :meth:`~LiveRun.summary` read the rows of new steps only, and keep
-what they need (a value per step for the curves asked for, a running summary).
+what they need (the min and max of buckets of steps for the curves asked for, a running
+summary: bounded, however long the run).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import pyarrow as pa
 from ..trace.reader import Trace, open_trace
 from ..trace.schema import after_columns
 from ..trace.summary import RunSummary, SummaryTracker, batch_losses
-from .curves import MAX_POINTS, Curve, check_curve_column, curve_of
+from .buckets import MinMax, bucket_width
+from .curves import MAX_POINTS, Curve, check_curve_column, points_curve, read_per_step
+from .curves import curve as read_curve
 from .divergence import Divergence
 from .folder import fingerprint, steps_per_epoch
 from .parts import last_on_disk
@@ -73,33 +76,33 @@ def snapshot(path: Path) -> Snapshot:
     return Snapshot(trace, last_on_disk(trace), _fingerprint(trace, fingerprint(trace)))
 
 
-class _Series:
-    """One quantity per step, grown as steps are read: two arrays that double their room when
-    full, so that a look at a growing run copies its new steps only (not every step again)."""
+#: Buckets a followed run keeps of each curve: a curve of more steps is kept as the min and max
+#: of buckets of steps (:mod:`.buckets`), at most 48 bytes a bucket, about 3 MB a curve.
+KEPT_BUCKETS = 1 << 16
 
-    def __init__(self) -> None:
-        self._steps = np.zeros(0, np.int64)
-        self._values = np.zeros(0, np.float64)
-        self._n = 0
+
+class _Kept:
+    """One value per step of a followed run, as the min and max of buckets of steps: the
+    finest power-of-two width that keeps at most ``cap`` buckets (every step while they fit).
+    Grown as steps are read; each look replaces :attr:`buckets`, never changes it."""
+
+    def __init__(self, cap: int = KEPT_BUCKETS) -> None:
+        self.cap = cap
+        self.buckets = MinMax.empty(1)
+        self.first = 0
+        self.last = -1  # the last step kept, -1 if none yet
 
     def add(self, steps: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> None:
-        end = self._n + len(steps)
-        if end > len(self._steps):
-            room = max(end, 2 * len(self._steps), 1024)
-            self._steps = np.concatenate(
-                [self._steps[: self._n], np.empty(room - self._n, np.int64)]
-            )
-            self._values = np.concatenate(
-                [self._values[: self._n], np.empty(room - self._n, np.float64)]
-            )
-        self._steps[self._n : end] = steps
-        self._values[self._n : end] = values
-        self._n = end
-
-    def arrays(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """The steps so far (in order) and their values: views, which later steps leave as
-        they are."""
-        return self._steps[: self._n], self._values[: self._n]
+        if len(steps) == 0:
+            return
+        if self.last < 0:
+            self.first = int(steps[0])
+        self.last = int(steps[-1])
+        width = self.buckets.width
+        buckets = MinMax.join([self.buckets, MinMax.of(steps, values, width)], width)
+        while len(buckets) > self.cap:
+            buckets = buckets.coarsen(2 * buckets.width)
+        self.buckets = buckets
 
 
 def _per_step(column: str, steps: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
@@ -122,15 +125,17 @@ class LiveRun:
     >>> run.curve("loss").note()  # the new steps read, the others kept  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path, min_interval: float = 0.0) -> None:
+    def __init__(self, path: str | Path, min_interval: float = 0.0,
+                 kept_buckets: int = KEPT_BUCKETS) -> None:  # fmt: skip
         self.path = Path(path)
         self.min_interval = min_interval
+        self.kept_buckets = kept_buckets  # at most this many buckets kept of each curve
         self._lock = threading.RLock()
         self._snap: Snapshot | None = None
         self._when = 0.0
-        self._done = -1  # the last step read into the summary and the series
+        self._done = -1  # the last step read into the summary and the curves kept
         self._tracker: SummaryTracker | None = None
-        self._series: dict[str, _Series] = {}
+        self._kept: dict[str, _Kept] = {}
 
     def refresh(self, force: bool = False) -> Snapshot:
         """The run as it is now. Calls closer together than ``min_interval`` seconds share
@@ -147,32 +152,30 @@ class LiveRun:
             return self._snap
 
     def _reset(self) -> None:
-        self._done, self._tracker, self._series = -1, None, {}
+        self._done, self._tracker, self._kept = -1, None, {}
 
     def _catch_up(self, wanted: Sequence[str] = ()) -> Snapshot:
-        """Read the steps recorded since the last call into the summary and the series (and
-        a series asked for the first time from the start)."""
+        """Read the steps recorded since the last call into the summary and the curves kept
+        (and a curve asked for the first time from the start)."""
         snap = self.refresh()
         trace = snap.trace
         params = after_columns(trace.tensors)
         if self._tracker is None:
             self._tracker = SummaryTracker(steps_per_epoch(trace))
         for column in wanted:
-            if column not in self._series and self._done >= 0:
-                series = _Series()
-                table = trace.read_table(["step", column], steps=(0, self._done + 1))
-                steps = table["step"].to_numpy()
-                series.add(*_per_step(column, steps, _floats(table[column])))
-                self._series[column] = series
-            self._series.setdefault(column, _Series())
+            if column not in self._kept and self._done >= 0:
+                kept = _Kept(self.kept_buckets)
+                kept.add(*read_per_step(trace, column, 0, self._done))
+                self._kept[column] = kept
+            self._kept.setdefault(column, _Kept(self.kept_buckets))
         if snap.last > self._done:
-            columns = list(dict.fromkeys(["step", "loss", *params, *self._series]))
+            columns = list(dict.fromkeys(["step", "loss", *params, *self._kept]))
             table = trace.read_table(columns, steps=(self._done + 1, snap.last + 1))
             block = {c: table[c].to_numpy(zero_copy_only=False) for c in ("step", "loss")}
             block["loss"] = block["loss"].astype(np.float64)
             self._tracker.update(block, [_floats(table[c]) for c in params])
-            for column, series in self._series.items():
-                series.add(*_per_step(column, block["step"], _floats(table[column])))
+            for column, kept in self._kept.items():
+                kept.add(*_per_step(column, block["step"], _floats(table[column])))
             self._done = snap.last
         return snap
 
@@ -180,22 +183,39 @@ class LiveRun:
         self, column: str, lo: int | None = None, hi: int | None = None,
         max_points: int = MAX_POINTS,
     ) -> Curve:  # fmt: skip
-        """``loss`` or a parameter column per step in ``[lo, hi]``, as
-        :func:`~steptrace.views.curve` gives it; the steps recorded since the last call are
-        read, the others are kept in memory (16 bytes a step for each column asked for)."""
+        """``loss`` or a parameter column per step in ``[lo, hi]``, equal to what
+        :func:`~steptrace.views.curve` reads from the files. The steps recorded since the last
+        call are read; the others are kept as min/max buckets (:class:`_Kept`), which draw any
+        window wide enough for their width. A narrower window, and the steps at a window's
+        ends that share a bucket with steps outside it, are read from the files."""
         with self._lock:
             snap = self.refresh()
             check_curve_column(snap.trace, column)  # refuse what is not a curve, as curve() does
             self._catch_up([column])
-            steps, values = self._series[column].arrays()
-        first = 0 if lo is None else int(np.searchsorted(steps, lo, side="left"))
-        end = len(steps) if hi is None else int(np.searchsorted(steps, hi, side="right"))
-        return curve_of(steps[first:end], values[first:end], lo, hi, max_points)
-
-    def forget_curves(self) -> None:
-        """Let the per-step values go (a run that has ended is read from its files)."""
-        with self._lock:
-            self._series = {}
+            kept = self._kept[column]
+            buckets, first, last = kept.buckets, kept.first, kept.last
+        trace = snap.trace
+        a = first if lo is None else max(lo, first)
+        z = last if hi is None else min(hi, last)
+        if a > z:
+            return read_curve(trace, column, lo, hi, max_points)  # no step there
+        width, w = bucket_width(a, z, z - a + 1, max_points), buckets.width
+        # The buckets wholly inside [a, z]; bucket k holds steps max(k·w, first) … min(k·w+w−1,
+        # last).
+        k_lo = a // w if max(a // w * w, first) >= a else a // w + 1
+        k_hi = z // w if min(z // w * w + w - 1, last) <= z else z // w - 1
+        if width < w or k_lo > k_hi:  # finer than what is kept, or within two buckets
+            return read_curve(trace, column, a, z, max_points)
+        inside = buckets.head(int(np.searchsorted(buckets.key, k_hi, side="right")))
+        inside = inside.tail(int(np.searchsorted(inside.key, k_lo, side="left")))
+        start, end = max(k_lo * w, first), min(k_hi * w + w - 1, last)
+        parts = [inside]
+        if a < start:
+            parts.insert(0, MinMax.of(*read_per_step(trace, column, a, start - 1), width))
+        if end < z:
+            parts.append(MinMax.of(*read_per_step(trace, column, end + 1, z), width))
+        joined = MinMax.join(parts, width)
+        return points_curve(*joined.points(), joined.steps(), width, a, z)
 
     def summary(self) -> RunSummary:
         """Final and lowest loss and divergence so far (:mod:`steptrace.trace.summary`'s
