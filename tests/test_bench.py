@@ -77,3 +77,17 @@ def test_the_stage_timings_run_for_both_models():
         assert set(ns) == {"walk", "loop", "rebuild", "arrays", "columns"}, done.stdout
         # One row a step: the loop keeps a few numbers and numpy rebuilds the path from them.
         assert ns["walk"] >= ns["loop"] > 0 and ns["rebuild"] > 0 and ns["columns"] > 0
+
+
+def test_the_dashboard_timings_run_and_the_followed_curve_is_bounded(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "dashboard_bench.py"), "--steps", "300000",
+         "--keep", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in done.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| what")}  # fmt: skip
+    assert len(rows) == 16, done.stdout
+    kept = rows["followed run: loss curve, a later look (kept buckets)"]
+    megabytes = float(kept.split(" MB kept")[0].split("| ")[-1])
+    assert 0 < megabytes < 4, kept  # 300,000 steps: 16 bytes a step would be 4.8 MB

@@ -29,11 +29,18 @@ def _same(a: MinMax, b: MinMax) -> None:
     fine=st.integers(0, 3),
     coarse=st.integers(0, 4),
     cuts=st.lists(st.integers(0, 120), max_size=5),
+    gaps=st.none() | st.lists(st.integers(1, 3), min_size=120, max_size=120),
 )
 def test_buckets_merged_in_any_way_equal_the_buckets_of_every_step(
-    first: int, values: list[float], fine: int, coarse: int, cuts: list[int]
-) -> None:
-    steps = np.arange(first, first + len(values))
+    first: int, values: list[float], fine: int, coarse: int, cuts: list[int],
+    gaps: list[int] | None,
+) -> None:  # fmt: skip
+    """Steps one after the other (a run's: bucketed as a table) or with gaps (bucketed by
+    merging), read in pieces, kept at a finer width and coarsened, or at once: the same."""
+    if gaps is None:
+        steps = np.arange(first, first + len(values))
+    else:
+        steps = first + np.cumsum(gaps[: len(values)]) - gaps[0]
     v = np.array(values)
     width = 2 ** (fine + coarse)
     direct = MinMax.of(steps, v, width)

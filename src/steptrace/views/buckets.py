@@ -73,7 +73,10 @@ class MinMax:
         finite = np.isfinite(values)
         low = np.where(finite, values, np.inf)
         high = np.where(finite, values, -np.inf)
-        return _group(width, np.ones(len(steps), np.int64), steps, low, steps, high)
+        n = len(steps)
+        if n == 0 or width == 1 or int(steps[-1]) - int(steps[0]) + 1 != n:
+            return _group(width, np.ones(n, np.int64), steps, low, steps, high)
+        return _consecutive(int(steps[0]), low, high, width)
 
     @classmethod
     def join(cls, parts: Sequence[MinMax], width: int) -> MinMax:
@@ -132,6 +135,28 @@ def _group(width: int, count: Ints, min_step: Ints, min_value: Floats,
         width, key[starts], np.add.reduceat(count, starts),
         min_step[i_low], min_value[i_low], max_step[i_high], max_value[i_high],
     )  # fmt: skip
+
+
+def _consecutive(first: int, low: Floats, high: Floats, width: int) -> MinMax:
+    """:meth:`MinMax.of` for the steps ``first, first + 1, …`` (a run's steps are): a table
+    of a bucket a row, whose ``argmin`` and ``argmax`` are the first to reach the min and max."""
+    lead = first % width  # the steps of the first bucket before the first step
+    rows = -(-(lead + len(low)) // width)
+    tail = rows * width - lead - len(low)
+    low = np.pad(low, (lead, tail), constant_values=np.inf).reshape(rows, width)
+    high = np.pad(high, (lead, tail), constant_values=-np.inf).reshape(rows, width)
+    row = np.arange(rows)
+    start = (first - lead) + row * width  # each bucket's first step
+    i_low, i_high = low.argmin(axis=1), high.argmax(axis=1)
+    min_value, max_value = low[row, i_low], high[row, i_high]
+    # A bucket of non-finite values only: both at its first step, as _group puts them.
+    opening = np.maximum(start, first)
+    min_step = np.where(min_value == np.inf, opening, start + i_low)
+    max_step = np.where(max_value == -np.inf, opening, start + i_high)
+    count = np.full(rows, width, np.int64)
+    count[0] -= lead
+    count[-1] -= tail
+    return MinMax(width, start // width, count, min_step, min_value, max_step, max_value)
 
 
 def _first(hit: npt.NDArray[np.bool_], group: Ints) -> Ints:

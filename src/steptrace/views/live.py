@@ -99,10 +99,10 @@ class _Kept:
             self.first = int(steps[0])
         self.last = int(steps[-1])
         width = self.buckets.width
-        buckets = MinMax.join([self.buckets, MinMax.of(steps, values, width)], width)
-        while len(buckets) > self.cap:
-            buckets = buckets.coarsen(2 * buckets.width)
-        self.buckets = buckets
+        while self.last // width - self.first // width + 1 > self.cap:
+            width *= 2
+        kept = self.buckets if width == self.buckets.width else self.buckets.coarsen(width)
+        self.buckets = MinMax.join([kept, MinMax.of(steps, values, width)], width)
 
 
 def _per_step(column: str, steps: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
@@ -133,7 +133,7 @@ class LiveRun:
         self._lock = threading.RLock()
         self._snap: Snapshot | None = None
         self._when = 0.0
-        self._done = -1  # the last step read into the summary and the curves kept
+        self._done = -1  # the last step read into the curves kept (and the summary)
         self._tracker: SummaryTracker | None = None
         self._kept: dict[str, _Kept] = {}
 
@@ -154,14 +154,20 @@ class LiveRun:
     def _reset(self) -> None:
         self._done, self._tracker, self._kept = -1, None, {}
 
-    def _catch_up(self, wanted: Sequence[str] = ()) -> Snapshot:
+    def _catch_up(self, wanted: Sequence[str] = (), summary: bool = False) -> Snapshot:
         """Read the steps recorded since the last call into the summary and the curves kept
-        (and a curve asked for the first time from the start)."""
+        (a curve asked for the first time from the start). The summary is kept while the run
+        is recorded, or once asked for: drawing an ended run's curves reads those columns
+        only."""
         snap = self.refresh()
         trace = snap.trace
         params = after_columns(trace.tensors)
-        if self._tracker is None:
-            self._tracker = SummaryTracker(steps_per_epoch(trace))
+        if self._tracker is None and (summary or snap.running):
+            tracker = SummaryTracker(steps_per_epoch(trace))
+            if self._done >= 0:  # the steps read before, for curves only
+                _track(tracker, trace.read_table(["step", "loss", *params],
+                                                 steps=(0, self._done + 1)), params)  # fmt: skip
+            self._tracker = tracker
         for column in wanted:
             if column not in self._kept and self._done >= 0:
                 kept = _Kept(self.kept_buckets)
@@ -169,13 +175,14 @@ class LiveRun:
                 self._kept[column] = kept
             self._kept.setdefault(column, _Kept(self.kept_buckets))
         if snap.last > self._done:
-            columns = list(dict.fromkeys(["step", "loss", *params, *self._kept]))
+            summed = ["loss", *params] if self._tracker is not None else []
+            columns = list(dict.fromkeys(["step", *summed, *self._kept]))
             table = trace.read_table(columns, steps=(self._done + 1, snap.last + 1))
-            block = {c: table[c].to_numpy(zero_copy_only=False) for c in ("step", "loss")}
-            block["loss"] = block["loss"].astype(np.float64)
-            self._tracker.update(block, [_floats(table[c]) for c in params])
+            if self._tracker is not None:
+                _track(self._tracker, table, params)
+            steps = table["step"].to_numpy()
             for column, kept in self._kept.items():
-                kept.add(*_per_step(column, block["step"], _floats(table[column])))
+                kept.add(*_per_step(column, steps, _floats(table[column])))
             self._done = snap.last
         return snap
 
@@ -221,7 +228,7 @@ class LiveRun:
         """Final and lowest loss and divergence so far (:mod:`steptrace.trace.summary`'s
         rule), the new steps read."""
         with self._lock:
-            self._catch_up()
+            self._catch_up(summary=True)
             assert self._tracker is not None
             return self._tracker.result()
 
@@ -242,6 +249,12 @@ class LiveRun:
             "diverged": s.diverged_at is not None,
             "diverged_at": s.diverged_at,
         }
+
+
+def _track(tracker: SummaryTracker, table: pa.Table, params: Sequence[str]) -> None:
+    """Feed the rows of ``table`` (columns ``step``, ``loss`` and ``params``) to ``tracker``."""
+    block = {"step": table["step"].to_numpy(), "loss": _floats(table["loss"])}
+    tracker.update(block, [_floats(table[c]) for c in params])
 
 
 def _floats(column: pa.ChunkedArray) -> npt.NDArray[np.float64]:
