@@ -372,8 +372,7 @@ def test_replay_follows_a_recording_in_progress(
     expect(page).to_have_title("article · steptrace replay")
     expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
     # 3 billion steps planned: the run never ends by itself while the test looks at it. In
-    # float32, at about half float64's pace, it grows to some tens of millions of steps, whose
-    # loss the page keeps (16 bytes a step).
+    # float32, at about half float64's pace, it grows to some tens of millions of steps.
     recorder = subprocess.Popen(
         [sys.executable, "-m", "steptrace", "record", "--numerics", "float32",
          "--epochs", "1000000000", "--init", runs.MOVING_INIT, "--lr", "1e-9",
@@ -429,8 +428,8 @@ def test_replay_follows_a_recording_in_progress(
         assert recorder.wait(30) == 130, recorder.stderr.read() if recorder.stderr else ""
         expect(page.get_by_text("This run is incomplete")).to_be_visible(timeout=20_000)
         # The toggle goes once the page has drawn the ended run whole: until then Streamlit
-        # keeps the elements of the look before (faded), and this first look reads the run's
-        # curves from its files, tens of millions of rows (seconds on a loaded machine).
+        # keeps the elements of the look before (faded). That look reads the run's last steps
+        # and its whole status, which takes seconds on a loaded machine.
         expect(follow).to_have_count(0, timeout=60_000)
         assert _numbers(page)[0] == shown
     finally:
