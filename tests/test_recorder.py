@@ -15,6 +15,7 @@ from steptrace import load_trace, load_traces, open_trace, record, sweep
 from steptrace import verify as steptrace_verify
 from steptrace.errors import ExactLimitError
 from steptrace.numerics import EXACT_MAX_BITS
+from steptrace.trace.writer import read_run_file, write_json_atomic
 
 from .article import STEPS
 from .conftest import steptrace_subprocess, wait_for_parts
@@ -59,6 +60,37 @@ def test_plain_pandas_and_pyarrow_read_a_run_folder_and_a_folder_of_runs(traces)
     assert sorted(everything["lr"].unique()) == [1e-9, 1e-8]
     assert pads.dataset(traces, format="parquet").count_rows() == 12
     assert set(os.listdir(runs[0].path)) == {"_run.json", ".lock", "part-000000.parquet"}
+
+
+def test_a_diverged_runs_metadata_is_strict_json_that_any_reader_takes(traces, tmp_path):
+    """JSON has no NaN or infinity: a diverged run's summary writes them as texts, which
+    steptrace reads back as floats (and older files with bare NaN still read)."""
+    csv = tmp_path / "boom.csv"
+    csv.write_text("a,b,y\n1,1,10\n1,2,12\n", encoding="utf-8")
+    run = record(csv, lr="1e200", numerics="float64", init="0.1,0.1", epochs=1, out=traces)
+    text = (run.path / "_run.json").read_text(encoding="utf-8")
+
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    summary = json.loads(text, parse_constant=refuse)["summary"]  # as JavaScript would
+    assert summary["diverged_at"] == 1 and summary["final_loss"] == "Infinity"
+    stored = open_trace(run.path).summary
+    assert stored is not None and stored["final_loss"] == np.inf
+    assert run.summary.final_loss == np.inf
+    assert steptrace_verify(run.path).ok
+    old = json.loads(text)  # as the first sessions of steptrace 0.1 wrote it: bare Infinity
+    (run.path / "_run.json").write_text(json.dumps(old).replace('"Infinity"', "Infinity"), "utf-8")
+    assert open_trace(run.path).summary["final_loss"] == np.inf
+    assert steptrace_verify(run.path).ok
+    # NaN and -inf too; a name that reads "NaN" stays a name.
+    info = {"name": "NaN", "summary": {"final_loss": np.nan, "min_loss": -np.inf}}
+    write_json_atomic(tmp_path / "_run.json", info)
+    strict = json.loads((tmp_path / "_run.json").read_text(), parse_constant=refuse)
+    assert strict["summary"] == {"final_loss": "NaN", "min_loss": "-Infinity"}
+    back = read_run_file(tmp_path / "_run.json")
+    assert back["name"] == "NaN" and np.isnan(back["summary"]["final_loss"])
+    assert back["summary"]["min_loss"] == -np.inf
 
 
 def test_runs_never_overwrite_each_other(traces):

@@ -79,7 +79,7 @@ def test_every_column_a_stack_records_belongs_to_a_documented_family():
 
 def test_the_spec_states_the_codes_version_and_metadata_key():
     assert f"# steptrace trace format, version {FORMAT_VERSION}" in SPEC
-    assert f"under the\nsingle key `{METADATA_KEY}`" in SPEC
+    assert f"under the\nkey `{METADATA_KEY}`" in SPEC
 
 
 def test_metadata_keys_of_the_spec_are_the_ones_a_recording_writes(traces):

@@ -7,7 +7,6 @@ and never load more than the columns and row groups asked for.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from .schema import (
     v1_column,
     v2_column,
 )
-from .writer import LOCK_NAME, RUN_FILE
+from .writer import LOCK_NAME, RUN_FILE, read_run_file
 
 try:
     import fcntl
@@ -443,7 +442,7 @@ def open_trace(path: str | Path, *, check_columns: bool = True) -> Trace:
     info_read = run_file.exists()
     if info_read:
         try:
-            info = json.loads(run_file.read_text(encoding="utf-8"))
+            info = read_run_file(run_file)
         except (OSError, ValueError) as exc:
             raise TraceError(f"{run_file}: unreadable run metadata ({exc})") from None
         if not isinstance(info, dict):

@@ -77,6 +77,7 @@ class Family:
 
 F64 = pa.float64()
 _W, _B = "layers with weights", "layers with biases"
+_ONCE = ", or marked same_as"  # see "Values stored once" in docs/trace-format.md
 #: Columns that place a row (not recorded numbers), in file order.
 KEY_FIELDS: tuple[Family, ...] = (
     Family("run_id", pa.string(), "identifier of the run, the same on every row"),
@@ -94,12 +95,14 @@ FAMILIES: tuple[Family, ...] = (
     Family("y_j", F64, "data output (expectation), target j"),
     Family("o{k}_i", F64, "output of layer k, neuron i"),
     Family("loss", F64, "this row's loss"),
-    Family("d{k}_i", F64, "δk = ∂Loss/∂(input of layer k), component i; k up to the loss"),
+    Family("d{k}_i", F64, "δk = ∂Loss/∂(input of layer k), component i; k up to the loss",
+           "yes" + _ONCE),
     Family("grad_w{k}_j_i", F64, "this row's gradient of layer k's weight W_{j,i}", _W),
-    Family("w{k}_before_j_i", F64, "layer k's weight W_{j,i} before the step's update", _W),
+    Family("w{k}_before_j_i", F64, "layer k's weight W_{j,i} before the step's update",
+           _W + _ONCE),
     Family("w{k}_after_j_i", F64, "the same after ŵ = w − α · Σ grad", _W),
-    Family("grad_b{k}_j", F64, "this row's gradient of layer k's bias b_j", _B),
-    Family("b{k}_before_j", F64, "layer k's bias b_j before the step's update", _B),
+    Family("grad_b{k}_j", F64, "this row's gradient of layer k's bias b_j", _B + _ONCE),
+    Family("b{k}_before_j", F64, "layer k's bias b_j before the step's update", _B + _ONCE),
     Family("b{k}_after_j", F64, "the same after b̂ = b − α · Σ grad", _B),
 )  # fmt: skip
 

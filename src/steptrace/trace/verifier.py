@@ -54,7 +54,6 @@ nothing below the loss lets δ through). When nothing tells them apart, both are
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -96,7 +95,7 @@ from .schema import (
     v1_column,
 )
 from .summary import SummaryTracker
-from .writer import RUN_FILE
+from .writer import RUN_FILE, read_run_file
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
@@ -651,7 +650,7 @@ def _run_info(path: Path) -> dict[str, Any] | None:
     if not path.is_dir() or not run_file.exists():
         return None
     try:
-        info = json.loads(run_file.read_text(encoding="utf-8"))
+        info = read_run_file(run_file)
     except (OSError, ValueError) as exc:
         raise TraceError(f"{run_file}: unreadable run metadata ({exc})") from None
     return info if isinstance(info, dict) else None

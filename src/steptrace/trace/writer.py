@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import time
@@ -39,7 +40,9 @@ try:
 except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "RUN_FILE", "TraceWriter", "make_run_dir", "write_json_atomic"]
+__all__ = [
+    "LOCK_NAME", "RUN_FILE", "TraceWriter", "make_run_dir", "read_run_file", "write_json_atomic",
+]  # fmt: skip
 
 RUN_FILE = "_run.json"
 LOCK_NAME = ".lock"
@@ -47,11 +50,42 @@ PART_FORMAT = "part-{:06d}.parquet"
 WRITABLE_HINT = "; choose a folder you can write to with --out"
 
 
+#: How ``_run.json`` writes a summary's numbers that are not finite (a diverged run's loss):
+#: strict JSON has no such numbers, so they are texts, which ``float()`` reads back.
+NOT_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every float that is not finite as its text (:data:`NOT_FINITE`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
+def read_run_file(path: Path) -> Any:
+    """``_run.json`` as a dict (or whatever JSON it holds), the summary's texts for numbers
+    that are not finite read back as floats. Raises ``OSError`` or ``ValueError``."""
+    info = json.loads(path.read_text(encoding="utf-8"))
+    summary = info.get("summary") if isinstance(info, dict) else None
+    if isinstance(summary, dict):
+        info["summary"] = {
+            k: NOT_FINITE[v] if isinstance(v, str) and v in NOT_FINITE else v
+            for k, v in summary.items()
+        }
+    return info
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Replace ``path`` with ``data`` as JSON, all at once (write aside, fsync, rename)."""
+    """Replace ``path`` with ``data`` as strict JSON, all at once (write aside, fsync,
+    rename); numbers that are not finite (a diverged run's summary) are written as texts
+    (:data:`NOT_FINITE`)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
+        json.dump(_strict(data), f, indent=2, sort_keys=True, allow_nan=False)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
