@@ -39,6 +39,15 @@ def test_what_is_not_a_finite_number_is_refused_with_its_name(bad):
         parse_exact(bad, what="learning rate")
 
 
+@pytest.mark.parametrize(
+    "huge", ["1e99999999999", "1e-4001", "1" * 4001, "1/" + "3" * 4001, "2e" + "9" * 5000]
+)
+def test_numbers_too_long_to_hold_exactly_are_refused_at_once(huge):
+    with pytest.raises(ConfigError, match=r"learning rate .* is too long to read exactly"):
+        parse_exact(huge, what="learning rate")
+    assert parse_exact("1e-4000") == Fraction(1, 10**4000)  # the limit itself reads
+
+
 def test_unknown_numerics_lists_the_choices():
     with pytest.raises(ConfigError, match="unknown numerics 'float16'; choose one of: exact, "):
         get_numerics("float16")

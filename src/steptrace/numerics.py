@@ -40,6 +40,10 @@ Number: TypeAlias = Any
 #: weight by a value of about the same size, so the weights themselves reach about half this.
 EXACT_MAX_BITS = 12_000
 
+#: Digits (and the size of an exponent) a number given as text may have: beyond them its exact
+#: value would exceed :data:`EXACT_MAX_BITS` (``1e99999999999`` would take the machine's memory).
+MAX_DIGITS = 4_000
+
 _NUMBER = re.compile(
     r"""\s*[-+]?(
         \d[\d_]*(\.\d*)?([eE][-+]?\d+)?   # 12, 1.5, 1e-7, 2.
@@ -75,10 +79,22 @@ def parse_exact(text: str | int | float | Fraction, what: str = "number") -> Fra
     if not isinstance(text, str) or not _NUMBER.match(text):
         raise ConfigError(f"{what} must be a number such as 0.5, 1e-7 or 1/200, got {text!r}")
     cleaned = text.replace(" ", "").strip()
+    mantissa, _, exponent = cleaned.lower().partition("e")
+    digits = sum(c.isdigit() for c in mantissa)
+    scale = len(exponent.lstrip("+-")) <= 4 and abs(int(exponent or 0)) <= MAX_DIGITS
+    if digits > MAX_DIGITS or not scale:
+        raise ConfigError(
+            f"{what} {_shorten(text.strip())} is too long to read exactly (at most "
+            f"{MAX_DIGITS:,} digits, exponents within ±{MAX_DIGITS:,})"
+        )
     try:
         return Fraction(cleaned)
     except ZeroDivisionError:
         raise ConfigError(f"{what} {text!r} divides by zero") from None
+
+
+def _shorten(text: str, keep: int = 24) -> str:
+    return repr(text) if len(text) <= 2 * keep else repr(f"{text[:keep]}…{text[-keep:]}")
 
 
 def to_float32(q: Fraction) -> np.float32:
