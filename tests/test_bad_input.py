@@ -58,8 +58,8 @@ CASES = [
          f"Error: learning rate {NUMBER_TEXT}, got 'fast'", 2),
     Case("lr 1/0", ["record", "--lr", "1/0"], "Error: learning rate '1/0' divides by zero", 2),
     Case("lr too long to hold", ["record", "--lr", "1e99999999999"],
-         "Error: learning rate '1e99999999999' is too long to read exactly (at most 4,000 "
-         "digits, exponents within ±4,000)", 2),
+         "Error: learning rate '1e99999999999' is too long to read exactly (numerators and "
+         "denominators up to 10^4,000)", 2),
     Case("lr beyond float64", ["record", "--lr", "1e400", "--numerics", "float64"],
          "Error: learning rate 1e400 is too large for float64", 2),
     Case("lr rounds to 0", ["record", "--lr", "1e-50", "--numerics", "float32"],

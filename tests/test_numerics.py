@@ -40,12 +40,20 @@ def test_what_is_not_a_finite_number_is_refused_with_its_name(bad):
 
 
 @pytest.mark.parametrize(
-    "huge", ["1e99999999999", "1e-4001", "1" * 4001, "1/" + "3" * 4001, "2e" + "9" * 5000]
-)
+    "huge",
+    ["1e99999999999", "1e-4001", "1" * 4001, "1/" + "3" * 4001, "0." + "1" * 4001, "2e" + "9" * 50,
+     "1" * 9000, "1" * 4000 + "0e1"],
+)  # fmt: skip
 def test_numbers_too_long_to_hold_exactly_are_refused_at_once(huge):
     with pytest.raises(ConfigError, match=r"learning rate .* is too long to read exactly"):
         parse_exact(huge, what="learning rate")
-    assert parse_exact("1e-4000") == Fraction(1, 10**4000)  # the limit itself reads
+
+
+def test_numbers_at_the_length_limit_read_and_their_exact_text_reads_back():
+    edge = ["1e-4000", "1e4000", "9" * 4000, "1/" + "9" * 4000, "0." + "3" * 4000]
+    for text in edge:
+        q = parse_exact(text)
+        assert parse_exact(f"{q.numerator}/{q.denominator}") == q
 
 
 def test_unknown_numerics_lists_the_choices():

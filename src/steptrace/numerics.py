@@ -40,9 +40,11 @@ Number: TypeAlias = Any
 #: weight by a value of about the same size, so the weights themselves reach about half this.
 EXACT_MAX_BITS = 12_000
 
-#: Digits (and the size of an exponent) a number given as text may have: beyond them its exact
-#: value would exceed :data:`EXACT_MAX_BITS` (``1e99999999999`` would take the machine's memory).
+#: A number given as text is read exactly if its numerator and denominator are at most
+#: 10^MAX_DIGITS (so its exact text reads back); beyond that it is refused, and text far beyond
+#: it is not even computed (``1e99999999999`` would take the machine's memory).
 MAX_DIGITS = 4_000
+_LIMIT = 10**MAX_DIGITS
 
 _NUMBER = re.compile(
     r"""\s*[-+]?(
@@ -81,14 +83,19 @@ def parse_exact(text: str | int | float | Fraction, what: str = "number") -> Fra
     cleaned = text.replace(" ", "").strip()
     mantissa, _, exponent = cleaned.lower().partition("e")
     digits = sum(c.isdigit() for c in mantissa)
-    scale = len(exponent.lstrip("+-")) <= 4 and abs(int(exponent or 0)) <= MAX_DIGITS
-    if digits > MAX_DIGITS or not scale:
-        raise ConfigError(
-            f"{what} {_shorten(text.strip())} is too long to read exactly (at most "
-            f"{MAX_DIGITS:,} digits, exponents within ±{MAX_DIGITS:,})"
-        )
+    small = len(exponent.lstrip("+-")) <= 5 and abs(int(exponent or 0)) <= 2 * MAX_DIGITS
     try:
-        return Fraction(cleaned)
+        if digits > 2 * MAX_DIGITS + 2 or not small:  # not computed: it would take too long
+            raise ValueError
+        q = Fraction(cleaned)
+        if abs(q.numerator) > _LIMIT or q.denominator > _LIMIT:
+            raise ValueError
+        return q
+    except ValueError:
+        raise ConfigError(
+            f"{what} {_shorten(text.strip())} is too long to read exactly (numerators and "
+            f"denominators up to 10^{MAX_DIGITS:,})"
+        ) from None
     except ZeroDivisionError:
         raise ConfigError(f"{what} {text!r} divides by zero") from None
 
