@@ -57,6 +57,9 @@ CASES = [
     Case("lr text", ["record", "--lr", "fast"],
          f"Error: learning rate {NUMBER_TEXT}, got 'fast'", 2),
     Case("lr 1/0", ["record", "--lr", "1/0"], "Error: learning rate '1/0' divides by zero", 2),
+    Case("init beyond any float", ["record", "--init", "1e400,1,1"],
+         "Error: initial weight 1 (1e+400) is too large for float64 (exact runs record it too)",
+         2),
     Case("lr too long to hold", ["record", "--lr", "1e99999999999"],
          "Error: learning rate '1e99999999999' is too long to read exactly (numerators and "
          "denominators up to 10^4,000)", 2),

@@ -11,7 +11,6 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .errors import ConfigError, DatasetError
-from .numerics import Numerics, parse_exact
+from .numerics import Numerics, magnitude, parse_exact
 
 __all__ = ["Dataset", "load_dataset", "seed_dataset"]
 
@@ -71,10 +70,7 @@ class Dataset:
         for row, (x, y) in enumerate(zip(self.inputs, self.outputs, strict=True)):
             for name, q in zip((*self.features, *self.targets), (*x, *y), strict=True):
                 if not numerics.fits(q):
-                    try:
-                        size = f"{float(q):.3g}"
-                    except OverflowError:  # beyond any float (1e400)
-                        size = f"{(Decimal(q.numerator) / Decimal(q.denominator)).normalize():.3g}"
+                    size = magnitude(q)
                     hint = " or use --numerics float64" if numerics.name == "float32" else ""
                     system = "float64 (exact runs record it too)" if numerics.is_exact else ""
                     raise DatasetError(

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, TypeAlias
 
@@ -98,6 +99,14 @@ def parse_exact(text: str | int | float | Fraction, what: str = "number") -> Fra
         ) from None
     except ZeroDivisionError:
         raise ConfigError(f"{what} {text!r} divides by zero") from None
+
+
+def magnitude(q: Fraction) -> str:
+    """``q`` to three significant digits, even beyond any float (``1e+400``)."""
+    try:
+        return f"{float(q):.3g}"
+    except OverflowError:
+        return f"{(Decimal(q.numerator) / Decimal(q.denominator)).normalize():.3g}"
 
 
 def _shorten(text: str, keep: int = 24) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from ..data import Dataset
 from ..errors import ConfigError, ModelError
 from ..model.spec import Model, article_model, load_model
-from ..numerics import Numerics, get_numerics, parse_exact
+from ..numerics import Numerics, get_numerics, magnitude, parse_exact
 
 __all__ = ["ModelSource", "Settings"]
 
@@ -124,4 +124,5 @@ def _check_model(model: Model, dataset: Dataset, system: Numerics) -> None:
             # The article's weights come from --init: name them as the user typed them.
             what = (f"initial weight {n}" if model.name == "article"
                     else f"layer {k} ({model.layers[k - 1]['type']}): {field}")  # fmt: skip
-            raise ModelError(f"{what} ({float(q):.3g}) is too large for {system.name}")
+            where = "float64 (exact runs record it too)" if system.is_exact else system.name
+            raise ModelError(f"{what} ({magnitude(q)}) is too large for {where}")
