@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +338,22 @@ def test_a_file_that_cannot_be_written_is_a_write_error(traces, tmp_path) -> Non
         export_html([run], blocker / "x.html")
     with pytest.raises(WriteError, match="it is a folder; name an .html file"):
         export_html([run], tmp_path)
+
+
+def test_a_link_is_followed_and_a_pipe_is_left_alone(traces, tmp_path) -> None:
+    run = runs.article(traces)
+    real = tmp_path / "real.html"
+    real.write_text("old")
+    link = tmp_path / "link.html"
+    link.symlink_to(real)
+    done = export_html([run], link)
+    assert link.is_symlink() and real.read_text(encoding="utf-8").startswith("<!doctype html>")
+    assert done.size == real.stat().st_size
+    pipe = tmp_path / "pipe.html"
+    os.mkfifo(pipe)
+    with pytest.raises(WriteError, match="it is not a file"):
+        export_html([run], pipe)
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
 
 
 def test_two_runs_of_one_name_are_told_apart_by_their_path(tmp_path: Path) -> None:

@@ -296,9 +296,14 @@ def export_html(
 
 
 def _write(path: Path, text: str) -> None:
-    """Write the page whole or not at all (written aside, then renamed into place)."""
+    """Write the page whole or not at all (written aside, then renamed into place). A link is
+    followed (the file it names is replaced, the link kept); anything but a file is refused."""
     if path.is_dir():
         raise WriteError(f"cannot write {str(path)!r}: it is a folder; name an .html file")
+    path = path.resolve() if path.is_symlink() else path
+    if path.exists() and not path.is_file():
+        raise WriteError(f"cannot write {str(path)!r}: it is not a file (a device or a pipe); "
+                         "name an .html file")  # fmt: skip
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
