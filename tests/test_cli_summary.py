@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -80,6 +81,40 @@ def test_an_unreadable_run_is_reported_and_the_others_summarised(run_cli, sweep_
     assert result.exit_code == 0
     assert f"Skipped {bad}: " in result.stderr and "unreadable run metadata" in result.stderr
     assert len(result.stdout.splitlines()) == 4
+
+
+def test_a_run_with_an_unreadable_part_is_skipped_too(run_cli, sweep_folder, tmp_path):
+    good = next(p for p in sweep_folder.iterdir() if p.is_dir())
+    bad = sweep_folder / "truncated"
+    shutil.copytree(good, bad)
+    part = bad / "part-000000.parquet"
+    part.write_bytes(part.read_bytes()[:100])
+    result = run_cli("summary", sweep_folder)
+    assert result.exit_code == 0, result.output
+    assert f"Skipped {bad}: " in result.stderr and "unreadable part file" in result.stderr
+    assert len(result.stdout.splitlines()) == 4
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copytree(bad, alone / "truncated")
+    result = run_cli("summary", alone)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: no readable runs in {str(alone)!r}: each was skipped (above)"
+    )
+
+
+def test_json_is_strict_even_for_infinite_losses(run_cli, traces, tmp_path):
+    csv = tmp_path / "boom.csv"
+    csv.write_text("a,b,y\n1,1,10\n1,2,12\n", encoding="utf-8")
+    record(csv, lr="1e200", numerics="float64", init="0.1,0.1", epochs=1, out=traces)
+    result = run_cli("summary", traces, "--json")
+    assert result.exit_code == 0
+
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    (run,) = json.loads(result.output, parse_constant=refuse)
+    assert run["final_loss"] == "Infinity" and run["diverged_at"] == 1
 
 
 def test_an_incomplete_run_is_marked_in_the_table(run_cli, sweep_folder):

@@ -63,7 +63,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from .errors import TraceError
+from .errors import SteptraceError, TraceError
 from .numerics import parse_exact
 from .trace.reader import Filters, Trace, _column_names, find_traces
 from .trace.schema import EXACT_SUFFIX, after_columns, expand, tensors_from_columns
@@ -559,15 +559,27 @@ def _trace_record(trace: Trace, rtol: float) -> dict[str, Any]:
     }
 
 
-def trace_summaries(traces: Iterable[Trace], rtol: float = CONVERGE_RTOL) -> pd.DataFrame:
+def trace_summaries(
+    traces: Iterable[Trace], rtol: float = CONVERGE_RTOL,
+    skipped: list[tuple[Path, str]] | None = None,
+) -> pd.DataFrame:  # fmt: skip
     """:func:`run_summary` of runs on disk, read a few columns and a batch at a time, so a
     sweep of any size is summarised in little memory. The gates are the models' (from each
-    run's metadata).
+    run's metadata). With a ``skipped`` list, a run whose files cannot be read is left out
+    and noted there (its path and why); without, it raises.
 
     >>> runs, problems = steptrace.find_traces("traces")  # doctest: +SKIP
     >>> trace_summaries(runs)  # doctest: +SKIP
     """
-    return _summary_frame([_trace_record(trace, rtol) for trace in traces])
+    records = []
+    for trace in traces:
+        try:
+            records.append(_trace_record(trace, rtol))
+        except SteptraceError as exc:
+            if skipped is None:
+                raise
+            skipped.append((trace.path, str(exc)))
+    return _summary_frame(records)
 
 
 # --- grouping a sweep's runs ---------------------------------------------------------------

@@ -47,9 +47,19 @@ def _plain(value: Any) -> Any:
     """A table cell as a JSON value: NaN and pandas' NA become null, numpy scalars Python's."""
     if value is None or value is pd.NA:
         return None
+    value = value.item() if hasattr(value, "item") else value
     if isinstance(value, float) and math.isnan(value):
         return None
-    return value.item() if hasattr(value, "item") else value
+    return value
+
+
+def _json(value: Any) -> Any:
+    """A cell for ``--json``, strict JSON: infinities as the texts ``"Infinity"`` and
+    ``"-Infinity"``, as ``_run.json`` writes them."""
+    value = _plain(value)
+    if isinstance(value, float) and math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
 
 
 def _text(value: Any) -> str:
@@ -120,18 +130,21 @@ def command(folder: Path, as_csv: bool, as_json: bool, rtol: float) -> None:
     if as_csv and as_json:
         raise click.UsageError("choose one of --csv and --json")
     traces, problems = find_traces(folder)
+    summaries = trace_summaries(traces, rtol, skipped=problems)
     for path, message in problems:
         click.echo(f"Skipped {path}: {message}", err=True)
     if not traces:
         raise TraceError(f"no runs in {str(folder)!r}; record some with 'steptrace record'")
-    table = group_runs(trace_summaries(traces, rtol))
+    if summaries.empty:
+        raise TraceError(f"no readable runs in {str(folder)!r}: each was skipped (above)")
+    table = group_runs(summaries)
     if as_csv:
         click.echo(table.to_csv(), nl=False)
     elif as_json:
         records = [
-            {"run": str(run), **{str(k): _plain(v) for k, v in row.items()}}
+            {"run": str(run), **{str(k): _json(v) for k, v in row.items()}}
             for run, row in table.iterrows()
         ]
-        click.echo(json.dumps(records, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(records, indent=2, ensure_ascii=False, allow_nan=False))
     else:
         click.echo(format_table(table))
