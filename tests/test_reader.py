@@ -1,6 +1,7 @@
 """Reading traces: selections, run folders and part files, and clear refusals."""
 
 import json
+import re
 
 import pandas as pd
 import pyarrow as pa
@@ -91,3 +92,43 @@ def test_loose_trace_files_in_a_subfolder_are_runs_of_their_own(traces, run):
     found, problems = find_traces(traces)
     assert problems == []
     assert sorted(t.path for t in found) == [golden / "a.parquet", golden / "b.parquet", run]
+
+
+EDITS = [
+    ("steps", "nine", "run metadata 'steps' should be a whole number, not 'nine'"),
+    ("batch_size", "zz", "run metadata 'batch_size' should be a whole number, not 'zz'"),
+    ("epochs", None, "run metadata 'epochs' should be a whole number, not None"),
+    ("model", "x", "run metadata 'model' should be an object, not 'x'"),
+    ("seed", [1], "run metadata 'seed' should be a whole number or null, not [1]"),
+    ("dataset", 0, "run metadata 'dataset' should be an object, not 0"),
+    ("summary", -1, "its summary should be an object, not -1"),
+    ("lr_exact", "abc", "run metadata 'lr_exact' must be a number such as 0.5"),
+    ("numerics", "float16", "run metadata 'numerics' is 'float16', not one of exact, float64"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), EDITS, ids=[e[0] for e in EDITS])
+def test_hand_edited_metadata_of_the_wrong_kind_is_named_by_every_command(
+    traces, run_cli, key, value, message
+):
+    """A run whose _run.json holds a value of the wrong kind: one line naming the file and the
+    key from the commands that read it, and the folder's other runs still summarised."""
+    good = record(out=traces).path
+    bad = traces / "edited"
+    bad.mkdir()
+    for f in good.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    info = json.loads((bad / "_run.json").read_text())
+    info[key] = value
+    (bad / "_run.json").write_text(json.dumps(info))
+    with pytest.raises(TraceError, match=re.escape(message)):
+        open_trace(bad)
+    for command in (["replay", bad], ["export", bad, "--html", traces / "x.html"],
+                    ["verify", bad]):  # fmt: skip
+        result = run_cli(*command)
+        assert result.exit_code == 2, (command, result.output)
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("Error: ") and message in line, line
+    summary = run_cli("summary", traces)
+    assert summary.exit_code == 0 and f"Skipped {bad}: " in summary.stderr
+    assert len(summary.stdout.splitlines()) == 2  # the header and the good run

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, TraceError
 from ..model.spec import load_model
-from ..numerics import get_numerics, parse_exact
+from ..numerics import NUMERICS, get_numerics, parse_exact
 from .parts import PartInfo, part_info
 from .rebuild import Rebuilt
 from .schema import (
@@ -451,7 +451,11 @@ def open_trace(path: str | Path, *, check_columns: bool = True) -> Trace:
         status, reason = str(info.get("status", "incomplete")), info.get("reason")
         if status != "complete" and _writer_alive(path):
             status, reason = "running", "a recorder is writing this run"
+        if not isinstance(info.get("summary") or {}, dict):
+            raise TraceError(f"{run_file}: its summary should be an object, not "
+                             f"{info['summary']!r}")  # fmt: skip
         meta = {k: v for k, v in info.items() if k not in ("status", "reason", "summary")}
+        _check_types(meta, str(run_file))
         meta = upgrade_v1(meta)
         ended = status in ("complete", "incomplete") and "final_loss" in (info.get("summary") or {})
         summary = dict(info["summary"]) if ended else None
@@ -481,6 +485,48 @@ def _require(meta: dict[str, Any], where: str) -> None:
     for key in ("run_id", "numerics", "lr", "batch_size", "epochs", "dataset", "tensors"):
         if key not in meta:
             raise TraceError(f"{where}: run metadata lacks {key!r}; not a steptrace trace")
+    _check_types(meta, where)
+
+
+#: What each metadata key a reader relies on must hold (a key left out is checked elsewhere).
+_KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "run_id": ("a text", (str,)),
+    "name": ("a text", (str,)),
+    "numerics": ("a text", (str,)),
+    "lr": ("a number or its text", (str, int, float)),
+    "lr_exact": ("a text", (str,)),
+    "batch_size": ("a whole number", (int,)),
+    "epochs": ("a whole number", (int,)),
+    "steps": ("a whole number", (int,)),
+    "steps_per_epoch": ("a whole number", (int,)),
+    "seed": ("a whole number or null", (int, type(None))),
+    "shuffle": ("true or false", (bool,)),
+    "dataset": ("an object", (dict,)),
+    "model": ("an object", (dict,)),
+    "tensors": ("a list", (list,)),
+}
+
+
+def _check_types(meta: dict[str, Any], where: str) -> None:
+    """Refuse metadata a reader would trip on (a hand-edited ``"steps": "nine"``), naming the
+    file and the key."""
+    for key, (kind, types) in _KINDS.items():
+        if key not in meta:
+            continue
+        value = meta[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise TraceError(f"{where}: run metadata {key!r} should be {kind}, not {value!r}")
+    if "numerics" in meta and meta["numerics"] not in NUMERICS:
+        raise TraceError(
+            f"{where}: run metadata 'numerics' is {meta['numerics']!r}, not one of "
+            f"{', '.join(NUMERICS)}"
+        )
+    for key in ("lr", "lr_exact"):
+        if key in meta:
+            try:
+                parse_exact(meta[key], what=f"run metadata {key!r}")
+            except SteptraceError as exc:
+                raise TraceError(f"{where}: {exc}") from None
 
 
 def _require_columns(meta: dict[str, Any], files: list[Path], where: str) -> None:
