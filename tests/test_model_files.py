@@ -97,6 +97,12 @@ LINEAR = {"type": "linear", "out": 1, "weights": [["1", "2", "3"]]}
         ({"layers": [{"type": "input"}, {"type": "linear", "out": 2}]},
          "the model's last layer has 2 outputs but the dataset has 1 target column (good_shape); "
          "give one target per output neuron with --target a,b"),
+        ({"layers": [{"type": "input"}, {"type": "linear", "out": 100_000_000}]},
+         "bad.json: layer 2 (linear): 100,000,000 neurons × 3 inputs is 300,000,000 weights; a "
+         "trace holds a column per value, so a layer has at most 100,000"),
+        ("[" * 100_000 + "]" * 100_000, "bad.json: nested too deeply to be a model file"),
+        ({"layers": [{"type": "input"}, {**LINEAR, "weights": [["1e99999999999", "2", "3"]]}]},
+         "bad.json: layer 2 (linear): weights[1][1] '1e99999999999' is too long to read exactly"),
     ],
 )  # fmt: skip
 def test_a_bad_model_file_gets_one_line_naming_layer_and_field_and_writes_nothing(

@@ -43,6 +43,9 @@ __all__ = ["ARTICLE_INIT", "Model", "article_model", "load_model", "random_weigh
 ARTICLE_INIT: tuple[str, ...] = ("1/200", "-3000/11600000", "1/5800")
 #: Default slope of a leaky ReLU, as the series uses it.
 DEFAULT_SLOPE = "1/100"
+#: Weights a linear layer may have: a trace stores one column per recorded value (its weights
+#: after each step and each row's gradients), and Parquet files of more columns are unusable.
+MAX_WEIGHTS = 100_000
 #: Fields each layer type may have (besides ``type``).
 FIELDS: dict[str, tuple[str, ...]] = {
     "linear": ("out", "bias", "weights", "biases"),
@@ -186,6 +189,8 @@ def load_model(
         raise ModelError(
             f"{path.name}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise ModelError(f"{path.name}: nested too deeply to be a model file") from None
     if not isinstance(data, dict):
         raise ModelError(
             f'{path.name}: a model file is a JSON object {{"layers": [...], "loss": ...}}'
@@ -236,6 +241,11 @@ def _parse(data: dict[str, Any], n_in: int, seed: int | None, where: str) -> Mod
                 raise ModelError(f'{at}: "out" must be a whole number of neurons ≥ 1, got {out!r}')
             if not isinstance(bias, bool):
                 raise ModelError(f'{at}: "bias" must be true or false, got {bias!r}')
+            if out * width > MAX_WEIGHTS:
+                raise ModelError(
+                    f"{at}: {out:,} neurons × {width:,} inputs is {out * width:,} weights; a "
+                    f"trace holds a column per value, so a layer has at most {MAX_WEIGHTS:,}"
+                )
             spec.update(out=out, bias=bias)
             if "weights" in layer:
                 weights = _matrix(layer["weights"], out, width, f"{at}: weights")
