@@ -157,6 +157,11 @@ def test_missing_columns_and_unknown_names_are_errors(run_cli, traces):
     assert result.output.endswith("compare the common columns with --columns, or --ignore these\n")
     unknown = run_cli("diff", EXACT, FLOAT64, "--columns", "o7_1")
     assert (unknown.exit_code, unknown.output) == (2, "Error: no column 'o7_1' in either trace\n")
+    for empty in ("", ",", " , "):  # an unset variable in a CI script compares nothing: refused
+        nothing = run_cli("diff", EXACT, FLOAT64, "--columns", empty)
+        assert (nothing.exit_code, nothing.output) == (
+            2, f"Error: --columns {empty!r} names no column: give some, or leave it out\n"
+        )  # fmt: skip
 
 
 def test_the_readmes_examples_on_a_version_1_golden_and_a_version_2_run(run_cli, exact_run):

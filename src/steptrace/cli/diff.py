@@ -11,7 +11,7 @@ import click
 
 from ..compare.folders import FolderComparison, compare_folders
 from ..compare.traces import Comparison, Tolerance, compare_traces
-from ..errors import TraceError
+from ..errors import ConfigError, TraceError
 from ..trace.reader import is_folder_of_runs
 
 
@@ -109,6 +109,8 @@ def command(
         steptrace diff traces/two-layer-a traces/two-layer-b --columns loss,w4_after
         steptrace diff traces/golden-sweep traces/sweep
     """
+    if columns is not None and not _names(columns):
+        raise ConfigError(f"--columns {columns!r} names no column: give some, or leave it out")
     options: dict[str, Any] = dict(
         rtol=rtol, atol=atol, tolerances=tolerances, columns=_names(columns),
         ignore=_names(ignore) or (),
