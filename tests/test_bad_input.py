@@ -57,6 +57,9 @@ CASES = [
     Case("lr text", ["record", "--lr", "fast"],
          f"Error: learning rate {NUMBER_TEXT}, got 'fast'", 2),
     Case("lr 1/0", ["record", "--lr", "1/0"], "Error: learning rate '1/0' divides by zero", 2),
+    Case("name too long", ["record", "--name", "n" * 300],
+         "Error: cannot create run folder in '{out}': File name too long; choose a shorter "
+         "--name", 1),
     Case("init beyond any float", ["record", "--init", "1e400,1,1"],
          "Error: initial weight 1 (1e+400) is too large for float64 (exact runs record it too)",
          2),

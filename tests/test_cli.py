@@ -32,6 +32,21 @@ def test_record_then_replay_prints_the_articles_three_steps(traces, run_cli):
     assert "     = (1/200, 23199997/11600, 17400001/5800)" in out
 
 
+def test_the_replay_hint_is_a_command_to_paste_whatever_the_folder(tmp_path, run_cli):
+    spaced = tmp_path / "my runs"
+    result = run_cli("record", "--out", spaced)
+    hint = result.output.splitlines()[1]
+    assert hint == f"Replay it: steptrace replay '{spaced}/seed-exact-lr1'"
+    pasted = subprocess.run(
+        hint.removeprefix("Replay it: ").replace("steptrace", f"{sys.executable} -m steptrace", 1),
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert pasted.returncode == 0 and pasted.stdout.count("Step ") == 3
+
+
 def test_replay_one_step_and_the_latest_run_of_a_folder(traces, run_cli):
     run_cli("record", "--out", traces, "--numerics", "float64")
     run_cli("record", "--out", traces, "--numerics", "float32")

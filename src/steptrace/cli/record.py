@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,7 @@ def command(
     for result in results:
         click.echo(describe(result))
     if len(results) == 1:
-        click.echo(f"Replay it: steptrace replay {results[0].path}")
+        click.echo(f"Replay it: steptrace replay {shlex.quote(str(results[0].path))}")
 
 
 def _resume(ctx: click.Context, run: Path, dataset: str, flush_seconds: float) -> None:

@@ -20,6 +20,7 @@ starts with ``_`` or ``.``, the prefixes pandas, pyarrow, DuckDB and Spark skip 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -98,6 +99,7 @@ def make_run_dir(out: Path, name: str) -> Path:
     ``mkdir`` either creates the folder or fails, so concurrent recorders never share one.
     """
     safe = re.sub(r"[^A-Za-z0-9._=+-]+", "_", name).strip("._") or "run"
+    made = not out.exists()  # taken away again if no run folder can be made in it
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -111,8 +113,13 @@ def make_run_dir(out: Path, name: str) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
+            if made:
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+            too_long = exc.errno == errno.ENAMETOOLONG
+            hint = "; choose a shorter --name" if too_long else WRITABLE_HINT
             raise WriteError(
-                f"cannot create run folder in {str(out)!r}: {exc.strerror}{WRITABLE_HINT}"
+                f"cannot create run folder in {str(out)!r}: {exc.strerror}{hint}"
             ) from None
         return path
     raise WriteError(f"too many runs named {safe!r} in {str(out)!r}")
