@@ -595,3 +595,22 @@ def test_free_port_falls_back_when_the_preferred_one_is_taken() -> None:
         taken = busy.getsockname()[1]
         port = command.free_port(taken)
     assert port != taken and 0 < port < 65536
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from steptrace.cli import cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        result = CliRunner().invoke(cli, ["dashboard", str(tmp_path), "--port", str(taken)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"Error: port {taken} is in use on 127.0.0.1; choose another with --port, or leave it "
+        "out to take a free one\n"
+    )

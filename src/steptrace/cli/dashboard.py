@@ -113,6 +113,9 @@ def command(folder: Path, port: int | None, no_browser: bool) -> None:
             f"no folder {str(folder)!r}; record a run first with 'steptrace record --out {folder}'"
         )
     _check_streamlit()
+    if port is not None and free_port(port) != port:
+        raise ConfigError(f"port {port} is in use on {HOST}; choose another with --port, or "
+                          "leave it out to take a free one")  # fmt: skip
     port = free_port() if port is None else port
     url = f"http://{HOST}:{port}"
     env = {**os.environ, FOLDER_ENV: str(folder.resolve())}
