@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from steptrace import find_traces, load_trace, open_trace, record
+from steptrace import verify as steptrace_verify
 from steptrace.errors import NewerFormatError, TraceError
 
 
@@ -123,12 +124,15 @@ def test_hand_edited_metadata_of_the_wrong_kind_is_named_by_every_command(
     (bad / "_run.json").write_text(json.dumps(info))
     with pytest.raises(TraceError, match=re.escape(message)):
         open_trace(bad)
-    for command in (["replay", bad], ["export", bad, "--html", traces / "x.html"],
-                    ["verify", bad]):  # fmt: skip
+    for command in (["replay", bad], ["export", bad, "--html", traces / "x.html"]):
         result = run_cli(*command)
         assert result.exit_code == 2, (command, result.output)
         (line,) = result.stderr.splitlines()
         assert line.startswith("Error: ") and message in line, line
+    # verify finds it: a problem of the run (exit 1) naming the file and the key.
+    problem = steptrace_verify(bad).problem
+    assert problem is not None and (problem.file, problem.columns) == ("_run.json", (key,))
+    assert run_cli("verify", bad).exit_code == 1
     summary = run_cli("summary", traces)
     assert summary.exit_code == 0 and f"Skipped {bad}: " in summary.stderr
     assert len(summary.stdout.splitlines()) == 2  # the header and the good run

@@ -42,6 +42,15 @@ class TraceError(SteptraceError):
     """A path is not a readable steptrace trace, or two traces cannot be compared."""
 
 
+class MetadataError(TraceError):
+    """A run's metadata holds a value of the wrong kind for ``key`` (a hand-edited
+    ``"steps": "nine"``); ``reason`` says what without naming the file."""
+
+    def __init__(self, where: str, key: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.key, self.reason = key, reason
+
+
 class NewerFormatError(TraceError):
     """A trace was written by a newer steptrace whose format this version cannot read."""
 

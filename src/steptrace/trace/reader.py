@@ -22,7 +22,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..errors import SteptraceError, TraceError
+from ..errors import MetadataError, SteptraceError, TraceError
 from ..model.spec import load_model
 from ..numerics import NUMERICS, get_numerics, parse_exact
 from .parts import PartInfo, part_info
@@ -418,20 +418,23 @@ def _writer_alive(run_dir: Path) -> bool:
     return False
 
 
-def open_trace(path: str | Path, *, check_columns: bool = True) -> Trace:
+def open_trace(
+    path: str | Path, *, check_columns: bool = True, check_metadata: bool = True
+) -> Trace:
     """Open a run folder (or one Parquet part file) without reading its rows.
 
     Raises :class:`~steptrace.errors.TraceError` if ``path`` is not a steptrace trace and
     :class:`~steptrace.errors.NewerFormatError` if it was written in a newer format. A run
-    whose metadata and columns disagree is refused unless ``check_columns`` is false
-    (:func:`steptrace.verify` reports it as a problem instead).
+    whose metadata and columns disagree is refused unless ``check_columns`` is false, and
+    metadata of the wrong kind (:func:`check_kinds`) unless ``check_metadata`` is false
+    (:func:`steptrace.verify` reports either as a problem instead).
     """
     path = Path(path)
     if not path.exists():
         raise TraceError(f"no trace at {str(path)!r}")
     if path.is_file():
         meta = _footer_metadata(path)
-        _require(meta, str(path))
+        _require(meta, str(path), check_metadata)
         if check_columns:
             _require_columns(meta, [path], str(path))
         return Trace(
@@ -451,13 +454,15 @@ def open_trace(path: str | Path, *, check_columns: bool = True) -> Trace:
         status, reason = str(info.get("status", "incomplete")), info.get("reason")
         if status != "complete" and _writer_alive(path):
             status, reason = "running", "a recorder is writing this run"
-        if not isinstance(info.get("summary") or {}, dict):
+        if check_metadata and not isinstance(info.get("summary") or {}, dict):
             raise TraceError(f"{run_file}: its summary should be an object, not "
                              f"{info['summary']!r}")  # fmt: skip
         meta = {k: v for k, v in info.items() if k not in ("status", "reason", "summary")}
-        _check_types(meta, str(run_file))
+        if check_metadata:
+            check_kinds(meta, str(run_file))
         meta = upgrade_v1(meta)
-        ended = status in ("complete", "incomplete") and "final_loss" in (info.get("summary") or {})
+        told = info.get("summary") if isinstance(info.get("summary"), dict) else {}
+        ended = status in ("complete", "incomplete") and "final_loss" in told
         summary = dict(info["summary"]) if ended else None
     files = sorted(p for p in path.glob("*.parquet") if PART_NAME.fullmatch(p.name))
     if not info_read:
@@ -467,7 +472,7 @@ def open_trace(path: str | Path, *, check_columns: bool = True) -> Trace:
             )
         meta = _footer_metadata(files[0])
         status, reason, summary = "unknown", f"no {RUN_FILE}", None
-    _require(meta, str(path))
+    _require(meta, str(path), check_metadata)
     if check_columns:
         _require_columns(meta, files, str(path))
     return Trace(path, meta, status, reason, files, summary)
@@ -481,11 +486,12 @@ def _footer_metadata(file: Path) -> dict[str, Any]:
     return metadata_of(schema, str(file))
 
 
-def _require(meta: dict[str, Any], where: str) -> None:
+def _require(meta: dict[str, Any], where: str, check_metadata: bool = True) -> None:
     for key in ("run_id", "numerics", "lr", "batch_size", "epochs", "dataset", "tensors"):
         if key not in meta:
             raise TraceError(f"{where}: run metadata lacks {key!r}; not a steptrace trace")
-    _check_types(meta, where)
+    if check_metadata:
+        check_kinds(meta, where)
 
 
 #: What each metadata key a reader relies on must hold (a key left out is checked elsewhere).
@@ -507,26 +513,24 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
 }
 
 
-def _check_types(meta: dict[str, Any], where: str) -> None:
-    """Refuse metadata a reader would trip on (a hand-edited ``"steps": "nine"``), naming the
-    file and the key."""
+def check_kinds(meta: dict[str, Any], where: str) -> None:
+    """Refuse metadata a reader would trip on (a hand-edited ``"steps": "nine"``), with a
+    :class:`~steptrace.errors.MetadataError` naming ``where`` and the key."""
     for key, (kind, types) in _KINDS.items():
         if key not in meta:
             continue
         value = meta[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise TraceError(f"{where}: run metadata {key!r} should be {kind}, not {value!r}")
+            raise MetadataError(where, key, f"run metadata {key!r} should be {kind}, not {value!r}")
     if "numerics" in meta and meta["numerics"] not in NUMERICS:
-        raise TraceError(
-            f"{where}: run metadata 'numerics' is {meta['numerics']!r}, not one of "
-            f"{', '.join(NUMERICS)}"
-        )
+        raise MetadataError(where, "numerics", f"run metadata 'numerics' is "
+                            f"{meta['numerics']!r}, not one of {', '.join(NUMERICS)}")  # fmt: skip
     for key in ("lr", "lr_exact"):
         if key in meta:
             try:
                 parse_exact(meta[key], what=f"run metadata {key!r}")
             except SteptraceError as exc:
-                raise TraceError(f"{where}: {exc}") from None
+                raise MetadataError(where, key, str(exc)) from None
 
 
 def _require_columns(meta: dict[str, Any], files: list[Path], where: str) -> None:

@@ -65,7 +65,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import ConfigError, SteptraceError, TraceError
+from ..errors import ConfigError, MetadataError, SteptraceError, TraceError
 from ..model.spec import Model, load_model
 from ..model.stack import Stack
 from ..numerics import NUMERICS, Numerics, parse_exact
@@ -81,7 +81,7 @@ from ._verify_rows import (
     same,
     show,
 )
-from .reader import Trace, open_trace
+from .reader import Trace, check_kinds, open_trace
 from .rebuild import Rebuilt
 from .schema import (
     FORMAT_VERSION,
@@ -184,7 +184,8 @@ def verify(path: str | Path, rtol: float | None = None, atol: float | None = Non
     # _run.json is read before open_trace lists the parts: a run that says complete here has
     # all its parts in place, even if it was still being recorded a moment ago.
     info = _run_info(Path(path))
-    checker = _Checker(open_trace(path, check_columns=False), info, _tolerance(rtol, atol))
+    trace = open_trace(path, check_columns=False, check_metadata=False)
+    checker = _Checker(trace, info, _tolerance(rtol, atol))
     try:
         checker.check()
     except Found as found:
@@ -368,7 +369,7 @@ class _Checker:
         run = getattr(self, "run", None)
         return VerifyReport(
             self.trace.path, self.status, str(self.meta.get("numerics")),
-            self.rows_checked, self.steps_checked, int(self.meta.get("steps") or 0), problem,
+            self.rows_checked, self.steps_checked, _whole(self.meta.get("steps")), problem,
             run.tol if run is not None else None, _recorder(self.meta),
             run.check_update if run is not None else True,
         )  # fmt: skip
@@ -397,6 +398,11 @@ class _Checker:
                 raise Found(Problem(str(exc), f.name)) from None
             self.footers[f.name] = footer
             copies.append((f.name, footer))
+        for file, meta in copies:
+            try:
+                check_kinds(meta, file)
+            except MetadataError as exc:
+                raise Found(Problem(exc.reason, file, (exc.key,))) from None
         for key in RUN_KEYS:
             values = [_pick(meta, key) for _, meta in copies]
             if all(v == values[0] for v in values):
@@ -642,6 +648,11 @@ def _with_tolerance(
     if tol == (0.0, 0.0):
         tol = None
     return dataclasses.replace(run, tol=tol, check_update=update != "optimizer")
+
+
+def _whole(value: Any) -> int:
+    """A count from metadata that may be damaged (verify reports that): 0 if not a count."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _run_info(path: Path) -> dict[str, Any] | None:
