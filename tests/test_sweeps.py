@@ -264,7 +264,9 @@ def test_ctrl_c_stops_every_worker_after_its_flush_and_exits_130(traces):
     assert proc.returncode == 130, err
     assert err == (
         f"Error: interrupted by Ctrl-C with 0 of 4 runs complete; the steps recorded so far "
-        f"are in {traces} (runs stopped are marked incomplete; continue each with --resume)\n"
+        f"are in {traces}; continue each with 'steptrace record --resume RUN': "
+        f"{traces}/s-lr1e-9, {traces}/s-lr2e-9; never started: s-lr3e-9, s-lr4e-9 (record them "
+        "again)\n"
     )
     statuses = _statuses(traces)
     assert sorted(statuses) == ["s-lr1e-9", "s-lr2e-9"]  # the next ones never started

@@ -461,7 +461,7 @@ def open_trace(
         if check_metadata:
             check_kinds(meta, str(run_file))
         meta = upgrade_v1(meta)
-        told = info.get("summary") if isinstance(info.get("summary"), dict) else {}
+        told: dict[str, Any] = info["summary"] if isinstance(info.get("summary"), dict) else {}
         ended = status in ("complete", "incomplete") and "final_loss" in told
         summary = dict(info["summary"]) if ended else None
     files = sorted(p for p in path.glob("*.parquet") if PART_NAME.fullmatch(p.name))

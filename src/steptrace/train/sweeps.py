@@ -329,7 +329,7 @@ class _Gathered:
         except Interrupted as exc:
             if not self.interrupted:
                 self._fail(exc)
-            outcome = NotStarted(i)
+            outcome = self._lost(i)  # stopped mid-run (its claim names the run), or never begun
         except BrokenExecutor:  # a process pool's worker died: the pool gives up every task
             outcome = self._lost(i)
         except BaseException as exc:
@@ -359,10 +359,13 @@ class _Gathered:
 
     def _interrupted(self) -> Interrupted:
         complete = sum(isinstance(o, RunResult) for o in self.outcomes.values())
+        stopped = {i: self.given / Path(o.path).name for i, o in self.outcomes.items()
+                   if isinstance(o, Lost) and o.path}  # fmt: skip
+        never = [job for job in self.jobs if job.index not in stopped
+                 and not isinstance(self.outcomes.get(job.index), RunResult)]  # fmt: skip
         return Interrupted(
             f"interrupted by Ctrl-C with {complete} of {len(self.jobs)} runs complete; the "
-            f"steps recorded so far are in {self.given} (runs stopped are marked "
-            "incomplete; continue each with --resume)"
+            f"steps recorded so far are in {self.given}" + _to_do(list(stopped.values()), never)
         )
 
     def results(self) -> list[RunResult]:
@@ -387,18 +390,25 @@ class _Gathered:
         raise RunsLost(_lost_line(len(self.jobs), incomplete, missing), results, incomplete)
 
 
-def _lost_line(total: int, incomplete: list[Path], missing: list[Job]) -> str:
-    parts = [f"a worker was lost mid-sweep: {total - len(incomplete) - len(missing)} of "
-             f"{total} runs complete"]  # fmt: skip
+def _to_do(incomplete: list[Path], missing: list[Job]) -> str:
+    """What is left to do after a sweep stopped early: runs to resume, runs to record."""
+    parts = []
     if incomplete:
         each = "it" if len(incomplete) == 1 else "each"
         paths = ", ".join(str(p) for p in incomplete)
-        parts.append(f"continue {each} with 'steptrace record --resume RUN': {paths}")
+        parts.append(f"; continue {each} with 'steptrace record --resume RUN': {paths}")
     if missing:
         names = ", ".join(j.name or f"run {j.index + 1}" for j in missing)
-        parts.append(f"never started: {names} (record {'it' if len(missing) == 1 else 'them'} "
+        parts.append(f"; never started: {names} (record {'it' if len(missing) == 1 else 'them'} "
                      "again)")  # fmt: skip
-    return "; ".join(parts)
+    return "".join(parts)
+
+
+def _lost_line(total: int, incomplete: list[Path], missing: list[Job]) -> str:
+    complete = total - len(incomplete) - len(missing)
+    return f"a worker was lost mid-sweep: {complete} of {total} runs complete" + _to_do(
+        incomplete, missing
+    )
 
 
 def _is_killed_worker(exc: BaseException) -> bool:
