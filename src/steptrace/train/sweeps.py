@@ -365,7 +365,8 @@ class _Gathered:
                  and not isinstance(self.outcomes.get(job.index), RunResult)]  # fmt: skip
         return Interrupted(
             f"interrupted by Ctrl-C with {complete} of {len(self.jobs)} runs complete; the "
-            f"steps recorded so far are in {self.given}" + _to_do(list(stopped.values()), never)
+            f"steps recorded so far are in {self.given}"
+            + _to_do([stopped[i] for i in sorted(stopped)], never)  # in grid order
         )
 
     def results(self) -> list[RunResult]:
