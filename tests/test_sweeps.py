@@ -82,6 +82,14 @@ def test_every_point_is_checked_before_the_first_run_starts(traces):
         steptrace.sweep(["1", "1e300"], numerics=["float64", "float32"], out=traces)
     with pytest.raises(ConfigError, match="learning rate 1/2 is given twice"):
         steptrace.sweep(["1/2", "1", " 1/2"], out=traces)
+    with pytest.raises(
+        ConfigError,
+        match=r"learning rate 1\.0 is given twice \(the same value "
+        r"as 1\); give each value once",
+    ):
+        steptrace.sweep(["1", "1/2", "1.0"], out=traces)
+    with pytest.raises(ConfigError, match="model article is given twice; give each value once"):
+        steptrace.sweep(["1"], model=["article", "article"], out=traces)
     assert list(traces.iterdir()) == []
 
 

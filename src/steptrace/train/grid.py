@@ -16,6 +16,7 @@ from typing import Any
 
 from ..data import Dataset
 from ..errors import ConfigError
+from ..numerics import parse_exact
 from .recorder import Lr, default_name
 from .settings import ModelSource, Settings
 
@@ -45,15 +46,20 @@ class Grid:
         grid = cls(
             _values(lrs), _values(batch_size), _values(numerics), _values(seed), _values(model)
         )
-        for what, values in (
-            ("learning rate", [str(v).strip() for v in grid.lrs]),
-            ("batch size", list(grid.batch_sizes)),
-            ("numerics", list(grid.numerics)),
-            ("seed", list(grid.seeds)),
-        ):
-            twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
-            if twice is not None:
-                raise ConfigError(f"{what} {twice} is given twice; give each value once")
+        texts = [str(v).strip() for v in grid.lrs]
+        settings: list[tuple[str, list[Any], list[Any]]] = [
+            ("learning rate", [_exact_or_text(t) for t in texts], texts),
+            ("batch size", list(grid.batch_sizes), list(grid.batch_sizes)),
+            ("numerics", list(grid.numerics), list(grid.numerics)),
+            ("seed", list(grid.seeds), list(grid.seeds)),
+            ("model", [str(m) for m in grid.models], [str(m) for m in grid.models]),
+        ]
+        for what, values, shown in settings:
+            i = next((i for i, v in enumerate(values) if v in values[:i]), None)
+            if i is not None:
+                first = shown[values.index(values[i])]
+                same = f" (the same value as {first})" if first != shown[i] else ""
+                raise ConfigError(f"{what} {shown[i]} is given twice{same}; give each value once")
         return grid
 
     @property
@@ -66,6 +72,15 @@ class Grid:
     def __len__(self) -> int:
         return (len(self.lrs) * len(self.batch_sizes) * len(self.numerics) * len(self.seeds)
                 * len(self.models))  # fmt: skip
+
+
+def _exact_or_text(text: str) -> Any:
+    """A learning rate's exact value, to tell ``1`` and ``1.0`` are one (its text if it is not
+    a number: that error is the settings' to give)."""
+    try:
+        return parse_exact(text)
+    except ConfigError:
+        return text
 
 
 def _values(value: Any) -> tuple[Any, ...]:
