@@ -28,7 +28,8 @@ steps without being loaded whole. One module per concern, each importing only th
   which runs;
 - :mod:`.sweep` — :func:`lr_sweep`: runs lined up by learning rate, how each ended;
 - :mod:`.live` — :class:`LiveRun`: a run followed while it is recorded, each look reading
-  only its new parts;
+  only its new parts, its curves kept as :mod:`.buckets` (min and max of buckets of steps a
+  power of two wide, bounded however long the run);
 - :mod:`.export` — :func:`export_html`: a replay (one run) or a comparison (several) as one
   self-contained HTML file; :mod:`.html` lays it out (Jinja2, ``templates/``).
 """
