@@ -15,6 +15,7 @@ from ..analysis import CONVERGE_RTOL, group_runs, trace_summaries, varying_setti
 from ..errors import TraceError
 from ..numerics import format_value
 from ..trace.reader import find_traces
+from ..trace.writer import strict_json
 
 #: Columns of the plain-text table (``--csv`` and ``--json`` have them all), and the model and
 #: seed when they vary between the runs.
@@ -54,12 +55,9 @@ def _plain(value: Any) -> Any:
 
 
 def _json(value: Any) -> Any:
-    """A cell for ``--json``, strict JSON: infinities as the texts ``"Infinity"`` and
-    ``"-Infinity"``, as ``_run.json`` writes them."""
-    value = _plain(value)
-    if isinstance(value, float) and math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
+    """A cell for ``--json``, strict JSON: missing values null, infinities as the texts
+    ``_run.json`` writes them in."""
+    return strict_json(_plain(value))
 
 
 def _text(value: Any) -> str:

@@ -458,8 +458,6 @@ def open_trace(
             raise TraceError(f"{run_file}: its summary should be an object, not "
                              f"{info['summary']!r}")  # fmt: skip
         meta = {k: v for k, v in info.items() if k not in ("status", "reason", "summary")}
-        if check_metadata:
-            check_kinds(meta, str(run_file))
         meta = upgrade_v1(meta)
         told: dict[str, Any] = info["summary"] if isinstance(info.get("summary"), dict) else {}
         ended = status in ("complete", "incomplete") and "final_loss" in told
@@ -472,7 +470,7 @@ def open_trace(
             )
         meta = _footer_metadata(files[0])
         status, reason, summary = "unknown", f"no {RUN_FILE}", None
-    _require(meta, str(path), check_metadata)
+    _require(meta, str(run_file if info_read else path), check_metadata)
     if check_columns:
         _require_columns(meta, files, str(path))
     return Trace(path, meta, status, reason, files, summary)

@@ -42,7 +42,8 @@ except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "LOCK_NAME", "RUN_FILE", "TraceWriter", "make_run_dir", "read_run_file", "write_json_atomic",
+    "LOCK_NAME", "RUN_FILE", "TraceWriter", "make_run_dir", "read_run_file", "strict_json",
+    "write_json_atomic",
 ]  # fmt: skip
 
 RUN_FILE = "_run.json"
@@ -56,14 +57,14 @@ WRITABLE_HINT = "; choose a folder you can write to with --out"
 NOT_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-def _strict(value: Any) -> Any:
+def strict_json(value: Any) -> Any:
     """``value`` with every float that is not finite as its text (:data:`NOT_FINITE`)."""
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
+        return {k: strict_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_strict(v) for v in value]
+        return [strict_json(v) for v in value]
     return value
 
 
@@ -86,7 +87,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     (:data:`NOT_FINITE`)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_strict(data), f, indent=2, sort_keys=True, allow_nan=False)
+        json.dump(strict_json(data), f, indent=2, sort_keys=True, allow_nan=False)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())

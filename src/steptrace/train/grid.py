@@ -9,7 +9,7 @@ sweep's runs tell them apart and sort them into groups.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -46,20 +46,20 @@ class Grid:
         grid = cls(
             _values(lrs), _values(batch_size), _values(numerics), _values(seed), _values(model)
         )
-        texts = [str(v).strip() for v in grid.lrs]
-        settings: list[tuple[str, list[Any], list[Any]]] = [
-            ("learning rate", [_exact_or_text(t) for t in texts], texts),
-            ("batch size", list(grid.batch_sizes), list(grid.batch_sizes)),
-            ("numerics", list(grid.numerics), list(grid.numerics)),
-            ("seed", list(grid.seeds), list(grid.seeds)),
-            ("model", [str(m) for m in grid.models], [str(m) for m in grid.models]),
+        checks: list[tuple[str, list[Any], Callable[[Any], Any] | None]] = [
+            ("learning rate", [str(v).strip() for v in grid.lrs], _exact_or_text),
+            ("batch size", list(grid.batch_sizes), None),
+            ("numerics", list(grid.numerics), None),
+            ("seed", list(grid.seeds), None),
+            ("model", [str(m) for m in grid.models], None),
         ]
-        for what, values, shown in settings:
+        for what, given, same_as in checks:
+            values = given if same_as is None else [same_as(v) for v in given]
             i = next((i for i, v in enumerate(values) if v in values[:i]), None)
             if i is not None:
-                first = shown[values.index(values[i])]
-                same = f" (the same value as {first})" if first != shown[i] else ""
-                raise ConfigError(f"{what} {shown[i]} is given twice{same}; give each value once")
+                first = given[values.index(values[i])]
+                same = f" (the same value as {first})" if first != given[i] else ""
+                raise ConfigError(f"{what} {given[i]} is given twice{same}; give each value once")
         return grid
 
     @property

@@ -357,16 +357,24 @@ class _Gathered:
             return NotStarted(i)
         return Lost(i, path or None)
 
+    def _left(self) -> tuple[list[Path], list[Job]]:
+        """What a sweep that stopped early leaves, in grid order: the runs begun and not
+        complete (to resume), and the runs never begun (to record)."""
+        begun: list[Path] = []
+        missing: list[Job] = []
+        for job in self.jobs:
+            outcome = self.outcomes.get(job.index)
+            if isinstance(outcome, Lost) and outcome.path:
+                begun.append(self.given / Path(outcome.path).name)
+            elif not isinstance(outcome, RunResult):
+                missing.append(job)
+        return begun, missing
+
     def _interrupted(self) -> Interrupted:
         complete = sum(isinstance(o, RunResult) for o in self.outcomes.values())
-        stopped = {i: self.given / Path(o.path).name for i, o in self.outcomes.items()
-                   if isinstance(o, Lost) and o.path}  # fmt: skip
-        never = [job for job in self.jobs if job.index not in stopped
-                 and not isinstance(self.outcomes.get(job.index), RunResult)]  # fmt: skip
         return Interrupted(
             f"interrupted by Ctrl-C with {complete} of {len(self.jobs)} runs complete; the "
-            f"steps recorded so far are in {self.given}"
-            + _to_do([stopped[i] for i in sorted(stopped)], never)  # in grid order
+            f"steps recorded so far are in {self.given}" + _to_do(*self._left())
         )
 
     def results(self) -> list[RunResult]:
@@ -376,18 +384,14 @@ class _Gathered:
             raise self.error
         if self.interrupted:
             raise self._interrupted()
-        done = [self.outcomes.get(i) for i in range(len(self.jobs))]
         results = [
             RunResult(self.given / o.path.name, o.run_id, o.status, o.reason, o.summary)
-            for o in done
+            for o in (self.outcomes.get(job.index) for job in self.jobs)
             if isinstance(o, RunResult)
         ]
         if len(results) == len(self.jobs):
             return results
-        begun = {i: Path(o.path).name for i, o in enumerate(done) if isinstance(o, Lost) and o.path}
-        incomplete = [self.given / name for name in begun.values()]
-        missing = [job for i, (job, o) in enumerate(zip(self.jobs, done, strict=True))
-                   if not isinstance(o, RunResult) and i not in begun]  # fmt: skip
+        incomplete, missing = self._left()
         raise RunsLost(_lost_line(len(self.jobs), incomplete, missing), results, incomplete)
 
 
