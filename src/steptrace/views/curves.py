@@ -87,14 +87,19 @@ def read_per_step(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Each step's value of ``column`` for steps ``[lo, hi]`` (either end open when None)."""
     table = trace.read_table(["step", column], steps=(lo, None if hi is None else hi + 1))
-    steps = table["step"].to_numpy()
-    values = table[column].to_numpy().astype(np.float64)
+    return per_step(column, table["step"].to_numpy(), table[column].to_numpy().astype(np.float64))
+
+
+def per_step(column: str, steps: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
+             ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:  # fmt: skip
+    """Each step's value from rows (``steps`` ascending): the batch loss (the mean of the
+    step's rows), or a parameter (the same on every row of a step)."""
     if len(steps) == 0:
         return steps, values
     if column == "loss":
-        return batch_losses(steps, values)  # each step's batch loss: the mean of its rows
+        return batch_losses(steps, values)
     starts = np.flatnonzero(np.diff(steps, prepend=steps[0] - 1))
-    return steps[starts], values[starts]  # every row of a step holds the same weights
+    return steps[starts], values[starts]
 
 
 def check_curve_column(trace: Trace, column: str) -> None:

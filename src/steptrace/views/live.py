@@ -28,9 +28,16 @@ import pyarrow as pa
 
 from ..trace.reader import Trace, open_trace
 from ..trace.schema import after_columns
-from ..trace.summary import RunSummary, SummaryTracker, batch_losses
+from ..trace.summary import RunSummary, SummaryTracker
 from .buckets import MinMax, bucket_width
-from .curves import MAX_POINTS, Curve, check_curve_column, points_curve, read_per_step
+from .curves import (
+    MAX_POINTS,
+    Curve,
+    check_curve_column,
+    per_step,
+    points_curve,
+    read_per_step,
+)
 from .curves import curve as read_curve
 from .divergence import Divergence
 from .folder import fingerprint, steps_per_epoch
@@ -105,16 +112,6 @@ class _Kept:
         self.buckets = MinMax.join([kept, MinMax.of(steps, values, width)], width)
 
 
-def _per_step(column: str, steps: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
-              ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:  # fmt: skip
-    """Each step's value: the batch loss (the mean of its rows), or a parameter (the same on
-    every row of a step)."""
-    if column == "loss":
-        return batch_losses(steps, values)
-    starts = np.flatnonzero(np.diff(steps, prepend=steps[0] - 1)) if len(steps) else steps
-    return steps[starts], values[starts]
-
-
 class LiveRun:
     """One run followed while it is recorded; safe to share between threads (a dashboard's
     sessions).
@@ -182,7 +179,7 @@ class LiveRun:
                 _track(self._tracker, table, params)
             steps = table["step"].to_numpy()
             for column, kept in self._kept.items():
-                kept.add(*_per_step(column, steps, _floats(table[column])))
+                kept.add(*per_step(column, steps, _floats(table[column])))
             self._done = snap.last
         return snap
 
