@@ -9,7 +9,7 @@ from steptrace.model import article_model, load_model
 from steptrace.numerics import get_numerics
 from steptrace.trace.schema import arrow_schema, stack_tensors
 from steptrace.trace.writer import DICTIONARY_MAX_ROWS, parquet_options
-from steptrace.train.recorder import record
+from steptrace.train.api import record
 
 F64 = get_numerics("float64")
 

@@ -29,16 +29,19 @@ from .errors import (
 
 if TYPE_CHECKING:
     from . import analysis
-    from .adapters import torch as torch
+    from . import torch as torch
     from .compare.folders import FolderComparison, compare_folders
     from .compare.traces import Comparison, compare_traces
     from .data import Dataset, load_dataset, seed_dataset
     from .model.spec import Model, load_model
-    from .trace.reader import Trace, find_traces, load_trace, load_traces, open_trace
+    from .trace.loader import find_traces, load_trace, load_traces
+    from .trace.opener import open_trace
+    from .trace.reader import Trace
     from .trace.run import RunWriter, open_run
     from .trace.tensors import load_tensor
-    from .trace.verifier import VerifyReport, verify
-    from .train.recorder import RunResult, record, sweep
+    from .trace.verify import VerifyReport, verify
+    from .train.api import record, sweep
+    from .train.recorder import RunResult
     from .train.resumer import resume
     from .train.settings import Settings
 
@@ -51,22 +54,22 @@ _LAZY = {
     "load_dataset": "data",
     "seed_dataset": "data",
     "Trace": "trace.reader",
-    "find_traces": "trace.reader",
-    "load_trace": "trace.reader",
-    "load_traces": "trace.reader",
-    "open_trace": "trace.reader",
+    "find_traces": "trace.loader",
+    "load_trace": "trace.loader",
+    "load_traces": "trace.loader",
+    "open_trace": "trace.opener",
     "RunWriter": "trace.run",
     "open_run": "trace.run",
     "RunResult": "train.recorder",
-    "record": "train.recorder",
-    "sweep": "train.recorder",
+    "record": "train.api",
+    "sweep": "train.api",
     "resume": "train.resumer",
     "Settings": "train.settings",
     "Model": "model.spec",
     "load_model": "model.spec",
     "load_tensor": "trace.tensors",
-    "VerifyReport": "trace.verifier",
-    "verify": "trace.verifier",
+    "VerifyReport": "trace.verify",
+    "verify": "trace.verify",
 }
 
 
@@ -74,8 +77,9 @@ def __getattr__(name: str) -> Any:
     if name == "analysis":
         return importlib.import_module(".analysis", __name__)
     if name == "torch":
-        # Imports PyTorch: not in __all__, so that `from steptrace import *` does not.
-        return importlib.import_module(".adapters.torch", __name__)
+        # The submodule steptrace.torch, loaded on first use: it imports PyTorch. Not in
+        # __all__, so that `from steptrace import *` does not.
+        return importlib.import_module(".torch", __name__)
     if name not in _LAZY:
         raise AttributeError(f"module 'steptrace' has no attribute {name!r}")
     importlib.import_module(".analysis", __name__)  # registers df.steptrace

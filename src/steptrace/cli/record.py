@@ -13,8 +13,9 @@ from click._termui_impl import ProgressBar
 from ..data import load_dataset
 from ..errors import ConfigError
 from ..numerics import format_value
-from ..trace.reader import open_trace
-from ..train.recorder import Progress, RunResult, sweep
+from ..trace.opener import open_trace
+from ..train.api import sweep
+from ..train.recorder import Progress, RunResult
 from ..train.resumer import resume
 from ..train.sweeps import RunsLost
 

@@ -1,4 +1,10 @@
-"""Recording runs: dataset + settings → trainer → writer → a run folder in ``traces/``."""
+"""Recording one run: settings → blocks of rows → writer → a run folder in ``traces/``.
+
+The machinery every way of recording shares (a run alone, a sweep's worker, a resumed run):
+the run's metadata and name, a new run folder with its writer, and writing a run's blocks to
+the end with an honest status whatever stops it. The front door that turns user settings into
+runs (:func:`steptrace.record`, :func:`steptrace.sweep`) is :mod:`steptrace.train.api`.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +12,23 @@ import contextlib
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from ..data import Dataset, load_dataset
+from ..data import Dataset
 from ..errors import Interrupted, SteptraceError
 from ..schedule import steps_per_epoch
 from ..trace.schema import after_columns, run_metadata_head, tensors_of
 from ..trace.summary import RunSummary, SummaryTracker
 from ..trace.writer import TraceWriter, make_run_dir
 from .columns import iter_blocks
-from .settings import ModelSource, Settings
+from .settings import Settings
 
-__all__ = ["RunResult", "record", "sweep"]
+__all__ = ["Lr", "Progress", "RunResult", "StopFlag", "new_run", "record_settings", "write_run"]
 
 Lr = str | float | Fraction
 Progress = Callable[[int, int], None]
@@ -174,92 +179,3 @@ def write_run(
         summary = tracker.result()
         writer.close(status, reason, summary.as_dict())
     return RunResult(writer.run_dir, str(meta["run_id"]), status, reason, summary)
-
-
-def record(
-    dataset: str | Path | Dataset = "seed",
-    lr: str | float | Fraction = "1",
-    *,
-    epochs: int = 1,
-    batch_size: int = 1,
-    numerics: str = "exact",
-    init: str | Sequence[str | float | Fraction] | None = None,
-    shuffle: bool = False,
-    seed: int | None = None,
-    model: ModelSource | None = None,
-    out: str | Path = "traces",
-    name: str | None = None,
-    target: str | Sequence[str] | None = None,
-    features: Sequence[str] | None = None,
-    progress: Progress | None = None,
-) -> RunResult:
-    """Record one run into a new folder under ``out`` and return where it went.
-
-    Numbers may be given as text (``"1e-7"``, ``"1/200"``) and are then taken exactly.
-
-    >>> result = record("seed", lr="1", numerics="exact", out="traces")  # doctest: +SKIP
-    >>> result.summary.final_loss  # doctest: +SKIP
-    0.5
-    """
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, target, features)
-    settings = Settings.parse(ds, lr, epochs, batch_size, numerics, init, shuffle, seed, model)
-    return record_settings(ds, settings, out, name, progress)
-
-
-def sweep(
-    lrs: Lr | Sequence[Lr] = "1",
-    dataset: str | Path | Dataset = "seed",
-    *,
-    batch_size: int | Sequence[int] = 1,
-    numerics: str | Sequence[str] = "exact",
-    seed: int | Sequence[int] | None = None,
-    model: ModelSource | Sequence[ModelSource] | None = None,
-    epochs: int = 1,
-    init: str | Sequence[str | float | Fraction] | None = None,
-    shuffle: bool = False,
-    out: str | Path = "traces",
-    name: str | None = None,
-    target: str | Sequence[str] | None = None,
-    features: Sequence[str] | None = None,
-    progress: Progress | None = None,
-    flush_seconds: float = 1.0,
-    workers: int | None = None,
-    executor: Executor | None = None,
-    scheduler: str | None = None,
-) -> list[RunResult]:
-    """Record a grid of runs, one per combination of the settings given as lists (``lrs``,
-    ``batch_size``, ``numerics``, ``seed``, ``model``), same data, all into ``out``; the
-    results in grid order, α varying fastest. Runs are named after the settings that vary.
-
-    Every setting of every point is checked before the first run starts, so a bad value at
-    the end of a list does not leave half a sweep behind. Each run is its own trace, the run
-    recorded alone, bit for bit, whoever records it:
-
-    - ``executor``: any :class:`concurrent.futures.Executor` — a Dask client's
-      ``get_executor()``, a :class:`~concurrent.futures.ProcessPoolExecutor` — records the runs;
-      its workers must see ``out`` at the same path;
-    - ``scheduler``: the address of a running Dask scheduler (``tcp://host:8786``), the same
-      through a client of its own (needs ``steptrace[dask]``);
-    - ``workers``: that many local processes; by default one per core when the sweep is big
-      enough to gain from it, else one process, where float runs go through one pipeline
-      (:mod:`steptrace.train.sweepfast`).
-
-    See :mod:`steptrace.train.sweeps` for how stopping (Ctrl-C, an error, a lost worker) keeps
-    every flushed step.
-
-    >>> runs = sweep(["1e-9", "1e-8"], batch_size=[1, 2], numerics="float64")  # doctest: +SKIP
-    >>> [r.path.name for r in runs]  # doctest: +SKIP
-    ['seed-float64-lr1e-9-b1', 'seed-float64-lr1e-8-b1', 'seed-float64-lr1e-9-b2', ...]
-    """
-    from .grid import Grid, grid_points  # both import this module
-    from .sweeps import record_points
-
-    grid = Grid.of(lrs, batch_size, numerics, seed, model)
-    if len(grid) == 0:
-        return []
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, target, features)
-    points = grid_points(ds, grid, name, epochs=epochs, init=init, shuffle=shuffle)
-    return record_points(
-        ds, points, out, progress, flush_seconds, workers=workers, executor=executor,
-        scheduler=scheduler,
-    )  # fmt: skip
