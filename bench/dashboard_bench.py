@@ -26,7 +26,7 @@ from typing import Any
 
 import steptrace
 from steptrace import views
-from steptrace.trace.reader import open_trace
+from steptrace.trace.opener import open_trace
 
 
 def timed(fn: Callable[[], Any], repeat: int = 5) -> tuple[float, float, Any]:

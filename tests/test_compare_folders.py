@@ -9,7 +9,7 @@ import pytest
 import steptrace
 from steptrace import TraceError
 from steptrace.compare.folders import compare_folders
-from steptrace.trace.reader import is_folder_of_runs
+from steptrace.trace.loader import is_folder_of_runs
 
 from .conftest import REPO
 

@@ -65,7 +65,9 @@ import pyarrow.fs as pafs
 
 from .errors import SteptraceError, TraceError
 from .numerics import parse_exact
-from .trace.reader import Filters, Trace, _column_names, find_traces
+from .trace.filters import Filters
+from .trace.loader import _column_names, find_traces
+from .trace.reader import Trace
 from .trace.schema import EXACT_SUFFIX, after_columns, expand, tensors_from_columns
 from .trace.summary import SummaryTracker, group_means, group_starts
 

@@ -12,7 +12,7 @@ import click
 from ..compare.folders import FolderComparison, compare_folders
 from ..compare.traces import Comparison, Tolerance, compare_traces
 from ..errors import ConfigError, TraceError
-from ..trace.reader import is_folder_of_runs
+from ..trace.loader import is_folder_of_runs
 
 
 def _names(text: str | None) -> list[str] | None:

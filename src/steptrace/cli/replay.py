@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 
 from ..errors import TraceError
-from ..trace.reader import Trace, find_traces, is_folder_of_runs, open_trace
+from ..trace.loader import find_traces, is_folder_of_runs
+from ..trace.opener import open_trace
+from ..trace.reader import Trace
 from ..views.notation import REPLAY, stack_notation
 from ..views.replay import format_step, iter_steps
 

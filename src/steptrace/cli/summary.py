@@ -14,7 +14,7 @@ import pandas as pd
 from ..analysis import CONVERGE_RTOL, group_runs, trace_summaries, varying_settings
 from ..errors import TraceError
 from ..numerics import format_value
-from ..trace.reader import find_traces
+from ..trace.loader import find_traces
 from ..trace.writer import strict_json
 
 #: Columns of the plain-text table (``--csv`` and ``--json`` have them all), and the model and

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import TraceError
-from ..trace.reader import find_traces, is_folder_of_runs
+from ..trace.loader import find_traces, is_folder_of_runs
 from ..trace.verifier import verify
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TraceError
-from ..trace.reader import Trace, find_traces
+from ..trace.loader import find_traces
+from ..trace.reader import Trace
 from .report import comparison_dict, describe_divergence
 from .traces import Comparison, compare_traces
 

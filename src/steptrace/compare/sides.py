@@ -27,7 +27,9 @@ import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, TraceError, WriteError
 from ..numerics import format_value
-from ..trace.reader import Trace, find_traces, open_trace
+from ..trace.loader import find_traces
+from ..trace.opener import open_trace
+from ..trace.reader import Trace
 from ..trace.rebuild import Rebuilt, before_entry, read_before
 from ..trace.schema import (
     EXACT_SUFFIX,

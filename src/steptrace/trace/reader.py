@@ -1,63 +1,34 @@
-"""Reading traces: one run, or every run in a folder, into pandas.
+"""One recorded run, read: :class:`Trace`, its metadata and its rows on demand.
 
-A trace is a run folder written by :class:`~steptrace.trace.writer.TraceWriter` (or a single part
-file of one). Readers ignore columns they do not know, refuse a newer major format version,
-and never load more than the columns and row groups asked for.
+Rows are read part by part, only the columns and row groups asked for, with the values stored
+once put back (:mod:`~steptrace.trace.rebuild`) and a version 1 trace's columns under version
+2's names. Columns a reader does not know are left alone. Opening a run is the concern of
+:mod:`~steptrace.trace.opener`; finding and loading many, of :mod:`~steptrace.trace.loader`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from ..errors import MetadataError, SteptraceError, TraceError
+from ..errors import SteptraceError, TraceError
 from ..model.spec import load_model
-from ..numerics import NUMERICS, get_numerics, parse_exact
+from ..numerics import get_numerics
+from .filters import Filters, StepRange, conjunction, filter_expression, may_hold, step_expression
 from .parts import PartInfo, part_info
 from .rebuild import Rebuilt
-from .schema import (
-    EXACT_SUFFIX,
-    Tensor,
-    arrow_schema,
-    check_version,
-    column_names,
-    is_v1,
-    metadata_of,
-    tensors_of,
-    upgrade_v1,
-    v1_column,
-    v2_column,
-)
-from .writer import LOCK_NAME, RUN_FILE, read_run_file
+from .schema import EXACT_SUFFIX, Tensor, arrow_schema, is_v1, tensors_of, v1_column, v2_column
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on POSIX
-    fcntl = None  # type: ignore[assignment]
-
-__all__ = [
-    "RUN_SETTINGS",
-    "Trace",
-    "find_traces",
-    "is_folder_of_runs",
-    "load_trace",
-    "load_traces",
-    "open_trace",
-]
-
-Filters: TypeAlias = pc.Expression | Sequence[tuple[str, str, Any]] | None
+__all__ = ["Trace"]
 
 
 @dataclass
@@ -117,7 +88,8 @@ class Trace:
         return self.numerics == "exact"
 
     def settings(self) -> dict[str, Any]:
-        """The run's settings, one value each (what :func:`load_traces` adds as columns)."""
+        """The run's settings, one value each (what
+        :func:`~steptrace.trace.loader.load_traces` adds as columns)."""
         return {
             "run": self.name,
             "numerics": self.numerics,
@@ -155,7 +127,7 @@ class Trace:
         """The part files that may hold steps ``lo <= step < hi``, by their footers'
         statistics (every part, for a part without them)."""
         return [f for f, spans in zip(self.files, self._step_spans, strict=True)
-                if _may_hold(spans, lo, hi)]  # fmt: skip
+                if may_hold(spans, lo, hi)]  # fmt: skip
 
     def step_span(self) -> tuple[int, int] | None:
         """The first and last step on disk (None if no rows): from the row groups' statistics
@@ -271,7 +243,7 @@ class Trace:
         ``(lo, hi)`` (either may be None). Parts holding none of those steps, by their footers'
         statistics, are not opened: a long run of many parts reads one step as fast as a
         short one."""
-        expression = _expression(filters)
+        expression = filter_expression(filters)
         files = self.files if steps is None else self.parts(*steps)
         names = self.schema().names
         wanted = list(names if columns is None else columns)
@@ -281,7 +253,7 @@ class Trace:
         widen = bool(lo) and any(self.rebuilt().previous.get(c) for c in wanted)
         if steps is not None:
             first = lo - 1 if widen and lo is not None else lo
-            expression = _and(expression, _step_expression(first, steps[1]))
+            expression = conjunction(expression, step_expression(first, steps[1]))
         if columns is not None:
             unknown = [c for c in columns if c not in names]
             if unknown:
@@ -344,7 +316,7 @@ class Trace:
     ) -> Iterator[pa.RecordBatch]:
         """The rows in recording order, a record batch at a time (flat memory whatever the
         run's length), only ``columns``, only steps ``lo <= step < hi``."""
-        expression = None if steps is None else _step_expression(*steps)
+        expression = None if steps is None else step_expression(*steps)
         files = self.files if steps is None else self.parts(*steps)
         wanted = list(self.schema().names if columns is None else columns)
         for f in files:
@@ -369,437 +341,3 @@ def _stored_hint(rebuilt: Rebuilt) -> str:
     if not rebuilt:
         return ""
     return "; a column rebuilt from the stored ones (w2_before …) is filtered once read"
-
-
-StepRange: TypeAlias = tuple[int | None, int | None]
-"""Steps ``lo <= step < hi``; None leaves that end open."""
-
-
-def _step_expression(lo: int | None, hi: int | None) -> pc.Expression | None:
-    low = None if lo is None else pc.field("step") >= lo
-    high = None if hi is None else pc.field("step") < hi
-    return _and(low, high)
-
-
-def _and(a: pc.Expression | None, b: pc.Expression | None) -> pc.Expression | None:
-    return b if a is None else a if b is None else a & b
-
-
-def _may_hold(spans: list[tuple[int, int]] | None, lo: int | None, hi: int | None) -> bool:
-    """Whether a part whose row groups span ``spans`` may hold a step of ``[lo, hi)``."""
-    if spans is None:
-        return True
-    return any((lo is None or last >= lo) and (hi is None or first < hi) for first, last in spans)
-
-
-def _expression(filters: Filters) -> pc.Expression | None:
-    if filters is None or isinstance(filters, pc.Expression):
-        return filters
-    try:
-        return pq.filters_to_expression(list(filters))
-    except (TypeError, ValueError) as exc:
-        raise TraceError(f"invalid filters {filters!r}: {exc}") from None
-
-
-def _writer_alive(run_dir: Path) -> bool:
-    """Whether a recorder still holds the run's lock (it dies with its process)."""
-    lock = run_dir / LOCK_NAME
-    if fcntl is None or not lock.exists():
-        return False
-    try:
-        with open(lock) as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    except OSError:
-        return False
-    return False
-
-
-def open_trace(
-    path: str | Path, *, check_columns: bool = True, check_metadata: bool = True
-) -> Trace:
-    """Open a run folder (or one Parquet part file) without reading its rows.
-
-    Raises :class:`~steptrace.errors.TraceError` if ``path`` is not a steptrace trace and
-    :class:`~steptrace.errors.NewerFormatError` if it was written in a newer format. A run
-    whose metadata and columns disagree is refused unless ``check_columns`` is false, and
-    metadata of the wrong kind (:func:`check_kinds`) unless ``check_metadata`` is false
-    (:func:`steptrace.verify` reports either as a problem instead).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise TraceError(f"no trace at {str(path)!r}")
-    if path.is_file():
-        meta = _footer_metadata(path)
-        _require(meta, str(path), check_metadata)
-        if check_columns:
-            _require_columns(meta, [path], str(path))
-        return Trace(
-            path, meta, "unknown", "a single part file; its run's status is not known", [path]
-        )
-    run_file = path / RUN_FILE
-    # Parts are listed after _run.json is read: a run read as complete has all its parts.
-    info_read = run_file.exists()
-    if info_read:
-        try:
-            info = read_run_file(run_file)
-        except (OSError, ValueError) as exc:
-            raise TraceError(f"{run_file}: unreadable run metadata ({exc})") from None
-        if not isinstance(info, dict):
-            raise TraceError(f"{run_file}: not steptrace run metadata")
-        check_version(info, str(path))
-        status, reason = str(info.get("status", "incomplete")), info.get("reason")
-        if status != "complete" and _writer_alive(path):
-            status, reason = "running", "a recorder is writing this run"
-        if check_metadata and not isinstance(info.get("summary") or {}, dict):
-            raise TraceError(f"{run_file}: its summary should be an object, not "
-                             f"{info['summary']!r}")  # fmt: skip
-        meta = {k: v for k, v in info.items() if k not in ("status", "reason", "summary")}
-        meta = upgrade_v1(meta)
-        told: dict[str, Any] = info["summary"] if isinstance(info.get("summary"), dict) else {}
-        ended = status in ("complete", "incomplete") and "final_loss" in told
-        summary = dict(info["summary"]) if ended else None
-    files = sorted(p for p in path.glob("*.parquet") if PART_NAME.fullmatch(p.name))
-    if not info_read:
-        if not files:
-            raise TraceError(
-                f"{str(path)!r} is not a steptrace trace (no {RUN_FILE}, no part files)"
-            )
-        meta = _footer_metadata(files[0])
-        status, reason, summary = "unknown", f"no {RUN_FILE}", None
-    _require(meta, str(run_file if info_read else path), check_metadata)
-    if check_columns:
-        _require_columns(meta, files, str(path))
-    return Trace(path, meta, status, reason, files, summary)
-
-
-def _footer_metadata(file: Path) -> dict[str, Any]:
-    try:
-        schema = pq.read_schema(file)
-    except (OSError, pa.ArrowException) as exc:
-        raise TraceError(f"{file}: not a readable Parquet file ({exc})") from None
-    return metadata_of(schema, str(file))
-
-
-def _require(meta: dict[str, Any], where: str, check_metadata: bool = True) -> None:
-    for key in ("run_id", "numerics", "lr", "batch_size", "epochs", "dataset", "tensors"):
-        if key not in meta:
-            raise TraceError(f"{where}: run metadata lacks {key!r}; not a steptrace trace")
-    if check_metadata:
-        check_kinds(meta, where)
-
-
-#: What each metadata key a reader relies on must hold (a key left out is checked elsewhere).
-_KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
-    "run_id": ("a text", (str,)),
-    "name": ("a text", (str,)),
-    "numerics": ("a text", (str,)),
-    "lr": ("a number or its text", (str, int, float)),
-    "lr_exact": ("a text", (str,)),
-    "batch_size": ("a whole number", (int,)),
-    "epochs": ("a whole number", (int,)),
-    "steps": ("a whole number", (int,)),
-    "steps_per_epoch": ("a whole number", (int,)),
-    "seed": ("a whole number or null", (int, type(None))),
-    "shuffle": ("true or false", (bool,)),
-    "dataset": ("an object", (dict,)),
-    "model": ("an object", (dict,)),
-    "tensors": ("a list", (list,)),
-}
-
-
-def check_kinds(meta: dict[str, Any], where: str) -> None:
-    """Refuse metadata a reader would trip on (a hand-edited ``"steps": "nine"``), with a
-    :class:`~steptrace.errors.MetadataError` naming ``where`` and the key."""
-    for key, (kind, types) in _KINDS.items():
-        if key not in meta:
-            continue
-        value = meta[key]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise MetadataError(where, key, f"run metadata {key!r} should be {kind}, not {value!r}")
-    if "numerics" in meta and meta["numerics"] not in NUMERICS:
-        raise MetadataError(where, "numerics", f"run metadata 'numerics' is "
-                            f"{meta['numerics']!r}, not one of {', '.join(NUMERICS)}")  # fmt: skip
-    for key in ("lr", "lr_exact"):
-        if key in meta:
-            try:
-                parse_exact(meta[key], what=f"run metadata {key!r}")
-            except SteptraceError as exc:
-                raise MetadataError(where, key, str(exc)) from None
-
-
-def _require_columns(meta: dict[str, Any], files: list[Path], where: str) -> None:
-    """The metadata and the rows must describe the same trace: as many features and targets
-    as its data tensors have components, every tensor's columns, exact texts if the run is
-    exact (a damaged first part is left to whoever reads it)."""
-    if not files or not isinstance(meta["dataset"], dict):
-        return
-    try:
-        names = set(pq.read_schema(files[0]).names)
-    except (OSError, pa.ArrowException):
-        return
-    tensors = tensors_of(meta)
-    n = len(meta["dataset"].get("features") or [])
-    wanted = column_names([t for t in tensors if t.stored], meta["numerics"] == "exact")
-    x_width = next((t.size for t in tensors if t.name == "x"), n)
-    if n > x_width:
-        wanted.append(f"x_{n}")  # the metadata names a feature the rows do not hold
-    if is_v1(meta):
-        wanted = [v1_column(c) for c in wanted]
-    missing = [c for c in wanted if c not in names]
-    if missing or n != x_width:
-        lacks = f"has no column {missing[0]}" if missing else f"has {x_width} features"
-        raise TraceError(
-            f"{where}: its metadata ({n} features, {meta['numerics']}) does not match its rows "
-            f"({files[0].name} {lacks}); 'steptrace verify' shows more"
-        )
-
-
-#: Run settings known from a run's metadata alone, with the type a filter compares them as.
-#: A filter on one of them chooses whole runs before any of their data files is opened.
-RUN_SETTINGS: dict[str, pa.DataType] = {
-    "run": pa.string(),
-    "run_id": pa.string(),
-    "numerics": pa.string(),
-    "lr": pa.float64(),
-    "lr_text": pa.string(),
-    "batch_size": pa.int64(),
-    "epochs": pa.int64(),
-    "shuffle": pa.bool_(),
-    "seed": pa.int64(),
-    "status": pa.string(),
-}
-
-
-def _recorded_lr(trace: Trace) -> float | None:
-    """The float64 the run's ``lr`` column holds: its exact learning rate rounded into its
-    numerics, exactly as the trainer does, so run and row filters on ``lr`` agree."""
-    try:
-        system = get_numerics(trace.numerics)
-        return system.to_float(system.make(parse_exact(trace.meta.get("lr_exact", trace.lr_text))))
-    except SteptraceError:
-        return None
-
-
-def _settings_values(trace: Trace) -> dict[str, Any]:
-    values = {**trace.settings(), "run_id": trace.run_id, "lr": _recorded_lr(trace)}
-    return {name: values.get(name) for name in RUN_SETTINGS}
-
-
-def _settings_table(trace: Trace) -> pa.Table:
-    values = _settings_values(trace)
-    return pa.table({name: pa.array([values[name]], kind) for name, kind in RUN_SETTINGS.items()})
-
-
-def _may_match(trace: Trace, expression: pc.Expression) -> bool:
-    """Whether an expression naming row columns may hold in ``trace``, decided by pyarrow from
-    the run's settings alone: they are the partition expression of a dataset of its files,
-    built from the canonical schema, so no file is opened."""
-    values = {k: v for k, v in _settings_values(trace).items() if v is not None}
-    conditions = [pc.field(k) == v for k, v in values.items()]
-    partition = conditions[0]
-    for condition in conditions[1:]:
-        partition = partition & condition
-    # From the metadata, not the files: deciding must not open them (a run may be damaged).
-    schema = arrow_schema(trace.tensors, trace.is_exact, {}).remove_metadata()
-    for name, kind in RUN_SETTINGS.items():
-        if name not in schema.names:
-            schema = schema.append(pa.field(name, kind))
-    files = [str(f) for f in trace.files] or ["_none.parquet"]
-    dataset = pads.FileSystemDataset.from_paths(
-        files,
-        schema=schema,
-        format=pads.ParquetFileFormat(),
-        filesystem=pafs.LocalFileSystem(),
-        partitions=[partition] * len(files),
-    )
-    try:
-        return any(True for _ in dataset.get_fragments(filter=expression))
-    except (pa.ArrowException, TypeError, ValueError):
-        return True  # an unknown column: the files will say so
-
-
-def _holds(table: pa.Table, expression: pc.Expression) -> bool:
-    return bool(table.filter(expression).num_rows)
-
-
-def _choose(trace: Trace, filters: Filters) -> tuple[bool, Filters]:
-    """Whether any row of ``trace`` may pass ``filters``, and the filter left for its rows.
-
-    Conditions on :data:`RUN_SETTINGS` are decided here from the run's metadata. In a list of
-    tuples each one is decided on its own; a :class:`pyarrow.compute.Expression` naming row
-    columns too goes to the rows whole (so the settings it names must be file columns:
-    run_id, numerics, lr, batch_size), once pyarrow has found that the run's settings do not
-    rule it out.
-    """
-    if filters is None:
-        return True, None
-    table = _settings_table(trace)
-    if isinstance(filters, pc.Expression):
-        try:
-            return _holds(table, filters), None
-        except (pa.ArrowException, TypeError, ValueError):
-            # It names row columns: rule the run out if its settings contradict it, and let
-            # the files decide the rest.
-            return _may_match(trace, filters), filters
-    disjuncts = _dnf(filters)
-    kept: list[list[tuple[str, str, Any]]] = []
-    for conjuncts in disjuncts:
-        on_run = [c for c in conjuncts if c[0] in RUN_SETTINGS]
-        if on_run and not _holds(table, _expression([on_run])):
-            continue
-        on_rows = [c for c in conjuncts if c[0] not in RUN_SETTINGS]
-        if not on_rows:
-            return True, None  # this run passes whole
-        kept.append(on_rows)
-    return bool(kept), (kept or None)
-
-
-def _dnf(filters: Sequence[Any]) -> list[list[tuple[str, str, Any]]]:
-    """pyarrow's filter lists as a list of AND-lists: ``[(…), (…)]`` or ``[[(…)], [(…)]]``."""
-    items = list(filters)
-    if not items:
-        return [[]]
-    nested = [isinstance(item, list) for item in items]
-    if all(nested):
-        groups = items
-    elif not any(nested):
-        groups = [items]
-    else:
-        raise TraceError(f"invalid filters {filters!r}: mixes tuples and lists of tuples")
-    out = []
-    for group in groups:
-        conjuncts = []
-        for item in group:
-            if not (isinstance(item, tuple) and len(item) == 3 and isinstance(item[0], str)):
-                raise TraceError(
-                    f"invalid filters {filters!r}: each condition is a (column, op, value) tuple"
-                )
-            conjuncts.append(item)
-        out.append(conjuncts)
-    return out
-
-
-#: The name of a run folder's data files (see docs/trace-format.md).
-PART_NAME = re.compile(r"part-\d{6}\.parquet")
-
-
-def is_folder_of_runs(path: str | Path) -> bool:
-    """Whether ``path`` is a folder holding runs, rather than one run's own folder or file."""
-    path = Path(path)
-    if not path.is_dir() or (path / RUN_FILE).exists():
-        return False
-    return not any(PART_NAME.fullmatch(p.name) for p in path.glob("*.parquet"))
-
-
-def _hidden(p: Path) -> bool:
-    return p.name.startswith(("_", "."))
-
-
-def find_traces(
-    folder: str | Path, filters: Filters = None
-) -> tuple[list[Trace], list[tuple[Path, str]]]:
-    """Every run under ``folder`` (searched recursively), and the paths that could not be
-    opened with the reason why — so one bad run never hides the others.
-
-    ``filters`` keeps only the runs whose settings (:data:`RUN_SETTINGS`) may pass them, read
-    from each run's metadata; conditions on other columns are ignored here.
-
-    >>> runs, problems = find_traces("traces", [("numerics", "==", "exact")])  # doctest: +SKIP
-    """
-    folder = Path(folder)
-    if not folder.exists():
-        raise TraceError(f"no folder {str(folder)!r}")
-    if not folder.is_dir() or (folder / RUN_FILE).exists():
-        return _chosen([open_trace(folder)], filters), []
-
-    def visible(p: Path) -> bool:
-        return not any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts[:-1])
-
-    files = [p for p in folder.rglob("*.parquet") if visible(p) and not _hidden(p)]
-    run_dirs = {p.parent for p in folder.rglob(RUN_FILE) if visible(p)}
-    run_dirs |= {p.parent for p in files if PART_NAME.fullmatch(p.name)}
-    # Any other Parquet file (a golden, an exported trace) is a run of its own.
-    loose = [p for p in files if p.parent not in run_dirs]
-    traces, problems = [], []
-    for path in sorted([*run_dirs, *loose]):
-        try:
-            traces.append(open_trace(path))
-        except SteptraceError as exc:
-            problems.append((path, str(exc)))
-    return _chosen(traces, filters), problems
-
-
-def _chosen(traces: list[Trace], filters: Filters) -> list[Trace]:
-    return [t for t in traces if _choose(t, filters)[0]]
-
-
-def load_trace(
-    path: str | Path, columns: Sequence[str] | None = None, filters: Filters = None
-) -> pd.DataFrame:
-    """One run as a DataFrame: one row per (step, sample), value columns float64.
-
-    Only ``columns`` are read, and only the row groups that ``filters`` may match (their step,
-    epoch and sample statistics decide), so one step of a huge run loads in a blink.
-    ``filters`` are pyarrow's: an expression or ``[(column, op, value), …]``; conditions on
-    run settings (:data:`RUN_SETTINGS`: ``run``, ``lr_text`` …) are decided from metadata.
-
-    >>> df = load_trace("traces/golden/article-exact.parquet")  # doctest: +SKIP
-    >>> df.loc[df.step == 2, ["o2_1", "loss", "d3_1"]]  # doctest: +SKIP
-    >>> load_trace("traces/big", ["step", "loss"], [("step", "==", 123_456)])  # doctest: +SKIP
-    """
-    trace = open_trace(path)
-    keep, row_filter = _choose(trace, filters)
-    if keep:
-        return trace.read(columns, row_filter)
-    empty: pd.DataFrame = trace.read_table(columns, pc.scalar(False)).to_pandas()
-    return empty
-
-
-def _column_names(trace: Trace) -> list[str]:
-    try:
-        return list(trace.schema().names)
-    except (OSError, pa.ArrowException) as exc:
-        raise TraceError(f"{trace.files[0]}: unreadable part file ({exc})") from None
-
-
-def load_traces(
-    folder: str | Path, columns: Sequence[str] | None = None, filters: Filters = None
-) -> pd.DataFrame:
-    """Every run in ``folder`` as one DataFrame, each run's settings (run, numerics, lr_text,
-    batch_size, epochs, shuffle, seed, status) added as columns. Raises on the first run that
-    cannot be read; use :func:`find_traces` to skip bad ones.
-
-    Conditions of ``filters`` on run settings (:data:`RUN_SETTINGS`) choose runs from their
-    metadata, so the other runs' files are never opened; the rest go to the chosen runs' files
-    (see :func:`load_trace`). ``columns`` may name setting columns (always added) and columns
-    only some runs have (``x_3``, ``*_exact``): the others get missing values there.
-
-    >>> load_traces("traces", ["step", "loss"],
-    ...             [("lr_text", "in", ["1e-7", "1e-4"]), ("epoch", "<", 2)])  # doctest: +SKIP
-    """
-    traces, problems = find_traces(folder)
-    if problems:
-        raise TraceError(problems[0][1])
-    frames, found = [], set(RUN_SETTINGS)
-    for trace in traces:
-        keep, row_filter = _choose(trace, filters)
-        if not keep:
-            continue
-        names = _column_names(trace)
-        found.update(names)
-        wanted = None if columns is None else [c for c in columns if c in names]
-        df = trace.read(wanted, row_filter)
-        for key, value in trace.settings().items():
-            if key not in df.columns:
-                df[key] = value
-        frames.append(df)
-    missing = [c for c in columns or () if c not in found]
-    if missing and frames:
-        raise TraceError(f"{folder}: no run has column(s) {', '.join(missing)}")
-    if not frames:
-        return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True)

@@ -10,7 +10,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import TraceError
-from .reader import StepRange, Trace, open_trace
+from .filters import StepRange
+from .opener import open_trace
+from .reader import Trace
 from .schema import EXACT_SUFFIX
 
 __all__ = ["load_tensor"]

@@ -81,7 +81,8 @@ from ._verify_rows import (
     same,
     show,
 )
-from .reader import Trace, check_kinds, open_trace
+from .opener import check_kinds, open_trace
+from .reader import Trace
 from .rebuild import Rebuilt
 from .schema import (
     FORMAT_VERSION,

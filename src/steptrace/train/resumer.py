@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError, DatasetError
 from ..model.stack import ParamSet
-from ..trace.reader import Trace, open_trace
+from ..trace.opener import open_trace
+from ..trace.reader import Trace
 from ..trace.schema import EXACT_SUFFIX, after_columns
 from ..trace.summary import SummaryTracker
 from ..trace.writer import TraceWriter

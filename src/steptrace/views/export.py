@@ -23,7 +23,9 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ConfigError, TraceError, WriteError
-from ..trace.reader import Trace, is_folder_of_runs, open_trace
+from ..trace.loader import is_folder_of_runs
+from ..trace.opener import open_trace
+from ..trace.reader import Trace
 from .curves import Curve, curve
 from .divergence import Divergence, run_divergence
 from .folder import last_step

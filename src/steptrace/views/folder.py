@@ -10,8 +10,9 @@ import pandas as pd
 
 from .. import schedule
 from ..errors import SteptraceError, TraceError
+from ..trace.loader import find_traces
 from ..trace.parts import part_info
-from ..trace.reader import Trace, find_traces
+from ..trace.reader import Trace
 from ..trace.schema import after_columns, v2_column
 from .notation import model_description
 from .parts import last_on_disk
@@ -59,7 +60,7 @@ def _check(trace: Trace) -> None:
 def scan(folder: str | Path) -> Folder:
     """Every run under ``folder``, keyed by its path inside it; never raises.
 
-    Runs are found by :func:`~steptrace.trace.reader.find_traces`; a run or part file that resolves
+    Runs are found by :func:`~steptrace.trace.loader.find_traces`; a run or part file that resolves
     outside ``folder`` (a symlink) is refused, so a page given this folder reads nothing else.
 
     >>> f = scan("traces")  # doctest: +SKIP

@@ -26,7 +26,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from ..trace.reader import Trace, open_trace
+from ..trace.opener import open_trace
+from ..trace.reader import Trace
 from ..trace.schema import after_columns
 from ..trace.summary import RunSummary, SummaryTracker
 from .buckets import MinMax, bucket_width
