@@ -353,15 +353,15 @@ def test_ctrl_c_marks_the_run_incomplete_and_the_handler_comes_back(traces):
 
 def test_ctrl_c_while_rows_are_placed_waits_for_them(traces, monkeypatch):
     X, Y = seed_arrays()
-    from steptrace.trace import run as run_module
+    from steptrace.trace import run_buffer
 
-    put = run_module._Buffer.put
+    put = run_buffer.RowBuffer.put
 
     def put_after_ctrl_c(self, *args):
         signal.raise_signal(signal.SIGINT)  # arrives in the middle of taking a step's rows
         put(self, *args)
 
-    monkeypatch.setattr(run_module._Buffer, "put", put_after_ctrl_c)
+    monkeypatch.setattr(run_buffer.RowBuffer, "put", put_after_ctrl_c)
     with pytest.raises(KeyboardInterrupt), open_mlp(traces, "held") as run:
         loop(run, [[0, 1, 2]] * 100, X, Y)
     trace = steptrace.open_trace(run.path)

@@ -1,0 +1,69 @@
+"""Rows of a run waiting for the trace writer, gathered into blocks: key columns (step, epoch,
+sample) and every value column, column-major, in one preallocated array, so that a block goes
+to the writer as whole columns whatever the number of steps that filled it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..numerics import Numerics
+from .schema import Tensor
+
+__all__ = ["BUFFER_ROWS", "RowBuffer"]
+
+Array = npt.NDArray[Any]
+#: Rows held before they go to the trace writer (whole steps; fewer for very wide models).
+BUFFER_ROWS = 8_192
+
+
+class RowBuffer:
+    """Rows waiting for the trace writer: key columns and every value column, column-major."""
+
+    def __init__(self, tensors: Sequence[Tensor], capacity: int) -> None:
+        self.tensors = tensors
+        self.names = [c for t in tensors for c in t.columns()]
+        self.offsets: dict[str, int] = {}
+        pos = 0
+        for t in tensors:
+            self.offsets[t.name] = pos
+            pos += t.size
+        self.capacity = capacity
+        self.values = np.empty((len(self.names), capacity), dtype=np.float64)
+        self.keys = np.empty((3, capacity), dtype=np.int64)
+        self.rows = 0
+
+    @property
+    def room(self) -> int:
+        return self.capacity - self.rows
+
+    @property
+    def full(self) -> bool:
+        return self.rows >= self.capacity
+
+    def put(
+        self, step: Array, epoch: Array, sample: Array, arrays: Mapping[str, Array], num: Numerics
+    ) -> None:
+        r0, r1 = self.rows, self.rows + len(step)
+        self.keys[0, r0:r1], self.keys[1, r0:r1], self.keys[2, r0:r1] = step, epoch, sample
+        narrow = num.name == "float32"
+        for t in self.tensors:
+            a = arrays[t.name]
+            c = self.offsets[t.name]
+            if narrow:
+                a = a.astype(np.float32)  # a float32 run holds float32 values
+            self.values[c : c + t.size, r0:r1] = a.T
+        self.rows = r1
+
+    def block(self) -> dict[str, Any]:
+        n = self.rows
+        out: dict[str, Any] = {
+            "step": self.keys[0, :n], "epoch": self.keys[1, :n], "sample": self.keys[2, :n],
+        }  # fmt: skip
+        for i, name in enumerate(self.names):
+            out[name] = self.values[i, :n]
+        return out

@@ -1,0 +1,52 @@
+"""A run's trace writer in a thread of its own: Parquet encoding and compression release the
+GIL, so on a second core the rows are written while the training loop goes on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from .summary import SummaryTracker
+from .writer import TraceWriter
+
+__all__ = ["WriterThread"]
+
+
+class WriterThread:
+    """The trace writer in a thread of its own. Blocks wait in a short queue (memory stays
+    flat: a loop faster than the disk waits for it); an error writing is raised in the loop's
+    thread at the next hand-off, or when the run closes."""
+
+    def __init__(self, writer: TraceWriter, tracker: SummaryTracker, after: list[str]) -> None:
+        self.writer, self.tracker, self.after = writer, tracker, after
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="steptrace-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (block := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # the run is lost from here: drain until the end
+            try:
+                self.writer.write(block)
+                self.tracker.update(block, [block[c] for c in self.after])
+            except BaseException as exc:  # raised again in the loop's thread
+                self.error = exc
+
+    def put(self, block: dict[str, Any]) -> None:
+        self._raise()
+        self.queue.put(block)
+
+    def finish(self) -> None:
+        """Wait for every block to be written (once; later calls only re-raise)."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
