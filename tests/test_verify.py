@@ -40,7 +40,7 @@ META_KEYS = [
 
 def twin_pairs(run: dict) -> list[set[str]]:
     """Pairs of columns that only each other can tell apart when nothing else in the row depends
-    on the difference (see steptrace.trace.verifier's module docstring): x_k and its copy o1_k,
+    on the difference (see steptrace.trace.verify's docstring): x_k and its copy o1_k,
     y_j and δ_j at the loss."""
     dataset = run["dataset"]
     loss = len(run["model"]["layers"]) + 1 if "model" in run else 4
@@ -232,7 +232,7 @@ def test_recorded_traces_verify_in_any_chunking_and_any_parts(run, chunk, parts)
     with tempfile.TemporaryDirectory() as tmp:
         path = record_into(Path(tmp), run)
         split(path, parts)
-        with mock.patch("steptrace.trace.verifier.CHUNK_ROWS", chunk):
+        with mock.patch("steptrace.trace.verify.chunks.CHUNK_ROWS", chunk):
             report = verify(path)
     assert report.ok, str(report)
     rows = len(run["dataset"]) * run["epochs"]

@@ -8,7 +8,7 @@ import click
 
 from ..errors import TraceError
 from ..trace.loader import find_traces, is_folder_of_runs
-from ..trace.verifier import verify
+from ..trace.verify import verify
 
 
 def _runs(path: Path) -> list[Path]:
