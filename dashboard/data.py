@@ -20,7 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from steptrace import views
-from steptrace.cli.dashboard import FOLDER_ENV
+from steptrace.views.folder import FOLDER_ENV
 from steptrace.trace.reader import Trace
 
 #: Seconds between two looks at a run being recorded, and otherwise at the folder (new runs).

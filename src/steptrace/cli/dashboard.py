@@ -87,12 +87,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _check_streamlit() -> None:
-    try:
-        import streamlit  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "the dashboard needs Streamlit: pip install 'steptrace[dashboard]'"
-        ) from None
+    # Looked up, not imported: the server imports it, in its own process.
+    if importlib.util.find_spec("streamlit") is None:
+        raise ConfigError("the dashboard needs Streamlit: pip install 'steptrace[dashboard]'")
 
 
 @click.command("dashboard")

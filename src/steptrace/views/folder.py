@@ -17,6 +17,10 @@ from ..trace.schema import after_columns, v2_column
 from .notation import model_description
 from .parts import last_on_disk
 
+#: How ``steptrace dashboard`` tells the app which folder it shows (an environment variable of
+#: the Streamlit server it starts; read by ``steptrace.dashboard.data``).
+FOLDER_ENV = "STEPTRACE_DASHBOARD_FOLDER"
+
 
 @dataclass(frozen=True)
 class Folder:
