@@ -12,6 +12,7 @@ import pytest
 
 import steptrace.analysis as an
 from steptrace import find_traces, load_trace, load_traces, record, sweep
+from steptrace.analysis.gates import _gate_kind
 from steptrace.data import seed_dataset
 from steptrace.errors import TraceError
 from steptrace.trace.writer import TraceWriter, make_run_dir
@@ -381,9 +382,9 @@ def test_gates_are_told_from_the_rows_alone():
         None: [[-2.0], [0.0], [3.0], [1.0]],  # identity: a negative passes unchanged
     }
     for kind, o in kinds.items():
-        assert an._gate_kind(x, np.array(o)) == kind
+        assert _gate_kind(x, np.array(o)) == kind
     logistic = 1 / (1 + np.exp(-x))
-    assert an._gate_kind(x, logistic) is None
+    assert _gate_kind(x, logistic) is None
     rows = pd.DataFrame({"run": "r", "step": range(4), "o2_1": x[:, 0], "o3_1": [0, 0, 3, 1]})
     assert an.find_gates(rows) == [an.Gate(3, "relu", ("o2_1",))]
     rows["o4_1"] = rows["o3_1"] * 2  # another size would not be a gate; this is not either
