@@ -37,6 +37,7 @@ from torch import nn
 # first inside one could not be imported again. Load it, and the adapter, once here.
 import steptrace.adapters.torch
 import steptrace.analysis
+import steptrace.torch
 
 pytest_plugins = ["pytester"]
 
@@ -454,7 +455,7 @@ def test_ctrl_c_marks_the_run_incomplete_and_interrupts(traces):
     class CtrlC:
         def step(self, *args):
             rec.step(*args)
-            if rec.run.steps + len(rec.m) == 4:
+            if rec.capture.step_number() == 4:
                 signal.raise_signal(signal.SIGINT)
 
     with (
@@ -628,6 +629,40 @@ def test_without_pytorch_the_adapter_says_how_to_install_it():
     assert out.stdout == "steptrace.torch needs PyTorch: pip install 'steptrace[torch]'\n"
 
 
-def test_steptrace_torch_is_the_adapter_module():
-    assert steptrace.torch is steptrace.adapters.torch
+def test_steptrace_torch_gives_the_adapters_public_names():
+    adapter = steptrace.adapters.torch
+    assert steptrace.torch.__all__ == adapter.__all__ == ["Recorder", "record"]
+    assert steptrace.torch.record is adapter.record
+    assert steptrace.torch.Recorder is adapter.Recorder
     assert "torch" not in steptrace.__all__  # `from steptrace import *` does not import torch
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import steptrace.torch\nprint(steptrace.torch.record.__module__)",
+        "from steptrace.torch import record\nprint(record.__module__)",
+        "import steptrace\nprint(steptrace.torch.record.__module__)",
+    ],
+    ids=["import steptrace.torch", "from steptrace.torch import record", "steptrace.torch"],
+)
+def test_each_way_of_importing_the_adapter_gives_its_record(code):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "steptrace.adapters.torch\n"
+
+
+def test_importing_steptrace_does_not_import_pytorch():
+    """PyTorch loads only when steptrace.torch is used: `import steptrace`, its lazy names and
+    the adapters' package leave it out."""
+    code = (
+        "import sys\n"
+        "import steptrace, steptrace.adapters\n"
+        "steptrace.open_run, steptrace.load_trace, steptrace.analysis\n"
+        "print('torch' in sys.modules)\n"
+        "steptrace.torch\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "False\nTrue\n"
