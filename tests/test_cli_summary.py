@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from steptrace import load_trace, record, sweep
+from steptrace import load_trace, open_trace, record, sweep
 
 from .conftest import REPO
 
@@ -182,3 +182,20 @@ def test_a_grid_is_grouped_by_every_setting_that_varies_and_ordered_by_alpha(run
     assert table.loc[0, "run"] == "seed-float64-lr1e-9-b1-seed1" and table.loc[0, "model"] == (
         "article"
     )
+
+
+def test_seeds_are_whole_numbers_even_when_some_runs_have_none(run_cli, traces):
+    record(out=traces, name="no-seed")  # nothing drawn: no seed recorded
+    drawn = record(out=traces, name="drawn", shuffle=True)
+    seed = open_trace(drawn.path).meta["seed"]
+    assert seed > 1_000_000  # drawn: a large number, which a float would print rounded
+    text = run_cli("summary", traces).output.splitlines()
+    header = text[0].split()
+    rows = {line.split()[0]: line.split() for line in text[1:]}
+    assert rows["drawn"][header.index("seed")] == str(seed)
+    assert rows["no-seed"][header.index("seed")] == "-"
+    runs = {r["run"]: r for r in json.loads(run_cli("summary", traces, "--json").output)}
+    assert runs["drawn"]["seed"] == seed and isinstance(runs["drawn"]["seed"], int)
+    assert runs["no-seed"]["seed"] is None
+    csv = run_cli("summary", traces, "--csv").output
+    assert f",{seed}," in csv and f"{seed}.0" not in csv

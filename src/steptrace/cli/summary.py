@@ -71,6 +71,16 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def whole_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with its seeds as whole numbers, None where a run has none: a gap in the
+    column made pandas turn the others into floats (3640109954 shown as 3.64011e+09, written
+    3640109954.0, and grouped as "seed 3640109954.0")."""
+    if "seed" not in table.columns:
+        return table
+    seeds = [None if pd.isna(seed) else int(seed) for seed in table["seed"]]
+    return table.assign(seed=pd.Series(seeds, index=table.index, dtype=object))
+
+
 def _name(run: Any, row: pd.Series) -> str:
     status = row.get("status", "complete")
     return str(run) if status == "complete" else f"{run} ({status})"
@@ -135,7 +145,7 @@ def command(folder: Path, as_csv: bool, as_json: bool, rtol: float) -> None:
         raise TraceError(f"no runs in {str(folder)!r}; record some with 'steptrace record'")
     if summaries.empty:
         raise TraceError(f"no readable runs in {str(folder)!r}: each was skipped (above)")
-    table = group_runs(summaries)
+    table = group_runs(whole_seeds(summaries))
     if as_csv:
         click.echo(table.to_csv(), nl=False)
     elif as_json:
