@@ -255,3 +255,24 @@ def test_two_layer_runs_that_differ_in_one_weight_name_it(run_cli, traces):
     assert run_cli("diff", a, changed, "--tol", "w4_after_1_2=0,1e-19").exit_code == 0
     assert run_cli("diff", a, changed, "--tol", "w_after=0,1e-19").exit_code == 0
     assert run_cli("diff", a, changed, "--tol", "w_after=0,1e-21").exit_code == 1
+
+
+def test_runs_that_agree_within_the_tolerance_say_only_their_settings_differ(run_cli, traces):
+    # The same run, exact and in float64: α = 1e-9 keeps every value within 1e-9 of the
+    # exact one, so only the numerics setting tells them apart.
+    settings = dict(lr="1e-9", init="0.005,-0.0002,0.0002", epochs=3, out=traces)
+    exact = steptrace.record("seed", numerics="exact", name="exact", **settings).path
+    f64 = steptrace.record("seed", numerics="float64", name="f64", **settings).path
+    result = run_cli("diff", exact, f64, "--rtol", "1e-9")
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "Traces differ.",
+        f"A: {exact} (exact, α=1e-9, 9 rows)",
+        f"B: {f64} (float64, α=1e-9, 9 rows)",
+        "Every value agreed (29 columns × 9 rows, rtol 1e-09, atol 0): only the settings differ.",
+        "Settings that differ:",
+        "  numerics: A 'exact', B 'float64'",
+    ]
+    # Where values differ too, nothing says they agreed.
+    tight = run_cli("diff", exact, f64, "--rtol", "1e-12").output
+    assert "Every value agreed" not in tight and "Values that differ (rtol 1e-12" in tight

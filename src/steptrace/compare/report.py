@@ -105,6 +105,9 @@ def format_comparison(
         size = f"{len(r.columns)} columns × {r.rows_compared} rows"
         return "\n".join([f"Traces are identical ({size}, {rule}).", *head, *note])
     out = [title or "Traces differ.", *head]
+    if _settings_only(r):
+        size = f"{len(r.columns)} columns × {r.rows_compared} rows"
+        out.append(f"Every value agreed ({size}, {rule}): only the settings differ.")
     if r.first is not None:
         out.append("First divergence: " + describe_divergence(r.first, a_name, b_name))
     if r.metadata:
@@ -120,6 +123,12 @@ def format_comparison(
         if keys:
             out.append(f"Rows in {name} only: {len(keys)} ({_steps(keys)})")
     return "\n".join(out + note)
+
+
+def _settings_only(r: Comparison) -> bool:
+    """Whether the traces differ only in their settings (an exact run and a float64 run that
+    agree within the tolerance): every row on both sides, every value agreeing."""
+    return bool(r.metadata) and not (r.column_diffs or r.only_a or r.only_b or r.first)
 
 
 def _rule(tol: Tolerance) -> str:
