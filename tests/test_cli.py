@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from steptrace import __version__, open_trace
+from steptrace import __version__, open_trace, record
+from steptrace.views import abbreviate
 
 from .conftest import REPO
 
@@ -175,3 +176,89 @@ def test_version_help_and_python_dash_m():
         help_text = subprocess.run([sys.executable, "-m", "steptrace", command, "-h"],
                                    capture_output=True, text=True).stdout  # fmt: skip
         assert "Example:" in help_text
+
+
+# -- what the lines say ---------------------------------------------------------------------------
+
+
+def test_replay_of_a_long_exact_run_shortens_huge_fractions_unless_asked_in_full(traces, run_cli):
+    # α = 1e-7 for 40 epochs: by step 119 the exact fractions have hundreds of digits.
+    run = record(out=traces, lr="1e-7", epochs=40).path
+    short = run_cli("replay", run, "--step", "119")
+    assert short.exit_code == 0
+
+    def widest(out: str) -> int:
+        return max(len(line) for line in out.splitlines())
+
+    assert widest(short.output) < 500  # a line of three fractions, each in some 70 characters
+    loss = next(line for line in short.output.splitlines() if line.startswith("   loss = "))
+    exact = open_trace(run).read(steps=(119, 120))["loss_exact"].iloc[0]
+    num, den = exact.split("/")
+    assert len(num) > 300 and len(den) > 300
+    assert f"= {abbreviate(exact)}   (correct? no)" in loss
+    assert f"{num[:12]}…{num[-12:]} ({len(num)} digits)/" in loss
+    full = run_cli("replay", run, "--step", "119", "--full")
+    assert full.exit_code == 0
+    assert f"= {exact}   (correct? no)" in full.output
+    assert "digits)" not in full.output and widest(full.output) > 2000
+    assert "--full" in run_cli("replay", "-h").output
+
+
+def test_the_record_line_names_a_drawn_seed(traces, run_cli):
+    drawn = run_cli("record", "--out", traces, "--shuffle", "--name", "drawn")
+    seed = open_trace(traces / "drawn").meta["seed"]
+    assert isinstance(seed, int)
+    line = drawn.output.splitlines()[0]
+    assert line.startswith(f"{traces}/drawn: 3 steps, 3 rows; final loss ")
+    assert line.endswith(f"; did not diverge; seed {seed} drawn (--seed {seed} records it again)")
+    given = run_cli("record", "--out", traces, "--shuffle", "--seed", str(seed), "--name", "given")
+    assert given.output.splitlines()[0].endswith("did not diverge")
+
+    def order(name: str) -> list[int]:
+        return open_trace(traces / name).read()["sample"].tolist()
+
+    assert order("given") == order("drawn")  # the same shuffle again
+
+
+def test_the_exact_limit_stop_names_the_run_and_the_command_that_replays_it(tmp_path, run_cli):
+    # A denominator of 10^600 in the data: exact arithmetic outgrows its limit at once.
+    tiny = tmp_path / "tiny.csv"
+    tiny.write_text("a,b,c,t\n1e-600,1,1,1\n2,1e-600,3,0\n")
+    out = tmp_path / "my runs"
+    result = run_cli("record", "--dataset", tiny, "--lr", "1e-7", "--epochs", "50",
+                     "--init", "1,1,1", "--out", out, "--name", "tiny")  # fmt: skip
+    assert result.exit_code == 1 and result.stdout == ""
+    message = result.stderr.strip()
+    assert message.startswith("Error: exact arithmetic stopped at step 2: ")
+    hint = f"steptrace replay '{out}/tiny'"
+    assert message.endswith(f". The run is in {out}/tiny, marked incomplete; replay its steps "
+                            f"with: {hint}")  # fmt: skip
+    assert open_trace(out / "tiny").status == "incomplete"
+    pasted = subprocess.run(hint.replace("steptrace", f"{sys.executable} -m steptrace", 1),
+                            shell=True, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert pasted.returncode == 0 and pasted.stdout.count("Step ") == 2
+
+
+def test_a_model_that_does_not_fit_a_dataset_says_how_its_columns_were_taken(tmp_path, run_cli):
+    # Two targets, no --target: the last column became the target and the other one a
+    # feature, so the model file's rows of 3 weights meet 4 features.
+    data = tmp_path / "two-targets.csv"
+    data.write_text("a,b,c,y1,y2\n1,2,3,0,1\n2,1,0,1,0\n")
+    model = tmp_path / "m.json"
+    model.write_text('{"layers": [{"type": "input"}, {"type": "linear", "out": 2, '
+                     '"weights": [["1", "2", "3"], ["4", "5", "6"]]}], '
+                     '"loss": "squared_error"}')  # fmt: skip
+    taken = ("(two-targets.csv was read as 4 feature columns, a, b, c, y1, and the target y2: "
+             "its last column, as no --target was given; name the target column(s) with "
+             "--target)")  # fmt: skip
+    result = run_cli("record", "--dataset", data, "--model", model, "--out", tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "Error: m.json: layer 2 (linear): weights: row 1 needs 4 values (one per input of the "
+        f"layer below), got 3 values {taken}"
+    )
+    article = run_cli("record", "--dataset", data, "--out", tmp_path)
+    assert article.stderr.strip().endswith(f"give --init with 4 comma-separated weights {taken}")
+    named = run_cli("record", "--dataset", data, "--model", model, "--target", "y1,y2",
+                    "--out", tmp_path)  # fmt: skip
+    assert named.exit_code == 0, named.output

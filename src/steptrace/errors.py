@@ -6,6 +6,8 @@ prints ``Error: <message>`` on one line for any :class:`SteptraceError` and neve
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
     "ConfigError",
     "DatasetError",
@@ -62,9 +64,11 @@ class WriteError(SteptraceError, OSError):
 
 
 class ExactLimitError(SteptraceError):
-    """Exact arithmetic outgrew the size steptrace allows; the steps so far are kept."""
+    """Exact arithmetic outgrew the size steptrace allows; the steps so far are kept, in
+    ``run_dir`` when it is known (the recorder sets it)."""
 
     exit_code = 1
+    run_dir: Path | None = None
 
 
 class Interrupted(SteptraceError):

@@ -10,8 +10,8 @@ from typing import Any
 import click
 from click._termui_impl import ProgressBar
 
-from ..data import load_dataset
-from ..errors import ConfigError
+from ..data import Dataset, load_dataset
+from ..errors import ConfigError, ExactLimitError, ModelError, SteptraceError
 from ..numerics import format_value
 from ..trace.opener import open_trace
 from ..train.api import sweep
@@ -23,8 +23,9 @@ from ..train.sweeps import RunsLost
 PROGRESS_MIN_ROWS = 20_000
 
 
-def describe(result: RunResult) -> str:
-    """One line per run: where it went and what it came to."""
+def describe(result: RunResult, drawn: bool = False) -> str:
+    """One line per run: where it went and what it came to; with ``drawn`` (no --seed was
+    given), the seed drawn for it, if it needed one (to shuffle, or to draw weights)."""
     s = result.summary
     loss = "no steps" if s.final_loss is None else f"final loss {format_value(s.final_loss)}"
     if s.diverged_at is not None:
@@ -32,7 +33,43 @@ def describe(result: RunResult) -> str:
     else:
         fate = "did not diverge"
     status = "" if result.status == "complete" else f" [{result.status}]"
-    return f"{result.path}: {s.steps} steps, {s.rows} rows{status}; {loss}; {fate}"
+    line = f"{result.path}: {s.steps} steps, {s.rows} rows{status}; {loss}; {fate}"
+    seed = _seed(result.path) if drawn else None
+    if seed is not None:
+        line += f"; seed {seed} drawn (--seed {seed} records it again)"
+    return line
+
+
+def _seed(run: Path) -> int | None:
+    """The seed a run recorded (None: it needed none, or its metadata cannot be read)."""
+    try:
+        seed = open_trace(run).meta.get("seed")
+    except (SteptraceError, OSError):
+        return None
+    return seed if isinstance(seed, int) else None
+
+
+def columns_taken(ds: Dataset) -> str:
+    """Which columns of a dataset file became the features and which the target, when no
+    --target named it: the last column, perhaps not the one meant."""
+    n = len(ds.features)
+    columns = f"{n} feature column{'s' if n != 1 else ''}, {', '.join(ds.features)},"
+    return (
+        f"{Path(ds.source).name} was read as {columns} and the target {', '.join(ds.targets)}: "
+        "its last column, as no --target was given; name the target column(s) with --target"
+    )
+
+
+def where_it_stopped(exc: ExactLimitError) -> str:
+    """The exact-limit stop's message, with the folder of the run it stopped and the command
+    that replays the steps it kept."""
+    if exc.run_dir is None:
+        return str(exc)
+    run = str(exc.run_dir)
+    return (
+        f"{exc}. The run is in {run}, marked incomplete; replay its steps with: "
+        f"steptrace replay {shlex.quote(run)}"
+    )
 
 
 @click.command("record")
@@ -179,12 +216,26 @@ def command(
             )  # fmt: skip
         except RunsLost as lost:
             for result in lost.results:
-                click.echo(describe(result))
+                click.echo(describe(result, drawn=not seeds))
+            raise
+        except ExactLimitError as exc:
+            raise ExactLimitError(where_it_stopped(exc)) from None
+        except ConfigError as exc:
+            # The width of the data decides what the model must take: say how the file was
+            # read when the target was left to default.
+            if target is None and dataset != "seed" and _about_the_data(exc):
+                raise type(exc)(f"{exc} ({columns_taken(ds)})") from None
             raise
     for result in results:
-        click.echo(describe(result))
+        click.echo(describe(result, drawn=not seeds))
     if len(results) == 1:
         click.echo(f"Replay it: steptrace replay {shlex.quote(str(results[0].path))}")
+
+
+def _about_the_data(exc: ConfigError) -> bool:
+    """Whether the dataset's columns may be why a setting was refused: a model file that does
+    not fit them (or does not load), the article's weights against their count."""
+    return isinstance(exc, ModelError) or "feature column" in str(exc)
 
 
 def _resume(ctx: click.Context, run: Path, dataset: str, flush_seconds: float) -> None:

@@ -27,7 +27,14 @@ def latest_run(folder: Path) -> Trace:
 @click.option("--step", type=click.IntRange(min=0), help="Show only this step (0-based).")
 @click.option("--from", "first", type=click.IntRange(min=0), help="Start at this step.")
 @click.option("--to", "last", type=click.IntRange(min=0), help="End at this step (included).")
-def command(trace: Path, step: int | None, first: int | None, last: int | None) -> None:
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Write exact fractions in full; by default integers of more than 24 digits are "
+    "shortened, 12345678901…78901234567 (176 digits).",
+)
+def command(trace: Path, step: int | None, first: int | None, last: int | None, full: bool
+            ) -> None:  # fmt: skip
     """Print each step of a run as the article does, layer by layer for any model: forward
     table, loss, backward pass, update of every weight matrix. TRACE is a run folder, or a
     folder of runs (the latest is replayed).
@@ -36,6 +43,7 @@ def command(trace: Path, step: int | None, first: int | None, last: int | None) 
     Example:
         steptrace replay traces/seed-exact-lr1 --step 2
         steptrace replay traces/seed-float64-lr1e-7 --from 100 --to 110
+        steptrace replay traces/seed-exact-lr1e-7 --step 900 --full
     """
     if step is not None and (first is not None or last is not None):
         raise click.UsageError("give --step, or --from/--to, not both")
@@ -56,7 +64,7 @@ def command(trace: Path, step: int | None, first: int | None, last: int | None) 
     for rows in iter_steps(run, start, stop):
         if shown:
             click.echo("\n" + "─" * 72 + "\n")
-        click.echo(format_step(run, rows, notation))
+        click.echo(format_step(run, rows, notation, full))
         shown += 1
     if step is not None and not shown:
         raise TraceError(f"step {step} was not recorded in {run.path} (status: {run.status})")

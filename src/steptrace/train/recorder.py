@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from ..data import Dataset
-from ..errors import Interrupted, SteptraceError
+from ..errors import ExactLimitError, Interrupted, SteptraceError
 from ..schedule import steps_per_epoch
 from ..trace.schema import after_columns, run_metadata_head, tensors_of
 from ..trace.summary import RunSummary, SummaryTracker
@@ -171,6 +171,8 @@ def write_run(
         status = "complete"
     except SteptraceError as exc:
         reason = reason or str(exc)
+        if isinstance(exc, ExactLimitError):
+            exc.run_dir = writer.run_dir  # where the steps so far are kept, for its message
         raise
     except BaseException as exc:
         reason = f"stopped by {type(exc).__name__}"

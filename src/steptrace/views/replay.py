@@ -4,25 +4,23 @@ down to δ1, each layer's formula beside its value), 5 the update of every weigh
 bias, written out.
 
 Formatting only; the numbers come from the trace. In exact runs the exact rational text is
-shown (``-3/11600``), in float runs the shortest text that reads back as the same float of the
-run's precision. The wording follows :mod:`.notation`'s rules, so the article's model reads as
-the article writes it (``δ2 = δ3 . w``) and a deeper stack names each layer's weights
-(``δ4 = δ5 . w4``).
+shown (``-3/11600``; a long run's huge integers shortened as the dashboard shortens them,
+``12345678901…78901234567 (176 digits)``, unless asked for in full), in float runs the shortest
+text that reads back as the same float of the run's precision. The wording follows
+:mod:`.notation`'s rules, so the article's model reads as the article writes it
+(``δ2 = δ3 . w``) and a deeper stack names each layer's weights (``δ4 = δ5 . w4``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from fractions import Fraction
 
 import pandas as pd
 
-from ..numerics import format_value
 from ..trace.reader import Trace
-from ..trace.schema import EXACT_SUFFIX
 from .notation import REPLAY, Notation, stack_notation
-from .sample import SampleValues, sample_values, step_values
-from .text import hang, pad, update_lines, width
+from .sample import SampleValues, batch_loss, sample_values, step_values
+from .text import abbreviate, hang, pad, update_lines, width
 
 __all__ = ["format_step", "iter_steps", "step_values"]
 
@@ -39,14 +37,6 @@ def _table(header: list[str], rows: list[list[str]], indent: str = INDENT) -> li
 
     rule = indent + "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return [line(header) + " |", rule, *(line(r) + " |" for r in rows)]
-
-
-def _batch_loss(rows: pd.DataFrame) -> str:
-    """The mean of the rows' losses: exactly, from the rational text, in exact runs."""
-    exact = "loss" + EXACT_SUFFIX
-    if exact in rows.columns:
-        return str(sum(Fraction(v) for v in rows[exact]) / len(rows))
-    return format_value(float(rows["loss"].mean()), None, "float64")
 
 
 def _data_input(vals: list[SampleValues]) -> list[str]:
@@ -71,14 +61,16 @@ def _loss_terms(nt: Notation, v: SampleValues) -> str:
     return f"{s.half} {total}"
 
 
-def _loss(nt: Notation, vals: list[SampleValues], rows: pd.DataFrame) -> list[str]:
+def _loss(nt: Notation, vals: list[SampleValues], numerics: str) -> list[str]:
     out = [f"3: loss = {nt.loss_forward()}"]
     for v in vals:
         # The article's "correct?" column: the model's output is the expected one.
         correct = "yes" if v.correct else "no"
         out.append(f"{INDENT}loss = {_loss_terms(nt, v)} = {v.vec('loss')}   (correct? {correct})")
     if len(vals) > 1:
-        out.append(f"{INDENT}batch loss (mean over {len(vals)} samples) = {_batch_loss(rows)}")
+        mean = batch_loss(vals, numerics)
+        mean = abbreviate(mean) if vals[0].short else mean
+        out.append(f"{INDENT}batch loss (mean over {len(vals)} samples) = {mean}")
     return out
 
 
@@ -161,12 +153,15 @@ def _indexed(
     return list(zip(index, zip(after, before, strict=True), strict=True))
 
 
-def format_step(trace: Trace, rows: pd.DataFrame, notation: Notation | None = None) -> str:
+def format_step(
+    trace: Trace, rows: pd.DataFrame, notation: Notation | None = None, full: bool = False
+) -> str:
     """The article's five points for one step (``rows``: the step's rows, one per sample).
     ``notation`` (:func:`~.notation.stack_notation` with :data:`~.notation.REPLAY`) may be
-    given once for many steps of a run."""
+    given once for many steps of a run. Exact integers of more than 24 digits are shortened
+    (:func:`~.text.abbreviate`) unless ``full``."""
     nt = notation or stack_notation(trace, REPLAY)
-    vals = sample_values(rows, trace.numerics, nt.shapes, short=False)
+    vals = sample_values(rows, trace.numerics, nt.shapes, short=not full)
     first = rows.iloc[0]
     step, epoch = int(first["step"]), int(first["epoch"])
     samples = [v.row for v in vals]
@@ -175,7 +170,7 @@ def format_step(trace: Trace, rows: pd.DataFrame, notation: Notation | None = No
     out.append("")
     out += _data_input(vals)
     out += _forward(nt, vals)
-    out += _loss(nt, vals, rows)
+    out += _loss(nt, vals, trace.numerics)
     out += _backward(nt, vals)
     out += _update(nt, vals, _own_update(trace))
     return "\n".join(out)

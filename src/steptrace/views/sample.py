@@ -16,7 +16,7 @@ from ..numerics import format_value
 from ..trace.schema import EXACT_SUFFIX
 from .text import abbreviate, matrix_lines, one_line
 
-__all__ = ["SampleValues", "sample_values", "step_values"]
+__all__ = ["SampleValues", "batch_loss", "sample_values", "step_values"]
 
 
 def step_values(row: pd.Series | Mapping[Any, Any], numerics: str) -> dict[str, str]:
@@ -126,3 +126,19 @@ def sample_values(
         SampleValues(int(row["sample"]), step_values(row, numerics), shapes, short)
         for row in records
     ]
+
+
+def batch_loss(samples: Sequence[SampleValues], numerics: str) -> str:
+    """A step's loss: the mean of its data inputs' losses, exactly in exact runs (from the
+    rationals' text), else in float64 from the recorded floats, as the loss curves take it.
+
+    >>> one = SampleValues(0, {"loss": "1/2"}, {"loss": ()})
+    >>> batch_loss([one, SampleValues(1, {"loss": "0"}, {"loss": ()})], "exact")
+    '1/4'
+    """
+    texts = [s.text["loss"] for s in samples]
+    if numerics == "exact":
+        return str(sum(Fraction(t) for t in texts) / len(texts))
+    # A float32 run's text reads back as its float32; taken as float64 it would not.
+    kind = np.float32 if numerics == "float32" else np.float64
+    return format_value(float(np.mean([float(kind(t)) for t in texts])), None, "float64")
