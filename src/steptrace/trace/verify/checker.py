@@ -62,6 +62,7 @@ class Checker:
         return str(self.info.get("status", "incomplete"))
 
     def check(self) -> None:
+        """Every check, in order; raises :class:`Found` with the first problem."""
         self.footers = check_copies(self.trace, self.meta)
         self.run = with_tolerance(run_settings(self.meta, self.run_file), self.meta, self.asked)
         self.chunks = StepChunks(self.trace, self.run)
