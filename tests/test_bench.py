@@ -91,3 +91,29 @@ def test_the_dashboard_timings_run_and_the_followed_curve_is_bounded(tmp_path):
     kept = rows["followed run: loss curve, a later look (kept buckets)"]
     megabytes = float(kept.split(" MB kept")[0].split("| ")[-1])
     assert 0 < megabytes < 4, kept  # 300,000 steps: 16 bytes a step would be 4.8 MB
+
+
+def test_the_trace_layouts_run_side_by_side_and_read_back_the_same_numbers(tmp_path):
+    # The script itself fails if a layout reads back other numbers than the others.
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "trace_layout.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header, *rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ")]
+    assert header[:4] == ["network", "layout", "MB on disk", "B/value"] and len(header) == 12
+    layouts = ["columns", "fixed_size_list", "fixed_shape_tensor"]
+    assert [(r[0].split(" (")[0], r[1]) for r in rows] == [
+        (net, layout) for net in ("CNN", "3-2-1") for layout in layouts
+    ]
+    for row in rows:
+        figures = dict(zip(header[2:], (float(c.replace(",", "")) for c in row[2:]), strict=True))
+        assert all(v > 0 for v in figures.values()), row  # DuckDB and Polars read every layout
+        # Random float64 values, zstd: about 6-7 bytes each; the data repeat, the weights move.
+        assert 1 < figures["B/value"] < 8.5, row
+    assert "CNN (1,686 values, 23 tensors)" in rows[0][0], rows[0]
+    examples = [line for line in lines if line.startswith("- ")]
+    assert [e.split(":")[0] for e in examples] == [f"- {layout}" for layout in layouts]
+    assert "SELECT avg(o2[129])" in examples[1] and ".arr.get(128)" in examples[1]
+    assert list(tmp_path.iterdir()) == []
