@@ -48,19 +48,41 @@ def reference(
             len(ds), settings.epochs, settings.batch_size, settings.shuffle, settings.seed
         ):
             m = len(st.samples)
+            if stack.couples_rows:  # a normalization: the step's rows go through together
+                x = np.concatenate([one_row(xs[i], num, stack.in_shape) for i in st.samples])
+                y = np.concatenate([one_row(ys[i], num) for i in st.samples])
+                ms = num.array([num.make(Fraction(m))] * m)
+                grads = stack.backward(params, x, stack.forward(params, x), y, ms).grads
+                after = stack.update(params, lr, stack.summed(grads))
+                if st.step >= start_step:
+                    values = tensor_values(stack, params, after, x, y, ms, lr)
+                    for r, i in enumerate(st.samples):
+                        for key, v in zip(KEYS, (st.step, st.epoch, i), strict=True):
+                            cols[key].append(v)
+                        for t in tensors:
+                            value = np.asarray(values[t.name])
+                            shared = t.name == "lr" or t.name.endswith(("_before", "_after"))
+                            flat = (value if shared else value[r]).reshape(-1)
+                            for name, v in zip(t.columns(), flat, strict=True):
+                                cols[name].append(num.to_float(v))
+                params = after
+                continue
             total: ParamSet | None = None
             for i in st.samples:
-                x, y = list(xs[i]), list(ys[i])
+                x, y = one_row(xs[i], num, stack.in_shape), one_row(ys[i], num)
                 grads = stack.backward(params, x, stack.forward(params, x), y, m).grads
-                total = grads if total is None else {k: total[k] + g for k, g in grads.items()}
+                row = {k: g.row(0) for k, g in grads.items()}
+                total = row if total is None else {k: total[k] + g for k, g in row.items()}
             after = params if total is None else stack.update(params, lr, total)
             if st.step >= start_step:
                 for i in st.samples:
-                    values = tensor_values(stack, params, after, list(xs[i]), list(ys[i]), m, lr)
+                    x, y = one_row(xs[i], num, stack.in_shape), one_row(ys[i], num)
+                    values = tensor_values(stack, params, after, x, y, m, lr)
                     for key, v in zip(KEYS, (st.step, st.epoch, i), strict=True):
                         cols[key].append(v)
                     for t in tensors:
-                        for name, v in zip(t.columns(), values[t.name], strict=True):
+                        flat = np.asarray(values[t.name]).reshape(-1)
+                        for name, v in zip(t.columns(), flat, strict=True):
                             cols[name].append(num.to_float(v))
                             if num.is_exact:
                                 cols[name + "_exact"].append(str(v))
@@ -69,6 +91,12 @@ def reference(
         k: v if k.endswith("_exact") else np.array(v, dtype=np.int64 if k in KEYS else np.float64)
         for k, v in cols.items()
     }
+
+
+def one_row(values: Any, num: Any, shape: tuple[int, ...] | None = None) -> Any:
+    """A sample's numbers as an array of one row (in ``shape``), in the run's numbers."""
+    row = num.array(list(values))
+    return row.reshape(1, *(shape or row.shape))
 
 
 def bits(values: Any) -> Any:

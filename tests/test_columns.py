@@ -48,6 +48,43 @@ def recorded(ds, s, max_rows, **resume):
             else whole.column(c).to_numpy() for c in names}  # fmt: skip
 
 
+# Images: 2 channels of 4 × 4 values (32 features), walked a step at a time.
+IMAGES = dataset(
+    [(*(int(v) for v in np.random.default_rng(r).integers(-3, 4, 32)), r % 2)
+     for r in range(5)], "images")  # fmt: skip
+CONV = {"layers": [{"type": "input", "shape": [2, 4, 4]},
+                   {"type": "conv2d", "out": 3, "kernel": 3, "bias": True},
+                   {"type": "relu"}, {"type": "maxpool2d", "size": 2}, {"type": "flatten"},
+                   {"type": "linear", "out": 1, "bias": True}]}  # fmt: skip
+NORMALIZED = {"layers": [{"type": "input", "shape": [2, 4, 4]},
+                         {"type": "conv2d", "out": 2, "kernel": 3, "bias": False},
+                         {"type": "normalization"}, {"type": "leaky_relu"},
+                         {"type": "maxpool2d", "size": 2}, {"type": "flatten"},
+                         {"type": "linear", "out": 1, "bias": True}]}  # fmt: skip
+
+
+@pytest.mark.parametrize("numerics", ["exact", "float64", "float32"])
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_an_image_stack_is_the_plain_maths_in_every_number_system(numerics, batch_size):
+    epochs = 1 if numerics == "exact" else 3
+    s = Settings.parse(IMAGES, lr="1/50", epochs=epochs, batch_size=batch_size,
+                       numerics=numerics, model=CONV, shuffle=True, seed=4)  # fmt: skip
+    want = reference(IMAGES, s)
+    assert "o2_3_4_4" in want and "w2_after_3_2_3_3" in want
+    for max_rows in (2, 1_000):
+        assert_bit_identical(recorded(IMAGES, s, max_rows), want)
+
+
+@pytest.mark.parametrize("numerics", ["float64", "float32"])
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_a_normalization_sees_each_steps_rows_together(numerics, batch_size):
+    s = Settings.parse(IMAGES, lr="1/50", epochs=3, batch_size=batch_size,
+                       numerics=numerics, model=NORMALIZED, shuffle=True, seed=4)  # fmt: skip
+    want = reference(IMAGES, s)
+    for max_rows in (3, 1_000):
+        assert_bit_identical(recorded(IMAGES, s, max_rows), want)
+
+
 @pytest.mark.parametrize("numerics", ["float64", "float32"])
 @pytest.mark.parametrize("batch_size", [1, 2, 3])
 @pytest.mark.parametrize("shuffle", [False, True])

@@ -20,6 +20,20 @@ from .reference import dataset
 from .strategies import stacks
 
 EXACT = get_numerics("exact")
+
+
+def row(*values):
+    """One row of values (a rows axis of one), as the layers take them."""
+    exact = any(isinstance(v, F) for v in values)
+    return np.array([values], dtype=object if exact else np.float64)
+
+
+def first(a):
+    """The first row's values, as a list (a number for a scalar)."""
+    value = np.asarray(a)[0]
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
 VECTORS = {"x": "x", "o1": "o1", "d2": "d2", "d1": "d1"}
 ONE = {"o2": "o2", "o3": "o3", "y": "y", "d4": "d4", "d3": "d3"}
 
@@ -50,17 +64,17 @@ def test_the_article_epoch_exactly_every_value_of_every_step(traces):
 def test_step_three_learns_exactly_what_the_article_writes():
     model = article_model()
     stack, params = model.stack(EXACT), model.params(EXACT)
-    x, y = [F(v) for v in X[2]], [F(Y[2])]
+    x, y = row(*[F(v) for v in X[2]]), row(F(Y[2]))
     o1, o2, o3 = stack.forward(params, x)
-    assert (o1, o2, o3) == (x, [0], [0])
-    assert stack.loss.value(o3, y) == F(1, 2)
+    assert (first(o1), first(o2), first(o3)) == (first(x), [0], [0])
+    assert first(stack.loss.value(o3, y)) == F(1, 2)
     bw = stack.backward(params, x, [o1, o2, o3], y, 1)
-    assert (bw.d[4], bw.d[3]) == ([-1], [-1])  # δ4 = o3 − y; δ3 = δ4 since o2 = 0 ≥ 0
-    assert bw.d[2] == [F(-1, 200), F(3000, 11_600_000), F(-1, 5800)]  # δ2 = δ3 · w
-    assert bw.d[1] == bw.d[2]  # δ1 = δ2
-    assert bw.grads[2].w == [[0, -2000, -3000]]  # ∂Loss/∂W2 = δ3 · o1
-    after = stack.update(params, F(1), bw.grads)
-    assert after[2].w == [[F(1, 200), 2000 - F(3000, 11_600_000), 3000 + F(1, 5800)]]
+    assert (first(bw.d[4]), first(bw.d[3])) == ([-1], [-1])  # δ4 = o3 − y; δ3 = δ4: o2 = 0 ≥ 0
+    assert first(bw.d[2]) == [F(-1, 200), F(3000, 11_600_000), F(-1, 5800)]  # δ2 = δ3 · w
+    assert first(bw.d[1]) == first(bw.d[2])  # δ1 = δ2
+    assert first(bw.grads[2].w) == [[0, -2000, -3000]]  # ∂Loss/∂W2 = δ3 · o1
+    after = stack.update(params, F(1), stack.summed(bw.grads))
+    assert after[2].w.tolist() == [[F(1, 200), 2000 - F(3000, 11_600_000), 3000 + F(1, 5800)]]
 
 
 def test_float64_on_the_article_closes_the_gate_and_learns_nothing(traces):
@@ -174,49 +188,51 @@ def test_a_batch_divides_delta_at_the_loss_and_adds_the_rows_gradients(traces):
 
 
 def test_relu_lets_delta_through_at_zero_as_the_article_does():
-    o = Relu().forward([F(-1), F(0), F(2)], None)
-    assert o == [0, 0, 2]
-    d, grads = Relu().backward([F(-1), F(0), F(2)], o, [F(5)] * 3, None)
-    assert d == [0, 5, 5] and grads is None  # ReLU'(0) = 1
+    o = Relu().forward(row(F(-1), F(0), F(2)), None)
+    assert first(o) == [0, 0, 2]
+    d, grads = Relu().backward(row(F(-1), F(0), F(2)), o, row(*[F(5)] * 3), None)
+    assert first(d) == [0, 5, 5] and grads is None  # ReLU'(0) = 1
 
 
 def test_leaky_relu_scales_negative_inputs_and_their_delta_by_its_slope():
     layer = LeakyRelu(F(1, 100))
-    assert layer.forward([F(-3), F(4)], None) == [F(-3, 100), 4]
-    assert layer.backward([F(-3), F(4)], [], [F(2), F(2)], None)[0] == [F(2, 100), 2]
+    assert first(layer.forward(row(F(-3), F(4)), None)) == [F(-3, 100), 4]
+    assert first(layer.backward(row(F(-3), F(4)), row(), row(F(2), F(2)), None)[0]) == [
+        F(2, 100), 2]  # fmt: skip
 
 
 def test_heaviside_steps_and_passes_no_delta():
-    assert Heaviside().forward([F(-1), F(0)], None) == [0, 1]
-    assert Heaviside().backward([F(-1), F(0)], [0, 1], [F(3), F(3)], None)[0] == [0, 0]
+    assert first(Heaviside().forward(row(F(-1), F(0)), None)) == [0, 1]
+    assert first(Heaviside().backward(row(F(-1), F(0)), row(), row(F(3), F(3)), None)[0]) == [
+        0, 0]  # fmt: skip
 
 
 def test_logistic_and_its_derivative_in_floats():
-    x = [-2.0, 0.0, 3.0]
+    x = row(-2.0, 0.0, 3.0)
     o = Logistic().forward(x, None)
-    assert o == pytest.approx([1 / (1 + np.exp(2.0)), 0.5, 1 / (1 + np.exp(-3.0))], rel=1e-15)
-    d, _ = Logistic().backward(x, o, [1.0, 1.0, 1.0], None)
-    assert d == pytest.approx([v * (1 - v) for v in o], rel=1e-15)
+    want = [1 / (1 + np.exp(2.0)), 0.5, 1 / (1 + np.exp(-3.0))]
+    assert first(o) == pytest.approx(want, rel=1e-15)
+    d, _ = Logistic().backward(x, o, row(1.0, 1.0, 1.0), None)
+    assert first(d) == pytest.approx([v * (1 - v) for v in first(o)], rel=1e-15)
 
 
 def test_linear_backward_is_the_transpose_the_outer_product_and_delta():
     layer = Linear(2, bias=True)
-    p = Params([[F(1), F(2), F(3)], [F(4), F(5), F(6)]], [F(7), F(8)])
-    x = [F(1), F(0), F(-1)]
-    assert layer.forward(x, p) == [1 - 3 + 7, 4 - 6 + 8]
-    d_in, grads = layer.backward(x, [], [F(1), F(-1)], p)
-    assert d_in == [1 - 4, 2 - 5, 3 - 6]  # Wᵀ·δ
+    p = Params(np.array([[F(1), F(2), F(3)], [F(4), F(5), F(6)]]), np.array([F(7), F(8)]))
+    x = row(F(1), F(0), F(-1))
+    assert first(layer.forward(x, p)) == [1 - 3 + 7, 4 - 6 + 8]
+    d_in, grads = layer.backward(x, row(), row(F(1), F(-1)), p)
+    assert first(d_in) == [1 - 4, 2 - 5, 3 - 6]  # Wᵀ·δ
     assert grads is not None
-    assert grads.w == [[1, 0, -1], [-1, 0, 1]] and grads.b == [1, -1]  # δ ⊗ x, δ
+    assert first(grads.w) == [[1, 0, -1], [-1, 0, 1]] and first(grads.b) == [1, -1]  # δ ⊗ x, δ
 
 
 @pytest.mark.parametrize("numerics", ["float64", "float32"])
 def test_logistic_numbers_and_columns_round_the_same_way(numerics):
     dtype = np.float64 if numerics == "float64" else np.float32
     values = np.random.default_rng(0).normal(0, 8, 2_000).astype(dtype)
-    columns = Logistic().forward([values], None)[0]
-    one = float if numerics == "float64" else np.float32
-    numbers = [Logistic().forward([one(v)], None)[0] for v in values]
+    columns = Logistic().forward(values.reshape(-1, 1), None)[:, 0]
+    numbers = [Logistic().forward(np.array([[v]], dtype=dtype), None)[0, 0] for v in values]
     assert np.array(numbers, dtype=dtype).tobytes() == columns.astype(dtype).tobytes()
 
 
@@ -297,13 +313,14 @@ def test_gradients_and_input_deltas_match_central_differences(numerics, data):
     # The independent forward pass agrees with the stack's, in exact arithmetic.
     if numerics == "exact":
         for x in xs:
-            assert stack.forward(params, x)[-1] == forward_by_hand(exact, x)
+            assert first(stack.forward(params, row(*x))[-1]) == forward_by_hand(exact, x)
     grads, d1 = None, None
     for x, y in zip(xs, ys, strict=True):
-        nx, ny = [system.make(v) for v in x], [system.make(v) for v in y]
+        nx, ny = system.array(map(system.make, x))[None], system.array(map(system.make, y))[None]
         bw = stack.backward(params, nx, stack.forward(params, nx), ny, rows)
-        grads = bw.grads if grads is None else {k: grads[k] + g for k, g in bw.grads.items()}
-        d1 = bw.d[1] if d1 is None else d1
+        rows_grads = {k: g.row(0) for k, g in bw.grads.items()}
+        grads = rows_grads if grads is None else {k: grads[k] + g for k, g in rows_grads.items()}
+        d1 = first(bw.d[1]) if d1 is None else d1
     h = F(1, 10**6)
     # Within one smooth piece the loss is a quadratic in any one weight or input, and central
     # differences are exact for a quadratic: the exact system must match exactly.
@@ -316,8 +333,8 @@ def test_gradients_and_input_deltas_match_central_differences(numerics, data):
 
     for k, p in (grads or {}).items():
         layer = k - 1
-        for j, row in enumerate(p.w):
-            for i, g in enumerate(row):
+        for j, weights in enumerate(p.w.tolist()):
+            for i, g in enumerate(weights):
                 up, down = _nudged(spec, layer, "weights", (j, i), h)
                 assume(all(kinks(up, x) == kinks(down, x) == kinks(exact, x) for x in xs))
                 numeric = (batch_loss(up, xs, ys) - batch_loss(down, xs, ys)) / (2 * h)
@@ -354,8 +371,8 @@ def test_a_model_file_without_weights_draws_them_from_the_seed_exactly():
     assert a.drawn and a.to_json() == b.to_json() != c.to_json()
     w2 = a.init[2].w
     assert all((abs(v) <= F(1, 2) and v.denominator in (1, 2, 4, 5, 8, 10)) or
-               10_000 % v.denominator == 0 for row in w2 for v in row)  # fmt: skip
-    assert a.init[2].b == [0, 0]  # biases start at 0, as the series says
+               10_000 % v.denominator == 0 for v in w2.reshape(-1))  # fmt: skip
+    assert a.init[2].b.tolist() == [0, 0]  # biases start at 0, as the series says
     again = load_model(a.to_json(), 4)  # the drawn values, stored exactly, come back
     assert again.to_json() == a.to_json() and not again.drawn
 

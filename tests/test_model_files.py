@@ -54,6 +54,7 @@ def bad(tmp_path, content):
 
 
 LINEAR = {"type": "linear", "out": 1, "weights": [["1", "2", "3"]]}
+IMAGE = {"type": "input", "shape": [3, 1, 1]}
 
 
 @pytest.mark.parametrize(
@@ -64,9 +65,9 @@ LINEAR = {"type": "linear", "out": 1, "weights": [["1", "2", "3"]]}
         ({"layers": []}, 'bad.json: "layers" must be a non-empty list of layers'),
         ({"layers": [{"type": "input"}, LINEAR], "loss": "hinge"},
          "bad.json: unknown loss 'hinge'; choose one of: squared_error"),
-        ({"layers": [{"type": "input"}, {"type": "conv2d"}]},
-         "bad.json: layer 2: unknown type 'conv2d'; choose one of: input, identity, linear, "
-         "relu, leaky_relu, heaviside, logistic"),
+        ({"layers": [{"type": "input"}, {"type": "dropout"}]},
+         "bad.json: layer 2: unknown type 'dropout'; choose one of: input, identity, linear, "
+         "relu, leaky_relu, heaviside, logistic, conv2d, maxpool2d, flatten, normalization"),
         ({"layers": [LINEAR]},
          "bad.json: layer 1 (linear): the input layer comes first and only first"),
         ({"layers": [{"type": "input"}, {**LINEAR, "weights": [["1", "2"]]}]},
@@ -103,6 +104,35 @@ LINEAR = {"type": "linear", "out": 1, "weights": [["1", "2", "3"]]}
         ("[" * 100_000 + "]" * 100_000, "bad.json: nested too deeply to be a model file"),
         ({"layers": [{"type": "input"}, {**LINEAR, "weights": [["1e99999999999", "2", "3"]]}]},
          "bad.json: layer 2 (linear): weights[1][1] '1e99999999999' is too long to read exactly"),
+        # The images chapters' layers, on the article's three features as a 3 × 1 × 1 image.
+        ({"layers": [IMAGE, {"type": "conv2d", "out": 1, "kernel": 2}]},
+         'bad.json: layer 2 (conv2d): "kernel" must be an odd whole number (1, 3, 5 …: the '
+         "output keeps the input's size), got 2"),
+        ({"layers": [IMAGE, {"type": "conv2d", "out": 1, "kernel": None}]},
+         'bad.json: layer 2 (conv2d): "kernel" must be an odd whole number'),
+        ({"layers": [IMAGE, {"type": "conv2d", "out": 1, "kernel": 1, "weights": [[["1"]]]}]},
+         "bad.json: layer 2 (conv2d): weights[1]: needs 3 values, got 1 values: the weights of "
+         "a conv2d layer are out × in × kernel × kernel (1 × 3 × 1 × 1)"),
+        ({"layers": [{"type": "input"}, {"type": "conv2d", "out": 1}]},
+         "bad.json: layer 2 (conv2d): a conv2d layer takes images (channels × rows × columns), "
+         'not a vector of 3; give the input layer a "shape": [C, H, W]'),
+        ({"layers": [{"type": "input", "shape": [1, 1, 3]}, {"type": "maxpool2d", "size": 2}]},
+         'bad.json: layer 2 (maxpool2d): "size" 2 does not divide the 1 × 3 grids it pools'),
+        ({"layers": [IMAGE, {"type": "linear", "out": 1}]},
+         "bad.json: layer 2 (linear): a linear layer takes a vector, not a 3 × 1 × 1 image; put "
+         'a {"type": "flatten"} layer before it'),
+        ({"layers": [{"type": "input", "shape": [2, 2, 2]}, {"type": "flatten"}]},
+         'bad.json: layer 1 (input): "shape" 2×2×2 holds 8 values but the data has 3 feature '
+         "columns"),
+        ({"layers": [{"type": "input", "shape": [3, 1]}]},
+         'bad.json: layer 1 (input): "shape" must be [channels, rows, columns] of whole numbers'),
+        ({"layers": [{"type": "input"}, LINEAR, {"type": "normalization"}]},
+         "layer 3 (normalization) is not rational (it needs a square root): exact arithmetic "
+         "cannot run it; use --numerics float64 or float32"),
+        ({"layers": [{"type": "input"}, LINEAR, {"type": "normalization", "eps": "0"}]},
+         'bad.json: layer 3 (normalization): "eps" must be greater than 0, got 0'),
+        ({"layers": [{"type": "input"}, LINEAR, {"type": "normalization", "gamma": ["1", "2"]}]},
+         "bad.json: layer 3 (normalization): gamma: needs a list of 1 values (one per neuron)"),
     ],
 )  # fmt: skip
 def test_a_bad_model_file_gets_one_line_naming_layer_and_field_and_writes_nothing(

@@ -160,6 +160,10 @@ class Numerics:
             return to_float32(q)
         return float(q)
 
+    def array(self, values: Iterable[Number]) -> np.ndarray[Any, Any]:
+        """Numbers of this system as a numpy array (of ``Fraction`` objects in exact)."""
+        return np.array(list(values), dtype=self.dtype if self.dtype is not None else object)
+
     def fits(self, q: Fraction) -> bool:
         """Whether ``q`` is within the finite range of this system (exact: of float64 records)."""
         limit = np.finfo(np.float32).max if self.name == "float32" else np.finfo(np.float64).max

@@ -9,27 +9,36 @@
     heaviside    o = 1 if x ≥ 0 else 0         δ_in = 0
     logistic     o = 1 / (1 + e^−x)            δ_in = δ · o · (1 − o)          (float only)
 
-A vector is a list of its components. A component is one number (a ``Fraction``, a ``float``,
-a ``numpy.float32``) or a numpy column holding that component for many rows at once. The same
-lines run on both, operation for operation in the same order, so a step computed on numbers and
-the same step recomputed on columns agree bit for bit: the recorder walks the weights' path on
-numbers, then fills every column of a chunk of steps at once (:mod:`steptrace.train.columns`).
+and the images chapters' (:mod:`.images`): conv2d, maxpool2d, flatten, normalization.
+
+A tensor is a numpy array whose first axis is the rows (data inputs) it holds values for: one
+row in the weights' walk, a step's rows, or a whole chunk of steps; the other axes are the
+layer's shape (neurons, or channels × rows × columns of an image). Parameters have the layer's
+shape, with a leading rows axis too when each row has its own (a chunk of many steps). The
+arrays hold float64, float32, exact ``Fraction`` objects, or the symbols of
+:mod:`steptrace.train.compiled`, which records every operation into straight-line code.
+
+Every sum runs left to right in reading order, ``((a1 + a2) + a3) + …`` as the article adds
+(:func:`total`), and every other operation is element by element: so a row's numbers do not
+depend on how many rows are computed beside it, and the walk, the recorder's columns and
+``steptrace verify`` agree bit for bit.
 
 Maths only: no I/O, no knowledge of traces.
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from ..numerics import Number
 
 __all__ = [
-    "LAYERS",
     "Heaviside",
     "Identity",
     "Input",
@@ -39,96 +48,118 @@ __all__ = [
     "Logistic",
     "Params",
     "Relu",
-    "dot",
+    "Shape",
+    "total",
 ]
 
-Vec = list[Any]
-"""A vector: one component (a number, or a column of numbers) per neuron."""
-Matrix = list[Vec]
-"""A weight matrix, row j = output neuron j, column i = input i (the series' W_{j,i})."""
+Array = npt.NDArray[Any]
+Shape = tuple[int, ...]
+"""The shape of one row's value: ``(n,)`` for n neurons, ``(C, H, W)`` for an image."""
 
 
-# --- the few operations that differ between numbers and columns ----------------------------------
+# --- the few operations that differ between numbers, exact objects and traced symbols -----------
 
 
-def where(condition: Any, a: Any, b: Any) -> Any:
-    """``a if condition else b``, component by component on columns."""
+def _where1(condition: Any, a: Any, b: Any) -> Any:
     if isinstance(condition, bool | np.bool_):
         return a if condition else b
-    if isinstance(condition, np.ndarray):
-        return np.where(condition, a, b)
     return condition.where(a, b)  # a traced value (steptrace.train.compiled)
 
 
-def zero_like(v: Any) -> Any:
-    """0 in the number system of ``v`` (a column of zeros for a column)."""
-    if isinstance(v, np.ndarray):
-        return np.zeros_like(v)
+def _zero1(v: Any) -> Any:
     return type(v)(0) if isinstance(v, _NUMBERS) else v.zero_like()
 
 
-def one_like(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return np.ones_like(v)
+def _one1(v: Any) -> Any:
     return type(v)(1) if isinstance(v, _NUMBERS) else v.one_like()
 
 
-def exp(v: Any) -> Any:
-    """e^v by numpy's exp for numbers and columns alike, so both round the same way."""
-    if type(v) is float:
-        return float(np.exp(v))
-    if isinstance(v, np.ndarray | np.floating):
-        return np.exp(v)
-    return v.exp()
+def _exp1(v: Any) -> Any:
+    return float(np.exp(v)) if type(v) is float else v.exp()
 
 
 _NUMBERS = (int, float, Fraction, np.floating)
+_ELEMENTWISE = {
+    "where": np.frompyfunc(_where1, 3, 1),
+    "ge": np.frompyfunc(operator.ge, 2, 1),
+    "zero": np.frompyfunc(_zero1, 1, 1),
+    "one": np.frompyfunc(_one1, 1, 1),
+    "exp": np.frompyfunc(_exp1, 1, 1),
+}
 
 
-def dot(w: Vec, x: Vec) -> Number:
-    """w · x summed left to right: ((w1*x1 + w2*x2) + w3*x3), as the article adds."""
-    total = w[0] * x[0]
-    for wi, xi in zip(w[1:], x[1:], strict=True):
-        total = total + wi * xi
-    return total
+def _objects(a: Any) -> bool:
+    return isinstance(a, np.ndarray) and a.dtype == object
 
 
-@dataclass(frozen=True)
+def _as_objects(a: Any) -> Array:
+    return np.asarray(a, dtype=object)
+
+
+def where(condition: Array, a: Any, b: Any) -> Array:
+    """``a if condition else b``, element by element."""
+    if _objects(condition):
+        return _as_objects(_ELEMENTWISE["where"](condition, a, b))
+    out: Array = np.where(condition, a, b)
+    return out
+
+
+def at_least_zero(x: Array) -> Array:
+    """``x ≥ 0`` element by element (a traced test for symbols, written once and reused)."""
+    if _objects(x):
+        return _as_objects(_ELEMENTWISE["ge"](x, 0))
+    return x >= 0
+
+
+def zero_like(x: Array) -> Array:
+    """0 in the number system of ``x``, in its shape."""
+    return _as_objects(_ELEMENTWISE["zero"](x)) if _objects(x) else np.zeros_like(x)
+
+
+def one_like(x: Array) -> Array:
+    return _as_objects(_ELEMENTWISE["one"](x)) if _objects(x) else np.ones_like(x)
+
+
+def exp(x: Array) -> Array:
+    """e^x by numpy's exp, for floats and traced symbols alike, so both round the same way."""
+    return _as_objects(_ELEMENTWISE["exp"](x)) if _objects(x) else np.exp(x)
+
+
+def total(a: Array, axis: int = -1) -> Array:
+    """Σ along ``axis``, left to right: ``((a1 + a2) + a3) + …``, as the article adds (numpy's
+    own sum pairs its terms differently, and differently for different lengths)."""
+    out: Array = np.take(np.add.accumulate(a, axis=axis), -1, axis=axis)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
 class Params:
-    """A layer's parameters, or their gradients: weights W (out × in) and biases b (or None)."""
+    """A layer's parameters, or their gradients: weights W and biases b (or None), each an
+    array in the layer's parameter shape (with a leading rows axis when rows have their own)."""
 
-    w: Matrix
-    b: Vec | None = None
+    w: Array
+    b: Array | None = None
 
     def __add__(self, other: Params) -> Params:
-        """Gradients of two samples added, component by component (a batch's sum)."""
-        w = [
-            [a + b for a, b in zip(ra, rb, strict=True)]
-            for ra, rb in zip(self.w, other.w, strict=True)
-        ]
-        b = (
-            None
-            if self.b is None or other.b is None
-            else [a + c for a, c in zip(self.b, other.b, strict=True)]
-        )
-        return Params(w, b)
+        """Gradients of two rows added, element by element (a step's sum)."""
+        w = self.w + other.w  # W first, then b: the order parameters are stored in
+        return Params(w, None if self.b is None or other.b is None else self.b + other.b)
 
     def step(self, lr: Number, grad: Params) -> Params:
         """The update ŵ = w − α·grad (and the same for b)."""
-        w = [
-            [wi - lr * gi for wi, gi in zip(rw, rg, strict=True)]
-            for rw, rg in zip(self.w, grad.w, strict=True)
-        ]
-        b = (
-            None
-            if self.b is None or grad.b is None
-            else [bj - lr * gj for bj, gj in zip(self.b, grad.b, strict=True)]
-        )
-        return Params(w, b)
+        w = self.w - lr * grad.w
+        return Params(w, None if self.b is None or grad.b is None else self.b - lr * grad.b)
 
-    def flat(self) -> Vec:
-        """W row by row, then b: the order parameters are stored in."""
-        return [v for row in self.w for v in row] + (list(self.b) if self.b is not None else [])
+    def flat(self) -> list[Any]:
+        """W row-major, then b: the order parameters are stored in."""
+        return [
+            *self.w.reshape(-1).tolist(),
+            *([] if self.b is None else self.b.reshape(-1).tolist()),
+        ]
+
+    def row(self, r: int) -> Params:
+        """Row ``r``'s parameters, of parameters that have a rows axis."""
+        return Params(self.w[r], None if self.b is None else self.b[r])
 
 
 # --- the layers ----------------------------------------------------------------------------------
@@ -136,11 +167,15 @@ class Params:
 
 class Layer:
     """A layer of the stack. ``forward(x, p)`` gives its output; ``backward(x, o, d, p)`` takes
-    δ of its output and gives δ of its input and the gradients of its parameters (or None)."""
+    δ of its output and gives δ of its input and each row's gradients of its parameters (or
+    None). ``x``, ``o`` and ``d`` hold one or more rows (first axis)."""
 
     type: ClassVar[str]
     #: Whether the layer's maths stays within the rationals (exact runs can run it).
     rational: ClassVar[bool] = True
+    #: Whether a row's values depend on the other rows of its step (normalization): such a
+    #: layer sees a step's rows together, and only them.
+    couples_rows: ClassVar[bool] = False
     #: The layer's formulas, once for every place that writes them (replay, the dashboard,
     #: verify's messages): templates of ``{x}`` (its input), ``{o}`` (its output), ``{d}`` (the
     #: δ it receives), ``{w}``/``{b}`` (its parameters) and the typography ``{ge}``,
@@ -148,14 +183,30 @@ class Layer:
     forward_rule: ClassVar[str]
     backward_rule: ClassVar[str]
     has_params: ClassVar[bool] = False
+    bias: bool = False
+    #: A layer with parameters: what its bias adds to ``forward_rule`` (with a bias), and its
+    #: gradients' formulas.
+    bias_rule: ClassVar[str] = ""
+    grad_w_rule: ClassVar[str] = ""
+    grad_b_rule: ClassVar[str] = ""
 
-    def out_size(self, n_in: int) -> int:
-        return n_in
+    def out_shape(self, in_shape: Shape) -> Shape:
+        return in_shape
 
-    def forward(self, x: Vec, p: Params | None) -> Vec:
+    def param_shapes(self, in_shape: Shape) -> tuple[Shape, Shape | None]:
+        """The shapes of W and b (None without a bias), for a layer with parameters."""
         raise NotImplementedError
 
-    def backward(self, x: Vec, o: Vec, d: Vec, p: Params | None) -> tuple[Vec, Params | None]:
+    def shape_error(self, in_shape: Shape) -> str | None:
+        """Why the layer cannot take inputs of this shape, or None."""
+        return None
+
+    def forward(self, x: Array, p: Params | None) -> Array:
+        raise NotImplementedError
+
+    def backward(
+        self, x: Array, o: Array, d: Array, p: Params | None
+    ) -> tuple[Array, Params | None]:
         raise NotImplementedError
 
     def settings(self) -> dict[str, Any]:
@@ -173,19 +224,35 @@ class Layer:
 
 
 class Input(Layer):
+    """L1: the data input as it is, a vector, or with ``shape`` an image of C channels of
+    H × W values (the data's features row-major: channel, row, column)."""
+
     type = "input"
     forward_rule = "{x}"
     backward_rule = "{d}"
 
-    def forward(self, x: Vec, p: Params | None) -> Vec:
-        return list(x)  # L(x) = x
+    def __init__(self, shape: Shape | None = None) -> None:
+        self.shape = shape
 
-    def backward(self, x: Vec, o: Vec, d: Vec, p: Params | None) -> tuple[Vec, Params | None]:
-        return list(d), None  # δ passes through
+    def forward(self, x: Array, p: Params | None) -> Array:
+        return x  # L(x) = x
+
+    def backward(
+        self, x: Array, o: Array, d: Array, p: Params | None
+    ) -> tuple[Array, Params | None]:
+        return d, None  # δ passes through
+
+    def settings(self) -> dict[str, Any]:
+        if self.shape is None:
+            return {"type": self.type}
+        return {"type": self.type, "shape": list(self.shape)}
 
 
 class Identity(Input):
     type = "identity"
+
+    def __init__(self) -> None:
+        super().__init__(None)
 
 
 class Linear(Layer):
@@ -201,21 +268,30 @@ class Linear(Layer):
         self.out = out
         self.bias = bias
 
-    def out_size(self, n_in: int) -> int:
-        return self.out
+    def out_shape(self, in_shape: Shape) -> Shape:
+        return (self.out,)
 
-    def forward(self, x: Vec, p: Params | None) -> Vec:
-        assert p is not None
-        o = [dot(row, x) for row in p.w]  # o_j = Σ_i W_{j,i} x_i
-        if p.b is not None:
-            o = [oj + bj for oj, bj in zip(o, p.b, strict=True)]  # + b_j
-        return o
+    def param_shapes(self, in_shape: Shape) -> tuple[Shape, Shape | None]:
+        return (self.out, in_shape[0]), (self.out,) if self.bias else None
 
-    def backward(self, x: Vec, o: Vec, d: Vec, p: Params | None) -> tuple[Vec, Params | None]:
+    def shape_error(self, in_shape: Shape) -> str | None:
+        if len(in_shape) != 1:
+            return (f"a linear layer takes a vector, not a {_shape_text(in_shape)} image; put a "
+                    '{"type": "flatten"} layer before it')  # fmt: skip
+        return None
+
+    def forward(self, x: Array, p: Params | None) -> Array:
         assert p is not None
-        d_in = [dot(d, [row[i] for row in p.w]) for i in range(len(x))]  # δ_in,i = Σ_j δ_j W_{j,i}
-        grad_w = [[dj * xi for xi in x] for dj in d]  # ∂Loss/∂W_{j,i} = δ_j x_i
-        grad_b = list(d) if p.b is not None else None  # ∂Loss/∂b_j = δ_j
+        o = total(p.w * x[..., None, :])  # o_j = Σ_i W_{j,i} x_i
+        return o if p.b is None else o + p.b  # + b_j
+
+    def backward(
+        self, x: Array, o: Array, d: Array, p: Params | None
+    ) -> tuple[Array, Params | None]:
+        assert p is not None
+        d_in = total(d[..., :, None] * p.w, axis=-2)  # δ_in,i = Σ_j δ_j W_{j,i}
+        grad_w = d[..., :, None] * x[..., None, :]  # ∂Loss/∂W_{j,i} = δ_j x_i
+        grad_b = d if p.b is not None else None  # ∂Loss/∂b_j = δ_j
         return d_in, Params(grad_w, grad_b)
 
     def settings(self) -> dict[str, Any]:
@@ -227,11 +303,13 @@ class Relu(Layer):
     forward_rule = "{x} if {x} {ge} 0 else 0"
     backward_rule = "{d} if {x} {ge} 0 else 0"
 
-    def forward(self, x: Vec, p: Params | None) -> Vec:
-        return [where(xi >= 0, xi, zero_like(xi)) for xi in x]
+    def forward(self, x: Array, p: Params | None) -> Array:
+        return where(at_least_zero(x), x, zero_like(x))
 
-    def backward(self, x: Vec, o: Vec, d: Vec, p: Params | None) -> tuple[Vec, Params | None]:
-        return [where(xi >= 0, di, zero_like(di)) for xi, di in zip(x, d, strict=True)], None
+    def backward(
+        self, x: Array, o: Array, d: Array, p: Params | None
+    ) -> tuple[Array, Params | None]:
+        return where(at_least_zero(x), d, zero_like(d)), None
 
 
 class LeakyRelu(Layer):
@@ -243,13 +321,13 @@ class LeakyRelu(Layer):
         self.slope = slope  # in the run's number system
         self.slope_text = slope_text
 
-    def forward(self, x: Vec, p: Params | None) -> Vec:
-        a = self.slope
-        return [where(xi >= 0, xi, a * xi) for xi in x]
+    def forward(self, x: Array, p: Params | None) -> Array:
+        return where(at_least_zero(x), x, self.slope * x)
 
-    def backward(self, x: Vec, o: Vec, d: Vec, p: Params | None) -> tuple[Vec, Params | None]:
-        a = self.slope
-        return [where(xi >= 0, di, a * di) for xi, di in zip(x, d, strict=True)], None
+    def backward(
+        self, x: Array, o: Array, d: Array, p: Params | None
+    ) -> tuple[Array, Params | None]:
+        return where(at_least_zero(x), d, self.slope * d), None
 
     def settings(self) -> dict[str, Any]:
         return {"type": self.type, "slope": self.slope_text}
@@ -260,11 +338,13 @@ class Heaviside(Layer):
     forward_rule = "1 if {x} {ge} 0 else 0"
     backward_rule = "0"
 
-    def forward(self, x: Vec, p: Params | None) -> Vec:
-        return [where(xi >= 0, one_like(xi), zero_like(xi)) for xi in x]
+    def forward(self, x: Array, p: Params | None) -> Array:
+        return where(at_least_zero(x), one_like(x), zero_like(x))
 
-    def backward(self, x: Vec, o: Vec, d: Vec, p: Params | None) -> tuple[Vec, Params | None]:
-        return [zero_like(di) for di in d], None  # its derivative is 0 wherever it has one
+    def backward(
+        self, x: Array, o: Array, d: Array, p: Params | None
+    ) -> tuple[Array, Params | None]:
+        return zero_like(d), None  # its derivative is 0 wherever it has one
 
 
 class Logistic(Layer):
@@ -273,17 +353,18 @@ class Logistic(Layer):
     forward_rule = "1 / (1 + e^{minus}{x})"
     backward_rule = "{d}{times}{o}{times}(1 {minus} {o})"
 
-    def forward(self, x: Vec, p: Params | None) -> Vec:
-        return [one_like(xi) / (one_like(xi) + exp(-xi)) for xi in x]
+    def forward(self, x: Array, p: Params | None) -> Array:
+        o: Array = one_like(x) / (one_like(x) + exp(-x))
+        return o
 
-    def backward(self, x: Vec, o: Vec, d: Vec, p: Params | None) -> tuple[Vec, Params | None]:
-        return [di * oi * (one_like(oi) - oi) for oi, di in zip(o, d, strict=True)], None
+    def backward(
+        self, x: Array, o: Array, d: Array, p: Params | None
+    ) -> tuple[Array, Params | None]:
+        return d * o * (one_like(o) - o), None
 
 
-#: Every layer type a model file may name.
-LAYERS: dict[str, type[Layer]] = {
-    cls.type: cls for cls in (Input, Identity, Linear, Relu, LeakyRelu, Heaviside, Logistic)
-}
+def _shape_text(shape: Shape) -> str:
+    return " × ".join(str(n) for n in shape)
 
 
 # --- the loss ------------------------------------------------------------------------------------
@@ -295,20 +376,18 @@ class SquaredError:
 
     type = "squared_error"
 
-    def value(self, o: Vec, y: Vec) -> Number:
-        total = (o[0] - y[0]) * (o[0] - y[0])
-        for oj, yj in zip(o[1:], y[1:], strict=True):
-            total = total + (oj - yj) * (oj - yj)
-        return total / 2  # ½ Σ_j (o_j − y_j)²
+    def value(self, o: Array, y: Array) -> Array:
+        e = o - y
+        return total(e * e) / 2  # ½ Σ_j (o_j − y_j)²
 
-    def delta(self, o: Vec, y: Vec, m: Any) -> Vec:
-        return [(oj - yj) / m for oj, yj in zip(o, y, strict=True)]  # δ = (o − y) / m
+    def delta(self, o: Array, y: Array, m: Any) -> Array:
+        if isinstance(m, np.ndarray):
+            m = m[..., None]  # each row's own step size
+        d: Array = (o - y) / m  # δ = (o − y) / m
+        return d
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SquaredError)
 
     def __hash__(self) -> int:
         return hash(self.type)
-
-
-LOSSES: dict[str, type[SquaredError]] = {SquaredError.type: SquaredError}

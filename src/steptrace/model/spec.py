@@ -13,9 +13,14 @@ A model file lists the layers in order (L1 first, the input layer) and the loss:
      "loss": "squared_error"}
 
 Numbers are read exactly, like ``--lr`` (``"1/200"``, ``"1e-3"``, or JSON numbers digit for
-digit). A linear layer without ``weights`` starts from weights drawn from the run's seed (see
-:func:`random_weights`) and biases at 0; the drawn values are stored exactly in the run's
-metadata, so the run can be verified, resumed and recorded again.
+digit). A linear or conv2d layer without ``weights`` starts from weights drawn from the run's
+seed (see :func:`random_weights`) and biases at 0; the drawn values are stored exactly in the
+run's metadata, so the run can be verified, resumed and recorded again.
+
+The images chapters' layers (:mod:`.images`) take an input layer with a ``"shape": [C, H, W]``:
+the data's features, row-major, become C channels of H × W values. Every layer's settings are
+checked against the shape of what it receives, so a model that cannot run says which layer and
+which field in one line, before anything is recorded.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ import numpy as np
 
 from ..errors import ConfigError, ModelError
 from ..numerics import Numerics, parse_exact
-from .layers import LAYERS, LOSSES, Layer, LeakyRelu, Linear, Params
+from .images import Conv2d, MaxPool2d, Normalization
+from .kinds import LAYERS, LOSSES
+from .layers import Input, Layer, LeakyRelu, Linear, Params, Shape
 from .stack import ParamSet, Stack
 
 __all__ = ["ARTICLE_INIT", "Model", "article_model", "load_model", "random_weights"]
@@ -43,13 +50,19 @@ __all__ = ["ARTICLE_INIT", "Model", "article_model", "load_model", "random_weigh
 ARTICLE_INIT: tuple[str, ...] = ("1/200", "-3000/11600000", "1/5800")
 #: Default slope of a leaky ReLU, as the series uses it.
 DEFAULT_SLOPE = "1/100"
+#: Default ε of a normalization layer (inside the square root).
+DEFAULT_EPS = "1/100000"
 #: Weights a linear layer may have: a trace stores one column per recorded value (its weights
 #: after each step and each row's gradients), and Parquet files of more columns are unusable.
 MAX_WEIGHTS = 100_000
 #: Fields each layer type may have (besides ``type``).
 FIELDS: dict[str, tuple[str, ...]] = {
+    "input": ("shape",),
     "linear": ("out", "bias", "weights", "biases"),
     "leaky_relu": ("slope",),
+    "conv2d": ("out", "kernel", "bias", "weights", "biases"),
+    "maxpool2d": ("size",),
+    "normalization": ("eps", "gamma", "beta"),
 }
 #: Random weights are multiples of this, so that exact runs start from short fractions.
 RANDOM_GRID = 10_000
@@ -73,31 +86,34 @@ class Model:
         return all(LAYERS[spec["type"]].rational for spec in self.layers)
 
     def stack(self, numerics: Numerics) -> Stack:
-        """The stack in a number system (a leaky ReLU's slope rounded into it)."""
-        layers: list[Layer] = []
-        for spec in self.layers:
-            kind = spec["type"]
-            if kind == "linear":
-                layers.append(Linear(int(spec["out"]), bool(spec["bias"])))
-            elif kind == "leaky_relu":
-                slope = spec["slope"]
-                layers.append(LeakyRelu(numerics.make(parse_exact(slope)), slope))
-            else:
-                layers.append(LAYERS[kind]())
-        return Stack(tuple(layers), LOSSES[self.loss](), self.n_in)
+        """The stack in a number system (a leaky ReLU's slope, a normalization's ε rounded
+        into it)."""
+        return Stack(tuple(_layer(spec, numerics) for spec in self.layers),
+                     LOSSES[self.loss](), self.n_in)  # fmt: skip
 
     def params(self, numerics: Numerics) -> ParamSet:
         """The initial parameters rounded into a number system."""
+
+        def made(a: Any) -> Any:
+            return numerics.array([numerics.make(q) for q in a.reshape(-1)]).reshape(a.shape)
+
         return {
-            k: Params(
-                [[numerics.make(q) for q in row] for row in p.w],
-                None if p.b is None else [numerics.make(q) for q in p.b],
-            )
-            for k, p in self.init.items()
+            k: Params(made(p.w), None if p.b is None else made(p.b)) for k, p in self.init.items()
         }
 
     def exact_values(self) -> list[Fraction]:
         return [q for k in sorted(self.init) for q in self.init[k].flat()]
+
+    def named_values(self, k: int) -> list[tuple[str, Fraction]]:
+        """Layer k's initial parameters, each with the field that gives it in a model file
+        (``weights[2][1]``, ``biases[1]``; ``gamma[1]`` … for a normalization)."""
+        p = self.init[k]
+        w_name, b_name = (("gamma", "beta") if self.layers[k - 1]["type"] == "normalization"
+                          else ("weights", "biases"))  # fmt: skip
+        out = [(w_name + "".join(f"[{i + 1}]" for i in idx), q) for idx, q in np.ndenumerate(p.w)]
+        if p.b is not None:
+            out += [(f"{b_name}[{j + 1}]", q) for (j,), q in np.ndenumerate(p.b)]
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """The model as a model file writes it, initial parameters as exact texts."""
@@ -106,26 +122,38 @@ class Model:
             entry = dict(spec)
             if k in self.init:
                 p = self.init[k]
-                entry["weights"] = [[str(q) for q in row] for row in p.w]
-                if p.b is not None:
-                    entry["biases"] = [str(q) for q in p.b]
+                texts = np.vectorize(str, otypes=[object])
+                if spec["type"] == "normalization":
+                    entry["gamma"], entry["beta"] = texts(p.w).tolist(), texts(p.b).tolist()
+                else:
+                    entry["weights"] = texts(p.w).tolist()
+                    if p.b is not None:
+                        entry["biases"] = texts(p.b).tolist()
             layers.append(entry)
         return {"name": self.name, "layers": layers, "loss": self.loss}
 
     def describe(self) -> str:
-        """``input(3) → linear(2, bias) → relu → linear(1) → squared_error``"""
-        parts, n = [], self.n_in
+        """``input(3) → linear(2, bias) → relu → linear(1) → squared_error``; an image's
+        layers with their shapes: ``input(2×6×6) → conv2d(3, 3×3, bias) → …``"""
+        parts: list[str] = []
+        shape: Shape = (self.n_in,)
         for spec in self.layers:
             kind = spec["type"]
             if kind == "input":
-                parts.append(f"input({n})")
-            elif kind == "linear":
-                n = int(spec["out"])
-                parts.append(f"linear({n}{', bias' if spec['bias'] else ''})")
+                shape = tuple(spec.get("shape") or shape)
+                parts.append(f"input({_times(shape)})")
+            elif kind in ("linear", "conv2d"):
+                k = f", {spec['kernel']}×{spec['kernel']}" if kind == "conv2d" else ""
+                parts.append(f"{kind}({spec['out']}{k}{', bias' if spec['bias'] else ''})")
             elif kind == "leaky_relu":
                 parts.append(f"leaky_relu({spec['slope']})")
+            elif kind == "maxpool2d":
+                parts.append(f"maxpool2d({spec['size']})")
+            elif kind == "flatten":
+                parts.append(f"flatten({_times(_layer(spec, _EXACT).out_shape(shape))})")
             else:
                 parts.append(kind)
+            shape = _layer(spec, _EXACT).out_shape(shape)
         return " → ".join([*parts, self.loss])
 
 
@@ -151,15 +179,49 @@ def article_model(
             "give one weight per feature"
         )
     layers = ({"type": "input"}, {"type": "linear", "out": 1, "bias": False}, {"type": "relu"})
-    return Model("article", layers, "squared_error", n_in, {2: Params([weights], None)})
+    return Model("article", layers, "squared_error", n_in, {2: Params(_objects([weights]))})
 
 
-def random_weights(n_out: int, n_in: int, rng: np.random.Generator) -> list[list[Fraction]]:
-    """Weights drawn uniformly from [−1/√n_in, 1/√n_in] (PyTorch's default range for a linear
-    layer), on a grid of 1/10 000 so that they are short exact fractions."""
+_EXACT = Numerics("exact", None)
+
+
+def _times(shape: Sequence[int]) -> str:
+    return "×".join(str(n) for n in shape)
+
+
+def _objects(nested: Any) -> Any:
+    """Exact values as a numpy array of ``Fraction`` objects, in their nested shape."""
+    return np.array(nested, dtype=object)
+
+
+def _layer(spec: Mapping[str, Any], numerics: Numerics) -> Layer:
+    """A layer of a model file's checked settings, in a number system."""
+    kind = spec["type"]
+    if kind == "input":
+        return Input(tuple(spec["shape"]) if spec.get("shape") else None)
+    if kind == "linear":
+        return Linear(int(spec["out"]), bool(spec["bias"]))
+    if kind == "conv2d":
+        return Conv2d(int(spec["out"]), int(spec["kernel"]), bool(spec["bias"]))
+    if kind == "maxpool2d":
+        return MaxPool2d(int(spec["size"]))
+    if kind == "leaky_relu":
+        return LeakyRelu(numerics.make(parse_exact(spec["slope"])), spec["slope"])
+    if kind == "normalization":
+        return Normalization(numerics.make(parse_exact(spec["eps"])), spec["eps"])
+    return LAYERS[kind]()
+
+
+def random_weights(
+    n_out: int, n_in: int, rng: np.random.Generator, shape: Shape | None = None
+) -> Any:
+    """Weights drawn uniformly from [−1/√n_in, 1/√n_in] (PyTorch's default range for linear
+    and convolution layers, n_in the inputs each output reads: in·k·k for a kernel), on a grid
+    of 1/10 000 so that they are short exact fractions; in ``shape`` (default n_out × n_in),
+    as an array of ``Fraction``."""
     bound = int(RANDOM_GRID / math.sqrt(n_in))
-    drawn = rng.integers(-bound, bound, size=(n_out, n_in), endpoint=True)
-    return [[Fraction(int(v), RANDOM_GRID) for v in row] for row in drawn]
+    drawn = rng.integers(-bound, bound, size=shape or (n_out, n_in), endpoint=True)
+    return np.vectorize(lambda v: Fraction(int(v), RANDOM_GRID), otypes=[object])(drawn)
 
 
 def load_model(
@@ -209,19 +271,40 @@ def _parse(data: dict[str, Any], n_in: int, seed: int | None, where: str) -> Mod
     loss = data.get("loss", "squared_error")
     if loss not in LOSSES:
         raise ModelError(f"{where}: unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
-    specs: list[dict[str, Any]] = []
-    init: dict[int, Params] = {}
-    rng: np.random.Generator | None = None
-    width = n_in
+    reader = _Reader(where, n_in, seed)
     for k, layer in enumerate(layers, 1):
+        reader.read(k, layer)
+    name = str(data.get("name", "model"))
+    return Model(name, tuple(reader.specs), str(loss), n_in, reader.init, drawn=reader.drawn)
+
+
+class _Reader:
+    """Reads a model file's layers in order, keeping the shape of what each one receives."""
+
+    def __init__(self, where: str, n_in: int, seed: int | None) -> None:
+        self.where, self.n_in, self.seed = where, n_in, seed
+        self.shape: Shape = (n_in,)
+        self.specs: list[dict[str, Any]] = []
+        self.init: dict[int, Params] = {}
+        self.rng: np.random.Generator | None = None
+
+    @property
+    def drawn(self) -> bool:
+        return self.rng is not None
+
+    def random(self) -> np.random.Generator:
+        if self.rng is None:
+            self.rng = np.random.default_rng(self.seed if self.seed is not None else 0)
+        return self.rng
+
+    def read(self, k: int, layer: Any) -> None:
         if not isinstance(layer, dict) or "type" not in layer:
-            raise ModelError(f'{where}: layer {k} must be an object with a "type"')
+            raise ModelError(f'{self.where}: layer {k} must be an object with a "type"')
         kind = layer["type"]
         if kind not in LAYERS:
-            raise ModelError(
-                f"{where}: layer {k}: unknown type {kind!r}; choose one of: {', '.join(LAYERS)}"
-            )
-        at = f"{where}: layer {k} ({kind})"
+            raise ModelError(f"{self.where}: layer {k}: unknown type {kind!r}; choose one of: "
+                             f"{', '.join(LAYERS)}")  # fmt: skip
+        at = f"{self.where}: layer {k} ({kind})"
         extra = sorted(set(layer) - {"type", *FIELDS.get(kind, ())})
         if extra:
             allowed = ", ".join(("type", *FIELDS.get(kind, ())))
@@ -231,39 +314,94 @@ def _parse(data: dict[str, Any], n_in: int, seed: int | None, where: str) -> Mod
                 f"{at}: the input layer comes first and only first (the series numbers it L1)"
             )
         spec: dict[str, Any] = {"type": kind}
+        if kind == "input" and "shape" in layer:
+            spec["shape"] = self.image_shape(layer["shape"], at)
         if kind == "leaky_relu":
-            slope = str(layer.get("slope", DEFAULT_SLOPE))
-            _number(slope, f"{at}: slope")
-            spec["slope"] = slope
-        if kind == "linear":
-            out, bias = layer.get("out"), layer.get("bias", True)
-            if isinstance(out, bool) or not isinstance(out, int) or out < 1:
-                raise ModelError(f'{at}: "out" must be a whole number of neurons ≥ 1, got {out!r}')
-            if not isinstance(bias, bool):
-                raise ModelError(f'{at}: "bias" must be true or false, got {bias!r}')
-            if out * width > MAX_WEIGHTS:
-                raise ModelError(
-                    f"{at}: {out:,} neurons × {width:,} inputs is {out * width:,} weights; a "
-                    f"trace holds a column per value, so a layer has at most {MAX_WEIGHTS:,}"
-                )
-            spec.update(out=out, bias=bias)
-            if "weights" in layer:
-                weights = _matrix(layer["weights"], out, width, f"{at}: weights")
-            else:
-                if rng is None:
-                    rng = np.random.default_rng(seed if seed is not None else 0)
-                weights = random_weights(out, width, rng)
-            biases = None
-            if bias:
-                raw = layer.get("biases", ["0"] * out)
-                biases = _vector(raw, out, f"{at}: biases", "one per neuron")
-            elif "biases" in layer:
-                raise ModelError(f'{at}: "biases" given but "bias" is false')
-            init[k] = Params(weights, biases)
-            width = out
-        specs.append(spec)
-    name = str(data.get("name", "model"))
-    return Model(name, tuple(specs), str(loss), n_in, init, drawn=rng is not None)
+            spec["slope"] = str(layer.get("slope", DEFAULT_SLOPE))
+            _number(spec["slope"], f"{at}: slope")
+        if kind == "normalization":
+            spec["eps"] = str(layer.get("eps", DEFAULT_EPS))
+            if _number(spec["eps"], f"{at}: eps") <= 0:
+                raise ModelError(f'{at}: "eps" must be greater than 0, got {spec["eps"]}')
+        if kind in ("linear", "conv2d"):
+            what = "neurons" if kind == "linear" else "output channels"
+            spec["out"] = _whole(layer.get("out"), f'{at}: "out"', f"a whole number of {what} ≥ 1")
+            spec["bias"] = layer.get("bias", True)
+            if not isinstance(spec["bias"], bool):
+                raise ModelError(f'{at}: "bias" must be true or false, got {spec["bias"]!r}')
+        if kind == "conv2d":
+            spec["kernel"] = self.odd(layer, at)
+        if kind == "maxpool2d":
+            spec["size"] = _whole(layer.get("size", 2), f'{at}: "size"', "a whole number ≥ 1")
+        built = _layer({**spec, "shape": spec.get("shape")}, _EXACT)
+        error = built.shape_error(self.shape) if kind != "input" else None
+        if error:
+            raise ModelError(f"{at}: {error}")
+        if built.has_params:
+            self.init[k] = self.params(k, kind, layer, built, at)
+        self.specs.append(spec)
+        self.shape = spec["shape"] if kind == "input" and "shape" in spec else (
+            built.out_shape(self.shape))  # fmt: skip
+
+    def image_shape(self, raw: Any, at: str) -> tuple[int, int, int]:
+        if (
+            not isinstance(raw, list)
+            or len(raw) != 3
+            or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in raw)
+        ):
+            raise ModelError(f'{at}: "shape" must be [channels, rows, columns] of whole '
+                             f"numbers ≥ 1, got {raw!r}")  # fmt: skip
+        c, h, w = raw
+        if c * h * w != self.n_in:
+            raise ModelError(f'{at}: "shape" {c}×{h}×{w} holds {c * h * w} values but the data '
+                             f"has {self.n_in} feature columns (one per value, row-major: "
+                             "channel, row, column)")  # fmt: skip
+        return c, h, w
+
+    def odd(self, layer: dict[str, Any], at: str) -> int:
+        kernel = layer.get("kernel", 3)
+        if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
+            raise ModelError(f'{at}: "kernel" must be an odd whole number (1, 3, 5 …: the output '
+                             f"keeps the input's size), got {kernel!r}")  # fmt: skip
+        return kernel
+
+    def params(self, k: int, kind: str, layer: dict[str, Any], built: Layer, at: str) -> Params:
+        w_shape, b_shape = built.param_shapes(self.shape)
+        if kind == "normalization":
+            n = w_shape[0]
+            each = "one per channel" if len(self.shape) == 3 else "one per neuron"
+            gamma = _vector(layer.get("gamma", ["1"] * n), n, f"{at}: gamma", each)
+            beta = _vector(layer.get("beta", ["0"] * n), n, f"{at}: beta", each)
+            return Params(_objects(gamma), _objects(beta))
+        size = 1
+        for n in w_shape:
+            size *= n
+        if size > MAX_WEIGHTS:
+            shape = (f"{w_shape[0]:,} neurons × {w_shape[1]:,} inputs" if kind == "linear"
+                     else " × ".join(f"{n:,}" for n in w_shape))  # fmt: skip
+            raise ModelError(
+                f"{at}: {shape} is {size:,} weights; a trace holds a column per value, so a "
+                f"layer has at most {MAX_WEIGHTS:,}"
+            )
+        if "weights" in layer:
+            weights = _nested(layer["weights"], w_shape, f"{at}: weights")
+        else:
+            reads = size // w_shape[0]  # the inputs each output reads
+            weights = random_weights(w_shape[0], reads, self.random(), w_shape)
+        biases = None
+        if b_shape is not None:
+            each = "one per output channel" if kind == "conv2d" else "one per neuron"
+            biases = _objects(_vector(layer.get("biases", ["0"] * b_shape[0]), b_shape[0],
+                                      f"{at}: biases", each))  # fmt: skip
+        elif "biases" in layer:
+            raise ModelError(f'{at}: "biases" given but "bias" is false')
+        return Params(weights, biases)
+
+
+def _whole(value: Any, what: str, wanted: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelError(f"{what} must be {wanted}, got {value!r}")
+    return value
 
 
 def _number(value: Any, what: str) -> Fraction:
@@ -280,6 +418,26 @@ def _vector(raw: Any, n: int, what: str, each: str) -> list[Fraction]:
         got = f"{len(raw)} values" if isinstance(raw, list) else repr(raw)
         raise ModelError(f"{what}: needs a list of {n} values ({each}), got {got}")
     return [_number(v, f"{what}[{i}]") for i, v in enumerate(raw, 1)]
+
+
+def _nested(raw: Any, shape: Shape, what: str) -> Any:
+    """Nested lists of exact numbers in ``shape`` (a linear layer's out × in, a convolution's
+    out × in × k × k), as an array of ``Fraction``; anything else names where it is wrong."""
+    if len(shape) == 2:
+        return _objects(_matrix(raw, shape[0], shape[1], what))
+
+    def read(value: Any, depth: int, at: str) -> Any:
+        if depth == len(shape):
+            return _number(value, f"{what}{at}")
+        if not isinstance(value, list) or len(value) != shape[depth]:
+            got = f"{len(value)} values" if isinstance(value, list) else repr(value)
+            raise ModelError(
+                f"{what}{at}: needs {shape[depth]} values, got {got}: the weights of a conv2d "
+                f"layer are out × in × kernel × kernel ({' × '.join(map(str, shape))})"
+            )
+        return [read(v, depth + 1, f"{at}[{i}]") for i, v in enumerate(value, 1)]
+
+    return _objects(read(raw, 0, ""))
 
 
 def _matrix(raw: Any, rows: int, cols: int, what: str) -> list[list[Fraction]]:

@@ -1,28 +1,31 @@
 """A stack of layers and its loss: the model a run trains.
 
 Layers are numbered from 1 as the series numbers them (L1 is the input layer); the loss comes
-next. For one data input x with expectation y:
+next. For the data inputs x of a step (one row each) with expectations y:
 
     forward    o1 = L1(x), o2 = L2(o1), …, oK = LK(o_{K−1});   loss = Loss(oK, y)
     backward   d_{K+1} = ∂Loss/∂oK = (oK − y) / m
                d_k = ∂Loss/∂(input of layer k), from d_{k+1} by layer k's backward rule,
-               and the gradients of layer k's parameters beside it
+               and each row's gradients of layer k's parameters beside it
     update     ŵ = w − α · Σ grad   over the step's rows, in the order the step visits them
 
 The article's model is the stack input → linear(1 neuron, no bias) → relu: o1 = x,
 o2 = w · o1, o3 = ReLU(o2), δ4 = o3 − y, δ3, δ2 = δ3 · w, δ1 = δ2.
+
+Every value is an array whose first axis is the rows (see :mod:`.layers`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..numerics import Number
-from .layers import Layer, Params, SquaredError, Vec
+import numpy as np
 
-__all__ = ["Backward", "Stack"]
+from ..numerics import Number
+from .layers import Array, Layer, Params, Shape, SquaredError, total
+
+__all__ = ["Backward", "ParamSet", "Stack"]
 
 ParamSet = dict[int, Params]
 """Parameters of every layer that has some, by layer number."""
@@ -30,16 +33,23 @@ ParamSet = dict[int, Params]
 
 @dataclass(frozen=True)
 class Backward:
-    """The learning flux of one data input: ``d[k]`` is δ of layer k's input (k = 1 … K + 1,
-    K + 1 being the loss), and ``grads[k]`` the gradients of layer k's parameters."""
+    """The learning flux of a step's rows: ``d[k]`` is δ of layer k's input (k = 1 … K + 1,
+    K + 1 being the loss), and ``grads[k]`` each row's gradients of layer k's parameters."""
 
-    d: dict[int, Vec]
+    d: dict[int, Array]
     grads: ParamSet
+
+
+def _size(shape: Shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 @dataclass(frozen=True, eq=False)
 class Stack:
-    """Layers (numbered from 1) and a loss, with the width of the data going in."""
+    """Layers (numbered from 1) and a loss, with the number of features going in."""
 
     layers: tuple[Layer, ...]
     loss: SquaredError
@@ -64,29 +74,58 @@ class Stack:
         return self.layers[k - 1]
 
     @property
-    def sizes(self) -> list[int]:
-        """Width of each layer's output, ``sizes[k - 1]`` for layer k."""
-        out, n = [], self.n_in
+    def in_shape(self) -> Shape:
+        """The shape of a data input: the input layer's image shape, or the features."""
+        shape = getattr(self.layers[0], "shape", None)
+        return tuple(shape) if shape else (self.n_in,)
+
+    @property
+    def shapes(self) -> list[Shape]:
+        """Shape of each layer's output, ``shapes[k - 1]`` for layer k."""
+        out, shape = [], self.in_shape
         for layer in self.layers:
-            n = layer.out_size(n)
-            out.append(n)
+            shape = layer.out_shape(shape)
+            out.append(shape)
         return out
 
+    def in_shape_of(self, k: int) -> Shape:
+        """Shape of layer k's input (k may be the loss)."""
+        return self.in_shape if k == 1 else self.shapes[k - 2]
+
+    @property
+    def sizes(self) -> list[int]:
+        """Number of values of each layer's output, ``sizes[k - 1]`` for layer k."""
+        return [_size(s) for s in self.shapes]
+
     def in_size(self, k: int) -> int:
-        """Width of layer k's input (k may be the loss)."""
-        return self.n_in if k == 1 else self.sizes[k - 2]
+        """Number of values of layer k's input (k may be the loss)."""
+        return _size(self.in_shape_of(k))
 
     @property
     def n_out(self) -> int:
         return self.sizes[-1]
 
     @property
+    def images(self) -> bool:
+        """Whether some layer sees images."""
+        return len(self.in_shape) > 1
+
+    @property
+    def couples_rows(self) -> bool:
+        """Whether a row's values depend on the other rows of its step (normalization)."""
+        return any(layer.couples_rows for layer in self.layers)
+
+    @property
     def param_layers(self) -> list[int]:
         """Numbers of the layers with parameters, in order."""
         return [k for k, layer in enumerate(self.layers, 1) if layer.has_params]
 
-    def forward(self, params: ParamSet, x: Vec) -> list[Vec]:
-        """Every layer's output, ``[o1, o2, …, oK]``."""
+    def param_shapes(self, k: int) -> tuple[Shape, Shape | None]:
+        """The shapes of layer k's weights and biases (None: no bias)."""
+        return self.layer(k).param_shapes(self.in_shape_of(k))
+
+    def forward(self, params: ParamSet, x: Array) -> list[Array]:
+        """Every layer's output, ``[o1, o2, …, oK]``, for the rows of ``x``."""
         outs = []
         for k, layer in enumerate(self.layers, 1):
             x = layer.forward(x, params.get(k))
@@ -94,8 +133,9 @@ class Stack:
         return outs
 
     def backward(
-        self, params: ParamSet, x: Vec, outs: list[Vec], y: Vec, m: Any, every_delta: bool = True
-    ) -> Backward:
+        self, params: ParamSet, x: Array, outs: list[Array], y: Array, m: Any,
+        every_delta: bool = True,
+    ) -> Backward:  # fmt: skip
         """δ of every layer's input, from the loss back to L1, and the gradients on the way.
         With ``every_delta`` false it stops at the lowest layer with parameters: all that
         learning needs (the recorder's walk along the weights' path)."""
@@ -110,36 +150,59 @@ class Stack:
                 grads[k] = grad
         return Backward(d, grads)
 
+    def summed(self, grads: ParamSet) -> ParamSet:
+        """A step's gradients: its rows' gradients added in the order it visits them."""
+        return {
+            k: Params(total(g.w, axis=0), None if g.b is None else total(g.b, axis=0))
+            for k, g in grads.items()
+        }
+
     def update(self, params: ParamSet, lr: Number, grads: ParamSet) -> ParamSet:
         """ŵ = w − α·grad for every layer with parameters."""
         return {k: p.step(lr, grads[k]) for k, p in params.items()}
 
     # -- parameters as one flat vector (the weights' path is stored that way) -------------------
 
-    def flat(self, params: ParamSet) -> list[Number]:
-        """Every parameter in a fixed order: by layer, W row by row, then b."""
-        return [v for k in self.param_layers for v in params[k].flat()]
+    def flat(self, params: ParamSet) -> Array:
+        """Every parameter in a fixed order, along the last axis: by layer, W row-major, then
+        b (any leading rows axis kept)."""
+        parts = []
+        for k in self.param_layers:
+            w_shape, _ = self.param_shapes(k)
+            p = params[k]
+            lead = p.w.shape[: p.w.ndim - len(w_shape)]
+            parts.append(p.w.reshape(*lead, -1))
+            if p.b is not None:
+                parts.append(p.b.reshape(*lead, -1))
+        if not parts:
+            return np.empty(0)
+        return np.concatenate(parts, axis=-1)
 
-    def unflat(self, values: Sequence[Any]) -> ParamSet:
-        """:meth:`flat` undone; ``values`` may hold numbers or columns."""
+    def unflat(self, values: Any) -> ParamSet:
+        """:meth:`flat` undone: ``values`` has the parameters along its last axis (numbers, or
+        a leading rows axis of columns)."""
+        values = np.asarray(values) if not isinstance(values, np.ndarray) else values
+        if values.dtype.kind not in "fO":
+            values = values.astype(object)
+        lead = values.shape[:-1]
         params: ParamSet = {}
         pos = 0
         for k in self.param_layers:
-            layer = self.layer(k)
-            n_in, n_out = self.in_size(k), layer.out_size(self.in_size(k))
-            w = [list(values[pos + j * n_in : pos + (j + 1) * n_in]) for j in range(n_out)]
-            pos += n_out * n_in
+            w_shape, b_shape = self.param_shapes(k)
+            n = _size(w_shape)
+            w = values[..., pos : pos + n].reshape(*lead, *w_shape)
+            pos += n
             b = None
-            if getattr(layer, "bias", False):
-                b = list(values[pos : pos + n_out])
-                pos += n_out
+            if b_shape is not None:
+                b = values[..., pos : pos + _size(b_shape)].reshape(*lead, *b_shape)
+                pos += _size(b_shape)
             params[k] = Params(w, b)
         return params
 
     @property
     def n_params(self) -> int:
-        return sum(
-            self.layer(k).out_size(self.in_size(k))
-            * (self.in_size(k) + int(getattr(self.layer(k), "bias", False)))
-            for k in self.param_layers
-        )
+        total_ = 0
+        for k in self.param_layers:
+            w_shape, b_shape = self.param_shapes(k)
+            total_ += _size(w_shape) + (_size(b_shape) if b_shape is not None else 0)
+        return total_

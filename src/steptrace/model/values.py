@@ -6,42 +6,41 @@
     grad_w{k}       ∂Loss/∂W of layer k, row by row       grad_b{k}   ∂Loss/∂b
     w{k}_before …   the parameters before and after the step
 
-Each tensor is a flat list of components in the order its columns are stored (a matrix row by
-row). Components are numbers or numpy columns, as in :mod:`.layers`: the recorder fills a
-chunk's columns with this code, and ``steptrace verify`` recomputes rows with it, so both run
-the very same operations. :func:`formulas` writes each computed tensor's formula out, for
-messages about it.
+Each tensor is an array of its rows' values, the rows along the first axis, as in
+:mod:`.layers`: the recorder fills a chunk's columns with this code, and ``steptrace verify``
+recomputes rows with it, so both run the very same operations. :func:`formulas` writes each
+computed tensor's formula out, for messages about it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .layers import Linear
+from .layers import Array
 from .stack import ParamSet, Stack
 
 __all__ = ["formulas", "param_values", "row_values", "tensor_values"]
 
-Values = dict[str, list[Any]]
+Values = dict[str, Any]
 
 
 def row_values(
-    stack: Stack, params: ParamSet, x: list[Any], y: list[Any], m: Any
+    stack: Stack, params: ParamSet, x: Array, y: Array, m: Any
 ) -> tuple[Values, ParamSet]:
-    """What one row computes from its data and the step's parameters: x, y, every o{k},
-    loss, every d{k}, this row's gradients (as tensors, and as parameters for the update)."""
+    """What rows compute from their data and their step's parameters: x, y, every o{k},
+    loss, every d{k}, each row's gradients (as tensors, and as parameters for the update)."""
     outs = stack.forward(params, x)
     bw = stack.backward(params, x, outs, y, m)
     values: Values = {"x": x, "y": y}
     for k, o in enumerate(outs, 1):
         values[f"o{k}"] = o
-    values["loss"] = [stack.loss.value(outs[-1], y)]
+    values["loss"] = stack.loss.value(outs[-1], y)
     for k, d in bw.d.items():
         values[f"d{k}"] = d
     for k, grad in bw.grads.items():
-        values[f"grad_w{k}"] = [v for row in grad.w for v in row]
+        values[f"grad_w{k}"] = grad.w
         if grad.b is not None:
-            values[f"grad_b{k}"] = list(grad.b)
+            values[f"grad_b{k}"] = grad.b
     return values, bw.grads
 
 
@@ -50,20 +49,20 @@ def param_values(stack: Stack, params: ParamSet, when: str) -> Values:
     values: Values = {}
     for k in stack.param_layers:
         p = params[k]
-        values[f"w{k}_{when}"] = [v for row in p.w for v in row]
+        values[f"w{k}_{when}"] = p.w
         if p.b is not None:
-            values[f"b{k}_{when}"] = list(p.b)
+            values[f"b{k}_{when}"] = p.b
     return values
 
 
 def tensor_values(
-    stack: Stack, params: ParamSet, after: ParamSet, x: list[Any], y: list[Any], m: Any,
-    lr: Any,
-) -> Values:  # fmt: skip
-    """Every tensor of the trace, flat (components in column order), for rows with inputs
-    ``x``, expectations ``y``, parameters ``params`` before the step and ``after`` it."""
+    stack: Stack, params: ParamSet, after: ParamSet, x: Array, y: Array, m: Any, lr: Any
+) -> Values:
+    """Every tensor of the trace for rows with inputs ``x``, expectations ``y``, parameters
+    ``params`` before their step and ``after`` it: arrays of the rows' values (parameters
+    without a rows axis are the same for every row)."""
     values, _ = row_values(stack, params, x, y, m)
-    values["lr"] = [lr]
+    values["lr"] = lr
     values.update(param_values(stack, params, "before"))
     values.update(param_values(stack, after, "after"))
     return values
@@ -82,7 +81,7 @@ def formulas(stack: Stack) -> dict[str, str]:
         names = {**layer.settings(), **PLAIN, "x": "x" if k == 1 else f"o{k - 1}", "o": f"o{k}",
                  "d": f"δ{k + 1}", "w": "w", "b": "b"}  # fmt: skip
         forward = layer.forward_rule.format(**names)
-        if isinstance(layer, Linear):
+        if layer.has_params:
             forward += layer.bias_rule.format(**names) if layer.bias else ""
             out[f"grad_w{k}"] = "this sample's gradient " + layer.grad_w_rule.format(**names)
             out[f"grad_b{k}"] = "this sample's gradient " + layer.grad_b_rule.format(**names)

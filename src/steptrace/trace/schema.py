@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from .._version import __version__
 from ..errors import NewerFormatError, TraceError
-from ..model.layers import Input
+from ..model.layers import Input, Linear
 from ..model.spec import Model, article_model
 from ..model.stack import Stack
 from ..numerics import NUMERICS, Numerics
@@ -159,8 +159,8 @@ def stack_tensors(stack: Stack, n_targets: int, *, store_all: bool = False) -> l
     (``previous_step``). ``store_all`` stores every tensor (for values a loop computed its own
     way, which steptrace cannot vouch for).
     """
-    sizes = stack.sizes
-    first_params = min(stack.param_layers, default=len(sizes) + 1)
+    shapes = stack.shapes
+    first_params = min(stack.param_layers, default=len(shapes) + 1)
 
     def known(other: str, previous: bool = False) -> dict[str, Any]:
         return {} if store_all else {"same_as": other, "previous_step": previous}
@@ -170,24 +170,26 @@ def stack_tensors(stack: Stack, n_targets: int, *, store_all: bool = False) -> l
         return isinstance(stack.layer(k), Input)
 
     out = [Tensor("lr", (), data=True)]
-    out += [Tensor("x", (stack.n_in,), data=True), Tensor("y", (n_targets,), data=True)]
+    out += [Tensor("x", stack.in_shape, data=True), Tensor("y", (n_targets,), data=True)]
     # The outputs stay stored even where they repeat the input (o1 = x): the data's own
     # columns are dictionary-encoded to almost nothing, and verify tells a changed x_k from
     # a changed o1_k by the two copies.
-    out += [Tensor(f"o{k}", (n,), data=k < first_params) for k, n in enumerate(sizes, 1)]
+    out += [Tensor(f"o{k}", shape, data=k < first_params) for k, shape in enumerate(shapes, 1)]
     out.append(Tensor("loss", ()))
     for k in range(stack.loss_number, 0, -1):
         above = known(f"d{k + 1}") if k < stack.loss_number and passes(k) else {}
-        out.append(Tensor(f"d{k}", (stack.in_size(k),), **above))
+        out.append(Tensor(f"d{k}", stack.in_shape_of(k), **above))
     for k in stack.param_layers:
-        n_in, n_out = stack.in_size(k), sizes[k - 1]
-        out += [Tensor(f"grad_w{k}", (n_out, n_in)),
-                Tensor(f"w{k}_before", (n_out, n_in), **known(f"w{k}_after", previous=True)),
-                Tensor(f"w{k}_after", (n_out, n_in))]  # fmt: skip
-        if getattr(stack.layer(k), "bias", False):
-            out += [Tensor(f"grad_b{k}", (n_out,), **known(f"d{k + 1}")),
-                    Tensor(f"b{k}_before", (n_out,), **known(f"b{k}_after", previous=True)),
-                    Tensor(f"b{k}_after", (n_out,))]  # fmt: skip
+        w_shape, b_shape = stack.param_shapes(k)
+        out += [Tensor(f"grad_w{k}", w_shape),
+                Tensor(f"w{k}_before", w_shape, **known(f"w{k}_after", previous=True)),
+                Tensor(f"w{k}_after", w_shape)]  # fmt: skip
+        if b_shape is not None:
+            # A linear layer's ∂Loss/∂b is the δ above it; a convolution's sums it.
+            same = known(f"d{k + 1}") if isinstance(stack.layer(k), Linear) else {}
+            out += [Tensor(f"grad_b{k}", b_shape, **same),
+                    Tensor(f"b{k}_before", b_shape, **known(f"b{k}_after", previous=True)),
+                    Tensor(f"b{k}_after", b_shape)]  # fmt: skip
     return out
 
 

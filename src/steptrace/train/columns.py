@@ -26,6 +26,7 @@ from ..trace.writer import START
 from .compiled import walk
 from .prefetch import prefetch
 from .settings import Settings
+from .stepwalk import step_walk, walks_by_step
 
 __all__ = ["Block", "chunk_columns", "compute_blocks", "iter_blocks", "to_block"]
 
@@ -48,19 +49,24 @@ def chunk_columns(
 ) -> dict[str, Array]:
     """Every value column of a chunk's rows, in the run's numbers, from the parameters'
     ``path`` (steps + 1 rows of flat parameters: before each step, and after the last)."""
-    rows = len(plan)
-    by_param = np.ascontiguousarray(path.T)  # one row per parameter: a column is one take away
-    before = stack.unflat([p[plan.local] for p in by_param])
-    after = stack.unflat([p[plan.local + 1] for p in by_param])
-    x = [np.ascontiguousarray(X[plan.sample, i]) for i in range(X.shape[1])]
-    y = [np.ascontiguousarray(Y[plan.sample, j]) for j in range(Y.shape[1])]
+    before = stack.unflat(path[plan.local])  # each row's step's parameters
+    after = stack.unflat(path[plan.local + 1])
+    x = X[plan.sample].reshape(len(plan), *stack.in_shape)
     m = plan.m.astype(numerics.dtype if numerics.dtype is not None else object)
     with np.errstate(all="ignore"):
-        values = tensor_values(stack, before, after, x, y, m, lr)
+        values = tensor_values(stack, before, after, x, Y[plan.sample], m, lr)
+    return value_columns(tensors, values, len(plan))
+
+
+def value_columns(tensors: Sequence[Tensor], values: dict[str, Any], rows: int) -> dict[str, Array]:
+    """Each tensor's values (arrays, rows first; or one value for every row) as the trace's
+    columns, one per component."""
     columns = {}
     for t in tensors:
-        for name, v in zip(t.columns(), values[t.name], strict=True):
-            columns[name] = np.broadcast_to(v, (rows,)) if np.ndim(v) == 0 else v
+        v = np.asarray(values[t.name])
+        flat = np.broadcast_to(v, (rows,)).reshape(rows, 1) if v.ndim == 0 else v.reshape(rows, -1)
+        for i, name in enumerate(t.columns()):
+            columns[name] = flat[:, i]
     return columns
 
 
@@ -128,15 +134,16 @@ def compute_blocks(
     tensors = [t for t in every if t.stored or t.previous_step]
     starts = {c for t in every if t.previous_step for c in t.columns()}
     X, Y = dataset.as_arrays(num)
-    xs = [list(_numbers(row, num)) for row in X]
-    ys = [list(_numbers(row, num)) for row in Y]
+    by_step = walks_by_step(stack)
+    xs = [] if by_step else [list(_numbers(row, num)) for row in X]
+    ys = [] if by_step else [list(_numbers(row, num)) for row in Y]
     n, b = len(dataset), settings.batch_size
     spe = steps_per_epoch(n, b)
     total_steps = spe * settings.epochs
     lr = num.make(settings.lr)
     current = settings.model.params(num) if params is None else params
     orders = EpochOrders(n, settings.shuffle, settings.seed)
-    steps_per_chunk = max(1, max_rows // b)
+    steps_per_chunk = max(1, _rows_per_chunk(stack, max_rows) // b)
     if spe <= steps_per_chunk:
         # Whole epochs per chunk when one fits, so that flushed parts hold whole epochs; rounded
         # up, so that a chunk still fills a row group (the writer writes one per 65 536 rows).
@@ -145,11 +152,18 @@ def compute_blocks(
     while s0 < total_steps:
         plan = ChunkPlan(n, b, orders, s0, min(s0 + steps_per_chunk, total_steps))
         with np.errstate(all="ignore"):
-            flat = walk(stack, current, lr, xs, ys, plan, num, max_seconds)
+            if by_step:
+                flat, values = step_walk(stack, current, lr, X, Y, plan, num, tensors,
+                                         max_seconds)  # fmt: skip
+            else:
+                flat = walk(stack, current, lr, xs, ys, plan, num, max_seconds)
         walked = len(flat) - 1
         if walked < plan.s1 - s0:
             plan = ChunkPlan(n, b, orders, s0, s0 + walked)
-        columns = chunk_columns(stack, tensors, plan, flat, X, Y, lr, num)
+        if by_step:
+            columns = value_columns(tensors, values, len(plan))
+        else:
+            columns = chunk_columns(stack, tensors, plan, flat, X, Y, lr, num)
         error = _exact_limit(columns, plan, num) if num.is_exact else None
         if error is not None:
             rows, exc = error
@@ -157,8 +171,15 @@ def compute_blocks(
                 yield to_block(plan, columns, num, rows, starts)
             raise exc
         yield to_block(plan, columns, num, len(plan), starts)
-        current = stack.unflat(_numbers(flat[-1], num))
+        current = stack.unflat(flat[-1])
         s0 += walked
+
+
+def _rows_per_chunk(stack: Stack, max_rows: int) -> int:
+    """Rows a chunk holds: ``max_rows``, fewer when rows are wide, so that a chunk's columns
+    stay within about 256 MB."""
+    values = sum(stack.sizes) * 3 + stack.n_params * 3 + stack.n_in
+    return max(1, min(max_rows, (256 << 20) // (8 * values)))
 
 
 def _numbers(row: Array, num: Numerics) -> list[Number]:

@@ -89,34 +89,36 @@ class _Sym:
     def __init__(self, tracer: _Tracer, name: str, constant: bool = False) -> None:
         self.tracer, self.name, self.constant = tracer, name, constant
 
-    def _op(self, other: Any, op: str, reverse: bool = False) -> _Sym:
+    def _op(self, other: Any, op: str, reverse: bool = False) -> Any:
+        if isinstance(other, np.ndarray):
+            return NotImplemented  # numpy applies the operation to each symbol of the array
         o, reads = self.tracer.operand(other)
         mine = () if self.constant else (self.name,)
         expression = f"{o} {op} {self.name}" if reverse else f"{self.name} {op} {o}"
         return self.tracer.line(expression, mine + reads)
 
-    def __add__(self, other: Any) -> _Sym:
+    def __add__(self, other: Any) -> Any:
         return self._op(other, "+")
 
-    def __radd__(self, other: Any) -> _Sym:
+    def __radd__(self, other: Any) -> Any:
         return self._op(other, "+", reverse=True)
 
-    def __sub__(self, other: Any) -> _Sym:
+    def __sub__(self, other: Any) -> Any:
         return self._op(other, "-")
 
-    def __rsub__(self, other: Any) -> _Sym:
+    def __rsub__(self, other: Any) -> Any:
         return self._op(other, "-", reverse=True)
 
-    def __mul__(self, other: Any) -> _Sym:
+    def __mul__(self, other: Any) -> Any:
         return self._op(other, "*")
 
-    def __rmul__(self, other: Any) -> _Sym:
+    def __rmul__(self, other: Any) -> Any:
         return self._op(other, "*", reverse=True)
 
-    def __truediv__(self, other: Any) -> _Sym:
+    def __truediv__(self, other: Any) -> Any:
         return self._op(other, "/")
 
-    def __rtruediv__(self, other: Any) -> _Sym:
+    def __rtruediv__(self, other: Any) -> Any:
         return self._op(other, "/", reverse=True)
 
     def __neg__(self) -> _Sym:
@@ -253,24 +255,27 @@ def compile_walk(stack: Stack, numerics: str, batched: bool) -> Walk:
     system = get_numerics(numerics)
     tracer = _Tracer(system)
     n_params = stack.n_params
-    p = [_Sym(tracer, f"p{i}") for i in range(n_params)]
-    x = [_Sym(tracer, f"x{i}") for i in range(stack.n_in)]
-    y = [_Sym(tracer, f"y{j}") for j in range(stack.n_out)]
+    p = _symbols(tracer, "p", n_params)
+    x = _symbols(tracer, "x", stack.n_in)
+    y = _symbols(tracer, "y", stack.n_out)
     m, lr = _Sym(tracer, "m"), _Sym(tracer, "lr")
-    params = stack.unflat(p)
-    outs = stack.forward(params, x)
-    grads = stack.backward(params, x, outs, y, m, every_delta=False).grads
-    grad = stack.flat(grads)  # this row's gradient, in the parameters' order
+    params = stack.unflat(_array(p))
+    # One row (a rows axis of one), in the layers' shape.
+    outs = stack.forward(params, _array(x).reshape(1, *stack.in_shape))
+    grads = stack.backward(params, _array(x).reshape(1, *stack.in_shape), outs,
+                           _array(y).reshape(1, -1), m, every_delta=False).grads  # fmt: skip
+    grad: list[_Sym] = stack.flat(grads)[0].tolist()  # this row's gradient, parameters' order
     sample = _kept(tracer, grad)
-    g = [_Sym(tracer, f"g{i}") for i in range(n_params)]
+    g = _symbols(tracer, "g", n_params)
     # The batch's running total plus this row's gradient, as Params.__add__ adds them: one
     # line per parameter, in the parameters' order.
     mark = len(tracer.lines)
-    running, row = stack.unflat(g), stack.unflat(grad)
+    running, row = stack.unflat(_array(g)), stack.unflat(_array(grad))
     stack.flat({k: running[k] + row[k] for k in running})
     adds = tracer.lines[mark:]
     mark = len(tracer.lines)
-    new = stack.flat(stack.update(params, lr, stack.unflat(g)))  # ŵ = w − α·Σ grad
+    # ŵ = w − α·Σ grad
+    new: list[_Sym] = stack.flat(stack.update(params, lr, stack.unflat(_array(g)))).tolist()
     updates = tracer.lines[mark:]
     inputs = [*x, *y]
     rebuild = None
@@ -302,6 +307,17 @@ def compile_walk(stack: Stack, numerics: str, batched: bool) -> Walk:
     code = compile(source, f"<steptrace walk of {stack.n_in}→{stack.sizes}>", "exec")
     exec(code, namespace)
     return Walk(namespace["loop"], source, rebuild)
+
+
+def _symbols(tracer: _Tracer, prefix: str, n: int) -> list[_Sym]:
+    return [_Sym(tracer, f"{prefix}{i}") for i in range(n)]
+
+
+def _array(symbols: Sequence[_Sym]) -> Array:
+    """Symbols as a numpy array of objects (numpy's operations then write lines)."""
+    out = np.empty(len(symbols), dtype=object)
+    out[:] = list(symbols)
+    return out
 
 
 #: One traced operation that numpy computes on columns as Python does on numbers.
@@ -418,7 +434,7 @@ def walk(
     parameter outgrows the exact limit — so that the recorder can flush (or stop) in time; it
     always walks at least one step.
     """
-    start = list(stack.flat(params))
+    start = _numbers(stack.flat(params), numerics)
     n = len(start)
     if not n:  # nothing to learn: the path stands still
         return np.empty((len(plan.starts) + 1, 0), dtype=numerics.dtype or object)
@@ -440,13 +456,20 @@ def walk(
         if collecting:
             gc.enable()
     if rebuild is None:
-        return _array(path, numerics).reshape(-1, n)
-    kept = _array(path, numerics).reshape(-1, len(rebuild.kept))
-    data = _array(rows, numerics)[plan.sample[: len(kept)]]
+        return _in_run(path, numerics).reshape(-1, n)
+    kept = _in_run(path, numerics).reshape(-1, len(rebuild.kept))
+    data = _in_run(rows, numerics)[plan.sample[: len(kept)]]
     return rebuild.path(start, kept, data, lr)
 
 
-def _array(numbers: Sequence[Any], numerics: Numerics) -> Array:
+def _numbers(values: Array, numerics: Numerics) -> list[Number]:
+    """An array's numbers as the walk computes with them: Python floats for float64 (the same
+    IEEE doubles, and far faster), numpy scalars for float32 (every operation rounds to
+    float32), Fractions for exact."""
+    return list(values.tolist()) if numerics.dtype == np.float64 else list(values)
+
+
+def _in_run(numbers: Sequence[Any], numerics: Numerics) -> Array:
     """Numbers, or rows of numbers, as an array in the run's numbers (of ``Fraction`` objects
     in exact runs)."""
     return np.array(numbers, dtype=numerics.dtype or object)

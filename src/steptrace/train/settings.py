@@ -12,6 +12,7 @@ import numpy as np
 
 from ..data import Dataset
 from ..errors import ConfigError, ModelError
+from ..model.kinds import LAYERS
 from ..model.spec import Model, article_model, load_model
 from ..numerics import Numerics, get_numerics, magnitude, parse_exact
 
@@ -100,11 +101,12 @@ def _model(
 def _check_model(model: Model, dataset: Dataset, system: Numerics) -> None:
     if system.is_exact and not model.rational:
         k, kind = next(
-            (k, s["type"]) for k, s in enumerate(model.layers, 1) if s["type"] == "logistic"
+            (k, s["type"]) for k, s in enumerate(model.layers, 1) if not LAYERS[s["type"]].rational
         )
+        needs = {"logistic": "e^x", "normalization": "a square root"}.get(kind, "irrationals")
         raise ModelError(
-            f"layer {k} ({kind}) is not rational (it needs e^x): exact arithmetic cannot run "
-            "it; use --numerics float64 or float32"
+            f"layer {k} ({kind}) is not rational (it needs {needs}): exact arithmetic cannot "
+            "run it; use --numerics float64 or float32"
         )
     stack = model.stack(system)
     n_out, targets = stack.n_out, dataset.targets
@@ -114,11 +116,8 @@ def _check_model(model: Model, dataset: Dataset, system: Numerics) -> None:
             f"dataset has {len(targets)} target column{'s' if len(targets) != 1 else ''} "
             f"({', '.join(targets)}); give one target per output neuron with --target a,b"
         )
-    for k, params in sorted(model.init.items()):
-        named = [(f"weights[{j}][{i}]", q) for j, row in enumerate(params.w, 1)
-                 for i, q in enumerate(row, 1)]  # fmt: skip
-        named += [(f"biases[{j}]", q) for j, q in enumerate(params.b or [], 1)]
-        for n, (field, q) in enumerate(named, 1):
+    for k in sorted(model.init):
+        for n, (field, q) in enumerate(model.named_values(k), 1):
             if system.fits(q):
                 continue
             # The article's weights come from --init: name them as the user typed them.

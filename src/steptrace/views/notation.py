@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SteptraceError, TraceError
-from ..model.layers import LAYERS, Linear
+from ..model.kinds import LAYERS
+from ..model.layers import Linear
 from ..model.spec import load_model
 from ..trace.reader import Trace
 

@@ -46,7 +46,7 @@ class FloatChunk:
         self.local = self.plan["step"] - self.plan["step"][0]
         self.starts = np.flatnonzero(np.diff(self.local, prepend=-1))
         self.sizes = np.diff(np.append(self.starts, len(self.local)))
-        self.grads: list[Array] = []  # each row's gradients, flat, once the maths ran
+        self.grads: Array = np.empty((0, 0))  # each row's gradients, flat, once the maths ran
 
     def col(self, name: str) -> Array:
         out: Array = self.table.column(name).to_numpy()
@@ -54,12 +54,6 @@ class FloatChunk:
 
     def matrix(self, names: Sequence[str]) -> Array:
         return _columns(self.rows, [self.col(c) for c in names])
-
-    def in_run(self, matrix: Array) -> list[Array]:
-        """A matrix's columns in the run's number system."""
-        return [
-            np.ascontiguousarray(matrix[:, i], dtype=self.dtype) for i in range(matrix.shape[1])
-        ]
 
     def first_bad_step(self) -> tuple[tuple[int, int] | None, tuple[Number, ...]]:
         """The (start, end) rows of the first step with a difference, and the parameters it
@@ -111,13 +105,15 @@ class FloatChunk:
         """Rows whose computed values are not what the layers give from their recorded data
         and parameters; keeps the rows' gradients for :meth:`updates`."""
         stack = self.run.stack
-        params = stack.unflat(self.in_run(w))
+        params = stack.unflat(w.astype(self.dtype))
         m = self.plan["m"].astype(self.dtype)
-        values, grads = row_values(stack, params, self.in_run(x), self.in_run(y), m)
+        x_rows = x.astype(self.dtype).reshape(self.rows, *stack.in_shape)
+        values, grads = row_values(stack, params, x_rows, y.astype(self.dtype), m)
         bad = np.zeros(self.rows, dtype=bool)
         for t in self.lay.computed:
-            for col, calc in zip(t.columns(), values[t.name], strict=True):
-                bad |= differ(self.col(col), calc, self.run.tol)
+            calc = np.asarray(values[t.name]).reshape(self.rows, -1)
+            for i, col in enumerate(t.columns()):
+                bad |= differ(self.col(col), calc[:, i], self.run.tol)
         self.grads = stack.flat(grads)
         return bad
 
@@ -125,10 +121,10 @@ class FloatChunk:
         """Each step's parameters after its update, from its first row's parameters before
         it and its rows' gradients, by the model's update rule."""
         stack = self.run.stack
-        total = self.batch_sums(np.column_stack(self.grads) if self.grads else w[:, :0])
-        start = stack.unflat(self.in_run(w[self.starts]))
-        after = stack.update(start, self.run.lr, stack.unflat(self.in_run(total)))
-        return _columns(len(self.starts), stack.flat(after))
+        total = self.batch_sums(self.grads if self.grads.size else w[:, :0])
+        start = stack.unflat(w[self.starts].astype(self.dtype))
+        after = stack.update(start, self.run.lr, stack.unflat(total))
+        return np.asarray(stack.flat(after), dtype=np.float64).reshape(len(self.starts), -1)
 
     def batch_sums(self, grad: Array) -> Array:
         """Each step's gradient: its rows' gradients added in batch order, as the recorder

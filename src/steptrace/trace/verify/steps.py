@@ -204,12 +204,14 @@ class StepCheck:
     ) -> tuple[dict[str, Number], ParamSet]:
         """The values a row computes from its data and the step's parameters, by column, and
         its gradients."""
-        values, grads = row_values(self.run.stack, self.params, x, y, row.m)
+        stack = self.run.stack
+        one = stack.in_shape
+        values, grads = row_values(stack, self.params, _row(x).reshape(1, *one), _row(y), row.m)
         calc = {
             col: v for t in self.lay.computed
-            for col, v in zip(t.columns(), values[t.name], strict=True)
+            for col, v in zip(t.columns(), np.asarray(values[t.name]).reshape(-1), strict=True)
         }  # fmt: skip
-        return calc, grads
+        return calc, {k: g.row(0) for k, g in grads.items()}
 
     def wrong(self, row: Row, calc: dict[str, Number]) -> list[str]:
         """The columns whose recorded value is not the recomputed one (but for the values
@@ -320,3 +322,9 @@ def check_steps(
             w = StepCheck(ctx, step, w).run_checks()
             start = end
     return w
+
+
+def _row(values: list[Number]) -> Any:
+    """A row's numbers as an array of one row (``Fraction`` objects in exact runs)."""
+    exact = any(isinstance(v, Fraction) for v in values)
+    return np.array([values], dtype=object if exact else None)
