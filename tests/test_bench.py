@@ -117,3 +117,36 @@ def test_the_trace_layouts_run_side_by_side_and_read_back_the_same_numbers(tmp_p
     assert [e.split(":")[0] for e in examples] == [f"- {layout}" for layout in layouts]
     assert "SELECT avg(o2[129])" in examples[1] and ".arr.get(128)" in examples[1]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cnn_benchmark_records_the_images_network_beside_numpy_and_torch(tmp_path):
+    # The script itself fails unless its numpy loop ends with the recorded run's weights.
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cnn.py"), "--quick"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("steptrace ") and "Python 3." in lines[0]
+    header, *rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ")]
+    assert header == ["measure", "figure", "against"]
+    assert [row[0] for row in rows] == [
+        "numpy loop, untraced, per sample (2,000 steps)",
+        "steptrace record --numerics float64 (2,000 rows)",
+        "steptrace record --numerics float64 (1,000 rows)",
+        "peak RSS of the command, 1,000 / 2,000 rows",
+        "bytes on disk (2,000 rows)",
+        "final weights: numpy loop vs steptrace",
+        "PyTorch untraced, float64, per sample (300 steps)",
+    ]
+    figures = {row[0].split(" (")[0]: row for row in rows}
+    assert (
+        "all 105 parameters after 2,000 steps agree"
+        in figures["final weights: numpy loop vs steptrace"][2]
+    )
+    # 1,686 values a row stored (1,856 recorded): float64, zstd; the data repeat every epoch.
+    stored = figures["bytes on disk"][2]
+    assert "(1,686 a row;" in stored and "(1,856 a row)" in stored, stored
+    assert 1 < float(stored.split(" B per stored value")[0].strip("*")) < 8.5, stored
+    assert figures["PyTorch untraced, float64, per sample"][1].endswith(" steps/s")
+    assert list(tmp_path.iterdir()) == []  # everything went to a temporary folder
