@@ -77,7 +77,9 @@ def where_it_stopped(exc: ExactLimitError) -> str:
     "--dataset",
     default="seed",
     show_default=True,
-    help="'seed' (the article's three patients) or a .csv/.parquet file.",
+    help="'seed' (the article's three patients), 'shapes' (16 8×8 images of crosses and "
+    "squares), a .csv/.parquet/.npz file, or a folder of PNG images with labels.csv "
+    "(docs/images.md).",
 )
 @click.option(
     "--target",
