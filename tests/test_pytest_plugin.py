@@ -10,6 +10,7 @@ import steptrace
 import steptrace.analysis
 
 from .conftest import REPO
+from .image_runs import CNN, write_images
 
 pytest_plugins = ["pytester"]
 TWO_LAYER = str(REPO / "examples" / "two-layer.json")
@@ -124,6 +125,52 @@ test_network/test_network.obtained.parquet
 If the change is intended, update the golden: pytest --steptrace-update"""
 
 
+#: The image network of tests/image_runs.py, pinned by a golden; then its learning rate is
+#: halved, and the comparison leaves the learning rate out.
+IMAGE_MODULE = """
+import steptrace
+
+def test_images(golden_trace, tmp_path):
+    run = steptrace.record({data!r}, lr="{lr}", model={model!r}, target="t", out=tmp_path)
+    golden_trace(run, ignore=["lr"])
+"""
+
+IMAGE_MISMATCH = """\
+The run differs from golden trace test_images/test_images.parquet
+golden: test_images/test_images.parquet (exact, α=1/10, 2 rows)
+obtained: test_images/test_images.obtained.parquet (exact, α=1/20, 2 rows)
+First divergence: step 0, sample 0, w2_after[1, 0, 0, 1] (layer 2's kernel from input channel \
+0 to output channel 1, row 0, column 1, after the update): golden 2461/10240, obtained \
+5021/20480 (obtained - golden = 0.004833984375)
+Settings that differ:
+  lr_exact: golden '1/10', obtained '1/20'
+Values that differ (exact equality): 199 of 434 columns, 2 rows compared
+  column                cells  first step  sample  golden       obtained     max abs  max rel
+  w2_after[1, 0, 0, 1]  2/2    0           0       2461/10240   5021/20480   0.0443   0.242
+  w2_after[1, 0, 0, 2]  2/2    0           0       891/40960    891/81920    0.0109   0.5
+  w2_after[1, 0, 1, 0]  2/2    0           0       6011/20480   11131/40960  0.0218   0.0741
+  w2_after[1, 0, 1, 1]  2/2    0           0       20579/40960  41059/81920  0.00521  0.0102
+  w2_after[1, 0, 1, 2]  2/2    0           0       2461/10240   5021/20480   0.0327   0.164
+  w2_after[1, 0, 2, 0]  2/2    0           0       1287/40960   1287/81920   0.026    0.831
+  w2_after[1, 0, 2, 1]  2/2    0           0       11923/40960  22163/81920  0.0205   0.0706
+  w2_after[1, 0, 2, 2]  2/2    0           0       -99/20480    -99/40960    0.00242  0.5
+  w2_after[1, 1, 0, 0]  2/2    0           0       99/10240     99/20480     0.0346   0.731
+  w2_after[1, 1, 0, 1]  2/2    0           0       891/40960    891/81920    0.0109   2.44
+  w2_after[1, 1, 0, 2]  2/2    0           0       297/10240    297/20480    0.0221   0.924
+  w2_after[1, 1, 1, 0]  2/2    0           0       297/40960    297/81920    0.00763  0.5
+  w2_after[1, 1, 1, 2]  2/2    0           0       891/40960    891/81920    0.0109   0.5
+  w2_after[1, 1, 2, 0]  2/2    0           0       891/20480    891/40960    0.0218   28.7
+  w2_after[1, 1, 2, 1]  2/2    0           0       99/40960     99/81920     0.00169  0.987
+  w2_after[1, 1, 2, 2]  2/2    0           0       -99/10240    -99/20480    0.0361   0.637
+  b2_after[1]           2/2    0           0       99/2560      99/5120      0.0271   0.987
+  w6_after_1_5          2/2    0           0       3649/20480   6209/40960   0.0296   0.314
+  w6_after_1_6          2/2    0           0       1973/10240   3253/20480   0.0338   0.334
+  w6_after_1_7          2/2    0           0       -157/1024    -413/2048    0.0483   0.315
+  … and 179 more columns
+Compare them: steptrace diff test_images/test_images.parquet \
+test_images/test_images.obtained.parquet
+If the change is intended, update the golden: pytest --steptrace-update"""
+
 #: Hypothesis's pytest plugin, when installed, takes most of a second to load in each inner
 #: run; these scratch projects do not use it.
 QUIET = ("-p", "no:hypothesispytest")
@@ -193,6 +240,18 @@ def test_the_cycle_on_a_two_layer_network_catches_a_changed_learning_rate(pytest
     run(pytester, "--steptrace-update").assert_outcomes(passed=1)
     assert steptrace.open_trace(golden).lr_text == "1/20"
     run(pytester).assert_outcomes(passed=1)
+
+
+def test_the_cycle_on_an_image_network_names_the_kernel_weight_that_parts(pytester):
+    data = str(write_images(pytester.path / "images.csv"))
+    pytester.makepyfile(test_images=IMAGE_MODULE.format(data=data, lr="1/10", model=CNN))
+    run(pytester).assert_outcomes(failed=1)  # the golden is written
+    run(pytester).assert_outcomes(passed=1)
+
+    pytester.makepyfile(test_images=IMAGE_MODULE.format(data=data, lr="1/20", model=CNN))
+    changed = run(pytester)
+    changed.assert_outcomes(failed=1)
+    assert failure_text(changed) == IMAGE_MISMATCH
 
 
 def test_an_update_leaves_identical_goldens_untouched(pytester):

@@ -11,6 +11,7 @@ from steptrace.data import seed_dataset
 from steptrace.errors import NewerFormatError, TraceError
 from steptrace.model import article_model, load_model
 from steptrace.numerics import get_numerics
+from steptrace.trace.names import describe_column
 from steptrace.trace.schema import (
     EXACT_SUFFIX,
     FAMILIES,
@@ -21,7 +22,6 @@ from steptrace.trace.schema import (
     arrow_schema,
     check_version,
     column_names,
-    describe_column,
     expand,
     metadata_of,
     stack_tensors,

@@ -10,7 +10,8 @@ The golden is one Parquet trace file, ``<test module folder>/<test name>.parquet
 the test file by default. A missing golden is written and the test fails saying where; a
 mismatch writes the run next to it as ``<test name>.obtained.parquet`` and fails with the first
 divergence, named by layer, quantity and index (``column w4_after_1_2 (layer 4's weight W[1,2]
-after the update)``), and a per-column table. Any model's runs work alike.
+after the update)``; an image's value as numpy indexes it, ``o2[1, 3, 0] (layer 2's output,
+channel 1, row 3, column 0)``), and a per-column table. Any model's runs work alike.
 ``pytest --steptrace-update`` rewrites goldens that are missing or differ and lets the tests
 pass. ``docs/golden.md`` has the whole story.
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..trace.schema import describe_column
+from ..trace.names import Shapes, place
 
 if TYPE_CHECKING:
     from .traces import Comparison, Divergence, Tolerance
@@ -43,6 +43,7 @@ def comparison_dict(r: Comparison) -> dict[str, Any]:
     """
     data = _jsonable(asdict(r))
     assert isinstance(data, dict)
+    del data["shapes"]  # what names the values in text; JSON keeps the columns' own names
     for key in ("only_a", "only_b"):  # a long list of missing rows says no more than this
         rows = data[key]
         data[key] = {"count": len(rows), "first": rows[:JSON_ROWS]}
@@ -65,9 +66,14 @@ def _jsonable(value: Any) -> Any:
 # --- text ---------------------------------------------------------------------------------
 
 
-def describe_divergence(d: Divergence, a_name: str = "A", b_name: str = "B") -> str:
-    """Where the traces part, the column named by layer, quantity and index: ``step 3,
-    sample 1, column w4_after_1_2 (layer 4's weight W[1,2] after the update): A 1/2, B …``"""
+def describe_divergence(
+    d: Divergence, a_name: str = "A", b_name: str = "B", shapes: Shapes | None = None
+) -> str:
+    """Where the traces part, the value named by layer, quantity and index (see
+    :mod:`steptrace.trace.names`; ``shapes``, the traces' tensors, tell what each is):
+    ``step 3, sample 1, column w4_after_1_2 (layer 4's weight W[1,2] after the update): A 1/2,
+    B …``, or for an image ``step 0, sample 1, o2[1, 3, 0] (layer 2's output, channel 1,
+    row 3, column 0): A …``"""
     where = f"step {d.step}, sample {d.sample}"
     if d.kind == "only_a":
         return f"{where}: row in {a_name} only"
@@ -75,14 +81,17 @@ def describe_divergence(d: Divergence, a_name: str = "A", b_name: str = "B") -> 
         return f"{where}: row in {b_name} only"
     diff = "" if d.difference is None else f" ({b_name} - {a_name} = {d.difference!r})"
     a, b = _short(d.a, LINE_WIDTH), _short(d.b, LINE_WIDTH)
-    return f"{where}, column {_named(d.column)}: {a_name} {a}, {b_name} {b}{diff}"
+    return f"{where}, {_named(d.column, shapes)}: {a_name} {a}, {b_name} {b}{diff}"
 
 
-def _named(column: str | None) -> str:
-    """``w4_after_1_2 (layer 4's weight W[1,2] after the update)``; a column the schema does
-    not describe (a DataFrame's own) by its name alone."""
-    words = describe_column(column or "")
-    return f"{column} ({words})" if column and words != column else str(column)
+def _named(column: str | None, shapes: Shapes | None) -> str:
+    """``column w4_after_1_2 (layer 4's weight W[1,2] after the update)``, an image's value
+    as numpy indexes it, ``o2[1, 3, 0] (layer 2's output, …)``; a column steptrace does not
+    describe (a DataFrame's own) by its name alone."""
+    found = place(column or "", shapes)
+    if found is None:
+        return f"column {column}"
+    return str(found) if found.image else f"column {found}"
 
 
 def format_comparison(
@@ -109,7 +118,8 @@ def format_comparison(
         size = f"{len(r.columns)} columns × {r.rows_compared} rows"
         out.append(f"Every value agreed ({size}, {rule}): only the settings differ.")
     if r.first is not None:
-        out.append("First divergence: " + describe_divergence(r.first, a_name, b_name))
+        first = describe_divergence(r.first, a_name, b_name, r.shapes)
+        out.append("First divergence: " + first)
     if r.metadata:
         out.append("Settings that differ:")
         out += [f"  {m.key}: {a_name} {m.a!r}, {b_name} {m.b!r}" for m in r.metadata]
@@ -137,11 +147,12 @@ def _rule(tol: Tolerance) -> str:
 
 
 def _column_table(r: Comparison, a_name: str, b_name: str, max_rows: int) -> list[str]:
-    """One line per differing column, at most ``max_rows`` of them."""
+    """One line per differing column, at most ``max_rows`` of them; an image's values named
+    as the first divergence names them (``o2[1, 3, 0]``)."""
     header = ["column", "cells", "first step", "sample", a_name, b_name, "max abs", "max rel"]
     rows = [
         [
-            d.column,
+            _short_name(d.column, r.shapes),
             f"{d.differing}/{d.compared}",
             str(d.first_step),
             str(d.first_sample),
@@ -160,6 +171,11 @@ def _column_table(r: Comparison, a_name: str, b_name: str, max_rows: int) -> lis
     if len(r.column_diffs) > max_rows:
         lines.append(f"  … and {len(r.column_diffs) - max_rows} more columns")
     return lines
+
+
+def _short_name(column: str, shapes: Shapes) -> str:
+    found = place(column, shapes)
+    return column if found is None else found.name
 
 
 def _short(text: str | None, width: int) -> str:

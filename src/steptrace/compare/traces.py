@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import TraceError
-from ..trace.schema import EXACT_SUFFIX, expand
+from ..errors import SteptraceError, TraceError
+from ..trace.schema import EXACT_SUFFIX, expand, tensors_of
 from .cells import Tolerance, cell_text, cells, difference, nanmax
 from .report import comparison_dict, format_comparison
 from .sides import KEYS, Side, SideInfo, TraceLike, load_side, write_trace_file
@@ -135,6 +135,9 @@ class Comparison:
     metadata_compared: bool = True
     #: Columns compared with their own tolerance (``tolerances=``), not :attr:`tolerance`.
     column_tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    #: The traces' tensors and their shapes, which name an image's values (``o2[1, 3, 0]``);
+    #: not part of :meth:`to_dict`.
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON types; non-finite floats become "inf", "-inf", "nan"."""
@@ -270,7 +273,19 @@ def compare_traces(
         metadata=meta,
         column_tolerances={c: t for c, t in per_column.items() if t != default},
         metadata_compared=meta_compared,
+        shapes=_shapes(side_a, side_b),
     )
+
+
+def _shapes(a: Side, b: Side) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape, A's where both traces list it."""
+    out: dict[str, tuple[int, ...]] = {}
+    for side in (b, a):
+        try:
+            out.update((t.name, t.shape) for t in tensors_of(side.meta))
+        except SteptraceError:  # metadata without tensors: columns are named by their name
+            continue
+    return out
 
 
 def _label(source: TraceLike) -> str | None:
@@ -400,7 +415,7 @@ def _compare_column(
 # --- first divergence, settings -----------------------------------------------------------
 
 #: What a step starts from: its learning rate, its data, and the parameters before it.
-_STEP_INPUT = re.compile(r"lr|[xy]_\d+|[wb]\d+_before(_\d+)+")
+_STEP_INPUT = re.compile(r"lr|[xy](_\d+)+|[wb]\d+_before(_\d+)+")
 
 
 def _first_difference(chosen: list[str]) -> Callable[[ColumnDiff], tuple[int, int, int, int]]:

@@ -45,10 +45,11 @@ __all__ = [
     "arrow_schema",
     "check_version",
     "column_names",
-    "describe_column",
     "expand",
     "metadata_of",
+    "numpy_name",
     "run_metadata_head",
+    "split_column",
     "stack_tensors",
     "tensors_from_columns",
     "tensors_of",
@@ -218,14 +219,38 @@ def tensors_from_columns(names: Sequence[str]) -> list[Tensor]:
     for name in names:
         if name.endswith(EXACT_SUFFIX) or name in {f.pattern for f in KEY_FIELDS}:
             continue
-        m = re.fullmatch(r"(.*?[a-z]\d*(?:_before|_after)?)((?:_\d+)*)", name)
-        if m is None:
+        split = split_column(name)
+        if split is None:
             continue
-        index = [int(i) for i in m.group(2).split("_")[1:]]
-        shape = shapes.setdefault(m.group(1), [0] * len(index))
+        tensor, index = split
+        shape = shapes.setdefault(tensor, [0] * len(index))
         if len(shape) == len(index):
-            shapes[m.group(1)] = [max(a, b) for a, b in zip(shape, index, strict=True)]
+            shapes[tensor] = [max(a, b) for a, b in zip(shape, index, strict=True)]
     return [Tensor(name, tuple(shape)) for name, shape in shapes.items()]
+
+
+#: A value column: its tensor's name, then the value's index, each position after a ``_``.
+_COLUMN = re.compile(r"(.*?[a-z]\d*(?:_before|_after)?)((?:_\d+)*)")
+
+
+def split_column(name: str) -> tuple[str, tuple[int, ...]] | None:
+    """A value column's tensor and index (from 1, as :meth:`Tensor.columns` writes it):
+    ``w2_after_1_3`` → ``("w2_after", (1, 3))``, ``loss`` → ``("loss", ())``; None for a name
+    that is no tensor's column."""
+    m = _COLUMN.fullmatch(name)
+    if m is None:
+        return None
+    return m.group(1), tuple(int(i) for i in m.group(2).split("_")[1:])
+
+
+def numpy_name(name: str) -> tuple[str, tuple[int, ...]] | None:
+    """A value written as numpy indexes its tensor, ``o2[1, 3, 0]`` (spaces optional), as its
+    tensor and index from 1 (``("o2", (2, 4, 1))``, the column ``o2_2_4_1``); None for any
+    other name."""
+    m = re.fullmatch(r"\s*(\w+?)\s*\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]\s*", name)
+    if m is None:
+        return None
+    return m.group(1), tuple(int(i) + 1 for i in m.group(2).split(","))
 
 
 def value_names(tensors: Sequence[Tensor]) -> list[str]:
@@ -266,11 +291,16 @@ _FAMILY = re.compile(r"^(o|d|grad_w|grad_b|w_before|w_after|b_before|b_after)$")
 
 
 def expand(name: str, columns: Sequence[str]) -> list[str]:
-    """The columns a name means: the column itself, a tensor's components (``w2_after`` →
-    ``w2_after_1_1`` …), or a family's across layers (``w_after`` → every ``w{k}_after_…``;
-    ``o``, ``d``, ``grad_w`` … likewise). In the order of ``columns``."""
+    """The columns a name means: the column itself, or as numpy indexes its tensor
+    (``o2[1, 3, 0]`` → ``o2_2_4_1``), a tensor's components (``w2_after`` → ``w2_after_1_1``
+    …), or a family's across layers (``w_after`` → every ``w{k}_after_…``; ``o``, ``d``,
+    ``grad_w`` … likewise). In the order of ``columns``."""
     if name in columns:
         return [name]
+    indexed = numpy_name(name)
+    if indexed is not None:
+        column = indexed[0] + "".join(f"_{i}" for i in indexed[1])
+        return [column] if column in columns else []
     pattern = re.escape(name) + r"(_\d+)+"
     family = _FAMILY.match(name)
     if family:
@@ -282,33 +312,6 @@ def expand(name: str, columns: Sequence[str]) -> list[str]:
         else:
             pattern = head[0] + r"\d+_" + head[1] + r"(_\d+)+"
     return [c for c in columns if re.fullmatch(pattern, c)]
-
-
-def describe_column(name: str) -> str:
-    """Where a column sits in the model, in words: ``w2_after_1_3`` → ``layer 2's weight
-    W[1,3] after the update``; ``d4_1`` → ``δ4 (∂Loss/∂ layer 4's input), component 1``."""
-    base = name.removesuffix(EXACT_SUFFIX)
-    for pattern, words in _DESCRIPTIONS:
-        m = re.fullmatch(pattern, base)
-        if m:
-            return words.format(*m.groups())
-    return base
-
-
-_DESCRIPTIONS = (
-    (r"x_(\d+)", "data input, feature {0}"),
-    (r"y_(\d+)", "expectation, target {0}"),
-    (r"o(\d+)_(\d+)", "layer {0}'s output, neuron {1}"),
-    (r"d(\d+)_(\d+)", "δ{0} (∂Loss/∂ layer {0}'s input), component {1}"),
-    (r"grad_w(\d+)_(\d+)_(\d+)", "layer {0}'s weight gradient ∂Loss/∂W[{1},{2}]"),
-    (r"w(\d+)_before_(\d+)_(\d+)", "layer {0}'s weight W[{1},{2}] before the update"),
-    (r"w(\d+)_after_(\d+)_(\d+)", "layer {0}'s weight W[{1},{2}] after the update"),
-    (r"grad_b(\d+)_(\d+)", "layer {0}'s bias gradient ∂Loss/∂b[{1}]"),
-    (r"b(\d+)_before_(\d+)", "layer {0}'s bias b[{1}] before the update"),
-    (r"b(\d+)_after_(\d+)", "layer {0}'s bias b[{1}] after the update"),
-    (r"loss", "the row's loss"),
-    (r"lr", "the learning rate"),
-)
 
 
 def run_metadata_head(

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 import pandas as pd
 
 from ..errors import TraceError
+from ..trace.names import describe_column
 from ..trace.reader import Trace
-from ..trace.schema import after_columns, describe_column
+from ..trace.schema import after_columns
 from .divergence import Divergence
 from .folder import last_step
 from .notation import model_description
