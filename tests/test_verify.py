@@ -597,3 +597,49 @@ def test_the_verify_command_exit_codes(traces, run_cli):
     ]
     missing = run_cli("verify", traces / "nope")
     assert (missing.exit_code, missing.output) == (2, f"Error: no trace at '{traces}/nope'\n")
+
+
+# --- the images chapters' layers ---------------------------------------------------------------
+
+IMAGE_ROWS = [(*(int(v) for v in np.random.default_rng(r).integers(-2, 3, 18)), r % 2)
+              for r in range(4)]  # fmt: skip
+CONV_POOL = {"layers": [{"type": "input", "shape": [2, 3, 3]},
+                        {"type": "conv2d", "out": 2, "kernel": 3, "bias": True},
+                        {"type": "relu"}, {"type": "maxpool2d", "size": 1}, {"type": "flatten"},
+                        {"type": "linear", "out": 1, "bias": True}]}  # fmt: skip
+NORMALIZED = {"layers": [{"type": "input", "shape": [2, 3, 3]},
+                         {"type": "conv2d", "out": 2, "kernel": 1, "bias": False},
+                         {"type": "normalization"}, {"type": "flatten"},
+                         {"type": "linear", "out": 1, "bias": True}]}  # fmt: skip
+
+
+def image_run(folder: Path, model: dict, numerics: str, batch_size: int) -> Path:
+    from .reference import dataset
+
+    # Exact rationals of a convolution grow fast: one epoch stays within the exact limit.
+    epochs = 1 if numerics == "exact" else 2
+    run = steptrace.record(dataset(IMAGE_ROWS), lr="1/20", numerics=numerics, model=model,
+                           out=folder, batch_size=batch_size, epochs=epochs, seed=2)  # fmt: skip
+    return run.path
+
+
+@pytest.mark.parametrize(("model", "numerics", "batch_size"), [
+    (CONV_POOL, "exact", 1), (CONV_POOL, "float64", 2), (CONV_POOL, "float32", 1),
+    (NORMALIZED, "float64", 2), (NORMALIZED, "float32", 3),
+], ids=["conv-exact", "conv-float64", "conv-float32", "norm-float64", "norm-float32"])  # fmt: skip
+def test_image_runs_verify_and_every_changed_value_is_found(tmp_path, model, numerics, batch_size):
+    path = image_run(tmp_path, model, numerics, batch_size)
+    report = verify(path)
+    assert report.ok, str(report)
+    table = pq.read_table(path / "part-000000.parquet")
+    columns = [c for c in table.column_names if c[0] in "odgwb" and not c.endswith("_exact")]
+    # A conv output, a δ map, a kernel's gradient and its weights after the update, a bias.
+    picks = {c for c in columns if c.startswith(("o2_", "d3_", "grad_w2_", "w2_after_"))}
+    for column in sorted(picks)[:: max(1, len(picks) // 12)]:
+        for row in (0, table.num_rows - 1):
+            broken = tmp_path / f"broken-{column}-{row}"
+            shutil.copytree(path, broken)
+            flip(broken, row, column)
+            problem = verify(broken).problem
+            assert problem is not None, f"changing {column} of row {row} went unnoticed"
+            assert problem.row == row and column in problem.columns, str(problem)

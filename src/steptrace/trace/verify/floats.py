@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ...model.layers import Params
+from ...model.stack import ParamSet
 from ...model.values import row_values
 from ...numerics import Number
 from .context import Context
@@ -105,10 +107,13 @@ class FloatChunk:
         """Rows whose computed values are not what the layers give from their recorded data
         and parameters; keeps the rows' gradients for :meth:`updates`."""
         stack = self.run.stack
-        params = stack.unflat(w.astype(self.dtype))
         m = self.plan["m"].astype(self.dtype)
         x_rows = x.astype(self.dtype).reshape(self.rows, *stack.in_shape)
-        values, grads = row_values(stack, params, x_rows, y.astype(self.dtype), m)
+        if stack.couples_rows:
+            values, grads = self.by_step(x_rows, y.astype(self.dtype), w.astype(self.dtype), m)
+        else:
+            params = stack.unflat(w.astype(self.dtype))
+            values, grads = row_values(stack, params, x_rows, y.astype(self.dtype), m)
         bad = np.zeros(self.rows, dtype=bool)
         for t in self.lay.computed:
             calc = np.asarray(values[t.name]).reshape(self.rows, -1)
@@ -116,6 +121,26 @@ class FloatChunk:
                 bad |= differ(self.col(col), calc[:, i], self.run.tol)
         self.grads = stack.flat(grads)
         return bad
+
+    def by_step(
+        self, x: Array, y: Array, w: Array, m: Array
+    ) -> tuple[dict[str, Array], ParamSet]:
+        """:func:`row_values` a step at a time, for a stack whose rows depend on the other rows
+        of their step (a normalization): each step with its own rows and parameters."""
+        stack = self.run.stack
+        parts: dict[str, list[Array]] = {}
+        grads: dict[int, list[Params]] = {}
+        for start, size in zip(self.starts.tolist(), self.sizes.tolist(), strict=True):
+            end = start + size
+            params = stack.unflat(w[start])
+            values, step_grads = row_values(stack, params, x[start:end], y[start:end],
+                                            m[start:end])  # fmt: skip
+            for name, v in values.items():
+                parts.setdefault(name, []).append(np.asarray(v))
+            for k, g in step_grads.items():
+                grads.setdefault(k, []).append(g)
+        joined = {name: np.concatenate(v) for name, v in parts.items()}
+        return joined, {k: _joined(g) for k, g in grads.items()}
 
     def updates(self, w: Array) -> Array:
         """Each step's parameters after its update, from its first row's parameters before
@@ -179,3 +204,9 @@ def check_float(
             ctx.file_of(r0 + start), ("step",), row=r0 + start,
         )
     )  # fmt: skip
+
+
+def _joined(grads: list[Params]) -> Params:
+    """Steps' gradients, a row each, as one array of rows."""
+    b = None if grads[0].b is None else np.concatenate([g.b for g in grads if g.b is not None])
+    return Params(np.concatenate([g.w for g in grads]), b)

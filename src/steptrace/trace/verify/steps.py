@@ -205,13 +205,26 @@ class StepCheck:
         """The values a row computes from its data and the step's parameters, by column, and
         its gradients."""
         stack = self.run.stack
-        one = stack.in_shape
-        values, grads = row_values(stack, self.params, _row(x).reshape(1, *one), _row(y), row.m)
+        xs, ys, at = [x], [y], 0
+        m: Any = row.m
+        if stack.couples_rows:  # a normalization: the row is computed with its step's rows
+            at = next(i for i, r in enumerate(self.rows) if r is row)
+            xs = [x if r is row else r.values(self.lay.x) for r in self.rows]
+            ys = [y if r is row else r.values(self.lay.y) for r in self.rows]
+            m = self.array([[r.m] for r in self.rows])[:, 0]
+        inputs = self.array(xs).reshape(len(xs), *stack.in_shape)
+        values, grads = row_values(stack, self.params, inputs, self.array(ys), m)
         calc = {
             col: v for t in self.lay.computed
-            for col, v in zip(t.columns(), np.asarray(values[t.name]).reshape(-1), strict=True)
+            for col, v in zip(t.columns(), np.reshape(np.asarray(values[t.name])[at], -1),
+                              strict=True)
         }  # fmt: skip
-        return calc, {k: g.row(0) for k, g in grads.items()}
+        return calc, {k: g.row(at) for k, g in grads.items()}
+
+    def array(self, rows: list[list[Number]]) -> Array:
+        """Rows of numbers as an array in the run's numbers (``Fraction`` objects if exact)."""
+        dtype = self.run.num.dtype
+        return np.array(rows, dtype=dtype if dtype is not None else object)
 
     def wrong(self, row: Row, calc: dict[str, Number]) -> list[str]:
         """The columns whose recorded value is not the recomputed one (but for the values
@@ -323,8 +336,3 @@ def check_steps(
             start = end
     return w
 
-
-def _row(values: list[Number]) -> Any:
-    """A row's numbers as an array of one row (``Fraction`` objects in exact runs)."""
-    exact = any(isinstance(v, Fraction) for v in values)
-    return np.array([values], dtype=object if exact else None)
