@@ -122,9 +122,7 @@ class FloatChunk:
         self.grads = stack.flat(grads)
         return bad
 
-    def by_step(
-        self, x: Array, y: Array, w: Array, m: Array
-    ) -> tuple[dict[str, Array], ParamSet]:
+    def by_step(self, x: Array, y: Array, w: Array, m: Array) -> tuple[dict[str, Array], ParamSet]:
         """:func:`row_values` a step at a time, for a stack whose rows depend on the other rows
         of their step (a normalization): each step with its own rows and parameters."""
         stack = self.run.stack

@@ -335,4 +335,3 @@ def check_steps(
             w = StepCheck(ctx, step, w).run_checks()
             start = end
     return w
-
