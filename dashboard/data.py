@@ -20,8 +20,8 @@ import pandas as pd
 import streamlit as st
 
 from steptrace import views
-from steptrace.views.folder import FOLDER_ENV
 from steptrace.trace.reader import Trace
+from steptrace.views.folder import FOLDER_ENV
 
 #: Seconds between two looks at a run being recorded, and otherwise at the folder (new runs).
 POLL_RUN = 1.0

@@ -40,6 +40,24 @@ def diverging(out: Path) -> Path:
     return run.path
 
 
+def batches(out: Path, name: str = "batches") -> Path:
+    """The article's model and data, exact, α = 1, the three data inputs in one mini-batch a
+    step, two epochs: step 1 is data inputs 4–6."""
+    return steptrace.record(
+        "seed", lr="1", numerics="exact", batch_size=3, epochs=2, out=out, name=name
+    ).path
+
+
+def narrow_loss(out: Path, name: str = "narrow") -> Path:
+    """A float64 run whose loss stays between 0.118 and 0.136 over its 6 steps: one input of
+    1, targets near 1/2, starting from w = 0 (loss ½·0.52² at step 0)."""
+    csv = out.parent / "half.csv"
+    csv.write_text("a,y\n1,0.52\n1,0.51\n1,0.5\n", encoding="utf-8")
+    return steptrace.record(
+        csv, lr="0.005", numerics="float64", init="0", epochs=2, out=out, name=name
+    ).path
+
+
 def corrupt(out: Path, source: Path) -> Path:
     """A run folder whose metadata is fine but whose part file is garbage."""
     bad = out / "corrupt"

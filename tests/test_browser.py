@@ -8,6 +8,7 @@ it the tests skip, or fail when STEPTRACE_REQUIRE_BROWSER=1 (as CI sets).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import steptrace
 from tests import dashboard_runs as runs
 
 pytestmark = pytest.mark.browser
@@ -70,11 +72,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
+def _wait_healthy(url: str, process: subprocess.Popen[str], log: Path, timeout: float = 60
+                  ) -> None:  # fmt: skip
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"the dashboard exited early: {process.communicate()}")
+            raise AssertionError(f"the dashboard exited early: {log.read_text()}")
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
                 if answer.status == 200:
@@ -92,42 +95,67 @@ def server_folder(url: str) -> Path:
     return _FOLDERS[url]
 
 
+class Dashboard:
+    """``steptrace dashboard FOLDER --port P --no-browser`` as a real process (``command``:
+    how steptrace is started, ``python -m steptrace`` by default), everything it prints kept in
+    ``log``: started by :meth:`start`, stopped with its Streamlit by :meth:`stop`."""
+
+    def __init__(self, folder: Path, log: Path, port: int | None = None,
+                 cwd: Path | None = None, command: list[str] | None = None) -> None:  # fmt: skip
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        argv = command or [sys.executable, "-m", "steptrace"]
+        with open(log, "w", encoding="utf-8") as out:
+            self.process = subprocess.Popen(
+                [*argv, "dashboard", str(folder), "--port", str(self.port), "--no-browser"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=cwd,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # its own process group: the server and Streamlit
+            )
+        _FOLDERS[self.url] = folder
+
+    def start(self) -> str:
+        """Wait until it serves; its address. Its first line names the address."""
+        _wait_healthy(self.url, self.process, self.log)
+        first = self.log.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith(f"steptrace dashboard: {self.url}"), first
+        return self.url
+
+    def stop(self) -> str:
+        """Stop it as Ctrl-C would (SIGTERM); everything it printed."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        return self.log.read_text(encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``steptrace dashboard FOLDER --port P --no-browser`` as a real process: the article's
-    run, three learning rates and a two-layer network. Stopped (and its Streamlit with it) at
-    the end."""
+    run, three learning rates, a two-layer network, a run of mini-batches and a run whose loss
+    stays between 0.118 and 0.136. Stopped (and its Streamlit with it) at the end."""
     _need_browser()
-    traces = tmp_path_factory.mktemp("browser") / "traces"
+    where = tmp_path_factory.mktemp("browser")
+    traces = where / "traces"
     traces.mkdir()
     runs.article(traces)
     runs.lr_sweep(traces, ("1e-9", "1e-8", "1e-7"), epochs=30)
     runs.two_layer(traces)
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "steptrace", "dashboard", str(traces),
-         "--port", str(port), "--no-browser"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: the server and Streamlit, only
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    _FOLDERS[url] = traces
+    runs.batches(traces)
+    runs.narrow_loss(traces)
+    dashboard = Dashboard(traces, where / "dashboard.log")
     try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        assert first.startswith(f"steptrace dashboard: {url}"), first
-        _wait_healthy(url, process)
-        yield url
+        yield dashboard.start()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode is not None
+        dashboard.stop()
+    assert dashboard.process.returncode is not None
 
 
 @pytest.fixture(scope="module")
@@ -313,6 +341,135 @@ def test_replay_a_two_layer_run_layer_by_layer(server: str, browser: object, ima
     expect(chain.locator(".box.changed")).to_have_count(7)
     expect(back.locator(".note", has_text="gates open, closed")).to_be_visible()
     expect(matrices.first.locator("tbody tr").first).to_contain_text("413/80000")  # step 0's ŵ2
+
+
+# -- the server: its log, the package it runs, its port --------------------------------------------
+
+
+def test_a_session_over_every_kind_of_run_leaves_no_traceback_in_the_log(
+    chromium: object, tmp_path: Path
+) -> None:
+    """Complete, incomplete, running and golden runs side by side, looked at from the replay
+    page and the compare page for a while: the pages show them, and the server's log holds
+    nothing but its start and its stop (each look at an incomplete run logged an Arrow
+    traceback)."""
+    from playwright.sync_api import expect
+
+    from steptrace.compare.sides import load_side, write_trace_file
+
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    complete = runs.article(traces)
+    runs.two_layer(traces)
+    stopped = runs.article(traces, "stopped")
+    meta = json.loads((stopped / "_run.json").read_text(encoding="utf-8"))
+    meta.update(status="incomplete", reason="interrupted by Ctrl-C after step 2", steps=9)
+    (stopped / "_run.json").write_text(json.dumps(meta), encoding="utf-8")
+    write_trace_file(load_side(complete), traces / "golden" / "article.parquet")
+    dashboard = Dashboard(traces, tmp_path / "dashboard.log")
+    with runs.Growing(traces, parts=4) as growing:  # recorded while the pages look at it
+        growing.flush()
+        url = dashboard.start()
+        try:
+            page = _page(chromium, 1600)
+            page.goto(url)
+            table = page.locator("[data-testid=stDataFrame]")
+            # The grid is drawn on a canvas; its cells are there for screen readers.
+            expect(table.get_by_text("3 of 9", exact=True)).to_have_count(1, timeout=30_000)
+            expect(table.get_by_text("150 of 600", exact=True)).to_have_count(1)
+            heading = page.get_by_role("heading", name=re.compile(r"^step \d+ \("))
+            picker = page.get_by_role("combobox", name="Run to replay")
+            for run, shown, says in [
+                ("stopped", "step 0 (1st data input)", "This run is incomplete: interrupted"),
+                ("golden/article.parquet", "step 0 (1st data input)", "status is not known"),
+                ("growing", "step 149 (150th data input)", "Recording: 150 of 600 steps"),
+            ]:
+                picker.click()
+                page.get_by_role("option", name=f"{run} ·").click()
+                expect(heading).to_have_text(shown, timeout=30_000)
+                expect(page.get_by_text(says)).to_be_visible()
+            growing.flush()  # a new part while the page follows the run
+            expect(heading).to_have_text("step 299 (300th data input)", timeout=30_000)
+            page = _page(chromium, 1600)  # a new session, opened on the compare page
+            page.goto(f"{url}/compare")
+            expect(page.get_by_role("heading", name="All runs at step 299")).to_be_visible(
+                timeout=30_000
+            )
+            runs_picker = page.get_by_test_id("stMultiSelect").filter(has_text="Runs to compare")
+            chosen = runs_picker.get_by_role("button", name=re.compile(r"^Remove "))
+            expect(chosen).to_have_count(5)  # every run, the golden too
+            page.wait_for_timeout(6_000)  # the page looks at its runs again every second
+            expect(chosen).to_have_count(5)  # and keeps every run chosen (it once lost them)
+            expect(page.get_by_role("heading", name="All runs at step 299")).to_be_visible()
+        finally:
+            log = dashboard.stop()
+    assert "Traceback" not in log and "Error" not in log and "Arrow" not in log, log
+    assert log.splitlines()[0].startswith(f"steptrace dashboard: {url}")
+
+
+def test_the_dashboard_runs_the_installed_package_from_a_folder_named_steptrace(
+    chromium: object, tmp_path: Path
+) -> None:
+    """Started from the folder that holds the clone (``cd ..; steptrace dashboard
+    steptrace/traces``): the folder named steptrace there is not the package."""
+    from playwright.sync_api import expect
+
+    clone = tmp_path / "steptrace"  # a clone's folder: no __init__.py, so it would import as
+    (clone / "src").mkdir(parents=True)  # an empty namespace package named steptrace
+    runs.article(clone / "traces")
+    script = Path(sys.executable).with_name("steptrace")  # the console script, as a user runs
+    assert script.exists(), script
+    dashboard = Dashboard(Path("steptrace/traces"), tmp_path / "dashboard.log", cwd=tmp_path,
+                          command=[str(script)])  # fmt: skip
+    url = dashboard.start()
+    try:
+        page = _page(chromium, 1400)
+        page.goto(url)
+        heading = page.get_by_role("heading", name="step 0 (1st data input)")
+        expect(heading).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("ImportError")).to_have_count(0)
+        expect(page.get_by_text(f"steptrace {steptrace.__version__}")).to_be_visible()
+    finally:
+        log = dashboard.stop()
+    assert "Traceback" not in log, log
+
+
+def _time_wait(port: int) -> int:
+    """Connections of this machine in TIME-WAIT on ``port`` (from /proc/net/tcp)."""
+    lines = Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]
+    return sum(
+        1
+        for line in lines
+        if int(line.split()[1].split(":")[1], 16) == port and line.split()[3] == "06"
+    )
+
+
+def test_a_dashboard_stopped_with_a_tab_open_starts_again_on_its_port(
+    chromium: object, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    runs.article(traces)
+    first = Dashboard(traces, tmp_path / "first.log")
+    url = first.start()
+    page = _page(chromium, 1400)
+    heading = page.get_by_role("heading", name="step 0 (1st data input)")
+    try:
+        page.goto(url)
+        expect(heading).to_be_visible(timeout=30_000)
+    finally:
+        first.stop()  # the tab still open: the server closes its connection first
+    assert _time_wait(first.port) > 0  # what kept the port "in use" for a minute
+    again = Dashboard(traces, tmp_path / "again.log", port=first.port)
+    try:
+        assert again.start() == url  # not "Error: port … is in use"
+        page.reload()
+        expect(heading).to_be_visible(timeout=30_000)
+    finally:
+        log = again.stop()
+    assert "in use" not in log and "Traceback" not in log, log
 
 
 # -- a recording in progress -------------------------------------------------------------------

@@ -560,9 +560,11 @@ def test_compare_address_names_runs_and_a_step(app, traces: Path) -> None:
 
 def test_command_serves_on_localhost_only_and_headless() -> None:
     argv = command.streamlit_command(8555)
-    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(APP)
+    # -P: the working directory is not put on the import path (a folder named steptrace there
+    # would be imported in place of the package; tests/test_browser.py starts it from one).
+    assert argv[1:5] == ["-P", "-m", "streamlit", "run"] and argv[5] == str(APP)
     assert APP.exists() and APP.name == "app.py"
-    settings = dict(zip(argv[5::2], argv[6::2], strict=True))
+    settings = dict(zip(argv[6::2], argv[7::2], strict=True))
     assert settings["--server.address"] == "127.0.0.1"
     assert settings["--server.port"] == "8555"
     assert settings["--server.headless"] == "true"
@@ -595,6 +597,34 @@ def test_free_port_falls_back_when_the_preferred_one_is_taken() -> None:
         taken = busy.getsockname()[1]
         port = command.free_port(taken)
     assert port != taken and 0 < port < 65536
+
+
+def test_a_port_whose_connections_wait_to_close_is_free(tmp_path: Path) -> None:
+    """A dashboard stopped while a browser was connected closes its connections first, which
+    then wait a minute in TIME-WAIT: the server can listen there again, and so may we."""
+    import socket
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server's side closes first: its end waits in TIME-WAIT
+        client.recv(1)
+        client.close()
+    deadline = time.monotonic() + 5
+    while not _time_wait(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _time_wait(port), "no connection in TIME-WAIT: the test checks nothing"
+    assert command.free_port(port) == port
+
+
+def _time_wait(port: int) -> int:
+    """Connections in TIME-WAIT on ``port`` (from /proc/net/tcp)."""
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sum(1 for r in rows if int(r[1].split(":")[1], 16) == port and r[3] == "06")
 
 
 def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:

@@ -75,8 +75,11 @@ def chosen_many(folder: views.Folder, named: Sequence[str] = ()) -> list[str]:
     if chosen is None or st.session_state.get(ALL):
         chosen = options  # every run, those that appeared since included
     kept = [k for k in chosen if k in options]
-    if st.session_state.get(MANY) != kept:
-        st.session_state[MANY] = kept
+    # Set on every run, not only when it changes: a value the page sets reaches the browser
+    # with that run alone, and a browser that drew the picker again before it had taken the
+    # value in (a page that reruns every second, while a run is recorded) drew it empty and
+    # sent that back, as if the user had cleared it.
+    st.session_state[MANY] = kept
     return kept
 
 

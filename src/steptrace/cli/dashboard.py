@@ -16,9 +16,8 @@ from types import FrameType
 import click
 
 from ..errors import ConfigError, TraceError
+from ..views.folder import FOLDER_ENV
 
-#: Where the app finds its folder (read by ``steptrace.dashboard.data``).
-FOLDER_ENV = "STEPTRACE_DASHBOARD_FOLDER"
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
 
@@ -32,9 +31,14 @@ def app_file() -> Path:
 
 
 def free_port(preferred: int = DEFAULT_PORT) -> int:
-    """``preferred`` if nothing listens there on localhost, else a port the system picks."""
+    """``preferred`` if nothing listens there on localhost, else a port the system picks.
+
+    The port is tried as the server will bind it, with ``SO_REUSEADDR`` (as Tornado does): a
+    dashboard just stopped while a browser was connected leaves its connections in TIME-WAIT
+    for a minute, and those do not keep the server from listening there again."""
     for port in (preferred, 0):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((HOST, port))
             except OSError:
@@ -46,9 +50,13 @@ def free_port(preferred: int = DEFAULT_PORT) -> int:
 def streamlit_command(port: int) -> list[str]:
     """The ``streamlit run`` command line: localhost only, headless (steptrace opens the
     browser itself, so Streamlit never asks questions on the terminal), no telemetry, and a
-    viewer's toolbar (no Deploy button or developer options in a local tool)."""
+    viewer's toolbar (no Deploy button or developer options in a local tool).
+
+    Python runs with ``-P``: ``python -m`` would put the working directory first on the
+    import path, and a folder there named ``steptrace`` (the clone, seen from the folder
+    that holds it) would be imported instead of the installed package."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(app_file()),
+        sys.executable, "-P", "-m", "streamlit", "run", str(app_file()),
         "--server.address", HOST,
         "--server.port", str(port),
         "--server.headless", "true",

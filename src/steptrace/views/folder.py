@@ -121,6 +121,15 @@ def steps_per_epoch(trace: Trace) -> int:
     return int(trace.meta.get("steps_per_epoch") or schedule.steps_per_epoch(rows, b))
 
 
+def _steps(recorded: int, planned: object) -> str:
+    """``1,200`` steps, or ``3 of 10`` for a run that has not recorded all it planned: text
+    either way, so that the column has one type (a column of numbers and texts cannot be
+    sent to the browser as it is, and Streamlit logs a traceback each time it tries)."""
+    if isinstance(planned, int) and planned != recorded:
+        return f"{recorded:,} of {planned:,}"
+    return f"{recorded:,}"
+
+
 def run_table(folder: Folder) -> pd.DataFrame:
     """The run picker's table: one row per run with its settings, status and model.
 
@@ -138,7 +147,7 @@ def run_table(folder: Folder) -> pd.DataFrame:
                 "numerics": s["numerics"],
                 "batch size": s["batch_size"],
                 "epochs": s["epochs"],
-                "steps": recorded if planned in (None, recorded) else f"{recorded} of {planned}",
+                "steps": _steps(recorded, planned),
                 "status": s["status"],
                 "dataset": str(trace.meta["dataset"].get("name", "")),
                 "model": model_description(trace),
