@@ -4,6 +4,7 @@ per-sample SGD untraced in numpy and in PyTorch.
     python bench/cnn.py                  # 1,000,000 rows (and 100,000 for memory): about an hour
     python bench/cnn.py --rows 100000    # shorter
     python bench/cnn.py --quick          # tiny sizes: checks the harness works; figures meaningless
+    python bench/cnn.py --rows 100000 --write DIR   # only the dataset and model file, to profile
 
 The network: input 1 × 8 × 8, conv2d 1 → 4 channels 3 × 3 with bias (zero padding, stride 1),
 ReLU, max-pool 2 × 2, flatten, linear 64 → 1 with bias, squared error ½(o − y)²; float64, one
@@ -259,9 +260,7 @@ class Recording:
 
 def record(csv_path: Path, model: Path, rows: int, out: Path) -> Recording:
     """``steptrace record`` of ``rows`` rows as a user runs it, in its own process."""
-    argv = [sys.executable, "-m", "steptrace", "record", "--dataset", str(csv_path),
-            "--target", "y", "--model", str(model), "--numerics", "float64", "--lr", LR,
-            "--epochs", str(rows // SAMPLES), "--out", str(out)]  # fmt: skip
+    argv = record_command(csv_path, model, rows, out)
     seconds, cpu, peak_mb = run_measured(argv, out.parent / f"{out.name}.time")
     (path,) = out.iterdir()
     trace = steptrace.open_trace(path)
@@ -273,6 +272,12 @@ def record(csv_path: Path, model: Path, rows: int, out: Path) -> Recording:
     return Recording(rows, seconds, cpu, peak_mb, folder_bytes(path),
                      sum(t.size for t in trace.tensors if t.stored),
                      sum(t.size for t in trace.tensors), final)  # fmt: skip
+
+
+def record_command(csv_path: Path, model: Path, rows: int, out: Path) -> list[str]:
+    return [sys.executable, "-m", "steptrace", "record", "--dataset", str(csv_path),
+            "--target", "y", "--model", str(model), "--numerics", "float64", "--lr", LR,
+            "--epochs", str(rows // SAMPLES), "--out", str(out)]  # fmt: skip
 
 
 def run_measured(argv: list[str], report: Path) -> tuple[float, float, float]:
@@ -426,9 +431,18 @@ def main(argv: list[str] | None = None) -> None:
         "--rows", type=int, default=1_000_000, help=f"rows recorded, a multiple of {SAMPLES:,}"
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
+    parser.add_argument(
+        "--write", type=Path, metavar="DIR", help="only write the dataset and model file into DIR "
+        "and print the record command (to profile it)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.rows < SAMPLES or args.rows % SAMPLES:
         parser.error(f"--rows must be a positive multiple of {SAMPLES:,} (whole epochs)")
+    if args.write:
+        data, model = write_dataset(args.write / "images.csv"), write_model(args.write / "cnn.json")
+        command = record_command(data, model, args.rows, args.write / "traces")
+        print("python", *command[1:])
+        return
     sizes = sizes_for(args.rows, args.quick)
     print(header(), flush=True)
     print(f"commit {_commit()} · steptrace from {Path(steptrace.__file__).parent}", flush=True)
