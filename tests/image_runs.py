@@ -53,9 +53,8 @@ def write_images(path: Path) -> Path:
 
 
 def record_images(folder: Path, lr: str, *, name: str, **settings: Any) -> steptrace.RunResult:
-    """One run of :data:`CNN` on the two images (exact, one epoch, unless ``settings`` say)."""
+    """One run of :data:`CNN` on the two images (exact, one epoch, unless ``settings`` say:
+    another ``model`` too)."""
     data = write_images(folder / "images.csv")
-    settings = {"numerics": "exact", **settings}
-    return steptrace.record(
-        data, lr=lr, model=CNN, target="t", out=folder / "runs", name=name, **settings
-    )
+    settings = {"numerics": "exact", "model": CNN, **settings}
+    return steptrace.record(data, lr=lr, target="t", out=folder / "runs", name=name, **settings)

@@ -1,6 +1,8 @@
 """Analysis: the pandas accessor and its definitions, on a learning-rate sweep of the article;
 and loading slices of runs — row groups pruned, runs chosen from metadata before any file opens."""
 
+import json
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -11,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import steptrace.analysis as an
-from steptrace import find_traces, load_trace, load_traces, record, sweep
+from steptrace import find_traces, load_tensor, load_trace, load_traces, open_trace, record, sweep
 from steptrace.analysis.gates import _gate_kind
 from steptrace.data import seed_dataset
 from steptrace.errors import TraceError
@@ -21,6 +23,7 @@ from steptrace.train.recorder import run_metadata
 from steptrace.train.settings import Settings
 
 from .conftest import REPO
+from .image_runs import CNN, record_images
 
 EPOCHS = 20
 LRS = ["1", "1e-4", "1e-7"]
@@ -477,3 +480,153 @@ def test_sweep_dataset_reads_version_1_goldens_under_version_2_names(tmp_path):
         "ORDER BY run"
     ).fetchall()
     assert both == [("article-exact", "17400001/5800"), ("fresh", "17400001/5800")]
+
+
+# --- images -------------------------------------------------------------------------------------
+
+#: tests/image_runs.py's network with a normalization after the convolution (per channel) and one
+#: after a linear layer of two neurons (per neuron): float only, a batch of two images.
+NORMALIZED = {
+    "layers": [
+        *CNN["layers"][:2],
+        {"type": "normalization"},
+        {"type": "relu"},
+        {"type": "flatten"},
+        {"type": "linear", "out": 2, "bias": True},
+        {"type": "normalization"},
+        {"type": "linear", "out": 1, "bias": False},
+    ],
+    "loss": "squared_error",
+}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """The image network (channel 0's ReLU never opens) over three epochs, and the normalized
+    one, in one folder."""
+    folder = tmp_path_factory.mktemp("images")
+    cnn = record_images(folder, "1/10", name="cnn", numerics="float64", epochs=3)
+    normalized = record_images(
+        folder,
+        "1/10",
+        name="normalized",
+        numerics="float64",
+        model=NORMALIZED,
+        batch_size=2,
+        epochs=2,
+        seed=1,
+    )
+    return folder / "runs", cnn, normalized
+
+
+def test_an_image_runs_weights_in_long_form_index_kernels_from_0(images):
+    folder, cnn, _ = images
+    w = load_traces(folder).query("run == 'cnn'").steptrace.weights()
+    assert list(w.columns) == ["step", "run", "layer", "quantity", "j", "i", "out_channel",
+                               "in_channel", "row", "column", "channel", "value"]  # fmt: skip
+    steps = w.step.nunique()
+    assert steps == 6 and len(w) == steps * (36 + 2 + 8 + 1)  # kernels, biases, W6, b6
+    kernel = w[(w.layer == 2) & (w.quantity == "w")]
+    assert kernel[["j", "i", "channel"]].isna().all().all()
+    index = kernel[["step", "out_channel", "in_channel", "row", "column"]].to_numpy(np.int64)
+    assert index[:2, 1:].tolist() == [[0, 0, 0, 0], [0, 0, 0, 1]]  # as the stack flattens them
+    assert kernel.value.tolist() == load_tensor(cnn.path, "w2_after")[tuple(index.T)].tolist()
+    bias = w[(w.layer == 2) & (w.quantity == "b")]
+    assert bias.out_channel.tolist()[:2] == [0, 1] and bias.in_channel.isna().all()
+    assert (
+        bias.value.tolist()
+        == load_tensor(cnn.path, "b2_after")[
+            bias.step.to_numpy(), bias.out_channel.to_numpy(np.int64)
+        ].tolist()
+    )
+    # the linear layer on top keeps the series' numbering, from 1
+    linear = w[w.layer == 6]
+    assert set(linear.j) == {1} and linear.i.dropna().tolist()[:2] == [1, 2]
+    assert linear[["out_channel", "in_channel", "row", "column", "channel"]].isna().all().all()
+    # the dead channel's kernel never moves; the open one's does
+    moved = kernel.groupby("out_channel").value.agg(lambda v: v.nunique() > 1)
+    assert moved.tolist() == [False, True]
+
+
+def test_a_normalizations_gamma_and_beta_by_channel_or_neuron(images):
+    folder, _, normalized = images
+    w = load_traces(folder).query("run == 'normalized'").steptrace.weights("before")
+    per_channel = w[w.layer == 3]
+    assert per_channel.channel.tolist()[:4] == [0, 1, 0, 1]
+    assert per_channel.quantity.tolist()[:4] == ["w", "w", "b", "b"]  # γ, then β
+    assert per_channel[["j", "out_channel"]].isna().all().all()
+    gamma = per_channel[per_channel.quantity == "w"]
+    by_step = load_tensor(normalized.path, "w3_before")[::2]  # two rows a step
+    at = (gamma.step.to_numpy(), gamma.channel.to_numpy(np.int64))
+    assert gamma.value.tolist() == by_step[at].tolist()
+    per_neuron = w[w.layer == 7]
+    assert per_neuron.j.tolist()[:4] == [1, 2, 1, 2] and per_neuron.channel.isna().all()
+    assert per_neuron[per_neuron.step == 0].value.tolist() == [1, 1, 0, 0]  # γ 1, β 0
+
+
+def test_an_image_relus_units_are_its_channels_and_one_that_never_opens_is_dead(images):
+    folder, cnn, normalized = images
+    df = load_traces(folder)
+    trace = open_trace(cnn.path)
+    o2 = tuple(trace.columns_of("o2"))
+    assert an.trace_gates(trace) == [an.Gate(3, "relu", o2, channels=2)]
+    assert an.find_gates(df[df.run == "cnn"]) == an.trace_gates(trace)
+    table = df.steptrace.summary()
+    streamed = an.trace_summaries(find_traces(folder)[0])
+    pd.testing.assert_frame_equal(streamed[table.columns], table, check_dtype=False)
+    got = table.loc["cnn"]
+    assert (got["dead_units"], got["dead_neurons"]) == (1, "L3[channel 0]")
+    # channel 0 is closed on every row (every pixel < 0), channel 1 on none
+    assert got["gate_closed_steps"] == 6 and got["gate_closed_share"] == 1 / 2
+    pixels = load_tensor(cnn.path, "o2")
+    assert (pixels[:, 0] < 0).all() and not (pixels[:, 1] < 0).all(axis=(1, 2)).any()
+    # after a normalization per channel: the ReLU on layer 3's output, two channels again
+    gates = an.trace_gates(open_trace(normalized.path))
+    assert [(g.layer, g.channels, len(g.inputs)) for g in gates] == [(4, 2, 32)]
+    assert an.find_gates(df[df.run == "normalized"]) == gates
+
+
+#: One 1 × 2 × 2 image through a 1 × 1 convolution, a ReLU and a linear layer.
+TINY = {
+    "layers": [
+        {"type": "input", "shape": [1, 2, 2]},
+        {"type": "conv2d", "out": 1, "kernel": 1, "weights": [[[["{w}"]]]], "biases": ["0"]},
+        {"type": "relu"},
+        {"type": "flatten"},
+        {"type": "linear", "out": 1, "weights": [["1", "1", "1", "1"]], "biases": ["0"]},
+    ],
+    "loss": "squared_error",
+}
+
+
+def _tiny(folder, pixels: str, w: str, lr: str, epochs: int = 1):
+    data = folder / f"tiny-{w}.csv"
+    data.write_text(f"a,b,c,d,t\n{pixels},0\n{pixels},0\n")
+    model = json.loads(json.dumps(TINY).replace("{w}", w))
+    return record(data, lr=lr, model=model, target="t", numerics="float64", epochs=epochs,
+                  out=folder / "tiny", name=f"w{w}")  # fmt: skip
+
+
+def test_an_image_layers_output_is_watched_for_nan_and_inf(tmp_path):
+    """A pixel of 1e308 times −2 is −inf in the convolution's output; the ReLU above turns it
+    into 0, so the loss and every parameter stay finite: only o2 shows it."""
+    run = _tiny(tmp_path, "1e308,0,0,0", "-2", "1/10")
+    rows = load_trace(run.path)
+    assert np.isneginf(rows.o2_1_1_1[0]) and np.isfinite(rows.loss).all()
+    assert run.summary.diverged_at is None
+    got = an.run_summary(rows.assign(run="tiny")).loc["tiny"]
+    assert got["first_nonfinite_step"] == 0 and not got["diverged"]
+    assert an.trace_summaries([open_trace(run.path)]).loc["w-2", "first_nonfinite_step"] == 0
+
+
+def test_a_kernel_that_overflows_diverges_the_run_at_that_step(tmp_path):
+    """Pixels of 1e200 and α = 1e120: the kernel's update overflows to −inf at step 0 while
+    the loss is finite until step 2; the summary agrees with the recorder."""
+    run = _tiny(tmp_path, "1e200,1e200,1e200,1e200", "1e-200", "1e120", epochs=2)
+    rows = load_trace(run.path)
+    assert np.isfinite(rows.loss[:2]).all() and np.isneginf(rows.w2_after_1_1_1_1[0])
+    assert run.summary.diverged_at == 0
+    got = an.run_summary(rows.assign(run="tiny")).loc["tiny"]
+    assert (got["diverged_at"], got["diverged_why"]) == (0, "weights are not finite")
+    streamed = an.trace_summaries([open_trace(run.path)]).loc["w1e-200"]
+    assert streamed["diverged_at"] == 0

@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import shutil
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 from steptrace import load_trace, open_trace, record, sweep
 
 from .conftest import REPO
+from .image_runs import record_images
 
 
 @pytest.fixture
@@ -161,6 +163,34 @@ def test_a_two_layer_network_is_summarised_from_its_models_gates(run_cli, traces
     assert not exact["diverged"] and f64["diverged_at"] == 3
     text = run_cli("summary", traces).output.splitlines()
     assert text[1].split()[-4:] == ["15", "2", "-", "no"]
+
+
+def test_image_runs_are_summarised_a_relu_channel_that_never_opens_is_dead(run_cli, tmp_path):
+    """tests/image_runs.py's network: channel 0's ReLU never opens, channel 1's always does.
+    At α = 1e300 on the same images the kernel reaches 2e298 at step 0, and step 1 overflows."""
+    record_images(tmp_path, "1/10", name="cnn", numerics="float64", epochs=3)
+    blowup = record_images(tmp_path, "1e300", name="overflow", numerics="float64", epochs=2)
+    folder = tmp_path / "runs"
+    result = run_cli("summary", folder, "--json")
+    assert result.exit_code == 0
+    runs = {r["run"]: r for r in json.loads(result.output)}
+    cnn, overflow = runs["cnn"], runs["overflow"]
+    losses = load_trace(folder / "cnn", ["loss"]).loss
+    assert cnn["final_loss"] == losses.iloc[-1] and cnn["steps"] == 6
+    # a unit per channel: one of the two closed on every row
+    assert (cnn["dead_units"], cnn["dead_neurons"]) == (1, "L3[channel 0]")
+    assert cnn["gate_closed_steps"] == 6 and cnn["gate_closed_share"] == 0.5
+    assert not cnn["diverged"] and cnn["first_nonfinite_step"] is None
+    kernel = load_trace(folder / "overflow", ["w2_after_2_1_2_2"]).w2_after_2_1_2_2
+    assert kernel.iloc[0] > 1e298 and math.isnan(kernel.iloc[1])
+    assert (overflow["diverged_at"], overflow["diverged_why"]) == (1, "loss is not finite")
+    assert overflow["diverged_at"] == blowup.summary.diverged_at
+    assert overflow["first_nonfinite_step"] == 1
+    text = {
+        line.split()[0]: line.split() for line in run_cli("summary", folder).output.splitlines()
+    }
+    assert text["cnn"][-4:] == ["6", "1", "-", "no"]
+    assert text["overflow"][-2:] == ["1", "no"]
 
 
 def test_a_grid_is_grouped_by_every_setting_that_varies_and_ordered_by_alpha(run_cli, traces):

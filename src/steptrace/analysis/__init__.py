@@ -28,15 +28,20 @@ Definitions, used throughout:
 - A *gate* is a layer that switches at 0 on its input x: ``relu``, ``leaky_relu`` and
   ``heaviside`` (:data:`GATE_TYPES`). Each of its neurons is a unit, *open* when x ≥ 0 and
   *closed* otherwise — NaN included, since the layers' rule "x ≥ 0" fails for it. In the
-  article's model the gate is layer 3, the ReLU, and its input is o2.
+  article's model the gate is layer 3, the ReLU, and its input is o2. On an image each
+  channel is a unit, closed when every one of its pixels is.
 - ``gate_closed_steps`` counts the steps where some unit of some gate is closed for at least
   one sample of the batch; ``gate_closed_share`` is the share of (row, unit) pairs closed.
 - A ReLU unit is *dead* when it is closed on every row of the last epoch recorded: δ stops
   there (δ_in = 0), so nothing below it learns from it, and its own weights get no gradient to
   reopen it. Leaky ReLUs pass a·δ and never die; a Heaviside's δ_in is 0 whatever its input.
-  ``dead_units`` counts them, ``dead_neurons`` names them (``L3[2]``: layer 3, neuron 2).
-- The first non-finite step is the first whose loss, any layer's output or any new parameter
-  is NaN or ±inf.
+  ``dead_units`` counts them, ``dead_neurons`` names them (``L3[2]``: layer 3, neuron 2;
+  ``L3[channel 0]``: layer 3's channel 0 of an image, numbered from 0 as numpy does).
+- The first non-finite step is the first whose loss, any layer's output (an image's pixels
+  too) or any new parameter is NaN or ±inf.
+- :func:`weights_long` indexes a linear layer's parameters from 1 (``j``, ``i``), as the
+  series numbers neurons, and an image layer's from 0 (``out_channel``, ``in_channel``,
+  ``row``, ``column``, ``channel``), as :func:`~steptrace.load_tensor` indexes them.
 
 
 How a frame of rows shows its gates, without the model's metadata, is told in
@@ -63,6 +68,7 @@ from .rows import run_column, step_rows
 from .side_by_side import compare_at
 from .summaries import CONVERGE_RTOL, run_summary, trace_summaries
 from .summaries import SUMMARY_SETTINGS as SUMMARY_SETTINGS
+from .weights import IMAGE_WEIGHT_COLUMNS as IMAGE_WEIGHT_COLUMNS
 from .weights import WEIGHT_COLUMNS as WEIGHT_COLUMNS
 from .weights import weights_long
 

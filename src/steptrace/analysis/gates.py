@@ -1,9 +1,13 @@
 """Gates and dead units: which layers switch at 0 on their input, how often their units were
 closed, and which ReLU units stayed closed for good.
 
+A gate's units are its input's neurons, or on an image its channels: a channel is closed on a
+row when every one of its pixels is (then its kernel learns nothing from that row), open when
+one is not.
+
 On disk (:func:`~steptrace.analysis.trace_summaries`) the gates are the model's, from the run's
 metadata. A frame of rows has no metadata, so there a layer k counts as a gate when its rows
-show one: o{k} has the neurons of o{k−1} and, on every row where both are numbers, o{k} =
+show one: o{k} has the shape of o{k−1} and, on every row where both are numbers, o{k} =
 o{k−1} (or 1, for a Heaviside) where o{k−1} ≥ 0, and where o{k−1} < 0 it is 0 or pulled towards
 0 without changing sign (a leaky ReLU with a slope between 0 and 1). A layer that passes its
 input unchanged and never sees a negative one is taken for a ReLU, which changes no count: its
@@ -32,32 +36,60 @@ Array = npt.NDArray[Any]
 GATE_TYPES = ("relu", "leaky_relu", "heaviside")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Gate:
-    """A gate layer (:data:`GATE_TYPES`) and the columns of its input, one per unit: layer 3
-    of the article is ``Gate(3, "relu", ("o2_1",))``."""
+    """A gate layer (:data:`GATE_TYPES`) and the columns of its input, one per neuron: layer
+    3 of the article is ``Gate(3, "relu", ("o2_1",))``. On an image, ``channels`` is its
+    channels' count, each a unit of its pixels' columns (channel by channel, as the trace
+    orders them); 0 for a 1D input, whose neurons are its units."""
 
     layer: int
     type: str
     inputs: tuple[str, ...]
+    channels: int = 0
+
+    def __repr__(self) -> str:
+        image = f", channels={self.channels}" if self.channels else ""  # 1D gates as before
+        return f"Gate(layer={self.layer}, type={self.type!r}, inputs={self.inputs!r}{image})"
 
     @property
     def can_die(self) -> bool:
         """Whether a unit closed for good stops all learning through it (a ReLU's)."""
         return self.type == "relu"
 
+    @property
+    def units(self) -> int:
+        return self.channels or len(self.inputs)
+
     def unit_names(self) -> list[str]:
+        """``L3[2]`` (layer 3, neuron 2, from 1), ``L3[channel 0]`` (numbered as numpy does)."""
+        if self.channels:
+            return [f"L{self.layer}[channel {c}]" for c in range(self.channels)]
         return [f"L{self.layer}[{j}]" for j in range(1, len(self.inputs) + 1)]
+
+    def closed(self, x: Array) -> Array:
+        """Which units are closed on each row, from the rows of its inputs ``x``: x ≥ 0 fails
+        (NaN fails it too); a channel when it fails for every pixel."""
+        shut: Array = ~(x >= 0)
+        if self.channels:
+            return np.asarray(shut.reshape(len(x), self.channels, -1).all(axis=2))
+        return shut
 
 
 def trace_gates(trace: Trace) -> list[Gate]:
     """The gates of a run's model, from its metadata (version 1 traces: the article's ReLU)."""
     layers = (trace.meta.get("model") or {}).get("layers") or []
     return [
-        Gate(k, spec["type"], tuple(trace.columns_of(f"o{k - 1}")))
+        Gate(k, spec["type"], tuple(trace.columns_of(f"o{k - 1}")),
+             _channels(trace.tensor(f"o{k - 1}").shape))
         for k, spec in enumerate(layers, 1)
         if isinstance(spec, dict) and spec.get("type") in GATE_TYPES and k > 1
-    ]
+    ]  # fmt: skip
+
+
+def _channels(shape: tuple[int, ...]) -> int:
+    """An image's channels (C of C × H × W), 0 for a 1D shape."""
+    return shape[0] if len(shape) == 3 else 0
 
 
 def find_gates(rows: pd.DataFrame) -> list[Gate]:
@@ -67,19 +99,20 @@ def find_gates(rows: pd.DataFrame) -> list[Gate]:
     [Gate(layer=3, type='relu', inputs=('o2_1',))]
     """
     outputs = {
-        int(t.name[1:]): t.columns()
+        int(t.name[1:]): t
         for t in tensors_from_columns(_held(rows, rows.columns))
         if re.fullmatch(r"o\d+", t.name)
     }
     gates = []
-    for k, columns in sorted(outputs.items()):
-        inputs = outputs.get(k - 1)
-        if inputs is None or len(inputs) != len(columns):
+    for k, out in sorted(outputs.items()):
+        below = outputs.get(k - 1)
+        if below is None or below.shape != out.shape:
             continue
-        x, o = (rows[c].to_numpy(np.float64) for c in (inputs, columns))
+        inputs = below.columns()
+        x, o = (rows[c].to_numpy(np.float64) for c in (inputs, out.columns()))
         kind = _gate_kind(x, o)
         if kind is not None:
-            gates.append(Gate(k, kind, tuple(inputs)))
+            gates.append(Gate(k, kind, tuple(inputs), _channels(below.shape)))
     return gates
 
 
@@ -114,19 +147,20 @@ class _Gates:
 
     def __init__(self, gates: Sequence[Gate]) -> None:
         self.gates = list(gates)
-        self.columns = [c for g in self.gates for c in g.inputs]
         self.names = [n for g in self.gates for n in g.unit_names()]
-        self.mortal = np.array([g.can_die for g in self.gates for _ in g.inputs], dtype=bool)
+        self.mortal = np.array([g.can_die for g in self.gates for _ in range(g.units)], dtype=bool)
         self.closed_steps = 0
         self.closed_pairs = 0
         self.pairs = 0
         self.epoch: int | None = None
-        self.opened = np.zeros(len(self.columns), dtype=bool)  # open on some row of the epoch
+        self.opened = np.zeros(len(self.names), dtype=bool)  # open on some row of the epoch
 
     def update(self, rows: pd.DataFrame, step: Array, epoch: Array) -> None:
-        if not self.columns:
+        if not self.gates:
             return
-        closed = ~(rows[self.columns].to_numpy(np.float64) >= 0)  # NaN fails x ≥ 0: closed
+        closed = np.hstack(
+            [g.closed(rows[list(g.inputs)].to_numpy(np.float64)) for g in self.gates]
+        )
         self.closed_steps += len(np.unique(step[closed.any(axis=1)]))
         self.closed_pairs += int(closed.sum())
         self.pairs += closed.size

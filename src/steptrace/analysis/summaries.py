@@ -28,7 +28,7 @@ CONVERGE_RTOL = 1e-3
 #: Settings copied into :func:`run_summary`'s table when the rows carry them.
 SUMMARY_SETTINGS = ("numerics", "lr_text", "lr", "batch_size", "epochs", "status")
 
-_OUTPUT = re.compile(r"o(\d+)_\d+")
+_OUTPUT = re.compile(r"o(\d+)(_\d+)+")
 
 
 class _RunStats:
