@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import itertools
 import multiprocessing
 import os
@@ -49,12 +48,12 @@ import pyarrow.parquet as pq
 from steptrace.model.spec import load_model
 from steptrace.numerics import NUMERICS
 from steptrace.trace.schema import KEY_FIELDS, Tensor, arrow_schema, stack_tensors, value_names
-from steptrace.trace.writer import TraceWriter, parquet_options
+from steptrace.trace.writer import GROUP_ROWS, parquet_options
 
 LAYOUTS = ("columns", "fixed_size_list", "fixed_shape_tensor")
 SAMPLES = 1_000  # the dataset's rows: the data repeat every epoch
 BLOCK = 8_192  # rows of a block the recorder hands the writer (rounded down to whole steps)
-ROW_GROUP = inspect.signature(TraceWriter).parameters["row_group_rows"].default
+ROW_GROUP = GROUP_ROWS  # the writer's largest groups (wide rows get fewer: group_rows)
 MLP = Path(__file__).resolve().parents[1] / "examples" / "mlp-3-2-1.json"
 #: The mean of one component by DuckDB and by Polars: each line runs as the report prints it.
 READERS = {

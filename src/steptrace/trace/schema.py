@@ -59,7 +59,7 @@ __all__ = [
 
 #: Version of the trace format (not of the package). Readers accept this major version and the
 #: ones before it, and refuse a newer one.
-FORMAT_VERSION = "2.0"
+FORMAT_VERSION = "2.1"
 #: The one Parquet key-value metadata key holding the run's metadata as JSON.
 METADATA_KEY = "steptrace"
 #: Suffix of the exact rational text column beside each value column (exact runs only).
@@ -92,9 +92,9 @@ KEY_FIELDS: tuple[Family, ...] = (
 FAMILIES: tuple[Family, ...] = (
     *KEY_FIELDS,
     Family("lr", F64, "learning rate α"),
-    Family("x_i", F64, "data input, feature i"),
+    Family("x_i", F64, "data input, feature i (an image: channel, row, column)"),
     Family("y_j", F64, "data output (expectation), target j"),
-    Family("o{k}_i", F64, "output of layer k, neuron i"),
+    Family("o{k}_i", F64, "output of layer k, neuron i (an image: channel, row, column)"),
     Family("loss", F64, "this row's loss"),
     Family("d{k}_i", F64, "δk = ∂Loss/∂(input of layer k), component i; k up to the loss",
            "yes" + _ONCE),

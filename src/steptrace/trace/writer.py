@@ -180,6 +180,20 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     }
 
 
+#: A row group holds about this many bytes of values at most (a wide row, a convolution's
+#: thousands of values, makes groups of fewer rows: the writer holds a group in memory, and a
+#: reader that wants one step reads its whole group).
+GROUP_BYTES = 64 << 20
+#: … and at most this many rows (narrow rows: the series' small models).
+GROUP_ROWS = 65_536
+
+
+def group_rows(columns: int) -> int:
+    """Rows of a row group for rows of ``columns`` columns: :data:`GROUP_ROWS`, fewer when
+    rows are wide (:data:`GROUP_BYTES`), at least 1,024."""
+    return max(1_024, min(GROUP_ROWS, GROUP_BYTES // (8 * max(columns, 1))))
+
+
 #: The key of a written block's starting values: the parameters its first step starts from,
 #: by the ``*_before`` column they stand for (a new part's footer holds them).
 START = "start"
@@ -212,7 +226,7 @@ class TraceWriter:
         exact: bool,
         meta: dict[str, Any],
         flush_seconds: float = 1.0,
-        row_group_rows: int = 65_536,
+        row_group_rows: int | None = None,
         first_part: int = 0,
     ) -> None:
         self.run_dir = run_dir
@@ -224,7 +238,7 @@ class TraceWriter:
         self._first: dict[bytes, bytes] = {}
         self.options = parquet_options(self.schema)
         self.flush_seconds = flush_seconds
-        self.row_group_rows = row_group_rows
+        self.row_group_rows = row_group_rows or group_rows(len(self.schema))
         # A resumed run goes on after its flushed parts: they count among the run's rows.
         self.rows_flushed = sum(
             pq.read_metadata(p).num_rows for p in run_dir.glob("part-*.parquet") if first_part
