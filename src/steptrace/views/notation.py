@@ -243,7 +243,7 @@ def stack_notation(trace: Trace, style: Style) -> Notation:
     if not isinstance(model, Mapping):
         raise TraceError(f"{trace.path}: the run metadata has no model")
     shapes = {t.name: t.shape for t in trace.tensors}
-    return Notation(_layers(model, trace.tensor("x").shape[0]), shapes, style)
+    return Notation(_layers(model, trace.tensor("x").size), shapes, style)
 
 
 def model_description(trace: Trace) -> str:
@@ -252,6 +252,6 @@ def model_description(trace: Trace) -> str:
     if not isinstance(model, Mapping):
         return "?"
     try:
-        return load_model(model, trace.tensor("x").shape[0]).describe()
+        return load_model(model, trace.tensor("x").size).describe()
     except SteptraceError:
         return "?"
