@@ -8,6 +8,7 @@ from fractions import Fraction
 import pytest
 
 from steptrace import load_tensor, load_trace
+from steptrace.compare.folders import compare_folders
 from steptrace.compare.traces import compare_traces
 
 from .image_runs import record_images
@@ -28,8 +29,11 @@ OUTPUT_DIVERGENCE = (
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    return [record_images(folder, lr, name=f"lr{i}").path for i, lr in enumerate(["1/10", "1/20"])]
+    """The image network at α = 1/10 and 1/20, each in a folder of its own, as ``cnn``."""
+    return [
+        record_images(tmp_path_factory.mktemp(f"lr{i}"), lr, name="cnn").path
+        for i, lr in enumerate(["1/10", "1/20"])
+    ]
 
 
 def _line(output: str, start: str) -> str:
@@ -83,4 +87,13 @@ def test_what_a_step_starts_from_comes_first_for_an_image_input_too(runs):
     r = compare_traces(a, b, columns=["x", "w2_before", "o2"])
     assert _line(r.format(), "First divergence").startswith(
         "First divergence: step 1, sample 1, x[1, 3, 0] (data input, channel 1, row 3, column 0):"
+    )
+
+
+def test_folders_of_image_runs_name_each_runs_first_divergence_alike(runs):
+    a, b = (run.parent for run in runs)
+    line = _line(compare_folders(a, b, columns=["b2_after"]).format(), "  cnn")
+    assert line == (
+        "  cnn  differs at step 0, sample 0, b2_after[1] (layer 2's bias of output channel 1, "
+        "after the update): A 99/2560, B 99/5120 (B - A = -0.0193359375)"
     )

@@ -66,7 +66,7 @@ class FolderComparison:
             if c.identical:
                 what = "identical"
             elif c.first is not None:
-                what = "differs at " + describe_divergence(c.first)
+                what = "differs at " + describe_divergence(c.first, shapes=c.shapes)
             else:
                 what = "differs in its settings: " + ", ".join(m.key for m in c.metadata)
             out.append(f"  {key:<{width}}  {what}")
