@@ -23,10 +23,10 @@ im2col kernels of the frameworks do.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..numerics import Number
 from .layers import Array, Layer, Params, Shape, _shape_text, total, where, zero_like
@@ -38,14 +38,33 @@ def _pad(x: Array, p: int) -> Array:
     """``x`` with ``p`` zeros around each H × W grid (its last two axes)."""
     if p == 0:
         return x
-    widths = [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)]
-    if x.dtype != object:
-        return np.pad(x, widths)
-    zero = zero_like(x.reshape(-1)[:1])[0] if x.size else 0  # exact: the rationals' 0
-    padded = np.full([n + a + b for n, (a, b) in zip(x.shape, widths, strict=True)], zero,
-                     dtype=object)  # fmt: skip
-    padded[..., p:-p, p:-p] = x
+    h, w = x.shape[-2:]
+    zero: Any = 0
+    if x.dtype == object and x.size:
+        zero = zero_like(x.reshape(-1)[:1])[0]  # exact: the rationals' 0
+    padded = np.full((*x.shape[:-2], h + 2 * p, w + 2 * p), zero, dtype=x.dtype)
+    padded[..., p : h + p, p : w + p] = x
     return padded
+
+
+@functools.lru_cache(maxsize=64)
+def neighbourhoods(h: int, w: int, k: int, p: int) -> Array:
+    """Where each output pixel's k × k neighbourhood lies in the grid padded by ``p``: row
+    i·W + j holds the flat indices (into the padded grid, row-major) of the neighbourhood of
+    pixel (i, j), in reading order."""
+    i, j = np.divmod(np.arange(h * w), w)
+    a, b = np.divmod(np.arange(k * k), k)
+    out: Array = (i[:, None] + a[None, :]) * (w + 2 * p) + (j[:, None] + b[None, :])
+    return out
+
+
+def _patches(x: Array, k: int, p: int) -> Array:
+    """Every pixel's neighbourhood: …, C, H·W, k·k (zeros beyond the edges)."""
+    h, w = x.shape[-2:]
+    padded = _pad(x, p)
+    flat = padded.reshape(*padded.shape[:-2], -1)
+    out: Array = flat[..., neighbourhoods(h, w, k, p)]
+    return out
 
 
 def _image_error(layer: str, in_shape: Shape) -> str | None:
@@ -87,33 +106,37 @@ class Conv2d(Layer):
 
     def forward(self, x: Array, p: Params | None) -> Array:
         assert p is not None
-        k = self.kernel
-        # windows[..., c, i, j, a, b] = x_c[i − p + a, j − p + b], the neighbourhood of (i, j)
-        windows = sliding_window_view(_pad(x, self.padding), (k, k), axis=(-2, -1))
-        terms = np.moveaxis(windows, -5, -3)[..., None, :, :, :, :, :]  # …, 1, i, j, c, a, b
-        kernels = p.w[..., :, None, None, :, :, :]  # …, c', 1, 1, c, a, b
-        products = terms * kernels  # …, c', i, j, c, a, b
-        o = total(products.reshape(*products.shape[:-3], -1))  # Σ over (c, a, b)
+        k, (h, w) = self.kernel, x.shape[-2:]
+        # patches[…, c, i·W + j, a·k + b] = x_c[i − p + a, j − p + b]: (i, j)'s neighbourhood
+        terms = np.swapaxes(_patches(x, k, self.padding), -3, -2)[..., None, :, :, :]
+        kernels = p.w.reshape(*p.w.shape[:-2], -1)[..., :, None, :, :]  # …, c', 1, c, a·k + b
+        products = terms * kernels  # …, c', pixel, c, a·k + b
+        o = total(products.reshape(*products.shape[:-2], -1))  # Σ over (c, a, b)
+        o = o.reshape(*o.shape[:-1], h, w)
         return o if p.b is None else o + p.b[..., :, None, None]  # + b_c'
 
     def backward(
         self, x: Array, o: Array, d: Array, p: Params | None
     ) -> tuple[Array, Params | None]:
         assert p is not None
-        k, h, w = self.kernel, x.shape[-2], x.shape[-1]
+        k, (h, w) = self.kernel, x.shape[-2:]
         # δ_in,c[y, z] = Σ_{c',a,b} δ_c'[y + p − a, z + p − b] · K_{c',c}[a, b]: the full
-        # correlation of δ with the flipped kernel (δ padded by k − 1 − p = p).
-        around = sliding_window_view(_pad(d, k - 1 - self.padding), (k, k), axis=(-2, -1))
-        flipped = around[..., ::-1, ::-1]  # …, c', y, z, a, b: δ_c'[y + p − a, z + p − b]
-        terms = np.moveaxis(flipped, -5, -3)[..., None, :, :, :, :, :]  # …, 1, y, z, c', a, b
-        kernels = np.swapaxes(p.w, -4, -3)[..., :, None, None, :, :, :]  # …, c, 1, 1, c', a, b
-        products = terms * kernels
-        d_in = total(products.reshape(*products.shape[:-3], -1))  # Σ over (c', a, b)
+        # correlation of δ with the flipped kernel. δ padded by k − 1 − p = p has δ_c'[y + p − a,
+        # z + p − b] at (y + k − 1 − a, z + k − 1 − b) of (y, z)'s neighbourhood: reversed.
+        flipped = _patches(d, k, k - 1 - self.padding)[..., ::-1]  # …, c', pixel, a·k + b
+        terms = np.swapaxes(flipped, -3, -2)[..., None, :, :, :]  # …, 1, pixel, c', a·k + b
+        swapped = np.swapaxes(p.w, -4, -3)  # …, c, c', a, b
+        kernels = swapped.reshape(*swapped.shape[:-2], -1)[..., :, None, :, :]
+        products = terms * kernels  # …, c, pixel, c', a·k + b
+        d_in = total(products.reshape(*products.shape[:-2], -1))  # Σ over (c', a, b)
+        d_in = d_in.reshape(*d_in.shape[:-1], h, w)
         # ∂Loss/∂K_{c',c}[a, b] = Σ_{i,j} δ_c'[i, j] · x_c[i − p + a, j − p + b]
-        shifted = sliding_window_view(_pad(x, self.padding), (h, w), axis=(-2, -1))  # c, a, b, i, j
-        products = d[..., :, None, None, None, :, :] * shifted[..., None, :, :, :, :, :]
-        grad_w = total(products.reshape(*products.shape[:-2], -1))  # Σ over (i, j)
-        grad_b = total(d.reshape(*d.shape[:-2], -1)) if p.b is not None else None  # Σ_ij δ_c'
+        shifted = np.swapaxes(_patches(x, k, self.padding), -2, -1)  # …, c, a·k + b, pixel
+        deltas = d.reshape(*d.shape[:-2], -1)  # …, c', pixel
+        products = deltas[..., :, None, None, :] * shifted[..., None, :, :, :]
+        grad_w = total(products)  # Σ over the pixels (i, j): …, c', c, a·k + b
+        grad_w = grad_w.reshape(*grad_w.shape[:-1], k, k)
+        grad_b = total(deltas) if p.b is not None else None  # ∂Loss/∂b_c' = Σ_ij δ_c'
         return d_in, Params(grad_w, grad_b)
 
     def settings(self) -> dict[str, Any]:

@@ -128,7 +128,8 @@ def exp(x: Array) -> Array:
 def total(a: Array, axis: int = -1) -> Array:
     """Σ along ``axis``, left to right: ``((a1 + a2) + a3) + …``, as the article adds (numpy's
     own sum pairs its terms differently, and differently for different lengths)."""
-    out: Array = np.take(np.add.accumulate(a, axis=axis), -1, axis=axis)
+    running = np.add.accumulate(a, axis=axis)
+    out: Array = running[..., -1] if axis == -1 else np.take(running, -1, axis=axis)
     return out
 
 
