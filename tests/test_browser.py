@@ -8,6 +8,7 @@ it the tests skip, or fail when STEPTRACE_REQUIRE_BROWSER=1 (as CI sets).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -154,8 +156,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield dashboard.start()
     finally:
-        dashboard.stop()
+        log = dashboard.stop()
     assert dashboard.process.returncode is not None
+    assert "Traceback" not in log, log  # every page these tests opened, drawn without one
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +200,14 @@ def _close_pages() -> Iterator[None]:
         _PAGES.pop().close()  # type: ignore[attr-defined]
 
 
+def _idle(page) -> None:  # type: ignore[no-untyped-def]
+    """Wait out a look at the runs that is under way (the page looks every few seconds), so
+    that a picture shows no "Running" sign."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=30_000)
+
+
 def _fit_to_content(page, width: int = 1400) -> None:  # type: ignore[no-untyped-def]
     """Streamlit scrolls inside its main area, so a full-page picture holds only the window:
     make the window as tall as the page's content."""
@@ -235,6 +246,7 @@ def test_replay_moves_to_the_articles_third_data_input(
     _fit_to_content(page)
     page.wait_for_timeout(500)  # let KaTeX and the tables settle before the picture
     images.mkdir(parents=True, exist_ok=True)
+    _idle(page)
     page.screenshot(path=str(images / "replay.png"), full_page=True)
     assert (images / "replay.png").stat().st_size > 10_000
     # Play from the last step starts again at 0, moves on by itself, and stops at the end.
@@ -295,6 +307,7 @@ def test_compare_three_learning_rates_at_one_step(
     jump.blur()  # no focus ring in the picture
     _fit_to_content(page)
     page.wait_for_timeout(1000)  # charts draw after their data arrives
+    _idle(page)
     page.screenshot(path=str(images / "compare.png"), full_page=True)
     assert (images / "compare.png").stat().st_size > 10_000
 
@@ -333,6 +346,7 @@ def test_replay_a_two_layer_run_layer_by_layer(server: str, browser: object, ima
     _fit_to_content(page)
     page.wait_for_timeout(800)  # let KaTeX and the tables settle before the picture
     images.mkdir(parents=True, exist_ok=True)
+    _idle(page)
     page.screenshot(path=str(images / "replay-two-layer.png"), full_page=True)
     assert (images / "replay-two-layer.png").stat().st_size > 10_000
     # Step 1, x = (200, 0, 0): every value moved on, and o2's second neuron closes its gate.
@@ -341,6 +355,179 @@ def test_replay_a_two_layer_run_layer_by_layer(server: str, browser: object, ima
     expect(chain.locator(".box.changed")).to_have_count(7)
     expect(back.locator(".note", has_text="gates open, closed")).to_be_visible()
     expect(matrices.first.locator("tbody tr").first).to_contain_text("413/80000")  # step 0's ŵ2
+
+
+# -- the replay page, read as a newcomer reads it --------------------------------------------------
+
+_MATRIX_ROWS = """() => {
+  // Each matrix of the update (KaTeX's centred columns): the room between one row's glyphs and
+  // the next row's, in pixels (negative: they overlap).
+  const glyphs = (cell) => {
+    let top = Infinity, bottom = -Infinity;
+    const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    while (walk.nextNode()) {
+      if (!walk.currentNode.textContent.trim()) continue;
+      const range = document.createRange();
+      range.selectNodeContents(walk.currentNode);
+      for (const r of range.getClientRects()) {
+        top = Math.min(top, r.top); bottom = Math.max(bottom, r.bottom);
+      }
+    }
+    return [top, bottom];
+  };
+  const gaps = [];
+  for (const column of document.querySelectorAll(".katex-html .mtable > .col-align-c")) {
+    const cells = [...column.querySelectorAll(":scope > .vlist-t > .vlist-r > .vlist > span")]
+      .map(glyphs).filter(([top]) => isFinite(top)).sort((a, b) => a[0] - b[0]);
+    for (let i = 1; i < cells.length; i++) gaps.push(cells[i][0] - cells[i - 1][1]);
+  }
+  return gaps;
+}"""
+
+_INDICES = """() => {
+  // Each index KaTeX sets beside a symbol (ŵ₂, grad₂): how far its glyphs' middle sits below
+  // the symbol's (negative: above it, where a power goes).
+  const middle = (node) => {
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    const r = range.getBoundingClientRect();
+    return (r.top + r.bottom) / 2;
+  };
+  return [...document.querySelectorAll(".katex-html .msupsub")].map((index) => {
+    const base = index.previousElementSibling;
+    return [base.textContent + "|" + index.textContent, middle(index) - middle(base)];
+  });
+}"""
+
+
+def test_the_update_of_a_two_layer_run_reads_without_overlaps_or_powers(
+    server: str, browser: object
+) -> None:
+    from playwright.sync_api import expect
+
+    page = _page(browser, 2600)
+    page.goto(f"{server}/?run=two-layer&step=0")
+    expect(page.get_by_role("heading", name="step 0 (1st data input)")).to_be_visible(
+        timeout=30_000
+    )
+    update = page.locator(".katex-display").first
+    expect(update).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(500)  # KaTeX's fonts
+    # w2, its gradient and ŵ2 are 2 × 3 matrices of fractions: no row runs into the next.
+    gaps = page.evaluate(_MATRIX_ROWS)
+    assert len(gaps) >= 9, gaps  # three matrices of three columns, a gap each
+    assert min(gaps) > 0, gaps
+    # The layer's number is an index below the line (ŵ₂), not a power (ŵ²).
+    indices = page.evaluate(_INDICES)
+    names = {name.replace("\u200b", "") for name, _ in indices}  # KaTeX's zero-width spaces
+    assert names >= {"w^|2", "w|2", "grad|2", "b^|2", "w^|4", "grad|4"}, indices  # ^: a hat
+    assert all(below > 2 for _, below in indices), indices
+    expect(update.locator(".katex-mathml msup")).to_have_count(0)  # no powers at all
+
+
+_AXES = """() => [...document.querySelector('.vega-embed svg').querySelectorAll('g.role-axis')]
+  .filter((axis) => axis.getAttribute('aria-label'))
+  .map((axis) => [axis.getAttribute('aria-label').split('-')[0],
+                  [...axis.querySelectorAll('.role-axis-label text')].map((t) => t.textContent),
+                  axis.getBoundingClientRect().height])"""
+
+
+def test_the_loss_chart_has_room_whole_steps_and_ticks_of_the_loss(
+    server: str, browser: object
+) -> None:
+    from playwright.sync_api import expect
+
+    page = _page(browser, 1400)
+    page.goto(f"{server}/?run=narrow&step=2")
+    heading = page.get_by_role("heading", name="step 2 (3rd data input)")
+    expect(heading).to_be_visible(timeout=30_000)
+    chart = page.locator(".vega-embed svg").first
+    expect(chart).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(500)
+    axes = {name: (labels, height) for name, labels, height in page.evaluate(_AXES)}
+    steps, _ = axes["X"]
+    assert steps == ["0", "1", "2", "3", "4", "5"]  # one tick a step, none between
+    losses, height = axes["Y"]
+    assert height > 120, height  # the plot was some 35 px tall
+    # The losses lie between 0.118 and 0.136: ticks of their own, each a different value.
+    values = [float(v) for v in losses]
+    assert len(set(values)) == len(values) >= 3, losses
+    assert all(0.11 < v < 0.14 for v in values), losses
+
+
+def _loss_cells(page) -> list[str]:  # type: ignore[no-untyped-def]
+    loss = page.locator("table").filter(has_text="loss = Loss(o3, y_truth)")
+    return [row.locator("td").nth(2).inner_text() for row in loss.locator("tbody tr").all()]
+
+
+def test_a_mini_batch_step_draws_the_chain_for_the_data_input_picked(
+    server: str, browser: object
+) -> None:
+    from playwright.sync_api import expect
+
+    page = _page(browser, 2000)
+    page.goto(f"{server}/?run=batches&step=1")
+    heading = page.get_by_role("heading", name="step 1 (data inputs 4–6)")
+    expect(heading).to_be_visible(timeout=30_000)
+    pick = page.get_by_role("combobox", name="Data input to draw the chain for (this step has 3)")
+    expect(pick).to_be_visible(timeout=30_000)
+    chain, back = page.locator(".st-chain").nth(0), page.locator(".st-chain").nth(1)
+    first, loss_box = chain.locator(".box").first, chain.locator(".box").last
+    expect(pick).to_have_value("data input 4 (dataset row 0)")
+    expect(first.locator(".value")).to_have_text("(100, 2000, 100)")  # dataset row 0's x
+    losses = _loss_cells(page)
+    assert len(losses) == 3
+    mean = sum(Fraction(v) for v in losses) / 3
+    expect(loss_box.locator(".value")).to_have_text(losses[0])
+    expect(loss_box.locator(".note")).to_have_text(f"wrong; batch loss (mean of 3) {mean}")
+    expect(page.get_by_text(f"batch loss (the mean over 3 data inputs) = {mean}")).to_be_visible()
+    # The 6th data input instead: its x, its loss and its δ, the batch loss unchanged.
+    pick.click()
+    page.get_by_role("option", name="data input 6 (dataset row 2)").click()
+    expect(pick).to_have_value("data input 6 (dataset row 2)")
+    expect(first.locator(".value")).to_have_text("(0, 2000, 3000)")
+    expect(loss_box.locator(".value")).to_have_text(losses[2])
+    expect(loss_box.locator(".note")).to_have_text(f"wrong; batch loss (mean of 3) {mean}")
+    backward = page.locator("table").filter(has_text="δ4 = (o3 − y_truth) / 3")
+    delta = backward.locator("tbody tr").nth(2).locator("td").first.inner_text()
+    expect(back.locator(".box").first.locator(".value")).to_have_text(delta)
+    assert delta != backward.locator("tbody tr").first.locator("td").first.inner_text()
+
+
+_CHAINS = """() => [...document.querySelectorAll('.st-chain')].map((chain) =>
+  [...chain.querySelectorAll(':scope > .link')].map((link) => {
+    const box = link.querySelector('.box').getBoundingClientRect();
+    const arrow = link.querySelector('.arrow');
+    const a = arrow && arrow.getBoundingClientRect();
+    return {top: box.top, bottom: box.bottom, left: box.left,
+            arrow: arrow && arrow.textContent, middle: a && (a.top + a.bottom) / 2,
+            right: a && a.right};
+  }))"""
+
+
+def test_both_layer_chains_run_the_way_their_values_flow_and_wrap_whole(
+    server: str, browser: object
+) -> None:
+    from playwright.sync_api import expect
+
+    page = _page(browser, 2600)
+    page.set_viewport_size({"width": 900, "height": 2600})  # narrow: the chains wrap
+    page.goto(f"{server}/?run=two-layer&step=0")
+    expect(page.locator(".st-chain")).to_have_count(2, timeout=30_000)
+    forward, backward = page.evaluate(_CHAINS)
+    assert [len(forward), len(backward)] == [7, 6]  # input, L1 … L5, Loss; Loss, L5 … L1
+    rows = 0
+    for chain in (forward, backward):
+        assert chain[0]["arrow"] is None  # the first box: nothing points at it
+        for before, link in itertools.pairwise(chain):
+            # δ flows from the loss down to L1, left to right, as the values flow forward.
+            assert link["arrow"] == "→", link
+            # Each arrow sits on the row of the box it points at, just left of it.
+            assert link["top"] < link["middle"] < link["bottom"], link
+            assert link["right"] <= link["left"] + 1, link
+            rows += link["top"] > before["bottom"]  # this box starts a new row
+    assert rows >= 2  # the chains did wrap (else this checked nothing)
+    expect(page.locator(".st-chain").get_by_text("←")).to_have_count(0)
 
 
 # -- the server: its log, the package it runs, its port --------------------------------------------
@@ -665,6 +852,8 @@ def test_an_exported_replay_steps_through_the_article_offline(
     chain = page.locator(".chain").first
     expect(chain.locator(".box.changed")).to_have_count(5)
     expect(chain.locator(".box").nth(4).locator(".value")).to_have_text("1/2")
+    # δ flows from the loss to L1, left to right: its arrows point that way, as the forward's.
+    expect(page.locator(".chain").nth(1).locator(".arrow")).to_have_text(["→", "→", "→"])
     expect(page.locator("svg.chart polyline")).to_have_count(1)
     assert page.url.endswith("#step=2")
     page.locator("#slider").blur()

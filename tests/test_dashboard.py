@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from fractions import Fraction as F
 from pathlib import Path
 
 import pandas as pd
@@ -254,6 +255,45 @@ def test_replay_of_a_two_layer_run_draws_its_chain_and_weight_matrices(app, trac
     changes = [m.value for m in at.markdown if "Changed since step 0" in m.value]
     assert changes and "ŵ2" in changes[0] and "b̂2" in changes[0]
     assert '<div class="box changed"><div class="layer">L4 ' in chain_html(at)
+
+
+def test_both_chains_point_the_way_their_values_flow(app, traces: Path) -> None:
+    runs.two_layer(traces)
+    at = app(traces)
+    forward, backward = [m.value for m in at.markdown if "st-chain" in m.value]
+    # input → L1 → … → Loss, and δ from Loss → L5 → … → L1: left to right both times.
+    assert forward.count('<div class="arrow">→</div>') == 6
+    assert backward.count('<div class="arrow">→</div>') == 5 and "←" not in backward
+    # Each arrow goes with the box it points at: a wrapped row never ends with an arrow.
+    assert backward.count('<div class="link"><div class="arrow">→</div><div class="box') == 5
+
+
+def test_a_mini_batch_step_draws_its_chain_for_the_data_input_picked(app, traces: Path) -> None:
+    runs.batches(traces)
+    runs.article(traces, "one")  # a data input a step
+    at = app(traces, run="batches", step="1")
+    no_errors(at)
+    assert step_shown(at) == "step 1 (data inputs 4–6)"
+    pick = at.selectbox(key="panel.sample")
+    assert pick.label == "Data input to draw the chain for (this step has 3)"
+    assert pick.options == ["data input 4 (dataset row 0)", "data input 5 (dataset row 1)",
+                            "data input 6 (dataset row 2)"]  # fmt: skip
+    losses = table(at, "loss = Loss(o3, y_truth)")["loss = Loss(o3, y_truth)"].tolist()
+    mean = sum(F(v) for v in losses) / 3
+    assert f"batch loss (the mean over 3 data inputs) = {mean}" in [m.value for m in at.markdown]
+    note = f'<div class="note">wrong; batch loss (mean of 3) {mean}</div>'
+    assert f'<div class="value">{losses[0]}</div>{note}' in chain_html(at)
+    assert '<div class="value">(100, 2000, 100)</div>' in chain_html(at)  # dataset row 0's x
+    pick.set_value(2).run()
+    no_errors(at)
+    assert f'<div class="value">{losses[2]}</div>{note}' in chain_html(at)
+    assert '<div class="value">(0, 2000, 3000)</div>' in chain_html(at)  # dataset row 2's x
+    # The choice stays while the cursor moves; a step of fewer data inputs starts again.
+    at.button(key="replay.cursor.prev").click().run()
+    assert at.selectbox(key="panel.sample").value == 2
+    at.selectbox(key="picker.one").set_value("one").run()
+    no_errors(at)
+    assert not [s for s in at.selectbox if s.key == "panel.sample"]
 
 
 # -- compare ------------------------------------------------------------------------------------

@@ -190,6 +190,36 @@ def test_step_view_of_a_batch_lists_every_data_input(traces: Path) -> None:
     assert last.label == "step 1 (3rd data input)"  # the epoch's last, partial batch
 
 
+def test_the_chain_of_a_batch_step_is_drawn_for_the_data_input_asked_for(traces: Path) -> None:
+    trace = open_trace(runs.batches(traces))
+    view = views.step_view(trace, 1)  # data inputs 4–6: dataset rows 0, 1, 2
+    assert [view.sample_label(i) for i in range(3)] == [
+        "data input 4 (dataset row 0)", "data input 5 (dataset row 1)",
+        "data input 6 (dataset row 2)",
+    ]  # fmt: skip
+    losses = [F(s.text["loss"]) for s in view.samples]
+    mean = sum(losses) / 3
+    assert view.batch_loss() == str(mean)
+    assert view.batch_loss_text() == f"batch loss (the mean over 3 data inputs) = {mean}"
+    for i, sample in enumerate(view.samples):
+        chain, back = view.chain(i), view.backward_chain(i)
+        assert chain[0].value == sample.vec("x") and chain[-1].value == sample.vec("loss")
+        assert chain[-1].note.endswith(f"; batch loss (mean of 3) {mean}")
+        assert back[0].value == sample.vec("d4")  # δ4 = (o3 − y_truth) / 3 of this input
+    assert view.chain(0)[0].value != view.chain(2)[0].value
+    one = views.step_view(open_trace(runs.article(traces)), 2)
+    assert one.batch_loss() == "1/2" and one.batch_loss_text() == ""
+    assert one.chain()[-1].note == "wrong"  # a step of one data input: its loss is the step's
+
+
+def test_batch_loss_of_a_float32_batch_is_the_mean_of_its_float32_losses(traces: Path) -> None:
+    run = steptrace.record("seed", lr="1e-9", numerics="float32", batch_size=3, out=traces,
+                           init=runs.MOVING_INIT)  # fmt: skip
+    view = views.step_view(open_trace(run.path), 0)
+    recorded = open_trace(run.path).read(steps=(0, 1))["loss"]
+    assert float(view.batch_loss()) == float(recorded.mean())
+
+
 def test_step_view_of_a_missing_step_raises(traces: Path) -> None:
     trace = open_trace(runs.article(traces))
     with pytest.raises(
@@ -514,9 +544,13 @@ def test_step_view_writes_out_the_weight_matrices(traces: Path) -> None:
         "ŵ4 = w4 − α·grad4 = (1/2, -1/3) − 1/10·(0, -507/16000000) = (1/2, -159998479/480000000)",
     ]
     latex = view.update_latex()
-    assert r"\hat{w}^{2} &= w^{2} - \alpha \cdot grad^{2}" in latex
-    assert r"\begin{pmatrix}\frac{413}{80000} & \frac{347}{116000}" in latex
-    assert r"\hat{b}^{2}" in latex and r"\frac{1199987}{12000000}" in latex
+    # The layer's number is an index, as in the tables' names (ŵ2): as a power it read ŵ².
+    assert r"\hat{w}_{2} &= w_{2} - \alpha \cdot \mathrm{grad}_{2}" in latex
+    assert r"\hat{b}_{2} &= b_{2} - \alpha \cdot \mathrm{grad}_{b2}" in latex
+    assert r"\hat{w}_{4} &= w_{4}" in latex and "^" not in latex
+    # A matrix's rows of fractions set apart (they ran into each other).
+    assert r"{\def\arraystretch{1.6}\begin{pmatrix}\frac{413}{80000} & \frac{347}{116000}" in latex
+    assert r"\frac{1199987}{12000000}" in latex
 
 
 def test_step_view_of_a_two_layer_run_highlights_what_changed(traces: Path) -> None:

@@ -14,6 +14,8 @@ from steptrace.views import Curve, Divergence, SweepView, curves_note
 
 #: The axis scales the charts offer (symlog keeps the sign of weights).
 Scale = Literal["linear", "log", "symlog"]
+#: Steps are whole numbers: no tick between two of them, none written 1.0, thousands grouped.
+STEP_AXIS = alt.Axis(tickMinStep=1, format=",d")
 
 
 def overlay(
@@ -31,8 +33,10 @@ def overlay(
     """One chart: a line per run, a rule at the cursor, a red mark where a run diverges.
 
     ``scale`` is ``linear``, ``log`` (values ≤ 0 left out, and counted) or ``symlog`` (for
-    weights, which may be negative). Under it, a note on downsampling (``quiet``: only when a
-    curve is downsampled or values were left out)."""
+    weights, which may be negative); its axis spans the values drawn, not from 0 (a loss
+    between 0.12 and 0.14 gets ticks of its own). Steps are whole numbers on the step axis.
+    ``height``: the whole chart's, in pixels, title and axes included. Under it, a note on
+    downsampling (``quiet``: only when a curve is downsampled or values were left out)."""
     frames = [c.frame.assign(run=run) for run, c in curves.items() if not c.frame.empty]
     data = (
         pd.concat(frames, ignore_index=True)
@@ -45,8 +49,9 @@ def overlay(
         positive = data["value"] > 0
         hidden = int((~positive & data["value"].notna()).sum())
         data = data[positive]
-    x = alt.X("step:Q", title="step", scale=alt.Scale(domain=list(domain), nice=False))
-    y = alt.Y("value:Q", title=title, scale=alt.Scale(type=scale))
+    x = alt.X("step:Q", title="step", scale=alt.Scale(domain=list(domain), nice=False),
+              axis=STEP_AXIS)  # fmt: skip
+    y = alt.Y("value:Q", title=title, scale=alt.Scale(type=scale, zero=False))
     lines = (
         alt.Chart(data)
         .mark_line(point=len(data) <= 60, clip=True)
@@ -84,7 +89,10 @@ def overlay(
                 tooltip=["run", "step", "why"],
             )
         )
-    st.altair_chart(alt.layer(*layers).properties(title=title, height=height), width="stretch")
+    # The height goes to Streamlit: it fits the whole chart in it (a height given to the
+    # chart itself is the plot's, and Streamlit then squeezed the plot into what was left).
+    chart = alt.layer(*layers).properties(title=title)
+    st.altair_chart(chart, width="stretch", height=height)
     note = curves_note(curves)
     if hidden:
         note += f" · {hidden} value(s) ≤ 0 not drawn on the log axis"

@@ -1,7 +1,10 @@
 """One step laid out as the article writes it, for any stack: the layer chain (values flowing
 forward, δ flowing back), the forward table, the loss, the backward pass, the update, each
 layer's weight matrices and a table per layer. Cells that changed since the previous step are
-highlighted. Draws a :class:`steptrace.views.StepView`; computes nothing."""
+highlighted. Draws a :class:`steptrace.views.StepView`; computes nothing.
+
+Owns the key ``panel.sample``: which data input of a mini-batch step the layer chain is drawn
+for (kept from step to step)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import streamlit as st
 from steptrace.views import Link, StepView, Table
 
 CHANGED = "background-color: rgba(255, 196, 0, 0.30)"
+SAMPLE = "panel.sample"
 
 _CSS = """
 <style>
@@ -25,6 +29,7 @@ _CSS = """
 .st-chain .formula {font-size:.8rem; opacity:.75}
 .st-chain .value {font-family:monospace; font-size:.9rem; word-break:break-word}
 .st-chain .note {font-size:.75rem; font-style:italic; opacity:.8}
+.st-chain .link {display:flex; align-items:stretch; gap:.3rem}
 .st-chain .arrow {align-self:center; font-size:1.3rem; opacity:.6}
 </style>
 """
@@ -41,8 +46,14 @@ def _box(link: Link) -> str:
     )
 
 
-def _chain(links: list[Link], arrow: str) -> str:
-    joined = f"<div class=arrow>{arrow}</div>".join(_box(link) for link in links)
+def _chain(links: list[Link]) -> str:
+    """The boxes left to right, in the direction the values (or the δ) flow. Each arrow is
+    kept with the box it points at, so that a chain wrapped over several rows never leaves
+    an arrow at the end of a row, pointing at nothing."""
+    arrow = '<div class="arrow">→</div>'
+    joined = "".join(
+        f'<div class="link">{arrow if i else ""}{_box(link)}</div>' for i, link in enumerate(links)
+    )
     return f'<div class="st-chain">{joined}</div>'
 
 
@@ -69,14 +80,30 @@ def _changes(view: StepView) -> None:
         st.caption(view.changes_text())
 
 
+def _sample(view: StepView) -> int:
+    """The data input of the step to draw the chain for: one to pick in a mini-batch step."""
+    count = len(view.samples)
+    if count == 1:
+        return 0
+    if st.session_state.get(SAMPLE, 0) >= count:  # a shorter batch (an epoch's last)
+        st.session_state[SAMPLE] = 0
+    picked: int = st.selectbox(
+        f"Data input to draw the chain for (this step has {count})", range(count), key=SAMPLE,
+        format_func=view.sample_label,
+        help="The chain shows one data input's values; the update follows the batch loss.",
+    )  # fmt: skip
+    return picked
+
+
 def _layer_chain(view: StepView) -> None:
     st.markdown(
         f"**Layer chain** `{view.model}` — forward: the values flowing from the data input "
         "to the loss"
     )
-    st.markdown(_CSS + _chain(view.chain(), "→"), unsafe_allow_html=True)
+    sample = _sample(view)
+    st.markdown(_CSS + _chain(view.chain(sample)), unsafe_allow_html=True)
     st.markdown("backward: δ flowing back from the loss to the input")
-    st.markdown(_chain(view.backward_chain(), "←"), unsafe_allow_html=True)
+    st.markdown(_chain(view.backward_chain(sample)), unsafe_allow_html=True)
 
 
 def _update(view: StepView) -> None:
@@ -120,6 +147,8 @@ def show(view: StepView) -> None:
     _table(view.forward_table())
     st.markdown("**3: loss**")
     _table(view.loss_table(), fit=True)
+    if len(view.samples) > 1:
+        st.markdown(view.batch_loss_text())
     st.markdown("**4: backward pass**")
     _table(view.backward_table())
     _update(view)

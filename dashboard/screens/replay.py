@@ -80,7 +80,7 @@ def replay() -> None:
     log = st.session_state.get(LOG_LOSS, False)
     domain = (0, max(now.last, 1))
     charts.overlay("loss", loss, step, diverges, "log" if log else "linear", domain, [picked],
-                   legend=False, height=160, quiet=True)  # fmt: skip
+                   legend=False, height=280, quiet=True)  # fmt: skip
     st.toggle("log loss", key=LOG_LOSS)
     step_panel.show(view)
 

@@ -154,16 +154,19 @@ class Notation:
         return tensor
 
     def latex(self, tensor: str) -> str:
-        r"""A parameter tensor's symbol as LaTeX: ``\hat{w}``, ``w^{2}``, ``grad_{b}^{2}``."""
+        r"""A parameter tensor's symbol as LaTeX, named as :meth:`symbol` names it: ``\hat{w}``,
+        ``w_{2}``, ``\mathrm{grad}_{b2}``. The layer's number is a subscript: as a
+        superscript (``w^{2}``) it reads as a square."""
         m = re.fullmatch(r"(grad_)?([wb])(\d+)(_before|_after)?", tensor)
         if m is None:
             return tensor
         grad, kind, k, when = m.groups()
         suffix = self._suffix(int(k))
-        power = f"^{{{suffix}}}" if suffix else ""
         if grad:
-            return ("grad" if kind == "w" else "grad_{b}") + power
-        return (rf"\hat{{{kind}}}" if when == "_after" else kind) + power
+            below = ("" if kind == "w" else "b") + suffix
+            return r"\mathrm{grad}" + (f"_{{{below}}}" if below else "")
+        symbol = rf"\hat{{{kind}}}" if when == "_after" else kind
+        return symbol + (f"_{{{suffix}}}" if suffix else "")
 
     def entry(self, tensor: str, index: tuple[int, ...]) -> str:
         """One component's name: ``w_2`` (a weight of the article's one neuron), ``w2_1_3``

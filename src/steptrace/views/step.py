@@ -18,8 +18,8 @@ from ..errors import TraceError
 from ..trace.reader import Trace
 from .folder import last_step, steps_per_epoch
 from .notation import MATHS, Notation, model_description, stack_notation
-from .sample import SampleValues, sample_values
-from .text import hang, latex_matrix, latex_number, ordinal, update_lines, width
+from .sample import SampleValues, batch_loss, sample_values
+from .text import abbreviate, hang, latex_matrix, latex_number, ordinal, update_lines, width
 
 __all__ = [
     "Link",
@@ -137,6 +137,7 @@ class StepView:
     samples: tuple[SampleValues, ...]
     previous: int | None  # the step compared against for `changed`
     changed: frozenset[str] = field(default_factory=frozenset)  # column names
+    first_input: int = 1  # the first data input of the step, counted from 1 over the run
 
     # -- what changed -------------------------------------------------------------------------
 
@@ -186,6 +187,25 @@ class StepView:
         if not moved:
             return "The weights did not change (the gradient is 0)."
         return "The update moved " + ", ".join(moved) + "."
+
+    # -- the data inputs of a mini-batch step -------------------------------------------------
+
+    def sample_label(self, sample: int) -> str:
+        """``data input 35 (dataset row 2)``: one data input of the step, counted as the step's
+        label counts them."""
+        return f"data input {self.first_input + sample} (dataset row {self.samples[sample].row})"
+
+    def batch_loss(self) -> str:
+        """The step's loss, the mean of its data inputs' losses (exact in exact runs); the
+        loss itself in a step of one data input."""
+        text = batch_loss(self.samples, self.numerics)
+        return abbreviate(text) if self.samples[0].short else text
+
+    def batch_loss_text(self) -> str:
+        """``batch loss (the mean over 4 data inputs) = 13/32``; empty for a step of one
+        data input, whose loss is the step's."""
+        m = len(self.samples)
+        return "" if m == 1 else f"batch loss (the mean over {m} data inputs) = {self.batch_loss()}"
 
     # -- the article's tables -----------------------------------------------------------------
 
@@ -398,24 +418,27 @@ class StepView:
 
     # -- the layer chain ----------------------------------------------------------------------
 
-    def chain(self) -> list[Link]:
-        """The layer chain input → L1 → … → Loss for the first data input of the step: the
-        value coming out of each box."""
-        s, nt = self.samples[0], self.notation
+    def chain(self, sample: int = 0) -> list[Link]:
+        """The layer chain input → L1 → … → Loss for one data input of the step (the
+        ``sample``-th, from 0): the value coming out of each box. In a mini-batch step the
+        Loss box says the batch loss too, which the update follows."""
+        s, nt = self.samples[sample], self.notation
         out = [Link("input", "data", "x", s.vec("x"), changed=self.field_changed("x"))]
         for layer in nt.layers:
             k = layer.number
             out.append(Link(f"L{k}", layer.kind, nt.forward(k), s.vec(f"o{k}"),
                             changed=self.field_changed(f"o{k}")))  # fmt: skip
         note = "correct" if s.correct else "wrong"
+        if len(self.samples) > 1:
+            note += f"; batch loss (mean of {len(self.samples)}) {self.batch_loss()}"
         out.append(Link("Loss", "squared_error", nt.loss_forward(), s.vec("loss"), note,
                         self.field_changed("loss")))  # fmt: skip
         return out
 
-    def backward_chain(self) -> list[Link]:
-        """δ from the loss back to the input, for the first data input of the step, with each
-        layer's gradients beside its δ."""
-        s, nt = self.samples[0], self.notation
+    def backward_chain(self, sample: int = 0) -> list[Link]:
+        """δ from the loss back to the input, for one data input of the step (the
+        ``sample``-th, from 0), with each layer's gradients beside its δ."""
+        s, nt = self.samples[sample], self.notation
         by_layer: dict[int, list[tuple[str, str]]] = {}
         for k, t, formula in self._back_rules():
             by_layer.setdefault(k, []).append((t, formula))
@@ -534,4 +557,5 @@ def _view(
         samples=tuple(samples),
         previous=previous,
         changed=changed,
+        first_input=_first_row(trace, step) + 1,
     )

@@ -92,11 +92,15 @@
       return b;
     }
 
-    function chain(boxes, arrow) {
+    // Boxes left to right, as the values (or δ) flow; each arrow kept with the box it points
+    // at, so that a wrapped chain never ends a row with an arrow pointing at nothing.
+    function chain(boxes) {
       var c = el("div", "chain");
       boxes.forEach(function (b, i) {
-        if (i) c.append(el("div", "arrow", arrow));
-        c.append(b);
+        var link = el("div", "link");
+        if (i) link.append(el("div", "arrow", "→"));
+        link.append(b);
+        c.append(link);
       });
       return c;
     }
@@ -119,12 +123,12 @@
       out.push(chain(run.chain.map(function (c, i) {
         var f = v[4].slice(3 * i, 3 * i + 3);
         return box(c[0], c[1], c[2], f[0], f[1], f[2]);
-      }), "→"));
+      })));
       out.push(el("p", null, "backward: δ flowing back from the loss to the input"));
       out.push(chain(run.back.map(function (c, i) {
         var b = v[5].slice(4 * i, 4 * i + 4);
         return box(c[0], c[1], b[0], b[1], b[2], b[3]);
-      }), "←"));
+      })));
       SECTIONS.forEach(function (title, i) {
         out.push(el("h3", null, title), table(tables[i]));
       });
