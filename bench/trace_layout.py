@@ -17,9 +17,10 @@ is random float64.
 
 The Parquet options are the writer's (``writer.parquet_options``; a tensor's columns' go to its
 list's values, ``o2.list.element``), and blocks of whole steps are written as a row group once
-``TraceWriter.row_group_rows`` are pending, as the writer does. Each file is written in a fresh
-process, for its peak memory (Linux). Each timing is the best of ``--repeats`` passes, the
-layouts taking turns in each; every layout must read back the same numbers.
+the writer's ``group_rows`` are pending (at most 64 MB of values), as the writer does. Each file
+is written in a fresh process, for its peak memory (Linux). Each timing is the best of
+``--repeats`` passes, the layouts taking turns in each (``--clock cpu``: CPU seconds, steadier
+on a shared machine); every layout must read back the same numbers.
 """
 
 from __future__ import annotations
@@ -48,12 +49,12 @@ import pyarrow.parquet as pq
 from steptrace.model.spec import load_model
 from steptrace.numerics import NUMERICS
 from steptrace.trace.schema import KEY_FIELDS, Tensor, arrow_schema, stack_tensors, value_names
-from steptrace.trace.writer import GROUP_ROWS, parquet_options
+from steptrace.trace.writer import group_rows, parquet_options
 
 LAYOUTS = ("columns", "fixed_size_list", "fixed_shape_tensor")
 SAMPLES = 1_000  # the dataset's rows: the data repeat every epoch
-BLOCK = 8_192  # rows of a block the recorder hands the writer (rounded down to whole steps)
-ROW_GROUP = GROUP_ROWS  # the writer's largest groups (wide rows get fewer: group_rows)
+BLOCK = 8_192  # rows of a block the recorder hands the writer (at most a row group's)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 MLP = Path(__file__).resolve().parents[1] / "examples" / "mlp-3-2-1.json"
 #: The mean of one component by DuckDB and by Polars: each line runs as the report prints it.
 READERS = {
@@ -111,6 +112,11 @@ class Network:
         return max(self.stored, key=lambda t: t.size)
 
     @property
+    def group_rows(self) -> int:
+        """The writer's rows a row group, for this network's columns."""
+        return group_rows(len(arrow_schema(self.tensors, False, self.meta, stored=True)))
+
+    @property
     def meta(self) -> dict[str, Any]:
         return {"dataset": {"rows": SAMPLES}, "tensors": [t.as_json() for t in self.tensors]}
 
@@ -119,13 +125,14 @@ MLP_STACK = load_model(MLP, n_in=3).stack(NUMERICS["float64"])
 NETWORKS = [Network("CNN", cnn_tensors(), 16), Network("3-2-1", stack_tensors(MLP_STACK, 1), 1)]
 
 
-def blocks(net: Network, rows: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """A run's rows, block by block, each tensor as an array (rows, *shape)."""
+def blocks(net: Network, rows: int, most: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """A run's rows in blocks of ``most`` rows (whole steps), each tensor as an array (rows,
+    *shape)."""
     rng = np.random.default_rng(seed)
     data = {t.name: rng.standard_normal((SAMPLES, *t.shape)) for t in net.stored if t.data}
     data["lr"] = np.full(SAMPLES, 0.01)
     after = {t.name: rng.standard_normal(t.shape) for t in net.stored if t.name.endswith("_after")}
-    size = BLOCK - BLOCK % net.batch
+    size = -(-most // net.batch) * net.batch  # whole steps
     for start in range(0, rows, size):
         row = np.arange(start, min(start + size, rows))
         block = {"step": row // net.batch, "epoch": row // SAMPLES, "sample": row % SAMPLES}
@@ -198,40 +205,47 @@ def memory(field: str) -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
 
 
-def write_file(path: Path, layout: str, net: Network, rows: int, row_group: int) -> list[float]:
+def write_file(
+    path: Path, layout: str, net: Network, rows: int, row_group: int, clock: str
+) -> list[float]:
     """Write a trace file as ``TraceWriter`` does (in a process of its own): the seconds spent
     turning blocks into tables and writing them, and the peak memory above the start's, in MB."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # the peak back to the memory in use now
-    before = memory("VmRSS")
+    before, now = memory("VmRSS"), CLOCKS[clock]
     schema = schema_of(layout, net)
-    start = time.perf_counter()
+    start = now()
     writer = pq.ParquetWriter(path, schema, **options_of(layout, net))
-    spent, pending = time.perf_counter() - start, []
+    spent, pending = now() - start, []
     # Making a block is not timed; None marks the end.
-    for block in itertools.chain(blocks(net, rows), [None]):
-        start = time.perf_counter()
+    for block in itertools.chain(blocks(net, rows, min(BLOCK, row_group)), [None]):
+        start = now()
         if block is not None:
             pending.append(table_of(block, layout, net, schema))
         if pending and (block is None or sum(t.num_rows for t in pending) >= row_group):
             table = pa.concat_tables(pending)
             writer.write_table(table, row_group_size=table.num_rows)
             pending = []
-        spent += time.perf_counter() - start
-    start = time.perf_counter()
+        spent += now() - start
+    start = now()
     writer.close()
-    return [spent + time.perf_counter() - start, (memory("VmHWM") - before) / 1e6]
+    return [spent + now() - start, (memory("VmHWM") - before) / 1e6]
+
+
+def as_array(column: pa.ChunkedArray, t: Tensor) -> np.ndarray:
+    """A tensor's column (a scalar, a list or a tensor a row) as an array (rows, *shape)."""
+    array = column.combine_chunks()
+    if isinstance(array, pa.FixedShapeTensorArray):
+        return array.to_numpy_ndarray()
+    return (array.flatten() if t.shape else array).to_numpy().reshape(-1, *t.shape)
 
 
 def read_tensor(path: Path, layout: str, t: Tensor) -> np.ndarray:
     """One tensor of every row as an array (rows, *shape)."""
-    if layout == "columns":
-        table = pq.read_table(path, columns=t.columns())
-        return np.column_stack([c.to_numpy() for c in table.columns]).reshape(-1, *t.shape)
-    column = pq.read_table(path, columns=[t.name]).column(t.name).combine_chunks()
-    if layout == "fixed_shape_tensor":
-        return column.to_numpy_ndarray()
-    return column.flatten().to_numpy().reshape(-1, *t.shape)
+    if layout != "columns":
+        return as_array(pq.read_table(path, columns=[t.name]).column(t.name), t)
+    table = pq.read_table(path, columns=t.columns())
+    return np.column_stack([c.to_numpy() for c in table.columns]).reshape(-1, *t.shape)
 
 
 def wide_frame(path: Path, layout: str, net: Network) -> pd.DataFrame:
@@ -240,14 +254,9 @@ def wide_frame(path: Path, layout: str, net: Network) -> pd.DataFrame:
         return pd.read_parquet(path)
     table = pq.read_table(path)
     keys = table.select([f.pattern for f in KEY_FIELDS]).to_pandas()
-    parts = []
-    for t in net.stored:
-        array = table.column(t.name).combine_chunks()
-        array = getattr(array, "storage", array)  # a tensor's fixed_size_list
-        values = array.flatten() if t.shape else array
-        parts.append(values.to_numpy().reshape(table.num_rows, -1))
-    values = pd.DataFrame(np.hstack(parts), columns=value_names(net.stored))
-    return pd.concat([keys, values], axis=1)
+    values = [as_array(table.column(t.name), t).reshape(len(keys), -1) for t in net.stored]
+    frame = pd.DataFrame(np.hstack(values), columns=value_names(net.stored))
+    return pd.concat([keys, frame], axis=1)
 
 
 def reader_lines(layout: str, net: Network, path: str) -> list[str]:
@@ -258,7 +267,7 @@ def reader_lines(layout: str, net: Network, path: str) -> list[str]:
     return [line.format(**names) for line in READERS[layout]]
 
 
-def read_pass(path: Path, layout: str, net: Network) -> dict[str, tuple[float | None, Any]]:
+def read_pass(path: Path, layout: str, net: Network, clock: str) -> dict[str, Any]:
     """Each read once: its seconds and what it gave (a reader that cannot: None and why)."""
     step = pq.read_metadata(path).num_rows // net.batch // 2
     sql, polars = reader_lines(layout, net, str(path))
@@ -272,40 +281,38 @@ def read_pass(path: Path, layout: str, net: Network) -> dict[str, tuple[float | 
     }
     out: dict[str, tuple[float | None, Any]] = {}
     for name, read in reads.items():
-        start = time.perf_counter()
+        start = CLOCKS[clock]()
         try:
             got = read()
         except (duckdb.Error, pl.exceptions.PolarsError) as exc:  # can it read this layout?
             out[name] = (None, f"fails ({type(exc).__name__})")
             continue
-        seconds = time.perf_counter() - start
+        seconds = CLOCKS[clock]() - start
         if isinstance(got, np.ndarray):  # a digest: the arrays are too big to keep every pass
             got = (got.shape, hashlib.sha1(got.tobytes()).hexdigest())
         out[name] = (seconds, got)
     return out
 
 
-def row_of(net: Network, path: Path, passes: list[dict[str, Any]]) -> dict[str, Any]:
-    """A layout's figures (the best time of its passes, the largest peak) and what it read."""
+def row_of(net: Network, path: Path, passes: list[dict[str, Any]], first: Any) -> dict[str, Any]:
+    """A layout's figures (the best time of its passes, the largest peak; 3 significant digits)
+    and what it read, which must be what the ``first`` layout read (not a reader's failure)."""
     rows, size = pq.read_metadata(path).num_rows, path.stat().st_size
     write = min(p["write"][0] for p in passes), max(p["write"][1] for p in passes)
     figures = {"MB on disk": size / 1e6, "B/value": size / (rows * net.values),
                "write rows/s": rows / write[0], "write peak MB": write[1]}  # fmt: skip
+    got = {name: passes[0][name][1] for name in COLUMNS[4:]}
     for name in COLUMNS[4:]:
         seconds = [p[name][0] for p in passes if p[name][0] is not None]
-        scale = 1e3 if name.endswith("ms") else 1
-        figures[name] = min(seconds) * scale if seconds else passes[0][name][1]
-    return {"figures": figures, "got": {name: passes[0][name][1] for name in COLUMNS[4:]}}
-
-
-def check_same(got: dict[str, Any], first: dict[str, Any], layout: str) -> None:
-    """Every layout must read back the same numbers (the one-step rows, the tensor, the
-    frame's shape, the readers' means)."""
-    for name, value in got.items():
-        if isinstance(value, float) and isinstance(first[name], float):
-            assert np.isclose(value, first[name]), (layout, name, value, first[name])
-        elif not isinstance(value, str):  # a reader's failure is reported, not checked
-            assert value == first[name], (layout, name, value, first[name])
+        figures[name] = min(seconds) * (1e3 if name.endswith("ms") else 1) if seconds else got[name]
+        mine, theirs = got[name], (first or got)[name]
+        if isinstance(mine, float) and isinstance(theirs, float):
+            assert np.isclose(mine, theirs), (path.name, name, mine, theirs)
+        elif not isinstance(mine, str):
+            assert mine == theirs, (path.name, name, mine, theirs)
+    cells = [(f"{v:,.0f}" if v >= 100 else f"{v:.3g}") if isinstance(v, float) else v
+             for v in figures.values()]  # fmt: skip
+    return {"cells": cells, "got": got}
 
 
 def example(path: Path, layout: str, net: Network) -> str:
@@ -319,46 +326,46 @@ def example(path: Path, layout: str, net: Network) -> str:
     return f"- {layout}: `{sql}` · `{polars}`; {seen}"
 
 
-def cell(value: Any) -> str:
-    """A figure as the table shows it: three significant digits, whole numbers from 100."""
-    if not isinstance(value, float):
-        return str(value)
-    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--row-group", type=int, default=ROW_GROUP, help="rows a row group")
+    parser.add_argument("--row-group", type=int, help="rows a row group (the writer's: its own)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clock", choices=CLOCKS, default="wall", help="cpu: the CPU seconds of"
+                        " every thread of the process, steadier on a shared machine")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness")
     args = parser.parse_args()
     if args.quick:
         args.rows, args.repeats = 2_000, 1
     print(f"{platform.machine()}, {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.2f} · "
           f"Python {platform.python_version()} · pyarrow {pa.__version__} · DuckDB "
-          f"{duckdb.__version__} · Polars {pl.__version__} · {args.rows:,} rows · row groups "
-          f"of {args.row_group:,} rows · best of {args.repeats}\n")  # fmt: skip
-    print("| network | layout | " + " | ".join(COLUMNS) + " |\n|---|---|" + "---:|" * len(COLUMNS))
+          f"{duckdb.__version__} · Polars {pl.__version__} · {args.rows:,} rows · {args.clock} "
+          f"time, best of {args.repeats}\n")  # fmt: skip
+    print("| network | layout | rows a group | " + " | ".join(COLUMNS) + " |")
+    print("|---|---|" + "---:|" * (len(COLUMNS) + 1))
     spawn = multiprocessing.get_context("spawn")  # a fresh process a file: its own peak memory
     with (tempfile.TemporaryDirectory() as tmp,
           ProcessPoolExecutor(1, mp_context=spawn, max_tasks_per_child=1) as pool):  # fmt: skip
         for net in NETWORKS:
-            rows = args.rows - args.rows % net.batch
+            rows, group = args.rows - args.rows % net.batch, args.row_group or net.group_rows
             paths = {layout: Path(tmp) / f"{net.name}-{layout}.parquet" for layout in LAYOUTS}
             passes: dict[str, list[dict[str, Any]]] = {layout: [] for layout in LAYOUTS}
             for _ in range(args.repeats):
                 for layout, path in paths.items():
-                    write = pool.submit(write_file, path, layout, net, rows, args.row_group)
-                    passes[layout].append({"write": write.result(), **read_pass(path, layout, net)})
+                    job = (write_file, path, layout, net, rows, group, args.clock)
+                    write = pool.submit(*job).result()
+                    passes[layout].append(
+                        {"write": write, **read_pass(path, layout, net, args.clock)}
+                    )
             first = None
             for layout, path in paths.items():
-                row = row_of(net, path, passes[layout])
+                row = row_of(net, path, passes[layout], first)
                 first = first or row["got"]
-                check_same(row["got"], first, layout)
-                cells = [cell(v) for v in row["figures"].values()]
                 name = f"{net.name} ({net.values:,} values, {len(net.stored)} tensors)"
-                print(f"| {name} | {layout} | " + " | ".join(cells) + " |", flush=True)
+                print(
+                    f"| {name} | {layout} | {group:,} | " + " | ".join(row["cells"]) + " |",
+                    flush=True,
+                )
             if net is NETWORKS[0]:
                 examples = [example(path, layout, net) for layout, path in paths.items()]
     print(f"\nThe readers' lines (on the {NETWORKS[0].name}'s file), each run as shown:\n")

@@ -102,13 +102,15 @@ def test_the_trace_layouts_run_side_by_side_and_read_back_the_same_numbers(tmp_p
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     header, *rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ")]
-    assert header[:4] == ["network", "layout", "MB on disk", "B/value"] and len(header) == 12
+    assert header[:5] == ["network", "layout", "rows a group", "MB on disk", "B/value"]
+    assert len(header) == 13
     layouts = ["columns", "fixed_size_list", "fixed_shape_tensor"]
     assert [(r[0].split(" (")[0], r[1]) for r in rows] == [
         (net, layout) for net in ("CNN", "3-2-1") for layout in layouts
     ]
     for row in rows:
         figures = dict(zip(header[2:], (float(c.replace(",", "")) for c in row[2:]), strict=True))
+        assert figures["rows a group"] >= 1_024, row  # the writer's, for the row's width
         assert all(v > 0 for v in figures.values()), row  # DuckDB and Polars read every layout
         # Random float64 values, zstd: about 6-7 bytes each; the data repeat, the weights move.
         assert 1 < figures["B/value"] < 8.5, row
