@@ -333,11 +333,13 @@ def test_bilevel_pngs_are_grey_with_values_0_and_1(tmp_path):
     bits = np.array([[0, 255], [255, 0]], np.uint8)
     from PIL import Image
 
-    folder = tmp_path / "bits"
+    folder = tmp_path / "bits.v2"
     folder.mkdir()
     Image.fromarray(bits).convert("1").save(folder / "a.png")
     (folder / "labels.csv").write_text("file,t\na.png,0\n")
-    assert load_dataset(folder).inputs == ((0, 1, 1, 0),)
+    ds = load_dataset(folder)
+    assert ds.inputs == ((0, 1, 1, 0),)
+    assert ds.name == "bits.v2"  # a folder's whole name: it has no suffix to drop
 
 
 def bad_folders(folder):

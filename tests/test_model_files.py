@@ -27,9 +27,13 @@ def test_record_a_model_file_and_its_every_layer(traces, run_cli):
 
 def test_every_example_model_records_and_verifies(traces, run_cli):
     for path in sorted((REPO / "examples").glob("*.json")):
-        numerics = "float64" if "logistic" in path.name else "exact"
+        # An image model records the embedded images, in float64: exact fractions outgrow
+        # the exact limit within the first epoch of a convolution.
+        image = "shape" in json.loads(path.read_text())["layers"][0]
+        numerics = "float64" if "logistic" in path.name or image else "exact"
         result = run_cli("record", "--model", path, "--out", traces, "--numerics", numerics,
-                         "--lr", "1/100000", "--name", path.stem)  # fmt: skip
+                         "--lr", "1/100000", "--name", path.stem,
+                         "--dataset", "shapes" if image else "seed")  # fmt: skip
         assert result.exit_code == 0, (path.name, result.output)
         assert steptrace.verify(traces / path.stem).ok, path.name
 

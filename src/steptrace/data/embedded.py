@@ -62,19 +62,18 @@ def shapes_dataset() -> Dataset:
 
 
 def _cross(row: int, column: int, arm: int) -> set[tuple[int, int]]:
-    """A plus sign: the centre and ``arm`` pixels up, down, left and right of it."""
-    return {(row + k, column) for k in range(-arm, arm + 1)} | {
-        (row, column + k) for k in range(-arm, arm + 1)
-    }
+    """A plus sign: the pixels of the centre's row and column, ``arm`` either side of it."""
+    return {(i, j) for i, j in _around(row, column, arm) if i == row or j == column}
 
 
 def _square(row: int, column: int, arm: int) -> set[tuple[int, int]]:
     """A square's outline: the pixels exactly ``arm`` rows or columns away from the centre."""
-    box = _around(row, column, arm)
-    return {(i, j) for i, j in box if max(abs(i - row), abs(j - column)) == arm}
+    around = _around(row, column, arm)
+    return {(i, j) for i, j in around if max(abs(i - row), abs(j - column)) == arm}
 
 
 def _around(row: int, column: int, arm: int) -> Iterator[tuple[int, int]]:
+    """The pixels at most ``arm`` rows and columns away from the centre."""
     for i in range(row - arm, row + arm + 1):
         for j in range(column - arm, column + arm + 1):
             yield i, j

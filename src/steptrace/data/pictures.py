@@ -28,14 +28,15 @@ LABELS = "labels.csv"
 FILE = "file"
 #: The largest value of an 8-bit channel: k is read as k/255.
 FULL = 255
-#: Image modes Pillow reads a PNG file as, and how each is refused when it is.
+#: Image modes Pillow reads a PNG file as, and how each is refused when it is (a 16-bit grey
+#: PNG is I;16, or I in older versions of Pillow).
 _REFUSED = {
     "P": "a palette (P) image",
     "RGBA": "an RGBA image (transparency)",
     "LA": "a grey image with transparency (LA)",
     "I;16": "a 16-bit grey image",
     "I": "a 16-bit grey image",
-}  # fmt: skip  (Pillow before 10.? reads those as I)
+}
 
 
 def read_pictures(folder: Path) -> Table:

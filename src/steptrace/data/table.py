@@ -46,7 +46,8 @@ def choose_columns(
     target: Sequence[str] | None,
     features: Sequence[str] | None,
 ) -> Dataset:
-    """The dataset of ``table``'s chosen columns, named after ``path``, every value exact."""
+    """The dataset of ``table``'s chosen columns, named after the file or folder ``path``,
+    every value exact."""
     columns, file = list(table.columns), table.file
     if len(columns) < 2:
         raise DatasetError(f"{file}: needs at least one feature column and a target column")
@@ -72,7 +73,7 @@ def choose_columns(
         raise DatasetError(f"{file}: the dataset has no rows")
     exact = {c: table.exact(c) for c in (*features, *targets)}
     return Dataset(
-        name=path.stem,
+        name=path.name if path.is_dir() else path.stem,
         features=tuple(features),
         targets=tuple(targets),
         inputs=tuple(zip(*(exact[c] for c in features), strict=True)),
