@@ -15,6 +15,12 @@
                    δ_in = (γ/σ)(1/N)[N δ − Σ δ − x' Σ δ x'];  ∂Loss/∂γ = Σ δ x';  ∂Loss/∂β = Σ δ
                    (float only: a square root is not rational)
 
+The frameworks' convolutions and poolings take any kernel, stride and padding: ``Conv2d(out,
+kernel, bias, stride=s, padding=p)`` and ``MaxPool2d(size, stride=s, padding=p)`` compute the
+same sums over each window ``x[i·s − p + a, j·s − p + b]`` (δ goes back to every position a
+window read, added in the order of the windows). Their defaults are the series' layers above,
+computed by the series' own code.
+
 Sums run left to right in reading order (:func:`~.layers.total`), over the terms written
 above in the order their indices are written: so every row's numbers are the same whatever
 the rows computed beside it. The padded zeros are multiplied like any input (0 · K), as the
@@ -67,6 +73,60 @@ def _patches(x: Array, k: int, p: int) -> Array:
     return out
 
 
+def _pad2(x: Array, top: int, bottom: int, left: int, right: int, fill: Any = None) -> Array:
+    """``x``'s H × W grids (its last two axes) with rows and columns of ``fill`` (default 0)
+    added around them; a negative count takes rows or columns away."""
+    h, w = x.shape[-2:]
+    if fill is None:
+        fill = zero_like(x.reshape(-1)[:1])[0] if x.dtype == object and x.size else 0
+    x = x[..., max(-top, 0) : h - max(-bottom, 0), max(-left, 0) : w - max(-right, 0)]
+    top, bottom, left, right = (max(n, 0) for n in (top, bottom, left, right))
+    h, w = x.shape[-2:]
+    padded = np.full((*x.shape[:-2], h + top + bottom, w + left + right), fill, dtype=x.dtype)
+    padded[..., top : top + h, left : left + w] = x
+    return padded
+
+
+@functools.lru_cache(maxsize=64)
+def windows(out_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+            width: int) -> Array:  # fmt: skip
+    """Where each output pixel's window lies in a grid ``width`` columns wide: row i·W_out + j
+    holds the flat indices of x[i·s + a, j·s + b], the window in reading order (a, b)."""
+    (ho, wo), (kh, kw), (sh, sw) = out_hw, kernel, stride
+    i, j = np.divmod(np.arange(ho * wo), wo)
+    a, b = np.divmod(np.arange(kh * kw), kw)
+    out: Array = (i[:, None] * sh + a[None, :]) * width + (j[:, None] * sw + b[None, :])
+    return out
+
+
+def _window_values(padded: Array, out_hw: tuple[int, int], kernel: tuple[int, int],
+                   stride: tuple[int, int]) -> Array:  # fmt: skip
+    """Every output pixel's window of an already padded grid: …, C, H_out·W_out, kh·kw."""
+    flat = padded.reshape(*padded.shape[:-2], -1)
+    out: Array = flat[..., windows(out_hw, kernel, stride, padded.shape[-1])]
+    return out
+
+
+def _scatter(values: Array, shape: tuple[int, ...], out_hw: tuple[int, int],
+             kernel: tuple[int, int], stride: tuple[int, int]) -> Array:  # fmt: skip
+    """Windows' values (…, C, H_out·W_out, kh·kw) added back into a grid of ``shape`` (…, C,
+    H_p, W_p), window after window in reading order: the backward pass of a window gather."""
+    lead = values.shape[:-2]
+    flat = np.zeros((int(np.prod(lead, dtype=np.int64)), shape[-2] * shape[-1]),
+                    dtype=values.dtype)  # fmt: skip
+    if values.dtype == object:
+        flat[...] = zero_like(values.reshape(-1)[:1])[0] if values.size else 0
+    index = windows(out_hw, kernel, stride, shape[-1]).reshape(-1)
+    # np.add.at adds a repeated index's values one after the other, in the windows' order.
+    rows = np.arange(len(flat))[:, None]
+    np.add.at(flat, (rows, index[None, :]), values.reshape(len(flat), -1))
+    return flat.reshape(*lead, shape[-2], shape[-1])
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 def _image_error(layer: str, in_shape: Shape) -> str | None:
     if len(in_shape) != 3:
         return (f"a {layer} layer takes images (channels × rows × columns), not a vector of "
@@ -85,27 +145,53 @@ class Conv2d(Layer):
     grad_w_rule = "{d} ⋆ {x}"
     grad_b_rule = "Σ_ij {d}"
 
-    def __init__(self, out: int, kernel: int = 3, bias: bool = True) -> None:
+    def __init__(
+        self,
+        out: int,
+        kernel: int | tuple[int, int] = 3,
+        bias: bool = True,
+        *,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | None = None,
+    ) -> None:
         self.out = out
-        self.kernel = kernel
+        self.kh, self.kw = _pair(kernel)
+        self.kernel: Any = self.kh if self.kh == self.kw else (self.kh, self.kw)
         self.bias = bias
+        self.stride = _pair(stride)
+        # The series' padding keeps H × W: (k − 1)/2 (k odd).
+        self.pad = _pair(padding) if padding is not None else ((self.kh - 1) // 2,
+                                                               (self.kw - 1) // 2)  # fmt: skip
+        #: Any other kernel, stride or padding than the series' (odd k, stride 1, (k − 1)/2).
+        self.general = (
+            self.kh != self.kw or self.kh % 2 == 0 or self.stride != (1, 1)
+            or self.pad != ((self.kh - 1) // 2,) * 2
+        )  # fmt: skip
 
     @property
     def padding(self) -> int:
-        return (self.kernel - 1) // 2
+        return (self.kernel - 1) // 2 if not self.general else self.pad[0]
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        """H_out × W_out: ⌊(H + 2p − k)/s⌋ + 1 (H × W itself for the series' convolutions)."""
+        (ph, pw), (sh, sw) = self.pad, self.stride
+        return (h + 2 * ph - self.kh) // sh + 1, (w + 2 * pw - self.kw) // sw + 1
 
     def out_shape(self, in_shape: Shape) -> Shape:
+        if self.general:
+            return (self.out, *self.out_hw(in_shape[1], in_shape[2]))
         return (self.out, *in_shape[1:])
 
     def param_shapes(self, in_shape: Shape) -> tuple[Shape, Shape | None]:
-        k = self.kernel
-        return (self.out, in_shape[0], k, k), (self.out,) if self.bias else None
+        return (self.out, in_shape[0], self.kh, self.kw), (self.out,) if self.bias else None
 
     def shape_error(self, in_shape: Shape) -> str | None:
         return _image_error("conv2d", in_shape)
 
     def forward(self, x: Array, p: Params | None) -> Array:
         assert p is not None
+        if self.general:
+            return self._forward_any(x, p)
         k, (h, w) = self.kernel, x.shape[-2:]
         # patches[…, c, i·W + j, a·k + b] = x_c[i − p + a, j − p + b]: (i, j)'s neighbourhood
         terms = np.swapaxes(_patches(x, k, self.padding), -3, -2)[..., None, :, :, :]
@@ -119,6 +205,8 @@ class Conv2d(Layer):
         self, x: Array, o: Array, d: Array, p: Params | None
     ) -> tuple[Array, Params | None]:
         assert p is not None
+        if self.general:
+            return self._backward_any(x, d, p)
         k, (h, w) = self.kernel, x.shape[-2:]
         # δ_in,c[y, z] = Σ_{c',a,b} δ_c'[y + p − a, z + p − b] · K_{c',c}[a, b]: the full
         # correlation of δ with the flipped kernel. δ padded by k − 1 − p = p has δ_c'[y + p − a,
@@ -139,8 +227,44 @@ class Conv2d(Layer):
         grad_b = total(deltas) if p.b is not None else None  # ∂Loss/∂b_c' = Σ_ij δ_c'
         return d_in, Params(grad_w, grad_b)
 
+    # -- any kernel, stride and padding (the frameworks' convolutions) --------------------------
+
+    def _forward_any(self, x: Array, p: Params) -> Array:
+        """o_c'[i, j] = Σ_{c,a,b} x_c[i·s − p + a, j·s − p + b] · K_{c',c}[a, b] + b_c'"""
+        hw = self.out_hw(*x.shape[-2:])
+        (ph, pw), kernel = self.pad, (self.kh, self.kw)
+        padded = _pad2(x, ph, ph, pw, pw)
+        terms = np.swapaxes(_window_values(padded, hw, kernel, self.stride), -3, -2)
+        kernels = p.w.reshape(*p.w.shape[:-2], -1)[..., :, None, :, :]  # …, c', 1, c, a·kw + b
+        products = terms[..., None, :, :, :] * kernels  # …, c', pixel, c, a·kw + b
+        o = total(products.reshape(*products.shape[:-2], -1)).reshape(*products.shape[:-3], *hw)
+        return o if p.b is None else o + p.b[..., :, None, None]
+
+    def _backward_any(self, x: Array, d: Array, p: Params) -> tuple[Array, Params]:
+        """δ_in: each window's δ_c'·K_{c',c} added back where the window read x (the windows
+        in reading order); ∂Loss/∂K_{c',c}[a, b] = Σ_{i,j} δ_c'[i, j] · x_c[i·s − p + a, …]."""
+        (h, w), hw = x.shape[-2:], d.shape[-2:]
+        (ph, pw), kernel = self.pad, (self.kh, self.kw)
+        deltas = d.reshape(*d.shape[:-2], -1)  # …, c', pixel
+        # Each window's terms δ_c'[pixel] · K_{c',c}[a, b], summed over c' in order.
+        products = deltas[..., :, None, :, None] * p.w.reshape(*p.w.shape[:-2], -1)[
+            ..., :, :, None, :]  # fmt: skip
+        back = total(np.moveaxis(products, -4, -1))  # …, c, pixel, a·kw + b
+        grid = (*x.shape[:-2], h + 2 * ph, w + 2 * pw)
+        d_in = _scatter(back, grid, tuple(hw), kernel, self.stride)[..., ph : ph + h, pw : pw + w]
+        padded = _pad2(x, ph, ph, pw, pw)
+        shifted = np.swapaxes(_window_values(padded, tuple(hw), kernel, self.stride), -2, -1)
+        grads = deltas[..., :, None, None, :] * shifted[..., None, :, :, :]
+        grad_w = total(grads).reshape(*grads.shape[:-2], self.kh, self.kw)
+        grad_b = total(deltas) if p.b is not None else None
+        return d_in, Params(grad_w, grad_b)
+
     def settings(self) -> dict[str, Any]:
-        return {"type": self.type, "out": self.out, "kernel": self.kernel, "bias": self.bias}
+        out = {"type": self.type, "out": self.out, "kernel": self.kernel, "bias": self.bias}
+        if self.general:
+            out["kernel"] = [self.kh, self.kw]
+            out.update(stride=list(self.stride), padding=list(self.pad))
+        return out
 
 
 class MaxPool2d(Layer):
@@ -150,22 +274,36 @@ class MaxPool2d(Layer):
     forward_rule = "max of each {size} × {size} cell of {x}"
     backward_rule = "{d} to each cell's maximum, 0 elsewhere"
 
-    def __init__(self, size: int = 2) -> None:
+    def __init__(self, size: int = 2, *, stride: int | None = None, padding: int = 0) -> None:
         self.size = size
+        self.stride = size if stride is None else stride
+        self.pad = padding
+        #: Windows that overlap, skip or reach beyond the grid (the frameworks' poolings).
+        self.general = self.stride != size or padding != 0
 
     def out_shape(self, in_shape: Shape) -> Shape:
         c, h, w = in_shape
+        if self.general or h % self.size or w % self.size:
+            k, s, p = self.size, self.stride, self.pad
+            return (c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
         return (c, h // self.size, w // self.size)
 
     def shape_error(self, in_shape: Shape) -> str | None:
         error = _image_error("maxpool2d", in_shape)
-        if error is None and (in_shape[1] % self.size or in_shape[2] % self.size):
+        if error is None and not self.general and (in_shape[1] % self.size
+                                                   or in_shape[2] % self.size):  # fmt: skip
             return (f'"size" {self.size} does not divide the {_shape_text(in_shape[1:])} '
                     "grids it pools (H and W must be multiples of it)")  # fmt: skip
         return error
 
     def cells(self, x: Array) -> Array:
         """``x`` as its cells: …, C, H/s, W/s, s·s, each cell's values in reading order."""
+        if self.windowed(x):  # every window, beyond the grid -∞ (never a maximum)
+            k, p, (h, w) = self.size, self.pad, x.shape[-2:]
+            hw = self.out_shape((1, h, w))[1:]
+            padded = _pad2(x, p, p, p, p, fill=-np.inf) if p else x
+            values = _window_values(padded, (hw[0], hw[1]), (k, k), (self.stride,) * 2)
+            return values.reshape(*x.shape[:-2], hw[0], hw[1], k * k)
         s, (h, w) = self.size, x.shape[-2:]
         grid = x.reshape(*x.shape[:-2], h // s, s, w // s, s)
         return np.swapaxes(grid, -3, -2).reshape(*x.shape[:-2], h // s, w // s, s * s)
@@ -183,6 +321,8 @@ class MaxPool2d(Layer):
     def backward(
         self, x: Array, o: Array, d: Array, p: Params | None
     ) -> tuple[Array, Params | None]:
+        if self.windowed(x):
+            return self._backward_any(x, d), None
         s = self.size
         to_max = np.arange(s * s) == self.chosen(x)[..., None]  # …, C, H/s, W/s, s·s
         spread = np.broadcast_to(d[..., None], to_max.shape)
@@ -190,8 +330,27 @@ class MaxPool2d(Layer):
         grid = cells.reshape(*cells.shape[:-1], s, s)  # …, C, H/s, W/s, s, s
         return np.swapaxes(grid, -3, -2).reshape(x.shape), None
 
+    def windowed(self, x: Array) -> bool:
+        """Whether ``x`` is pooled window by window: the frameworks' settings, or a grid the
+        size does not divide (its last rows and columns left out, as the frameworks do)."""
+        return self.general or bool(x.shape[-2] % self.size or x.shape[-1] % self.size)
+
+    def _backward_any(self, x: Array, d: Array) -> Array:
+        """δ to each window's maximum, added up where windows overlap (window after window)."""
+        k, p, (h, w) = self.size, self.pad, x.shape[-2:]
+        to_max = np.arange(k * k) == self.chosen(x)[..., None]  # …, C, H_out, W_out, k·k
+        spread = np.broadcast_to(d[..., None], to_max.shape)
+        cells = where(to_max, spread, zero_like(spread))
+        hw = (to_max.shape[-3], to_max.shape[-2])
+        values = cells.reshape(*cells.shape[:-3], hw[0] * hw[1], k * k)
+        grid = (*x.shape[:-2], h + 2 * p, w + 2 * p)
+        return _scatter(values, grid, hw, (k, k), (self.stride,) * 2)[..., p : p + h, p : p + w]
+
     def settings(self) -> dict[str, Any]:
-        return {"type": self.type, "size": self.size}
+        out: dict[str, Any] = {"type": self.type, "size": self.size}
+        if self.general:
+            out.update(stride=self.stride, padding=self.pad)
+        return out
 
 
 class Flatten(Layer):
