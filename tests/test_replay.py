@@ -158,3 +158,37 @@ def test_iter_steps_reads_through_the_trace_api(traces, monkeypatch):
     monkeypatch.setattr(Trace, "iter_batches", spy)
     assert [int(r["step"].iloc[0]) for r in iter_steps(trace, 5, 8)] == [5, 6, 7]
     assert calls == [(5, 8)]
+
+
+# --- images ----------------------------------------------------------------------------------
+
+IMAGE = {"layers": [{"type": "input", "shape": [1, 3, 3]},
+                    {"type": "conv2d", "out": 1, "kernel": 3, "bias": True,
+                     "weights": [[[["0", "1", "0"], ["1", "-1", "1"], ["0", "1", "0"]]]],
+                     "biases": ["1/2"]},
+                    {"type": "relu"}, {"type": "maxpool2d", "size": 1}, {"type": "flatten"},
+                    {"type": "linear", "out": 1, "bias": False,
+                     "weights": [["1/9"] * 9]}]}  # fmt: skip
+
+
+def test_an_image_step_is_written_as_grids_with_one_convolution_worked_out(traces):
+    from .reference import dataset
+
+    # The image of tests/test_images.py: the cross kernel gives o2 = up + left − centre +
+    # right + down + 1/2, written out for the centre pixel: 2 + 0 − 1 + 3 + 0 + 1/2 = 9/2.
+    ds = dataset([(1, 2, 0, 0, 1, 3, 2, 0, 1, 1)])
+    run = record(ds, lr="1/10", model=IMAGE, out=traces)
+    trace = open_trace(run.path)
+    text = format_step(trace, next(iter_steps(trace)))
+    assert "   x (1 × 3 × 3, dataset row 0), y_truth = 1" in text
+    assert "      | 1 | 2 | 0 |\n      | 0 | 1 | 3 |\n      | 2 | 0 | 1 |" in text
+    assert "o2 = w2 ⋆ o1 + b2   [L2: conv2d(1, 3×3, bias), 1 × 3 × 3]" in text
+    assert "|  3/2 | 1/2 | 11/2 |\n      |  9/2 | 9/2 | -1/2 |\n      | -3/2 | 9/2 |  5/2 |" in text
+    assert (
+        "one convolution, o2[0, 1, 1] = Σ over input channels (neighbourhood ⋆ kernel) + b:" in text
+    )
+    assert "| 1 | 2 | 0 |     ⋆   | 0 |  1 | 0 |   = 4" in text  # 0 + 2 + 0 + 0 − 1 + 3 + 0 + 0 + 0
+    assert "+ b = 1/2" in text and "o2[0, 1, 1] = 9/2   (recorded: 9/2)" in text
+    assert "δ3 = δ4 if o2 >= 0 else 0   [1 × 3 × 3]   (gates open where o2 >= 0: 7 of 9)" in text
+    assert "ŵ2 = w2 - α * ∂Loss/∂W2   (α = 1/10; kernels out × in)" in text
+    assert "changed: all of the 9 values of w2, b2_1, w6_1" in text

@@ -19,7 +19,6 @@ from typing import Any
 
 from ..errors import SteptraceError, TraceError
 from ..model.kinds import LAYERS
-from ..model.layers import Linear
 from ..model.spec import load_model
 from ..trace.reader import Trace
 
@@ -60,9 +59,11 @@ class LayerInfo:
 
     number: int
     type: str
-    out: int = 0  # neurons of a linear layer
+    out: int = 0  # neurons of a linear layer, output channels of a convolution
     bias: bool = False
     slope: str = ""
+    kernel: int = 0  # a convolution's kernel size
+    size: int = 0  # a pooling's cell size
 
     @property
     def has_params(self) -> bool:
@@ -75,9 +76,15 @@ class LayerInfo:
 
     @property
     def kind(self) -> str:
-        """``linear(2, bias)``, ``leaky_relu(1/100)``, ``relu``."""
+        """``linear(2, bias)``, ``leaky_relu(1/100)``, ``relu``, ``conv2d(4, 3×3, bias)``,
+        ``maxpool2d(2)``."""
+        bias = ", bias" if self.bias else ""
         if self.type == "linear":
-            return f"linear({self.out}{', bias' if self.bias else ''})"
+            return f"linear({self.out}{bias})"
+        if self.type == "conv2d":
+            return f"conv2d({self.out}, {self.kernel}×{self.kernel}{bias})"
+        if self.type == "maxpool2d":
+            return f"maxpool2d({self.size})"
         if self.type == "leaky_relu":
             return f"leaky_relu({self.slope})"
         return self.type
@@ -188,6 +195,7 @@ class Notation:
         s, layer = self.style, self.layer(k)
         return {
             "x": self.inp(k), "o": f"o{k}", "d": f"δ{k + 1}", "slope": layer.slope,
+            "size": str(layer.size),
             "w": self.symbol(f"w{k}"), "b": self.symbol(f"b{k}"),
             "ge": s.ge, "minus": s.minus, "dot": s.dot, "times": s.times,
         }  # fmt: skip
@@ -195,20 +203,22 @@ class Notation:
     def forward(self, k: int) -> str:
         """Layer k's forward formula: ``o2 = w · o1``, ``o3 = o2 if o2 ≥ 0 else 0`` …"""
         layer, names = self.layer(k), self._names(k)
-        rule = LAYERS[layer.type].forward_rule.format(**names)
-        if layer.type == "linear" and layer.bias:
-            rule += Linear.bias_rule.format(**names)
+        kind = LAYERS[layer.type]
+        rule = kind.forward_rule.format(**names)
+        if layer.bias:
+            rule += kind.bias_rule.format(**names)
         return f"o{k} = {rule}"
 
     def backward(self, k: int) -> list[BackRule]:
         """Layer k's backward lines, from the δ it receives (δ{k+1}): δk, then the gradients
         of its parameters, as the article orders them."""
         layer, names = self.layer(k), self._names(k)
-        out = [BackRule(f"d{k}", LAYERS[layer.type].backward_rule.format(**names))]
-        if layer.type == "linear":
-            out.append(BackRule(f"grad_w{k}", Linear.grad_w_rule.format(**names)))
+        kind = LAYERS[layer.type]
+        out = [BackRule(f"d{k}", kind.backward_rule.format(**names))]
+        if kind.has_params:
+            out.append(BackRule(f"grad_w{k}", kind.grad_w_rule.format(**names)))
             if layer.bias:
-                out.append(BackRule(f"grad_b{k}", Linear.grad_b_rule.format(**names)))
+                out.append(BackRule(f"grad_b{k}", kind.grad_b_rule.format(**names)))
         return out
 
     def loss_forward(self) -> str:
@@ -233,8 +243,10 @@ def _layers(model: Mapping[str, Any], n_in: int) -> tuple[LayerInfo, ...]:
             k,
             spec["type"],
             int(spec.get("out", 0)),
-            bool(spec.get("bias", False)),
+            bool(spec.get("bias", LAYERS[spec["type"]].bias)),
             str(spec.get("slope", "")),
+            int(spec.get("kernel", 0)),
+            int(spec.get("size", 0)),
         )
         for k, spec in enumerate(parsed.layers, 1)
     )

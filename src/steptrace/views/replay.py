@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pandas as pd
 
 from ..trace.reader import Trace
+from .grids import conv_worked, tensor_grids
 from .notation import REPLAY, Notation, stack_notation
 from .sample import SampleValues, batch_loss, sample_values, step_values
 from .text import abbreviate, hang, pad, update_lines, width
@@ -26,6 +27,8 @@ __all__ = ["format_step", "iter_steps", "step_values"]
 
 #: The backward pass's formulas are padded to at least this width, so values line up.
 FORMULA_WIDTH = 29
+#: More changed values than this in one tensor are counted rather than named.
+MAX_NAMED = 8
 INDENT = "   "
 
 
@@ -39,17 +42,54 @@ def _table(header: list[str], rows: list[list[str]], indent: str = INDENT) -> li
     return [line(header) + " |", rule, *(line(r) + " |" for r in rows)]
 
 
-def _data_input(vals: list[SampleValues]) -> list[str]:
-    return ["1: data input"] + [
-        f"{INDENT}x = {v.vec('x')}   y_truth = {v.vec('y')}   (dataset row {v.row})" for v in vals
-    ]
+def _image(nt: Notation, tensor: str) -> bool:
+    """Whether a tensor is drawn as grids: an image (C × H × W) or kernels (out × in × k × k)."""
+    return len(nt.shapes.get(tensor, ())) >= 3
 
 
-def _forward(nt: Notation, vals: list[SampleValues]) -> list[str]:
+def _shape(nt: Notation, tensor: str) -> str:
+    return " × ".join(str(n) for n in nt.shapes[tensor])
+
+
+def _data_input(nt: Notation, vals: list[SampleValues]) -> list[str]:
+    if not _image(nt, "x"):
+        return ["1: data input"] + [
+            f"{INDENT}x = {v.vec('x')}   y_truth = {v.vec('y')}   (dataset row {v.row})"
+            for v in vals
+        ]
+    out = ["1: data input"]
+    for v in vals:
+        out.append(f"{INDENT}x ({_shape(nt, 'x')}, dataset row {v.row}), y_truth = {v.vec('y')}")
+        out += tensor_grids(v, "x", INDENT * 2)
+    return out
+
+
+def _forward(nt: Notation, vals: list[SampleValues], numerics: str) -> list[str]:
+    if any(_image(nt, f"o{k}") for k in range(1, len(nt.layers) + 1)):
+        return _forward_images(nt, vals, numerics)
     ks = range(1, len(nt.layers) + 1)
     header = ["x", *(f"o{k} = L{k}({nt.inp(k)})" for k in ks)]
     rows = [[v.vec("x"), *(v.vec(f"o{k}") for k in ks)] for v in vals]
     return ["2: forward pass", *_table(header, rows)]
+
+
+def _forward_images(nt: Notation, vals: list[SampleValues], numerics: str) -> list[str]:
+    """The forward pass of a stack of images: each layer's output as its channels' grids (a
+    vector as the article writes one), and one convolution worked out for one pixel."""
+    out = ["2: forward pass"]
+    for n, v in enumerate(vals):
+        if len(vals) > 1:
+            out.append(f"{INDENT}sample {v.row}:")
+        for k in range(1, len(nt.layers) + 1):
+            tensor = f"o{k}"
+            head = f"{INDENT}{nt.forward(k)}   [L{k}: {nt.layer(k).kind}, {_shape(nt, tensor)}]"
+            if _image(nt, tensor):
+                out += [head, *tensor_grids(v, tensor, INDENT * 2)]
+            else:
+                out += hang(head + "  = ", v.lines(tensor))
+            if nt.layer(k).type == "conv2d" and n == 0:
+                out += [INDENT * 2 + line for line in conv_worked(v, k, numerics)]
+    return out
 
 
 def _loss_terms(nt: Notation, v: SampleValues) -> str:
@@ -99,16 +139,30 @@ def _backward(nt: Notation, vals: list[SampleValues]) -> list[str]:
     top = nt.loss_number
     out = ["4: backward pass" + (f" (δ{top} divided by the batch size {m})" if m > 1 else "")]
     rules = _backward_rules(nt, m)
-    columns = max(FORMULA_WIDTH, *(width(f) for f, _, _ in rules))
+    columns = max(FORMULA_WIDTH, *(width(f) for f, t, _ in rules if not _image(nt, t)))
     for v in vals:
         if m > 1:
             out.append(f"{INDENT}sample {v.row}:")
         for formula, tensor, k in rules:
+            gated = tensor == f"d{k}" and k < top and nt.layer(k).gated
+            if _image(nt, tensor):
+                gate = _image_gate(nt, v, k) if gated else ""
+                out.append(f"{INDENT}{formula}   [{_shape(nt, tensor)}]{gate}")
+                out += tensor_grids(v, tensor, INDENT * 2)
+                continue
             lines = hang(f"{INDENT}{pad(formula, columns)} = ", v.lines(tensor))
-            if tensor == f"d{k}" and k < top and nt.layer(k).gated:
+            if gated:
                 lines[-1] += _gate(nt, v, k)
             out += lines
     return out
+
+
+def _image_gate(nt: Notation, v: SampleValues, k: int) -> str:
+    """``   (gates open where o2 >= 0: 21 of 48)``: an image's gates, counted."""
+    i = nt.inp(k)
+    columns = v.columns(i)
+    open_ = sum(v.nonneg(c) for c in columns)
+    return f"   (gates open where {i} {nt.style.ge} 0: {open_} of {len(columns)})"
 
 
 def _update(nt: Notation, vals: list[SampleValues], optimizer: str | None) -> list[str]:
@@ -124,7 +178,12 @@ def _update(nt: Notation, vals: list[SampleValues], optimizer: str | None) -> li
         term = nt.partial(k, kind) if m == 1 else f"Σ {nt.symbol(grad)}"
         lhs = f"{INDENT}{nt.symbol(after)} "
         more = " " * width(lhs) + "= "
-        if optimizer:
+        if _image(nt, after):
+            rule = f"{optimizer}({nt.symbol(before)}, {term})" if optimizer else (
+                f"{nt.symbol(before)} - α * {term}")  # fmt: skip
+            out.append(f"{lhs}= {rule}   (α = {lr}; kernels out × in)")
+            out += _kernel_update(nt, vals, before, grad, after)
+        elif optimizer:
             out.append(f"{lhs}= {optimizer}({nt.symbol(before)}, {term})")
             out += hang(more, first.lines(after))
         else:
@@ -132,16 +191,34 @@ def _update(nt: Notation, vals: list[SampleValues], optimizer: str | None) -> li
             grads = [v.lines(grad) for v in vals]
             out += hang(more, update_lines(first.lines(before), lr, grads, "-", REPLAY.scale))
             out += hang(more, first.lines(after))
-        changed += [
+        moved = [
             nt.entry(after, idx)
             for idx, (a, b) in _indexed(nt, after, first.columns(after), first.columns(before))
             if first.text[a] != first.text[b]
         ]
+        if len(moved) > MAX_NAMED:  # a kernel's many weights: counted, not named
+            total = len(first.columns(after))
+            moved = [f"{'all' if len(moved) == total else len(moved)} of the {total} "
+                     f"values of {nt.symbol(before)}"]  # fmt: skip
+        changed += moved
     out.append(
         f"{INDENT}the weights did not change"
         if not changed
         else f"{INDENT}changed: " + ", ".join(changed)
     )
+    return out
+
+
+def _kernel_update(
+    nt: Notation, vals: list[SampleValues], before: str, grad: str, after: str
+) -> list[str]:
+    """A convolution's kernels before the step, each sample's gradient, and after: grids."""
+    first = vals[0]
+    out = [f"{INDENT * 2}{nt.symbol(before)}:", *tensor_grids(first, before, INDENT * 2)]
+    for v in vals:
+        whose = f" (sample {v.row})" if len(vals) > 1 else ""
+        out += [f"{INDENT * 2}{nt.symbol(grad)}{whose}:", *tensor_grids(v, grad, INDENT * 2)]
+    out += [f"{INDENT * 2}{nt.symbol(after)}:", *tensor_grids(first, after, INDENT * 2)]
     return out
 
 
@@ -168,8 +245,8 @@ def format_step(
     batch = f"samples {samples}" if len(samples) > 1 else f"sample {samples[0]}"
     out = [f"Step {step} · epoch {epoch} · {batch} · {trace.numerics} · α = {vals[0].vec('lr')}"]
     out.append("")
-    out += _data_input(vals)
-    out += _forward(nt, vals)
+    out += _data_input(nt, vals)
+    out += _forward(nt, vals, trace.numerics)
     out += _loss(nt, vals, trace.numerics)
     out += _backward(nt, vals)
     out += _update(nt, vals, _own_update(trace))
