@@ -192,3 +192,21 @@ def test_an_image_step_is_written_as_grids_with_one_convolution_worked_out(trace
     assert "δ3 = δ4 if o2 >= 0 else 0   [1 × 3 × 3]   (gates open where o2 >= 0: 7 of 9)" in text
     assert "ŵ2 = w2 - α * ∂Loss/∂W2   (α = 1/10; kernels out × in)" in text
     assert "changed: all of the 9 values of w2, b2_1, w6_1" in text
+
+
+def test_replay_works_out_the_convolution_of_a_chosen_pixel(traces, run_cli):
+    from .reference import dataset
+
+    record(dataset([(1, 2, 0, 0, 1, 3, 2, 0, 1, 1)]), lr="1/10", model=IMAGE, out=traces)
+    result = run_cli("replay", traces, "--step", "0", "--pixel", "0,0,2")
+    assert result.exit_code == 0, result.output
+    # o2[0, 0, 2] = up 0 + left 2 − centre 0 + right 0 + down 3 + 1/2 = 11/2, zeros beyond the edge
+    assert "| 0 | 0 | 0 |     ⋆   | 0 |  1 | 0 |   = 5" in result.stdout
+    assert "o2[0, 0, 2] = 11/2   (recorded: 11/2)" in result.stdout
+    for bad, message in (
+        ("0,3,0", "--pixel 0,3,0: o2 is 1 × 3 × 3 (channels, rows, columns"),
+        ("a,b", "--pixel 'a,b': give channel,row,column, e.g. 0,1,1"),
+    ):
+        result = run_cli("replay", traces, "--pixel", bad)
+        assert result.exit_code != 0 and result.stderr.count("\n") == 1
+        assert message in result.stderr

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from ..errors import TraceError
+from ..errors import ConfigError, TraceError
 from ..trace.loader import find_traces, is_folder_of_runs
 from ..trace.opener import open_trace
 from ..trace.reader import Trace
-from ..views.notation import REPLAY, stack_notation
+from ..views.notation import REPLAY, Notation, stack_notation
 from ..views.replay import format_step, iter_steps
 
 
@@ -33,8 +33,14 @@ def latest_run(folder: Path) -> Trace:
     help="Write exact fractions in full; by default integers of more than 24 digits are "
     "shortened, 12345678901…78901234567 (176 digits).",
 )
-def command(trace: Path, step: int | None, first: int | None, last: int | None, full: bool
-            ) -> None:  # fmt: skip
+@click.option(
+    "--pixel",
+    metavar="C,I,J",
+    help="The pixel whose convolution is worked out (0-based channel, row, column of the "
+    "convolution's output) [default: channel 0's centre].",
+)
+def command(trace: Path, step: int | None, first: int | None, last: int | None, full: bool,
+            pixel: str | None) -> None:  # fmt: skip
     """Print each step of a run as the article does, layer by layer for any model: forward
     table, loss, backward pass, update of every weight matrix. TRACE is a run folder, or a
     folder of runs (the latest is replayed).
@@ -44,6 +50,7 @@ def command(trace: Path, step: int | None, first: int | None, last: int | None, 
         steptrace replay traces/seed-exact-lr1 --step 2
         steptrace replay traces/seed-float64-lr1e-7 --from 100 --to 110
         steptrace replay traces/seed-exact-lr1e-7 --step 900 --full
+        steptrace replay traces/shapes-shapes-float64-lr0.05 --step 0 --pixel 1,3,4
     """
     if step is not None and (first is not None or last is not None):
         raise click.UsageError("give --step, or --from/--to, not both")
@@ -60,13 +67,32 @@ def command(trace: Path, step: int | None, first: int | None, last: int | None, 
         raise TraceError(f"step {first} is not in {run.path} (steps 0 to {total - 1})")
     start, stop = first or 0, None if last is None else last + 1
     notation = stack_notation(run, REPLAY)  # the model's names and formulas, once per run
+    chosen = None if pixel is None else _pixel(pixel, notation)
     shown = 0
     for rows in iter_steps(run, start, stop):
         if shown:
             click.echo("\n" + "─" * 72 + "\n")
-        click.echo(format_step(run, rows, notation, full))
+        click.echo(format_step(run, rows, notation, full, chosen))
         shown += 1
     if step is not None and not shown:
         raise TraceError(f"step {step} was not recorded in {run.path} (status: {run.status})")
     if run.status != "complete":
         click.echo(f"\nThis run is {run.status}: {run.reason or 'it did not finish'}")
+
+
+def _pixel(text: str, notation: Notation) -> tuple[int, int, int]:
+    """``--pixel C,I,J`` read and checked against the first convolution's output."""
+    conv = next((layer.number for layer in notation.layers if layer.type == "conv2d"), None)
+    if conv is None:
+        raise ConfigError("--pixel picks a convolution's output pixel; this model has none")
+    shape = notation.shapes[f"o{conv}"]
+    try:
+        c, i, j = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--pixel {text!r}: give channel,row,column, e.g. 0,1,1") from None
+    if not all(0 <= v < n for v, n in zip((c, i, j), shape, strict=True)):
+        raise ConfigError(
+            f"--pixel {text}: o{conv} is {' × '.join(map(str, shape))} (channels, rows, columns, "
+            "counted from 0)"
+        )
+    return c, i, j

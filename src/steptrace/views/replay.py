@@ -64,19 +64,24 @@ def _data_input(nt: Notation, vals: list[SampleValues]) -> list[str]:
     return out
 
 
-def _forward(nt: Notation, vals: list[SampleValues], numerics: str) -> list[str]:
+def _forward(
+    nt: Notation, vals: list[SampleValues], numerics: str, pixel: tuple[int, int, int] | None
+) -> list[str]:
     if any(_image(nt, f"o{k}") for k in range(1, len(nt.layers) + 1)):
-        return _forward_images(nt, vals, numerics)
+        return _forward_images(nt, vals, numerics, pixel)
     ks = range(1, len(nt.layers) + 1)
     header = ["x", *(f"o{k} = L{k}({nt.inp(k)})" for k in ks)]
     rows = [[v.vec("x"), *(v.vec(f"o{k}") for k in ks)] for v in vals]
     return ["2: forward pass", *_table(header, rows)]
 
 
-def _forward_images(nt: Notation, vals: list[SampleValues], numerics: str) -> list[str]:
+def _forward_images(
+    nt: Notation, vals: list[SampleValues], numerics: str, pixel: tuple[int, int, int] | None
+) -> list[str]:
     """The forward pass of a stack of images: each layer's output as its channels' grids (a
     vector as the article writes one), and one convolution worked out for one pixel."""
     out = ["2: forward pass"]
+    convs = [k for k in range(1, len(nt.layers) + 1) if nt.layer(k).type == "conv2d"]
     for n, v in enumerate(vals):
         if len(vals) > 1:
             out.append(f"{INDENT}sample {v.row}:")
@@ -88,7 +93,8 @@ def _forward_images(nt: Notation, vals: list[SampleValues], numerics: str) -> li
             else:
                 out += hang(head + "  = ", v.lines(tensor))
             if nt.layer(k).type == "conv2d" and n == 0:
-                out += [INDENT * 2 + line for line in conv_worked(v, k, numerics)]
+                chosen = pixel if k == convs[0] else None  # --pixel: the first convolution's
+                out += [INDENT * 2 + line for line in conv_worked(v, k, numerics, chosen)]
     return out
 
 
@@ -231,12 +237,17 @@ def _indexed(
 
 
 def format_step(
-    trace: Trace, rows: pd.DataFrame, notation: Notation | None = None, full: bool = False
+    trace: Trace,
+    rows: pd.DataFrame,
+    notation: Notation | None = None,
+    full: bool = False,
+    pixel: tuple[int, int, int] | None = None,
 ) -> str:
     """The article's five points for one step (``rows``: the step's rows, one per sample).
     ``notation`` (:func:`~.notation.stack_notation` with :data:`~.notation.REPLAY`) may be
     given once for many steps of a run. Exact integers of more than 24 digits are shortened
-    (:func:`~.text.abbreviate`) unless ``full``."""
+    (:func:`~.text.abbreviate`) unless ``full``. ``pixel`` (channel, row, column) picks the
+    convolution output worked out (default: the first channel's centre)."""
     nt = notation or stack_notation(trace, REPLAY)
     vals = sample_values(rows, trace.numerics, nt.shapes, short=not full)
     first = rows.iloc[0]
@@ -246,7 +257,7 @@ def format_step(
     out = [f"Step {step} · epoch {epoch} · {batch} · {trace.numerics} · α = {vals[0].vec('lr')}"]
     out.append("")
     out += _data_input(nt, vals)
-    out += _forward(nt, vals, trace.numerics)
+    out += _forward(nt, vals, trace.numerics, pixel)
     out += _loss(nt, vals, trace.numerics)
     out += _backward(nt, vals)
     out += _update(nt, vals, _own_update(trace))
