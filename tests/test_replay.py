@@ -210,3 +210,14 @@ def test_replay_works_out_the_convolution_of_a_chosen_pixel(traces, run_cli):
         result = run_cli("replay", traces, "--pixel", bad)
         assert result.exit_code != 0 and result.stderr.count("\n") == 1
         assert message in result.stderr
+
+
+def test_float_grids_round_to_six_digits_and_full_writes_every_digit(traces, run_cli):
+    run = record("shapes", lr="0.05", numerics="float64", model=REPO / "examples" / "shapes.json",
+                 seed=1, out=traces)  # fmt: skip
+    short = run_cli("replay", run.path, "--step", "0").stdout
+    full = run_cli("replay", run.path, "--step", "0", "--full").stdout
+    # o2[0, 1, 2] is 0.037099999999999994 in float64: a grid shows 0.0371, --full every digit.
+    assert "| -0.1672 | -0.1053 | 0.0371 |  0.8147 |" in short
+    assert "0.037099999999999994" not in short and "0.037099999999999994" in full
+    assert "o2[0, 3, 3] ≈ 0.2903   (recorded: 0.2903)" in short

@@ -12,7 +12,6 @@ import itertools
 from collections.abc import Sequence
 from fractions import Fraction
 
-from ..numerics import format_value
 from .sample import SampleValues
 from .text import pad, width
 
@@ -21,6 +20,21 @@ __all__ = ["conv_worked", "grid_lines", "side_by_side", "tensor_grids"]
 #: Grids side by side fill at most this many columns before the next band starts.
 LINE_WIDTH = 100
 GAP = "   "
+#: A float in a grid is written to this many significant digits (every digit with ``--full``):
+#: a grid is for seeing a map, and 0.037099999999999994 beside 0.0 hides it.
+GRID_DIGITS = 6
+
+
+def cell(v: SampleValues, column: str) -> str:
+    """One value as a grid shows it: an exact fraction as the tables show it, a float to
+    :data:`GRID_DIGITS` significant digits (unless the replay is asked for in full)."""
+    text = v.show(column)
+    if not v.short or "/" in text:
+        return text
+    try:
+        return f"{float(text):.{GRID_DIGITS}g}"
+    except ValueError:
+        return text
 
 
 def grid_lines(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -68,7 +82,7 @@ def _grid(v: SampleValues, tensor: str, lead: tuple[int, ...]) -> list[list[str]
     shape = v.shapes[tensor]
     h, w = shape[-2:]
     prefix = tensor + "".join(f"_{i + 1}" for i in lead)
-    return [[v.show(f"{prefix}_{i}_{j}") for j in range(1, w + 1)] for i in range(1, h + 1)]
+    return [[cell(v, f"{prefix}_{i}_{j}") for j in range(1, w + 1)] for i in range(1, h + 1)]
 
 
 def tensor_grids(v: SampleValues, tensor: str, indent: str = "") -> list[str]:
@@ -109,25 +123,28 @@ def conv_worked(
     exact = numerics == "exact"
     total: Fraction | float = 0
     for c in range(c_in):
-        hood = []
+        hood: list[list[str | None]] = []  # the neighbourhood's columns (None beyond the edge)
         for a in range(k):
-            row = []
+            hood.append([])
             for b in range(k):
                 y, z = i - p + a, j - p + b
                 inside = 0 <= y < h and 0 <= z < w
-                row.append(v.show(f"{in_t}_{c + 1}_{y + 1}_{z + 1}") if inside else "0")
-            hood.append(row)
-        kernel = [[v.show(f"{weights}_{o + 1}_{c + 1}_{a + 1}_{b + 1}") for b in range(k)]
+                hood[-1].append(f"{in_t}_{c + 1}_{y + 1}_{z + 1}" if inside else None)
+        kernel = [[f"{weights}_{o + 1}_{c + 1}_{a + 1}_{b + 1}" for b in range(k)]
                   for a in range(k)]  # fmt: skip
-        part = sum((_number(x) * _number(y) for hr, kr in zip(hood, kernel, strict=True)
-                    for x, y in zip(hr, kr, strict=True)), start=Fraction(0))  # fmt: skip
+        # Multiplied out from the recorded values themselves (the grids may round them).
+        pairs = [(x, y) for hr, kr in zip(hood, kernel, strict=True)
+                 for x, y in zip(hr, kr, strict=True) if x is not None]  # fmt: skip
+        part = sum((_number(v.text[x]) * _number(v.text[y]) for x, y in pairs), Fraction(0))
         total += part
-        lines += side_by_side([(f"input channel {c + 1}", grid_lines(hood)), ("⋆", ["⋆"]),
-                               (f"kernel {o + 1} ← {c + 1}", grid_lines(kernel)),
+        shown_hood = [[cell(v, x) if x is not None else "0" for x in r] for r in hood]
+        shown_kernel = [[cell(v, x) for x in r] for r in kernel]
+        lines += side_by_side([(f"input channel {c + 1}", grid_lines(shown_hood)), ("⋆", ["⋆"]),
+                               (f"kernel {o + 1} ← {c + 1}", grid_lines(shown_kernel)),
                                ("", ["= " + _shown(part, exact, numerics)])], "   ")  # fmt: skip
     bias = f"b{layer}_before_{o + 1}"
     if bias in v.text:
-        total += _number(v.show(bias))
+        total += _number(v.text[bias])
         lines.append(f"   + b = {v.show(bias)}")
     recorded = v.show(f"{out_t}_{o + 1}_{i + 1}_{j + 1}")
     sign = "=" if exact else "≈"
@@ -138,4 +155,4 @@ def conv_worked(
 def _shown(value: Fraction | float, exact: bool, numerics: str) -> str:
     if exact and isinstance(value, Fraction):
         return str(value)
-    return format_value(float(value), None, numerics)
+    return f"{float(value):.{GRID_DIGITS}g}"
