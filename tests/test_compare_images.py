@@ -97,3 +97,12 @@ def test_folders_of_image_runs_name_each_runs_first_divergence_alike(runs):
         "  cnn  differs at step 0, sample 0, b2_after[1] (layer 2's bias of output channel 1, "
         "after the update): A 99/2560, B 99/5120 (B - A = -0.0193359375)"
     )
+
+
+def test_diff_columns_takes_an_images_numpy_name_with_its_commas(run_cli, runs):
+    result = run_cli("diff", *runs, "--columns", "b2_after,o2[1, 3, 0]")
+    assert result.exit_code == 1, result.output
+    assert "b2_after[1] (layer 2's bias of output channel 1" in _line(result.output, "First")
+    table = result.output.split("max rel\n", 1)[1].splitlines()
+    assert [line.strip().split("]")[0] + "]" for line in table if line.strip()][:2] == [
+        "b2_after[1]", "o2[1, 3, 0]"]  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,12 @@ from ..trace.loader import is_folder_of_runs
 
 
 def _names(text: str | None) -> list[str] | None:
+    """Comma-separated names; a comma inside brackets belongs to an image's value
+    (``loss,o2[1, 3, 0]`` is two names)."""
     if text is None:
         return None
-    return [name.strip() for name in text.split(",") if name.strip()]
+    names = [name.strip() for name in re.split(r",(?![^\[]*\])", text)]
+    return [name for name in names if name]
 
 
 def _tolerance(
