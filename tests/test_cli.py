@@ -262,3 +262,24 @@ def test_a_model_that_does_not_fit_a_dataset_says_how_its_columns_were_taken(tmp
     named = run_cli("record", "--dataset", data, "--model", model, "--target", "y1,y2",
                     "--out", tmp_path)  # fmt: skip
     assert named.exit_code == 0, named.output
+
+
+def test_a_wide_dataset_is_named_short_and_an_npz_never_said_to_take_its_last_column(
+    tmp_path, run_cli
+):
+    import numpy as np
+
+    pixels = tmp_path / "pixels.csv"
+    header = [f"p{i}" for i in range(1, 17)]
+    pixels.write_text(",".join(header) + "\n" + ",".join(["1"] * 16) + "\n")
+    model = tmp_path / "m.json"
+    model.write_text('{"layers": [{"type": "input", "shape": [1, 4, 4]}, {"type": "flatten"}]}')
+    result = run_cli("record", "--dataset", pixels, "--model", model, "--out", tmp_path)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "15 feature columns, p1, p2, p3, …, p14, p15, and the target p16" in result.stderr
+    arrays = tmp_path / "images.npz"
+    np.savez(arrays, x=np.ones((2, 1, 4, 4)), y=np.zeros(2))
+    model.write_text('{"layers": [{"type": "input", "shape": [1, 3, 3]}]}')
+    result = run_cli("record", "--dataset", arrays, "--model", model, "--out", tmp_path)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "last column" not in result.stderr

@@ -53,11 +53,18 @@ def columns_taken(ds: Dataset) -> str:
     """Which columns of a dataset file became the features and which the target, when no
     --target named it: the last column, perhaps not the one meant."""
     n = len(ds.features)
-    columns = f"{n} feature column{'s' if n != 1 else ''}, {', '.join(ds.features)},"
+    names = list(ds.features)
+    shown = ", ".join(names if n <= 8 else [*names[:3], "…", *names[-2:]])
+    columns = f"{n} feature column{'s' if n != 1 else ''}, {shown},"
     return (
         f"{Path(ds.source).name} was read as {columns} and the target {', '.join(ds.targets)}: "
         "its last column, as no --target was given; name the target column(s) with --target"
     )
+
+
+def _last_column_target(dataset: str | Path) -> bool:
+    """Whether the dataset's target defaults to its last column: a CSV or Parquet file."""
+    return Path(str(dataset)).suffix.lower() in (".csv", ".parquet")
 
 
 def where_it_stopped(exc: ExactLimitError) -> str:
@@ -84,7 +91,7 @@ def where_it_stopped(exc: ExactLimitError) -> str:
 @click.option(
     "--target",
     help="Output column(s) of a dataset file, comma-separated, one per output neuron "
-    "[default: the last column].",
+    "[default: a CSV/Parquet file's last column; an .npz file's y; a PNG folder's labels].",
 )
 @click.option("--features", help="Comma-separated input columns [default: all but the target].")
 @click.option(
@@ -225,7 +232,8 @@ def command(
         except ConfigError as exc:
             # The width of the data decides what the model must take: say how the file was
             # read when the target was left to default.
-            if target is None and dataset != "seed" and _about_the_data(exc):
+            # (An .npz file's or a PNG folder's targets are their own, not a last column.)
+            if target is None and _last_column_target(dataset) and _about_the_data(exc):
                 raise type(exc)(f"{exc} ({columns_taken(ds)})") from None
             raise
     for result in results:
