@@ -125,11 +125,24 @@ def exp(x: Array) -> Array:
     return _as_objects(_ELEMENTWISE["exp"](x)) if _objects(x) else np.exp(x)
 
 
+#: Up to this many terms a sum is written as additions, beyond it as numpy's accumulate: the
+#: same additions in the same order (the same bits), at the speed each is fastest.
+SHORT_SUM = 16
+
+
 def total(a: Array, axis: int = -1) -> Array:
     """Σ along ``axis``, left to right: ``((a1 + a2) + a3) + …``, as the article adds (numpy's
     own sum pairs its terms differently, and differently for different lengths)."""
+    if a.shape[axis] <= SHORT_SUM:
+        # A few terms: added one by one, each addition over every other axis at once (numpy's
+        # accumulate steps through the other axes one element at a time).
+        terms = np.moveaxis(a, axis, 0)
+        out: Array = terms[0]
+        for term in terms[1:]:
+            out = out + term
+        return out
     running = np.add.accumulate(a, axis=axis)
-    out: Array = running[..., -1] if axis == -1 else np.take(running, -1, axis=axis)
+    out = running[..., -1] if axis == -1 else np.take(running, -1, axis=axis)
     return out
 
 

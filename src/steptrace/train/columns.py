@@ -49,9 +49,11 @@ def chunk_columns(
 ) -> dict[str, Array]:
     """Every value column of a chunk's rows, in the run's numbers, from the parameters'
     ``path`` (steps + 1 rows of flat parameters: before each step, and after the last)."""
-    before = stack.unflat(path[plan.local])  # each row's step's parameters
-    after = stack.unflat(path[plan.local + 1])
-    x = X[plan.sample].reshape(len(plan), *stack.in_shape)
+    # Each row's step's parameters, and its data: column-major, so that every value's column
+    # (a tensor's component over the rows) lies contiguous, from the inputs to the trace.
+    before = stack.unflat(np.asfortranarray(path[plan.local]))
+    after = stack.unflat(np.asfortranarray(path[plan.local + 1]))
+    x = np.asfortranarray(X[plan.sample]).reshape(len(plan), *stack.in_shape)
     m = plan.m.astype(numerics.dtype if numerics.dtype is not None else object)
     with np.errstate(all="ignore"):
         values = tensor_values(stack, before, after, x, Y[plan.sample], m, lr)
@@ -64,9 +66,12 @@ def value_columns(tensors: Sequence[Tensor], values: dict[str, Any], rows: int) 
     columns = {}
     for t in tensors:
         v = np.asarray(values[t.name])
-        flat = np.broadcast_to(v, (rows,)).reshape(rows, 1) if v.ndim == 0 else v.reshape(rows, -1)
+        if v.ndim == 0:
+            flat = np.broadcast_to(v, (1, rows))
+        else:  # one copy of the tensor, column by column: each column then lies contiguous
+            flat = np.ascontiguousarray(v.reshape(rows, -1).T)
         for i, name in enumerate(t.columns()):
-            columns[name] = flat[:, i]
+            columns[name] = flat[i]
     return columns
 
 
