@@ -496,26 +496,23 @@ def test_hooks_are_removed_when_the_block_ends(traces):
 
 
 @pytest.mark.parametrize(
-    ("layers", "message"),
+    ("layers", "kind"),
     [
-        (lambda: [nn.Linear(3, 2), nn.Dropout(0.1), nn.Linear(2, 1)],
-         "steptrace.torch cannot record module '1' (Dropout): it records the series' 1D "
-         "layers Linear, ReLU, LeakyReLU, Sigmoid, Identity (2D layers come later)"),
-        (lambda: [nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 1)], "module '1' (Tanh)"),
-        (lambda: [nn.Linear(3, 2), nn.ReLU(inplace=True), nn.Linear(2, 1)],
-         "module '1' (ReLU) works in place"),
+        (lambda: [nn.Linear(3, 2), nn.Dropout(0.1), nn.Linear(2, 1)], "dropout"),
+        (lambda: [nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 1)], "tanh"),
+        (lambda: [nn.Linear(3, 2), nn.ReLU(inplace=True), nn.Linear(2, 1)], "relu"),
     ],
-)  # fmt: skip
-def test_an_unsupported_module_is_refused_by_name_before_anything_is_written(
-    traces, layers, message
-):
+)
+def test_modules_once_refused_are_recorded(traces, layers, kind):
+    """Issue 20: nothing is refused (dropout, tanh, an in-place ReLU were, by name)."""
     model = nn.Sequential(*layers()).double()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(steptrace.ModelError) as info:
-        steptrace.torch.record(model, optimizer, out=traces)
-    assert message in str(info.value)
-    assert "\n" not in str(info.value)
-    assert not list(traces.iterdir())
+    x, y = seed_tensors()
+    with steptrace.torch.record(model, optimizer, out=traces, name=kind) as rec:
+        train(model, optimizer, rec, x / 1000, y, epochs=1)
+    trace = steptrace.open_trace(rec.path)
+    assert trace.status == "complete" and trace.num_rows == 3
+    assert trace.meta["graph"]["layers"][1]["type"] == kind
     assert not _hooks(model, optimizer)
 
 

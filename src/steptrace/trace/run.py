@@ -47,10 +47,18 @@ from ..errors import ConfigError, WriteError
 from ..numerics import Numerics, parse_exact
 from ..schedule import PlannedStep, plan
 from .placement import DataInfo, Declared, Learned, Placer
-from .run_buffer import BUFFER_ROWS, RowBuffer
+from .run_buffer import RowBuffer, buffer_rows
 from .run_ctrl_c import HeldCtrlC
 from .run_settle import settle
-from .run_setup import ModelLike, Plan, check_setup, plan_meta
+from .run_setup import (
+    GraphSpec,
+    ModelLike,
+    Plan,
+    Setup,
+    check_graph_setup,
+    check_setup,
+    plan_meta,
+)
 from .run_thread import WriterThread
 from .run_values import StepValues
 from .schema import Tensor, after_columns
@@ -60,7 +68,7 @@ from .writer import TraceWriter, make_run_dir
 if TYPE_CHECKING:
     from ..data import Dataset
 
-__all__ = ["RunWriter", "open_run", "stop_reason"]
+__all__ = ["GraphSpec", "RunWriter", "open_graph_run", "open_run", "stop_reason"]
 
 Array = npt.NDArray[Any]
 
@@ -106,6 +114,43 @@ def open_run(
         batch_size=batch_size, shuffle=shuffle, seed=seed, features=features, targets=targets,
         dataset_name=dataset_name,
     )  # fmt: skip
+    return _opened(setup, out, name, recorded_with, flush_seconds)
+
+
+def open_graph_run(
+    out: str | Path,
+    name: str | None,
+    *,
+    spec: GraphSpec,
+    lr: str | float | Fraction,
+    numerics: str = "float64",
+    dataset: Dataset | tuple[Any, Any] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    features: int | Sequence[str] | None = None,
+    targets: int | Sequence[str] | None = None,
+    dataset_name: str | None = None,
+    recorded_with: Mapping[str, Any] | None = None,
+    flush_seconds: float = 1.0,
+) -> RunWriter:
+    """:func:`open_run` for a network that is no stack of the series' layers (an adapter's:
+    residual blocks, any module): its tensors, model and ``graph`` as ``spec`` gives them
+    (docs/trace-format.md, "Runs of any network"). Rows are written as :func:`open_run`'s."""
+    setup = check_graph_setup(
+        spec=spec, lr=lr, numerics=numerics, dataset=dataset, epochs=epochs,
+        batch_size=batch_size, features=features, targets=targets, dataset_name=dataset_name,
+    )  # fmt: skip
+    return _opened(setup, out, name, recorded_with, flush_seconds)
+
+
+def _opened(
+    setup: Setup,
+    out: str | Path,
+    name: str | None,
+    recorded_with: Mapping[str, Any] | None,
+    flush_seconds: float,
+) -> RunWriter:
+    """The run folder made and the writer opened for a checked setup."""
     run_dir = make_run_dir(Path(out), name or setup.name)
     meta = setup.metadata(run_dir.name, recorded_with)
     writer = RunWriter(run_dir, meta, setup.numerics, setup.data_info(), flush_seconds)
@@ -143,6 +188,7 @@ class RunWriter:
         self._placer: Placer = Learned(data)
         self._tracker = SummaryTracker(1)
         self._buffer: RowBuffer | None = None
+        self._columns: list[str] | None = None
         self._steps = 0
         self._rows = 0
         self._last_handoff = time.monotonic()
@@ -262,12 +308,17 @@ class RunWriter:
         if self._buffer is not None and self._buffer.room < rows:
             self._hand_off()
         if self._buffer is None:
-            self._buffer = RowBuffer(self._tensors, max(rows, BUFFER_ROWS))
+            if self._columns is None:
+                self._columns = [c for t in self._tensors for c in t.columns()]
+            capacity = max(rows, buffer_rows(len(self._columns)))
+            self._buffer = RowBuffer(self._tensors, capacity, self._columns)
         return self._buffer
 
     def _provisional_meta(self, first_m: int) -> dict[str, Any]:
-        """The plan written until a learned plan is known, when the run closes."""
-        return plan_meta(self._data, *self._placer.provisional(first_m), False, None)
+        """The plan written until a learned plan is known, when the run closes: no total of
+        steps, which nobody declared."""
+        return plan_meta(self._data, *self._placer.provisional(first_m), False, None,
+                         total_known=False)  # fmt: skip
 
     def _open_writer(self, plan: dict[str, Any]) -> None:
         self.meta.update(plan)
@@ -298,6 +349,13 @@ class RunWriter:
             return
         self._closed = True
         asked = status
+        planned = self._planned_steps()
+        if status == "complete" and planned is not None and self._steps < planned:
+            # The loop ended before its plan did: say so, and how far it came.
+            status = "incomplete"
+            reason = (f"the recording ended after step {self._steps - 1} of the plan's "
+                      f"{planned}" if self._steps else "the recording ended before its first "
+                      f"step (the plan has {planned})")  # fmt: skip
         error: BaseException | None = None
         try:
             with self._ctrl_c.held():
@@ -331,6 +389,10 @@ class RunWriter:
             self._ctrl_c.pressed = False
             raise KeyboardInterrupt
 
+    def _planned_steps(self) -> int | None:
+        """The steps of a plan declared in advance (None when the plan is learned)."""
+        return self._placer.total if isinstance(self._placer, Declared) else None
+
     def _hand_off_all(self) -> None:
         """Every row written and flushed; the writer's thread done."""
         try:
@@ -346,7 +408,8 @@ class RunWriter:
         one epoch of the data inputs when they follow no epoch plan); the summary under it."""
         assert self._writer is not None and isinstance(self._placer, Learned)
         final = self._placer.final(complete, self._rows, self._steps)
-        meta = {**self.meta, **plan_meta(self._data, *final.plan)}
+        # A loop that stopped early declared no total: its steps are the ones it holds.
+        meta = {**self.meta, **plan_meta(self._data, *final.plan, total_known=complete)}
         meta, summary = settle(self.path, meta, final, self._placer, self._data, self._tensors)
         self.meta.clear()
         self.meta.update(meta)

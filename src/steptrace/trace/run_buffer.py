@@ -14,19 +14,31 @@ import numpy.typing as npt
 from ..numerics import Numerics
 from .schema import Tensor
 
-__all__ = ["BUFFER_ROWS", "RowBuffer"]
+__all__ = ["BUFFER_ROWS", "BUFFER_VALUES", "RowBuffer", "buffer_rows"]
 
 Array = npt.NDArray[Any]
 #: Rows held before they go to the trace writer (whole steps; fewer for very wide models).
 BUFFER_ROWS = 8_192
+#: Values held at most (rows × columns): about 64 MB, however wide a row.
+BUFFER_VALUES = 8_388_608
+
+
+def buffer_rows(columns: int) -> int:
+    """Rows a buffer holds for rows of ``columns`` values: :data:`BUFFER_ROWS`, fewer for wide
+    rows (:data:`BUFFER_VALUES`)."""
+    return max(1, min(BUFFER_ROWS, BUFFER_VALUES // max(columns, 1)))
 
 
 class RowBuffer:
     """Rows waiting for the trace writer: key columns and every value column, column-major."""
 
-    def __init__(self, tensors: Sequence[Tensor], capacity: int) -> None:
+    def __init__(
+        self, tensors: Sequence[Tensor], capacity: int, names: Sequence[str] | None = None
+    ) -> None:
         self.tensors = tensors
-        self.names = [c for t in tensors for c in t.columns()]
+        # The columns' names (given by a writer that makes many buffers: wide rows have many).
+        self.names = list(names) if names is not None else [c for t in tensors
+                                                            for c in t.columns()]  # fmt: skip
         self.offsets: dict[str, int] = {}
         pos = 0
         for t in tensors:

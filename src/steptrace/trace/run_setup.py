@@ -22,12 +22,13 @@ from ..model.spec import Model, load_model
 from ..numerics import Numerics, get_numerics, parse_exact
 from ..schedule import steps_per_epoch
 from .placement import DataInfo
-from .schema import run_metadata_head
+from .schema import Tensor, run_metadata_head
 
 if TYPE_CHECKING:
     from ..data import Dataset
 
-__all__ = ["ModelLike", "Plan", "Setup", "check_setup", "plan_meta"]
+__all__ = ["GraphSpec", "ModelLike", "Plan", "Setup", "check_graph_setup", "check_setup",
+           "plan_meta"]  # fmt: skip
 
 #: A model as :func:`steptrace.load_model` takes it: a model file's path, its JSON as a dict, or
 #: a :class:`~steptrace.Model`.
@@ -46,12 +47,24 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class GraphSpec:
+    """A run another framework computed on a network of its own (docs/trace-format.md, "Runs
+    of any network"): the tensors it records, in file order, its network as ``model`` (a model
+    file when the network is a stack of the series' layers) and ``graph`` (which tensor feeds
+    which), both stored in the metadata as they are."""
+
+    tensors: tuple[Tensor, ...]
+    model: dict[str, Any]
+    graph: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Setup:
     """A run as :func:`~steptrace.open_run` was asked for it, checked. ``plan`` is ``None``
     when the plan is learned from the data the loop feeds."""
 
     numerics: Numerics
-    model: Model
+    model: Model | GraphSpec
     lr_text: str
     lr: Fraction
     dataset: Dataset | None
@@ -65,10 +78,13 @@ class Setup:
         """The run's metadata before its plan is known."""
         # A loop's own values are stored as it gave them: steptrace does not vouch that its δ1
         # is its δ2, or that it left the parameters where the next step found them.
-        meta = run_metadata_head(
-            run_id, self.numerics, self.lr_text, self.lr, self.model, len(self.targets),
-            store_all=True,
-        )  # fmt: skip
+        if isinstance(self.model, GraphSpec):
+            meta = graph_metadata_head(run_id, self.numerics, self.lr_text, self.lr, self.model)
+        else:
+            meta = run_metadata_head(
+                run_id, self.numerics, self.lr_text, self.lr, self.model, len(self.targets),
+                store_all=True,
+            )  # fmt: skip
         if recorded_with is not None:
             meta["recorded_with"] = json.loads(json.dumps(dict(recorded_with)))
         return meta
@@ -144,19 +160,77 @@ def check_setup(
     )  # fmt: skip
 
 
-def plan_meta(
-    info: DataInfo, rows: int, epochs: int, batch_size: int, shuffle: bool, seed: int | None
+def check_graph_setup(
+    *,
+    spec: GraphSpec,
+    lr: str | float | Fraction,
+    numerics: str,
+    dataset: Dataset | tuple[Any, Any] | None,
+    epochs: int | None,
+    batch_size: int | None,
+    features: int | Sequence[str] | None,
+    targets: int | Sequence[str] | None,
+    dataset_name: str | None,
+) -> Setup:
+    """What an adapter gives for a run of a network of its own, checked as
+    :func:`check_setup` checks a stack's (``x`` and ``y`` of ``spec.tensors`` say how many
+    features and targets each data input has)."""
+    num = get_numerics(numerics)
+    if num.is_exact:
+        raise ConfigError("a framework's run is recorded in float64 or float32")
+    shapes = {t.name: t.size for t in spec.tensors}
+    n_in, n_out = shapes["x"], shapes["y"]
+    data = _as_dataset(dataset, features, targets, dataset_name) if dataset is not None else None
+    if data is not None and (data.n_features, len(data.targets)) != (n_in, n_out):
+        raise ConfigError(
+            f"the dataset has {data.n_features} feature(s) and {len(data.targets)} target(s) "
+            f"per row, but the loop's data inputs have {n_in} and {n_out}"
+        )
+    feature_names = list(data.features) if data is not None else _names(features, n_in, "x")
+    target_names = list(data.targets) if data is not None else _names(targets, n_out, "y")
+    lr_text, lr_q = _lr(lr, num)
+    declared = None
+    if data is not None and epochs is not None and batch_size is not None:
+        _check_plan(len(data), epochs, batch_size)
+        declared = Plan(epochs, batch_size, False, None)
+    return Setup(
+        num, spec, lr_text, lr_q, data,
+        dataset_name or (data.name if data is not None else "loop"),
+        feature_names, target_names, declared, f"{dataset_name or 'run'}-{num.name}-lr{lr_text}",
+    )  # fmt: skip
+
+
+def graph_metadata_head(
+    run_id: str, numerics: Numerics, lr_text: str, lr: Fraction, spec: GraphSpec
 ) -> dict[str, Any]:
-    """The metadata a run's plan fills in: its epochs and steps, and the data it visits."""
+    """The head of a graph run's metadata: :func:`~.schema.run_metadata_head`'s keys, the
+    network's ``model`` and ``tensors`` as the adapter gives them, and its ``graph``."""
+    head = run_metadata_head(run_id, numerics, lr_text, lr, _PLACEHOLDER, 1, store_all=True)
+    head.update(model=spec.model, tensors=[t.as_json() for t in spec.tensors], graph=spec.graph)
+    return head
+
+
+#: The smallest model, whose metadata head a graph run's replaces (keys and order kept).
+_PLACEHOLDER = Model("network", ({"type": "input"},), "squared_error", 1, {})
+
+
+def plan_meta(
+    info: DataInfo, rows: int, epochs: int, batch_size: int, shuffle: bool, seed: int | None,
+    total_known: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """The metadata a run's plan fills in: its epochs and steps, and the data it visits.
+    ``steps`` is left out when the loop declared no total (a learned plan, until it closes
+    complete): no reader then states one."""
     spe = steps_per_epoch(rows, batch_size)
     data = info.dataset
+    total = {"steps": spe * epochs} if total_known else {}
     return {
         "epochs": epochs,
         "batch_size": batch_size,
         "shuffle": shuffle,
         "seed": seed,
         "steps_per_epoch": spe,
-        "steps": spe * epochs,
+        **total,
         "dataset": {
             "name": info.name,
             "sha256": data.sha256 if data is not None else "",

@@ -1,12 +1,15 @@
-"""A PyTorch loop being recorded: the steps the hooks captured turned into the trace's rows
-(δ2 and δ1, which PyTorch does not compute, and each row's gradients by the layers' formulas),
-the loop's loss checked against steptrace's, written a chunk at a time, and the run closed
-whatever ends the loop.
+"""A PyTorch loop being recorded: the run opened once its first step is understood (the network
+learned, the loss known), the captured steps turned into the trace's rows a chunk at a time,
+and the run closed whatever ends the loop.
+
+Nothing is written before the first ``rec.step``: a loop that fails before it, or a model
+whose first step cannot be recorded, leaves no run behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -15,48 +18,91 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, SteptraceError
-from ...model.stack import Stack
-from ...trace.run import RunWriter, stop_reason
-from .capture import Array, Capture
-from .layers import Layer
+from ...numerics import get_numerics
+from ...trace.run import GraphSpec, RunWriter, open_graph_run, stop_reason
+from ...trace.schema import Tensor
+from .buffers import Layout
+from .capture import Capture
+from .describe import recorded_with, run_spec
+from .graph import Graph
+from .loss import check_loss
+from .optim import OptimizerSpec, StateReader, describe_optimizer
+from .values import chunk_values
 
-#: How closely the loop's loss and δ at the loss must follow steptrace's squared error.
-CONVENTION_RTOL = {"float64": 1e-9, "float32": 1e-4}
+__all__ = ["Recorder", "RunArgs"]
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """What :func:`steptrace.torch.record` was given for the run it opens at the first step."""
+
+    out: str | Path
+    name: str | None
+    numerics: str
+    loss: str | None
+    dataset: Any
+    epochs: int | None
+    batch_size: int | None
+    features: Any
+    targets: Any
+    dataset_name: str | None
+    flush_seconds: float
 
 
 class Recorder:
     """A PyTorch loop being recorded; made by :func:`steptrace.torch.record`.
-    ``rec.step(x, y, per_sample)`` once per step; ``rec.path`` is the run folder
-    (``load_tensor(rec, "d3")`` reads it).
+    ``rec.step(x, y, per_sample)`` once per step; ``rec.path`` is the run folder once the
+    first step opened it (``load_tensor(rec, "d3")`` reads it).
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        layers: Sequence[Layer],
-        stack: Stack,
-        run: RunWriter,
-    ) -> None:
-        self.run = run
-        self.path = run.path
-        self.model = model
-        self.optimizer = optimizer
-        self.layers = list(layers)
-        self.stack = stack
-        self.dtype = np.float32 if run.numerics.name == "float32" else np.float64
-        self.rtol = CONVENTION_RTOL[run.numerics.name]
-        self.capture = Capture(optimizer, layers, stack, self.dtype, self._written,
-                               self._write_chunk)  # fmt: skip
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, args: RunArgs) -> None:
+        self.model, self.optimizer, self.args = model, optimizer, args
+        self.run: RunWriter | None = None
+        self.path: Path | None = None
+        self.graph: Graph | None = None
+        self.spec: GraphSpec | None = None
+        self.optim: OptimizerSpec = describe_optimizer(optimizer)
+        self.dtype = np.float32 if args.numerics == "float32" else np.float64
+        self.capture = Capture(model, optimizer, self._begin, self._written, self._write_chunk)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, per_sample: torch.Tensor) -> None:
         """Record this step: call it after ``backward()``, before ``optimizer.step()``.
-        ``x`` and ``y`` are the step's data (one row per data input), ``per_sample`` each
-        row's loss ½ Σ (o − y)² (its mean is the loss the step learns from)."""
+        ``x`` and ``y`` are the step's data (one row per data input: ``y`` its targets, or
+        its class numbers), ``per_sample`` each row's loss (its mean is what the step learns
+        from: ``per_sample.mean().backward()``)."""
         self.capture.step(x, y, per_sample)
 
     def _written(self) -> int:
-        return self.run.steps
+        return self.run.steps if self.run is not None else 0
+
+    # -- the first step -------------------------------------------------------------------------
+
+    def _begin(
+        self, graph: Graph, out: torch.Tensor, y: torch.Tensor, per_sample: torch.Tensor
+    ) -> Layout:
+        """The run opened for the network the first step took; its buffers' layout."""
+        args = self.args
+        loss, problem = check_loss(args.loss, out, y, per_sample)
+        classes = not torch.is_floating_point(y)
+        y_shape = tuple(y.shape[1:]) or (1,)
+        name = type(self.model).__name__
+        spec, plain = run_spec(graph, self.optim, loss, y_shape, classes,
+                               get_numerics(args.numerics), name)  # fmt: skip
+        self.graph, self.spec = graph, spec
+        self.run = open_graph_run(
+            args.out, args.name or "torch", spec=spec,
+            lr=float(self.optimizer.param_groups[0]["lr"]), numerics=args.numerics,
+            dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+            features=args.features, targets=args.targets, dataset_name=args.dataset_name,
+            recorded_with=recorded_with(self.optimizer, self.optim),
+            flush_seconds=args.flush_seconds,
+        )  # fmt: skip
+        self.path = self.run.path
+        if problem is not None:
+            raise problem
+        state = StateReader(self.optimizer, self.optim, [p.tensor for p in graph.params])
+        width = int(np.prod(y_shape))
+        return Layout(graph, state, width, not plain, self.dtype, self._write_chunk)
 
     # -- rows -----------------------------------------------------------------------------------
 
@@ -65,75 +111,10 @@ class Recorder:
         chunk = self.capture.take()
         if chunk is None:
             return
-        m, fields = chunk.m, chunk.values
-        top, numbers = self.capture.top, self.capture.numbers
-        x, y, loss = fields["x"], fields["y"], fields["loss"].reshape(-1)
-        o = {1: x, **{k: fields[f"o{k}"] for k in numbers}}
-        d = {k + 1: fields[f"d{k + 1}"] for k in numbers}
-        before = np.repeat(chunk.before, m, axis=0)
-        after = np.repeat(chunk.after, m, axis=0)
-        self._check_conventions(o[top], y, loss, d[top + 1], m)
-        # δ2 (and δ1): PyTorch computes no gradient for the data; layer 2's backward rule
-        # gives it from δ3, the input layer's passes it on.
-        p_rows = self.stack.unflat(before)
-        with np.errstate(all="ignore"):
-            d2, _ = self.stack.layer(2).backward(x, o[2], d[3], p_rows.get(2))
-        d[2] = d[1] = np.asarray(d2).astype(self.dtype)
-        values: dict[str, Array] = {"x": x, "y": y, "loss": loss.reshape(-1, 1)}
-        values.update({f"o{k}": v for k, v in o.items()})
-        values.update({f"d{k}": v for k, v in d.items()})
-        values.update(self._parameters(before, after, o, d))
-        self.run.write_rows(values, m.tolist(), lr=chunk.lrs)
-
-    def _parameters(
-        self, before: Array, after: Array, o: dict[int, Array], d: dict[int, Array]
-    ) -> dict[str, Array]:
-        """Each linear layer's parameters before and after, and each row's gradients by the
-        layer's formulas: ∂W = δ_out ⊗ x, ∂b = δ_out."""
-        out: dict[str, Array] = {}
-        pos = 0
-        for layer in self.layers:
-            mod = layer.module
-            if not isinstance(mod, nn.Linear):
-                continue
-            k, n = layer.k, mod.out_features * mod.in_features
-            with np.errstate(all="ignore"):
-                grad = d[k + 1][:, :, None] * o[k - 1][:, None, :]  # δ_out,j x_i
-            out[f"grad_w{k}"] = grad.reshape(len(grad), n)
-            out[f"w{k}_before"] = before[:, pos : pos + n]
-            out[f"w{k}_after"] = after[:, pos : pos + n]
-            pos += n
-            if mod.bias is not None:
-                b = mod.out_features
-                out[f"grad_b{k}"] = d[k + 1]  # δ_out,j
-                out[f"b{k}_before"] = before[:, pos : pos + b]
-                out[f"b{k}_after"] = after[:, pos : pos + b]
-                pos += b
-        return out
-
-    def _check_conventions(self, o: Array, y: Array, loss: Array, d_top: Array, m: Array) -> None:
-        """The loop's loss is steptrace's: ½ Σ (o − y)² per row, δ at the loss (o − y)/m."""
-        rows_m = np.repeat(m, m).astype(self.dtype).reshape(-1, 1)
-        with np.errstate(all="ignore"):
-            want_loss = ((o - y) ** 2).sum(axis=1) / 2
-            want_d = (o - y) / rows_m
-        finite = np.isfinite(want_loss) & np.isfinite(loss)
-        scale = float(np.abs(want_loss[finite]).max()) if finite.any() else 0.0
-        if not np.allclose(loss[finite], want_loss[finite], rtol=self.rtol, atol=self.rtol * scale):
-            raise ConfigError(
-                "per_sample is not each row's squared error: steptrace records the loss "
-                "½ Σ (o − y)², per_sample = ((out - y) ** 2).sum(dim=1) / 2"
-            )
-        ok = np.isfinite(want_d) & np.isfinite(d_top)
-        scale = float(np.abs(want_d[ok]).max()) if ok.any() else 0.0
-        if not np.allclose(d_top[ok], want_d[ok], rtol=self.rtol, atol=self.rtol * scale):
-            nonzero = ok & (want_d != 0)
-            ratio = float(np.median(d_top[nonzero] / want_d[nonzero])) if nonzero.any() else 0.0
-            raise ConfigError(
-                f"the gradient at the model's output is {ratio:.4g} × (o − y)/m: steptrace "
-                "records the mean of the rows' losses, per_sample.mean().backward() (not "
-                ".sum(), not nn.MSELoss, which averages over outputs too and drops the ½)"
-            )
+        assert self.run is not None and self.graph is not None and self.spec is not None
+        tensors: tuple[Tensor, ...] = self.spec.tensors
+        values = chunk_values(self.graph, self.optim, tensors, chunk)
+        self.run.write_rows(values, chunk.m.tolist(), lr=chunk.lrs)
 
     # -- the end --------------------------------------------------------------------------------
 
@@ -145,6 +126,8 @@ class Recorder:
             return
         capture.closed = True
         try:
+            if self.run is None:
+                return  # not one step: nothing was written
             problem: BaseException | None = error
             try:
                 self._write_chunk()
@@ -169,11 +152,13 @@ class Recorder:
 
     @property
     def status(self) -> str:
-        return self.run.status
+        """``complete`` or ``incomplete`` once closed; ``running``; ``empty`` before the
+        first step opened a run."""
+        return self.run.status if self.run is not None else "empty"
 
     @property
     def summary(self) -> Any:
-        return self.run.summary
+        return self.run.summary if self.run is not None else None
 
     def __enter__(self) -> Recorder:
         return self
@@ -187,4 +172,5 @@ class Recorder:
         self.close(exc)
 
     def __repr__(self) -> str:
-        return f"Recorder({str(self.path)!r}, {self.run.steps} steps, {self.run.status})"
+        steps = self.run.steps if self.run is not None else 0
+        return f"Recorder({str(self.path)!r}, {steps} steps, {self.status})"

@@ -20,8 +20,10 @@ from ..schema import FORMAT_VERSION, after_columns, arrow_schema
 from ..summary import SummaryTracker
 from ..writer import RUN_FILE
 from .chunks import StepChunks, in_file
-from .context import Context
+from .context import Context, Memory
 from .floats import check_float
+from .graph import GraphChunk, GraphSettings, graph_settings, is_graph_run
+from .layout import RunSettings
 from .metadata import check_copies
 from .problem import Found, Problem, same, show
 from .settings import run_settings, with_tolerance
@@ -64,9 +66,13 @@ class Checker:
     def check(self) -> None:
         """Every check, in order; raises :class:`Found` with the first problem."""
         self.footers = check_copies(self.trace, self.meta)
-        self.run = with_tolerance(run_settings(self.meta, self.run_file), self.meta, self.asked)
+        self.run: RunSettings | GraphSettings
+        if is_graph_run(self.meta):  # a network of its own (docs/trace-format.md)
+            self.run = graph_settings(self.meta, self.run_file, self.asked)
+        else:
+            self.run = with_tolerance(run_settings(self.meta, self.run_file), self.meta,
+                                      self.asked)  # fmt: skip
         self.chunks = StepChunks(self.trace, self.run)
-        self.ctx = Context(self.run, self.chunks.file_of)
         self.tracker = SummaryTracker(self.run.spe)
         self.check_columns()
         self.check_rows()
@@ -134,13 +140,28 @@ class Checker:
 
     def check_rows(self) -> None:
         """Every row, a chunk of whole steps at a time, each step from where the last ended."""
+        if isinstance(self.run, GraphSettings):
+            self.check_graph_rows(self.run)
+            return
+        ctx = Context(self.run, self.chunks.file_of)
         w = self.run.init
         for r0, table in self.chunks.chunks():
             self.check_nulls(r0, table)
             if self.run.exact:
-                w = check_steps(self.ctx, r0, table.to_pylist(), w)
+                w = check_steps(ctx, r0, table.to_pylist(), w)
             else:
-                w = check_float(self.ctx, r0, table, w)
+                w = check_float(ctx, r0, table, w)
+            self.rows_checked += table.num_rows
+            self.note_summary(r0, table)
+        self.check_last_step()
+
+    def check_graph_rows(self, run: GraphSettings) -> None:
+        """A graph run's rows (:mod:`.graph`), chunk after chunk."""
+        memory = Memory(run.rows, run.layout.by_name["x"].size + run.layout.by_name["y"].size)
+        last: dict[str, Any] = {}
+        for r0, table in self.chunks.chunks():
+            self.check_nulls(r0, table)
+            last = GraphChunk(run, r0, table, self.chunks.file_of, memory).check(last)
             self.rows_checked += table.num_rows
             self.note_summary(r0, table)
         self.check_last_step()

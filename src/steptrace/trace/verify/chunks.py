@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,12 +22,17 @@ from ..reader import Trace
 from ..rebuild import Rebuilt
 from ..schema import column_names, v1_column
 from .layout import RunSettings
+
+if TYPE_CHECKING:
+    from .graph import GraphSettings
 from .problem import Found, Problem
 
 __all__ = ["CHUNK_ROWS", "StepChunks", "in_file"]
 
 #: Rows read and checked at a time: about 30 MB of columns for the article's model.
 CHUNK_ROWS = 65_536
+#: Values read at a time at most (fewer rows for wide ones): about 64 MB.
+CHUNK_VALUES = 8_388_608
 
 
 def in_file(trace: Trace, names: Iterable[str]) -> list[str]:
@@ -41,13 +46,19 @@ class StepChunks:
     column of the format in place; remembers which part file each row came from."""
 
     trace: Trace
-    run: RunSettings
+    run: RunSettings | GraphSettings
     file_starts: list[tuple[int, str]] = field(default_factory=list)
     #: Columns stored once as the step before's (w2_before_1_1 → w2_after_1_1), the parts'
     #: footer entries by the row each part starts at, the last row read of each origin.
     previous: dict[str, str] = field(default_factory=dict)
     footer_starts: dict[int, tuple[int, Any]] = field(default_factory=dict)
     last: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chunk_rows(self) -> int:
+        """Rows read at a time: :data:`CHUNK_ROWS`, fewer for wide rows."""
+        width = sum(t.size for t in self.run.layout.tensors)
+        return max(1, min(CHUNK_ROWS, CHUNK_VALUES // max(width, 1)))
 
     def file_of(self, r: int) -> str | None:
         """The part file holding row ``r`` (of those read so far)."""
@@ -78,7 +89,7 @@ class StepChunks:
             stored = same_row.sources(here)
             try:
                 for batch in pq.ParquetFile(f).iter_batches(
-                    batch_size=CHUNK_ROWS, columns=in_file(self.trace, stored)
+                    batch_size=self.chunk_rows, columns=in_file(self.trace, stored)
                 ):
                     read += batch.num_rows
                     table = pa.Table.from_batches([batch.rename_columns(stored)])
@@ -94,7 +105,7 @@ class StepChunks:
         for batch in self.batches():
             pending.append(batch)
             size += batch.num_rows
-            if size < CHUNK_ROWS:
+            if size < self.chunk_rows:
                 continue
             table = pa.Table.from_batches(pending)
             cut = self.run.step_boundary(r0 + size) - r0

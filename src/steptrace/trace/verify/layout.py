@@ -18,7 +18,7 @@ from ...schedule import EpochOrders
 from ..schema import EXACT_SUFFIX, Tensor, value_names
 from .problem import Array, Tol
 
-__all__ = ["Layout", "RunSettings"]
+__all__ = ["Layout", "RunSettings", "StepPlan"]
 
 #: What a row computes (the rest are its inputs, and the step's parameters).
 _COMPUTED = re.compile(r"o\d+|loss|d\d+|grad_[wb]\d+")
@@ -92,8 +92,39 @@ class Layout:
         return "δ" + self.top_delta[0].split("_")[0].removeprefix("d")
 
 
+class StepPlan:
+    """Where each row of a run belongs, from its plan: ``rows`` dataset rows visited
+    ``epochs`` times in ``spe`` steps of ``b`` rows each, in ``orders``."""
+
+    rows: int
+    b: int
+    epochs: int
+    spe: int
+    orders: EpochOrders
+
+    @property
+    def total_rows(self) -> int:
+        return self.rows * self.epochs
+
+    def plan(self, r0: int, r1: int) -> dict[str, Array]:
+        """Where rows r0 … r1 - 1 belong: step, epoch, sample, rows m of their step."""
+        r = np.arange(r0, r1, dtype=np.int64)
+        epoch, pos = r // self.rows, r % self.rows
+        last_m = self.rows - (self.spe - 1) * self.b
+        return {
+            "step": epoch * self.spe + pos // self.b,
+            "epoch": epoch,
+            "sample": self.orders.samples(epoch, pos),
+            "m": np.where(pos // self.b == self.spe - 1, last_m, self.b),
+        }
+
+    def step_boundary(self, r: int) -> int:
+        """The first row of the step holding row ``r`` (``r`` itself if a step starts there)."""
+        return r - (r % self.rows) % self.b
+
+
 @dataclass(frozen=True)
-class RunSettings:
+class RunSettings(StepPlan):
     """The settings every row is checked against, in the run's number system."""
 
     num: Numerics
@@ -115,25 +146,5 @@ class RunSettings:
     check_update: bool = True
 
     @property
-    def total_rows(self) -> int:
-        return self.rows * self.epochs
-
-    @property
     def exact(self) -> bool:
         return self.num.is_exact
-
-    def plan(self, r0: int, r1: int) -> dict[str, Array]:
-        """Where rows r0 … r1 - 1 belong: step, epoch, sample, rows m of their step."""
-        r = np.arange(r0, r1, dtype=np.int64)
-        epoch, pos = r // self.rows, r % self.rows
-        last_m = self.rows - (self.spe - 1) * self.b
-        return {
-            "step": epoch * self.spe + pos // self.b,
-            "epoch": epoch,
-            "sample": self.orders.samples(epoch, pos),
-            "m": np.where(pos // self.b == self.spe - 1, last_m, self.b),
-        }
-
-    def step_boundary(self, r: int) -> int:
-        """The first row of the step holding row ``r`` (``r`` itself if a step starts there)."""
-        return r - (r % self.rows) % self.b

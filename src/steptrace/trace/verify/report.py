@@ -31,7 +31,7 @@ class VerifyReport:
     numerics: str
     rows: int
     steps: int
-    run_steps: int
+    run_steps: int  # the steps its plan declares (0: none declared)
     problem: Problem | None = None
     #: (rtol, atol) recomputed values were compared within; None: exactly (bit for bit).
     tolerance: tuple[float, float] | None = None
@@ -39,6 +39,9 @@ class VerifyReport:
     recorded_with: str | None = None
     #: Whether the update w − α·Σ grad was checked (not for optimizers with their own).
     update_checked: bool = True
+    #: What was not recomputed in a run of a network of its own (a module steptrace does not
+    #: know, a loss of the loop's own …), as the report names it.
+    unchecked: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -61,7 +64,10 @@ class VerifyReport:
             within += f" ({by})" if by else ""
         if not self.update_checked:
             within += "; the optimizer's own update is taken as recorded, not checked"
-        of = "" if self.status == "complete" else f" of {self.run_steps}"
+        if self.unchecked:
+            within += "; not recomputed: " + ", ".join(self.unchecked)
+        known = self.status != "complete" and self.run_steps  # no total: none is stated
+        of = f" of {self.run_steps}" if known else ""
         return (
             f"OK {self.path}: {self.steps}{of} steps, {self.rows} rows, {self.numerics}, "
             f"{self.status}; every row follows from its inputs{within}"
@@ -109,6 +115,7 @@ def _report(checker: Checker, problem: Problem | None) -> VerifyReport:
         checker.rows_checked, checker.steps_checked, _whole(meta.get("steps")), problem,
         run.tol if run is not None else None, recorder(meta),
         run.check_update if run is not None else True,
+        getattr(run, "unchecked", ()),
     )  # fmt: skip
 
 

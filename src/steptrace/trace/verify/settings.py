@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from ...errors import SteptraceError, TraceError
@@ -20,9 +22,12 @@ from ...numerics import NUMERICS, Numerics, parse_exact
 from ...schedule import EpochOrders, steps_per_epoch
 from ..schema import Tensor, stack_tensors, tensors_of
 from .layout import Layout, RunSettings
-from .problem import Found, Problem
+from .problem import Found, Problem, Tol
 
-__all__ = ["FRAMEWORK_TOLERANCE", "recorder", "run_settings", "with_tolerance"]
+__all__ = [
+    "FRAMEWORK_TOLERANCE", "PlanSettings", "plan_settings", "recorder", "run_settings",
+    "tolerance", "with_tolerance",
+]  # fmt: skip
 
 #: (rtol, atol) for float runs recorded by another framework, by numerics: a few roundings
 #: apart, summed in another order (values recomputed from each row's own inputs, so differences
@@ -33,8 +38,22 @@ Bad = Callable[[str, str], Found]
 """Makes the problem of a metadata key: ``bad("lr", "why")``."""
 
 
-def run_settings(meta: dict[str, Any], where: str) -> RunSettings:
-    """The run's settings from agreed metadata; a :class:`Problem` for any inconsistency."""
+@dataclass(frozen=True)
+class PlanSettings:
+    """What every run's metadata says of its plan, checked: the number system, the dataset's
+    rows, the batch size, the epochs and steps per epoch, the learning rate."""
+
+    num: Numerics
+    rows: int
+    b: int
+    epochs: int
+    spe: int
+    lr: Fraction
+    dataset: dict[str, Any]
+
+
+def plan_settings(meta: dict[str, Any], where: str) -> PlanSettings:
+    """The run's plan from agreed metadata; a :class:`Problem` for any inconsistency."""
 
     def bad(key: str, message: str) -> Found:
         return Found(Problem(message, where, (key,)))
@@ -60,6 +79,7 @@ def run_settings(meta: dict[str, Any], where: str) -> RunSettings:
             f"says {meta['steps_per_epoch']} steps per epoch, but {rows} rows in batches of {b} "
             f"make {spe}",
         )
+    # No total at all for a loop that declared none and stopped early (docs/trace-format.md).
     if meta.get("steps", spe * epochs) != spe * epochs:
         raise bad("steps", f"says {meta['steps']} steps, but {epochs} epochs make {spe * epochs}")
     try:
@@ -69,6 +89,18 @@ def run_settings(meta: dict[str, Any], where: str) -> RunSettings:
         raise bad("lr_exact", str(exc)) from None
     if lr_text != lr_q:
         raise bad("lr", f"lr {meta['lr']!r} is not lr_exact {meta['lr_exact']!r}")
+    return PlanSettings(num, rows, b, epochs, spe, lr_q, ds)
+
+
+def run_settings(meta: dict[str, Any], where: str) -> RunSettings:
+    """The run's settings from agreed metadata; a :class:`Problem` for any inconsistency."""
+
+    def bad(key: str, message: str) -> Found:
+        return Found(Problem(message, where, (key,)))
+
+    plan = plan_settings(meta, where)
+    num, rows, b, epochs, spe, lr_q, ds = (plan.num, plan.rows, plan.b, plan.epochs, plan.spe,
+                                           plan.lr, plan.dataset)  # fmt: skip
     model = _model(meta.get("model"), len(ds["features"]), num, bad)
     stack = model.stack(num)
     tensors = _tensors(meta, stack, ds.get("targets"), bad)
@@ -147,14 +179,19 @@ def with_tolerance(
     whether its update is SGD's."""
     by = meta.get("recorded_with")
     update = by.get("update", "sgd") if isinstance(by, dict) else "sgd"
-    tol: tuple[float, float] | None = None
+    return dataclasses.replace(run, tol=tolerance(run.num, meta, asked),
+                               check_update=update != "optimizer")  # fmt: skip
+
+
+def tolerance(num: Numerics, meta: dict[str, Any], asked: tuple[float | None, float | None]) -> Tol:
+    """What recomputed values are compared within: ``asked``, else a framework's run's
+    :data:`FRAMEWORK_TOLERANCE`; None: exactly (rationals are equal or not)."""
+    tol: Tol = None
     rtol, atol = asked
-    if run.exact:
-        tol = None  # rationals are equal or not
+    if num.is_exact:
+        tol = None
     elif rtol is not None or atol is not None:
         tol = (rtol or 0.0, atol or 0.0)
     elif recorder(meta) is not None:
-        tol = FRAMEWORK_TOLERANCE[run.num.name]
-    if tol == (0.0, 0.0):
-        tol = None
-    return dataclasses.replace(run, tol=tol, check_update=update != "optimizer")
+        tol = FRAMEWORK_TOLERANCE[num.name]
+    return None if tol == (0.0, 0.0) else tol

@@ -1,0 +1,344 @@
+"""Where a recorded step's values go: two preallocated buffers on the model's device, one row
+per data input (x, y, the loss, every layer's output, the tensors computed between modules,
+dropout masks, the gradients of the recorded tensors) and one row per step (the parameters and
+the optimizer's state after it, the gradients the optimizer used, running statistics), filled
+by the hooks, handed over as numpy arrays a chunk of steps at a time.
+
+Each step's values are copied at once into the buffers (one ``torch.cat`` a buffer), so that no
+object per step outlives it: thousands of small tensors held until a chunk is written would
+wake Python's garbage collector over PyTorch's objects, again and again. The parameters and
+state before a step are the ones after the step before (their version counters say nothing
+changed them in between); else they are read again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from ...errors import ModelError
+from .graph import Graph, Seen
+from .optim import StateReader
+
+__all__ = ["CHUNK_STEPS", "CHUNK_VALUES", "HANDOFF_SECONDS", "Chunk", "Layout", "Pass",
+           "bn_state", "noise_of"]  # fmt: skip
+
+Array = npt.NDArray[Any]
+
+#: Steps held before they are handed over (a chunk also ends after HANDOFF_SECONDS).
+CHUNK_STEPS = 2_048
+#: Rows a chunk holds at most, and values (per-step ones repeated on each row of their step).
+CHUNK_ROWS = 8_192
+CHUNK_VALUES = 4_000_000
+HANDOFF_SECONDS = 0.25
+
+
+@dataclass
+class Pass:
+    """What the hooks saw of the forward pass being recorded."""
+
+    x: torch.Tensor  # the input the loop gave
+    alias: torch.Tensor  # the same values, as the model read them
+    calls: list[Seen] = field(default_factory=list)  # the first pass only
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # by the trace's name
+    values: dict[str, torch.Tensor] = field(default_factory=dict)  # outputs copied when made
+    noise: dict[int, torch.Tensor] = field(default_factory=dict)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)  # the first pass's bn{k}_…
+    out: torch.Tensor | None = None
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Steps as captured, in numpy arrays of the run's dtype."""
+
+    m: Array  # the rows of each step
+    rows: dict[str, Array]  # by field, one row per data input
+    steps: dict[str, Array]  # by field, one row per step ("before" and "after" included)
+    lrs: list[float]
+    scalars_before: Array  # (steps, parameters): the optimizer's step counts
+    scalars_after: Array
+
+
+def _fields(fields: Sequence[tuple[str, int]]) -> dict[str, slice]:
+    out, pos = {}, 0
+    for name, width in fields:
+        out[name] = slice(pos, pos + width)
+        pos += width
+    return out
+
+
+class Layout:
+    """The buffers of a run whose network is ``graph``, and the copies that fill them."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        state: StateReader,
+        y_width: int,
+        step_grads: bool,
+        dtype: Any,
+        handoff: Callable[[], None],
+    ) -> None:
+        self.graph, self.state, self.dtype, self.handoff = graph, state, dtype, handoff
+        first = next(p.tensor for p in graph.params) if graph.params else None
+        self.device = first.device if first is not None else torch.device("cpu")
+        self.tdtype = first.dtype if first is not None else torch.float64
+        self.params = [p.tensor for p in graph.params]
+        self.flat = [p.detach().view(-1) for p in self.params]
+        size = {name: int(np.prod(shape, dtype=np.int64)) for name, shape in graph.shapes.items()}
+        self.masks = [layer for layer in graph.layers if layer.mask]
+        self.bn = [layer for layer in graph.layers if layer.state]
+        row = [("x", size["o1"]), ("y", y_width), ("loss", 1)]
+        row += [(f"o{layer.k}", size[f"o{layer.k}"]) for layer in graph.layers]
+        row += [(op.name, size[op.name]) for op in graph.ops]
+        row += [(f"noise{layer.k}", size[layer.feed]) for layer in self.masks]
+        row += [(f"g:{t}", size[t]) for t in graph.sources]
+        self.row_fields = _fields(row)
+        self.row_width = sum(w for _, w in row)
+        n_params = sum(t.numel() for t in self.flat)
+        step = [("after", n_params + state.size), ("grad", n_params if step_grads else 0)]
+        for layer in self.bn:
+            channels = 2 * layer.in_shape[0] + 1
+            step += [(f"bn{layer.k}_before", channels), (f"bn{layer.k}_after", channels)]
+        self.step_fields = _fields(step)
+        self.step_width = sum(w for _, w in step)
+        self.step_grads = step_grads
+        # ``before`` repeated on each row too when the chunk is written
+        per_row = self.row_width + self.step_width + n_params + state.size
+        self.chunk_rows = max(1, min(CHUNK_ROWS, CHUNK_VALUES // max(per_row, 1)))
+        self.steps = torch.empty(CHUNK_STEPS + 1, self.step_width, dtype=self.tdtype,
+                                 device=self.device)  # fmt: skip
+        self.step_views = list(self.steps)
+        self._rows_buffer(self.chunk_rows)
+        self.rows = 0  # rows of the chunk in the buffer
+        self.m: list[int] = []  # rows of each step of the chunk
+        self.lrs: list[float] = []
+        # The optimizer's step counts before and after each step, on the host.
+        self.scalars = torch.zeros(CHUNK_STEPS, 2, state.scalar_count, dtype=torch.float64)
+        self.befores: dict[int, torch.Tensor] = {}  # steps that did not start where one ended
+        self.started = False
+        self.after_versions: list[Any] = []
+        self.last_handoff = time.monotonic()
+        self.zeros: dict[tuple[int, int], torch.Tensor] = {}
+        self.early: set[int] = set()  # layers whose output the model changes in place later
+
+    # -- the rows' buffer ---------------------------------------------------------------------
+
+    def _rows_buffer(self, rows: int) -> None:
+        """The buffer of the chunk's rows, ``rows`` rows (a bigger one for a bigger batch)."""
+        self.capacity = rows
+        self.data = torch.empty(rows, self.row_width, dtype=self.tdtype, device=self.device)
+        # Views made once: slicing a tensor anew each step costs more than the copy.
+        self.views: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _rows_view(self, start: int, m: int) -> torch.Tensor:
+        view = self.views.get((start, m))
+        if view is None:
+            if len(self.views) > 4 * CHUNK_ROWS:
+                self.views.clear()
+            view = self.views[start, m] = self.data[start : start + m]
+        return view
+
+    def make_room(self, m: int) -> None:
+        """Room for a step of ``m`` rows: the chunk handed over first when it is full."""
+        if self.rows + m > self.capacity:
+            self.handoff()
+            if m > self.capacity:  # a batch larger than the buffer
+                self._rows_buffer(m)
+
+    # -- the forward pass ---------------------------------------------------------------------
+
+    def start(self, seen: Pass) -> None:
+        """The first pass's tensors by name (its outputs as copied when they were made; the
+        layers whose output the model changes in place later are copied so every step)."""
+        for layer, call in zip(self.graph.layers, seen.calls, strict=True):
+            if layer.feed.startswith("i") and call.input is not None:
+                seen.tensors[layer.feed] = call.input
+            if call.noise is not None:
+                seen.noise[layer.k] = call.noise
+            seen.tensors[f"o{layer.k}"] = call.output
+            if call.output._version != call.out_version:
+                self.early.add(layer.k)
+        seen.tensors["o1"] = seen.alias
+        seen.count = len(seen.calls)
+        self.make_room(seen.x.shape[0])
+        for name, values in seen.state.items():
+            self.steps[len(self.m) + 1, self.step_fields[name]] = values
+
+    def follow(
+        self, seen: Pass, module: nn.Module, inp: torch.Tensor | None, out: torch.Tensor
+    ) -> None:
+        """A later pass's call of a leaf module: the same path as the first step's."""
+        layers = self.graph.layers
+        if seen.count >= len(layers) or layers[seen.count].module is not module:
+            raise ModelError(
+                f"the forward pass of step {self.written_steps} calls its modules in another "
+                "order than the first step's (a branch, a module skipped?): steptrace records "
+                "one network, the first step's"
+            )
+        layer = layers[seen.count]
+        if layer.feed.startswith("i"):
+            if inp is not None:
+                seen.tensors[layer.feed] = inp
+                if inp.requires_grad and inp.grad_fn is not None:
+                    inp.retain_grad()
+        elif inp is not seen.tensors.get(layer.feed):
+            raise ModelError(
+                f"in step {self.written_steps}, {layer.describe()} does not read "
+                f"{layer.feed} as it did in the first step: steptrace records one network"
+            )
+        seen.tensors[f"o{layer.k}"] = out
+        if layer.k in self.early:
+            seen.values[f"o{layer.k}"] = out.detach().clone()
+        if layer.mask:
+            noise = noise_of(out)
+            if noise is not None:
+                seen.noise[layer.k] = noise
+        seen.count += 1
+
+    def state_copy(self, seen: Pass, module: nn.Module, when: str) -> None:
+        """A batch norm's running statistics before or after its forward pass (of a later
+        pass: the first's are kept by the capture until the run opens)."""
+        name = f"bn{seen.count + 2}_{when}"
+        if name in self.step_fields:
+            torch.cat(bn_state(module, self.tdtype),
+                      out=self.steps[len(self.m) + 1, self.step_fields[name]])  # fmt: skip
+
+    # -- the step -----------------------------------------------------------------------------
+
+    @property
+    def written_steps(self) -> int:
+        return len(self.m)
+
+    def copy_rows(self, seen: Pass, y: torch.Tensor, per_sample: torch.Tensor) -> None:
+        """One row per data input into the buffer: x, y, loss, every recorded tensor."""
+        graph, m = self.graph, seen.x.shape[0]
+        if seen.count != len(graph.layers):
+            raise ModelError(
+                f"the forward pass of this step called {seen.count} of the first step's "
+                f"{len(graph.layers)} modules: steptrace records one network, the first step's"
+            )
+        if seen.out is not None and graph.loss_input.startswith("i"):
+            seen.tensors[graph.loss_input] = seen.out
+        tensors, values = seen.tensors, seen.values
+        parts = [seen.x, y, per_sample]
+        parts += [values.get(f"o{layer.k}", tensors[f"o{layer.k}"]) for layer in graph.layers]
+        parts += [tensors[op.name] for op in graph.ops]
+        parts += [seen.noise[layer.k] for layer in self.masks]
+        parts += [self._grad(tensors[t], m) for t in graph.sources]
+        flat = [p if p.dim() == 2 and p.dtype == self.tdtype else
+                p.reshape(m, -1).to(self.tdtype) for p in parts]  # fmt: skip
+        with torch.no_grad():  # a copy, no part of the graph
+            torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
+
+    def _grad(self, t: torch.Tensor, m: int) -> torch.Tensor:
+        g = t.grad
+        if g is not None:
+            return g
+        width = int(t[0].numel())  # a tensor the loss does not depend on
+        zeros = self.zeros.get((m, width))
+        if zeros is None:
+            zeros = self.zeros[m, width] = torch.zeros(m, width, dtype=self.tdtype,
+                                                       device=self.device)  # fmt: skip
+        return zeros
+
+    def _after_tensors(self) -> list[torch.Tensor]:
+        return self.flat + self.state.tensors()
+
+    def _versions(self) -> list[Any]:
+        return [p._version for p in self.params] + self.state.versions()
+
+    def before_step(self) -> None:
+        """The parameters and state the step starts from, and the gradients it uses."""
+        s = len(self.m)
+        after = self.step_fields["after"]
+        if not self.started:
+            torch.cat(self._after_tensors(), out=self.steps[0, after])
+            self.started = True
+        elif self._versions() != self.after_versions:
+            self.befores[s] = torch.cat(self._after_tensors())  # changed between the steps
+        if self.step_grads and self.params:
+            grads = [p.grad.detach().view(-1) if p.grad is not None else torch.zeros_like(f)
+                     for p, f in zip(self.params, self.flat, strict=True)]  # fmt: skip
+            torch.cat(grads, out=self.step_views[s + 1][self.step_fields["grad"]])
+        self.lrs.append(self.state.lr())
+        self.state.scalars(self.scalars[s, 0])
+
+    def after_step(self, m: int) -> int:
+        """The step's parameters and state after it; the step's number in the chunk."""
+        s = len(self.m)
+        torch.cat(self._after_tensors(), out=self.step_views[s + 1][self.step_fields["after"]])
+        self.after_versions = self._versions()
+        self.state.scalars(self.scalars[s, 1])
+        self.m.append(m)
+        self.rows += m
+        return s
+
+    def due(self) -> bool:
+        return (len(self.m) >= CHUNK_STEPS
+                or time.monotonic() - self.last_handoff >= HANDOFF_SECONDS)  # fmt: skip
+
+    # -- handing over -------------------------------------------------------------------------
+
+    def take(self) -> Chunk | None:
+        """The chunk's steps (None when there are none); the buffers start the next chunk."""
+        self.last_handoff = time.monotonic()
+        steps = len(self.m)
+        if not steps:
+            return None
+        rows = _host(self.data[: self.rows], self.dtype)
+        per_step = _host(self.steps[: steps + 1], self.dtype)
+        after = self.step_fields["after"]
+        before = per_step[:-1, after].copy()
+        for s, tensor in self.befores.items():
+            before[s] = _host(tensor, self.dtype)
+        step_values = {name: per_step[1:, where] for name, where in self.step_fields.items()}
+        step_values["before"] = before
+        chunk = Chunk(
+            np.array(self.m, dtype=np.int64),
+            {name: rows[:, where] for name, where in self.row_fields.items()},
+            step_values, self.lrs, self.scalars[:steps, 0].numpy().copy(),
+            self.scalars[:steps, 1].numpy().copy(),
+        )  # fmt: skip
+        # The next chunk starts from the parameters this one ended with.
+        self.steps[0] = self.steps[steps]
+        self.m, self.lrs, self.befores, self.rows = [], [], {}, 0
+        return chunk
+
+
+def noise_of(output: torch.Tensor) -> torch.Tensor | None:
+    """What a dropout's input was multiplied by (its mask, scaled), from autograd's node."""
+    node = output.grad_fn
+    name = type(node).__name__ if node is not None else ""
+    if name == "MulBackward0":
+        saved = getattr(node, "_saved_other", None)
+        return saved if isinstance(saved, torch.Tensor) and saved.shape == output.shape else None
+    if name == "NativeDropoutBackward0":
+        return node._saved_result1  # type: ignore[union-attr, no-any-return]
+    return None
+
+
+def bn_state(module: nn.Module, dtype: torch.dtype) -> list[torch.Tensor]:
+    """A batch norm's running mean, running variance and batches, flat, in ``dtype``."""
+    buffers = [module.running_mean, module.running_var, module.num_batches_tracked]
+    return [b.detach().reshape(-1).to(dtype) for b in buffers if isinstance(b, torch.Tensor)]
+
+
+def _host(t: torch.Tensor, dtype: Any) -> Array:
+    """A buffer on the host as numpy: one copy a chunk (pinned and asynchronous from a GPU,
+    then waited for once)."""
+    if t.device.type != "cpu":
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        host.copy_(t.detach(), non_blocking=True)
+        torch.cuda.current_stream(t.device).synchronize()
+        t = host
+    out: Array = t.detach().numpy().astype(dtype, copy=False)
+    return out
