@@ -1,7 +1,9 @@
 """One step laid out as the article writes it, for any stack: the layer chain (values flowing
 forward, δ flowing back), the forward table, the loss, the backward pass, the update, each
 layer's weight matrices and a table per layer. Cells that changed since the previous step are
-highlighted. Draws a :class:`steptrace.views.StepView`; computes nothing.
+highlighted. In a run of images, the chain says each value's shape, and feature maps, δ maps
+and kernels are heatmaps (:mod:`.heatmaps`). Draws a :class:`steptrace.views.StepView`;
+computes nothing.
 
 Owns the key ``panel.sample``: which data input of a mini-batch step the layer chain is drawn
 for (kept from step to step)."""
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from steptrace.dashboard.components import heatmaps
 from steptrace.views import Link, StepView, Table
 
 CHANGED = "background-color: rgba(255, 196, 0, 0.30)"
@@ -29,6 +32,7 @@ _CSS = """
 .st-chain .formula {font-size:.8rem; opacity:.75}
 .st-chain .value {font-family:monospace; font-size:.9rem; word-break:break-word}
 .st-chain .note {font-size:.75rem; font-style:italic; opacity:.8}
+.st-chain .shape {font-size:.75rem; font-family:monospace; opacity:.75}
 .st-chain .link {display:flex; align-items:stretch; gap:.3rem}
 .st-chain .arrow {align-self:center; font-size:1.3rem; opacity:.6}
 </style>
@@ -38,10 +42,11 @@ _CSS = """
 def _box(link: Link) -> str:
     cls = "box changed" if link.changed else "box"
     note = f'<div class="note">{html.escape(link.note)}</div>' if link.note else ""
+    shape = f'<div class="shape">{html.escape(link.shape)}</div>' if link.shape else ""
     return (
         f'<div class="{cls}"><div class="layer">{html.escape(link.layer)} '
         f'<span class="kind">{html.escape(link.kind)}</span></div>'
-        f'<div class="formula">{html.escape(link.formula)}</div>'
+        f'<div class="formula">{html.escape(link.formula)}</div>{shape}'
         f'<div class="value">{html.escape(link.value)}</div>{note}</div>'
     )
 
@@ -95,7 +100,8 @@ def _sample(view: StepView) -> int:
     return picked
 
 
-def _layer_chain(view: StepView) -> None:
+def _layer_chain(view: StepView) -> int:
+    """The chains forward and backward; the data input of the step they are drawn for."""
     st.markdown(
         f"**Layer chain** `{view.model}` — forward: the values flowing from the data input "
         "to the loss"
@@ -104,13 +110,24 @@ def _layer_chain(view: StepView) -> None:
     st.markdown(_CSS + _chain(view.chain(sample)), unsafe_allow_html=True)
     st.markdown("backward: δ flowing back from the loss to the input")
     st.markdown(_chain(view.backward_chain(sample)), unsafe_allow_html=True)
+    return sample
+
+
+def _kernels(view: StepView) -> None:
+    """Each convolution's kernels: w, the gradient, ŵ and what the update changed."""
+    for k in view.kernel_layers:
+        st.markdown(f"**Kernels of L{k}** — a grid from each input channel to each output channel")
+        heatmaps.draw_all(view.kernels(k))
+        st.caption(view.kernel_note(k))
 
 
 def _update(view: StepView) -> None:
     st.markdown("**5: update the weights** — ŵ = w − α·grad")
-    st.latex(view.update_latex())
-    st.code(view.update_text(), language=None, wrap_lines=True)
-    _table(view.weights_table(), fit=True)
+    _kernels(view)
+    if view.update_text():  # the parameters that are not kernels
+        st.latex(view.update_latex())
+        st.code(view.update_text(), language=None, wrap_lines=True)
+        _table(view.weights_table(), fit=True)
     if view.weights_changed:
         st.success(view.update_note())
     else:
@@ -119,20 +136,25 @@ def _update(view: StepView) -> None:
 
 def _matrices(view: StepView) -> None:
     """Each layer's weights (row j: neuron j; column i: input i; its bias beside), their
-    gradient and the updated weights, one under the other (exact fractions are wide)."""
+    gradient and the updated weights, one under the other (exact fractions are wide). A
+    convolution's kernels are drawn with the update."""
     for k in view.notation.param_layers:
+        if k in view.kernel_layers:
+            continue
         st.markdown(f"**Weight matrices of L{k}** — rows: neurons of o{k}, columns: its inputs")
         for name, table in view.matrices(k):
             st.markdown(name)
             _table(table, index=True, fit=True)
 
 
-def _layers(view: StepView) -> None:
-    tables = view.layer_tables()
+def _layers(view: StepView, sample: int) -> None:
+    tables = view.layer_tables(sample)
     for tab, layer in zip(st.tabs([t.title for t in tables]), tables, strict=True):
         with tab:
             st.caption(layer.formulas)
-            _table(layer.table)
+            if len(layer.table.headers) > 1 or not layer.maps:  # more than its dataset rows
+                _table(layer.table)
+            heatmaps.draw_all(layer.maps)
 
 
 def show(view: StepView) -> None:
@@ -140,20 +162,24 @@ def show(view: StepView) -> None:
     st.subheader(view.label)
     st.caption(view.header())
     _changes(view)
-    _layer_chain(view)
+    sample = _layer_chain(view)
 
     # A table each, the page's width: a deep stack's forward pass has a column per layer.
     st.markdown("**1–2: data input and forward pass**")
+    if view.images:
+        heatmaps.draw_all(view.forward_maps(sample))
     _table(view.forward_table())
     st.markdown("**3: loss**")
     _table(view.loss_table(), fit=True)
     if len(view.samples) > 1:
         st.markdown(view.batch_loss_text())
     st.markdown("**4: backward pass**")
+    if view.images:
+        heatmaps.draw_all(view.backward_maps(sample))
     _table(view.backward_table())
     _update(view)
     _matrices(view)
     st.markdown("**Layer by layer**")
-    _layers(view)
+    _layers(view, sample)
     with st.expander("Every recorded value of this step, in full"):
         st.dataframe(view.full_values(), width="stretch")

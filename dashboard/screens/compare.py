@@ -16,12 +16,13 @@ from steptrace.dashboard import data
 from steptrace.dashboard.components import (
     address,
     charts,
+    heatmaps,
     run_picker,
     run_status,
     step_cursor,
     weight_picker,
 )
-from steptrace.errors import SteptraceError
+from steptrace.errors import SteptraceError, TraceError
 
 CURSOR = "compare.cursor"
 ZOOM = "compare.zoom"
@@ -120,6 +121,20 @@ def charts_and_table(
                 charts.overlay(column, w, step, divergence, scale, (lo, hi), keys, legend=False)
     st.subheader(f"All runs at step {step}")
     st.table(views.compare_at(runs, step, divergence))
+    images_section(now, step)
+
+
+def images_section(now: Mapping[str, views.Snapshot], step: int) -> None:
+    """The runs' images and kernels at the step, as heatmaps (runs of images only)."""
+    found: dict[str, views.StepView | None] = {}
+    for key, snap in now.items():
+        try:
+            found[key] = data.step_view(data.root(), key, snap.trace.run_id, step, snap.trace)
+        except TraceError:  # no such step in this run
+            found[key] = None
+    if views.image_choices(found):
+        st.subheader(f"Images and kernels at step {step}")
+        heatmaps.compare(found)
 
 
 @st.fragment(run_every=every)

@@ -15,17 +15,22 @@ steps without being loaded whole. One module per concern, each importing only th
   ``δ3 = δ4 if o2 ≥ 0 else 0``), in the terminal's or the article's typography;
 - :mod:`.sample` — one data input of a step, its tensors as values, vectors and matrices;
 - :mod:`.replay` — :func:`~.replay.format_step`: a step as the terminal prints it;
+- :mod:`.heatmaps` — images and kernels as heatmaps: a grid per channel or kernel, each cell's
+  value as display text and as a float for the colour, the maxima a max pooling keeps, sums
+  over a step's data inputs and differences (``ŵ − w``, one run's map minus another's);
 - :mod:`.step` — :func:`step_view`: one step as the article writes it, for any stack (the
   layer chain, forward table, loss, backward pass, a table per layer, weight matrices, update
   ``w − α·grad = ŵ``), every value as display text, exact fractions in exact runs, and what
-  changed since the previous step;
+  changed since the previous step; in a run of images, each value's shape in the chain and
+  its images and kernels as heatmaps;
 - :mod:`.curves` — :func:`curve`: loss or one parameter per step, downsampled (min and max per
   bucket) when long, exact steps when zoomed in;
 - :mod:`.divergence` — :func:`first_divergence`: summary.py's rule, per run (and
   :func:`run_divergence`: what an ended run's recorder stored);
 - :mod:`.side_by_side` — :func:`compare_at`: several runs side by side at one step, of one
-  model or several; :func:`weight_columns` and :func:`weight_runs`: which weights to draw for
-  which runs;
+  model or several; :func:`compare_maps`: the same image or kernels of several runs as
+  heatmaps, or their difference; :func:`weight_columns` and :func:`weight_runs`: which
+  weights to draw for which runs;
 - :mod:`.sweep` — :func:`lr_sweep`: runs lined up by learning rate, how each ended;
 - :mod:`.live` — :class:`LiveRun`: a run followed while it is recorded, each look reading
   only its new parts, its curves kept as :mod:`.buckets` (min and max of buckets of steps a
@@ -40,13 +45,17 @@ from .curves import MAX_POINTS, Curve, curve, curves_note, minmax_downsample
 from .divergence import Divergence, first_divergence, run_divergence
 from .export import Export, export_html
 from .folder import Folder, fingerprint, last_step, run_table, scan
+from .heatmaps import Heatmap, Heatmaps
 from .live import LiveRun, Snapshot, snapshot
 from .notation import model_description
 from .sample import SampleValues
 from .side_by_side import (
     compare_at,
+    compare_maps,
     compare_views,
+    default_image,
     default_weights,
+    image_choices,
     weight_columns,
     weight_label,
     weight_runs,
@@ -71,6 +80,8 @@ __all__ = [
     "Divergence",
     "Export",
     "Folder",
+    "Heatmap",
+    "Heatmaps",
     "LayerTable",
     "Link",
     "LiveRun",
@@ -81,13 +92,16 @@ __all__ = [
     "Table",
     "abbreviate",
     "compare_at",
+    "compare_maps",
     "compare_views",
     "curve",
     "curves_note",
+    "default_image",
     "default_weights",
     "export_html",
     "fingerprint",
     "first_divergence",
+    "image_choices",
     "inputs_label",
     "last_step",
     "lr_sweep",

@@ -4,7 +4,11 @@ computed here, embedded as JSON, and laid out by a small script in the page.
 One run gives the replay page (each step as the article writes it: layer chain, forward
 table, loss, backward pass, update, what changed; the loss curve); several runs give the
 comparison at one cursor (their loss and weights on one step axis, all runs side by side at
-the cursor's step). A window of steps is exported (the first :data:`DEFAULT_WINDOW` by
+the cursor's step). Runs of images carry their feature maps, δ maps and kernels as the
+dashboard draws them (:mod:`.heatmaps`): each cell's value as text, the pooled maxima; the
+page's script draws them as SVG heatmaps. A comparison of runs of images carries, at each step,
+the first convolution's feature maps and each convolution's kernels of every run side by side,
+and each run's minus the first's. A window of steps is exported (the first :data:`DEFAULT_WINDOW` by
 default); the file says which steps it holds and how many each run has.
 
 Every text of the data is stored once, in a table of strings, and referred to by its index:
@@ -29,8 +33,16 @@ from ..trace.reader import Trace
 from .curves import Curve, curve
 from .divergence import Divergence, run_divergence
 from .folder import last_step
+from .heatmaps import Heatmaps
 from .notation import model_description
-from .side_by_side import compare_views, default_weights, weight_label, weight_runs
+from .side_by_side import (
+    compare_maps,
+    compare_views,
+    default_image,
+    default_weights,
+    weight_label,
+    weight_runs,
+)
 from .step import StepView, Table, step_views
 
 __all__ = ["DEFAULT_WINDOW", "MAX_WINDOW", "Export", "export_html", "replay_data", "window"]
@@ -128,18 +140,44 @@ def _table(table: Table, s: _Strings, heads: _Heads) -> list[Any]:
     return [heads(table.headers), [s.all(row) for row in table.rows()], sorted(changed)]
 
 
+def _maps(maps: Heatmaps, s: _Strings, section: int = 0, how: int = 0) -> list[Any]:
+    """A tensor's heatmaps: ``[section, title, note, shape, grids a row, values written,
+    name, grid titles, grid places, texts, marked, mark, how]``: the section it belongs to (0
+    forward, 1 backward, 2 the update), the cells' texts row by row, grid after grid, the flat
+    positions of the marked cells (the pooled maxima), a marked cell's words, and (in a
+    comparison) 0 for side by side or 1 for the difference."""
+    texts = [s(t) for m in maps.maps for row in m.texts for t in row]
+    h, w = maps.shape[-2:]
+    marked = sorted(g * h * w + i * w + j for g, m in enumerate(maps.maps) for i, j in m.marked)
+    return [section, s(maps.title), s(maps.note), list(maps.shape), maps.columns,
+            int(maps.written), s(maps.name), s.all([m.title for m in maps.maps]),
+            [list(m.lead) for m in maps.maps], texts, marked, s(maps.mark), how]  # fmt: skip
+
+
+def _images(view: StepView, s: _Strings) -> list[Any]:
+    """A step's heatmaps, as the dashboard's replay page draws them: the forward pass's
+    images, the δ maps, each convolution's kernels (w, grad, ŵ, ŵ − w); then each
+    convolution's kernel note."""
+    groups = [_maps(m, s, 0) for m in view.forward_maps()]
+    groups += [_maps(m, s, 1) for m in view.backward_maps()]
+    for k in view.kernel_layers:
+        groups += [_maps(m, s, 2) for m in view.kernels(k)]
+    return [groups, s.all([view.kernel_note(k) for k in view.kernel_layers])]
+
+
 def _step(view: StepView, s: _Strings, heads: _Heads) -> list[Any]:
     """One step of the replay page, what the dashboard's step panel shows:
     ``[label, header, changes, changes is news, forward chain, backward chain, tables,
-    update, updated values, update note, weights moved]``; the chains flat, a box after
-    another (``value, note, changed`` forward; ``formula, value, note, changed`` backward);
-    the tables forward, loss, backward, weights (see :func:`_table`)."""
+    update, updated values, update note, weights moved]``, and in a run of images its
+    heatmaps (:func:`_images`); the chains flat, a box after another (``value, note,
+    changed`` forward; ``formula, value, note, changed`` backward); the tables forward, loss,
+    backward, weights (see :func:`_table`)."""
     forward = [x for b in view.chain() for x in (s(b.value), s(b.note), int(b.changed))]
     backward = [x for b in view.backward_chain()
                 for x in (s(b.formula), s(b.value), s(b.note), int(b.changed))]  # fmt: skip
     tables = (view.forward_table(), view.loss_table(), view.backward_table(),
               view.weights_table())  # fmt: skip
-    return [
+    out = [
         s(view.label),
         s(view.header()),
         s(view.changes_text()),
@@ -152,6 +190,7 @@ def _step(view: StepView, s: _Strings, heads: _Heads) -> list[Any]:
         s(view.update_note()),
         int(bool(view.weights_changed)),
     ]
+    return [*out, _images(view, s)] if view.images else out
 
 
 def _curve(c: Curve) -> dict[str, Any]:
@@ -199,8 +238,11 @@ def replay_data(runs: Mapping[str, Trace], first: int, last: int) -> dict[str, A
         (key, trace), entry = next(iter(runs.items())), out["runs"][0]
         views = list(step_views(trace, first, min(last, lasts[key]), key))
         heads = _Heads(s)
-        entry["chain"] = [[s(b.layer), s(b.kind), s(b.formula)] for b in views[0].chain()]
-        entry["back"] = [[s(b.layer), s(b.kind)] for b in views[0].backward_chain()]
+        images = views[0].images  # a run of images says each box's shape too
+        entry["chain"] = [[s(b.layer), s(b.kind), s(b.formula), *([s(b.shape)] if images else [])]
+                          for b in views[0].chain()]  # fmt: skip
+        entry["back"] = [[s(b.layer), s(b.kind), *([s(b.shape)] if images else [])]
+                         for b in views[0].backward_chain()]  # fmt: skip
         entry["views"] = [_step(v, s, heads) for v in views]
         entry["heads"] = heads.table
     else:
@@ -208,6 +250,24 @@ def replay_data(runs: Mapping[str, Trace], first: int, last: int) -> dict[str, A
         out["tables"] = _side_by_side(runs, first, last, lasts, divergence, s)
     out["strings"] = s.table
     return out
+
+
+def _compared_images(found: Mapping[str, StepView | None], s: _Strings) -> list[Any] | None:
+    """The runs' images at one step (runs of images only): the first convolution's feature
+    maps and each convolution's kernels after the step, every run's side by side, then each
+    run's minus the first run's; with what was left out (:func:`_maps`, ``how`` 0 and 1)."""
+    first = default_image(found)
+    view = next((v for v in found.values() if v is not None), None)
+    if first is None or view is None:
+        return None
+    groups, notes = [], []
+    for tensor in [first, *(f"w{k}_after" for k in view.kernel_layers)]:
+        for how in (0, 1):
+            maps, note = compare_maps(found, tensor, differences=bool(how))
+            if maps is not None:
+                groups.append(_maps(maps, s, 0, how))
+            notes.append(s(note))
+    return [groups, notes]
 
 
 def _weights(runs: Mapping[str, Trace], first: int, last: int) -> list[dict[str, Any]]:
@@ -241,11 +301,13 @@ def _side_by_side(
     for step in range(first, last + 1):
         found = {key: views[key].get(step) for key in runs}
         frame = compare_views(runs, found, step, divergence, lasts)
-        out.append({
+        table = {
             "h": s.all([str(c) for c in frame.columns]),
             "i": s.all([str(i) for i in frame.index]),
             "r": [s.all([str(v) for v in row]) for row in frame.itertuples(index=False)],
-        })  # fmt: skip
+        }
+        images = _compared_images(found, s)
+        out.append(table if images is None else {**table, "m": images})
     return out
 
 

@@ -3,6 +3,7 @@ together as the article writes them (a value, a vector, a matrix)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,16 @@ def _number(text: str) -> Fraction | float:
         return float(text)
 
 
+@functools.lru_cache(maxsize=4096)
+def _columns(tensor: str, shape: tuple[int, ...]) -> tuple[str, ...]:
+    """A tensor's column names, made once (an image's thousands are asked for again and
+    again)."""
+    if not shape:
+        return (tensor,)
+    ranges = [range(1, n + 1) for n in shape]
+    return tuple(tensor + "".join(f"_{i}" for i in idx) for idx in itertools.product(*ranges))
+
+
 @dataclass(frozen=True)
 class SampleValues:
     """One data input of a step: every recorded value as display text."""
@@ -62,11 +73,7 @@ class SampleValues:
 
     def columns(self, tensor: str) -> list[str]:
         """A tensor's columns in order: ``w2_before_1_1 … w2_before_2_3``; ``loss``."""
-        shape = self.shapes[tensor]
-        if not shape:
-            return [tensor]
-        ranges = [range(1, n + 1) for n in shape]
-        return [tensor + "".join(f"_{i}" for i in idx) for idx in itertools.product(*ranges)]
+        return list(_columns(tensor, tuple(self.shapes[tensor])))
 
     def parts(self, tensor: str) -> list[str]:
         """A tensor's components as a table shows them, flat."""

@@ -1,10 +1,13 @@
-"""Several runs side by side at one step: one column per run, one row per quantity; and which
-runs each weight's chart compares."""
+"""Several runs side by side at one step: one column per run, one row per quantity; the same
+image or kernels of each run as heatmaps, or their difference; and which runs each weight's chart
+compares."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 from ..errors import TraceError
@@ -13,7 +16,9 @@ from ..trace.reader import Trace
 from ..trace.schema import after_columns
 from .divergence import Divergence
 from .folder import last_step
+from .heatmaps import Heatmaps, difference, span, tensor_values
 from .notation import model_description
+from .sample import SampleValues
 from .step import StepView, step_view
 
 #: Rows about the run or the step, before the recorded values.
@@ -47,10 +52,18 @@ def _values(view: StepView) -> dict[str, str]:
     for tensor in shown_tensors(view):
         label = view.notation.symbol(tensor)
         if tensor.endswith(("_before", "_after")):  # the same on every row of a step
-            column[label] = view.samples[0].vec(tensor)
+            column[label] = _shown(view, view.samples[0], tensor)
         else:  # one value per data input of the step
-            column[label] = "; ".join(s.vec(tensor) for s in view.samples)
+            column[label] = "; ".join(_shown(view, s, tensor) for s in view.samples)
     return column
+
+
+def _shown(view: StepView, s: SampleValues, tensor: str) -> str:
+    """A value as the table shows it; an image or kernels by its shape and span (the heatmaps
+    below the table show every value)."""
+    if view.is_image(tensor):
+        return f"{view.shape_text(tensor)}, {span(s, tensor)}"
+    return s.vec(tensor)
 
 
 def compare_at(
@@ -159,3 +172,84 @@ def weights_note(runs: Mapping[str, Trace], columns: list[str]) -> str | None:
         f"{'is' if len(left) == 1 else 'are'} compared on loss only (pick one of "
         f"{'its' if len(left) == 1 else 'their'} weights to draw it)."
     )
+
+
+# -- images and kernels across runs ------------------------------------------------------------
+
+
+def image_choices(found: Mapping[str, StepView | None]) -> dict[str, str]:
+    """The tensors the runs' heatmaps can be compared on, by name, with their titles: the
+    images and kernels of the first run that has the step (none when it has no images)."""
+    view = next((v for v in found.values() if v is not None), None)
+    return {} if view is None or not view.images else view.image_tensors()
+
+
+def default_image(found: Mapping[str, StepView | None]) -> str | None:
+    """The tensor compared first: the first convolution's output (its feature maps), else the
+    first of :func:`image_choices`."""
+    choices = image_choices(found)
+    view = next((v for v in found.values() if v is not None), None)
+    if view is None or not choices:
+        return None
+    return next((f"o{k}" for k in view.kernel_layers if f"o{k}" in choices), next(iter(choices)))
+
+
+def _comparable(
+    found: Mapping[str, StepView | None], tensor: str
+) -> tuple[list[tuple[str, StepView]], list[str]]:
+    """The runs that have the tensor in the first such run's shape, and why the others are left
+    out."""
+    kept: list[tuple[str, StepView]] = []
+    left: list[str] = []
+    for key, view in found.items():
+        if view is None:
+            left.append(f"{key} has no such step")
+        elif tensor not in view.notation.shapes or not view.is_image(tensor):
+            left.append(f"{key} has no {tensor}")
+        elif kept and view.notation.shapes[tensor] != kept[0][1].notation.shapes[tensor]:
+            left.append(f"{key}'s {tensor} has another shape")
+        else:
+            kept.append((key, view))
+    return kept, left
+
+
+def compare_maps(
+    found: Mapping[str, StepView | None], tensor: str, differences: bool = False
+) -> tuple[Heatmaps | None, str]:
+    """The same image or kernels (``tensor``: ``o2``, ``d4``, ``w2_after`` …) of several runs at
+    one step, as heatmaps on one colour scale, a row of grids per run (an image of each run's
+    first data input of the step; a gradient added up over the step's data inputs); or
+    (``differences``) each run's minus the first run's, exactly when both runs are exact.
+    With a note: the runs left out, and whether the runs' data inputs differ."""
+    kept, left = _comparable(found, tensor)
+    if not kept:
+        return None, "; ".join(left)
+    first_key, first = kept[0]
+    rows = {key: [s.row for s in view.samples] for key, view in kept}
+    notes = list(left)
+    if len({tuple(r) for r in rows.values()}) > 1:
+        notes.append("the runs' data inputs at this step differ: " + ", ".join(
+            f"{key} dataset row {', '.join(map(str, r))}" for key, r in rows.items()))  # fmt: skip
+    title = first.image_tensors()[tensor]
+    if differences:
+        if len(kept) < 2:
+            return None, "; ".join([*notes, "a difference needs two runs with this tensor"])
+        base = _drawn_values(first, tensor)
+        grids = {f"{key} − {first_key}": difference(base, _drawn_values(view, tensor), tensor, "")
+                 for key, view in kept[1:]}  # fmt: skip
+        title = f"{title} — each run minus {first_key}"
+    else:
+        grids = {key: view.tensor_maps(tensor) for key, view in kept}
+    maps = [dataclasses.replace(m, title=f"{who} · {m.title}")
+            for who, drawn in grids.items() for m in drawn.maps]  # fmt: skip
+    one = next(iter(grids.values()))
+    out = Heatmaps(tensor, tensor, title, one.shape, tuple(maps), one.note, one.mark, one.kind,
+                   per_row=len(one.maps))  # fmt: skip
+    return out, "; ".join(notes)
+
+
+def _drawn_values(view: StepView, tensor: str) -> np.ndarray:
+    """The values a run's heatmap of ``tensor`` shows: its first data input's image, a
+    parameter, or a gradient added up over the step's data inputs."""
+    samples = view.samples if tensor.startswith("grad_") else view.samples[:1]
+    return tensor_values(samples, tensor, view.numerics)

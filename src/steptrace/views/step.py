@@ -7,21 +7,33 @@ display text (exact fractions in exact runs); the pages only lay it out."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from ..errors import TraceError
 from ..trace.reader import Trace
 from .folder import last_step, steps_per_epoch
+from .heatmaps import (
+    Heatmaps,
+    difference,
+    grid_maps,
+    pooled_cells,
+    span,
+    summed_maps,
+    tensor_values,
+)
 from .notation import MATHS, Notation, model_description, stack_notation
 from .sample import SampleValues, batch_loss, sample_values
 from .text import abbreviate, hang, latex_matrix, latex_number, ordinal, update_lines, width
 
 __all__ = [
+    "LayerTable",
     "Link",
     "StepView",
     "Table",
@@ -30,6 +42,11 @@ __all__ = [
     "step_view",
     "step_views",
 ]
+
+
+#: In a run of images, more values than this moved in one tensor are counted, not named; a
+#: vector of more values than this is summed up in the layer chain (its span), not written.
+MAX_NAMED = 8
 
 
 def _first_row(trace: Trace, step: int) -> int:
@@ -109,6 +126,7 @@ class Link(NamedTuple):
     value: str  # "0", "(0, 39/40)"
     note: str = ""  # "gate open"
     changed: bool = False  # since the previous step
+    shape: str = ""  # "2 × 8 × 8": what the box gives, in a run of images (else not said)
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,9 @@ class LayerTable:
     title: str  # "L2 · linear(2, bias)"
     formulas: str  # "o2 = w2 · o1 + b2 · δ2 = δ3 · w2 …"
     table: Table
+    #: An image layer's images and kernels (its input, output, δ, gradient) as heatmaps, for
+    #: one data input; the table keeps its other values.
+    maps: tuple[Heatmaps, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -182,11 +203,23 @@ class StepView:
         return f"Changed since step {self.previous}: " + ", ".join(names)
 
     def update_note(self) -> str:
-        """Whether the update moved the weights, in words."""
-        moved = [name for _, name in self._moved()]
+        """Whether the update moved the weights, in words. In a run of images, a tensor of
+        which more than :data:`MAX_NAMED` values moved is counted (``all 18 values of w2``)."""
+        moved = self._moved()
         if not moved:
             return "The weights did not change (the gradient is 0)."
-        return "The update moved " + ", ".join(moved) + "."
+        names = [name for _, name in moved]
+        if self.images:
+            names = []
+            for k, kind in self.notation.param_tensors():
+                after = f"{kind}{k}_after"
+                mine = [name for column, name in moved if column.startswith(after + "_")]
+                total = len(self.samples[0].columns(after))
+                if len(mine) > MAX_NAMED:
+                    counted = "all" if len(mine) == total else f"{len(mine)} of the"
+                    mine = [f"{counted} {total} values of {self.notation.symbol(f'{kind}{k}')}"]
+                names += mine
+        return "The update moved " + ", ".join(names) + "."
 
     # -- the data inputs of a mini-batch step -------------------------------------------------
 
@@ -219,13 +252,12 @@ class StepView:
         return header, [s.vec(tensor) for s in self.samples], self._flags(tensor)
 
     def forward_table(self) -> Table:
-        """x, o1 = L1(x), o2 = L2(o1), …: a column per layer, a row per data input."""
+        """x, o1 = L1(x), o2 = L2(o1), …: a column per layer, a row per data input. In a run
+        of images, the images are left out (:meth:`forward_maps` draws them)."""
         nt = self.notation
         ks = range(1, len(nt.layers) + 1)
-        return _table(
-            [self._column("x", "x")]
-            + [self._column(f"o{k} = L{k}({nt.inp(k)})", f"o{k}") for k in ks]
-        )
+        columns = [("x", "x"), *((f"o{k} = L{k}({nt.inp(k)})", f"o{k}") for k in ks)]
+        return _table([self._column(h, t) for h, t in columns if not self.is_image(t)])
 
     def loss_table(self) -> Table:
         """oK = model(x), y_truth, loss = Loss(oK, y_truth), correct?"""
@@ -241,8 +273,12 @@ class StepView:
         )  # fmt: skip
 
     def _gates(self, s: SampleValues, k: int) -> str:
-        """``gate open``; ``gates open, closed`` for a layer of several neurons."""
-        states = ["open" if s.nonneg(c) else "closed" for c in s.columns(self.notation.inp(k))]
+        """``gate open``; ``gates open, closed`` for a layer of several neurons; an image's
+        gates counted: ``gates open: 107 of 128``."""
+        inp = self.notation.inp(k)
+        states = ["open" if s.nonneg(c) else "closed" for c in s.columns(inp)]
+        if self.is_image(inp):
+            return f"gates open: {states.count('open')} of {len(states)}"
         return ("gate " if len(states) == 1 else "gates ") + ", ".join(states)
 
     def _back_rules(self) -> list[tuple[int, str, str]]:
@@ -265,23 +301,27 @@ class StepView:
         return f"{s.vec(tensor)} ({self._gates(s, k)})" if gated else s.vec(tensor)
 
     def backward_table(self) -> Table:
-        """δ at the loss, then each layer's δ (with its gates) and gradients, down to δ1."""
+        """δ at the loss, then each layer's δ (with its gates) and gradients, down to δ1. In
+        a run of images, the δ maps and kernel gradients are left out (:meth:`backward_maps`
+        and :meth:`kernels` draw them)."""
         return _table(
             [
                 (formula, [self._back_cell(s, k, t) for s in self.samples], self._flags(t))
                 for k, t, formula in self._back_rules()
+                if not self.is_image(t)
             ]
         )
 
     def weights_table(self) -> Table:
         """Each weight and bias: w, its gradient (the data inputs' added up), ŵ, and whether
-        it moved; a row each."""
+        it moved; a row each. A convolution's kernels are left out (:meth:`kernels` draws
+        them)."""
         first, nt = self.samples[0], self.notation
         moved = set(self.weights_changed)
         names: list[str] = []
         cells: dict[str, list[str]] = {"w": [], "grad": [], "after": [], "moved": []}
         flags: dict[str, list[bool]] = {"w": [], "grad": [], "after": []}
-        for k, kind in nt.param_tensors():
+        for k, kind in self._written_params():
             after, before, grad = f"{kind}{k}_after", f"{kind}{k}_before", f"grad_{kind}{k}"
             columns = zip(first.columns(after), first.columns(before), first.columns(grad),
                           strict=True)  # fmt: skip
@@ -303,40 +343,63 @@ class StepView:
             ]
         )
 
-    def layer_tables(self) -> list[LayerTable]:
+    def layer_tables(self, sample: int = 0) -> list[LayerTable]:
         """A table per layer, L1 first: for each data input, the layer's input and output,
-        δ from above and δ sent below, and its gates (ReLU-like) or gradients (linear)."""
+        δ from above and δ sent below, and its gates (ReLU-like) or gradients (linear). In a
+        run of images, an image layer's images and kernels are heatmaps of the ``sample``-th
+        data input (from 0), its gates counted; the table keeps the rest."""
         nt = self.notation
         rules = self._back_rules()
         out = []
         for layer in nt.layers:
             k = layer.number
             mine = [(t, formula) for n, t, formula in rules if n == k]
+            values = [
+                (f"{nt.inp(k)} (in)", nt.inp(k)),
+                (f"o{k} (out)", f"o{k}"),
+                (f"δ{k + 1} (from above)", f"d{k + 1}"),
+                *((formula, t) for t, formula in mine),
+            ]
             columns = [
                 ("dataset row", [str(s.row) for s in self.samples], [False] * len(self.samples)),
-                self._column(f"{nt.inp(k)} (in)", nt.inp(k)),
-                self._column(f"o{k} (out)", f"o{k}"),
-                self._column(f"δ{k + 1} (from above)", f"d{k + 1}"),
+                *(self._column(h, t) for h, t in values if not self.is_image(t)),
             ]
-            columns += [self._column(formula, t) for t, formula in mine]
             if layer.gated:
                 gates = [self._gates(s, k) for s in self.samples]
                 columns.append(("gate", gates, self._flags(nt.inp(k))))
+            maps = tuple(self.maps(t, h, sample) for h, t in values if self.is_image(t))
             formulas = " · ".join([nt.forward(k), *(f for _, f in mine)])
-            out.append(LayerTable(f"L{k} · {layer.kind}", formulas, _table(columns)))
+            out.append(LayerTable(f"L{k} · {layer.kind}", formulas, _table(columns), maps))
         return out
 
     def matrices(self, k: int) -> list[tuple[str, Table]]:
         """Layer k's weight matrix before the update, its gradient (the data inputs' added
-        up) and after: row j = neuron j (o{k}_j), column i = input i, the bias beside.
-        ``[("w", table), ("grad", table), ("ŵ", table)]``."""
+        up) and after: row j = neuron j (o{k}_j), column i = input i, the bias beside; a
+        normalization's γ and β a row per neuron or channel.
+        ``[("w", table), ("grad", table), ("ŵ", table)]``. A convolution's kernels are
+        :meth:`kernels`."""
         nt = self.notation
         out = []
         for when in ("before", "grad", "after"):
             w = f"grad_w{k}" if when == "grad" else f"w{k}_{when}"
             b = f"grad_b{k}" if when == "grad" else f"b{k}_{when}"
-            out.append((nt.symbol(w), self._matrix(k, w, b if nt.layer(k).bias else None)))
+            bias = b if nt.layer(k).bias else None
+            table = self._scales(k, w, bias) if len(nt.shapes[w]) == 1 else self._matrix(k, w, bias)
+            out.append((nt.symbol(w), table))
         return out
+
+    def _scales(self, k: int, w: str, b: str | None) -> Table:
+        """A normalization's γ (``w``) and β (``b``): a row per neuron or channel."""
+        first = self.samples[0]
+        unit = "channel" if self.is_image(self.notation.inp(k)) else "neuron"
+        wcols = first.columns(w)
+        index = [f"{unit} {j + 1 if unit == 'neuron' else j}" for j in range(len(wcols))]
+        columns = [("γ", [self._cell(c) for c in wcols], [c in self.changed for c in wcols])]
+        if b is not None:
+            bcols = first.columns(b)
+            flags = [c in self.changed for c in bcols]
+            columns.append(("β", [self._cell(c) for c in bcols], flags))
+        return _table(columns, index)
 
     def _cell(self, column: str) -> str:
         """A parameter's cell: the same on every row of a step, but its gradient is each
@@ -388,7 +451,7 @@ class StepView:
     def update_text(self) -> str:
         """The update written out, a line per parameter tensor (a line per matrix row when
         it has several): ``ŵ = w − α·grad = (…) − 1·(…) = (…)``."""
-        return "\n".join(line for k, kind in self.notation.param_tensors()
+        return "\n".join(line for k, kind in self._written_params()
                          for line in self._update(k, kind))  # fmt: skip
 
     def update_results(self) -> list[str]:
@@ -397,7 +460,7 @@ class StepView:
         first = self.samples[0]
         return [
             f"{self.notation.symbol(f'{kind}{k}_after')} = {first.vec(f'{kind}{k}_after')}"
-            for k, kind in self.notation.param_tensors()
+            for k, kind in self._written_params()
         ]
 
     def update_latex(self) -> str:
@@ -405,7 +468,7 @@ class StepView:
         ``\\frac``, matrices as ``pmatrix``."""
         nt, first = self.notation, self.samples[0]
         blocks = []
-        for k, kind in nt.param_tensors():
+        for k, kind in self._written_params():
             before, after, grad = f"{kind}{k}_before", f"{kind}{k}_after", f"grad_{kind}{k}"
             terms = [latex_matrix(s.rows(grad)) for s in self.samples]
             grads = terms[0] if len(terms) == 1 else r"\left(" + " + ".join(terms) + r"\right)"
@@ -416,6 +479,151 @@ class StepView:
             )
         return r"\begin{aligned}" + r" \\[6pt] ".join(blocks) + r"\end{aligned}"
 
+    # -- images as heatmaps -------------------------------------------------------------------
+
+    @property
+    def images(self) -> bool:
+        """Whether the run has images (tensors of three or four axes): its images and
+        kernels are drawn as heatmaps, its layer chain says each value's shape."""
+        return any(len(shape) >= 3 for shape in self.notation.shapes.values())
+
+    def is_image(self, tensor: str) -> bool:
+        """Whether a tensor is drawn as heatmaps: an image (C × H × W) or kernels."""
+        return len(self.notation.shapes.get(tensor, ())) >= 3
+
+    def shape_text(self, tensor: str) -> str:
+        """``2 × 8 × 8``; ``32``; ``1`` for a value of one row."""
+        return " × ".join(str(n) for n in self.notation.shapes[tensor] or (1,))
+
+    def _written_params(self) -> list[tuple[int, str]]:
+        """The parameter tensors the tables and the update write out: all but kernels."""
+        return [(k, kind) for k, kind in self.notation.param_tensors()
+                if not self.is_image(f"{kind}{k}_after")]  # fmt: skip
+
+    def _pooling(self, tensor: str) -> tuple[int, int] | None:
+        """(layer, size) of the max pooling whose input, or whose δ sent down, ``tensor`` is."""
+        nt = self.notation
+        for layer in nt.layers:
+            k = layer.number
+            if layer.type == "maxpool2d" and tensor in (nt.inp(k), f"d{k}"):
+                return k, layer.size
+        return None
+
+    def maps(self, tensor: str, title: str, sample: int = 0) -> Heatmaps:
+        """An image of the ``sample``-th data input of the step (from 0), as heatmaps, a grid
+        per channel (a tensor of kernels: a grid per kernel). The input of a max pooling has
+        the maxima the pooling keeps marked, and so has the δ the pooling sends down (which
+        goes to those cells only)."""
+        v, pooling = self.samples[sample], self._pooling(tensor)
+        if pooling is None:
+            return grid_maps(v, tensor, title)
+        k, size = pooling
+        cells = pooled_cells(v, self.notation.inp(k), size, self.numerics)
+        if tensor.startswith("d"):
+            note = f"Outlined: the cells L{k}'s max pooling sends δ{k + 1} to, its maxima."
+            mark = f"δ{k + 1} comes back here (L{k} kept this cell)"
+        else:
+            note = (f"Outlined: the maximum of each {size} × {size} cell, which L{k}'s max "
+                    "pooling keeps (on ties, the first in reading order).")  # fmt: skip
+            mark = f"kept by L{k}'s max pooling"
+        return grid_maps(v, tensor, title, cells, note, mark)
+
+    def _forward_titles(self) -> list[tuple[str, str]]:
+        nt = self.notation
+        out = [("x", "x (data input)")]
+        out += [(f"o{layer.number}", f"L{layer.number} {layer.kind}: {nt.forward(layer.number)}")
+                for layer in nt.layers]  # fmt: skip
+        return [(t, title) for t, title in out if self.is_image(t)]
+
+    def _backward_titles(self) -> list[tuple[str, str]]:
+        return [(t, f"L{k}: {formula}") for k, t, formula in self._back_rules()
+                if t.startswith("d") and self.is_image(t)]  # fmt: skip
+
+    def _kernel_titles(self, k: int) -> list[tuple[str, str]]:
+        """w, grad, ŵ of a convolution's kernels, with their titles."""
+        nt, m = self.notation, len(self.samples)
+        w, grad, after = (nt.symbol(f"w{k}"), nt.symbol(f"grad_w{k}"),
+                          nt.symbol(f"w{k}_after"))  # fmt: skip
+        summed = f" (added up over the step's {m} data inputs)" if m > 1 else ""
+        return [
+            (f"w{k}_before", f"{w}: the kernels before the update"),
+            (f"grad_w{k}", f"{grad} = {nt.partial(k, 'w')}{summed}"),
+            (f"w{k}_after", f"{after} = {w} − α·{grad}"),
+        ]
+
+    def forward_maps(self, sample: int = 0) -> list[Heatmaps]:
+        """The data input and each layer's output that is an image, of the ``sample``-th
+        data input: ``x``, ``o2 = w2 ⋆ o1 + b2`` …"""
+        return [self.maps(t, title, sample) for t, title in self._forward_titles()]
+
+    def backward_maps(self, sample: int = 0) -> list[Heatmaps]:
+        """Each δ that is an image, from the loss down, of the ``sample``-th data input,
+        titled by its rule: ``δ4 = δ5 to each cell's maximum, 0 elsewhere`` …"""
+        return [self.maps(t, title, sample) for t, title in self._backward_titles()]
+
+    def image_tensors(self) -> dict[str, str]:
+        """Every tensor of the step drawn as heatmaps, by name, with its title, in the
+        trace's order: the data input, each layer's output and δ that is an image, each
+        convolution's kernels before and after the update and their gradient."""
+        titles = dict(self._forward_titles() + self._backward_titles())
+        for k in self.kernel_layers:
+            titles |= dict(self._kernel_titles(k))
+        return {t: titles[t] for t in self.notation.shapes if t in titles}
+
+    def tensor_maps(self, tensor: str, sample: int = 0) -> Heatmaps:
+        """One of :meth:`image_tensors` as heatmaps: an image of the ``sample``-th data input
+        (from 0), kernels, or their gradient added up over the step's data inputs."""
+        title = self.image_tensors()[tensor]
+        if tensor.startswith("grad_"):
+            return summed_maps(self.samples, tensor, title, self.numerics)
+        return self.maps(tensor, title, sample)
+
+    @property
+    def kernel_layers(self) -> list[int]:
+        """The layers whose weights are kernels (convolutions)."""
+        return [k for k, kind in self.notation.param_tensors()
+                if kind == "w" and self.is_image(f"w{k}_after")]  # fmt: skip
+
+    def kernels(self, k: int) -> list[Heatmaps]:
+        """A convolution's kernels before the update (w), their gradient (the step's data
+        inputs' added up), after (ŵ), and what the update changed (ŵ − w), as heatmaps: a grid
+        per kernel, from each input channel to each output channel."""
+        out = [self.tensor_maps(t) for t, _ in self._kernel_titles(k)]
+        nt, first = self.notation, self.samples[0]
+        w, after = nt.symbol(f"w{k}"), nt.symbol(f"w{k}_after")
+        change = difference(self._values(f"w{k}_before"), self._values(f"w{k}_after"),
+                            f"w{k}_change", f"{after} − {w}: what the update changed",
+                            first.short)  # fmt: skip
+        return [*out, change]
+
+    def _values(self, tensor: str, sample: int = 0) -> np.ndarray:
+        """A parameter tensor's values (the same on every row of a step), exactly in exact
+        runs."""
+        return tensor_values(self.samples[sample : sample + 1], tensor, self.numerics)
+
+    def kernel_note(self, k: int) -> str:
+        """How many of a convolution's kernel weights the update moved, and by how much at
+        most: ``The update moved all 18 kernel weights of w2 (the largest change: 0.0123, out
+        1 ← in 0, row 2, column 2).``"""
+        first, nt = self.samples[0], self.notation
+        after, before = first.columns(f"w{k}_after"), first.columns(f"w{k}_before")
+        moved = [(a, b) for a, b in zip(after, before, strict=True)
+                 if first.text[a] != first.text[b]]  # fmt: skip
+        symbol = nt.symbol(f"w{k}")
+        if not moved:
+            return f"The update did not move the kernels of {symbol} (their gradient is 0)."
+        count = "all" if len(moved) == len(after) else f"{len(moved)} of the"
+        change = difference(self._values(f"w{k}_before"), self._values(f"w{k}_after"),
+                            f"w{k}", "")  # fmt: skip
+        cells = [(abs(v), m.title, i, j, m.texts[i][j]) for m in change.maps
+                 for i, row in enumerate(m.values) for j, v in enumerate(row)
+                 if not math.isnan(v)]  # fmt: skip
+        said = f"The update moved {count} {len(after)} kernel weights of {symbol}"
+        if not cells:
+            return said + "."
+        _, title, i, j, text = max(cells, key=lambda c: c[0])
+        return f"{said} (the largest change: {text}, {title}, row {i}, column {j})."
+
     # -- the layer chain ----------------------------------------------------------------------
 
     def chain(self, sample: int = 0) -> list[Link]:
@@ -423,17 +631,31 @@ class StepView:
         ``sample``-th, from 0): the value coming out of each box. In a mini-batch step the
         Loss box says the batch loss too, which the update follows."""
         s, nt = self.samples[sample], self.notation
-        out = [Link("input", "data", "x", s.vec("x"), changed=self.field_changed("x"))]
+        out = [Link("input", "data", "x", self._box_value(s, "x"),
+                    changed=self.field_changed("x"), shape=self._box_shape("x"))]  # fmt: skip
         for layer in nt.layers:
             k = layer.number
-            out.append(Link(f"L{k}", layer.kind, nt.forward(k), s.vec(f"o{k}"),
-                            changed=self.field_changed(f"o{k}")))  # fmt: skip
+            out.append(Link(f"L{k}", layer.kind, nt.forward(k), self._box_value(s, f"o{k}"),
+                            changed=self.field_changed(f"o{k}"),
+                            shape=self._box_shape(f"o{k}")))  # fmt: skip
         note = "correct" if s.correct else "wrong"
         if len(self.samples) > 1:
             note += f"; batch loss (mean of {len(self.samples)}) {self.batch_loss()}"
         out.append(Link("Loss", "squared_error", nt.loss_forward(), s.vec("loss"), note,
                         self.field_changed("loss")))  # fmt: skip
         return out
+
+    def _box_shape(self, tensor: str) -> str:
+        """A chain box's shape, said in runs of images only (1D runs read as the article)."""
+        return self.shape_text(tensor) if self.images else ""
+
+    def _box_value(self, s: SampleValues, tensor: str) -> str:
+        """A chain box's value: as the article writes it; in a run of images, an image, or
+        a vector of more than :data:`MAX_NAMED` values, by its span (the heatmaps and tables
+        below show every value)."""
+        if self.images and (self.is_image(tensor) or len(s.columns(tensor)) > MAX_NAMED):
+            return span(s, tensor)
+        return s.vec(tensor)
 
     def backward_chain(self, sample: int = 0) -> list[Link]:
         """δ from the loss back to the input, for one data input of the step (the
@@ -446,14 +668,16 @@ class StepView:
         for k in range(nt.loss_number, 0, -1):
             lines = by_layer[k]
             formula = ";  ".join(_short(f) for _, f in lines)
-            value = ";  ".join(s.vec(t) for t, _ in lines)
+            value = ";  ".join(self._box_value(s, t) for t, _ in lines)
             changed = any(self.field_changed(t) for t, _ in lines)
+            shape = self._box_shape(f"d{k}")
             if k == nt.loss_number:
-                out.append(Link("Loss", "squared_error", formula, value, changed=changed))
+                out.append(Link("Loss", "squared_error", formula, value, changed=changed,
+                                shape=shape))  # fmt: skip
                 continue
             layer = nt.layer(k)
             note = self._gates(s, k) if layer.gated else ""
-            out.append(Link(f"L{k}", layer.kind, formula, value, note, changed))
+            out.append(Link(f"L{k}", layer.kind, formula, value, note, changed, shape))
         return out
 
 

@@ -1,7 +1,8 @@
 // steptrace's exported replay: lays out the step the cursor is on from the data embedded in the
-// page (computed by steptrace.views.export), draws the curves as SVG, and moves the cursor with
-// the buttons, the slider, the step box, the keyboard and clicks on a curve. Plain DOM, no
-// library; every text goes in as text, never as markup.
+// page (computed by steptrace.views.export), draws the curves and a run's images and kernels
+// (heatmaps, each cell's value on hover) as SVG, and moves the cursor with the buttons, the
+// slider, the step box, the keyboard and clicks on a curve. Plain DOM, no library; every text
+// goes in as text, never as markup.
 (function () {
   "use strict";
 
@@ -83,13 +84,121 @@
       return wrap;
     }
 
-    function box(layer, kind, formula, value, note, changed) {
+    // A box of the layer chain; a run of images says the shape of what the box gives.
+    function box(layer, kind, formula, value, note, changed, shape) {
       var b = el("div", changed ? "box changed" : "box");
       var title = el("div", "layer", text(layer) + " ");
       title.append(el("span", "kind", text(kind)));
-      b.append(title, el("div", "formula", text(formula)), el("div", "value", text(value)));
+      b.append(title, el("div", "formula", text(formula)));
+      if (shape !== undefined && text(shape)) b.append(el("div", "shape", text(shape)));
+      b.append(el("div", "value", text(value)));
       if (text(note)) b.append(el("div", "note", text(note)));
       return b;
+    }
+
+    // -- images and kernels as heatmaps ------------------------------------------------------------
+
+    // A value's display text as a number for its colour: a float's text, an exact fraction, or
+    // an exact one whose huge integers were shortened ("12345…67890 (30 digits)"), by its size.
+    function integer(t) {
+      var m = /^(-?)(\d+)…\d+ \((\d+) digits\)$/.exec(t);
+      if (m) return (m[1] ? -1 : 1) * Number(m[2]) * Math.pow(10, Number(m[3]) - m[2].length);
+      return Number(t);
+    }
+    function number(t) {
+      var parts = t.split("/");
+      return parts.length === 2 ? integer(parts[0]) / integer(parts[1]) : integer(t);
+    }
+    // What a cell of a small grid says: a short fraction or integer as it is, anything else to
+    // 3 significant digits (the whole value on hover).
+    function cellLabel(t) {
+      if (t.length <= 5 && !/[.e]/.test(t)) return t;
+      var v = number(t);
+      if (!isFinite(v)) return t;
+      var short = String(Number(v.toPrecision(3)));
+      return short.length > 6 ? String(Number(v.toPrecision(2))) : short;
+    }
+    // The dashboard's colour scale: blue below 0, orange above, pale at 0.
+    var PALE = [242, 240, 235], BLUE = [33, 102, 172], ORANGE = [179, 88, 6];
+    function heat(v, limit) {
+      if (!isFinite(v)) return "#bbbbbb";
+      var t = Math.max(-1, Math.min(1, v / limit));
+      var to = t < 0 ? BLUE : ORANGE;
+      var c = PALE.map(function (p, i) { return Math.round(p + (to[i] - p) * Math.abs(t)); });
+      return "rgb(" + c.join(",") + ")";
+    }
+
+    var tip = el("div", "heat-tip");
+    tip.hidden = true;
+    document.body.append(tip);
+    function showTip(e, lines) {
+      tip.replaceChildren.apply(tip, lines.map(function (l) { return el("div", null, l); }));
+      tip.hidden = false;
+      tip.style.left = (e.pageX + 14) + "px";
+      tip.style.top = (e.pageY + 14) + "px";
+    }
+
+    // A tensor's heatmaps (see steptrace.views.export._maps): [section, title, note, shape,
+    // grids a row, values written, name, grid titles, grid places, texts, marked, mark, how].
+    // A grid per channel (or kernel) on one colour scale, the values written in small grids,
+    // the pooled maxima outlined; hovering a cell shows its name and value.
+    function heatmaps(g) {
+      var shape = g[3], h = shape[shape.length - 2], w = shape[shape.length - 1];
+      var texts = g[9], marked = new Set(g[10]), written = g[5];
+      var values = texts.map(function (i) { return number(text(i)); });
+      var limit = values.reduce(function (m, v) { return isFinite(v) ? Math.max(m, Math.abs(v)) : m; }, 0) || 1;
+      var px = written ? 38 : Math.max(4, Math.floor(260 / Math.max(h, w)));
+      var figure = el("figure", "heatmaps");
+      var caption = el("figcaption", null, text(g[1]) + " ");
+      caption.append(el("span", "shape", shape.join(" × ")));
+      figure.append(caption);
+      var grids = el("div", "grids");
+      grids.style.gridTemplateColumns = "repeat(" + g[4] + ", max-content)";
+      g[7].forEach(function (title, n) {
+        var one = el("div", "grid");
+        one.append(el("div", "grid-title", text(title)));
+        var plot = svg("svg", { width: w * px, height: h * px, viewBox: "0 0 " + w * px + " " + h * px,
+          class: "heatmap", role: "img", "aria-label": text(g[1]) + ", " + text(title) });
+        for (var i = 0; i < h; i++) {
+          for (var j = 0; j < w; j++) {
+            var at = n * h * w + i * w + j;
+            var cell = svg("rect", { x: j * px, y: i * px, width: px, height: px,
+              fill: heat(values[at], limit), class: "cell" });
+            cell.dataset.cell = text(g[6]) + "[" + g[8][n].concat([i, j]).join(", ") + "]";
+            cell.dataset.at = at;
+            plot.append(cell);
+            if (written) {
+              var written_ = svg("text", { x: j * px + px / 2, y: i * px + px / 2 + 3, "text-anchor": "middle",
+                class: Math.abs(values[at]) > 0.55 * limit ? "label dark" : "label" });
+              written_.textContent = cellLabel(text(texts[at]));
+              plot.append(written_);
+            }
+          }
+        }
+        marked.forEach(function (at) {
+          if (Math.floor(at / (h * w)) !== n) return;
+          var k = at % (h * w);
+          plot.append(svg("rect", { x: (k % w) * px + 1, y: Math.floor(k / w) * px + 1,
+            width: px - 2, height: px - 2, class: "pooled" }));
+        });
+        plot.addEventListener("mousemove", function (e) {
+          var c = e.target;  // labels and outlines let the pointer through to their cell
+          if (!c.classList.contains("cell")) { tip.hidden = true; return; }
+          var lines = [c.dataset.cell + " = " + text(texts[Number(c.dataset.at)])];
+          if (marked.has(Number(c.dataset.at)) && text(g[11])) lines.push(text(g[11]));
+          showTip(e, lines);
+        });
+        plot.addEventListener("mouseleave", function () { tip.hidden = true; });
+        one.append(plot);
+        grids.append(one);
+      });
+      figure.append(grids);
+      var scale = el("div", "heat-scale");
+      scale.append(el("span", "swatch"), label(-limit) + " … 0 … " + label(limit));
+      scale.firstChild.style.background = "linear-gradient(90deg, " + heat(-1, 1) + ", " + heat(0, 1) + ", " + heat(1, 1) + ")";
+      figure.append(scale);
+      if (text(g[2])) figure.append(el("p", "caption", text(g[2])));
+      return figure;
     }
 
     // Boxes left to right, as the values (or δ) flow; each arrow kept with the box it points
@@ -111,9 +220,14 @@
 
     // A step of the replay: [label, header, changes, changes are news, forward chain (value,
     // note, changed per box), backward chain (formula, value, note, changed per box), tables
-    // ([header, rows, changed cells] each), update, updated values, update note, moved].
+    // ([header, rows, changed cells] each), update, updated values, update note, moved], and in
+    // a run of images [its heatmaps, the kernels' notes].
     function stepPanel(run, v) {
       var tables = v[6].map(function (t) { return { h: run.heads[t[0]], r: t[1], c: t[2] }; });
+      var images = v[11] ? v[11][0] : [];
+      function drawn(section) {
+        return images.filter(function (g) { return g[0] === section; }).map(heatmaps);
+      }
       var out = [el("h2", "step-label", text(v[0])), el("p", "caption", text(v[1]))];
       out.push(el("p", v[3] ? "changes" : "caption", text(v[2])));
       var lead = el("p");
@@ -122,20 +236,63 @@
       out.push(lead);
       out.push(chain(run.chain.map(function (c, i) {
         var f = v[4].slice(3 * i, 3 * i + 3);
-        return box(c[0], c[1], c[2], f[0], f[1], f[2]);
+        return box(c[0], c[1], c[2], f[0], f[1], f[2], c[3]);
       })));
       out.push(el("p", null, "backward: δ flowing back from the loss to the input"));
       out.push(chain(run.back.map(function (c, i) {
         var b = v[5].slice(4 * i, 4 * i + 4);
-        return box(c[0], c[1], b[0], b[1], b[2], b[3]);
+        return box(c[0], c[1], b[0], b[1], b[2], b[3], c[2]);
       })));
       SECTIONS.forEach(function (title, i) {
-        out.push(el("h3", null, title), table(tables[i]));
+        out.push(el("h3", null, title));
+        if (i !== 1) out.push.apply(out, drawn(i ? 1 : 0));  // forward's, δ's: before the table
+        if (tables[i].h.length) out.push(table(tables[i]));
       });
       out.push(el("h3", null, "5: update the weights — ŵ = w − α·grad"));
+      out.push.apply(out, drawn(2));
+      if (v[11]) v[11][1].forEach(function (n) { out.push(el("p", "caption", text(n))); });
       v[8].forEach(function (r) { out.push(el("p", "result", text(r))); });
-      out.push(el("pre", "update", text(v[7])), table(tables[3]));
+      if (text(v[7])) out.push(el("pre", "update", text(v[7])));
+      if (tables[3].h.length && tables[3].r.length) out.push(table(tables[3]));
       out.push(el("p", v[10] ? "moved" : "caption", text(v[9])));
+      return out;
+    }
+
+    // Runs of images compared at a step: [heatmaps (a tensor's, side by side or the
+    // difference), notes]; the tensor and the way shown are picked once for every step.
+    var picked = { tensor: null, how: 0 };
+    function comparedImages(m) {
+      var groups = m[0];
+      if (!groups.length) return [];
+      var tensors = [];
+      groups.forEach(function (g) { if (tensors.indexOf(g[6]) < 0) tensors.push(g[6]); });
+      if (tensors.indexOf(picked.tensor) < 0) picked.tensor = tensors[0];
+      var out = [el("h2", null, "Images and kernels")];
+      var controls = el("div", "image-controls");
+      var choose = el("select");
+      choose.setAttribute("aria-label", "Image or kernels to compare");
+      tensors.forEach(function (t) {
+        var o = el("option", null, text(t));
+        o.value = t;
+        o.selected = t === picked.tensor;
+        choose.append(o);
+      });
+      choose.addEventListener("change", function () { picked.tensor = Number(choose.value); render(current); });
+      controls.append(choose);
+      ["side by side", "difference"].forEach(function (name, how) {
+        var l = el("label");
+        var r = el("input");
+        r.type = "radio";
+        r.name = "how";
+        r.checked = picked.how === how;
+        r.addEventListener("change", function () { picked.how = how; render(current); });
+        l.append(r, " " + name);
+        controls.append(l);
+      });
+      out.push(controls);
+      var shown = groups.filter(function (g) { return g[6] === picked.tensor && g[12] === picked.how; });
+      m[1].forEach(function (n) { if (text(n)) out.push(el("p", "caption", text(n))); });
+      out.push.apply(out, shown.map(heatmaps));
       return out;
     }
 
@@ -310,6 +467,7 @@
       var side = data.tables[step - first];
       panel.replaceChildren(el("h2", "step-label", "All runs at step " + step),
         table({ h: side.h, r: side.r, c: [] }, side.i));
+      if (side.m) panel.append.apply(panel, comparedImages(side.m));
     }
 
     function go(step) {
