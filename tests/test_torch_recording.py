@@ -28,7 +28,7 @@ from torch import nn
 import steptrace.torch
 from steptrace.adapters.torch import buffers
 
-from .torch_nets import NETS, nesterov, state_of, train
+from .torch_nets import NETS, mlp, nesterov, state_of, train
 
 
 @pytest.mark.parametrize("name", list(NETS))
@@ -69,16 +69,14 @@ def test_in_place_modules_are_put_back_and_the_input_is_the_loops(traces):
 
 
 def _seed_loop(rec_kw, traces, stop_at=None, steps=None):
-    """The 3-2-1 network over the 3-row seed dataset, batch 1, 3 epochs (9 steps)."""
-    net = nesterov()
-    net.x, net.y, net.batch = net.x[:3], net.y[:3], 1
+    """The 3-2-1 network over 3 data inputs, batch 1, 3 epochs (9 steps), or ``steps``."""
+    net = mlp()
     rec = steptrace.torch.record(net.model, net.optimizer, out=traces, name="ends", **rec_kw)
     with rec:
         if steps is None:
             train(net, epochs=3, rec=rec, stop_at=stop_at)
         else:
-            for s in range(steps):
-                train_step = NETS["nesterov"]  # noqa: F841 - the same loop, cut short
+            for s in range(steps):  # the same loop, cut short
                 xb, yb = net.x[s % 3 : s % 3 + 1], net.y[s % 3 : s % 3 + 1]
                 net.optimizer.zero_grad()
                 per_sample = net.per_sample(net.model(xb), yb)
@@ -104,8 +102,8 @@ def test_a_loop_that_raises_is_incomplete_and_states_no_total_it_did_not_declare
 
 
 def test_a_block_that_ends_before_its_declared_plan_is_incomplete(traces):
-    net = nesterov()
-    plan = {"dataset": (net.x[:3], net.y[:3]), "epochs": 3, "batch_size": 1}
+    net = mlp()
+    plan = {"dataset": (net.x, net.y), "epochs": 3, "batch_size": 1}
     rec, _ = _seed_loop(plan, traces, steps=4)
     trace = steptrace.open_trace(rec.path)
     assert trace.status == "incomplete"

@@ -191,11 +191,21 @@ def zoo() -> Net:
 
 def nesterov() -> Net:
     torch.manual_seed(5)
-    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)).double()
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1)).double()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.8, nesterov=True,
                                 weight_decay=0.01)  # fmt: skip
     x = torch.rand(8, 3, generator=torch.Generator().manual_seed(6)).double()
     return Net(model, optimizer, x, x.sum(dim=1, keepdim=True), squared_error, "squared_error")
+
+
+def mlp() -> Net:
+    """The 3-2-1 network, SGD with Nesterov momentum on the squared error."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1)).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.8, nesterov=True)
+    x = torch.rand(3, 3, generator=torch.Generator().manual_seed(8)).double()
+    return Net(model, optimizer, x, x.sum(dim=1, keepdim=True), squared_error, "squared_error",
+               batch=1)  # fmt: skip
 
 
 def custom() -> Net:
@@ -209,7 +219,8 @@ def custom() -> Net:
 
 NETS: dict[str, Callable[[], Net]] = {
     "cnn": cnn, "cnn-float32": lambda: cnn(torch.float32), "series-cnn": series_cnn,
-    "residual": residual, "twice": twice, "zoo": zoo, "nesterov": nesterov, "custom": custom,
+    "residual": residual, "twice": twice, "zoo": zoo, "nesterov": nesterov, "mlp": mlp,
+    "custom": custom,
 }  # fmt: skip
 
 

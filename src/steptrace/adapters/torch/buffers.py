@@ -86,8 +86,10 @@ class Layout:
         step_grads: bool,
         dtype: Any,
         handoff: Callable[[], None],
+        written: Callable[[], int],
     ) -> None:
         self.graph, self.state, self.dtype, self.handoff = graph, state, dtype, handoff
+        self.written = written
         first = next(p.tensor for p in graph.params) if graph.params else None
         self.device = first.device if first is not None else torch.device("cpu")
         self.tdtype = first.dtype if first is not None else torch.float64
@@ -216,7 +218,8 @@ class Layout:
 
     @property
     def written_steps(self) -> int:
-        return len(self.m)
+        """The number of the step being captured (from 0 for the run's first)."""
+        return self.written() + len(self.m)
 
     def copy_rows(self, seen: Pass, y: torch.Tensor, per_sample: torch.Tensor) -> None:
         """One row per data input into the buffer: x, y, loss, every recorded tensor."""

@@ -102,7 +102,7 @@ class Recorder:
             raise problem
         state = StateReader(self.optimizer, self.optim, [p.tensor for p in graph.params])
         width = int(np.prod(y_shape))
-        return Layout(graph, state, width, not plain, self.dtype, self._write_chunk)
+        return Layout(graph, state, width, not plain, self.dtype, self._write_chunk, self._written)
 
     # -- rows -----------------------------------------------------------------------------------
 
