@@ -59,7 +59,8 @@ def test_plain_pandas_and_pyarrow_read_a_run_folder_and_a_folder_of_runs(traces)
     assert len(everything) == 12
     assert sorted(everything["lr"].unique()) == [1e-9, 1e-8]
     assert pads.dataset(traces, format="parquet").count_rows() == 12
-    assert set(os.listdir(runs[0].path)) == {"_run.json", ".lock", "part-000000.parquet"}
+    files = {"_run.json", ".lock", "_scalars", "part-000000.parquet"}
+    assert set(os.listdir(runs[0].path)) == files
 
 
 def test_a_diverged_runs_metadata_is_strict_json_that_any_reader_takes(traces, tmp_path):

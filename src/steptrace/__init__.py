@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .trace.opener import open_trace
     from .trace.reader import Trace
     from .trace.run import RunWriter, open_run
+    from .trace.scalars import load_scalars
     from .trace.tensors import load_tensor
     from .trace.verify import VerifyReport, verify
     from .train.api import record, sweep
@@ -68,6 +69,7 @@ _LAZY = {
     "Model": "model.spec",
     "load_model": "model.spec",
     "load_tensor": "trace.tensors",
+    "load_scalars": "trace.scalars",
     "VerifyReport": "trace.verify",
     "verify": "trace.verify",
 }
@@ -118,6 +120,7 @@ __all__ = [
     "find_traces",
     "load_dataset",
     "load_model",
+    "load_scalars",
     "load_tensor",
     "load_trace",
     "load_traces",

@@ -59,7 +59,7 @@ __all__ = [
 
 #: Version of the trace format (not of the package). Readers accept this major version and the
 #: ones before it, and refuse a newer one.
-FORMAT_VERSION = "2.1"
+FORMAT_VERSION = "2.2"
 #: The one Parquet key-value metadata key holding the run's metadata as JSON.
 METADATA_KEY = "steptrace"
 #: Suffix of the exact rational text column beside each value column (exact runs only).

@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, WriteError
 from .rebuild import Rebuilt, before_entry
-from .schema import EXACT_SUFFIX, METADATA_KEY, arrow_schema, tensors_of
+from .scalars import ScalarsWriter
+from .schema import EXACT_SUFFIX, METADATA_KEY, Tensor, arrow_schema, tensors_of
 
 try:
     import fcntl
@@ -228,10 +229,14 @@ class TraceWriter:
         flush_seconds: float = 1.0,
         row_group_rows: int | None = None,
         first_part: int = 0,
+        computed: list[Tensor] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.meta = meta
         tensors = tensors_of(meta)
+        # Every step's figures, from the blocks as they come (``computed``: the tensors they
+        # carry, when the run stores fewer).
+        self.scalars = ScalarsWriter(run_dir, computed or tensors, str(meta["run_id"]))
         self.schema = arrow_schema(tensors, exact, meta, stored=True)
         # The parameters a part's first step starts from go into its footer (rebuild.py).
         self._starts = list(Rebuilt.of(tensors, exact, self.schema.names).previous)
@@ -278,6 +283,7 @@ class TraceWriter:
 
     def write(self, block: dict[str, Any]) -> None:
         """Queue a block of whole steps; writes a row group or flushes when due."""
+        self.scalars.add(block)
         rows = len(block["step"])
         if self._starts and self._part is None and not self._pending:
             # A new part: its footer says where its first step starts from (given apart, or
@@ -322,6 +328,7 @@ class TraceWriter:
 
     def flush(self) -> None:
         """Make every queued row readable: close the part in progress and rename it in place."""
+        self._flush_scalars()
         self._write_row_group()
         self._last_flush = time.monotonic()
         if self._part is None:
@@ -339,6 +346,12 @@ class TraceWriter:
         self.parts += 1
         self.rows_flushed += self._part_rows
         self._part_rows = 0
+
+    def _flush_scalars(self) -> None:
+        try:
+            self.scalars.flush()
+        except OSError as exc:
+            raise WriteError(self._lost_message(exc)) from None
 
     def _abandon_part(self) -> None:
         """Drop the part in progress (it is not valid Parquet yet); flushed parts stay."""
