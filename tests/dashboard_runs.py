@@ -1,5 +1,6 @@
 """Folders of runs for the dashboard's tests: the article, a learning-rate comparison, a run
-that diverges, and the files that are not runs (corrupt, foreign, newer format)."""
+that diverges, runs of images, and the files that are not runs (corrupt, foreign, newer
+format)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import steptrace
+from tests.image_runs import CNN, write_images
 
 #: Initial weights for float runs whose weights keep moving (the ReLU gate stays open).
 MOVING_INIT = "0.005,-0.0002,0.0002"
@@ -94,6 +96,29 @@ def two_layer(out: Path, name: str = "two-layer", lr: str = "1/10") -> Path:
     """examples/two-layer.json on the article's data, exact, two epochs."""
     return steptrace.record(
         "seed", lr=lr, numerics="exact", model=TWO_LAYER, out=out, name=name, epochs=2
+    ).path
+
+
+#: examples/shapes.json: input(1×8×8) → conv2d(2, 3×3, bias) → relu → maxpool2d(2) → flatten →
+#: linear(1, bias), for the embedded crosses and squares.
+SHAPES = Path(__file__).resolve().parent.parent / "examples" / "shapes.json"
+
+
+def shapes(out: Path, name: str = "shapes", lr: str = "0.05", epochs: int = 2) -> Path:
+    """The README's image run: examples/shapes.json on the embedded crosses and squares,
+    float64, seed 1 (16 steps an epoch)."""
+    return steptrace.record(
+        "shapes", lr=lr, numerics="float64", model=SHAPES, seed=1, epochs=epochs, out=out,
+        name=name,
+    ).path  # fmt: skip
+
+
+def cnn(out: Path, name: str = "cnn", lr: str = "1/10") -> Path:
+    """tests/image_runs.py's network on its two images, exact, one epoch (two steps): its
+    values are worked out in tests/test_views.py."""
+    data = write_images(out.parent / "images.csv")
+    return steptrace.record(
+        data, lr=lr, target="t", numerics="exact", model=CNN, out=out, name=name
     ).path
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import steptrace
@@ -659,6 +660,135 @@ def test_a_dashboard_stopped_with_a_tab_open_starts_again_on_its_port(
     assert "in use" not in log and "Traceback" not in log, log
 
 
+# -- runs of images --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_server(chromium: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A dashboard over runs of images: the README's crosses and squares (float64, α = 0.05 and
+    0.2, two epochs), and tests/image_runs.py's exact network."""
+    where = tmp_path_factory.mktemp("images")
+    traces = where / "traces"
+    traces.mkdir()
+    runs.shapes(traces, "shapes", "0.05")
+    runs.shapes(traces, "shapes-lr0.2", "0.2")
+    runs.cnn(traces)
+    dashboard = Dashboard(traces, where / "dashboard.log")
+    try:
+        yield dashboard.start()
+    finally:
+        log = dashboard.stop()
+    assert "Traceback" not in log, log
+
+
+def _chart(page, title: str):  # type: ignore[no-untyped-def]
+    """The heatmaps drawn under a title (the chart's accessible name starts with it)."""
+    return page.locator(f'.vega-embed[aria-label^="{title}"]').first
+
+
+def _hover(page, target) -> None:  # type: ignore[no-untyped-def]
+    """Move the mouse to the middle of ``target``, as a reader's pointer comes to rest there."""
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
+def test_replay_of_an_image_run_draws_feature_maps_with_values_on_hover(
+    image_server: str, chromium: object, images: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    run = server_folder(image_server) / "shapes"
+    page = _page(chromium, 1400)
+    page.goto(f"{image_server}/?run=shapes&step=0")
+    heading = page.get_by_role("heading", name="step 0 (1st data input)")
+    expect(heading).to_be_visible(timeout=30_000)
+    # The chain says each layer's shape.
+    chain = page.locator(".st-chain").first
+    expect(chain.locator(".box").filter(has_text="maxpool2d(2)").locator(".shape")).to_have_text(
+        "2 × 4 × 4"
+    )
+    expect(chain.locator(".box").filter(has_text="flatten").locator(".shape")).to_have_text("32")
+    # L2's feature maps: two channels of 8 × 8 cells, each cell coloured, its value written.
+    conv = _chart(page, "L2 conv2d(2, 3×3, bias): o2 = w2 ⋆ o1 + b2")
+    cells = conv.locator("g.child_layer_0_marks path")
+    expect(cells).to_have_count(128, timeout=30_000)
+    expect(conv.locator("g.child_layer_1_marks text")).to_have_count(128)
+    fills = {cells.nth(i).get_attribute("fill") for i in range(0, 128, 9)}
+    assert len(fills) > 5, fills  # a colour scale, not one colour
+    # Hovering a cell shows its name and whole value, which the cell writes short.
+    o2 = steptrace.load_tensor(run, "o2")[0]
+    c, i, j = next(idx for idx, v in np.ndenumerate(o2) if len(repr(float(v))) > 8)
+    cell = conv.locator(f'g.child_layer_0_marks path[aria-label*="cell: o2[{c}, {i}, {j}]"]')
+    expect(cell).to_have_count(1)
+    _hover(page, cell)
+    tip = page.locator("#vg-tooltip-element.visible")
+    expect(tip).to_contain_text(f"o2[{c}, {i}, {j}]")
+    expect(tip).to_contain_text(repr(float(o2[c, i, j])))
+    # The cells L4's max pooling keeps are outlined on its input, two channels of 4 × 4 cells.
+    relu = _chart(page, "L3 relu: o3 = o2 if o2 ≥ 0 else 0")
+    kept = relu.locator("g.pooled_marks path")
+    expect(kept).to_have_count(32)
+    o3 = steptrace.load_tensor(run, "o3")[0]
+    label = kept.first.get_attribute("aria-label") or ""
+    at = re.search(r"cell: o3\[(\d+), (\d+), (\d+)\]", label)
+    assert at, label
+    ch, row, col = (int(n) for n in at.groups())
+    window = o3[ch, row - row % 2 : row - row % 2 + 2, col - col % 2 : col - col % 2 + 2]
+    first_max = np.unravel_index(int(np.argmax(window)), (2, 2))
+    assert (row % 2, col % 2) == tuple(int(n) for n in first_max), (label, window)
+    _hover(page, relu.locator(f'g.child_layer_0_marks path[aria-label*="cell: o3[{ch}, {row}, '
+                              f'{col}]"]'))  # fmt: skip
+    expect(tip).to_contain_text("kept by L4's max pooling")
+    expect(page.get_by_text("Outlined: the maximum of each 2 × 2 cell").first).to_be_visible()
+    kernels = _chart(page, "ŵ2 − w2: what the update changed")
+    expect(kernels.locator("g.child_layer_0_marks path")).to_have_count(18)
+    expect(page.get_by_text(re.compile(r"^The update moved \d+ of the 18 kernel weights of w2"))
+           ).to_be_visible()  # fmt: skip
+    # The README's picture: L2's feature maps and L3's with the pooled maxima outlined.
+    page.mouse.move(0, 0)
+    expect(page.locator("#vg-tooltip-element.visible")).to_have_count(0)
+    _fit_to_content(page)
+    page.wait_for_timeout(800)
+    _idle(page)
+    title = page.get_by_text("L2 conv2d(2, 3×3, bias): o2 = w2 ⋆ o1 + b2", exact=False).first
+    note = page.get_by_text("Outlined: the maximum of each 2 × 2 cell").first
+    top, bottom = title.bounding_box(), note.bounding_box()
+    left = page.locator("[data-testid=stMainBlockContainer]").bounding_box()
+    clip = {"x": left["x"] + 40, "y": top["y"] - 12, "width": 820,
+            "height": bottom["y"] + bottom["height"] + 12 - (top["y"] - 12)}  # fmt: skip
+    images.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(images / "images.png"), clip=clip)
+    assert (images / "images.png").stat().st_size > 10_000
+
+
+def test_compare_two_image_runs_feature_maps_side_by_side_and_their_difference(
+    image_server: str, chromium: object
+) -> None:
+    from playwright.sync_api import expect
+
+    folder = server_folder(image_server)
+    page = _page(chromium, 1800)
+    page.goto(f"{image_server}/compare?run=shapes&run=shapes-lr0.2&step=5")
+    expect(page.get_by_role("heading", name="Images and kernels at step 5")).to_be_visible(
+        timeout=30_000
+    )
+    title = "L2 conv2d(2, 3×3, bias): o2 = w2 ⋆ o1 + b2"
+    side = _chart(page, title)
+    cells = side.locator("g.child_layer_0_marks path")
+    expect(cells).to_have_count(256, timeout=30_000)  # 2 runs × 2 channels × 8 × 8
+    for name in ("shapes · channel 0", "shapes-lr0.2 · channel 1"):
+        expect(side.get_by_text(name, exact=True)).to_have_count(1)
+    page.get_by_text("difference", exact=True).click()
+    diff = _chart(page, f"{title} — each run minus shapes")
+    expect(diff.locator("g.child_layer_0_marks path")).to_have_count(128, timeout=30_000)
+    a, b = (steptrace.load_tensor(folder / run, "o2")[5] for run in ("shapes", "shapes-lr0.2"))
+    c, i, j = np.unravel_index(int(np.argmax(np.abs(b - a))), a.shape)
+    _hover(page, diff.locator(f'g.child_layer_0_marks path[aria-label*="cell: o2[{c}, {i}, {j}]"]'))
+    tip = page.locator("#vg-tooltip-element.visible")
+    expect(tip).to_contain_text(repr(float(b[c, i, j] - a[c, i, j])))
+
+
 # -- a recording in progress -------------------------------------------------------------------
 
 STEPS = re.compile(r"^([\d,]+) steps, counted from 0")
@@ -919,4 +1049,73 @@ def test_exported_comparisons_and_long_windows_open_offline(
     expect(table.locator("tbody tr").first).to_contain_text("1e-8")
     expect(page.locator("svg.chart")).to_have_count(4)  # loss, and w_1, w_2, w_3
     expect(page.locator("svg.chart").first.locator("polyline")).to_have_count(2)
+    offline.check()
+
+
+def test_an_exported_image_run_draws_its_heatmaps_offline(chromium: object, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    from steptrace.views.export import export_html
+
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    run = runs.cnn(traces)
+    out = tmp_path / "cnn.html"
+    export_html([run], out)
+    offline = Offline(chromium, out)
+    page = offline.page
+    page.goto(offline.url)
+    expect(page.locator("h2.step-label")).to_have_text("step 0 (1st data input)")
+    chain = page.locator(".chain").first
+    expect(chain.locator(".box").filter(has_text="maxpool2d(2)").locator(".shape")).to_have_text(
+        "2 × 2 × 2"
+    )
+    conv = page.locator("figure.heatmaps").filter(has_text="L2 conv2d(2, 3×3, bias)")
+    expect(conv.locator("svg.heatmap")).to_have_count(2)  # a grid per channel
+    expect(conv.locator("rect.cell")).to_have_count(32)
+    o2 = steptrace.load_tensor(run, "o2", exact=True)[0]
+    # The 16th cell: channel 0, row 3, column 3, -25/16: written to 3 digits, whole on hover.
+    assert str(o2[0, 3, 3]) == "-25/16"
+    cell = conv.locator("rect.cell").nth(15)
+    expect(conv.locator("svg.heatmap").first.locator("text").nth(15)).to_have_text("-1.56")
+    cell.hover()
+    expect(page.locator(".heat-tip")).to_have_text(f"o2[0, 3, 3] = {o2[0, 3, 3]}")
+    fills = {conv.locator("rect.cell").nth(k).get_attribute("fill") for k in range(32)}
+    assert len(fills) > 5, fills
+    # L4's pooling keeps 4 cells of each channel of o3: outlined, named on hover.
+    relu = page.locator("figure.heatmaps").filter(has_text="L3 relu: o3")
+    expect(relu.locator("rect.pooled")).to_have_count(8)
+    relu.locator("svg.heatmap").nth(1).locator("rect.cell").nth(4).hover()  # (1, 0): a tie, kept
+    expect(page.locator(".heat-tip")).to_contain_text("o3[1, 1, 0] = 11/16")
+    expect(page.locator(".heat-tip")).to_contain_text("kept by L4's max pooling")
+    kernels = page.locator("figure.heatmaps").filter(has_text="ŵ2 − w2: what the update changed")
+    expect(kernels.locator("svg.heatmap")).to_have_count(4)  # out 0 ← in 0 … out 1 ← in 1
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("h2.step-label")).to_have_text("step 1 (2nd data input)")
+    o2 = steptrace.load_tensor(run, "o2", exact=True)[1]
+    conv.locator("rect.cell").nth(17).hover()
+    expect(page.locator(".heat-tip")).to_have_text(f"o2[1, 0, 1] = {o2[1, 0, 1]}")
+    offline.check()
+
+    other = runs.cnn(traces, "lr0.5", "1/2")
+    both = tmp_path / "both.html"
+    export_html([run, other], both)
+    offline = Offline(chromium, both)
+    page = offline.page
+    page.goto(offline.url)
+    expect(page.get_by_role("heading", name="Images and kernels")).to_be_visible()
+    side = page.locator("figure.heatmaps")
+    expect(side).to_have_count(1)
+    expect(side.locator("svg.heatmap")).to_have_count(4)  # o2 of both runs, two channels each
+    page.keyboard.press("ArrowRight")  # step 1: the runs' kernels have moved apart
+    expect(page.get_by_role("heading", name="All runs at step 1")).to_be_visible()
+    page.get_by_label("difference").check()
+    expect(side.locator("figcaption")).to_contain_text("— each run minus cnn")
+    a = steptrace.load_tensor(run, "o2", exact=True)[1]
+    b = steptrace.load_tensor(other, "o2", exact=True)[1]
+    assert b[1, 1, 1] != a[1, 1, 1]  # channel 1's (channel 0's kernels never move)
+    side.locator("rect.cell").nth(16 + 5).hover()
+    expect(page.locator(".heat-tip")).to_have_text(f"o2[1, 1, 1] = {b[1, 1, 1] - a[1, 1, 1]}")
+    page.get_by_label("Image or kernels to compare").select_option(label="w2_after")
+    expect(side.locator("svg.heatmap")).to_have_count(4)  # the kernels' differences
     offline.check()

@@ -11,9 +11,11 @@ from fractions import Fraction as F
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import steptrace
 from steptrace.cli import dashboard as command
 from tests import dashboard_runs as runs
 
@@ -684,3 +686,134 @@ def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> Non
         f"Error: port {taken} is in use on 127.0.0.1; choose another with --port, or leave it "
         "out to take a free one\n"
     )
+
+
+# -- runs of images ----------------------------------------------------------------------------
+
+
+def heatmaps(at: AppTest) -> dict[str, tuple[dict[str, object], pd.DataFrame]]:
+    """Each heatmap chart of the page under the title written above it: its Vega-Lite spec and
+    its data, a row per cell (the first chart under a title, when a title repeats)."""
+    out: dict[str, tuple[dict[str, object], pd.DataFrame]] = {}
+    title = None
+
+    def walk(node: object) -> None:
+        nonlocal title
+        for child in getattr(node, "children", {}).values():
+            if child.type == "markdown":
+                title = child.value
+            elif child.type == "vega_lite_chart":
+                spec = json.loads(child.proto.spec)
+                if "facet" in spec and title is not None and title not in out:
+                    data = pa.ipc.open_stream(child.proto.datasets[0].data.data).read_all()
+                    out[title] = (spec, data.to_pandas())
+            walk(child)
+
+    walk(at.main)
+    return out
+
+
+def grid_texts(data: pd.DataFrame, grid: str) -> list[list[str]]:
+    """One grid's cell texts, row by row."""
+    cells = data[data["map"] == grid].sort_values(["row", "column"])
+    return [list(g["text"]) for _, g in cells.groupby("row")]
+
+
+def fraction_texts(values: object) -> list[list[str]]:
+    return [[str(v) for v in row] for row in values]  # type: ignore[attr-defined]
+
+
+def test_replay_of_an_image_run_draws_feature_maps_kernels_and_pooled_maxima(
+    app, traces: Path
+) -> None:
+    run = runs.cnn(traces)
+    at = app(traces, run="cnn", step="0")
+    no_errors(at)
+    assert step_shown(at) == "step 0 (1st data input)"
+    chain = "".join(m.value for m in at.markdown if "st-chain" in m.value)
+    # Each box says the shape of what it gives; an image's values by their span.
+    assert ('maxpool2d(2)</span></div><div class="formula">o4 = max of each 2 × 2 cell of o3'
+            '</div><div class="shape">2 × 2 × 2</div><div class="value">from 0 to 5/4</div>'
+            ) in chain  # fmt: skip
+    maps = heatmaps(at)
+    titles = [t.split(" &nbsp;")[0] for t in maps]
+    assert titles[:5] == ["x (data input)", "L1 input: o1 = x",
+                          "L2 conv2d(2, 3×3, bias): o2 = w2 ⋆ o1 + b2",
+                          "L3 relu: o3 = o2 if o2 ≥ 0 else 0",
+                          "L4 maxpool2d(2): o4 = max of each 2 × 2 cell of o3"]  # fmt: skip
+    spec, o2 = maps["L2 conv2d(2, 3×3, bias): o2 = w2 ⋆ o1 + b2 &nbsp; `2 × 4 × 4`"]
+    values = steptrace.load_tensor(run, "o2", exact=True)[0]
+    assert grid_texts(o2, "channel 1") == fraction_texts(values[1])
+    assert o2["value"].tolist() == values.astype(float).ravel().tolist()
+    assert o2.loc[(o2["map"] == "channel 0") & (o2["row"] == 3) & (o2["column"] == 0),
+                  "cell"].tolist() == ["o2[0, 3, 0]"]  # fmt: skip
+    layers = spec["spec"]["layer"]  # type: ignore[index]
+    tooltip = [t["title"] for t in layers[0]["encoding"]["tooltip"]]
+    assert tooltip == ["cell", "value"]  # each cell's value on hover
+    assert layers[1]["mark"]["type"] == "text"  # and written in the cells of a small grid
+    assert set(o2["label"]) >= {"-13/4", "5/4", "-1.56"}  # short fractions, or 3 digits
+    # The cells L4's pooling keeps, outlined on its input: the first maximum of each cell.
+    spec, o3 = maps["L3 relu: o3 = o2 if o2 ≥ 0 else 0 &nbsp; `2 × 4 × 4`"]
+    kept = o3[o3["marked"]]
+    assert sorted(zip(kept["map"], kept["row"], kept["column"], strict=True)) == [
+        ("channel 0", 0, 0), ("channel 0", 0, 2), ("channel 0", 2, 0), ("channel 0", 2, 2),
+        ("channel 1", 0, 3), ("channel 1", 1, 0), ("channel 1", 2, 0), ("channel 1", 2, 2),
+    ]  # fmt: skip
+    outline = spec["spec"]["layer"][2]  # type: ignore[index]
+    assert outline["name"] == "pooled" and outline["transform"] == [{"filter": "datum.marked"}]
+    assert set(kept["mark"]) == {"kept by L4's max pooling"}
+    captions = [c.value for c in at.caption]
+    assert ("Outlined: the maximum of each 2 × 2 cell, which L4's max pooling keeps (on ties, "
+            "the first in reading order).") in captions  # fmt: skip
+    # The kernels: before, their gradient, after, and what the update changed.
+    kernels = [t for t in maps if "`2 × 2 × 3 × 3`" in t]
+    assert [t.split(" &nbsp;")[0] for t in kernels][:4] == [
+        "w2: the kernels before the update", "grad2 = ∂Loss/∂W2", "ŵ2 = w2 − α·grad2",
+        "ŵ2 − w2: what the update changed"]  # fmt: skip
+    _, change = maps[kernels[3]]
+    before = steptrace.load_tensor(run, "w2_before", exact=True)[0]
+    after = steptrace.load_tensor(run, "w2_after", exact=True)[0]
+    assert grid_texts(change, "out 1 ← in 0") == fraction_texts((after - before)[1, 0])
+    assert any(c.startswith("The update moved 16 of the 36 kernel weights of w2") for c in captions)
+    assert at.success[0].value.startswith("The update moved 16 of the 36 values of w2, b2_2")
+    # The tables keep the values that are not images.
+    assert list(table(at, "o6 = L6(o5)").columns) == ["o5 = L5(o4)", "o6 = L6(o5)"]
+    assert [t.label for t in at.tabs][1] == "L2 · conv2d(2, 3×3, bias)"
+
+
+def test_a_run_without_images_draws_no_heatmap(app, traces: Path) -> None:
+    runs.two_layer(traces)
+    at = app(traces)
+    no_errors(at)
+    assert heatmaps(at) == {}
+    assert 'class="shape"' not in "".join(m.value for m in at.markdown)
+
+
+def test_compare_two_image_runs_side_by_side_and_their_difference(app, traces: Path) -> None:
+    a, b = runs.cnn(traces, "a", "1/10"), runs.cnn(traces, "b", "1/2")
+    at = app(traces)
+    at.switch_page(COMPARE).run()
+    no_errors(at)
+    at.number_input(key="compare.cursor.jump").set_value(1).run()
+    no_errors(at)
+    assert "Images and kernels at step 1" in [s.value for s in at.subheader]
+    picker = at.selectbox(key="heatmaps.tensor")
+    assert picker.value == "o2"  # the first convolution's feature maps
+    assert at.table[-1].value.loc["o2"].tolist()[0].startswith("2 × 4 × 4, from ")
+    both = {"a": a, "b": b}
+    o2 = {name: steptrace.load_tensor(run, "o2", exact=True)[1] for name, run in both.items()}
+    ((title, (_, side)),) = [(t, m) for t, m in heatmaps(at).items() if "o2 = w2" in t]
+    assert title.startswith("L2 conv2d(2, 3×3, bias): o2 = w2 ⋆ o1 + b2")
+    assert list(dict.fromkeys(side["map"])) == ["a · channel 0", "a · channel 1",
+                                                 "b · channel 0", "b · channel 1"]  # fmt: skip
+    assert grid_texts(side, "b · channel 1") == fraction_texts(o2["b"][1])
+    at.radio(key="heatmaps.how").set_value("difference").run()
+    no_errors(at)
+    ((_, (_, diff)),) = [(t, m) for t, m in heatmaps(at).items() if "each run minus a" in t]
+    assert list(dict.fromkeys(diff["map"])) == ["b − a · channel 0", "b − a · channel 1"]
+    assert grid_texts(diff, "b − a · channel 0") == fraction_texts((o2["b"] - o2["a"])[0])
+    picker.set_value("w2_after").run()
+    no_errors(at)
+    ((_, (_, kernels)),) = [(t, m) for t, m in heatmaps(at).items() if "ŵ2 = w2" in t]
+    w = {name: steptrace.load_tensor(run, "w2_after", exact=True)[1] for name, run in both.items()}
+    assert grid_texts(kernels, "b − a · out 0 ← in 1") == fraction_texts((w["b"] - w["a"])[0, 1])

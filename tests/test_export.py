@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import steptrace
@@ -21,6 +22,7 @@ from steptrace import open_trace, views
 from steptrace.errors import ConfigError, TraceError, WriteError
 from steptrace.views.export import DEFAULT_WINDOW, MAX_WINDOW, export_html, replay_data, window
 from tests import dashboard_runs as runs
+from tests.image_runs import record_images
 
 ARTICLE_UPDATE = "ŵ = (1/200, 23199997/11600, 17400001/5800)"
 
@@ -361,3 +363,99 @@ def test_two_runs_of_one_name_are_told_apart_by_their_path(tmp_path: Path) -> No
     b = steptrace.record("seed", lr="1/2", numerics="exact", out=tmp_path / "b", name="run").path
     done = export_html([a, b], tmp_path / "x.html")
     assert done.runs == (str(a), str(b))
+
+
+# -- runs of images --------------------------------------------------------------------------------
+
+
+def heatmaps_of(data: dict[str, Any], group: list[Any]) -> dict[str, Any]:
+    """One tensor's heatmaps in the file (see steptrace.views.export._maps), texts looked up."""
+    s = data["strings"]
+    section, title, note, shape, per_row, written, name, titles, leads, texts, marked, mark, how = (
+        group
+    )
+    h, w = shape[-2:]
+    flat = [s[i] for i in texts]
+    return {
+        "section": section, "title": s[title], "note": s[note], "shape": shape, "per_row": per_row,
+        "written": written, "name": s[name], "titles": [s[t] for t in titles], "leads": leads,
+        "grids": [[flat[g * h * w + i * w : g * h * w + (i + 1) * w] for i in range(h)]
+                  for g in range(len(titles))],
+        "marked": [(p // (h * w), (p % (h * w)) // w, p % w) for p in marked],
+        "mark": s[mark], "how": how,
+    }  # fmt: skip
+
+
+def test_an_image_runs_file_holds_its_heatmaps(tmp_path: Path) -> None:
+    run = record_images(tmp_path, "1/10", name="cnn").path
+    trace = open_trace(run)
+    data = replay_data({"cnn": trace}, 0, 1)
+    s = data["strings"]
+    meta = data["runs"][0]
+    # The chain's boxes say their shapes.
+    assert [s[box[3]] for box in meta["chain"]] == [
+        "2 × 4 × 4", "2 × 4 × 4", "2 × 4 × 4", "2 × 4 × 4", "2 × 2 × 2", "8", "1", ""]  # fmt: skip
+    assert [s[box[2]] for box in meta["back"]][:3] == ["1", "8", "2 × 2 × 2"]
+    for step, record in enumerate(meta["views"]):
+        view = views.step_view(trace, step)
+        groups, notes = record[11]
+        drawn = [heatmaps_of(data, g) for g in groups]
+        assert [(d["section"], d["name"]) for d in drawn] == [
+            (0, "x"), (0, "o1"), (0, "o2"), (0, "o3"), (0, "o4"),
+            (1, "d5"), (1, "d4"), (1, "d3"), (1, "d2"), (1, "d1"),
+            (2, "w2_before"), (2, "grad_w2"), (2, "w2_after"), (2, "w2_change"),
+        ]  # fmt: skip
+        for d in drawn:
+            tensor = {"w2_change": "w2_after"}.get(d["name"], d["name"])
+            values = steptrace.load_tensor(trace, tensor, exact=True)[step]
+            if d["name"] == "w2_change":
+                values = values - steptrace.load_tensor(trace, "w2_before", exact=True)[step]
+            expected = values.reshape(-1, *values.shape[-2:])
+            assert d["grids"] == np.vectorize(str, otypes=[object])(expected).tolist(), d["name"]
+            assert d["shape"] == list(values.shape) and d["written"] == 1
+        o3, d4 = drawn[3], drawn[6]
+        chosen = {(c, i, j) for c, m in enumerate(view.forward_maps()[3].maps) for i, j in m.marked}
+        assert set(o3["marked"]) == set(d4["marked"]) == chosen and len(chosen) == 8
+        assert o3["mark"] == "kept by L4's max pooling" and "reading order" in o3["note"]
+        assert drawn[10]["titles"] == ["out 0 ← in 0", "out 0 ← in 1", "out 1 ← in 0",
+                                       "out 1 ← in 1"]  # fmt: skip
+        assert drawn[10]["leads"] == [[0, 0], [0, 1], [1, 0], [1, 1]]
+        assert [s[n] for n in notes] == [view.kernel_note(2)]
+    # Step 0 by hand (tests/test_views.py): channel 1's cells kept at (0, 3), (1, 0), (2, 0),
+    # (2, 2), on ties the first in reading order.
+    first = heatmaps_of(data, meta["views"][0][11][0][3])
+    assert sorted((i, j) for c, i, j in first["marked"] if c == 1) == [(0, 3), (1, 0), (2, 0),
+                                                                        (2, 2)]  # fmt: skip
+    # The tables hold no images; the page says so by drawing them from the heatmaps.
+    assert steps_of(data)[0].tables[0]["headers"] == ["o5 = L5(o4)", "o6 = L6(o5)"]
+    page = tmp_path / "cnn.html"
+    export_html([run], page)
+    assert embedded(page.read_text(encoding="utf-8")) == data
+
+
+def test_a_comparison_of_image_runs_holds_their_maps_and_differences(tmp_path: Path) -> None:
+    a = open_trace(record_images(tmp_path, "1/10", name="a").path)
+    b = open_trace(record_images(tmp_path, "1/2", name="b").path)
+    both = {"a": a, "b": b}
+    data = replay_data(both, 0, 1)
+    for step, side in enumerate(data["tables"]):
+        groups, notes = side["m"]
+        drawn = [heatmaps_of(data, g) for g in groups]
+        assert [(d["name"], d["how"]) for d in drawn] == [("o2", 0), ("o2", 1), ("w2_after", 0),
+                                                          ("w2_after", 1)]  # fmt: skip
+        o2 = {key: steptrace.load_tensor(t, "o2", exact=True)[step] for key, t in both.items()}
+        texts = np.vectorize(str, otypes=[object])
+        assert drawn[0]["grids"] == texts(o2["a"]).tolist() + texts(o2["b"]).tolist()
+        assert drawn[0]["titles"] == ["a · channel 0", "a · channel 1", "b · channel 0",
+                                      "b · channel 1"]  # fmt: skip
+        assert drawn[0]["per_row"] == 2
+        assert drawn[1]["grids"] == texts(o2["b"] - o2["a"]).tolist()
+        assert drawn[1]["titles"] == ["b − a · channel 0", "b − a · channel 1"]
+        w = {key: steptrace.load_tensor(t, "w2_after", exact=True)[step]
+             for key, t in both.items()}  # fmt: skip
+        assert drawn[3]["grids"] == texts((w["b"] - w["a"]).reshape(4, 3, 3)).tolist()
+        assert [data["strings"][n] for n in notes] == [""] * 4
+    # Runs without images keep their comparison as it was.
+    assert "m" not in replay_data({"lr1": open_trace(runs.article(tmp_path / "t", "lr1")),
+                                   "lr2": open_trace(runs.article(tmp_path / "t", "lr2", "2"))},
+                                  0, 2)["tables"][0]  # fmt: skip

@@ -20,6 +20,7 @@ from steptrace.errors import TraceError
 from steptrace.trace.reader import Trace
 from tests import dashboard_runs as runs
 from tests.article import STEPS, W
+from tests.image_runs import CNN, record_images
 
 
 def text(q: object) -> str:
@@ -604,3 +605,248 @@ def test_weights_to_draw_are_every_parameter_of_the_runs_and_each_model_apart(
     bias = views.curve(folder.runs["two-layer"], "b2_after_2")
     assert bias.frame["value"].iloc[0] == pytest.approx(1199987 / 12000000)
     assert views.first_divergence(folder.runs["two-layer"]) is None
+
+
+# -- runs of images: heatmaps ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trace]:
+    """tests/image_runs.py's network on its two images, exact: α = 1/10 and 1/2 a step each,
+    and both images in one step; and float64."""
+    folder = tmp_path_factory.mktemp("cnn")
+    made = {
+        "lr0.1": record_images(folder, "1/10", name="lr0.1"),
+        "lr0.5": record_images(folder, "1/2", name="lr0.5"),
+        "batch": record_images(folder, "1/10", name="batch", batch_size=2, epochs=2),
+        "float": record_images(folder, "1/10", name="float", numerics="float64", epochs=2),
+    }
+    return {key: open_trace(run.path) for key, run in made.items()}
+
+
+def grids(maps: views.Heatmaps) -> list[list[list[str]]]:
+    """Each grid's texts, row by row."""
+    return [[list(row) for row in m.texts] for m in maps.maps]
+
+
+def exact_texts(array: np.ndarray) -> list[object]:
+    """An array of Fractions as texts, grid after grid of its last two axes."""
+    grids = array.reshape(-1, *array.shape[-2:])
+    return np.vectorize(str, otypes=[object])(grids).tolist()  # type: ignore[no-any-return]
+
+
+def test_an_image_runs_heatmaps_hold_what_load_tensor_gives(cnn: dict[str, Trace]) -> None:
+    trace = cnn["lr0.1"]
+    for step in (0, 1):
+        view = views.step_view(trace, step)
+        forward = {m.tensor: m for m in view.forward_maps()}
+        backward = {m.tensor: m for m in view.backward_maps()}
+        assert list(forward) == ["x", "o1", "o2", "o3", "o4"]
+        assert list(backward) == ["d5", "d4", "d3", "d2", "d1"]
+        for tensor, maps in {**forward, **backward}.items():
+            values = steptrace.load_tensor(trace, tensor, exact=True)[step]
+            assert grids(maps) == exact_texts(values), (step, tensor)
+            floats = [[list(row) for row in m.values] for m in maps.maps]
+            assert floats == values.astype(float).tolist()
+            assert maps.shape == values.shape and maps.written  # 4 × 4: values in the cells
+        assert [m.title for m in forward["o2"].maps] == ["channel 0", "channel 1"]
+        assert forward["o2"].title == "L2 conv2d(2, 3×3, bias): o2 = w2 ⋆ o1 + b2"
+        assert forward["o2"].cell((1,), 3, 0) == "o2[1, 3, 0]"
+        w, grad, after, change = view.kernels(2)
+        for maps, tensor in ((w, "w2_before"), (grad, "grad_w2"), (after, "w2_after")):
+            values = steptrace.load_tensor(trace, tensor, exact=True)[step]
+            assert grids(maps) == exact_texts(values), (step, tensor)
+            assert [m.title for m in maps.maps] == ["out 0 ← in 0", "out 0 ← in 1",
+                                                    "out 1 ← in 0", "out 1 ← in 1"]  # fmt: skip
+            assert maps.columns == 2  # a row of grids per output channel
+        before = steptrace.load_tensor(trace, "w2_before", exact=True)[step]
+        moved = steptrace.load_tensor(trace, "w2_after", exact=True)[step]
+        assert grids(change) == exact_texts(moved - before)
+        assert change.title == "ŵ2 − w2: what the update changed"
+
+
+def test_a_float_image_runs_heatmaps_are_its_floats(cnn: dict[str, Trace]) -> None:
+    trace = cnn["float"]
+    view = views.step_view(trace, 3)
+    o2 = view.forward_maps()[2]
+    values = steptrace.load_tensor(trace, "o2")[3]
+    assert [[list(row) for row in m.values] for m in o2.maps] == values.tolist()
+    assert [[[float(t) for t in row] for row in m.texts] for m in o2.maps] == values.tolist()
+    assert o2.frame()["label"].str.len().max() <= 8  # written in the cells, shortened
+    change = view.kernels(2)[3]
+    after, before = (steptrace.load_tensor(trace, t)[3] for t in ("w2_after", "w2_before"))
+    assert [[list(row) for row in m.values] for m in change.maps] == (
+        (after - before).reshape(4, 3, 3).tolist()
+    )
+
+
+def test_the_pooled_maxima_are_each_cells_first_maximum_in_reading_order(
+    cnn: dict[str, Trace],
+) -> None:
+    view = views.step_view(cnn["lr0.1"], 0)
+    o3 = next(m for m in view.forward_maps() if m.tensor == "o3")
+    # Channel 0 never opens its ReLU: four cells of 0, each kept at its top left. Channel 1,
+    # by hand from load_tensor("o3")[0][1]: its cells' maxima 11/16 (a tie of (1, 0) and
+    # (1, 1)), 7/8, 5/4 (a tie of (2, 0) and (3, 1)) and 11/16 (a tie of (2, 2) and (3, 2)).
+    assert [sorted(m.marked) for m in o3.maps] == [
+        [(0, 0), (0, 2), (2, 0), (2, 2)],
+        [(0, 3), (1, 0), (2, 0), (2, 2)],
+    ]
+    assert "first in reading order" in o3.note and o3.mark == "kept by L4's max pooling"
+    # What the pooling kept is o4, and the δ it sends down, δ4, is 0 off the marked cells.
+    o4 = steptrace.load_tensor(cnn["lr0.1"], "o4", exact=True)[0]
+    o3_values = steptrace.load_tensor(cnn["lr0.1"], "o3", exact=True)[0]
+    for c, m in enumerate(o3.maps):
+        assert sorted(o3_values[c][i][j] for i, j in m.marked) == sorted(o4[c].ravel())
+    d4 = next(m for m in view.backward_maps() if m.tensor == "d4")
+    assert [m.marked for m in d4.maps] == [m.marked for m in o3.maps]
+    for m in d4.maps:
+        off = [m.texts[i][j] for i in range(4) for j in range(4) if (i, j) not in m.marked]
+        assert set(off) == {"0"}
+    assert {m.tensor for m in view.forward_maps() + view.backward_maps()
+            if any(g.marked for g in m.maps)} == {"o3", "d4"}  # fmt: skip
+    frame = o3.frame()
+    assert frame["marked"].sum() == 8
+    assert set(frame.loc[frame["marked"], "mark"]) == {"kept by L4's max pooling"}
+
+
+@pytest.mark.parametrize("numerics", ["exact", "float64"])
+def test_pooled_cells_of_ties_and_of_a_nan(numerics: str) -> None:
+    from steptrace.views.heatmaps import pooled_cells
+
+    cells = ["1", "1", "0", "1", "-1", "2", "2", "2"] if numerics == "exact" else [
+        "1.0", "1.0", "0.0", "1.0", "-1.0", "nan", "2.0", "nan"]  # fmt: skip
+    # One channel of 2 × 4, row by row: two 2 × 2 cells.
+    grid = [cells[0:2] + cells[4:6], cells[2:4] + cells[6:8]]
+    text = {f"o3_1_{i + 1}_{j + 1}": grid[i][j] for i in range(2) for j in range(4)}
+    v = views.SampleValues(0, text, {"o3": (1, 2, 4)})
+    # The first cell's maximum 1 comes three times: the first, (0, 0), is kept. The second
+    # cell: 2 twice (exact), the first kept; in floats its NaN is the maximum, as in numpy.
+    assert pooled_cells(v, "o3", 2, numerics) == {(0,): frozenset({(0, 0), (0, 3)})}
+
+
+def test_the_update_of_kernels_is_counted_and_its_largest_change_named(
+    cnn: dict[str, Trace],
+) -> None:
+    view = views.step_view(cnn["lr0.1"], 0)
+    before = steptrace.load_tensor(cnn["lr0.1"], "w2_before", exact=True)[0]
+    after = steptrace.load_tensor(cnn["lr0.1"], "w2_after", exact=True)[0]
+    change = after - before
+    moved = int((change != 0).sum())
+    assert moved == 16  # channel 0's gate never opens: its kernels keep still
+    largest = max(change.ravel(), key=abs)
+    where = np.argwhere(change == largest)[0]
+    assert view.kernel_note(2) == (
+        f"The update moved 16 of the 36 kernel weights of w2 (the largest change: {largest}, "
+        f"out {where[0]} ← in {where[1]}, row {where[2]}, column {where[3]})."
+    )
+    assert view.update_note().startswith("The update moved 16 of the 36 values of w2, b2_2, ")
+    assert view.kernel_layers == [2]
+    # A step of both images: the gradient drawn is their sum, exactly, as the update used.
+    batch = views.step_view(cnn["batch"], 1)
+    grad = batch.kernels(2)[1]
+    rows = steptrace.load_tensor(cnn["batch"], "grad_w2", exact=True)[2:4]
+    assert grids(grad) == exact_texts(rows[0] + rows[1])
+    assert grad.title == "grad2 = ∂Loss/∂W2 (added up over the step's 2 data inputs)"
+
+
+def test_a_run_of_images_has_shapes_in_its_chain_and_no_images_in_its_tables(
+    cnn: dict[str, Trace], traces: Path
+) -> None:
+    view = views.step_view(cnn["lr0.1"], 0)
+    assert view.images
+    forward = [(link.layer, link.shape, link.value) for link in view.chain()]
+    assert forward == [
+        ("input", "2 × 4 × 4", "from 0 to 1"),
+        ("L1", "2 × 4 × 4", "from 0 to 1"),
+        ("L2", "2 × 4 × 4", "from -13/4 to 5/4"),
+        ("L3", "2 × 4 × 4", "from 0 to 5/4"),
+        ("L4", "2 × 2 × 2", "from 0 to 5/4"),
+        ("L5", "8", "(0, 0, 0, 0, 11/16, 7/8, 5/4, 11/16)"),
+        ("L6", "1", "29/128"),
+        ("Loss", "", "9801/32768"),
+    ]
+    back = {link.layer: link for link in view.backward_chain()}
+    assert back["L4"].shape == "2 × 4 × 4" and back["L4"].value == "from -99/256 to 99/512"
+    assert back["L3"].note == "gates open: 16 of 32"
+    assert view.forward_table().headers == ("o5 = L5(o4)", "o6 = L6(o5)")
+    assert "grad_b2 = ∂Loss/∂b2 = Σ_ij δ3" in view.backward_table().headers
+    assert not any(h.startswith(("δ4", "δ3", "grad2")) for h in view.backward_table().headers)
+    assert view.weights_table().frame["weight"].tolist()[:3] == ["b2_1", "b2_2", "w6_1"]
+    assert view.update_text().startswith("b̂2 = b2 − α·grad_b2 = ")
+    assert "w2" not in view.update_latex()
+    layers = {t.title: t for t in view.layer_tables()}
+    conv = layers["L2 · conv2d(2, 3×3, bias)"]
+    assert [m.title for m in conv.maps] == ["o1 (in)", "o2 (out)", "δ3 (from above)",
+                                            "δ2 = Σ_out full(δ3 ⋆ flipped w2)",
+                                            "grad2 = ∂Loss/∂W2 = δ3 ⋆ o1"]  # fmt: skip
+    assert conv.table.headers == ("dataset row", "grad_b2 = ∂Loss/∂b2 = Σ_ij δ3")
+    assert layers["L3 · relu"].table.frame["gate"].tolist() == ["gates open: 16 of 32"]
+    pooling = layers["L4 · maxpool2d(2)"].maps[0]
+    assert pooling.tensor == "o3" and any(m.marked for m in pooling.maps)
+    assert layers["L6 · linear(1, bias)"].maps == ()
+    # A run without images reads as the article: no shapes, every value written out.
+    article = views.step_view(open_trace(runs.article(traces)), 2)
+    assert not article.images
+    assert [link.shape for link in article.chain() + article.backward_chain()] == [""] * 9
+    assert article.chain()[0].value == "(0, 2000, 3000)"
+
+
+def test_compare_maps_puts_two_runs_images_side_by_side_or_their_difference(
+    cnn: dict[str, Trace],
+) -> None:
+    found = {key: views.step_view(cnn[key], 1, key) for key in ("lr0.1", "lr0.5")}
+    assert views.default_image(found) == "o2"  # the first convolution's feature maps
+    choices = views.image_choices(found)
+    assert list(choices)[:3] == ["x", "o1", "o2"] and "w2_after" in choices
+    maps, note = views.compare_maps(found, "o2")
+    assert maps is not None and note == ""
+    assert [m.title for m in maps.maps] == ["lr0.1 · channel 0", "lr0.1 · channel 1",
+                                            "lr0.5 · channel 0", "lr0.5 · channel 1"]  # fmt: skip
+    assert maps.columns == 2  # a row of grids per run
+    o2 = {key: steptrace.load_tensor(cnn[key], "o2", exact=True)[1] for key in found}
+    assert grids(maps) == exact_texts(o2["lr0.1"]) + exact_texts(o2["lr0.5"])
+    diff, _ = views.compare_maps(found, "o2", differences=True)
+    assert diff is not None and diff.title.endswith("— each run minus lr0.1")
+    assert [m.title for m in diff.maps] == ["lr0.5 − lr0.1 · channel 0",
+                                            "lr0.5 − lr0.1 · channel 1"]  # fmt: skip
+    assert grids(diff) == exact_texts(o2["lr0.5"] - o2["lr0.1"])
+    kernels, _ = views.compare_maps(found, "w2_after", differences=True)
+    after = {key: steptrace.load_tensor(cnn[key], "w2_after", exact=True)[1] for key in found}
+    assert kernels is not None
+    assert grids(kernels) == exact_texts(after["lr0.5"] - after["lr0.1"])
+    # A run without the step, and runs on other data inputs, are said.
+    found["float"] = views.step_view(cnn["float"], 2, "float")
+    found["gone"] = None
+    _, note = views.compare_maps(found, "o2")
+    assert note == ("gone has no such step; the runs' data inputs at this step differ: lr0.1 "
+                    "dataset row 1, lr0.5 dataset row 1, float dataset row 0")  # fmt: skip
+    table = views.compare_at({k: cnn[k] for k in ("lr0.1", "lr0.5")}, 0)
+    assert table.loc["o2"].tolist() == ["2 × 4 × 4, from -13/4 to 5/4"] * 2
+    assert table.loc["w2"].tolist()[0].startswith("2 × 2 × 3 × 3, from ")
+
+
+def test_cell_labels_and_spans() -> None:
+    from steptrace.views.heatmaps import cell_label, span
+
+    assert [cell_label(t) for t in ("0", "-1/4", "0.0", "1.0", "0.29030000000000006",
+                                    "-3/11600", "0.00024345419879387778", "nan")] == [
+        "0", "-1/4", "0", "1", "0.29", "-0.00026", "0.00024", "nan"]  # fmt: skip
+    v = views.SampleValues(0, {"x_1": "0.5", "x_2": "-inf", "x_3": "0.25"}, {"x": (3,)})
+    assert span(v, "x") == "from 0.25 to 0.5 (1 not finite)"
+    same = views.SampleValues(0, {"x_1": "1/3", "x_2": "1/3"}, {"x": (2,)})
+    assert span(same, "x") == "all 1/3"
+
+
+def test_a_normalizations_scales_are_a_row_per_unit(tmp_path: Path) -> None:
+    model = {**CNN, "layers": [*CNN["layers"][:2], {"type": "normalization"},
+                               *CNN["layers"][2:]]}  # fmt: skip
+    trace = open_trace(record_images(tmp_path, "1/10", name="norm", numerics="float64",
+                                     model=model).path)  # fmt: skip
+    view = views.step_view(trace, 0)
+    (w_name, gamma), _, (after_name, after) = view.matrices(3)
+    assert (w_name, after_name) == ("w3", "ŵ3")
+    assert gamma.frame.index.tolist() == ["channel 0", "channel 1"]
+    assert gamma.frame.values.tolist() == [["1.0", "0.0"], ["1.0", "0.0"]]  # γ = 1, β = 0
+    moved = steptrace.load_tensor(trace, "w3_after")[0]
+    assert [float(t) for t in after.frame["γ"]] == moved.tolist()

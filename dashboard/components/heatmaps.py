@@ -67,11 +67,15 @@ def chart(maps: Heatmaps) -> alt.FacetChart:
         )
     grid = alt.layer(*layers).properties(width=w * px, height=h * px)
     titles = [m.title for m in maps.maps]
-    return grid.facet(
-        facet=alt.Facet("map:N", sort=titles, title=None, header=alt.Header(labelFontSize=12)),
-        columns=maps.columns,
-        data=frame,
-    ).configure_view(stroke=None)
+    return (
+        grid.facet(
+            facet=alt.Facet("map:N", sort=titles, title=None, header=alt.Header(labelFontSize=12)),
+            columns=maps.columns,
+            data=frame,
+        )
+        .properties(description=f"{maps.title}: heatmaps")  # the drawing's name in the page
+        .configure_view(stroke=None)
+    )
 
 
 def draw(maps: Heatmaps) -> None:

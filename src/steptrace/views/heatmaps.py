@@ -63,9 +63,7 @@ def _number(text: str) -> Number:
     """A display text as a number: a float's text (``0.29``, ``1e-05``, ``nan``, ``-inf``) as
     that float, an exact one (``-3/11600``, ``2``) as a Fraction. Exact texts never hold a
     point, an exponent or a letter, and are the slow ones to read."""
-    if "/" in text or text.lstrip("-").isdigit():
-        return Fraction(text)
-    return float(text)
+    return Fraction(text) if _number_is_exact(text) else float(text)
 
 
 def cell_label(text: str) -> str:
@@ -307,19 +305,30 @@ def difference(
 
 
 def span(v: SampleValues, tensor: str) -> str:
-    """A tensor's values in a few words: ``from -0.544 to 0.815``; ``all 0``."""
+    """A tensor's values in a few words: ``from -0.544 to 0.815`` (exact runs: ``from -99/256 to
+    0``); ``all 0``."""
     texts = [v.text[c] for c in v.columns(tensor)]
     numbers = [_number(t) for t in texts]
     finite = [(n, t) for n, t in zip(numbers, texts, strict=True) if not _nan(n)]
     if not finite:
         return "no finite value"
-    lo = min(finite, key=lambda p: p[0])[1]
-    hi = max(finite, key=lambda p: p[0])[1]
+    lo, hi = (_brief(min(finite, key=lambda p: p[0])[1]),
+              _brief(max(finite, key=lambda p: p[0])[1]))  # fmt: skip
     if lo == hi:
-        return f"all {cell_label(abbreviate(lo))}"
-    text = f"from {cell_label(abbreviate(lo))} to {cell_label(abbreviate(hi))}"
+        return f"all {lo}"
+    text = f"from {lo} to {hi}"
     left = len(numbers) - len(finite)
     return text + (f" ({left} not finite)" if left else "")
+
+
+def _brief(text: str) -> str:
+    """A value in a few characters: an exact one exactly (huge integers abbreviated), a float
+    as a cell writes it."""
+    return abbreviate(text) if _number_is_exact(text) else cell_label(text)
+
+
+def _number_is_exact(text: str) -> bool:
+    return "/" in text or text.lstrip("-").isdigit()
 
 
 def _nan(n: Number) -> bool:
