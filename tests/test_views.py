@@ -836,6 +836,20 @@ def test_cell_labels_and_spans() -> None:
     assert span(v, "x") == "from 0.25 to 0.5 (1 not finite)"
     same = views.SampleValues(0, {"x_1": "1/3", "x_2": "1/3"}, {"x": (2,)})
     assert span(same, "x") == "all 1/3"
+    # An exact run's huge values: shown shortened, written by their size, or beyond any float.
+    big, beyond = "3" + "0" * 30 + "/7", "-" + "9" * 400
+    texts = {"o2_1_1_1": big, "o2_1_1_2": beyond, "o2_1_2_1": "1/2", "o2_1_2_2": "0"}
+    maps = views.heatmaps.grid_maps(views.SampleValues(0, texts, {"o2": (1, 2, 2)}), "o2", "o2")
+    frame = maps.frame()
+    shortened = [
+        "300000000000…000000000000 (31 digits)/7",
+        "-999999999999…999999999999 (400 digits)",
+    ]
+    assert frame["text"].tolist()[:2] == shortened
+    assert frame["label"].tolist() == ["4.3e+29", "-huge", "1/2", "0"]
+    assert math.isnan(frame["value"].iloc[1]) and maps.limit == pytest.approx(3e30 / 7)
+    spanned = span(views.SampleValues(0, texts, {"o2": (1, 2, 2)}), "o2")
+    assert spanned == f"from {shortened[1]} to {shortened[0]}"
 
 
 def test_a_normalizations_scales_are_a_row_per_unit(tmp_path: Path) -> None:

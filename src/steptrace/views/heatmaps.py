@@ -66,23 +66,27 @@ def _number(text: str) -> Number:
     return Fraction(text) if _number_is_exact(text) else float(text)
 
 
-def cell_label(text: str) -> str:
+def cell_label(text: str, value: float | None = None) -> str:
     """What a cell of a small grid says: a short fraction or integer as it is (``0``, ``1/4``,
     ``-2``), anything else to :data:`LABEL_DIGITS` significant digits, one fewer when that is
     longer than 6 characters (``0.29030000000000006`` → ``0.29``, ``1.0`` → ``1``,
-    ``-3/11600`` → ``-0.00026``).
+    ``-3/11600`` → ``-0.00026``); a value beyond any float (an exact run's, its text shortened)
+    ``huge`` or ``-huge``. ``value``: the number as a float, when it is known (NaN: none).
 
     >>> cell_label("1/4"), cell_label("0.29030000000000006"), cell_label("1.0")
     ('1/4', '0.29', '1')
     """
     if len(text) <= 5 and "." not in text and "e" not in text:
         return text
-    n = _number(text)
-    try:
-        short = f"{float(n):.{LABEL_DIGITS}g}"
-        return short if len(short) <= 6 else f"{float(n):.{LABEL_DIGITS - 1}g}"
-    except OverflowError:
-        return ("-" if n < 0 else "") + "huge"
+    if value is None:
+        try:
+            value = _float(_number(text))
+        except ValueError:  # a huge exact value, shortened: 12345…67890 (30 digits)/7
+            value = math.nan
+    if math.isnan(value):
+        return ("-" if text.startswith("-") else "") + "huge"
+    short = f"{value:.{LABEL_DIGITS}g}"
+    return short if len(short) <= 6 else f"{value:.{LABEL_DIGITS - 1}g}"
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,7 @@ class Heatmaps:
                         "column": j,
                         "cell": self.cell(m.lead, i, j),
                         "text": text,
-                        "label": cell_label(text) if self.written else "",
+                        "label": cell_label(text, value) if self.written else "",
                         "value": value,
                         "marked": (i, j) in m.marked,
                         "mark": self.mark if (i, j) in m.marked else "",
