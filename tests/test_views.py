@@ -819,8 +819,14 @@ def test_compare_maps_puts_two_runs_images_side_by_side_or_their_difference(
     found["float"] = views.step_view(cnn["float"], 2, "float")
     found["gone"] = None
     _, note = views.compare_maps(found, "o2")
-    assert note == ("gone has no such step; the runs' data inputs at this step differ: lr0.1 "
+    assert note == ("gone has no such step; the runs' data inputs drawn differ: lr0.1 "
                     "dataset row 1, lr0.5 dataset row 1, float dataset row 0")  # fmt: skip
+    assert views.compare_maps(found, "w2_after")[1] == "gone has no such step"  # no data input
+    batch = {key: views.step_view(cnn[key], 0, key) for key in ("lr0.1", "batch")}
+    assert views.compare_maps(batch, "o2")[1] == ""  # each draws dataset row 0
+    assert views.compare_maps(batch, "grad_w2")[1] == (
+        "the runs' data inputs drawn differ: lr0.1 dataset row 0, batch dataset row 0, 1"
+    )
     table = views.compare_at({k: cnn[k] for k in ("lr0.1", "lr0.5")}, 0)
     assert table.loc["o2"].tolist() == ["2 × 4 × 4, from -13/4 to 5/4"] * 2
     assert table.loc["w2"].tolist()[0].startswith("2 × 2 × 3 × 3, from ")

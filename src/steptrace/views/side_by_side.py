@@ -220,15 +220,15 @@ def compare_maps(
     one step, as heatmaps on one colour scale, a row of grids per run (an image of each run's
     first data input of the step; a gradient added up over the step's data inputs); or
     (``differences``) each run's minus the first run's, exactly when both runs are exact.
-    With a note: the runs left out, and whether the runs' data inputs differ."""
+    With a note: the runs left out, and whether the data inputs drawn differ."""
     kept, left = _comparable(found, tensor)
     if not kept:
         return None, "; ".join(left)
     first_key, first = kept[0]
-    rows = {key: [s.row for s in view.samples] for key, view in kept}
+    rows = {key: [s.row for s in _drawn_samples(view, tensor)] for key, view in kept}
     notes = list(left)
-    if len({tuple(r) for r in rows.values()}) > 1:
-        notes.append("the runs' data inputs at this step differ: " + ", ".join(
+    if not tensor.endswith(("_before", "_after")) and len({tuple(r) for r in rows.values()}) > 1:
+        notes.append("the runs' data inputs drawn differ: " + ", ".join(
             f"{key} dataset row {', '.join(map(str, r))}" for key, r in rows.items()))  # fmt: skip
     title = first.image_tensors()[tensor]
     if differences:
@@ -248,8 +248,12 @@ def compare_maps(
     return out, "; ".join(notes)
 
 
+def _drawn_samples(view: StepView, tensor: str) -> tuple[SampleValues, ...]:
+    """The data inputs a run's heatmap of ``tensor`` shows: the step's first (an image; a
+    parameter, the same on every row), or all of them (a gradient, added up)."""
+    return view.samples if tensor.startswith("grad_") else view.samples[:1]
+
+
 def _drawn_values(view: StepView, tensor: str) -> np.ndarray:
-    """The values a run's heatmap of ``tensor`` shows: its first data input's image, a
-    parameter, or a gradient added up over the step's data inputs."""
-    samples = view.samples if tensor.startswith("grad_") else view.samples[:1]
-    return tensor_values(samples, tensor, view.numerics)
+    """The values a run's heatmap of ``tensor`` shows (see :func:`_drawn_samples`)."""
+    return tensor_values(_drawn_samples(view, tensor), tensor, view.numerics)
