@@ -21,7 +21,8 @@ FIVE = dataset([(1, 2, 1), (3, -1, 0), (0, 4, 2), (2, 2, 1), (-1, 5, 3)], "five"
 def test_default_model_is_the_articles_with_the_minus_sign():
     s = Settings.parse(seed_dataset())
     assert s.model.name == "article"
-    assert s.model.init[2].w.tolist() == [[Fraction(1, 200), Fraction(-3000, 11_600_000), Fraction(1, 5800)]]
+    w = [[Fraction(1, 200), Fraction(-3000, 11_600_000), Fraction(1, 5800)]]
+    assert s.model.init[2].w.tolist() == w
     assert ARTICLE_INIT[1].startswith("-")
 
 
