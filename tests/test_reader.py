@@ -118,7 +118,8 @@ def test_hand_edited_metadata_of_the_wrong_kind_is_named_by_every_command(
     bad = traces / "edited"
     bad.mkdir()
     for f in good.iterdir():
-        (bad / f.name).write_bytes(f.read_bytes())
+        if f.is_file():  # not the per-step figures' folder
+            (bad / f.name).write_bytes(f.read_bytes())
     info = json.loads((bad / "_run.json").read_text())
     info[key] = value
     (bad / "_run.json").write_text(json.dumps(info))

@@ -13,10 +13,12 @@ from click._termui_impl import ProgressBar
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError, ExactLimitError, ModelError, SteptraceError
 from ..numerics import format_value
+from ..trace.keep import Selection
 from ..trace.opener import open_trace
 from ..train.api import sweep
-from ..train.recorder import Progress, RunResult
+from ..train.recorder import Progress, RunResult, record_settings
 from ..train.resumer import resume
+from ..train.settings import Settings
 from ..train.sweeps import RunsLost
 
 #: Runs of fewer rows finish before a progress bar would be any use.
@@ -182,6 +184,21 @@ def where_it_stopped(exc: ExactLimitError) -> str:
     help="Continue the incomplete run folder RUN with its own settings.",
 )
 @click.option(
+    "--every",
+    type=int,
+    metavar="N",
+    help="Record every value of every N-th step (0, N, 2N …) "
+    "only; the per-step figures cover every step.",
+)
+@click.option("--steps", metavar="RANGES", help="Record only these steps: 0-99,1000-1099.")
+@click.option(
+    "--tensors",
+    metavar="NAMES",
+    help="Record only these tensors, comma-separated names or "
+    "globs of load_tensor's names: loss,o*,w*_after.",
+)
+@click.option("--layers", metavar="K,…", help="Record only the values of these layers: 2,4.")
+@click.option(
     "--flush-seconds",
     type=float,
     default=1.0,
@@ -194,6 +211,7 @@ def command(
     lrs: tuple[str, ...], epochs: int, batch_sizes: tuple[int, ...], numerics: tuple[str, ...],
     models: tuple[str, ...], init: str | None, shuffle: bool, seeds: tuple[int, ...], out: Path,
     name: str | None, workers: int | None, scheduler: str | None, resume_run: Path | None,
+    every: int | None, steps: str | None, tensors: str | None, layers: str | None,
     flush_seconds: float,
 ) -> None:  # fmt: skip
     """Record every step of training into Parquet traces, one run per combination of the
@@ -207,12 +225,30 @@ def command(
         steptrace record --model examples/two-layer.json --lr 1/1000 --epochs 3
         steptrace record --lr 1e-7 --lr 1e-6 --scheduler tcp://head:8786 --out /shared/traces
         steptrace record --resume traces/seed-float64-lr1e-7
+        steptrace record --numerics float64 --lr 1e-7 --epochs 1000 --every 100
     """
+    selection = chosen(every, steps, tensors, layers)
     if resume_run is not None:
         _resume(ctx, resume_run, dataset, flush_seconds)
         return
     ds = load_dataset(dataset, target, features.split(",") if features else None)
     runs = len(lrs) * len(batch_sizes) * len(numerics) * max(len(seeds), 1) * len(models)
+    if not selection.everything:
+        if runs > 1 or workers is not None or scheduler is not None:
+            raise ConfigError(
+                "--every, --steps, --tensors and --layers record one run: give one value of "
+                "each setting (no --workers, no --scheduler)"
+            )
+        one = Settings.parse(ds, lrs[0], epochs, batch_sizes[0], numerics[0], init, shuffle,
+                             seeds[0] if seeds else None, models[0])  # fmt: skip
+        try:
+            result = record_settings(ds, one, out, name, flush_seconds=flush_seconds,
+                                     selection=selection)  # fmt: skip
+        except ExactLimitError as exc:
+            raise ExactLimitError(where_it_stopped(exc)) from None
+        click.echo(describe(result, drawn=not seeds))
+        click.echo(f"Replay it: steptrace replay {shlex.quote(str(result.path))}")
+        return
     settings: dict[str, Any] = dict(
         epochs=epochs, batch_size=list(batch_sizes), numerics=list(numerics), init=init,
         shuffle=shuffle, seed=list(seeds) or None, model=list(models),
@@ -242,6 +278,19 @@ def command(
         click.echo(f"Replay it: steptrace replay {shlex.quote(str(results[0].path))}")
 
 
+def chosen(
+    every: int | None, steps: str | None, tensors: str | None, layers: str | None
+) -> Selection:
+    """What the options choose to record, checked (one line for a bad choice)."""
+    numbers = None
+    if layers is not None:
+        try:
+            numbers = [int(k) for k in layers.split(",")]
+        except ValueError:
+            raise ConfigError(f"--layers {layers!r}: give layer numbers, such as 2,4") from None
+    return Selection.of(every, steps, tensors, numbers)
+
+
 def _about_the_data(exc: ConfigError) -> bool:
     """Whether the dataset's columns may be why a setting was refused: a model file that does
     not fit them (or does not load), the article's weights against their count."""
@@ -253,7 +302,8 @@ def _resume(ctx: click.Context, run: Path, dataset: str, flush_seconds: float) -
                 "epochs": "--epochs", "batch_sizes": "--batch-size", "numerics": "--numerics",
                 "models": "--model", "init": "--init", "shuffle": "--shuffle", "seeds": "--seed",
                 "out": "--out", "name": "--name", "workers": "--workers",
-                "scheduler": "--scheduler"}  # fmt: skip
+                "scheduler": "--scheduler", "every": "--every", "steps": "--steps",
+                "tensors": "--tensors", "layers": "--layers"}  # fmt: skip
     given = [
         option
         for name, option in settings.items()

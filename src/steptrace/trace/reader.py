@@ -186,13 +186,19 @@ class Trace:
             values = stack.flat(model.params(num))  # W row by row, then b, layer by layer
         except (SteptraceError, KeyError, TypeError, ValueError):
             return {}
-        names = [f"{p}{k}_before" for k in stack.param_layers for p in "wb"]
         listed = {t.name for t in self.tensors}
-        columns = [c for n in names if n in listed for c in self.tensor(n).columns()]
         out: dict[str, Any] = {}
-        for column, v in zip(columns, values, strict=True):
-            out[column] = num.to_float(v)
-            out[column + EXACT_SUFFIX] = str(v)
+        at = 0
+        for k in stack.param_layers:
+            for p, shape in zip("wb", stack.param_shapes(k), strict=True):
+                size = 0 if shape is None else int(np.prod(shape))
+                chunk, at = values[at : at + size], at + size
+                if shape is None or f"{p}{k}_before" not in listed:
+                    continue  # a run that keeps some tensors may not list it
+                columns = self.tensor(f"{p}{k}_before").columns()
+                for column, v in zip(columns, chunk, strict=True):
+                    out[column] = num.to_float(v)
+                    out[column + EXACT_SUFFIX] = str(v)
         return out
 
     def fetch(self, steps: Sequence[int], columns: Sequence[str]) -> pa.Table:

@@ -46,6 +46,7 @@ import numpy.typing as npt
 from ..errors import ConfigError, WriteError
 from ..numerics import Numerics, parse_exact
 from ..schedule import PlannedStep, plan
+from .keep import RECORD_KEY, Selection, selected_meta
 from .placement import DataInfo, Declared, Learned, Placer
 from .run_buffer import RowBuffer, buffer_rows
 from .run_ctrl_c import HeldCtrlC
@@ -61,7 +62,7 @@ from .run_setup import (
 )
 from .run_thread import WriterThread
 from .run_values import StepValues
-from .schema import Tensor, after_columns
+from .schema import Tensor, after_columns, tensors_of
 from .summary import RunSummary, SummaryTracker
 from .writer import TraceWriter, make_run_dir
 
@@ -90,6 +91,10 @@ def open_run(
     dataset_name: str | None = None,
     recorded_with: Mapping[str, Any] | None = None,
     flush_seconds: float = 1.0,
+    every: int | None = None,
+    steps: str | None = None,
+    tensors: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
 ) -> RunWriter:
     """Open a new run in ``out`` for a loop that computes its own values; see the module doc.
 
@@ -101,7 +106,9 @@ def open_run(
     steptrace's shuffled order (follow it with :meth:`RunWriter.plan`). Without them the plan
     is learned. ``features``/``targets`` name the data's columns (or count them) when there is
     no dataset; ``recorded_with`` says what computed the values (stored in the metadata, e.g.
-    ``{"framework": "jax", "version": "0.4.30"}``).
+    ``{"framework": "jax", "version": "0.4.30"}``). ``every``, ``steps``, ``tensors`` and
+    ``layers`` choose what is recorded, as :func:`steptrace.record`'s do: the loop still
+    writes every step, the run keeps those.
 
     Use the result as a context manager; :meth:`RunWriter.close` otherwise.
 
@@ -114,7 +121,8 @@ def open_run(
         batch_size=batch_size, shuffle=shuffle, seed=seed, features=features, targets=targets,
         dataset_name=dataset_name,
     )  # fmt: skip
-    return _opened(setup, out, name, recorded_with, flush_seconds)
+    selection = Selection.of(every, steps, tensors, layers)
+    return _opened(setup, out, name, recorded_with, flush_seconds, selection)
 
 
 def open_graph_run(
@@ -132,6 +140,7 @@ def open_graph_run(
     dataset_name: str | None = None,
     recorded_with: Mapping[str, Any] | None = None,
     flush_seconds: float = 1.0,
+    selection: Selection | None = None,
 ) -> RunWriter:
     """:func:`open_run` for a network that is no stack of the series' layers (an adapter's:
     residual blocks, any module): its tensors, model and ``graph`` as ``spec`` gives them
@@ -140,7 +149,7 @@ def open_graph_run(
         spec=spec, lr=lr, numerics=numerics, dataset=dataset, epochs=epochs,
         batch_size=batch_size, features=features, targets=targets, dataset_name=dataset_name,
     )  # fmt: skip
-    return _opened(setup, out, name, recorded_with, flush_seconds)
+    return _opened(setup, out, name, recorded_with, flush_seconds, selection)
 
 
 def _opened(
@@ -149,11 +158,15 @@ def _opened(
     name: str | None,
     recorded_with: Mapping[str, Any] | None,
     flush_seconds: float,
+    selection: Selection | None = None,
 ) -> RunWriter:
-    """The run folder made and the writer opened for a checked setup."""
+    """The run folder made and the writer opened for a checked setup (a ``selection`` of
+    nothing refused first)."""
+    computed = tensors_of(setup.metadata("", recorded_with))
+    chosen = selected_meta(selection or Selection(), computed)
     run_dir = make_run_dir(Path(out), name or setup.name)
-    meta = setup.metadata(run_dir.name, recorded_with)
-    writer = RunWriter(run_dir, meta, setup.numerics, setup.data_info(), flush_seconds)
+    meta = {**setup.metadata(run_dir.name, recorded_with), **chosen}
+    writer = RunWriter(run_dir, meta, setup.numerics, setup.data_info(), flush_seconds, computed)
     if setup.plan is not None:
         writer._declare(setup.plan)
     return writer
@@ -169,6 +182,7 @@ class RunWriter:
         numerics: Numerics,
         data: DataInfo,
         flush_seconds: float,
+        computed: list[Tensor] | None = None,
     ) -> None:
         self.path = run_dir
         self.run_id = str(meta["run_id"])
@@ -178,7 +192,9 @@ class RunWriter:
         self.reason: str | None = None
         self.summary: RunSummary | None = None
         self._data = data
-        self._tensors = [Tensor(t["name"], tuple(t["shape"])) for t in meta["tensors"]]
+        # The tensors the loop gives (the run may keep fewer: its metadata's).
+        listed = computed or tensors_of(meta)
+        self._tensors = [Tensor(t.name, t.shape) for t in listed]
         self._values = StepValues(self._tensors)
         self._lr = float(numerics.make(parse_exact(meta["lr_exact"])))
         self._flush_seconds = flush_seconds
@@ -323,7 +339,9 @@ class RunWriter:
     def _open_writer(self, plan: dict[str, Any]) -> None:
         self.meta.update(plan)
         self._tracker = SummaryTracker(int(self.meta["steps_per_epoch"]))
-        self._writer = TraceWriter(self.path, False, self.meta, self._flush_seconds)
+        self._writer = TraceWriter(
+            self.path, False, self.meta, self._flush_seconds, computed=self._tensors
+        )
         self._background = WriterThread(self._writer, self._tracker, after_columns(self._tensors))
 
     def _hand_off(self) -> None:
@@ -410,11 +428,12 @@ class RunWriter:
         final = self._placer.final(complete, self._rows, self._steps)
         # A loop that stopped early declared no total: its steps are the ones it holds.
         meta = {**self.meta, **plan_meta(self._data, *final.plan, total_known=complete)}
-        meta, summary = settle(self.path, meta, final, self._placer, self._data, self._tensors)
+        meta, summary = settle(self.path, meta, final, self._placer, self._data, tensors_of(meta))
         self.meta.clear()
         self.meta.update(meta)
         self._writer.meta = meta
-        return summary
+        # A run that keeps some steps: its summary is of every step, as they came.
+        return summary if RECORD_KEY not in meta else self._tracker.result()
 
     def __enter__(self) -> RunWriter:
         return self

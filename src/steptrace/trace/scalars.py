@@ -54,8 +54,9 @@ SCALARS_DIR = "_scalars"
 #: The figures' files' footer key: the format version and the run they belong to, as JSON.
 SCALARS_KEY = "steptrace.scalars"
 FILE_FORMAT = "scalars-{:06d}.parquet"
-#: Steps a file holds before the next one starts (the last file is rewritten as steps come).
-FILE_STEPS = 8_192
+#: Steps a file holds before the next one starts (the last file is rewritten as steps come, its
+#: rows held in memory till then: memory stays flat however long the run).
+FILE_STEPS = 1_024
 #: A block's first-step values of the tensors stored once as the step before's (writer.START).
 START = "start"
 

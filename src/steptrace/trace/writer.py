@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, WriteError
+from .keep import Keeper
 from .rebuild import Rebuilt, before_entry
 from .scalars import ScalarsWriter
 from .schema import EXACT_SUFFIX, METADATA_KEY, Tensor, arrow_schema, tensors_of
@@ -237,6 +238,9 @@ class TraceWriter:
         # Every step's figures, from the blocks as they come (``computed``: the tensors they
         # carry, when the run stores fewer).
         self.scalars = ScalarsWriter(run_dir, computed or tensors, str(meta["run_id"]))
+        # The rows and columns the run's selection keeps of each block (docs: "Choosing what
+        # is recorded").
+        self.keeper = Keeper(meta, tensors, computed or tensors)
         self.schema = arrow_schema(tensors, exact, meta, stored=True)
         # The parameters a part's first step starts from go into its footer (rebuild.py).
         self._starts = list(Rebuilt.of(tensors, exact, self.schema.names).previous)
@@ -284,6 +288,12 @@ class TraceWriter:
     def write(self, block: dict[str, Any]) -> None:
         """Queue a block of whole steps; writes a row group or flushes when due."""
         self.scalars.add(block)
+        for kept in self.keeper.take(block):
+            self._queue(kept)
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def _queue(self, block: dict[str, Any]) -> None:
         rows = len(block["step"])
         if self._starts and self._part is None and not self._pending:
             # A new part: its footer says where its first step starts from (given apart, or
@@ -301,8 +311,6 @@ class TraceWriter:
         self._pending_rows += batch.num_rows
         if self._pending_rows >= self.row_group_rows:
             self._write_row_group()
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
 
     def _constant(self, name: str, rows: int) -> pa.Array:
         """The run-wide columns (run_id, numerics, batch_size), repeated on every row."""

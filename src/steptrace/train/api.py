@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from ..data import Dataset, load_dataset
+from ..trace.keep import Selection
 from .grid import Grid, grid_points
 from .recorder import Lr, Progress, RunResult, record_settings
 from .settings import ModelSource, Settings
@@ -35,18 +36,26 @@ def record(
     target: str | Sequence[str] | None = None,
     features: Sequence[str] | None = None,
     progress: Progress | None = None,
+    every: int | None = None,
+    steps: str | None = None,
+    tensors: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
 ) -> RunResult:
     """Record one run into a new folder under ``out`` and return where it went.
 
     Numbers may be given as text (``"1e-7"``, ``"1/200"``) and are then taken exactly.
+    ``every=N`` (every N-th step from 0), ``steps="0-99,1000-1099"``, ``tensors`` (names or
+    globs of :func:`~steptrace.load_tensor`'s names) and ``layers`` choose what is recorded;
+    the per-step figures (:func:`~steptrace.load_scalars`) cover every step all the same.
 
     >>> result = record("seed", lr="1", numerics="exact", out="traces")  # doctest: +SKIP
     >>> result.summary.final_loss  # doctest: +SKIP
     0.5
     """
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, target, features)
+    selection = Selection.of(every, steps, tensors, layers)
     settings = Settings.parse(ds, lr, epochs, batch_size, numerics, init, shuffle, seed, model)
-    return record_settings(ds, settings, out, name, progress)
+    return record_settings(ds, settings, out, name, progress, selection=selection)
 
 
 def sweep(

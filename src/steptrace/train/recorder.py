@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from ..data import Dataset
 from ..errors import ExactLimitError, Interrupted, SteptraceError
 from ..schedule import steps_per_epoch
+from ..trace.keep import Selection, selected_meta
 from ..trace.schema import after_columns, run_metadata_head, tensors_of
 from ..trace.summary import RunSummary, SummaryTracker
 from ..trace.writer import TraceWriter, make_run_dir
@@ -114,10 +115,12 @@ def record_settings(
     progress: Progress | None = None,
     flush_seconds: float = 1.0,
     stop: StopFlag | None = None,
+    selection: Selection | None = None,
 ) -> RunResult:
     """Record one run of already validated settings (see :func:`record`); ``stop``, when
-    given, replaces Ctrl-C as the request to stop (see :func:`write_run`)."""
-    writer, tracker = new_run(dataset, settings, out, name, flush_seconds)
+    given, replaces Ctrl-C as the request to stop (see :func:`write_run`); ``selection``
+    what it records (default everything)."""
+    writer, tracker = new_run(dataset, settings, out, name, flush_seconds, selection)
     return write_run(writer, iter_blocks(dataset, settings), tracker, progress, stop)
 
 
@@ -127,11 +130,16 @@ def new_run(
     out: str | Path,
     name: str | None = None,
     flush_seconds: float = 1.0,
+    selection: Selection | None = None,
 ) -> tuple[TraceWriter, SummaryTracker]:
-    """A new run folder under ``out`` (marked incomplete), its writer and summary tracker."""
+    """A new run folder under ``out`` (marked incomplete), its writer and summary tracker;
+    a ``selection`` of nothing is refused before the folder is made."""
+    computed = tensors_of(run_metadata(dataset, settings, "", ""))
+    chosen = selected_meta(selection or Selection(), computed)
     run_dir = make_run_dir(Path(out), name or default_name(dataset, settings))
-    meta = run_metadata(dataset, settings, uuid.uuid4().hex, run_dir.name)
-    writer = TraceWriter(run_dir, settings.numerics.is_exact, meta, flush_seconds=flush_seconds)
+    meta = {**run_metadata(dataset, settings, uuid.uuid4().hex, run_dir.name), **chosen}
+    writer = TraceWriter(run_dir, settings.numerics.is_exact, meta, flush_seconds=flush_seconds,
+                         computed=computed)  # fmt: skip
     return writer, SummaryTracker(steps_per_epoch(len(dataset), settings.batch_size))
 
 

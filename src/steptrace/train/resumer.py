@@ -116,6 +116,11 @@ def resume(
             f"{trace.path} was recorded from a {framework} training loop: steptrace cannot "
             "continue it; run the loop again (or record the same model with steptrace)"
         )
+    if trace.meta.get("record"):
+        raise ConfigError(
+            f"{trace.path} records a selection of its steps or values: steptrace cannot "
+            "continue it (its last step's parameters may not be held); record it again"
+        )
     if trace.v1:
         raise ConfigError(
             f"{trace.path} was recorded in trace format 1 by an older steptrace; record it "

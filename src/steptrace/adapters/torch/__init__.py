@@ -49,6 +49,7 @@ from typing import Any
 
 from torch import nn
 
+from ...trace.keep import Selection
 from .describe import loop_dataset
 from .layers import check_optimizer, numerics_of
 from .loss import loss_name
@@ -71,6 +72,10 @@ def record(
     targets: int | Sequence[str] | None = None,
     dataset_name: str | None = None,
     flush_seconds: float = 1.0,
+    every: int | None = None,
+    steps: str | None = None,
+    tensors: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
 ) -> Recorder:
     """Record the training of ``model`` by ``optimizer`` into a new run under ``out``.
 
@@ -83,7 +88,9 @@ def record(
     ``DataLoader`` or ``Dataset`` of tensors, ``(inputs, outputs)`` tensors or a
     :class:`steptrace.Dataset`) to name its rows, and with ``epochs`` (and ``batch_size``
     unless the loader has it) the plan is known from the start. ``features``/``targets`` name
-    the data's columns.
+    the data's columns. ``every``, ``steps``, ``tensors`` and ``layers`` choose what is
+    recorded, as :func:`steptrace.record`'s do (a name or layer the network lacks is refused at
+    the first step, before anything is written).
 
     Raises :class:`~steptrace.ModelError` before anything is written when the model's
     parameters are not one float dtype, or one that learns is not in the optimizer.
@@ -91,6 +98,7 @@ def record(
     >>> with steptrace.torch.record(model, optimizer, out="traces", name="cnn") as rec:
     ...     ...  # doctest: +SKIP
     """
+    selection = Selection.of(every, steps, tensors, layers)
     check_optimizer(model, optimizer)
     numerics = numerics_of(model)
     data, loader_batch, shuffled = loop_dataset(dataset)
@@ -100,6 +108,6 @@ def record(
         out, name, numerics, loss_name(loss), data, epochs if plan_known else None,
         size if plan_known else None,
         None if data is not None else features, None if data is not None else targets,
-        dataset_name, flush_seconds,
+        dataset_name, flush_seconds, selection,
     )  # fmt: skip
     return Recorder(model, optimizer, args)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ...errors import ConfigError, SteptraceError
 from ...numerics import get_numerics
+from ...trace.keep import Selection
 from ...trace.run import GraphSpec, RunWriter, open_graph_run, stop_reason
 from ...trace.schema import Tensor
 from .buffers import Layout
@@ -47,6 +48,7 @@ class RunArgs:
     targets: Any
     dataset_name: str | None
     flush_seconds: float
+    selection: Selection | None = None  # what the run keeps (default: everything)
 
 
 class Recorder:
@@ -95,7 +97,7 @@ class Recorder:
             dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
             features=args.features, targets=args.targets, dataset_name=args.dataset_name,
             recorded_with=recorded_with(self.optimizer, self.optim),
-            flush_seconds=args.flush_seconds,
+            flush_seconds=args.flush_seconds, selection=args.selection,
         )  # fmt: skip
         self.path = self.run.path
         if problem is not None:
