@@ -705,9 +705,8 @@ def test_replay_of_an_image_run_draws_feature_maps_with_values_on_hover(
     expect(heading).to_be_visible(timeout=30_000)
     # The chain says each layer's shape.
     chain = page.locator(".st-chain").first
-    expect(chain.locator(".box").filter(has_text="maxpool2d(2)").locator(".shape")).to_have_text(
-        "2 × 4 × 4"
-    )
+    pooling = chain.locator(".box").filter(has_text="maxpool2d(2)").locator(".shape")
+    expect(pooling).to_have_text("2 × 4 × 4", timeout=30_000)  # the page draws it after
     expect(chain.locator(".box").filter(has_text="flatten").locator(".shape")).to_have_text("32")
     # L2's feature maps: two channels of 8 × 8 cells, each cell coloured, its value written.
     conv = _chart(page, "L2 conv2d(2, 3×3, bias): o2 = w2 ⋆ o1 + b2")

@@ -705,7 +705,9 @@ def heatmaps(at: AppTest) -> dict[str, tuple[dict[str, object], pd.DataFrame]]:
             elif child.type == "vega_lite_chart":
                 spec = json.loads(child.proto.spec)
                 if "facet" in spec and title is not None and title not in out:
-                    data = pa.ipc.open_stream(child.proto.datasets[0].data.data).read_all()
+                    proto = child.proto  # the data: the chart's own, or a named dataset
+                    raw = proto.datasets[0].data.data if proto.datasets else proto.data.data
+                    data = pa.ipc.open_stream(raw).read_all()
                     out[title] = (spec, data.to_pandas())
             walk(child)
 

@@ -8,7 +8,10 @@ Owns the keys ``heatmaps.tensor`` and ``heatmaps.how`` (what the comparison of r
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import altair as alt
 import streamlit as st
@@ -32,33 +35,33 @@ def _cell_px(maps: Heatmaps) -> int:
     return max(4, GRID_PX // max(maps.shape[-2:]))
 
 
-def chart(maps: Heatmaps) -> alt.FacetChart:
-    """The heatmaps of one tensor: rectangles coloured by value, the values written in small
-    grids, the marked cells outlined; every grid titled (``channel 0``, ``out 1 ← in 0``)."""
-    frame = maps.frame()
-    h, w = maps.shape[-2:]
-    px = _cell_px(maps)
+@functools.lru_cache(maxsize=256)
+def _layout(h: int, w: int, px: int, written: bool, outlined: bool, mark: bool,
+            titles: tuple[str, ...], columns: int) -> str:  # fmt: skip
+    """The chart of grids of h × w cells, as Vega-Lite JSON, its data given apart: made by
+    Altair once for each layout (Altair takes a tenth of a second a chart, and a step of a
+    run of images draws some thirty; each look at the page draws them again)."""
     axis = alt.Axis(title=None, ticks=False, domain=False, labelAngle=0, labelPadding=2,
                     labels=max(h, w) <= 16)  # fmt: skip
     x = alt.X("column:O", axis=axis.copy(deep=True))
     y = alt.Y("row:O", axis=axis)
     tooltip = [alt.Tooltip("cell:N", title="cell"), alt.Tooltip("text:N", title="value")]
-    if maps.mark:
+    if mark:
         tooltip.append(alt.Tooltip("mark:N", title="pooling"))
     colour = alt.Color(
         "value:Q",
         title=None,
-        scale=alt.Scale(scheme="blueorange", domain=[-maps.limit, maps.limit], clamp=True),
+        scale=alt.Scale(scheme="blueorange", domain=[-1, 1], clamp=True),  # set by _spec
         legend=alt.Legend(orient="right", gradientLength=max(h * px, 60), format=".3~g"),
     )
     base = alt.Chart()
     cells = base.mark_rect(stroke="white", strokeWidth=0.5)
     layers = [cells.encode(x, y, colour, tooltip=tooltip)]
-    if maps.written:
+    if written:
         ink = alt.condition("datum.dark", alt.value("white"), alt.value("#1f2328"))
         texts = base.mark_text(fontSize=9)
         layers.append(texts.encode(x, y, text="label:N", color=ink, tooltip=tooltip))
-    if any(m.marked for m in maps.maps):
+    if outlined:
         layers.append(
             base.transform_filter("datum.marked")
             .mark_rect(fill=None, stroke="#111111", strokeWidth=2.5)
@@ -66,22 +69,35 @@ def chart(maps: Heatmaps) -> alt.FacetChart:
             .properties(name="pooled")  # the marks' class in the page: pooled_marks
         )
     grid = alt.layer(*layers).properties(width=w * px, height=h * px)
-    titles = [m.title for m in maps.maps]
-    return (
-        grid.facet(
-            facet=alt.Facet("map:N", sort=titles, title=None, header=alt.Header(labelFontSize=12)),
-            columns=maps.columns,
-            data=frame,
-        )
-        .properties(description=f"{maps.title}: heatmaps")  # the drawing's name in the page
-        .configure_view(stroke=None)
-    )
+    chart = grid.facet(
+        facet=alt.Facet("map:N", sort=list(titles), title=None,
+                        header=alt.Header(labelFontSize=12)),
+        columns=columns,
+        data=alt.Data(name="cells"),  # a facet needs its data named; Streamlit gives it
+    ).configure_view(stroke=None)  # fmt: skip
+    layout = chart.to_dict()
+    del layout["data"]
+    return json.dumps(layout)
+
+
+def spec(maps: Heatmaps) -> dict[str, Any]:
+    """The heatmaps of one tensor, as a Vega-Lite spec for :meth:`Heatmaps.frame`'s data:
+    rectangles coloured by value on a scale centred on 0, the values written in small grids,
+    the marked cells outlined, each cell's name and value (and what its mark means) on hover;
+    every grid titled (``channel 0``, ``out 1 ← in 0``), the chart named by the tensor's title."""
+    h, w = maps.shape[-2:]
+    layout = _layout(h, w, _cell_px(maps), maps.written, any(m.marked for m in maps.maps),
+                     bool(maps.mark), tuple(m.title for m in maps.maps), maps.columns)  # fmt: skip
+    out: dict[str, Any] = json.loads(layout)
+    out["spec"]["layer"][0]["encoding"]["color"]["scale"]["domain"] = [-maps.limit, maps.limit]
+    out["description"] = f"{maps.title}: heatmaps"  # the drawing's name in the page
+    return out
 
 
 def draw(maps: Heatmaps) -> None:
     """One tensor's heatmaps under its title, and what its outlined cells are."""
     st.markdown(f"{maps.title} &nbsp; `{maps.shape_text}`")
-    st.altair_chart(chart(maps), width="content")
+    st.vega_lite_chart(maps.frame(), spec(maps), width="content")
     if maps.note:
         st.caption(maps.note)
 
