@@ -96,7 +96,7 @@ def test_the_cli_refuses_a_bad_selection_in_one_line_and_writes_nothing(run_cli,
         (["--steps", "1-2-3"], "Error: steps '1-2-3'"),
         (["--tensors", "nothing*"], "Error: tensors: 'nothing*' matches no tensor"),
         (["--layers", "two"], "Error: --layers 'two': give layer numbers"),
-        (["--every", "2", "--lr", "1", "--lr", "2"], "Error: --every, --steps, --tensors and"),
+        (["--every", "2", "--lr", "1", "--lr", "2"], "Error: --every, --steps, --tensors, --"),
     ]:
         result = run_cli("record", "--out", str(tmp_path / "t"), *args)
         assert result.exit_code != 0

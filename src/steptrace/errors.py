@@ -16,6 +16,7 @@ __all__ = [
     "ModelError",
     "NewerFormatError",
     "SteptraceError",
+    "Terminated",
     "TraceError",
     "WriteError",
 ]
@@ -75,3 +76,10 @@ class Interrupted(SteptraceError):
     """The user pressed Ctrl-C; the steps recorded so far were flushed and kept."""
 
     exit_code = 130
+
+
+class Terminated(SteptraceError):
+    """The process was asked to stop (SIGTERM) while a flight recorder held steps: the run
+    closed and wrote them first."""
+
+    exit_code = 143

@@ -199,6 +199,20 @@ def where_it_stopped(exc: ExactLimitError) -> str:
 )
 @click.option("--layers", metavar="K,…", help="Record only the values of these layers: 2,4.")
 @click.option(
+    "--keep-last",
+    type=int,
+    metavar="N",
+    help="Flight recorder: keep every value of the last N steps in memory, write them when a "
+    "trigger fires (and at the end, whatever ends the run).",
+)
+@click.option("--after", type=int, metavar="M", help="With --keep-last: M more steps after it.")
+@click.option(
+    "--trigger",
+    metavar="KIND",
+    help="With --keep-last: nonfinite (the default), loss_spike:K (the batch loss above K "
+    "times its lowest so far), or both, comma-separated.",
+)
+@click.option(
     "--flush-seconds",
     type=float,
     default=1.0,
@@ -212,7 +226,7 @@ def command(
     models: tuple[str, ...], init: str | None, shuffle: bool, seeds: tuple[int, ...], out: Path,
     name: str | None, workers: int | None, scheduler: str | None, resume_run: Path | None,
     every: int | None, steps: str | None, tensors: str | None, layers: str | None,
-    flush_seconds: float,
+    keep_last: int | None, after: int | None, trigger: str | None, flush_seconds: float,
 ) -> None:  # fmt: skip
     """Record every step of training into Parquet traces, one run per combination of the
     settings given several times (--lr, --batch-size, --numerics, --seed, --model).
@@ -226,8 +240,9 @@ def command(
         steptrace record --lr 1e-7 --lr 1e-6 --scheduler tcp://head:8786 --out /shared/traces
         steptrace record --resume traces/seed-float64-lr1e-7
         steptrace record --numerics float64 --lr 1e-7 --epochs 1000 --every 100
+        steptrace record --numerics float64 --lr 1e3 --epochs 1000 --keep-last 50
     """
-    selection = chosen(every, steps, tensors, layers)
+    selection = chosen(every, steps, tensors, layers, keep_last, after, trigger)
     if resume_run is not None:
         _resume(ctx, resume_run, dataset, flush_seconds)
         return
@@ -236,8 +251,8 @@ def command(
     if not selection.everything:
         if runs > 1 or workers is not None or scheduler is not None:
             raise ConfigError(
-                "--every, --steps, --tensors and --layers record one run: give one value of "
-                "each setting (no --workers, no --scheduler)"
+                "--every, --steps, --tensors, --layers and --keep-last record one run: give "
+                "one value of each setting (no --workers, no --scheduler)"
             )
         one = Settings.parse(ds, lrs[0], epochs, batch_sizes[0], numerics[0], init, shuffle,
                              seeds[0] if seeds else None, models[0])  # fmt: skip
@@ -279,7 +294,13 @@ def command(
 
 
 def chosen(
-    every: int | None, steps: str | None, tensors: str | None, layers: str | None
+    every: int | None,
+    steps: str | None,
+    tensors: str | None,
+    layers: str | None,
+    keep_last: int | None = None,
+    after: int | None = None,
+    trigger: str | None = None,
 ) -> Selection:
     """What the options choose to record, checked (one line for a bad choice)."""
     numbers = None
@@ -288,7 +309,7 @@ def chosen(
             numbers = [int(k) for k in layers.split(",")]
         except ValueError:
             raise ConfigError(f"--layers {layers!r}: give layer numbers, such as 2,4") from None
-    return Selection.of(every, steps, tensors, numbers)
+    return Selection.of(every, steps, tensors, numbers, keep_last, after, trigger)
 
 
 def _about_the_data(exc: ConfigError) -> bool:
@@ -303,7 +324,8 @@ def _resume(ctx: click.Context, run: Path, dataset: str, flush_seconds: float) -
                 "models": "--model", "init": "--init", "shuffle": "--shuffle", "seeds": "--seed",
                 "out": "--out", "name": "--name", "workers": "--workers",
                 "scheduler": "--scheduler", "every": "--every", "steps": "--steps",
-                "tensors": "--tensors", "layers": "--layers"}  # fmt: skip
+                "tensors": "--tensors", "layers": "--layers", "keep_last": "--keep-last",
+                "after": "--after", "trigger": "--trigger"}  # fmt: skip
     given = [
         option
         for name, option in settings.items()

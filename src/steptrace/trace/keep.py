@@ -25,11 +25,12 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import ConfigError
+from .flight import TRIGGERS_KEY, Flight, Trigger, check_memory, parse_triggers
 from .scalars import START, layer_of
 from .schema import EXACT_SUFFIX, Tensor
 from .summary import group_starts
 
-__all__ = ["RECORD_KEY", "Selection", "parse_steps"]
+__all__ = ["RECORD_KEY", "Keeper", "Selection", "check_window", "parse_steps", "selected_meta"]
 
 Array = npt.NDArray[Any]
 Block = dict[str, Any]
@@ -65,6 +66,10 @@ class Selection:
     steps: tuple[tuple[int, int], ...] | None = None
     tensors: tuple[str, ...] | None = None
     layers: tuple[int, ...] | None = None
+    #: The flight recorder (trace/flight.py): the last steps kept, written when a trigger fires.
+    keep_last: int | None = None
+    after: int = 0
+    trigger: tuple[Trigger, ...] = (Trigger("nonfinite"),)
 
     @classmethod
     def of(
@@ -73,11 +78,21 @@ class Selection:
         steps: str | Sequence[tuple[int, int]] | None = None,
         tensors: str | Sequence[str] | None = None,
         layers: int | Sequence[int] | None = None,
+        keep_last: int | None = None,
+        after: int | None = None,
+        trigger: str | Sequence[str] | None = None,
     ) -> Selection:
         """A selection as the user gives it, checked; :class:`ConfigError` names what is
         wrong (``every`` below 1, a malformed range)."""
-        if every is not None and (isinstance(every, bool) or int(every) != every or every < 1):
+        if every is not None and not _whole(every, 1):
             raise ConfigError(f"every {every!r}: record every N-th step with N a whole number ≥ 1")
+        if keep_last is not None and not _whole(keep_last, 1):
+            raise ConfigError(f"keep_last {keep_last!r}: keep the last N steps, N whole and ≥ 1")
+        if keep_last is None and (after is not None or trigger is not None):
+            raise ConfigError("after and trigger belong to the flight recorder: give keep_last too")
+        if after is not None and not _whole(after, 0):
+            raise ConfigError(f"after {after!r}: write M more steps, M a whole number ≥ 0")
+        triggers = parse_triggers(trigger) if trigger is not None else (Trigger("nonfinite"),)
         ranges = None
         if steps is not None:
             ranges = parse_steps(steps) if isinstance(steps, str) else _ranges(steps)
@@ -93,13 +108,19 @@ class Selection:
             if not listed_layers or any(isinstance(k, bool) or int(k) < 1 for k in listed_layers):
                 raise ConfigError(f"layers {layers!r}: give layer numbers from 1")
             numbers = tuple(sorted({int(k) for k in listed_layers}))
-        return cls(None if every is None else int(every), ranges, names, numbers)
+        return cls(
+            None if every is None else int(every), ranges, names, numbers,
+            None if keep_last is None else int(keep_last), int(after or 0), triggers,
+        )  # fmt: skip
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> Selection:
         """The selection a run's metadata states (every value of every step without one)."""
         rec = meta.get(RECORD_KEY) or {}
-        return cls.of(rec.get("every"), rec.get("steps"), rec.get("tensors"), rec.get("layers"))
+        return cls.of(
+            rec.get("every"), rec.get("steps"), rec.get("tensors"), rec.get("layers"),
+            rec.get("keep_last"), rec.get("after"), rec.get("trigger"),
+        )  # fmt: skip
 
     @property
     def everything(self) -> bool:
@@ -108,10 +129,11 @@ class Selection:
     @property
     def gaps(self) -> bool:
         """Whether some steps may be left out (then no step can lean on the one before)."""
-        return (self.every is not None and self.every > 1) or self.steps is not None
+        every = self.every is not None and self.every > 1
+        return every or self.steps is not None or self.keep_last is not None
 
     def holds(self, steps: Array) -> Array:
-        """Which of ``steps`` the selection keeps."""
+        """Which of ``steps`` the selection keeps (outside a flight recorder's windows)."""
         steps = np.asarray(steps, dtype=np.int64)
         if not self.gaps:
             return np.ones(len(steps), dtype=bool)
@@ -129,6 +151,9 @@ class Selection:
             parts.append(f"every {_ordinal(self.every)} step")
         if self.steps:
             parts.append("steps " + ", ".join(_range_text(r) for r in self.steps))
+        if self.keep_last is not None:
+            triggers = ", ".join(str(t) for t in self.trigger)
+            parts.append(f"the last {self.keep_last} steps before each trigger ({triggers})")
         return " and ".join(parts) or "every step"
 
     def as_json(self) -> dict[str, Any]:
@@ -141,6 +166,10 @@ class Selection:
             out["tensors"] = list(self.tensors)
         if self.layers is not None:
             out["layers"] = list(self.layers)
+        if self.keep_last is not None:
+            out["keep_last"] = self.keep_last
+            out["after"] = self.after
+            out["trigger"] = [str(t) for t in self.trigger]
         return out
 
     def chosen(self, tensors: Sequence[Tensor]) -> list[Tensor]:
@@ -219,6 +248,7 @@ def keep_rows(
     if not holds.any():
         return None
     rows = np.flatnonzero(holds)
+    whole = len(rows) == len(holds)  # every row kept: the block's own columns, no copy
     out: Block = {k: np.asarray(block[k])[rows] for k in ("step", "epoch", "sample")}
     if START in block:
         out[START] = block[START]
@@ -229,9 +259,8 @@ def keep_rows(
             continue
         if t.columns()[0] in block:
             for c in t.columns():
-                out[c] = _take(block[c], rows)
-                for s in twins:
-                    out[c + s] = _take(block[c + s], rows)
+                for s in ("", *twins):
+                    out[c + s] = block[c + s] if whole else _take(block[c + s], rows)
             continue
         origin, back = origin_of(by_name[t.name], by_name)
         source = _rows_before(block, rows) if back else rows
@@ -260,6 +289,10 @@ def _take(column: Any, rows: Array, before_first: Any = None) -> Any:
     return taken.tolist() if isinstance(column, list) else taken
 
 
+def _whole(n: Any, least: int) -> bool:
+    return not isinstance(n, bool) and isinstance(n, int | float) and int(n) == n and n >= least
+
+
 def _ranges(steps: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     return parse_steps(",".join(f"{int(lo)}-{int(hi)}" for lo, hi in steps))
 
@@ -275,30 +308,81 @@ def _ordinal(n: int) -> str:
 
 class Keeper:
     """What the trace writer does with each block, for a run's selection: the rows and
-    columns kept (all of them, as they are, without a selection)."""
+    columns kept (all of them, as they are, without a selection), through a flight recorder
+    when it has one. ``meta`` is the run's metadata: the triggers that fire go into it."""
 
     def __init__(
-        self, meta: Mapping[str, Any], stored: Sequence[Tensor], computed: Sequence[Tensor]
+        self, meta: dict[str, Any], stored: Sequence[Tensor], computed: Sequence[Tensor]
     ) -> None:
-        self.selection = Selection.from_meta(meta)
+        self.meta = meta
+        self.selection = sel = Selection.from_meta(meta)
         self.stored, self.computed = list(stored), list(computed)
         self.exact = meta.get("numerics") == "exact"
+        self.flight = None
+        if sel.keep_last is not None:
+            self.flight = Flight(sel.keep_last, sel.after, sel.trigger, self._cut, sel.holds)
+        self._checked = False
 
-    def take(self, block: Block) -> list[Block]:
-        """The blocks to write for ``block`` (none when it holds no step of the selection)."""
+    def _cut(self, block: Block, holds: Array) -> Block | None:
+        return keep_rows(block, holds, self.stored, self.computed, self.exact)
+
+    def take(self, block: Block, figures: Mapping[str, Array]) -> list[Block]:
+        """The blocks to write for ``block`` (none when it holds no step to write now)."""
         if self.selection.everything:
             return [block]
-        kept = keep_rows(
-            block, self.selection.holds(block["step"]), self.stored, self.computed, self.exact
-        )
-        return [] if kept is None else [kept]
+        if self.flight is None:
+            kept = self._cut(block, self.selection.holds(block["step"]))
+            return [] if kept is None else [kept]
+        if not self._checked and len(block["step"]):
+            self._checked = True
+            steps = len(np.unique(block["step"]))
+            check_window(self.selection, self.stored, -(-len(block["step"]) // steps), self.exact)
+        return self._noted(self.flight.take(block, figures))
+
+    def user(self, step: int, reason: str) -> list[Block]:
+        """The user's own trigger (``rec.trigger(reason)``), after step ``step``."""
+        if self.flight is None:
+            raise ConfigError("trigger() needs a flight recorder: open the run with keep_last")
+        return self._noted(self.flight.user(step, reason))
+
+    def finish(self, status: str, reason: str | None) -> list[Block]:
+        """The run ends: the steps a flight recorder keeps, written."""
+        if self.flight is None:
+            return []
+        text = reason or "the run ended"
+        kind = "end" if status == "complete" else "exception"
+        kind = "interrupted" if "Ctrl-C" in text else "sigterm" if "SIGTERM" in text else kind
+        return self._noted(self.flight.finish(kind, text))
+
+    def _noted(self, blocks: list[Block]) -> list[Block]:
+        assert self.flight is not None
+        if self.flight.fired:
+            self.meta[TRIGGERS_KEY] = list(self.flight.fired)
+        return blocks
 
 
-def selected_meta(selection: Selection, computed: Sequence[Tensor]) -> dict[str, Any]:
+def check_window(
+    selection: Selection, stored: Sequence[Tensor], rows_per_step: int, exact: bool
+) -> None:
+    """Refuse a flight recorder whose window the machine cannot hold (one line)."""
+    if selection.keep_last is not None:
+        values = sum(t.size for t in stored if t.stored)
+        check_memory(selection.keep_last, rows_per_step, values, exact)
+
+
+def selected_meta(
+    selection: Selection,
+    computed: Sequence[Tensor],
+    rows_per_step: int | None = None,
+    exact: bool = False,
+) -> dict[str, Any]:
     """The metadata keys a run of ``selection`` replaces (its ``tensors``) and adds
     (:data:`RECORD_KEY`), for a run whose blocks carry the ``computed`` tensors; {} for a run
-    that records everything. Raises :class:`ConfigError` for a selection of nothing."""
+    that records everything. Raises :class:`ConfigError` for a selection of nothing, and for
+    a flight recorder's window the machine cannot hold (``rows_per_step``, when known)."""
     if selection.everything:
         return {}
     stored = selection.stored(computed)
+    if rows_per_step is not None:
+        check_window(selection, stored, rows_per_step, exact)
     return {"tensors": [t.as_json() for t in stored], RECORD_KEY: selection.as_json()}

@@ -64,7 +64,7 @@ from .run_thread import WriterThread
 from .run_values import StepValues
 from .schema import Tensor, after_columns, tensors_of
 from .summary import RunSummary, SummaryTracker
-from .writer import TraceWriter, make_run_dir
+from .writer import USER_TRIGGER, TraceWriter, make_run_dir
 
 if TYPE_CHECKING:
     from ..data import Dataset
@@ -95,6 +95,9 @@ def open_run(
     steps: str | None = None,
     tensors: Sequence[str] | None = None,
     layers: Sequence[int] | None = None,
+    keep_last: int | None = None,
+    after: int | None = None,
+    trigger: str | Sequence[str] | None = None,
 ) -> RunWriter:
     """Open a new run in ``out`` for a loop that computes its own values; see the module doc.
 
@@ -108,7 +111,8 @@ def open_run(
     no dataset; ``recorded_with`` says what computed the values (stored in the metadata, e.g.
     ``{"framework": "jax", "version": "0.4.30"}``). ``every``, ``steps``, ``tensors`` and
     ``layers`` choose what is recorded, as :func:`steptrace.record`'s do: the loop still
-    writes every step, the run keeps those.
+    writes every step, the run keeps those; ``keep_last``, ``after`` and ``trigger`` make it
+    a flight recorder, as :func:`steptrace.record`'s do (:meth:`RunWriter.trigger` fires it).
 
     Use the result as a context manager; :meth:`RunWriter.close` otherwise.
 
@@ -121,7 +125,7 @@ def open_run(
         batch_size=batch_size, shuffle=shuffle, seed=seed, features=features, targets=targets,
         dataset_name=dataset_name,
     )  # fmt: skip
-    selection = Selection.of(every, steps, tensors, layers)
+    selection = Selection.of(every, steps, tensors, layers, keep_last, after, trigger)
     return _opened(setup, out, name, recorded_with, flush_seconds, selection)
 
 
@@ -163,7 +167,8 @@ def _opened(
     """The run folder made and the writer opened for a checked setup (a ``selection`` of
     nothing refused first)."""
     computed = tensors_of(setup.metadata("", recorded_with))
-    chosen = selected_meta(selection or Selection(), computed)
+    rows = setup.plan.batch_size if setup.plan is not None else None
+    chosen = selected_meta(selection or Selection(), computed, rows)
     run_dir = make_run_dir(Path(out), name or setup.name)
     meta = {**setup.metadata(run_dir.name, recorded_with), **chosen}
     writer = RunWriter(run_dir, meta, setup.numerics, setup.data_info(), flush_seconds, computed)
@@ -297,6 +302,17 @@ class RunWriter:
             self._place_and_buffer(arrays, m, samples, lrs)
         self._ctrl_c.raise_held()
 
+    def trigger(self, reason: str = "rec.trigger()") -> None:
+        """Fire the flight recorder (a run opened with ``keep_last``) after the last step
+        written: the steps it keeps are written, with ``reason`` in the run's metadata."""
+        if "keep_last" not in (self.meta.get(RECORD_KEY) or {}):
+            raise ConfigError("trigger() needs a flight recorder: open the run with keep_last")
+        if self._background is None or not self._steps:
+            raise ConfigError("trigger() fires after a step: write one first")
+        self._hand_off()
+        with self._ctrl_c.held():
+            self._background.put({USER_TRIGGER: str(reason), "step": self._steps - 1})
+
     def _place_and_buffer(
         self,
         arrays: Mapping[str, Array],
@@ -382,6 +398,13 @@ class RunWriter:
                 except Exception as exc:  # a write error, from the writer's thread too
                     error, status = exc, "incomplete"
                     reason = reason or str(exc) or f"stopped by {type(exc).__name__}"
+                if self._writer is not None:  # a flight recorder's steps, before any settling
+                    try:
+                        self._writer.end(status, reason)
+                        self._writer.flush()
+                    except Exception as exc:
+                        error, status = error or exc, "incomplete"
+                        reason = reason or str(exc)
                 if self._writer is None:  # not one step came: the run holds none
                     self._open_writer(self._provisional_meta(1))
                     if status == "complete":

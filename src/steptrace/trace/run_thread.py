@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 from .summary import SummaryTracker
-from .writer import TraceWriter
+from .writer import USER_TRIGGER, TraceWriter
 
 __all__ = ["WriterThread"]
 
@@ -32,7 +32,8 @@ class WriterThread:
                 continue  # the run is lost from here: drain until the end
             try:
                 self.writer.write(block)
-                self.tracker.update(block, [block[c] for c in self.after])
+                if USER_TRIGGER not in block:  # a flight recorder's trigger holds no rows
+                    self.tracker.update(block, [block[c] for c in self.after])
             except BaseException as exc:  # raised again in the loop's thread
                 self.error = exc
 

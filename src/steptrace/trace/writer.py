@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, WriteError
+from .flight import sigterm_raises
 from .keep import Keeper
 from .rebuild import Rebuilt, before_entry
 from .scalars import ScalarsWriter
@@ -196,6 +197,9 @@ def group_rows(columns: int) -> int:
     return max(1_024, min(GROUP_ROWS, GROUP_BYTES // (8 * max(columns, 1))))
 
 
+#: The key of a block that is no rows but the user's trigger of a flight recorder (its reason),
+#: after the step under ``step``.
+USER_TRIGGER = "trigger"
 #: The key of a written block's starting values: the parameters its first step starts from,
 #: by the ``*_before`` column they stand for (a new part's footer holds them).
 START = "start"
@@ -241,6 +245,10 @@ class TraceWriter:
         # The rows and columns the run's selection keeps of each block (docs: "Choosing what
         # is recorded").
         self.keeper = Keeper(meta, tensors, computed or tensors)
+        # A flight recorder's steps are written when the process is told to stop (SIGTERM).
+        self._signals = contextlib.ExitStack()
+        if self.keeper.flight is not None:
+            self._signals.enter_context(sigterm_raises())
         self.schema = arrow_schema(tensors, exact, meta, stored=True)
         # The parameters a part's first step starts from go into its footer (rebuild.py).
         self._starts = list(Rebuilt.of(tensors, exact, self.schema.names).previous)
@@ -286,12 +294,26 @@ class TraceWriter:
         return self.run_dir / f".{PART_FORMAT.format(self.parts)}.tmp"
 
     def write(self, block: dict[str, Any]) -> None:
-        """Queue a block of whole steps; writes a row group or flushes when due."""
-        self.scalars.add(block)
-        for kept in self.keeper.take(block):
-            self._queue(kept)
+        """Queue a block of whole steps; writes a row group or flushes when due. A block of
+        :data:`USER_TRIGGER` is the user's trigger of a flight recorder, after its ``step``."""
+        fired = len(self.meta.get("triggers") or ())
+        if USER_TRIGGER in block:
+            kept = self.keeper.user(int(block["step"]), str(block[USER_TRIGGER]))
+        else:
+            kept = self.keeper.take(block, self.scalars.add(block))
+        for b in kept:
+            self._queue(b)
+        if len(self.meta.get("triggers") or ()) > fired:  # _run.json says so at once
+            self.flush()
+            self._write_status("incomplete", None, {})
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
+
+    def end(self, status: str, reason: str | None) -> None:
+        """The run ends: what a flight recorder keeps is written (once)."""
+        for b in self.keeper.finish(status, reason):
+            self._queue(b)
+        self._signals.close()
 
     def _queue(self, block: dict[str, Any]) -> None:
         rows = len(block["step"])
@@ -386,6 +408,11 @@ class TraceWriter:
     ) -> None:
         """Flush, then record the final status. ``incomplete`` runs keep every flushed row."""
         try:
+            try:
+                self.end(status, reason)
+            except WriteError:
+                if status == "complete":
+                    raise
             if status == "complete":
                 self.flush()
             else:

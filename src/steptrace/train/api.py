@@ -40,6 +40,9 @@ def record(
     steps: str | None = None,
     tensors: Sequence[str] | None = None,
     layers: Sequence[int] | None = None,
+    keep_last: int | None = None,
+    after: int | None = None,
+    trigger: str | Sequence[str] | None = None,
 ) -> RunResult:
     """Record one run into a new folder under ``out`` and return where it went.
 
@@ -47,13 +50,16 @@ def record(
     ``every=N`` (every N-th step from 0), ``steps="0-99,1000-1099"``, ``tensors`` (names or
     globs of :func:`~steptrace.load_tensor`'s names) and ``layers`` choose what is recorded;
     the per-step figures (:func:`~steptrace.load_scalars`) cover every step all the same.
+    ``keep_last=N`` keeps every value of the last N steps in memory and writes them when a
+    ``trigger`` fires (``"nonfinite"``, the default; ``"loss_spike:10"``), ``after`` steps
+    more, and at the run's end (docs/trace-format.md, "Flight recorder").
 
     >>> result = record("seed", lr="1", numerics="exact", out="traces")  # doctest: +SKIP
     >>> result.summary.final_loss  # doctest: +SKIP
     0.5
     """
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, target, features)
-    selection = Selection.of(every, steps, tensors, layers)
+    selection = Selection.of(every, steps, tensors, layers, keep_last, after, trigger)
     settings = Settings.parse(ds, lr, epochs, batch_size, numerics, init, shuffle, seed, model)
     return record_settings(ds, settings, out, name, progress, selection=selection)
 

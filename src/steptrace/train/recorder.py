@@ -135,7 +135,8 @@ def new_run(
     """A new run folder under ``out`` (marked incomplete), its writer and summary tracker;
     a ``selection`` of nothing is refused before the folder is made."""
     computed = tensors_of(run_metadata(dataset, settings, "", ""))
-    chosen = selected_meta(selection or Selection(), computed)
+    exact = settings.numerics.is_exact
+    chosen = selected_meta(selection or Selection(), computed, settings.batch_size, exact)
     run_dir = make_run_dir(Path(out), name or default_name(dataset, settings))
     meta = {**run_metadata(dataset, settings, uuid.uuid4().hex, run_dir.name), **chosen}
     writer = TraceWriter(run_dir, settings.numerics.is_exact, meta, flush_seconds=flush_seconds,

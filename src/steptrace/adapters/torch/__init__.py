@@ -76,6 +76,9 @@ def record(
     steps: str | None = None,
     tensors: Sequence[str] | None = None,
     layers: Sequence[int] | None = None,
+    keep_last: int | None = None,
+    after: int | None = None,
+    trigger: str | Sequence[str] | None = None,
 ) -> Recorder:
     """Record the training of ``model`` by ``optimizer`` into a new run under ``out``.
 
@@ -90,7 +93,8 @@ def record(
     unless the loader has it) the plan is known from the start. ``features``/``targets`` name
     the data's columns. ``every``, ``steps``, ``tensors`` and ``layers`` choose what is
     recorded, as :func:`steptrace.record`'s do (a name or layer the network lacks is refused at
-    the first step, before anything is written).
+    the first step, before anything is written); ``keep_last``, ``after`` and ``trigger`` make
+    it a flight recorder (``rec.trigger("why")`` fires it).
 
     Raises :class:`~steptrace.ModelError` before anything is written when the model's
     parameters are not one float dtype, or one that learns is not in the optimizer.
@@ -98,7 +102,7 @@ def record(
     >>> with steptrace.torch.record(model, optimizer, out="traces", name="cnn") as rec:
     ...     ...  # doctest: +SKIP
     """
-    selection = Selection.of(every, steps, tensors, layers)
+    selection = Selection.of(every, steps, tensors, layers, keep_last, after, trigger)
     check_optimizer(model, optimizer)
     numerics = numerics_of(model)
     data, loader_batch, shuffled = loop_dataset(dataset)

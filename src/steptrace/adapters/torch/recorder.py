@@ -74,6 +74,14 @@ class Recorder:
         from: ``per_sample.mean().backward()``)."""
         self.capture.step(x, y, per_sample)
 
+    def trigger(self, reason: str = "rec.trigger()") -> None:
+        """Fire the flight recorder (``keep_last``) after the last step recorded: the steps it
+        keeps are written, ``reason`` in the run's metadata."""
+        if self.run is None:
+            raise ConfigError("rec.trigger() fires after a step: record one first")
+        self._write_chunk()
+        self.run.trigger(reason)
+
     def _written(self) -> int:
         return self.run.steps if self.run is not None else 0
 
