@@ -1,7 +1,7 @@
 """Issue 19's speed: a small CNN on 8 × 8 grey images, recorded by steptrace, against the same
 per-sample SGD untraced in numpy and in PyTorch.
 
-    python bench/cnn.py                  # 1,000,000 rows (and 100,000 for memory): about an hour
+    python bench/cnn.py                  # 1,000,000 rows (and 100,000 for memory): ~30 minutes
     python bench/cnn.py --rows 100000    # shorter
     python bench/cnn.py --quick          # tiny sizes: checks the harness works; figures meaningless
     python bench/cnn.py --rows 100000 --write DIR   # only the dataset and model file, to profile
