@@ -21,8 +21,9 @@ steps without being loaded whole. One module per concern, each importing only th
 - :mod:`.step` — :func:`step_view`: one step as the article writes it, for any stack (the
   layer chain, forward table, loss, backward pass, a table per layer, weight matrices, update
   ``w − α·grad = ŵ``), every value as display text, exact fractions in exact runs, and what
-  changed since the previous step; in a run of images, each value's shape in the chain and
-  its images and kernels as heatmaps;
+  changed since the previous step (its tables: :mod:`.table`); in a run of images
+  (:mod:`.step_images`), each value's shape in the chain and its images and kernels as
+  heatmaps;
 - :mod:`.curves` — :func:`curve`: loss or one parameter per step, downsampled (min and max per
   bucket) when long, exact steps when zoomed in;
 - :mod:`.divergence` — :func:`first_divergence`: summary.py's rule, per run (and
