@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SteptraceError
+from ..trace.keep import RECORD_KEY
 from ..trace.loader import _column_names
 from ..trace.reader import Trace
+from ..trace.scalars import load_scalars
 from ..trace.schema import after_columns
 from ..trace.summary import SummaryTracker, group_means, group_starts
 from .gates import Gate, _Gates, find_gates, trace_gates
@@ -179,6 +181,29 @@ def _trace_record(trace: Trace, rtol: float) -> dict[str, Any]:
         "model": str((trace.meta.get("model") or {}).get("name", "article")),
         "status": trace.status,
         **stats.result(rtol),
+        **(_of_every_step(trace) if RECORD_KEY in trace.meta else {}),
+    }
+
+
+def _of_every_step(trace: Trace) -> dict[str, Any]:
+    """A run that holds some steps: its figures of every step from the per-step figures and
+    the recorder's summary, not from the steps it holds."""
+    figures = load_scalars(trace.path)
+    loss = figures["loss"].to_numpy()
+    steps = figures["step"].to_numpy()
+    bad = ~np.isfinite(loss) | (figures.filter(like="nonfinite").sum(axis=1).to_numpy() > 0)
+    finite = np.isfinite(loss)
+    best = int(np.argmin(np.where(finite, loss, np.inf))) if finite.any() else None
+    recorded = trace.summary or {}
+    return {
+        "steps": len(figures),
+        "final_loss": float(loss[-1]) if len(loss) else None,
+        "min_loss": None if best is None else float(loss[best]),
+        "min_loss_step": None if best is None else int(steps[best]),
+        "first_nonfinite_step": int(steps[bad][0]) if bad.any() else None,
+        "diverged": recorded.get("diverged_at") is not None,
+        "diverged_at": recorded.get("diverged_at"),
+        "diverged_why": recorded.get("diverged_why"),
     }
 
 

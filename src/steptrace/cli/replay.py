@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError, TraceError
+from ..trace.keep import RECORD_KEY, not_held
 from ..trace.loader import find_traces, is_folder_of_runs
 from ..trace.opener import open_trace
 from ..trace.reader import Trace
@@ -74,6 +75,9 @@ def command(trace: Path, step: int | None, first: int | None, last: int | None, 
             click.echo("\n" + "─" * 72 + "\n")
         click.echo(format_step(run, rows, notation, full, chosen))
         shown += 1
+    if step is not None and not shown and RECORD_KEY in run.meta:  # a run that keeps some
+        held = run.read_table(["step"]).column("step").to_pylist()
+        raise TraceError(not_held(run.meta, step, held))
     if step is not None and not shown:
         raise TraceError(f"step {step} was not recorded in {run.path} (status: {run.status})")
     if run.status != "complete":

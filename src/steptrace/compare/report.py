@@ -109,6 +109,12 @@ def format_comparison(
     for tol, columns in by_tolerance.items():
         rule += f"; {', '.join(columns)}: {_rule(tol)}"
     head = [f"{a_name}: {r.a.describe()}", f"{b_name}: {r.b.describe()}"]
+    if r.steps_held is not None:
+        both, in_a, in_b = r.steps_held
+        head.append(
+            f"Compared the {both} steps both runs hold ({a_name} holds {in_a}, {b_name} "
+            f"{in_b}), in the {len(r.columns)} columns both hold."
+        )
     note = [] if r.metadata_compared else [NOT_COMPARED]
     if r.identical:
         size = f"{len(r.columns)} columns × {r.rows_compared} rows"

@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SteptraceError, TraceError
+from ..trace.flight import TRIGGERS_KEY
+from ..trace.keep import RECORD_KEY
 from ..trace.schema import EXACT_SUFFIX, expand, tensors_of
 from .cells import Tolerance, cell_text, cells, difference, nanmax
 from .report import comparison_dict, format_comparison
@@ -138,6 +140,9 @@ class Comparison:
     #: The traces' tensors and their shapes, which name an image's values (``o2[1, 3, 0]``);
     #: not part of :meth:`to_dict`.
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: When a run holds only some steps (docs/trace-format.md, "Choosing what is recorded"):
+    #: the steps both hold (the ones compared), A's and B's.
+    steps_held: tuple[int, int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON types; non-finite floats become "inf", "-inf", "nan"."""
@@ -167,11 +172,18 @@ def _expand(names: Iterable[str], available: Sequence[str]) -> dict[str, list[st
 
 
 def _select(
-    a: Side, b: Side, columns: Sequence[str] | None, ignore: Sequence[str]
+    a: Side,
+    b: Side,
+    columns: Sequence[str] | None,
+    ignore: Sequence[str],
+    common: bool = False,
 ) -> tuple[list[str], set[str]]:
-    """The columns to compare, in A's order, and the metadata keys to ignore."""
+    """The columns to compare, in A's order (with ``common``, by default the ones both
+    hold), and the metadata keys to ignore."""
     in_a, in_b = _value_columns(a.columns), _value_columns(b.columns)
     every = in_a + [c for c in in_b if c not in in_a]
+    if common and columns is None:
+        every = [c for c in in_a if c in set(in_b)]
     everywhere = every + [c for c in (*KEYS, *RUN_WIDE) if c in a.columns or c in b.columns]
     if columns is not None:
         chosen = []
@@ -238,7 +250,11 @@ def compare_traces(
     >>> r.identical, r.first  # doctest: +SKIP
     """
     side_a, side_b = load_side(a, _label(a)), load_side(b, _label(b))
-    chosen, ignored_meta = _select(side_a, side_b, columns, ignore)
+    # A run that keeps some steps or tensors is compared where both hold values.
+    selected = any(RECORD_KEY in side.meta for side in (side_a, side_b))
+    chosen, ignored_meta = _select(side_a, side_b, columns, ignore, common=selected)
+    if selected:
+        ignored_meta |= {"tensors", RECORD_KEY, TRIGGERS_KEY}
     default = Tolerance(rtol, atol)
     per_column = _tolerances(tolerances or {}, chosen, default)
     found = {col: _Column() for col in chosen}
@@ -256,6 +272,9 @@ def compare_traces(
         only_b += window_b
         if progress is not None:
             progress(done, len(windows))
+    held = None
+    if selected:
+        only_a, only_b, held = _held_by_both(side_a, side_b, only_a, only_b)
     meta_compared = not (side_a.from_dataframe or side_b.from_dataframe)
     meta = _meta_diffs(side_a.meta, side_b.meta, ignored_meta) if meta_compared else []
     column_diffs = [d for c in found.values() if (d := c.result(rows_compared)) is not None]
@@ -274,7 +293,20 @@ def compare_traces(
         column_tolerances={c: t for c, t in per_column.items() if t != default},
         metadata_compared=meta_compared,
         shapes=_shapes(side_a, side_b),
+        steps_held=held,
     )
+
+
+def _held_by_both(
+    a: Side, b: Side, only_a: list[tuple[int, int]], only_b: list[tuple[int, int]]
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]], tuple[int, int, int]]:
+    """Rows on one side only, but for the steps the other side does not hold; and how many
+    steps both, A and B hold."""
+    steps_a = set(a.read(["step"])["step"].tolist())
+    steps_b = set(b.read(["step"])["step"].tolist())
+    only_a = [k for k in only_a if k[0] in steps_b]
+    only_b = [k for k in only_b if k[0] in steps_a]
+    return only_a, only_b, (len(steps_a & steps_b), len(steps_a), len(steps_b))
 
 
 def _shapes(a: Side, b: Side) -> dict[str, tuple[int, ...]]:

@@ -30,7 +30,8 @@ from .scalars import START, layer_of
 from .schema import EXACT_SUFFIX, Tensor
 from .summary import group_starts
 
-__all__ = ["RECORD_KEY", "Keeper", "Selection", "check_window", "parse_steps", "selected_meta"]
+__all__ = ["RECORD_KEY", "Keeper", "Selection", "check_window", "not_held", "parse_steps",
+           "selected_meta"]  # fmt: skip
 
 Array = npt.NDArray[Any]
 Block = dict[str, Any]
@@ -287,6 +288,35 @@ def _take(column: Any, rows: Array, before_first: Any = None) -> Any:
         taken = taken.copy()
         taken[rows < 0] = before_first
     return taken.tolist() if isinstance(column, list) else taken
+
+
+def not_held(meta: Mapping[str, Any], step: int, held: Sequence[int]) -> str:
+    """Why a run has no rows of ``step``, with the steps it does hold (``held``):
+    ``step 101 is not recorded: this run holds every 100th step (the nearest: 100, 200)``; a
+    flight recorder's windows are listed (``48-52, 115-119``) while that stays short."""
+    selection = Selection.from_meta(meta)
+    steps = sorted({int(s) for s in held})
+    i = int(np.searchsorted(steps, step))
+    near = [steps[j] for j in (i - 1, i) if 0 <= j < len(steps)]
+    spans = _spans(steps)
+    if not steps:
+        where = ": no step's values were written"
+    elif selection.keep_last is not None and len(spans) <= 80:
+        where = f": {spans}"
+    else:
+        where = f" (the nearest: {', '.join(map(str, near))})"
+    return f"step {step} is not recorded: this run holds {selection.describe()}{where}"
+
+
+def _spans(steps: Sequence[int]) -> str:
+    """``0-4, 10, 20-22``."""
+    out: list[tuple[int, int]] = []
+    for s in steps:
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
+    return ", ".join(_range_text(r) for r in out)
 
 
 def _whole(n: Any, least: int) -> bool:

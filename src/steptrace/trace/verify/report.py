@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, TraceError
+from ..keep import RECORD_KEY
 from ..opener import open_trace
 from ..writer import RUN_FILE, read_run_file
 from .checker import Checker
 from .chunks import in_file
+from .held import HeldChecker
 from .problem import Found, Problem
 from .settings import recorder
 
@@ -95,7 +97,9 @@ def verify(path: str | Path, rtol: float | None = None, atol: float | None = Non
     # all its parts in place, even if it was still being recorded a moment ago.
     info = _run_info(Path(path))
     trace = open_trace(path, check_columns=False, check_metadata=False)
-    checker = Checker(trace, info, _tolerance(rtol, atol))
+    # A run that holds some steps or tensors is checked where it holds them (held.py).
+    kind = HeldChecker if RECORD_KEY in trace.meta else Checker
+    checker = kind(trace, info, _tolerance(rtol, atol))
     try:
         checker.check()
     except Found as found:
@@ -115,7 +119,7 @@ def _report(checker: Checker, problem: Problem | None) -> VerifyReport:
         checker.rows_checked, checker.steps_checked, _whole(meta.get("steps")), problem,
         run.tol if run is not None else None, recorder(meta),
         run.check_update if run is not None else True,
-        getattr(run, "unchecked", ()),
+        getattr(checker, "unchecked", ()) or getattr(run, "unchecked", ()),
     )  # fmt: skip
 
 
