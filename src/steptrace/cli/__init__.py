@@ -82,6 +82,7 @@ from . import record as _record  # noqa: E402
 from . import replay as _replay  # noqa: E402
 from . import summary as _summary  # noqa: E402
 from . import verify as _verify  # noqa: E402
+from . import why as _why  # noqa: E402
 
-for _module in (_record, _replay, _diff, _summary, _dashboard, _export, _verify):
+for _module in (_record, _replay, _diff, _summary, _dashboard, _export, _verify, _why):
     cli.add_command(_module.command)

@@ -15,6 +15,7 @@ from ..analysis import CONVERGE_RTOL, group_runs, trace_summaries, varying_setti
 from ..errors import TraceError
 from ..numerics import format_value
 from ..trace.loader import find_traces
+from ..trace.why import first_nonfinite
 from ..trace.writer import strict_json
 
 #: Columns of the plain-text table (``--csv`` and ``--json`` have them all), and the model and
@@ -156,3 +157,9 @@ def command(folder: Path, as_csv: bool, as_json: bool, rtol: float) -> None:
         click.echo(json.dumps(records, indent=2, ensure_ascii=False, allow_nan=False))
     else:
         click.echo(format_table(table))
+        # Each run that went non-finite: its first such value (steptrace why RUN says more).
+        frame = summaries if "run" in summaries.columns else summaries.reset_index()
+        for trace in traces:
+            found = frame[frame["run"] == trace.name]["first_nonfinite_step"]
+            if len(found) and not pd.isna(found.iloc[0]):
+                click.echo(f"{trace.name}: {first_nonfinite(trace).headline()}")
