@@ -133,13 +133,15 @@ SHORT_SUM = 16
 def total(a: Array, axis: int = -1) -> Array:
     """Σ along ``axis``, left to right: ``((a1 + a2) + a3) + …``, as the article adds (numpy's
     own sum pairs its terms differently, and differently for different lengths)."""
-    if a.shape[axis] <= SHORT_SUM:
+    n = a.shape[axis]
+    if n <= SHORT_SUM:
         # A few terms: added one by one, each addition over every other axis at once (numpy's
         # accumulate steps through the other axes one element at a time).
-        terms = np.moveaxis(a, axis, 0)
-        out: Array = terms[0]
-        for term in terms[1:]:
-            out = out + term
+        last = axis in (-1, a.ndim - 1)
+        terms = a if last else np.moveaxis(a, axis, -1)
+        out: Array = terms[..., 0]
+        for i in range(1, n):
+            out = out + terms[..., i]
         return out
     running = np.add.accumulate(a, axis=axis)
     out = running[..., -1] if axis == -1 else np.take(running, -1, axis=axis)

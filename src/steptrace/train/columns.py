@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from ..data import Dataset
 from ..errors import SteptraceError
+from ..model.images import Conv2d
 from ..model.stack import ParamSet, Stack
 from ..model.values import tensor_values
 from ..numerics import EXACT_MAX_BITS, Number, Numerics
@@ -26,7 +27,7 @@ from ..trace.writer import START
 from .compiled import walk
 from .prefetch import prefetch
 from .settings import Settings
-from .stepwalk import step_walk, walks_by_step
+from .stepwalk import lean_walk, step_walk, walks_by_step
 
 __all__ = ["Block", "chunk_columns", "compute_blocks", "iter_blocks", "to_block"]
 
@@ -157,15 +158,17 @@ def compute_blocks(
     while s0 < total_steps:
         plan = ChunkPlan(n, b, orders, s0, min(s0 + steps_per_chunk, total_steps))
         with np.errstate(all="ignore"):
-            if by_step:
+            if by_step and stack.couples_rows:
                 flat, values = step_walk(stack, current, lr, X, Y, plan, num, tensors,
                                          max_seconds)  # fmt: skip
+            elif by_step:
+                flat = lean_walk(stack, current, lr, X, Y, plan, num, max_seconds)
             else:
                 flat = walk(stack, current, lr, xs, ys, plan, num, max_seconds)
         walked = len(flat) - 1
         if walked < plan.s1 - s0:
             plan = ChunkPlan(n, b, orders, s0, s0 + walked)
-        if by_step:
+        if by_step and stack.couples_rows:
             columns = value_columns(tensors, values, len(plan))
         else:
             columns = chunk_columns(stack, tensors, plan, flat, X, Y, lr, num)
@@ -181,9 +184,15 @@ def compute_blocks(
 
 
 def _rows_per_chunk(stack: Stack, max_rows: int) -> int:
-    """Rows a chunk holds: ``max_rows``, fewer when rows are wide, so that a chunk's columns
-    stay within about 256 MB."""
-    values = sum(stack.sizes) * 3 + stack.n_params * 3 + stack.n_in
+    """Rows a chunk holds: ``max_rows``, fewer when rows are wide, so that a chunk's columns,
+    and a convolution's products on the way to them (each output pixel's neighbourhood times
+    its kernel), stay within about 256 MB."""
+    products = [
+        stack.sizes[k - 1] * stack.in_shape_of(k)[0] * layer.kh * layer.kw
+        for k, layer in enumerate(stack.layers, 1)
+        if isinstance(layer, Conv2d)
+    ]
+    values = sum(stack.sizes) * 3 + stack.n_params * 3 + stack.n_in + max(products, default=0)
     return max(1, min(max_rows, (256 << 20) // (8 * values)))
 
 

@@ -27,7 +27,7 @@ from ..numerics import EXACT_MAX_BITS, Number, Numerics
 from ..schedule import ChunkPlan
 from ..trace.schema import Tensor
 
-__all__ = ["step_walk", "walks_by_step"]
+__all__ = ["lean_walk", "step_walk", "walks_by_step"]
 
 Array = npt.NDArray[Any]
 
@@ -86,6 +86,39 @@ def step_walk(
             break
     columns = {name: np.concatenate(parts) for name, parts in kept.items()}
     return np.stack(path), columns
+
+
+def lean_walk(
+    stack: Stack,
+    params: ParamSet,
+    lr: Number,
+    X: Array,
+    Y: Array,
+    plan: ChunkPlan,
+    numerics: Numerics,
+    max_seconds: float | None = None,
+) -> Array:
+    """The weights' path alone, a step at a time (the flat parameters before the first step and
+    after each step walked): each step's forward pass, its backward pass down to the lowest
+    layer with parameters, the rows' gradients summed, the update. For a stack whose rows do not
+    depend on each other, every other value of a chunk is then computed at once on its columns
+    (:func:`steptrace.train.columns.chunk_columns`), by the same layer code: the same bits."""
+    deadline = float("inf") if max_seconds is None else time.monotonic() + max_seconds
+    path = [stack.flat(params)]
+    dtype = numerics.dtype if numerics.dtype is not None else object
+    for s, (start, m) in enumerate(zip(plan.starts.tolist(), plan.sizes.tolist(), strict=True)):
+        rows = plan.sample[start : start + m]
+        x = X[rows].reshape(m, *stack.in_shape)
+        sizes = np.full(m, m).astype(dtype)
+        outs = stack.forward(params, x)
+        grads = stack.backward(params, x, outs, Y[rows], sizes, every_delta=False).grads
+        params = stack.update(params, lr, stack.summed(grads))  # ŵ = w − α · Σ grad
+        path.append(stack.flat(params))
+        if numerics.is_exact and _too_big(path[-1]):
+            break
+        if not (s + 1) % CLOCK_EVERY and time.monotonic() >= deadline:
+            break
+    return np.stack(path)
 
 
 def _too_big(values: Array) -> bool:
