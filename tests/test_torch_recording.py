@@ -52,7 +52,7 @@ def test_recording_leaves_training_bit_for_bit_unchanged(traces, name):
 
 def test_in_place_modules_are_put_back_and_the_input_is_the_loops(traces):
     net = NETS["custom"]()
-    relu = net.model.body[1]
+    relu = net.model.body[3]
     x = net.x[:4]
     with steptrace.torch.record(net.model, net.optimizer, out=traces) as rec:
         assert relu.inplace is False  # run out of place while recording: the same numbers

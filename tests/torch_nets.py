@@ -72,11 +72,11 @@ class Block(nn.Module):
 class ResNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(1, 4, 3, padding=1)
-        self.block = Block(4)
+        self.stem = nn.Conv2d(1, 2, 3, padding=1)
+        self.block = Block(2)
         self.pool = nn.AvgPool2d(2)
         self.flat = nn.Flatten()
-        self.head = nn.Linear(64, 5)
+        self.head = nn.Linear(8, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.flat(self.pool(self.block(self.stem(x)))))
@@ -114,8 +114,8 @@ class Custom(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(3, 5), nn.ReLU(inplace=True), Scale(5),
-                                  nn.LeakyReLU(0.1), nn.Identity())  # fmt: skip
+        self.body = nn.Sequential(nn.Linear(3, 5), nn.LeakyReLU(0.1), Scale(5),
+                                  nn.ReLU(inplace=True), nn.Identity())  # fmt: skip
         self.gate = nn.Parameter(torch.tensor([0.7]))
         self.head = nn.Linear(5, 2)
         self.squash = nn.Sigmoid()
@@ -143,6 +143,18 @@ def cnn(dtype: torch.dtype = torch.float64) -> Net:
                "cross_entropy")  # fmt: skip
 
 
+def small_cnn() -> Net:
+    """The issue's CNN, narrower (2 channels of 4 × 4 images): its every kind of value in a
+    trace of a few hundred columns."""
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+                          nn.Linear(8, 3)).double()  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    return Net(model, optimizer, _images(16, size=4).double(), _classes(16, 3), cross_entropy,
+               "cross_entropy")  # fmt: skip
+
+
 def series_cnn() -> Net:
     """conv2d → relu → maxpool2d → flatten → linear: a stack of the series' layers, plain SGD on
     the squared error."""
@@ -159,7 +171,7 @@ def residual() -> Net:
     torch.manual_seed(1)
     model = ResNet().double()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
-    return Net(model, optimizer, _images(12).double(), _classes(12, 5), cross_entropy,
+    return Net(model, optimizer, _images(12, size=4).double(), _classes(12, 5), cross_entropy,
                "cross_entropy")  # fmt: skip
 
 
@@ -218,7 +230,8 @@ def custom() -> Net:
 
 
 NETS: dict[str, Callable[[], Net]] = {
-    "cnn": cnn, "cnn-float32": lambda: cnn(torch.float32), "series-cnn": series_cnn,
+    "cnn": cnn, "cnn-float32": lambda: cnn(torch.float32), "small-cnn": small_cnn,
+    "series-cnn": series_cnn,
     "residual": residual, "twice": twice, "zoo": zoo, "nesterov": nesterov, "mlp": mlp,
     "custom": custom,
 }  # fmt: skip

@@ -1,6 +1,7 @@
 """Rows of a run waiting for the trace writer, gathered into blocks: key columns (step, epoch,
-sample) and every value column, column-major, in one preallocated array, so that a block goes
-to the writer as whole columns whatever the number of steps that filled it.
+sample) and every value column, in one preallocated array filled row after row (a step writes
+only where its rows lie, however wide a row), handed to the writer as whole columns whatever
+the number of steps that filled it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def buffer_rows(columns: int) -> int:
 
 
 class RowBuffer:
-    """Rows waiting for the trace writer: key columns and every value column, column-major."""
+    """Rows waiting for the trace writer: key columns and every value column, row-major."""
 
     def __init__(
         self, tensors: Sequence[Tensor], capacity: int, names: Sequence[str] | None = None
@@ -45,7 +46,9 @@ class RowBuffer:
             self.offsets[t.name] = pos
             pos += t.size
         self.capacity = capacity
-        self.values = np.empty((len(self.names), capacity), dtype=np.float64)
+        # Row after row: a step's values are written where its rows lie, touching no page of
+        # rows to come (a wide row has tens of thousands of values).
+        self.values = np.empty((capacity, len(self.names)), dtype=np.float64)
         self.keys = np.empty((3, capacity), dtype=np.int64)
         self.rows = 0
 
@@ -68,7 +71,7 @@ class RowBuffer:
             c = self.offsets[t.name]
             if narrow:
                 a = a.astype(np.float32)  # a float32 run holds float32 values
-            self.values[c : c + t.size, r0:r1] = a.T
+            self.values[r0:r1, c : c + t.size] = a
         self.rows = r1
 
     def block(self) -> dict[str, Any]:
@@ -76,6 +79,7 @@ class RowBuffer:
         out: dict[str, Any] = {
             "step": self.keys[0, :n], "epoch": self.keys[1, :n], "sample": self.keys[2, :n],
         }  # fmt: skip
+        columns = self.values[:n].T  # each column a view (strided), copied once by the writer
         for i, name in enumerate(self.names):
-            out[name] = self.values[i, :n]
+            out[name] = columns[i]
         return out

@@ -84,11 +84,14 @@ class Checker:
         expected = arrow_schema(tensors, self.run.exact, {})
         wanted = in_file(self.trace, expected.names)
         stored = in_file(self.trace, arrow_schema(tensors, self.run.exact, {}, stored=True).names)
+        known = set(wanted)  # sets: a wide run has tens of thousands of columns
         for f in self.trace.files:
             schema = pq.read_schema(f)
+            names = schema.names
+            present = set(names)
             version = str(self.footers[f.name].get("format_version", FORMAT_VERSION))
-            missing = [c for c in stored if c not in schema.names]
-            extra = [c for c in schema.names if c not in set(wanted)]
+            missing = [c for c in stored if c not in present]
+            extra = [c for c in names if c not in known]
             if missing:
                 raise Found(Problem(f"column {missing[0]} is missing", f.name, (missing[0],)))
             if extra and not _newer_minor(version):
@@ -96,10 +99,11 @@ class Checker:
                     Problem(f"column {extra[0]} is not in trace format {version}", f.name,
                             (extra[0],))
                 )  # fmt: skip
+            types = dict(zip(names, schema.types, strict=True))
             for name, want in zip(wanted, expected, strict=True):
-                if name not in schema.names:
+                if name not in present:
                     continue  # stored once, rebuilt from another column
-                got = schema.field(name).type
+                got = types[name]
                 if got != want.type:
                     raise Found(
                         Problem(f"has type {got}, the trace format says {want.type}", f.name,

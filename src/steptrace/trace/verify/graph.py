@@ -12,7 +12,7 @@ value (:mod:`.floats`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -27,8 +27,10 @@ from ...schedule import EpochOrders
 from ..schema import Tensor, stack_tensors, tensors_of
 from .context import Memory
 from .layout import StepPlan
+from .network import Network, Values, check_network
 from .problem import Array, Found, Problem, Tol, differ, show
 from .settings import plan_settings, tolerance
+from .updates import check_steps
 
 __all__ = ["GraphChunk", "GraphLayout", "GraphSettings", "graph_settings", "is_graph_run"]
 
@@ -81,12 +83,12 @@ class GraphSettings(StepPlan):
     run_id: str
     orders: EpochOrders
     layout: GraphLayout
-    graph: dict[str, Any]
+    network: Network
     tol: Tol = None
     #: What ``verify`` could not recompute (the report says so).
     unchecked: tuple[str, ...] = ()
+    #: Whether the optimizer's update is recomputed.
     check_update: bool = False
-    notes: list[str] = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
@@ -109,11 +111,15 @@ def graph_settings(
     for name in ("x", "y", "loss", "lr"):
         if name not in layout.by_name:
             raise Found(Problem(f"lists no tensor {name}", where, ("tensors",)))
-    unchecked = ("the layers, the loss and the optimizer's update (not recomputed yet)",)
+    try:
+        network = Network.of(dict(meta["graph"]), tensors)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Found(Problem(f"the graph cannot be read ({exc!r})", where, ("graph",))) from None
     return GraphSettings(
         plan.num, plan.rows, plan.b, plan.epochs, plan.spe, str(meta.get("run_id")),
-        EpochOrders(plan.rows, bool(meta.get("shuffle")), meta.get("seed")), layout,
-        dict(meta["graph"]), tolerance(plan.num, meta, asked), unchecked,
+        EpochOrders(plan.rows, bool(meta.get("shuffle")), meta.get("seed")), layout, network,
+        tolerance(plan.num, meta, asked), network.unchecked(),
+        bool(network.optimizer.get("checked")),
     )  # fmt: skip
 
 
@@ -130,7 +136,8 @@ class GraphChunk:
         local = self.plan["step"] - self.plan["step"][0]
         self.starts = np.flatnonzero(np.diff(local, prepend=-1))
         self.start_of = self.starts[np.cumsum(np.diff(local, prepend=-1) != 0) - 1]
-        self.found: list[tuple[int, int, Problem]] = []  # (row, order, problem)
+        self.sizes = np.diff(np.append(self.starts, self.rows))
+        self.found: list[tuple[int, int, int, Problem]] = []  # (step, order, row, problem)
 
     def col(self, name: str) -> Array:
         out: Array = self.table.column(name).to_numpy()
@@ -145,8 +152,10 @@ class GraphChunk:
         self, r: int, column: str, message: str, recorded: Any = None, expected: Any = None,
         order: int = 0,
     ) -> None:  # fmt: skip
-        """A problem at row ``r`` of the chunk (the first row and then the first check win)."""
-        self.found.append((r, order, Problem(
+        """A problem at row ``r`` of the chunk: the first step's wins, and in it the first
+        check's (the layers' in order, then δ from the loss down, then the update), then the
+        first row's."""
+        self.found.append((int(self.plan["step"][r]), order, r, Problem(
             message, self.file_of(self.r0 + r), (column,), int(self.plan["step"][r]),
             int(self.plan["sample"][r]), self.r0 + r,
             None if recorded is None else show(recorded),
@@ -172,8 +181,12 @@ class GraphChunk:
         self.data()
         self.lr()
         after = self.chain(last)
+        network = self.run.network
+        values = Values(self, network.shapes)
+        row_grads = check_network(self, network, values)
+        check_steps(self, network, values, row_grads)
         if self.found:
-            raise Found(min(self.found, key=lambda f: (f[0], f[1]))[2])
+            raise Found(min(self.found, key=lambda f: f[:3])[3])
         return after
 
     def placement(self) -> None:
@@ -230,6 +243,23 @@ class GraphChunk:
                 order=-3,
             )
 
+    def same_in_step(self, name: str, values: Array) -> None:
+        """A value a step carries is the same on each of its rows: the row that differs from
+        the others is named (from the first row, when no value is the most common)."""
+        bad = differ(values, values[self.start_of])
+        if not bad.any():
+            return
+        r, i = (int(v) for v in np.argwhere(bad)[0])
+        start = int(self.start_of[r])
+        column = values[start : start + int(self.sizes[np.searchsorted(self.starts, start)]), i]
+        kinds, counts = np.unique(column, return_counts=True)
+        common = kinds[np.argmax(counts)] if counts.max() > 1 and (counts == counts.max()).sum(
+            ) == 1 else column[0]  # fmt: skip
+        r = start + int(np.flatnonzero(differ(column, common))[0])
+        self.problem(r, self.run.layout.columns(name)[i], f"recorded {show(values[r, i])}, the "
+                     f"step's other rows hold {show(common)} (one value a step)",
+                     values[r, i], common, -2)  # fmt: skip
+
     def chain(self, last: dict[str, Array]) -> dict[str, Array]:
         """Every carried value: the same on each row of a step, and before a step what the
         step before left."""
@@ -237,8 +267,7 @@ class GraphChunk:
         for name in self.run.layout.carried:
             before, after = self.tensor(name + "_before"), self.tensor(name + "_after")
             for when, values in (("before", before), ("after", after)):
-                self.first_bad(f"{name}_{when}", values, values[self.start_of],
-                               "the step's first row holds", -2)  # fmt: skip
+                self.same_in_step(f"{name}_{when}", values)
             previous = np.vstack([last[name], after[self.starts[1:] - 1]]) if name in last else (
                 after[self.starts[1:] - 1])  # fmt: skip
             starts = self.starts if name in last else self.starts[1:]
