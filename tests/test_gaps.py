@@ -160,3 +160,19 @@ def test_export_and_summary_work_on_a_run_with_gaps(runs, run_cli, tmp_path):
         assert by_run[name]["steps"] == by_run["full"]["steps"] == 300, name
         assert by_run[name]["final_loss"] == by_run["full"]["final_loss"], name
         assert by_run[name]["min_loss_step"] == by_run["full"]["min_loss_step"], name
+
+
+def test_the_dashboards_curves_are_every_steps_and_a_step_not_held_is_named(runs):
+    from steptrace import views
+
+    every, full = steptrace.open_trace(runs["every"].path), steptrace.open_trace(runs["full"].path)
+    ours, theirs = views.curve(every, "loss"), views.curve(full, "loss")
+    assert ours.steps == theirs.steps == 300
+    assert ours.frame.equals(theirs.frame)
+    live = views.LiveRun(runs["every"].path).curve("loss", 10, 60)
+    assert list(live.frame["step"]) == list(range(10, 61))
+    assert live.frame["value"].equals(views.curve(full, "loss", 10, 60).frame["value"])
+    with pytest.raises(steptrace.TraceError, match="step 101 is not recorded: this run holds "
+                       "every 100th step"):  # fmt: skip
+        views.step_view(every, 101)
+    assert views.step_view(every, 100).step == 100

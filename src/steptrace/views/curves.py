@@ -11,7 +11,9 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..errors import TraceError
+from ..trace.keep import RECORD_KEY
 from ..trace.reader import Trace
+from ..trace.scalars import load_scalars
 from ..trace.schema import after_columns
 from ..trace.summary import batch_losses
 from .buckets import MinMax, bucket_width
@@ -148,5 +150,24 @@ def curve(
     (True, 'downsampled: the min and max of every 1,024 steps (…)')
     """
     check_curve_column(trace, column)
+    if column == "loss" and RECORD_KEY in trace.meta:
+        return figures_curve(trace, lo, hi, max_points)
     steps, values = read_per_step(trace, column, lo, hi)
     return curve_of(steps, values, lo, hi, max_points)
+
+
+def figures_curve(
+    trace: Trace, lo: int | None = None, hi: int | None = None, max_points: int = MAX_POINTS
+) -> Curve:
+    """The batch loss of every step in ``[lo, hi]`` from the run's per-step figures: whole
+    for a run that keeps only some steps' values (docs/trace-format.md, "Per-step
+    figures")."""
+    figures = load_scalars(trace.path)
+    steps = figures["step"].to_numpy(dtype=np.int64)
+    loss = figures["loss"].to_numpy(dtype=np.float64)
+    keep = np.ones(len(steps), dtype=bool)
+    if lo is not None:
+        keep &= steps >= lo
+    if hi is not None:
+        keep &= steps <= hi
+    return curve_of(steps[keep], loss[keep], lo, hi, max_points)

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from ..trace.keep import RECORD_KEY
 from ..trace.opener import open_trace
 from ..trace.reader import Trace
 from ..trace.schema import after_columns
@@ -35,6 +36,7 @@ from .curves import (
     MAX_POINTS,
     Curve,
     check_curve_column,
+    figures_curve,
     per_step,
     points_curve,
     read_per_step,
@@ -196,6 +198,8 @@ class LiveRun:
         with self._lock:
             snap = self.refresh()
             check_curve_column(snap.trace, column)  # refuse what is not a curve, as curve() does
+            if column == "loss" and RECORD_KEY in snap.trace.meta:  # every step's, not the held
+                return figures_curve(snap.trace, lo, hi, max_points)
             self._catch_up([column])
             kept = self._kept[column]
             buckets, first, last = kept.buckets, kept.first, kept.last

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from ..errors import TraceError
+from ..trace.keep import RECORD_KEY, not_held
 from ..trace.reader import Trace
 from .folder import last_step, steps_per_epoch
 from .heatmaps import Heatmaps
@@ -493,6 +494,8 @@ def step_view(trace: Trace, step: int, run: str | None = None) -> StepView:
     nt = stack_notation(trace, MATHS)
     rows = trace.read(steps=(max(step - 1, 0), step + 1))
     now = rows[rows["step"] == step]
+    if now.empty and RECORD_KEY in trace.meta:  # a run that keeps some steps: which it holds
+        raise TraceError(not_held(trace.meta, step, trace.read_table(["step"])["step"].to_pylist()))
     if now.empty:
         last = last_step(trace)
         raise TraceError(
