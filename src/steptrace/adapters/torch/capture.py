@@ -15,6 +15,7 @@ chunk (no ``.item()`` and no comparison read back per step).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -202,6 +203,9 @@ class Capture:
         self.pending_m = 0
         if (s == 0 and self.written() == 0) or self.layout.due():
             self.handoff()  # the first step is checked at once
+            # The next chunk's time counts from now: a slow write must not make every chunk
+            # a single step.
+            self.layout.last_handoff = time.monotonic()
 
     def step_number(self) -> int:
         """The number of the step being captured (from 0 for the run's first)."""
