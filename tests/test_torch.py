@@ -229,6 +229,23 @@ def test_a_pytorch_cnn_records_what_steptrace_records_for_the_same_network(trace
     assert steptrace.verify(rec.path).ok
 
 
+def test_the_readmes_pytorch_example_runs_and_verifies(tmp_path, monkeypatch, capsys):
+    """README.md's CNN, trained by Adam on the cross-entropy, recorded and verified."""
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Record your own PyTorch training") :]
+    section = section[: section.index("\n## ", 1)]
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in section
+    assert "torch==2.13.0" in section
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("OK traces/cnn: 6 steps, 192 rows, float32, complete; every row")
+    assert printed[1] == "(192, 10, 128)"
+
+
 # --- the same tools -----------------------------------------------------------------------------
 
 
