@@ -6,6 +6,7 @@ result is: the hand-written 3-2-1 loops of bench/mlp.py end with steptrace's wei
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -152,3 +153,18 @@ def test_the_cnn_benchmark_records_the_images_network_beside_numpy_and_torch(tmp
     assert 1 < float(stored.split(" B per stored value")[0].strip("*")) < 8.5, stored
     assert figures["PyTorch untraced, float64, per sample"][1].endswith(" steps/s")
     assert list(tmp_path.iterdir()) == []  # everything went to a temporary folder
+
+
+def test_the_flight_benchmark_times_each_way_of_recording_the_cnn(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "flight.py"), "--steps", "2", "--big-steps", "0",
+         "--json"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    costs = json.loads(done.stdout)["costs"]
+    assert set(costs["ratio"]) == {"figures alone", "keep_last=50", "every=100"}
+    assert all(r > 0 for r in costs["ratio"].values())
+    # Two steps: every=100 and figures alone hold step 0, the flight recorder both at the end.
+    assert costs["bytes"]["keep_last=50"] > costs["bytes"]["every=100"] > 0
+    assert list(tmp_path.iterdir()) == []

@@ -47,8 +47,9 @@ Array = npt.NDArray[Any]
 Block = dict[str, Any]
 #: The run metadata's key listing the triggers that fired.
 TRIGGERS_KEY = "triggers"
-#: The part of the memory the machine has free that a flight recorder may hold.
-MEMORY_SHARE = 0.5
+#: The part of the memory the machine has free that a flight recorder may hold: its window, and
+#: room for the copies recording makes on the way (a framework's buffers, the blocks written).
+MEMORY_SHARE = 0.25
 
 
 @dataclass(frozen=True)
