@@ -709,3 +709,29 @@ def test_importing_steptrace_does_not_import_pytorch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "False\nTrue\n"
+
+
+def test_passes_outside_the_step_leave_the_recording_unchanged(traces):
+    """A stack whose first layer is linear is followed from that layer (no hook on the model:
+    bench/torch_overhead.py), and ∂Loss/∂x is δ · W: an evaluation without gradients and a
+    call of the first layer alone between the steps change nothing recorded."""
+    plain, _ = record_torch(traces, epochs=2)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+    x, y = seed_tensors()
+    with steptrace.torch.record(model, optimizer, out=traces, name="probed") as rec:
+        for _ in range(2):
+            for i in range(len(x)):
+                with torch.no_grad():
+                    model(x)  # an evaluation
+                model[0](x[:2])  # the first layer alone, with gradients
+                sgd_step(model, optimizer, rec, x[i : i + 1], y[i : i + 1])
+    for name in TENSORS:
+        np.testing.assert_array_equal(
+            steptrace.load_tensor(rec.path, name), steptrace.load_tensor(plain.path, name),
+            err_msg=name,
+        )  # fmt: skip
+    x_grad = x[:1].clone().requires_grad_()
+    first = mlp()
+    (((first(x_grad) - y[:1]) ** 2).sum() / 2).backward()
+    np.testing.assert_array_equal(steptrace.load_tensor(rec.path, "d1")[:1], x_grad.grad.numpy())

@@ -53,6 +53,12 @@ class Pass:
     state: dict[str, torch.Tensor] = field(default_factory=dict)  # the first pass's bn{k}_…
     out: torch.Tensor | None = None
     count: int = 0
+    layers: int = -1  # the network's layers (once learned)
+
+    @property
+    def done(self) -> bool:
+        """Whether every layer of the network was called (the pass is over)."""
+        return self.count == self.layers
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class Chunk:
     lrs: list[float]
     scalars_before: Array  # (steps, parameters): the optimizer's step counts
     scalars_after: Array
+    x_grads: bool = True  # whether ∂Loss/∂x is autograd's (else: from the first layer)
 
 
 def _fields(fields: Sequence[tuple[str, int]]) -> dict[str, slice]:
@@ -87,9 +94,13 @@ class Layout:
         dtype: Any,
         handoff: Callable[[], None],
         written: Callable[[], int],
+        fast: bool = False,
     ) -> None:
         self.graph, self.state, self.dtype, self.handoff = graph, state, dtype, handoff
         self.written = written
+        #: A stack whose passes are followed from its first layer (see Capture._fast), and
+        #: whether this chunk's ∂Loss/∂x is autograd's.
+        self.fast, self.x_grads = fast, True
         first = next(p.tensor for p in graph.params) if graph.params else None
         self.device = first.device if first is not None else torch.device("cpu")
         self.tdtype = first.dtype if first is not None else torch.float64
@@ -104,6 +115,10 @@ class Layout:
         row += [(f"noise{layer.k}", size[layer.feed]) for layer in self.masks]
         row += [(f"g:{t}", size[t]) for t in graph.sources]
         self.row_fields = _fields(row)
+        # What each step copies, by name, in the buffer's order (made once: a step is short).
+        self.outputs = [f"o{layer.k}" for layer in graph.layers]
+        self.op_names = [op.name for op in graph.ops]
+        self.mask_ks = [layer.k for layer in self.masks]
         self.row_width = sum(w for _, w in row)
         n_params = sum(t.numel() for t in self.flat)
         step = [("after", n_params + state.size), ("grad", n_params if step_grads else 0)]
@@ -118,7 +133,10 @@ class Layout:
         self.chunk_rows = max(1, min(CHUNK_ROWS, CHUNK_VALUES // max(per_row, 1)))
         self.steps = torch.empty(CHUNK_STEPS + 1, self.step_width, dtype=self.tdtype,
                                  device=self.device)  # fmt: skip
-        self.step_views = list(self.steps)
+        # Views made once: slicing a tensor anew each step costs more than the copy.
+        after, grad = self.step_fields["after"], self.step_fields["grad"]
+        self.after_views = [row[after] for row in self.steps]
+        self.grad_views = [row[grad] for row in self.steps]
         self._rows_buffer(self.chunk_rows)
         self.rows = 0  # rows of the chunk in the buffer
         self.m: list[int] = []  # rows of each step of the chunk
@@ -129,8 +147,9 @@ class Layout:
         self.started = False
         self.after_versions: list[Any] = []
         self.last_handoff = time.monotonic()
-        self.zeros: dict[tuple[int, int], torch.Tensor] = {}
+        self.zeros: dict[tuple[int, ...], torch.Tensor] = {}
         self.early: set[int] = set()  # layers whose output the model changes in place later
+        self.plain_parts: list[bool] | None = None
 
     # -- the rows' buffer ---------------------------------------------------------------------
 
@@ -171,6 +190,7 @@ class Layout:
                 self.early.add(layer.k)
         seen.tensors["o1"] = seen.alias
         seen.count = len(seen.calls)
+        seen.layers = len(self.graph.layers)
         self.make_room(seen.x.shape[0])
         for name, values in seen.state.items():
             self.steps[len(self.m) + 1, self.step_fields[name]] = values
@@ -233,12 +253,14 @@ class Layout:
             seen.tensors[graph.loss_input] = seen.out
         tensors, values = seen.tensors, seen.values
         parts = [seen.x, y, per_sample]
-        parts += [values.get(f"o{layer.k}", tensors[f"o{layer.k}"]) for layer in graph.layers]
-        parts += [tensors[op.name] for op in graph.ops]
-        parts += [seen.noise[layer.k] for layer in self.masks]
+        parts += [values[n] if n in values else tensors[n] for n in self.outputs]
+        parts += [tensors[n] for n in self.op_names]
+        parts += [seen.noise[k] for k in self.mask_ks]
         parts += [self._grad(tensors[t], m) for t in graph.sources]
-        flat = [p if p.dim() == 2 and p.dtype == self.tdtype else
-                p.reshape(m, -1).to(self.tdtype) for p in parts]  # fmt: skip
+        dtype, plain = self.tdtype, self.plain_parts
+        if plain is None:  # which parts are (rows, values) of the run's dtype: once
+            plain = self.plain_parts = [p.dim() == 2 and p.dtype == dtype for p in parts]
+        flat = [p if ok else _rows(p, m, dtype) for p, ok in zip(parts, plain, strict=True)]
         with torch.no_grad():  # a copy, no part of the graph
             torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
 
@@ -246,41 +268,45 @@ class Layout:
         g = t.grad
         if g is not None:
             return g
-        width = int(t[0].numel())  # a tensor the loss does not depend on
-        zeros = self.zeros.get((m, width))
+        shape = (m, *t.shape[1:])  # a tensor the loss does not depend on: 0, in its shape
+        zeros = self.zeros.get(shape)
         if zeros is None:
-            zeros = self.zeros[m, width] = torch.zeros(m, width, dtype=self.tdtype,
-                                                       device=self.device)  # fmt: skip
+            zeros = self.zeros[shape] = torch.zeros(shape, dtype=self.tdtype, device=self.device)
         return zeros
 
     def _after_tensors(self) -> list[torch.Tensor]:
-        return self.flat + self.state.tensors()
+        return self.flat + self.state.tensors() if self.state.size else self.flat
 
-    def _versions(self) -> list[Any]:
-        return [p._version for p in self.params] + self.state.versions()
+    @staticmethod
+    def _versions(tensors: list[torch.Tensor]) -> list[tuple[int, int]]:
+        """Which tensors and their versions (a view shares its parameter's counter)."""
+        return [(id(t), t._version) for t in tensors]
 
     def before_step(self) -> None:
         """The parameters and state the step starts from, and the gradients it uses."""
         s = len(self.m)
-        after = self.step_fields["after"]
+        tensors = self._after_tensors()
         if not self.started:
-            torch.cat(self._after_tensors(), out=self.steps[0, after])
+            torch.cat(tensors, out=self.after_views[0])
             self.started = True
-        elif self._versions() != self.after_versions:
-            self.befores[s] = torch.cat(self._after_tensors())  # changed between the steps
+        elif self._versions(tensors) != self.after_versions:
+            self.befores[s] = torch.cat(tensors)  # changed between the steps
         if self.step_grads and self.params:
             grads = [p.grad.detach().view(-1) if p.grad is not None else torch.zeros_like(f)
                      for p, f in zip(self.params, self.flat, strict=True)]  # fmt: skip
-            torch.cat(grads, out=self.step_views[s + 1][self.step_fields["grad"]])
+            torch.cat(grads, out=self.grad_views[s + 1])
         self.lrs.append(self.state.lr())
-        self.state.scalars(self.scalars[s, 0])
+        if self.state.scalar_count:
+            self.state.scalars(self.scalars[s, 0])
 
     def after_step(self, m: int) -> int:
         """The step's parameters and state after it; the step's number in the chunk."""
         s = len(self.m)
-        torch.cat(self._after_tensors(), out=self.step_views[s + 1][self.step_fields["after"]])
-        self.after_versions = self._versions()
-        self.state.scalars(self.scalars[s, 1])
+        tensors = self._after_tensors()
+        torch.cat(tensors, out=self.after_views[s + 1])
+        self.after_versions = self._versions(tensors)
+        if self.state.scalar_count:
+            self.state.scalars(self.scalars[s, 1])
         self.m.append(m)
         self.rows += m
         return s
@@ -309,12 +335,18 @@ class Layout:
             np.array(self.m, dtype=np.int64),
             {name: rows[:, where] for name, where in self.row_fields.items()},
             step_values, self.lrs, self.scalars[:steps, 0].numpy().copy(),
-            self.scalars[:steps, 1].numpy().copy(),
+            self.scalars[:steps, 1].numpy().copy(), self.x_grads,
         )  # fmt: skip
         # The next chunk starts from the parameters this one ended with.
         self.steps[0] = self.steps[steps]
         self.m, self.lrs, self.befores, self.rows = [], [], {}, 0
         return chunk
+
+
+def _rows(t: torch.Tensor, m: int, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` as (rows, values) of ``dtype``."""
+    flat = t.reshape(m, -1)
+    return flat if flat.dtype == dtype else flat.to(dtype)
 
 
 def noise_of(output: torch.Tensor) -> torch.Tensor | None:

@@ -53,6 +53,7 @@ class Capture:
         self.model, self.optimizer = model, optimizer
         self.begin, self.written, self.handoff = begin, written, handoff
         self.names = {id(m): n for n, m in leaves(model)}
+        self.stateful = {id(m) for _, m in leaves(model) if isinstance(m, _STATEFUL)}
         self.inplace = [m for _, m in leaves(model) if getattr(m, "inplace", False) is True]
         for module in self.inplace:  # out of place while recording: the same numbers
             module.inplace = False  # type: ignore[assignment]
@@ -64,6 +65,8 @@ class Capture:
         self.no_grad_pass = False  # the last forward pass ran without gradients
         self.handles: list[Any] = [model.register_forward_pre_hook(self._pre_model),
                                    model.register_forward_hook(self._post_model)]  # fmt: skip
+        self.root = list(self.handles)  # the model's own hooks
+        self.first: nn.Module | None = None  # see _fast
         for _, module in leaves(model):
             if isinstance(module, _STATEFUL):
                 self.handles.append(module.register_forward_pre_hook(self._pre_stateful))
@@ -85,7 +88,7 @@ class Capture:
         if self.layout is not None and not self.pending_m:
             self.layout.make_room(x.shape[0])
         alias = x.detach().requires_grad_() if x.is_floating_point() else x
-        self.seen = Pass(x, alias)
+        self.seen = Pass(x, alias, layers=len(self.graph.layers) if self.graph else -1)
         self.seen.tensors["o1"] = alias
         return (alias, *args[1:])
 
@@ -104,16 +107,20 @@ class Capture:
             self.layout.state_copy(seen, module, when)
 
     def _post_leaf(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if module is self.first:  # a pass begins (one that did not reach the end is dropped)
+            self._start_at_first_layer(args)
         seen = self.seen
         if seen is None or not isinstance(output, torch.Tensor):
             return
         inp = args[0] if args and isinstance(args[0], torch.Tensor) else None
         if output.requires_grad and output.grad_fn is not None:
             output.retain_grad()
-        if isinstance(module, _STATEFUL):
+        if id(module) in self.stateful:
             self._state(module, "after")
         if self.layout is not None:
             self.layout.follow(seen, module, inp, output)
+            if self.first is not None and seen.done:
+                seen.out = output  # the last layer's: the loss's input
             return
         # The first pass: every call kept (and its output's values as made) until rec.step.
         if inp is not None and inp.requires_grad and inp.grad_fn is not None:
@@ -122,6 +129,32 @@ class Capture:
         seen.calls.append(Seen(module, self.names.get(id(module), ""), inp, output, version,
                                output._version, output.grad_fn, noise_of(output)))  # fmt: skip
         seen.values[f"o{len(seen.calls) + 1}"] = output.detach().clone()
+
+    def _fast(self) -> None:
+        """A stack of the series' layers whose first is linear: each pass starts at that layer
+        and ends at the last one, with no hook on the model (each costs microseconds a step,
+        which a small network feels), and ∂Loss/∂x comes from the first layer's formula, δ·W
+        (:mod:`.values`), not from autograd."""
+        for handle in self.root:
+            handle.remove()
+            self.handles.remove(handle)
+        assert self.graph is not None and self.layout is not None
+        self.first = self.graph.layers[0].module
+        self.layout.x_grads = False
+
+    def _start_at_first_layer(self, args: tuple[Any, ...]) -> None:
+        """A pass begins (see :meth:`_fast`): the first layer's input is the model's."""
+        self.no_grad_pass = not torch.is_grad_enabled()
+        if self.closed or self.no_grad_pass:
+            self.seen = None
+            return
+        x = args[0]
+        assert self.layout is not None
+        if not self.pending_m:
+            self.layout.make_room(x.shape[0])
+        assert self.graph is not None
+        self.seen = Pass(x, x, layers=len(self.graph.layers))
+        self.seen.tensors["o1"] = x
 
     def _post_model(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         seen = self.seen
@@ -167,7 +200,11 @@ class Capture:
             self.graph = learn(self.model, seen.alias, seen.calls, seen.out)
             self.layout = self.begin(self.graph, seen.out, y, per_sample)
             self.layout.start(seen)
-        self.layout.copy_rows(seen, y, per_sample)
+            self.layout.copy_rows(seen, y, per_sample)
+            if self.layout.fast:
+                self._fast()
+        else:
+            self.layout.copy_rows(seen, y, per_sample)
         self.pending_m = m
         self.seen = None  # this forward pass is taken
 

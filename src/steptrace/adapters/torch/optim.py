@@ -141,8 +141,3 @@ class StateReader:
         """The learning rate the next step uses (a scheduler may have changed it)."""
         lr = self.optimizer.param_groups[0]["lr"]
         return lr if isinstance(lr, float) else float(lr)
-
-    def versions(self) -> list[tuple[int, int]]:
-        """Which state tensors there are and their versions: what tells whether anything
-        changed them between two steps."""
-        return [(id(t), t._version) for t in self.tensors()]

@@ -112,7 +112,10 @@ class Recorder:
             raise problem
         state = StateReader(self.optimizer, self.optim, [p.tensor for p in graph.params])
         width = int(np.prod(y_shape))
-        return Layout(graph, state, width, not plain, self.dtype, self._write_chunk, self._written)
+        # A stack of the series' layers starting with a linear one is followed from that layer.
+        fast = plain and graph.layers[0].kind.type == "linear" and len(graph.shapes["o1"]) == 1
+        return Layout(graph, state, width, not plain, self.dtype, self._write_chunk, self._written,
+                      fast)  # fmt: skip
 
     # -- rows -----------------------------------------------------------------------------------
 

@@ -48,6 +48,12 @@ def chunk_values(
     for op in graph.ops:
         out[op.name] = rows[op.name]
     grad = {t: rows[f"g:{t}"] for t in graph.sources}
+    if not chunk.x_grads:  # a stack followed from its linear first layer: δ_in = δ · W
+        first = graph.layers[0]
+        shape = first.params[0].shape
+        w = steps["before"][:, : int(np.prod(shape))]
+        weights = np.repeat(w, m, axis=0).reshape(-1, *shape)
+        grad["o1"] = np.einsum("no,noi->ni", grad[f"o{first.k}"], weights)
     for t, name in graph.grads.items():
         out[name] = grad[t]
     out[f"d{graph.top + 1}"] = grad[graph.loss_input]
