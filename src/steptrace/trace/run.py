@@ -368,7 +368,7 @@ class RunWriter:
             return
         assert self._background is not None
         with self._ctrl_c.held():
-            self._background.put(buffer.block())
+            self._background.put(buffer)  # made into columns in the writer's thread
 
     # -- closing --------------------------------------------------------------------------------
 

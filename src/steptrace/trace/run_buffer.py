@@ -1,7 +1,8 @@
 """Rows of a run waiting for the trace writer, gathered into blocks: key columns (step, epoch,
 sample) and every value column, in one preallocated array filled row after row (a step writes
 only where its rows lie, however wide a row), handed to the writer as whole columns whatever
-the number of steps that filled it.
+the number of steps that filled it: one transposed copy, made in the writer's thread, whose
+rows the writer turns into Parquet columns without copying them again (:class:`Block`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy.typing as npt
 from ..numerics import Numerics
 from .schema import Tensor
 
-__all__ = ["BUFFER_ROWS", "BUFFER_VALUES", "RowBuffer", "buffer_rows"]
+__all__ = ["BUFFER_ROWS", "BUFFER_VALUES", "Block", "RowBuffer", "buffer_rows"]
 
 Array = npt.NDArray[Any]
 #: Rows held before they go to the trace writer (whole steps; fewer for very wide models).
@@ -28,6 +29,17 @@ def buffer_rows(columns: int) -> int:
     """Rows a buffer holds for rows of ``columns`` values: :data:`BUFFER_ROWS`, fewer for wide
     rows (:data:`BUFFER_VALUES`)."""
     return max(1, min(BUFFER_ROWS, BUFFER_VALUES // max(columns, 1)))
+
+
+class Block(dict[str, Any]):
+    """A block of rows by column name, whose value columns are the rows of one contiguous
+    ``matrix`` (columns × rows): ``row_of`` gives a column's row in it, so that a writer can
+    make every column of one buffer at once (a wide row has thousands of columns)."""
+
+    def __init__(self, columns: dict[str, Any], matrix: Array, row_of: dict[str, int]) -> None:
+        super().__init__(columns)
+        self.matrix = matrix
+        self.row_of = row_of
 
 
 class RowBuffer:
@@ -70,16 +82,18 @@ class RowBuffer:
             a = arrays[t.name]
             c = self.offsets[t.name]
             if narrow:
-                a = a.astype(np.float32)  # a float32 run holds float32 values
+                a = a.astype(np.float32, copy=False)  # a float32 run holds float32 values
             self.values[r0:r1, c : c + t.size] = a
         self.rows = r1
 
-    def block(self) -> dict[str, Any]:
+    def block(self) -> Block:
+        """The rows as columns: one transposed copy (each column contiguous, which the writer
+        and the per-step figures read without copying again)."""
         n = self.rows
         out: dict[str, Any] = {
             "step": self.keys[0, :n], "epoch": self.keys[1, :n], "sample": self.keys[2, :n],
         }  # fmt: skip
-        columns = self.values[:n].T  # each column a view (strided), copied once by the writer
+        columns = np.ascontiguousarray(self.values[:n].T)
         for i, name in enumerate(self.names):
             out[name] = columns[i]
-        return out
+        return Block(out, columns, {name: i for i, name in enumerate(self.names)})

@@ -2,12 +2,17 @@
 plan the run followed, the data's hash computed, and the rows renumbered as one epoch of the
 data inputs when they follow no epoch plan.
 
-One part in memory at a time: each is summarised under the final plan and replaced atomically
-(a first pass hashes the inputs in the order they came, for one epoch of them).
+Rows that keep their numbers keep their bytes: only the part's footer is written again (its
+data pages copied as they are, then the footer with the final metadata), which costs a wide
+row's part a fraction of reading and encoding it again. Rows renumbered are rewritten, one part
+in memory at a time (Parquet cannot replace two columns of a file without writing the file
+again). Each part is replaced atomically (a first pass hashes the inputs in the
+order they came, for one epoch of them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -55,14 +60,17 @@ def settle(
     if final.stream or info.dataset is None:  # else: the dataset's own, exact hash
         meta = {**meta, "dataset": {**meta["dataset"], "sha256": data_hash.hexdigest()}}
     offset = 0
+    empty: dict[bytes, pa.Buffer] = {}  # footers of no rows, by the metadata they hold
     for part in parts:
-        table = pq.read_table(part)
-        if final.stream:
-            table = _as_stream(table, offset)
+        if final.stream and not _numbered_as_stream(part, offset):
+            table = _as_stream(pq.read_table(part), offset)
+            _rewrite(part, table, meta)
+        else:  # the rows stay as they are: the figures' columns read, the footer replaced
+            table = pq.read_table(part, columns=["step", "loss", *after])
+            _refooter(part, meta, empty)
         offset += table.num_rows
         block = {c: table.column(c).to_numpy() for c in ("step", "loss")}
         tracker.update(block, [table.column(c).to_numpy() for c in after])
-        _rewrite(part, table, meta)
     return meta, tracker.result()
 
 
@@ -81,6 +89,17 @@ def _hash_row(h: Any, row: Sequence[float]) -> None:
     h.update(("\x1e" + "\x1f".join(_exact_text(v) for v in row)).encode())
 
 
+def _numbered_as_stream(part: Path, first_row: int) -> bool:
+    """Whether a part's rows are numbered as one epoch of inputs already (epoch 0, sample = the
+    input's number from ``first_row``): a first epoch visited in order is."""
+    keys = pq.read_table(part, columns=["epoch", "sample"])
+    expected = np.arange(first_row, first_row + keys.num_rows)
+    return bool(
+        (keys.column("epoch").to_numpy() == 0).all()
+        and np.array_equal(keys.column("sample").to_numpy(), expected)
+    )
+
+
 def _as_stream(table: pa.Table, first_row: int) -> pa.Table:
     """Rows renumbered as one epoch of data inputs: epoch 0, sample = the input's number."""
     rows = table.num_rows
@@ -95,6 +114,62 @@ def _rewrite(part: Path, table: pa.Table, meta: dict[str, Any]) -> None:
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True)})
     tmp = part.with_name(f".{part.name}.tmp")
     pq.write_table(table, tmp, row_group_size=65_536, **parquet_options(table.schema))
+    _replace(tmp, part)
+
+
+#: A Parquet file ends with its footer, the footer's length (4 bytes, little-endian) and PAR1.
+TAIL = 8
+
+
+def _refooter(part: Path, meta: dict[str, Any], empty: dict[bytes, pa.Buffer]) -> None:
+    """Replace a part's run metadata, its rows untouched: its bytes up to the footer (data
+    pages, page indexes) copied, then a footer that differs only in the metadata's ``steptrace``
+    key (``steptrace.before`` kept), atomically (aside, fsync, rename). ``empty`` keeps the
+    footers of no rows made (the same for most parts)."""
+    old = pq.read_metadata(part)
+    pairs = {k: v for k, v in (old.metadata or {}).items() if k != b"ARROW:schema"}
+    pairs[METADATA_KEY.encode()] = json.dumps(meta, sort_keys=True).encode()
+    # A footer of no rows under the new metadata, then the part's row groups in it.
+    key = json.dumps(sorted((k.decode(), v.decode()) for k, v in pairs.items())).encode()
+    if key not in empty:
+        sink = pa.BufferOutputStream()
+        pq.ParquetWriter(sink, old.schema.to_arrow_schema().with_metadata(pairs)).close()
+        empty[key] = sink.getvalue()
+    footer = pq.read_metadata(pa.BufferReader(empty[key]))
+    footer.append_row_groups(old)
+    tail = pa.BufferOutputStream()
+    footer.write_metadata_file(tail)  # PAR1, the footer, its length, PAR1
+    tmp = part.with_name(f".{part.name}.tmp")
+    with open(part, "rb") as src, open(tmp, "wb") as dst:
+        size = src.seek(0, os.SEEK_END)
+        src.seek(size - TAIL)
+        _copy(src, dst, size - TAIL - int.from_bytes(src.read(4), "little"))
+        dst.seek(0, os.SEEK_END)
+        dst.write(tail.getvalue().to_pybytes()[4:])
+    _replace(tmp, part)
+
+
+def _copy(src: Any, dst: Any, length: int) -> None:
+    """The first ``length`` bytes of ``src`` into ``dst`` (by the kernel where it can)."""
+    done = 0
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not this file system
+        while done < length:
+            copied = os.copy_file_range(src.fileno(), dst.fileno(), length - done, done, done)
+            if not copied:
+                break
+            done += copied
+    src.seek(done)
+    dst.seek(done)
+    while done < length:
+        data = src.read(min(1 << 22, length - done))
+        if not data:
+            raise OSError(f"{src.name}: shorter than its footer says")
+        dst.write(data)
+        done += len(data)
+
+
+def _replace(tmp: Path, part: Path) -> None:
+    """``tmp`` in place of ``part``, once on disk (fsync, rename)."""
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, part)

@@ -1,5 +1,6 @@
 """A run's trace writer in a thread of its own: Parquet encoding and compression release the
-GIL, so on a second core the rows are written while the training loop goes on.
+GIL, so on a second core the rows are written while the training loop goes on. A buffer of
+rows is handed over as it is and turned into columns here, off the loop's thread.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import queue
 import threading
 from typing import Any
 
+from .run_buffer import RowBuffer
 from .summary import SummaryTracker
 from .writer import USER_TRIGGER, TraceWriter
 
@@ -21,23 +23,25 @@ class WriterThread:
 
     def __init__(self, writer: TraceWriter, tracker: SummaryTracker, after: list[str]) -> None:
         self.writer, self.tracker, self.after = writer, tracker, after
-        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=2)
+        self.queue: queue.Queue[dict[str, Any] | RowBuffer | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="steptrace-writer", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        while (block := self.queue.get()) is not None:
+        while (item := self.queue.get()) is not None:
             if self.error is not None:
                 continue  # the run is lost from here: drain until the end
             try:
+                block = item.block() if isinstance(item, RowBuffer) else item
                 self.writer.write(block)
                 if USER_TRIGGER not in block:  # a flight recorder's trigger holds no rows
                     self.tracker.update(block, [block[c] for c in self.after])
             except BaseException as exc:  # raised again in the loop's thread
                 self.error = exc
 
-    def put(self, block: dict[str, Any]) -> None:
+    def put(self, block: dict[str, Any] | RowBuffer) -> None:
+        """Queue a block, or a buffer of rows (no longer written to) to be made one here."""
         self._raise()
         self.queue.put(block)
 

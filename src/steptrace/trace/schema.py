@@ -12,6 +12,7 @@ it and this module agree field by field.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -108,6 +109,16 @@ FAMILIES: tuple[Family, ...] = (
 )  # fmt: skip
 
 
+@functools.cache
+def _column_names(name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
+    """A tensor's column names, made once (a wide tensor has thousands, asked for each block
+    of rows)."""
+    if not shape:
+        return (name,)
+    ranges = [range(1, n + 1) for n in shape]
+    return tuple(name + "".join(f"_{i}" for i in idx) for idx in itertools.product(*ranges))
+
+
 @dataclass(frozen=True)
 class Tensor:
     """One recorded quantity: its name, the shape of one row's value, whether it only
@@ -128,10 +139,7 @@ class Tensor:
 
     def columns(self) -> list[str]:
         """``x_1 … x_n``; ``w2_before_1_1 … w2_before_1_3``; ``loss`` for a scalar."""
-        if not self.shape:
-            return [self.name]
-        ranges = [range(1, n + 1) for n in self.shape]
-        return [self.name + "".join(f"_{i}" for i in idx) for idx in itertools.product(*ranges)]
+        return list(_column_names(self.name, self.shape))
 
     @property
     def size(self) -> int:

@@ -10,7 +10,8 @@ A run is a folder::
         part-000001.parquet
 
 Rows are buffered in memory up to one row group, written to the part in progress, and at least
-once a second the part is closed, fsynced and renamed into place. A rename is atomic, so a reader
+once a second the part is closed, fsynced and renamed into place (wide rows, whose flushes take
+long, less often: :data:`FLUSH_COST_RATIO`). A rename is atomic, so a reader
 — or a recorder killed with SIGKILL — only ever sees whole Parquet files holding whole steps.
 ``_run.json`` says ``incomplete`` from the start and ``complete`` only after the last flush, so
 a run that dies is marked as such without anyone having to notice. Every file that is not data
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -36,6 +38,7 @@ from ..errors import SteptraceError, WriteError
 from .flight import sigterm_raises
 from .keep import Keeper
 from .rebuild import Rebuilt, before_entry
+from .run_buffer import Block
 from .scalars import ScalarsWriter
 from .schema import EXACT_SUFFIX, METADATA_KEY, Tensor, arrow_schema, tensors_of
 
@@ -134,6 +137,11 @@ def make_run_dir(out: Path, name: str) -> Path:
 DICTIONARY_MAX_ROWS = 65_536
 #: zstd level 1: levels 3-6 save ~2-3% of the bytes and cost 40-70% more time writing.
 ZSTD_LEVEL = 1
+#: From this many columns on, a row group holds at most 1,024 rows (:func:`group_rows`), a
+#: column chunk at most 8 kB, and LZ4 compresses them: zstd's fixed cost per chunk (~15 µs, a
+#: context made for each) then outweighs compressing the 8 kB, and a row group of a CNN's
+#: 15,387 columns wrote 1.8× slower for 23% fewer bytes (docs/benchmarks.md).
+WIDE_COLUMNS = 8_192
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
@@ -149,7 +157,8 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
       enough for one dictionary page;
     - integers (step, epoch, sample, batch size): ``DELTA_BINARY_PACKED`` (steps go up by 0 or 1);
     - run-wide strings (run_id, numerics): dictionary; other exact texts: plain, zstd;
-    - statistics only on ``step``, ``epoch`` and ``sample``, the columns readers filter on.
+    - statistics only on ``step``, ``epoch`` and ``sample``, the columns readers filter on;
+    - zstd, or LZ4 for rows of :data:`WIDE_COLUMNS` columns or more.
 
     >>> from steptrace.trace.schema import Tensor, arrow_schema
     >>> tensors = [Tensor("x", (3,), data=True), Tensor("w2_after", (1, 3))]
@@ -174,9 +183,10 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
             encoding[f.name] = "DELTA_BINARY_PACKED"
         elif pa.types.is_string(f.type) and not f.name.endswith(EXACT_SUFFIX):
             dictionary.append(f.name)
+    wide = len(schema) >= WIDE_COLUMNS
     return {
-        "compression": "zstd",
-        "compression_level": ZSTD_LEVEL,
+        "compression": "lz4" if wide else "zstd",
+        "compression_level": None if wide else ZSTD_LEVEL,
         "use_dictionary": dictionary or False,
         "column_encoding": encoding,
         "write_statistics": [c for c in ("step", "epoch", "sample") if c in schema.names],
@@ -195,6 +205,13 @@ def group_rows(columns: int) -> int:
     """Rows of a row group for rows of ``columns`` columns: :data:`GROUP_ROWS`, fewer when
     rows are wide (:data:`GROUP_BYTES`), at least 1,024."""
     return max(1_024, min(GROUP_ROWS, GROUP_BYTES // (8 * max(columns, 1))))
+
+
+#: A flush costs wide rows (:data:`WIDE_COLUMNS`) much, a footer naming every column and a row
+#: group cut short: the next comes no sooner than this many times the last one's duration, so
+#: that flushing takes at most a tenth of the writer's time (a CNN's 15,387 columns: a flush
+#: every few seconds).
+FLUSH_COST_RATIO = 10
 
 
 #: The key of a block that is no rows but the user's trigger of a flight recorder (its reason),
@@ -255,13 +272,15 @@ class TraceWriter:
         self._first: dict[bytes, bytes] = {}
         self.options = parquet_options(self.schema)
         self.flush_seconds = flush_seconds
+        self._flush_every = flush_seconds  # longer when flushes take long (FLUSH_COST_RATIO)
         self.row_group_rows = row_group_rows or group_rows(len(self.schema))
         # A resumed run goes on after its flushed parts: they count among the run's rows.
         self.rows_flushed = sum(
             pq.read_metadata(p).num_rows for p in run_dir.glob("part-*.parquet") if first_part
         )
         self.parts = first_part
-        self._pending: list[pa.RecordBatch] = []
+        self._pending: list[pa.RecordBatch | Block] = []
+        self._matrix_rows: tuple[dict[str, int], list[int]] | None = None
         self._pending_rows = 0
         self._part: pq.ParquetWriter | None = None
         self._part_rows = 0
@@ -306,7 +325,7 @@ class TraceWriter:
         if len(self.meta.get("triggers") or ()) > fired:  # _run.json says so at once
             self.flush()
             self._write_status("incomplete", None, {})
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
+        if time.monotonic() - self._last_flush >= self._flush_every:
             self.flush()
 
     def end(self, status: str, reason: str | None) -> None:
@@ -324,15 +343,71 @@ class TraceWriter:
             self._first = before_entry(
                 int(block["step"][0]), {c: _plain(start[c]) for c in self._starts}
             )
-        columns = {
-            f.name: block[f.name] if f.name in block else self._constant(f.name, rows)
-            for f in self.schema
-        }
-        batch = pa.RecordBatch.from_pydict(columns, schema=self.schema)
-        self._pending.append(batch)
-        self._pending_rows += batch.num_rows
+        if isinstance(block, Block):  # made into columns with the row group's other blocks
+            self._pending.append(block)
+        else:
+            self._pending.append(self._batch(block, rows))
+        self._pending_rows += rows
         if self._pending_rows >= self.row_group_rows:
             self._write_row_group()
+
+    def _batch(self, block: dict[str, Any], rows: int) -> pa.RecordBatch:
+        """The block's columns in the schema's order. A :class:`Block`'s value columns are
+        slices of one Arrow array over its matrix (no copy, no conversion per column: a wide
+        row has thousands)."""
+        if not isinstance(block, Block):
+            arrays = [self._array(block, f, rows) for f in self.schema]
+        else:
+            flat = pa.array(block.matrix.reshape(-1))
+            rows_in = self._rows_in(block.row_of, flat.type)
+            arrays = [
+                self._array(block, f, rows) if r < 0 else flat.slice(r * rows, rows)
+                for f, r in zip(self.schema, rows_in, strict=True)
+            ]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _batches(self) -> list[pa.RecordBatch]:
+        """The pending rows as record batches: each run of blocks of one layout made one
+        block first (slicing a wide row's thousands of columns costs per block, not per row)."""
+        out: list[pa.RecordBatch] = []
+        alike: list[Block] = []
+        for item in [*self._pending, None]:
+            if isinstance(item, Block) and (not alike or item.row_of == alike[0].row_of):
+                alike.append(item)
+                continue
+            if alike:
+                merged = self._merged(alike)
+                out.append(self._batch(merged, merged.matrix.shape[1]))
+                alike = []
+            if isinstance(item, Block):
+                alike.append(item)
+            elif item is not None:
+                out.append(item)
+        return out
+
+    def _merged(self, blocks: list[Block]) -> Block:
+        """Blocks of one layout as one (their matrices side by side)."""
+        if len(blocks) == 1:
+            return blocks[0]
+        first = blocks[0]
+        keys = {
+            k: np.concatenate([b[k] for b in blocks])
+            for k in self.schema.names if k in first and k not in first.row_of
+        }  # fmt: skip
+        return Block(keys, np.concatenate([b.matrix for b in blocks], axis=1), first.row_of)
+
+    def _rows_in(self, row_of: dict[str, int], kind: pa.DataType) -> list[int]:
+        """Each schema column's row in a block's matrix (-1: not there, or not of its type),
+        found once for a run's blocks (each buffer's ``row_of`` is alike)."""
+        if self._matrix_rows is None or self._matrix_rows[0] != row_of:
+            rows = [row_of.get(f.name, -1) if f.type == kind else -1 for f in self.schema]
+            self._matrix_rows = (row_of, rows)
+        return self._matrix_rows[1]
+
+    def _array(self, block: dict[str, Any], field: pa.Field, rows: int) -> pa.Array:
+        if field.name in block:
+            return pa.array(block[field.name], field.type)
+        return self._constant(field.name, rows)
 
     def _constant(self, name: str, rows: int) -> pa.Array:
         """The run-wide columns (run_id, numerics, batch_size), repeated on every row."""
@@ -344,7 +419,7 @@ class TraceWriter:
     def _write_row_group(self) -> None:
         if not self._pending_rows:
             return
-        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        table = pa.Table.from_batches(self._batches(), schema=self.schema)
         self._pending, self._pending_rows = [], 0
         try:
             if self._part is None:
@@ -358,11 +433,18 @@ class TraceWriter:
 
     def flush(self) -> None:
         """Make every queued row readable: close the part in progress and rename it in place."""
+        began = time.monotonic()
         self._flush_scalars()
         self._write_row_group()
+        if self._part is not None:
+            self._close_part()
         self._last_flush = time.monotonic()
-        if self._part is None:
-            return
+        if len(self.schema) >= WIDE_COLUMNS:
+            took = self._last_flush - began
+            self._flush_every = max(self.flush_seconds, FLUSH_COST_RATIO * took)
+
+    def _close_part(self) -> None:
+        assert self._part is not None
         tmp = self._tmp_path
         try:
             self._part.close()
