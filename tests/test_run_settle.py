@@ -1,10 +1,12 @@
 """A learned plan written into a closed run: rows that keep their numbers keep their bytes (only
-the parts' footers are written again); blocks of rows become a part's columns as they were
-written; wide rows get the writer's options for wide rows."""
+the parts' footers are written again); blocks of rows (from buffers filled again) become a
+part's columns as they were written; wide rows get the writer's options for wide rows; a
+dataset's rows rounded into the run's numbers at once, as one by one."""
 
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 
 import numpy as np
 import pyarrow as pa
@@ -12,8 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import steptrace
+from steptrace.numerics import get_numerics
 from steptrace.trace import run as run_module
 from steptrace.trace import run_settle
+from steptrace.trace.placement import rounded
 from steptrace.trace.writer import WIDE_COLUMNS, ZSTD_LEVEL, parquet_options
 
 from .test_open_run import loop, open_mlp, seed_arrays
@@ -38,7 +42,7 @@ def test_rows_that_keep_their_numbers_keep_their_bytes_and_get_the_plan_in_the_f
         raise AssertionError("a part was read and written again")
 
     monkeypatch.setattr(run_module, "settle", snapshot_then_settle)
-    monkeypatch.setattr(run_settle, "_rewrite", no_rewrite)
+    monkeypatch.setattr(run_settle, "_renumbered", no_rewrite)
     X, Y = seed_arrays()
     with open_mlp(traces, "np", flush_seconds=0.0) as run:  # a part a step
         loop(run, [[0, 1, 2]] * 4, X, Y)
@@ -64,16 +68,18 @@ def test_rows_that_keep_their_numbers_keep_their_bytes_and_get_the_plan_in_the_f
 
 def test_a_run_renumbered_as_a_stream_rewrites_the_parts_whose_numbers_change(traces, monkeypatch):
     rewritten = []
-    rewrite = run_settle._rewrite
+    renumbered = run_settle._renumbered
     monkeypatch.setattr(
-        run_settle, "_rewrite", lambda part, *a: (rewritten.append(part.name), rewrite(part, *a))
+        run_settle,
+        "_renumbered",
+        lambda tmp, *a: (rewritten.append(tmp.name), renumbered(tmp, *a))[1],
     )
     X, Y = seed_arrays()
     with open_mlp(traces, "short", flush_seconds=0.0) as run:  # a part a step
         loop(run, [[0, 1, 2], [0, 1]], X, Y)
     assert len(list(run.path.glob("part-*.parquet"))) == 5
     # The first epoch's rows are numbered as the stream's already: epoch 0, samples 0, 1, 2.
-    assert sorted(rewritten) == ["part-000003.parquet", "part-000004.parquet"]
+    assert sorted(rewritten) == [".part-000003.parquet.tmp", ".part-000004.parquet.tmp"]
     frame = steptrace.open_trace(run.path).read(columns=["epoch", "sample"])
     assert frame["sample"].tolist() == list(range(5)) and frame["epoch"].tolist() == [0] * 5
     assert steptrace.verify(run.path).ok
@@ -101,3 +107,16 @@ def test_wide_rows_are_compressed_with_lz4_narrow_ones_with_zstd(columns):
     wide = columns >= WIDE_COLUMNS
     assert options["compression"] == ("lz4" if wide else "zstd")
     assert options["compression_level"] == (None if wide else ZSTD_LEVEL)
+
+
+def test_a_datasets_rows_are_rounded_into_float32_at_once_as_one_by_one():
+    rng = np.random.default_rng(0)
+    values = [Fraction(float(v)) for v in rng.uniform(-3, 3, 2_000)]
+    for a in rng.uniform(-3, 3, 500).astype(np.float32):  # halfway between two float32s
+        b = np.nextafter(a, np.float32(np.inf))
+        values.append((Fraction(float(a)) + Fraction(float(b))) / 2)
+    values += [Fraction(1, 10), Fraction(-7, 3), Fraction(2**60 + 1, 2**10), Fraction(3, 2**1080)]
+    for name in ("float32", "float64"):
+        numerics = get_numerics(name)
+        expected = np.array([float(numerics.make(q)) for q in values])
+        assert rounded(values, numerics).tobytes() == expected.tobytes(), name

@@ -10,6 +10,7 @@ first input of a step comes back, and the plan found is written into the run whe
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from ..schedule import ChunkPlan, EpochOrders, steps_per_epoch
 if TYPE_CHECKING:
     from ..data import Dataset
 
-__all__ = ["DataInfo", "Declared", "Final", "Learned", "Placer", "plan_sizes"]
+__all__ = ["DataInfo", "Declared", "Final", "Learned", "Placer", "plan_sizes", "rounded"]
 
 Array = npt.NDArray[Any]
 #: Distinct data inputs remembered to tell which dataset row each one is (a learned plan).
@@ -51,17 +52,33 @@ class DataInfo:
         self.table: Array | None = None
         if dataset is not None:
             dataset.check_range(numerics)
-            rows = [
-                [float(numerics.make(q)) for q in (*x, *y)]
-                for x, y in zip(dataset.inputs, dataset.outputs, strict=True)
+            values = [
+                q for x, y in zip(dataset.inputs, dataset.outputs, strict=True) for q in (*x, *y)
             ]
-            self.table = np.array(rows, dtype=np.float64).reshape(len(dataset), -1)
+            self.table = rounded(values, numerics).reshape(len(dataset), -1)
 
     def show(self, row: Array) -> str:
         """A data input as messages write it: ``x = [200.0, 0.0, 0.0], y = [1.0]``."""
         values = row.tolist()
         n = len(self.features)
         return f"x = {values[:n]}, y = {values[n:]}"
+
+
+def rounded(values: Sequence[Fraction], numerics: Numerics) -> Array:
+    """Rationals rounded into the run's numbers (:meth:`Numerics.make`), as float64. Into
+    float32, those that are float64 values (a denominator a power of 2 up to 2^1074, a numerator
+    below 2^53: a dataset given as floats) are rounded at once by numpy, which rounds a float64
+    to the nearest float32 (ties to even) just as :func:`~steptrace.numerics.to_float32` does;
+    any other one by one."""
+    if numerics.name != "float32":
+        return np.array([float(numerics.make(q)) for q in values], dtype=np.float64)
+    out = np.array([float(q) for q in values], dtype=np.float64)
+    out = out.astype(np.float32).astype(np.float64)
+    for i, q in enumerate(values):
+        d = q.denominator
+        if d & (d - 1) or d.bit_length() > 1075 or abs(q.numerator) >= 1 << 53:
+            out[i] = float(numerics.make(q))
+    return out
 
 
 # --- placing rows: step, epoch, sample ------------------------------------------------------

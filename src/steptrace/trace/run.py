@@ -340,6 +340,10 @@ class RunWriter:
         if self._buffer is not None and self._buffer.room < rows:
             self._hand_off()
         if self._buffer is None:
+            spare = self._background.spare if self._background is not None else []
+            if spare and spare[-1].room >= rows:
+                self._buffer = spare.pop()  # its pages are the kernel's already
+                return self._buffer
             if self._columns is None:
                 self._columns = [c for t in self._tensors for c in t.columns()]
             capacity = max(rows, buffer_rows(len(self._columns)))

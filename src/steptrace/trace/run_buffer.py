@@ -86,14 +86,19 @@ class RowBuffer:
             self.values[r0:r1, c : c + t.size] = a
         self.rows = r1
 
+    def emptied(self) -> RowBuffer:
+        """This buffer, holding no rows (once its rows are a block: nothing refers to them)."""
+        self.rows = 0
+        return self
+
     def block(self) -> Block:
         """The rows as columns: one transposed copy (each column contiguous, which the writer
         and the per-step figures read without copying again)."""
         n = self.rows
-        out: dict[str, Any] = {
-            "step": self.keys[0, :n], "epoch": self.keys[1, :n], "sample": self.keys[2, :n],
-        }  # fmt: skip
-        columns = np.ascontiguousarray(self.values[:n].T)
+        keys = self.keys[:, :n].copy()  # the buffer may be filled again (:meth:`emptied`)
+        out: dict[str, Any] = {"step": keys[0], "epoch": keys[1], "sample": keys[2]}
+        columns = self.values[:n].T.copy(order="C")  # a copy even of one row (a view of it
+        # is contiguous already), the buffer being filled again
         for i, name in enumerate(self.names):
             out[name] = columns[i]
         return Block(out, columns, {name: i for i, name in enumerate(self.names)})

@@ -4,7 +4,7 @@ data inputs when they follow no epoch plan.
 
 Rows that keep their numbers keep their bytes: only the part's footer is written again (its
 data pages copied as they are, then the footer with the final metadata), which costs a wide
-row's part a fraction of reading and encoding it again. Rows renumbered are rewritten, one part
+row's part a fraction of reading and encoding it again. Rows renumbered are rewritten, one row group
 in memory at a time (Parquet cannot replace two columns of a file without writing the file
 again). Each part is replaced atomically (a first pass hashes the inputs in the
 order they came, for one epoch of them).
@@ -62,15 +62,24 @@ def settle(
     offset = 0
     empty: dict[bytes, pa.Buffer] = {}  # footers of no rows, by the metadata they hold
     for part in parts:
-        if final.stream and not _numbered_as_stream(part, offset):
-            table = _as_stream(pq.read_table(part), offset)
-            _rewrite(part, table, meta)
-        else:  # the rows stay as they are: the figures' columns read, the footer replaced
-            table = pq.read_table(part, columns=["step", "loss", *after])
+        renumber = final.stream and not _numbered_as_stream(part, offset)
+        # One row group in memory at a time (a wide row's part holds thousands of rows).
+        with pq.ParquetFile(part) as source:
+            kept = None if renumber else ["step", "loss", *after]
+            tmp = part.with_name(f".{part.name}.tmp")
+            with _renumbered(tmp, source, meta) if renumber else contextlib.nullcontext() as out:
+                for i in range(source.num_row_groups):
+                    table = source.read_row_group(i, columns=kept)
+                    if out is not None:
+                        table = _as_stream(table, offset)
+                        out.write_table(table, row_group_size=max(table.num_rows, 1))
+                    offset += table.num_rows
+                    block = {c: table.column(c).to_numpy() for c in ("step", "loss")}
+                    tracker.update(block, [table.column(c).to_numpy() for c in after])
+        if renumber:
+            _replace(tmp, part)
+        else:  # the rows stay as they are: the footer replaced
             _refooter(part, meta, empty)
-        offset += table.num_rows
-        block = {c: table.column(c).to_numpy() for c in ("step", "loss")}
-        tracker.update(block, [table.column(c).to_numpy() for c in after])
     return meta, tracker.result()
 
 
@@ -109,12 +118,18 @@ def _as_stream(table: pa.Table, first_row: int) -> pa.Table:
     return table.set_column(table.schema.get_field_index("sample"), table.field("sample"), sample)
 
 
-def _rewrite(part: Path, table: pa.Table, meta: dict[str, Any]) -> None:
-    """Replace a part by ``table`` under ``meta``, atomically (aside, fsync, rename)."""
-    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True)})
-    tmp = part.with_name(f".{part.name}.tmp")
-    pq.write_table(table, tmp, row_group_size=65_536, **parquet_options(table.schema))
-    _replace(tmp, part)
+def _renumbered(tmp: Path, source: pq.ParquetFile, meta: dict[str, Any]) -> pq.ParquetWriter:
+    """A part written again, row group by row group, under ``meta`` (its other keys kept)."""
+    schema = source.schema_arrow.with_metadata(_pairs(source.metadata, meta))
+    return pq.ParquetWriter(tmp, schema, **parquet_options(schema))
+
+
+def _pairs(footer: pq.FileMetaData, meta: dict[str, Any]) -> dict[bytes, bytes]:
+    """A part's key-value metadata with ``meta`` as the run's (pyarrow's schema left out: a
+    writer makes it)."""
+    pairs = {k: v for k, v in (footer.metadata or {}).items() if k != b"ARROW:schema"}
+    pairs[METADATA_KEY.encode()] = json.dumps(meta, sort_keys=True).encode()
+    return pairs
 
 
 #: A Parquet file ends with its footer, the footer's length (4 bytes, little-endian) and PAR1.
@@ -127,8 +142,7 @@ def _refooter(part: Path, meta: dict[str, Any], empty: dict[bytes, pa.Buffer]) -
     key (``steptrace.before`` kept), atomically (aside, fsync, rename). ``empty`` keeps the
     footers of no rows made (the same for most parts)."""
     old = pq.read_metadata(part)
-    pairs = {k: v for k, v in (old.metadata or {}).items() if k != b"ARROW:schema"}
-    pairs[METADATA_KEY.encode()] = json.dumps(meta, sort_keys=True).encode()
+    pairs = _pairs(old, meta)
     # A footer of no rows under the new metadata, then the part's row groups in it.
     key = json.dumps(sorted((k.decode(), v.decode()) for k, v in pairs.items())).encode()
     if key not in empty:

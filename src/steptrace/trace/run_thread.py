@@ -15,6 +15,9 @@ from .writer import USER_TRIGGER, TraceWriter
 
 __all__ = ["WriterThread"]
 
+#: Buffers kept for the loop to fill again (as many as the queue holds).
+SPARE_BUFFERS = 2
+
 
 class WriterThread:
     """The trace writer in a thread of its own. Blocks wait in a short queue (memory stays
@@ -25,6 +28,9 @@ class WriterThread:
         self.writer, self.tracker, self.after = writer, tracker, after
         self.queue: queue.Queue[dict[str, Any] | RowBuffer | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
+        # Buffers made into blocks, for the loop to fill again: a wide row's buffer is tens of
+        # MB, whose pages a new one would have the kernel fault in afresh.
+        self.spare: list[RowBuffer] = []
         self.thread = threading.Thread(target=self._run, name="steptrace-writer", daemon=True)
         self.thread.start()
 
@@ -33,12 +39,21 @@ class WriterThread:
             if self.error is not None:
                 continue  # the run is lost from here: drain until the end
             try:
-                block = item.block() if isinstance(item, RowBuffer) else item
+                block = self._block(item)
                 self.writer.write(block)
                 if USER_TRIGGER not in block:  # a flight recorder's trigger holds no rows
                     self.tracker.update(block, [block[c] for c in self.after])
             except BaseException as exc:  # raised again in the loop's thread
                 self.error = exc
+
+    def _block(self, item: dict[str, Any] | RowBuffer) -> dict[str, Any]:
+        """A buffer's rows as a block (the buffer kept to be filled again), or the block."""
+        if not isinstance(item, RowBuffer):
+            return item
+        block = item.block()
+        if len(self.spare) < SPARE_BUFFERS:
+            self.spare.append(item.emptied())
+        return block
 
     def put(self, block: dict[str, Any] | RowBuffer) -> None:
         """Queue a block, or a buffer of rows (no longer written to) to be made one here."""
