@@ -11,6 +11,7 @@ chunk turned into the trace's values (``values``), neither writing anything. The
 2× the loop's time (and 1.5× for the 3-2-1 network: bench/torch_overhead.py).
 
     python bench/torch_cnn.py                 # the table; --steps N, --repeat R, --clock wall
+    python bench/torch_cnn.py --steps 320     # whole epochs: a learned plan keeps its numbering
     python bench/torch_cnn.py --json          # the figures as JSON
     python bench/torch_cnn.py --quick         # a few steps: that it runs
 """
