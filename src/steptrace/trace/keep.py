@@ -145,6 +145,15 @@ class Selection:
             kept |= (steps >= lo) & (steps <= hi)
         return kept
 
+    def held(self, step: int) -> bool:
+        """Whether the selection keeps ``step`` (as :meth:`holds`, for one step: a loop asks
+        before it captures the step's values)."""
+        if not self.gaps:
+            return True
+        if self.every is not None and step % self.every == 0:
+            return True
+        return any(lo <= step <= hi for lo, hi in self.steps or ())
+
     def describe(self) -> str:
         """The steps held, in words: ``every 100th step``, ``steps 0-99, 1000-1099``."""
         parts = []

@@ -39,12 +39,14 @@ from .schema import FORMAT_VERSION, Tensor
 from .summary import group_starts
 
 __all__ = [
+    "FIGURES",
     "SCALARS_DIR",
     "ScalarSpec",
     "ScalarsWriter",
     "layer_of",
     "load_scalars",
     "step_figures",
+    "steps_figures",
     "tensor_rows",
 ]
 
@@ -59,6 +61,9 @@ FILE_FORMAT = "scalars-{:06d}.parquet"
 FILE_STEPS = 1_024
 #: A block's first-step values of the tensors stored once as the step before's (writer.START).
 START = "start"
+#: A block of steps whose values were not captured: their figures, made by the adapter
+#: (:func:`steps_figures`), by column.
+FIGURES = "figures"
 
 _PARAM = re.compile(r"([wb])(\d+)_after")
 _LAYER = re.compile(r"(\d+)(?:_before|_after)?")
@@ -179,6 +184,40 @@ def step_figures(block: Mapping[str, Any], spec: ScalarSpec) -> dict[str, Array]
     return out
 
 
+def steps_figures(
+    spec: ScalarSpec,
+    m: Array,
+    loss: Array,
+    per_step: Mapping[str, Array],
+    o_max: Mapping[int, Array],
+    row_tensors: frozenset[str],
+) -> dict[str, Array]:
+    """The figures of steps whose rows were not kept, as :func:`step_figures` makes them from
+    their rows: ``m`` the rows of each step, ``loss`` each row's, ``per_step`` the values of
+    every tensor stored once a step (steps, components), ``o_max`` each layer's largest |o{k}|
+    of each step (checked finite), ``row_tensors`` the tensors of one value a row, checked to
+    hold no NaN or ±inf. (``step`` and ``lr`` are the writer's.)"""
+    starts = np.concatenate([[0], np.cumsum(m)[:-1]]).astype(np.int64)
+    with np.errstate(all="ignore"):
+        loss = np.asarray(loss, np.float64).reshape(-1)
+        out: dict[str, Array] = {"loss": np.add.reduceat(loss, starts) / m}
+        for k, bases in spec.params.items():
+            theta, new, g = (np.vstack([per_step[f.format(b)].T for b in bases]).astype(np.float64)
+                             for f in ("{}_before", "{}_after", "step_grad_{}"))  # fmt: skip
+            out.update(_theta_figures(k, theta, new, g))
+        for k in sorted({*spec.outputs, *spec.counted}):
+            if k in spec.outputs:
+                out[f"o{k}_max"] = np.asarray(o_max[k], np.float64)
+            bad = np.zeros(len(m), np.int64)
+            for name in spec.counted.get(k, ()):
+                if name in per_step:  # the same values on each row of the step
+                    bad += (~np.isfinite(per_step[name])).sum(axis=1) * m
+                elif name not in row_tensors:
+                    raise KeyError(name)
+            out[f"nonfinite{k}"] = bad
+    return out
+
+
 def _param_figures(
     block: Mapping[str, Any],
     k: int,
@@ -193,7 +232,11 @@ def _param_figures(
         b = by_name.get(base + "_before")
         before.append(per_step_before(block, b, by_name, starts) if b else after[-1] * np.nan)
         grad.append(_step_gradient(block, base, by_name, starts))
-    theta, new, g = np.vstack(before), np.vstack(after), np.vstack(grad)
+    return _theta_figures(k, np.vstack(before), np.vstack(after), np.vstack(grad))
+
+
+def _theta_figures(k: int, theta: Array, new: Array, g: Array) -> dict[str, Array]:
+    """Layer ``k``'s parameter figures from θ, θ̂ and the gradient, (components, steps)."""
     norm, step = _norm(theta), _norm(new - theta)
     return {
         f"w{k}_norm": norm,
@@ -207,6 +250,7 @@ def _param_figures(
 def _norm(a: Array) -> Array:
     """‖column‖ of each column, scaled by its largest |value| first: a sum of squares past
     1e308 overflows, a diverging run's norms should not before their values do."""
+    a = np.asfortranarray(a)  # each step's values summed in one order, however many steps
     top = np.abs(a).max(axis=0)
     scale = np.where((top > 0) & np.isfinite(top), top, 1.0)
     norms: Array = scale * np.sqrt(((a / scale) ** 2).sum(axis=0))
@@ -248,7 +292,8 @@ class ScalarsWriter:
         """The figures of a block's steps, kept for the next flush and returned."""
         if not len(block["step"]):
             return {}
-        figures = step_figures(block, self.spec)
+        given = block.get(FIGURES)
+        figures = step_figures(block, self.spec) if given is None else given
         table = pa.Table.from_pydict({n: figures[n] for n in self.schema.names}, self.schema)
         self._rows.append(table)
         self._steps += table.num_rows

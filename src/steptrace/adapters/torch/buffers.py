@@ -37,6 +37,8 @@ CHUNK_STEPS = 2_048
 #: Rows a chunk holds at most, and values (per-step ones repeated on each row of their step).
 CHUNK_ROWS = 8_192
 CHUNK_VALUES = 4_000_000
+#: Rows of the steps not captured whole a chunk holds at most (their x, y and loss).
+LIGHT_ROWS = 32_768
 HANDOFF_SECONDS = 0.25
 
 
@@ -72,6 +74,11 @@ class Chunk:
     scalars_before: Array  # (steps, parameters): the optimizer's step counts
     scalars_after: Array
     x_grads: bool = True  # whether ∂Loss/∂x is autograd's (else: from the first layer)
+    #: Which steps were captured whole (None: all); the others' x, y and loss (their rows,
+    #: by field) and their parts' largest |values| (steps not captured, checked parts).
+    full: Array | None = None
+    light: dict[str, Array] | None = None
+    maxima: Array | None = None
 
 
 def _fields(fields: Sequence[tuple[str, int]]) -> dict[str, slice]:
@@ -150,6 +157,28 @@ class Layout:
         self.zeros: dict[tuple[int, ...], torch.Tensor] = {}
         self.early: set[int] = set()  # layers whose output the model changes in place later
         self.plain_parts: list[bool] | None = None
+        # Steps the run does not hold are not copied (see .figures): ``held`` says which it
+        # holds (set by the recorder; None: every step is captured whole).
+        self.held: Callable[[int], bool] | None = None
+        self.checks: Any = None  # .figures.Checks, with ``held``
+        self.full: list[bool] = []
+        self.whole = True  # whether the step being captured is captured whole
+        self.light_fields = _fields([("x", size["o1"]), ("y", y_width), ("loss", 1)])
+        light_width = size["o1"] + y_width + 1
+        self.light_capacity = max(1, min(LIGHT_ROWS, CHUNK_VALUES // light_width))
+        self.light = torch.empty(0, light_width, dtype=self.tdtype, device=self.device)
+        self.light_rows = 0
+        self.maxima = torch.empty(0)
+
+    def select(self, held: Callable[[int], bool], checks: Any) -> None:
+        """Capture whole only the steps ``held`` says the run holds (and those ``checks``
+        cannot vouch for)."""
+        self.held, self.checks = held, checks
+        self.light = torch.empty(self.light_capacity, self.light.shape[1], dtype=self.tdtype,
+                                 device=self.device)  # fmt: skip
+        # Each checked part's smallest and largest value, side by side.
+        self.maxima = torch.empty(CHUNK_STEPS, 2 * len(checks.index), dtype=self.tdtype,
+                                  device=self.device)  # fmt: skip
 
     # -- the rows' buffer ---------------------------------------------------------------------
 
@@ -170,7 +199,9 @@ class Layout:
 
     def make_room(self, m: int) -> None:
         """Room for a step of ``m`` rows: the chunk handed over first when it is full."""
-        if self.rows + m > self.capacity:
+        if self.rows + m > self.capacity or (
+            self.held is not None and self.light_rows + m > self.light_capacity
+        ):  # fmt: skip
             self.handoff()
             if m > self.capacity:  # a batch larger than the buffer
                 self._rows_buffer(m)
@@ -262,7 +293,32 @@ class Layout:
             plain = self.plain_parts = [p.dim() == 2 and p.dtype == dtype for p in parts]
         flat = [p if ok else _rows(p, m, dtype) for p, ok in zip(parts, plain, strict=True)]
         with torch.no_grad():  # a copy, no part of the graph
-            torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
+            self.whole = not (
+                self.held is not None
+                and not self.early
+                and not self.held(self.written_steps)
+                and self._light(flat, m)
+            )
+            if self.whole:
+                torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
+
+    def _light(self, flat: list[torch.Tensor], m: int) -> bool:
+        """A step the run does not hold: its parts' largest |values| (one reduction on the
+        device) and its x, y and loss; False when the checks cannot vouch for its figures
+        (it is then captured whole)."""
+        s, checks = len(self.m), self.checks
+        if m + self.light_rows > self.light_capacity:
+            return False
+        # Each part's smallest and largest value (a NaN is both; the cheapest reduction
+        # PyTorch has of a tensor, on CPU: ‖·‖∞ costs several times more).
+        ends = [end for i in checks.index for end in torch.aminmax(flat[i])]
+        torch.stack(ends, out=self.maxima[s])
+        row = self.maxima[s]
+        if not checks.fine(_largest((row if row.device.type == "cpu" else row.cpu()).numpy()), m):
+            return False
+        torch.cat(flat[:3], dim=1, out=self.light[self.light_rows : self.light_rows + m])
+        self.light_rows += m
+        return True
 
     def _grad(self, t: torch.Tensor, m: int) -> torch.Tensor:
         g = t.grad
@@ -308,7 +364,10 @@ class Layout:
         if self.state.scalar_count:
             self.state.scalars(self.scalars[s, 1])
         self.m.append(m)
-        self.rows += m
+        self.full.append(self.whole)
+        if self.whole:
+            self.rows += m
+        self.whole = True
         return s
 
     def due(self) -> bool:
@@ -331,16 +390,29 @@ class Layout:
             before[s] = _host(tensor, self.dtype)
         step_values = {name: per_step[1:, where] for name, where in self.step_fields.items()}
         step_values["before"] = before
+        full = np.array(self.full, dtype=bool)
+        light = maxima = None
+        if not full.all():
+            host = _host(self.light[: self.light_rows], self.dtype)
+            light = {name: host[:, where] for name, where in self.light_fields.items()}
+            maxima = _largest(_host(self.maxima[:steps], np.float64)[~full])
         chunk = Chunk(
             np.array(self.m, dtype=np.int64),
             {name: rows[:, where] for name, where in self.row_fields.items()},
             step_values, self.lrs, self.scalars[:steps, 0].numpy().copy(),
-            self.scalars[:steps, 1].numpy().copy(), self.x_grads,
+            self.scalars[:steps, 1].numpy().copy(), self.x_grads, full, light, maxima,
         )  # fmt: skip
         # The next chunk starts from the parameters this one ended with.
         self.steps[0] = self.steps[steps]
         self.m, self.lrs, self.befores, self.rows = [], [], {}, 0
+        self.full, self.light_rows = [], 0
         return chunk
+
+
+def _largest(ends: Array) -> Array:
+    """max |values| of each part, from its (smallest, largest) side by side on the last axis."""
+    top: Array = np.maximum(-ends[..., 0::2], ends[..., 1::2])
+    return top
 
 
 def _rows(t: torch.Tensor, m: int, dtype: torch.dtype) -> torch.Tensor:
