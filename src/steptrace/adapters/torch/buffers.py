@@ -143,6 +143,7 @@ class Layout:
         # Views made once: slicing a tensor anew each step costs more than the copy.
         after, grad = self.step_fields["after"], self.step_fields["grad"]
         self.after_views = [row[after] for row in self.steps]
+        self.bn_views: dict[str, list[torch.Tensor]] = {}  # made at the first use
         self.grad_views = [row[grad] for row in self.steps]
         self._rows_buffer(self.chunk_rows)
         self.rows = 0  # rows of the chunk in the buffer
@@ -261,9 +262,12 @@ class Layout:
         """A batch norm's running statistics before or after its forward pass (of a later
         pass: the first's are kept by the capture until the run opens)."""
         name = f"bn{seen.count + 2}_{when}"
-        if name in self.step_fields:
-            torch.cat(bn_state(module, self.tdtype),
-                      out=self.steps[len(self.m) + 1, self.step_fields[name]])  # fmt: skip
+        views = self.bn_views.get(name)
+        if views is None and name in self.step_fields:
+            where = self.step_fields[name]
+            views = self.bn_views[name] = [row[where] for row in self.steps]
+        if views is not None:
+            torch.cat(bn_state(module, self.tdtype), out=views[len(self.m) + 1])
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -436,7 +440,8 @@ def noise_of(output: torch.Tensor) -> torch.Tensor | None:
 def bn_state(module: nn.Module, dtype: torch.dtype) -> list[torch.Tensor]:
     """A batch norm's running mean, running variance and batches, flat, in ``dtype``."""
     buffers = [module.running_mean, module.running_var, module.num_batches_tracked]
-    return [b.detach().reshape(-1).to(dtype) for b in buffers if isinstance(b, torch.Tensor)]
+    return [b.detach().reshape(-1) if b.dtype == dtype else b.detach().reshape(-1).to(dtype)
+            for b in buffers if isinstance(b, torch.Tensor)]  # fmt: skip
 
 
 def _host(t: torch.Tensor, dtype: Any) -> Array:
