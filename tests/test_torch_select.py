@@ -115,3 +115,20 @@ def test_a_flight_recorder_and_a_plain_stack_still_capture_every_step(traces, li
         torch_nets.train(torch_nets_loop, 2, rec)
     assert light_steps == {"light": 0, "refused": 0}
     assert np.array_equal(held_steps(rec), np.arange(0, rec.run.steps, 2))
+
+
+def test_a_declared_plan_places_the_steps_not_held(traces, light_steps):
+    runs = []
+    for name, keep in (("full", {}), ("sampled", {"every": 5})):
+        net = torch_nets.small_cnn()
+        plan = {"dataset": (net.x, net.y), "epochs": 3, "batch_size": net.batch}
+        with steptrace.torch.record(net.model, net.optimizer, out=traces, name=name,
+                                    loss=net.loss, **plan, **keep) as rec:  # fmt: skip
+            torch_nets.train(net, 3, rec)
+        runs.append(rec)
+    full, sampled = runs
+    assert light_steps == {"light": 9, "refused": 0}
+    assert sampled.status == "complete" and held_steps(sampled) == [0, 5, 10]
+    assert_same_at_held_steps(sampled, full)
+    assert_same_figures(sampled, full)
+    assert sampled.summary == full.summary

@@ -21,6 +21,7 @@ DuckDB (``pd.read_parquet("traces/run/_scalars")``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -43,6 +44,7 @@ __all__ = [
     "SCALARS_DIR",
     "ScalarSpec",
     "ScalarsWriter",
+    "columns_of",
     "layer_of",
     "load_scalars",
     "step_figures",
@@ -76,16 +78,23 @@ def layer_of(name: str) -> int | None:
     return int(m.group(1)) if m is not None and m.end() == len(name) else None
 
 
+@functools.lru_cache(maxsize=8_192)
+def columns_of(tensor: Tensor) -> tuple[str, ...]:
+    """``tensor.columns()``, made once: a wide run's blocks ask for them block after block
+    (hundreds of thousands of names)."""
+    return tuple(tensor.columns())
+
+
 def tensor_rows(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, Tensor]) -> Array:
     """Every row's values of ``tensor`` in ``block``, shape (components, rows): its own
     columns, or those of the tensor it is the ``same_as`` on the same row. (A tensor known
     from the step before is :func:`per_step_before`'s.)"""
     current = tensor
-    while current.columns()[0] not in block and current.same_as is not None:
+    while columns_of(current)[0] not in block and current.same_as is not None:
         if current.previous_step:
             raise KeyError(tensor.name)
         current = by_name[current.same_as]
-    return np.vstack([np.asarray(block[c], dtype=np.float64) for c in current.columns()])
+    return np.vstack([np.asarray(block[c], dtype=np.float64) for c in columns_of(current)])
 
 
 def per_step_before(
@@ -93,12 +102,12 @@ def per_step_before(
 ) -> Array:
     """A parameter's values before each step of ``block`` (components, steps): stored, or
     the step before's after (the block's first step: the ``start`` it comes with)."""
-    if tensor.columns()[0] in block:
+    if columns_of(tensor)[0] in block:
         return tensor_rows(block, tensor, by_name)[:, starts]
     assert tensor.same_as is not None
     after = tensor_rows(block, by_name[tensor.same_as], by_name)
     first = block.get(START) or {}
-    start = np.array([first.get(c, np.nan) for c in tensor.columns()], dtype=np.float64)
+    start = np.array([first.get(c, np.nan) for c in columns_of(tensor)], dtype=np.float64)
     # The step before a step's first row: the last row of the step before.
     previous = after[:, starts[1:] - 1]
     return np.hstack([start[:, None], previous])
