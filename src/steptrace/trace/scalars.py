@@ -94,7 +94,28 @@ def tensor_rows(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, 
         if current.previous_step:
             raise KeyError(tensor.name)
         current = by_name[current.same_as]
-    return np.vstack([np.asarray(block[c], dtype=np.float64) for c in columns_of(current)])
+    columns = [block[c] for c in columns_of(current)]
+    side = _side_by_side(columns)
+    return side if side is not None else np.vstack([np.asarray(c, np.float64) for c in columns])
+
+
+def _side_by_side(columns: Sequence[Any]) -> Array | None:
+    """The columns as one read-only (components, rows) view, when they lie side by side in
+    one float64 array (a row-major buffer's columns, as the trace writer's blocks hold them:
+    thousands of columns a tensor, copied one by one otherwise); else None."""
+    first = columns[0]
+    if not isinstance(first, np.ndarray) or first.dtype != np.float64 or first.ndim != 1:
+        return None
+    base, start = first.base, first.ctypes.data
+    apart = 8 if len(columns) == 1 else columns[1].ctypes.data - start
+    for i, c in enumerate(columns):
+        if (not isinstance(c, np.ndarray) or c.base is not base or c.strides != first.strides
+                or c.shape != first.shape or c.ctypes.data != start + i * apart):  # fmt: skip
+            return None
+    view: Array = np.lib.stride_tricks.as_strided(
+        first, (len(columns), len(first)), (apart, first.strides[0]), writeable=False
+    )
+    return view
 
 
 def per_step_before(
@@ -278,7 +299,8 @@ def _step_gradient(
     if rows is None:
         size = by_name[base + "_after"].size
         return np.full((size, len(starts)), np.nan)
-    summed: Array = np.add.reduceat(tensor_rows(block, rows, by_name), starts, axis=1)
+    values = np.ascontiguousarray(tensor_rows(block, rows, by_name))  # summed in one order
+    summed: Array = np.add.reduceat(values, starts, axis=1)
     return summed
 
 
