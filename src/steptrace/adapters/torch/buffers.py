@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,9 @@ from torch import nn
 from ...errors import ModelError
 from .graph import Graph, Seen
 from .optim import StateReader
+
+if TYPE_CHECKING:
+    from .figures import Checks
 
 __all__ = ["CHUNK_STEPS", "CHUNK_VALUES", "HANDOFF_SECONDS", "Chunk", "Layout", "Pass",
            "bn_state", "noise_of"]  # fmt: skip
@@ -161,7 +164,7 @@ class Layout:
         # Steps the run does not hold are not copied (see .figures): ``held`` says which it
         # holds (set by the recorder; None: every step is captured whole).
         self.held: Callable[[int], bool] | None = None
-        self.checks: Any = None  # .figures.Checks, with ``held``
+        self.checks: Checks | None = None
         self.full: list[bool] = []
         self.whole = True  # whether the step being captured is captured whole
         self.light_fields = _fields([("x", size["o1"]), ("y", y_width), ("loss", 1)])
@@ -171,7 +174,7 @@ class Layout:
         self.light_rows = 0
         self.maxima = torch.empty(0)
 
-    def select(self, held: Callable[[int], bool], checks: Any) -> None:
+    def select(self, held: Callable[[int], bool], checks: Checks) -> None:
         """Capture whole only the steps ``held`` says the run holds (and those ``checks``
         cannot vouch for)."""
         self.held, self.checks = held, checks
@@ -311,7 +314,7 @@ class Layout:
         device) and its x, y and loss; False when the checks cannot vouch for its figures
         (it is then captured whole)."""
         s, checks = len(self.m), self.checks
-        if m + self.light_rows > self.light_capacity:
+        if checks is None or m + self.light_rows > self.light_capacity:
             return False
         # Each part's smallest and largest value (a NaN is both; the cheapest reduction
         # PyTorch has of a tensor, on CPU: ‖·‖∞ costs several times more).

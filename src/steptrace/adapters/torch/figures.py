@@ -15,7 +15,8 @@ would from its rows:
   the dtype's largest number.
 
 A step that fails these checks is captured whole, as a held step is (its rows are left out
-when written): its figures are then the rows' own.
+when written): its figures are then the rows' own. (The checks are read on the host at once:
+on a GPU, a step not held waits for the device.)
 """
 
 from __future__ import annotations

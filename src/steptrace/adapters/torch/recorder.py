@@ -153,8 +153,8 @@ class Recorder:
         step order."""
         assert self.run is not None and self.graph is not None and self.spec is not None
         assert self.figures is not None and chunk.light is not None
-        assert self.capture.layout is not None
-        checks = self.capture.layout.checks
+        checks = self.capture.layout.checks if self.capture.layout is not None else None
+        assert checks is not None
         figures, bad = light_figures(self.graph, self.optim, self.figures, checks, chunk)
         values = {}
         if full.any():
