@@ -194,6 +194,17 @@ def test_an_open_run_keeps_its_selection(traces, declared):
                                   steptrace.load_scalars(full.path))  # fmt: skip
 
 
+@pytest.mark.parametrize("keep", [{"steps": "1-3"}, {"keep_last": 2}, {}])
+def test_a_step_the_run_may_hold_is_refused_by_its_figures_alone(traces, keep):
+    X, Y = seed_arrays()
+    with steptrace.open_run(traces, "f", model=MLP, lr="1e-7", recorded_with=NUMPY, **keep) as run:
+        loop(run, [[0]], X, Y)  # step 0
+        rows = {"x": X[[1]], "y": Y[[1]], "loss": np.zeros((1, 1))}
+        with pytest.raises(steptrace.ConfigError, match="needs its values"):
+            run.write_figures({}, [1], rows, np.zeros(1, bool), [1e-7])  # step 1
+    assert run.steps == 1
+
+
 # --- PyTorch ------------------------------------------------------------------------------------
 
 

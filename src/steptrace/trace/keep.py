@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from ..errors import ConfigError
 from .flight import TRIGGERS_KEY, Flight, Trigger, check_memory, parse_triggers
-from .scalars import START, layer_of
+from .scalars import START, columns_of, layer_of
 from .schema import EXACT_SUFFIX, Tensor
 from .summary import group_starts
 
@@ -145,6 +145,15 @@ class Selection:
             kept |= (steps >= lo) & (steps <= hi)
         return kept
 
+    def held(self, step: int) -> bool:
+        """Whether the selection keeps ``step`` (as :meth:`holds`, for one step: a loop asks
+        before it captures the step's values)."""
+        if not self.gaps:
+            return True
+        if self.every is not None and step % self.every == 0:
+            return True
+        return any(lo <= step <= hi for lo, hi in self.steps or ())
+
     def describe(self) -> str:
         """The steps held, in words: ``every 100th step``, ``steps 0-99, 1000-1099``."""
         parts = []
@@ -258,14 +267,14 @@ def keep_rows(
     for t in stored:
         if not t.stored:
             continue
-        if t.columns()[0] in block:
-            for c in t.columns():
+        if columns_of(t)[0] in block:
+            for c in columns_of(t):
                 for s in ("", *twins):
                     out[c + s] = block[c + s] if whole else _take(block[c + s], rows)
             continue
         origin, back = origin_of(by_name[t.name], by_name)
         source = _rows_before(block, rows) if back else rows
-        for mine, theirs in zip(t.columns(), origin.columns(), strict=True):
+        for mine, theirs in zip(columns_of(t), columns_of(origin), strict=True):
             for s in ("", *twins):
                 out[mine + s] = _take(block[theirs + s], source, block.get(START, {}).get(mine + s))
     return out

@@ -62,6 +62,7 @@ from .run_setup import (
 )
 from .run_thread import WriterThread
 from .run_values import StepValues
+from .scalars import FIGURES
 from .schema import Tensor, after_columns, tensors_of
 from .summary import RunSummary, SummaryTracker
 from .writer import USER_TRIGGER, TraceWriter, make_run_dir
@@ -300,6 +301,46 @@ class RunWriter:
         waits until the rows are in place."""
         with self._ctrl_c.held():
             self._place_and_buffer(arrays, m, samples, lrs)
+        self._ctrl_c.raise_held()
+
+    def write_figures(
+        self,
+        figures: Mapping[str, Array],
+        m: Sequence[int],
+        rows: Mapping[str, Array],
+        weights_bad: Array,
+        lr: Sequence[float],
+    ) -> None:
+        """Steps the run's selection does not hold, given by their per-step figures alone (an
+        adapter that did not capture their values): ``figures`` by the figures' columns
+        (``step`` aside), one per step; ``rows`` the steps' ``x``, ``y`` and ``loss`` (which
+        place them in the plan and go into the run's summary) and ``weights_bad`` whether each
+        step's new weights hold a NaN or ±inf (the summary's divergence)."""
+        sizes = np.asarray(m, dtype=np.int64).reshape(-1)
+        selection = Selection.from_meta(self.meta)
+        if selection.keep_last is not None or selection.holds(
+            self._steps + np.arange(len(sizes))
+        ).any():  # fmt: skip
+            raise ConfigError("write_figures: a step the run may hold needs its values "
+                              "(write_rows)")  # fmt: skip
+        with self._ctrl_c.held():
+            data = np.hstack([rows["x"], rows["y"]]).astype(np.float64)
+            step = self._steps + np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+            epoch, sample = self._placer.place(self._steps, sizes, data, None)
+            if self._writer is None:
+                self._open_writer(self._provisional_meta(int(sizes[0])))
+            self._hand_off()  # the rows of the steps before go first
+            bad = np.repeat(np.where(weights_bad, np.nan, 0.0), sizes)
+            narrow = np.float32 if self.numerics.name == "float32" else np.float64
+            given = {"step": self._steps + np.arange(len(sizes)), **figures,
+                     "lr": np.asarray(lr, dtype=narrow).astype(np.float64)}  # fmt: skip
+            block = {"step": step, "epoch": epoch, "sample": sample,
+                     "loss": np.asarray(rows["loss"], np.float64).reshape(-1), FIGURES: given,
+                     **dict.fromkeys(after_columns(self._tensors), bad)}  # fmt: skip
+            assert self._background is not None
+            self._background.put(block)
+            self._steps += len(sizes)
+            self._rows += int(sizes.sum())
         self._ctrl_c.raise_held()
 
     def trigger(self, reason: str = "rec.trigger()") -> None:

@@ -21,6 +21,7 @@ DuckDB (``pd.read_parquet("traces/run/_scalars")``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -39,12 +40,15 @@ from .schema import FORMAT_VERSION, Tensor
 from .summary import group_starts
 
 __all__ = [
+    "FIGURES",
     "SCALARS_DIR",
     "ScalarSpec",
     "ScalarsWriter",
+    "columns_of",
     "layer_of",
     "load_scalars",
     "step_figures",
+    "steps_figures",
     "tensor_rows",
 ]
 
@@ -59,6 +63,9 @@ FILE_FORMAT = "scalars-{:06d}.parquet"
 FILE_STEPS = 1_024
 #: A block's first-step values of the tensors stored once as the step before's (writer.START).
 START = "start"
+#: A block of steps whose values were not captured: their figures, made by the adapter
+#: (:func:`steps_figures`), by column.
+FIGURES = "figures"
 
 _PARAM = re.compile(r"([wb])(\d+)_after")
 _LAYER = re.compile(r"(\d+)(?:_before|_after)?")
@@ -71,16 +78,44 @@ def layer_of(name: str) -> int | None:
     return int(m.group(1)) if m is not None and m.end() == len(name) else None
 
 
+@functools.lru_cache(maxsize=8_192)
+def columns_of(tensor: Tensor) -> tuple[str, ...]:
+    """``tensor.columns()``, made once: a wide run's blocks ask for them block after block
+    (hundreds of thousands of names)."""
+    return tuple(tensor.columns())
+
+
 def tensor_rows(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, Tensor]) -> Array:
     """Every row's values of ``tensor`` in ``block``, shape (components, rows): its own
     columns, or those of the tensor it is the ``same_as`` on the same row. (A tensor known
     from the step before is :func:`per_step_before`'s.)"""
     current = tensor
-    while current.columns()[0] not in block and current.same_as is not None:
+    while columns_of(current)[0] not in block and current.same_as is not None:
         if current.previous_step:
             raise KeyError(tensor.name)
         current = by_name[current.same_as]
-    return np.vstack([np.asarray(block[c], dtype=np.float64) for c in current.columns()])
+    columns = [block[c] for c in columns_of(current)]
+    side = _side_by_side(columns)
+    return side if side is not None else np.vstack([np.asarray(c, np.float64) for c in columns])
+
+
+def _side_by_side(columns: Sequence[Any]) -> Array | None:
+    """The columns as one read-only (components, rows) view, when they lie side by side in
+    one float64 array (a row-major buffer's columns, as the trace writer's blocks hold them:
+    thousands of columns a tensor, copied one by one otherwise); else None."""
+    first = columns[0]
+    if not isinstance(first, np.ndarray) or first.dtype != np.float64 or first.ndim != 1:
+        return None
+    base, start = first.base, first.ctypes.data
+    apart = 8 if len(columns) == 1 else columns[1].ctypes.data - start
+    for i, c in enumerate(columns):
+        if (not isinstance(c, np.ndarray) or c.base is not base or c.strides != first.strides
+                or c.shape != first.shape or c.ctypes.data != start + i * apart):  # fmt: skip
+            return None
+    view: Array = np.lib.stride_tricks.as_strided(
+        first, (len(columns), len(first)), (apart, first.strides[0]), writeable=False
+    )
+    return view
 
 
 def per_step_before(
@@ -88,12 +123,12 @@ def per_step_before(
 ) -> Array:
     """A parameter's values before each step of ``block`` (components, steps): stored, or
     the step before's after (the block's first step: the ``start`` it comes with)."""
-    if tensor.columns()[0] in block:
+    if columns_of(tensor)[0] in block:
         return tensor_rows(block, tensor, by_name)[:, starts]
     assert tensor.same_as is not None
     after = tensor_rows(block, by_name[tensor.same_as], by_name)
     first = block.get(START) or {}
-    start = np.array([first.get(c, np.nan) for c in tensor.columns()], dtype=np.float64)
+    start = np.array([first.get(c, np.nan) for c in columns_of(tensor)], dtype=np.float64)
     # The step before a step's first row: the last row of the step before.
     previous = after[:, starts[1:] - 1]
     return np.hstack([start[:, None], previous])
@@ -179,6 +214,40 @@ def step_figures(block: Mapping[str, Any], spec: ScalarSpec) -> dict[str, Array]
     return out
 
 
+def steps_figures(
+    spec: ScalarSpec,
+    m: Array,
+    loss: Array,
+    per_step: Mapping[str, Array],
+    o_max: Mapping[int, Array],
+    row_tensors: frozenset[str],
+) -> dict[str, Array]:
+    """The figures of steps whose rows were not kept, as :func:`step_figures` makes them from
+    their rows: ``m`` the rows of each step, ``loss`` each row's, ``per_step`` the values of
+    every tensor stored once a step (steps, components), ``o_max`` each layer's largest |o{k}|
+    of each step (checked finite), ``row_tensors`` the tensors of one value a row, checked to
+    hold no NaN or ±inf. (``step`` and ``lr`` are the writer's.)"""
+    starts = np.concatenate([[0], np.cumsum(m)[:-1]]).astype(np.int64)
+    with np.errstate(all="ignore"):
+        loss = np.asarray(loss, np.float64).reshape(-1)
+        out: dict[str, Array] = {"loss": np.add.reduceat(loss, starts) / m}
+        for k, bases in spec.params.items():
+            theta, new, g = (np.vstack([per_step[f.format(b)].T for b in bases]).astype(np.float64)
+                             for f in ("{}_before", "{}_after", "step_grad_{}"))  # fmt: skip
+            out.update(_theta_figures(k, theta, new, g))
+        for k in sorted({*spec.outputs, *spec.counted}):
+            if k in spec.outputs:
+                out[f"o{k}_max"] = np.asarray(o_max[k], np.float64)
+            bad = np.zeros(len(m), np.int64)
+            for name in spec.counted.get(k, ()):
+                if name in per_step:  # the same values on each row of the step
+                    bad += (~np.isfinite(per_step[name])).sum(axis=1) * m
+                elif name not in row_tensors:
+                    raise KeyError(name)
+            out[f"nonfinite{k}"] = bad
+    return out
+
+
 def _param_figures(
     block: Mapping[str, Any],
     k: int,
@@ -193,7 +262,11 @@ def _param_figures(
         b = by_name.get(base + "_before")
         before.append(per_step_before(block, b, by_name, starts) if b else after[-1] * np.nan)
         grad.append(_step_gradient(block, base, by_name, starts))
-    theta, new, g = np.vstack(before), np.vstack(after), np.vstack(grad)
+    return _theta_figures(k, np.vstack(before), np.vstack(after), np.vstack(grad))
+
+
+def _theta_figures(k: int, theta: Array, new: Array, g: Array) -> dict[str, Array]:
+    """Layer ``k``'s parameter figures from θ, θ̂ and the gradient, (components, steps)."""
     norm, step = _norm(theta), _norm(new - theta)
     return {
         f"w{k}_norm": norm,
@@ -207,6 +280,7 @@ def _param_figures(
 def _norm(a: Array) -> Array:
     """‖column‖ of each column, scaled by its largest |value| first: a sum of squares past
     1e308 overflows, a diverging run's norms should not before their values do."""
+    a = np.asfortranarray(a)  # each step's values summed in one order, however many steps
     top = np.abs(a).max(axis=0)
     scale = np.where((top > 0) & np.isfinite(top), top, 1.0)
     norms: Array = scale * np.sqrt(((a / scale) ** 2).sum(axis=0))
@@ -225,7 +299,8 @@ def _step_gradient(
     if rows is None:
         size = by_name[base + "_after"].size
         return np.full((size, len(starts)), np.nan)
-    summed: Array = np.add.reduceat(tensor_rows(block, rows, by_name), starts, axis=1)
+    values = np.ascontiguousarray(tensor_rows(block, rows, by_name))  # summed in one order
+    summed: Array = np.add.reduceat(values, starts, axis=1)
     return summed
 
 
@@ -248,7 +323,8 @@ class ScalarsWriter:
         """The figures of a block's steps, kept for the next flush and returned."""
         if not len(block["step"]):
             return {}
-        figures = step_figures(block, self.spec)
+        given = block.get(FIGURES)
+        figures = step_figures(block, self.spec) if given is None else given
         table = pa.Table.from_pydict({n: figures[n] for n in self.schema.names}, self.schema)
         self._rows.append(table)
         self._steps += table.num_rows

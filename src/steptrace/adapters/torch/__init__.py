@@ -32,7 +32,9 @@ This module holds :func:`record`, which puts the adapter's parts together: ``lay
 each module is), ``graph`` (the network learned from the first step), ``optim`` (the
 optimizer's rule and state), ``loss`` (which loss), ``describe`` (the run's tensors, model,
 graph and dataset), ``capture`` and ``buffers`` (the hooks copying each step), ``values`` (the
-steps as the trace's values) and ``recorder`` (the run opened, written, closed).
+steps as the trace's values), ``figures`` (the steps a run does not hold, known by their
+per-step figures alone: ``every``, ``steps``) and ``recorder`` (the run opened, written,
+closed).
 ``import steptrace.torch`` gives the same public names.
 """
 
@@ -93,8 +95,9 @@ def record(
     unless the loader has it) the plan is known from the start. ``features``/``targets`` name
     the data's columns. ``every``, ``steps``, ``tensors`` and ``layers`` choose what is
     recorded, as :func:`steptrace.record`'s do (a name or layer the network lacks is refused at
-    the first step, before anything is written); ``keep_last``, ``after`` and ``trigger`` make
-    it a flight recorder (``rec.trigger("why")`` fires it).
+    the first step, before anything is written; the steps ``every`` and ``steps`` leave out are
+    not copied, their per-step figures made from a few reductions each); ``keep_last``,
+    ``after`` and ``trigger`` make it a flight recorder (``rec.trigger("why")`` fires it).
 
     Raises :class:`~steptrace.ModelError` before anything is written when the model's
     parameters are not one float dtype, or one that learns is not in the optimizer.

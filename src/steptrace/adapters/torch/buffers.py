@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,9 @@ from torch import nn
 from ...errors import ModelError
 from .graph import Graph, Seen
 from .optim import StateReader
+
+if TYPE_CHECKING:
+    from .figures import Checks
 
 __all__ = ["CHUNK_STEPS", "CHUNK_VALUES", "HANDOFF_SECONDS", "Chunk", "Layout", "Pass",
            "bn_state", "noise_of"]  # fmt: skip
@@ -37,6 +40,8 @@ CHUNK_STEPS = 2_048
 #: Rows a chunk holds at most, and values (per-step ones repeated on each row of their step).
 CHUNK_ROWS = 8_192
 CHUNK_VALUES = 4_000_000
+#: Rows of the steps not captured whole a chunk holds at most (their x, y and loss).
+LIGHT_ROWS = 32_768
 HANDOFF_SECONDS = 0.25
 
 
@@ -72,6 +77,11 @@ class Chunk:
     scalars_before: Array  # (steps, parameters): the optimizer's step counts
     scalars_after: Array
     x_grads: bool = True  # whether ∂Loss/∂x is autograd's (else: from the first layer)
+    #: Which steps were captured whole (None: all); the others' x, y and loss (their rows,
+    #: by field) and their parts' largest |values| (steps not captured, checked parts).
+    full: Array | None = None
+    light: dict[str, Array] | None = None
+    maxima: Array | None = None
 
 
 def _fields(fields: Sequence[tuple[str, int]]) -> dict[str, slice]:
@@ -136,6 +146,7 @@ class Layout:
         # Views made once: slicing a tensor anew each step costs more than the copy.
         after, grad = self.step_fields["after"], self.step_fields["grad"]
         self.after_views = [row[after] for row in self.steps]
+        self.bn_views: dict[str, list[torch.Tensor]] = {}  # made at the first use
         self.grad_views = [row[grad] for row in self.steps]
         self._rows_buffer(self.chunk_rows)
         self.rows = 0  # rows of the chunk in the buffer
@@ -150,6 +161,28 @@ class Layout:
         self.zeros: dict[tuple[int, ...], torch.Tensor] = {}
         self.early: set[int] = set()  # layers whose output the model changes in place later
         self.plain_parts: list[bool] | None = None
+        # Steps the run does not hold are not copied (see .figures): ``held`` says which it
+        # holds (set by the recorder; None: every step is captured whole).
+        self.held: Callable[[int], bool] | None = None
+        self.checks: Checks | None = None
+        self.full: list[bool] = []
+        self.whole = True  # whether the step being captured is captured whole
+        self.light_fields = _fields([("x", size["o1"]), ("y", y_width), ("loss", 1)])
+        light_width = size["o1"] + y_width + 1
+        self.light_capacity = max(1, min(LIGHT_ROWS, CHUNK_VALUES // light_width))
+        self.light = torch.empty(0, light_width, dtype=self.tdtype, device=self.device)
+        self.light_rows = 0
+        self.maxima = torch.empty(0)
+
+    def select(self, held: Callable[[int], bool], checks: Checks) -> None:
+        """Capture whole only the steps ``held`` says the run holds (and those ``checks``
+        cannot vouch for)."""
+        self.held, self.checks = held, checks
+        self.light = torch.empty(self.light_capacity, self.light.shape[1], dtype=self.tdtype,
+                                 device=self.device)  # fmt: skip
+        # Each checked part's smallest and largest value, side by side.
+        self.maxima = torch.empty(CHUNK_STEPS, 2 * len(checks.index), dtype=self.tdtype,
+                                  device=self.device)  # fmt: skip
 
     # -- the rows' buffer ---------------------------------------------------------------------
 
@@ -170,7 +203,9 @@ class Layout:
 
     def make_room(self, m: int) -> None:
         """Room for a step of ``m`` rows: the chunk handed over first when it is full."""
-        if self.rows + m > self.capacity:
+        if self.rows + m > self.capacity or (
+            self.held is not None and self.light_rows + m > self.light_capacity
+        ):  # fmt: skip
             self.handoff()
             if m > self.capacity:  # a batch larger than the buffer
                 self._rows_buffer(m)
@@ -230,9 +265,12 @@ class Layout:
         """A batch norm's running statistics before or after its forward pass (of a later
         pass: the first's are kept by the capture until the run opens)."""
         name = f"bn{seen.count + 2}_{when}"
-        if name in self.step_fields:
-            torch.cat(bn_state(module, self.tdtype),
-                      out=self.steps[len(self.m) + 1, self.step_fields[name]])  # fmt: skip
+        views = self.bn_views.get(name)
+        if views is None and name in self.step_fields:
+            where = self.step_fields[name]
+            views = self.bn_views[name] = [row[where] for row in self.steps]
+        if views is not None:
+            torch.cat(bn_state(module, self.tdtype), out=views[len(self.m) + 1])
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -262,7 +300,32 @@ class Layout:
             plain = self.plain_parts = [p.dim() == 2 and p.dtype == dtype for p in parts]
         flat = [p if ok else _rows(p, m, dtype) for p, ok in zip(parts, plain, strict=True)]
         with torch.no_grad():  # a copy, no part of the graph
-            torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
+            self.whole = not (
+                self.held is not None
+                and not self.early
+                and not self.held(self.written_steps)
+                and self._light(flat, m)
+            )
+            if self.whole:
+                torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
+
+    def _light(self, flat: list[torch.Tensor], m: int) -> bool:
+        """A step the run does not hold: its parts' largest |values| (one reduction on the
+        device) and its x, y and loss; False when the checks cannot vouch for its figures
+        (it is then captured whole)."""
+        s, checks = len(self.m), self.checks
+        if checks is None or m + self.light_rows > self.light_capacity:
+            return False
+        # Each part's smallest and largest value (a NaN is both; the cheapest reduction
+        # PyTorch has of a tensor, on CPU: ‖·‖∞ costs several times more).
+        ends = [end for i in checks.index for end in torch.aminmax(flat[i])]
+        torch.stack(ends, out=self.maxima[s])
+        row = self.maxima[s]
+        if not checks.fine(_largest((row if row.device.type == "cpu" else row.cpu()).numpy()), m):
+            return False
+        torch.cat(flat[:3], dim=1, out=self.light[self.light_rows : self.light_rows + m])
+        self.light_rows += m
+        return True
 
     def _grad(self, t: torch.Tensor, m: int) -> torch.Tensor:
         g = t.grad
@@ -308,7 +371,10 @@ class Layout:
         if self.state.scalar_count:
             self.state.scalars(self.scalars[s, 1])
         self.m.append(m)
-        self.rows += m
+        self.full.append(self.whole)
+        if self.whole:
+            self.rows += m
+        self.whole = True
         return s
 
     def due(self) -> bool:
@@ -331,16 +397,29 @@ class Layout:
             before[s] = _host(tensor, self.dtype)
         step_values = {name: per_step[1:, where] for name, where in self.step_fields.items()}
         step_values["before"] = before
+        full = np.array(self.full, dtype=bool)
+        light = maxima = None
+        if not full.all():
+            host = _host(self.light[: self.light_rows], self.dtype)
+            light = {name: host[:, where] for name, where in self.light_fields.items()}
+            maxima = _largest(_host(self.maxima[:steps], np.float64)[~full])
         chunk = Chunk(
             np.array(self.m, dtype=np.int64),
             {name: rows[:, where] for name, where in self.row_fields.items()},
             step_values, self.lrs, self.scalars[:steps, 0].numpy().copy(),
-            self.scalars[:steps, 1].numpy().copy(), self.x_grads,
+            self.scalars[:steps, 1].numpy().copy(), self.x_grads, full, light, maxima,
         )  # fmt: skip
         # The next chunk starts from the parameters this one ended with.
         self.steps[0] = self.steps[steps]
         self.m, self.lrs, self.befores, self.rows = [], [], {}, 0
+        self.full, self.light_rows = [], 0
         return chunk
+
+
+def _largest(ends: Array) -> Array:
+    """max |values| of each part, from its (smallest, largest) side by side on the last axis."""
+    top: Array = np.maximum(-ends[..., 0::2], ends[..., 1::2])
+    return top
 
 
 def _rows(t: torch.Tensor, m: int, dtype: torch.dtype) -> torch.Tensor:
@@ -364,7 +443,8 @@ def noise_of(output: torch.Tensor) -> torch.Tensor | None:
 def bn_state(module: nn.Module, dtype: torch.dtype) -> list[torch.Tensor]:
     """A batch norm's running mean, running variance and batches, flat, in ``dtype``."""
     buffers = [module.running_mean, module.running_var, module.num_batches_tracked]
-    return [b.detach().reshape(-1).to(dtype) for b in buffers if isinstance(b, torch.Tensor)]
+    return [b.detach().reshape(-1) if b.dtype == dtype else b.detach().reshape(-1).to(dtype)
+            for b in buffers if isinstance(b, torch.Tensor)]  # fmt: skip
 
 
 def _host(t: torch.Tensor, dtype: Any) -> Array:

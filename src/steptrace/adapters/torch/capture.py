@@ -10,7 +10,8 @@ first step's forward pass is learned as the run's network (:mod:`.graph`); later
 the same path. A pass without gradients (``torch.no_grad``: a validation pass) is not recorded.
 
 No step waits for the device: values are copied on it, and the buffers go to the host once a
-chunk (no ``.item()`` and no comparison read back per step).
+chunk (no ``.item()`` and no comparison read back per step); a step the run does not hold
+reads back its few extremes instead (:mod:`.figures`).
 """
 
 from __future__ import annotations

@@ -111,15 +111,21 @@ class StateReader:
         self.size = sum(p.numel() for p in self.params) * len(spec.tensor_keys)
         self.scalar_count = len(self.params) if "step" in spec.keys else 0
         self.zero = torch.zeros((), dtype=torch.float64)
+        # Each (parameter, key)'s tensor when last read and its flat view (made once: a view
+        # costs more than the check that the tensor is the same).
+        self.seen: list[tuple[Any, torch.Tensor]] = [(None, f) for f in self.fill]
 
     def tensors(self) -> list[torch.Tensor]:
         """Each (parameter, key)'s state, flat (its own storage, or the fill)."""
-        out, i, keys = [], 0, self.spec.tensor_keys
+        out, i, keys, seen = [], 0, self.spec.tensor_keys, self.seen
         for p in self.params:
             st = self.state.get(p)
             for key in keys:
                 t = st.get(key) if st else None
-                out.append(t.detach().view(-1) if isinstance(t, torch.Tensor) else self.fill[i])
+                if t is not seen[i][0]:
+                    flat = t.detach().view(-1) if isinstance(t, torch.Tensor) else self.fill[i]
+                    seen[i] = (t, flat)
+                out.append(seen[i][1])
                 i += 1
         return out
 
@@ -134,8 +140,11 @@ class StateReader:
             step = st.get("step") if st else None
             if not isinstance(step, torch.Tensor):
                 step = self.zero if step is None else torch.tensor(float(step))
-            steps.append(step.to("cpu", out.dtype) if step.dtype != out.dtype else step)
-        torch.stack(steps, out=out)
+            steps.append(step)
+        if all(t.dtype == steps[0].dtype and t.device.type == "cpu" for t in steps):
+            out.copy_(torch.stack(steps))  # one conversion for them all (exact: to float64)
+        else:
+            torch.stack([t.to("cpu", out.dtype) for t in steps], out=out)
 
     def lr(self) -> float:
         """The learning rate the next step uses (a scheduler may have changed it)."""

@@ -9,11 +9,13 @@ whose first step cannot be recorded, leaves no run behind.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -21,16 +23,20 @@ from ...errors import ConfigError, SteptraceError
 from ...numerics import get_numerics
 from ...trace.keep import Selection
 from ...trace.run import GraphSpec, RunWriter, open_graph_run, stop_reason
+from ...trace.scalars import ScalarSpec
 from ...trace.schema import Tensor
-from .buffers import Layout
+from .buffers import Chunk, Layout
 from .capture import Capture
 from .describe import recorded_with, run_spec
+from .figures import Checks, light_figures, only
 from .graph import Graph
 from .loss import check_loss
 from .optim import OptimizerSpec, StateReader, describe_optimizer
 from .values import chunk_values
 
 __all__ = ["Recorder", "RunArgs"]
+
+Array = npt.NDArray[Any]
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class Recorder:
         self.optim: OptimizerSpec = describe_optimizer(optimizer)
         self.dtype = np.float32 if args.numerics == "float32" else np.float64
         self.capture = Capture(model, optimizer, self._begin, self._written, self._write_chunk)
+        self.figures: ScalarSpec | None = None  # the figures of steps not captured whole
 
     def step(self, x: torch.Tensor, y: torch.Tensor, per_sample: torch.Tensor) -> None:
         """Record this step: call it after ``backward()``, before ``optimizer.step()``.
@@ -114,8 +121,16 @@ class Recorder:
         width = int(np.prod(y_shape))
         # A stack of the series' layers starting with a linear one is followed from that layer.
         fast = plain and graph.layers[0].kind.type == "linear" and len(graph.shapes["o1"]) == 1
-        return Layout(graph, state, width, not plain, self.dtype, self._write_chunk, self._written,
-                      fast)  # fmt: skip
+        layout = Layout(graph, state, width, not plain, self.dtype, self._write_chunk,
+                        self._written, fast)  # fmt: skip
+        chosen = args.selection
+        # Steps the run does not hold are not copied when their figures can be made without
+        # (the gradients the optimizer used are recorded; a flight recorder holds every step).
+        if chosen is not None and chosen.gaps and chosen.keep_last is None and not plain:
+            largest = float(torch.finfo(layout.tdtype).max)
+            layout.select(chosen.held, Checks.of(graph, list(layout.row_fields), largest))
+            self.figures = ScalarSpec.of(spec.tensors)
+        return layout
 
     # -- rows -----------------------------------------------------------------------------------
 
@@ -126,8 +141,41 @@ class Recorder:
             return
         assert self.run is not None and self.graph is not None and self.spec is not None
         tensors: tuple[Tensor, ...] = self.spec.tensors
-        values = chunk_values(self.graph, self.optim, tensors, chunk)
-        self.run.write_rows(values, chunk.m.tolist(), lr=chunk.lrs)
+        full = chunk.full
+        if full is None or full.all():
+            values = chunk_values(self.graph, self.optim, tensors, chunk)
+            self.run.write_rows(values, chunk.m.tolist(), lr=chunk.lrs)
+            return
+        self._write_mixed(chunk, full)
+
+    def _write_mixed(self, chunk: Chunk, full: Array) -> None:
+        """A chunk of steps captured whole and steps known by their figures alone, written in
+        step order."""
+        assert self.run is not None and self.graph is not None and self.spec is not None
+        assert self.figures is not None and chunk.light is not None
+        checks = self.capture.layout.checks if self.capture.layout is not None else None
+        assert checks is not None
+        figures, bad = light_figures(self.graph, self.optim, self.figures, checks, chunk)
+        values = {}
+        if full.any():
+            values = chunk_values(self.graph, self.optim, self.spec.tensors, only(chunk, full))
+        m, lrs = chunk.m, np.asarray(chunk.lrs)
+        row = light_row = light_step = 0  # where the next segment starts in each
+        for whole, segment in _segments(full):
+            sizes = m[segment]
+            rows = int(sizes.sum())
+            if whole:
+                part = {name: v[row : row + rows] for name, v in values.items()}
+                self.run.write_rows(part, sizes.tolist(), lr=lrs[segment].tolist())
+                row += rows
+                continue
+            n = len(sizes)
+            these = slice(light_step, light_step + n)
+            given = {name: v[these] for name, v in figures.items()}
+            kept = {name: v[light_row : light_row + rows] for name, v in chunk.light.items()}
+            self.run.write_figures(given, sizes.tolist(), kept, bad[these], lrs[segment].tolist())
+            light_step += n
+            light_row += rows
 
     # -- the end --------------------------------------------------------------------------------
 
@@ -187,3 +235,10 @@ class Recorder:
     def __repr__(self) -> str:
         steps = self.run.steps if self.run is not None else 0
         return f"Recorder({str(self.path)!r}, {steps} steps, {self.status})"
+
+
+def _segments(full: Array) -> list[tuple[bool, slice]]:
+    """The runs of steps captured whole or not, in order: (whole, the steps' slice)."""
+    edges = np.flatnonzero(np.diff(full.astype(np.int8))) + 1
+    bounds = [0, *edges.tolist(), len(full)]
+    return [(bool(full[a]), slice(a, b)) for a, b in pairwise(bounds)]

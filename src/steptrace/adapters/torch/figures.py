@@ -1,0 +1,138 @@
+"""The steps a run does not hold (``every``, ``steps``), known by their per-step figures alone:
+what a step checks instead of copying its rows, and the figures made from that.
+
+A step the run's selection leaves out is not copied: its largest |value| of each tensor of one
+value a row (x, each layer's output, what the model computed between modules, each δ) is taken
+on the device, one reduction for them all, and its x, y and loss are kept (they place it in the
+plan). Its figures (docs/trace-format.md, "Per-step figures") then come out as the full run's
+would from its rows:
+
+- ``o{k}_max`` is the largest |o{k}|, when every value is finite;
+- ``nonfinite{k}`` counts the step's values stored once a step (parameters, optimizer state,
+  running statistics after it), on each of its rows; the tensors of one value a row hold none
+  when their largest |values| are finite, and each row's gradients (δ ⊗ x summed over at most
+  T terms, x' ≤ √T) none when T²·(max|x| + 1)·(max|δ| + 1) and T·(max|x| + 1)² stay far below
+  the dtype's largest number.
+
+A step that fails these checks is captured whole, as a held step is (its rows are left out
+when written): its figures are then the rows' own. (The checks are read on the host at once:
+on a GPU, a step not held waits for the device.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ...trace.scalars import ScalarSpec, steps_figures
+from .buffers import Chunk
+from .graph import ROW_GRADIENTS, Graph
+from .optim import OptimizerSpec
+from .values import _optimizer_state, _running
+
+__all__ = ["Checks", "light_figures", "only"]
+
+Array = npt.NDArray[Any]
+#: How far below the dtype's largest number each row's gradients must provably stay.
+_MARGIN = 1e-8
+_AFTER = re.compile(r"[wb]\d+_after")
+
+
+@dataclass(frozen=True)
+class Checks:
+    """Which parts of a step's rows are reduced (their largest |value|), and what each
+    reduction says: ``index`` the parts (in the rows' order), ``outputs`` layer k → the column
+    of o{k}, ``bounds`` one (column of x, column of δ, T) per layer whose rows' gradients are
+    computed."""
+
+    index: tuple[int, ...]
+    outputs: dict[int, int]
+    bounds: tuple[tuple[int, int, int], ...]
+    limit: float
+
+    @classmethod
+    def of(cls, graph: Graph, names: Sequence[str], largest: float) -> Checks:
+        """The checks of rows whose parts are named ``names`` (``x``, ``y``, ``loss``, ``o2``,
+        …, ``noise6``, ``g:o1`` …, as the buffer holds them)."""
+        index = tuple(i for i, n in enumerate(names) if n not in ("y", "loss")
+                      and not n.startswith("noise"))  # fmt: skip
+        column = {("o1" if names[i] == "x" else names[i]): c for c, i in enumerate(index)}
+        outputs = {int(n[1:]): c for n, c in column.items() if re.fullmatch(r"o\d+", n)}
+        bounds = []
+        for layer in graph.layers:
+            if layer.kind.type not in ROW_GRADIENTS:
+                continue
+            terms = int(np.prod(layer.in_shape)) + int(np.prod(layer.out_shape))
+            delta = column.get(f"g:o{layer.k}")
+            if delta is not None:
+                bounds.append((column[layer.feed], delta, terms))
+        return cls(index, outputs, tuple(bounds), largest * _MARGIN)
+
+    def fine(self, maxima: Array, m: int) -> bool:
+        """Whether a step of ``m`` rows whose parts' largest |values| are ``maxima`` provably
+        holds no NaN or ±inf in them or in its rows' gradients."""
+        if not np.isfinite(maxima).all():
+            return False
+        top = maxima.astype(np.float64) + 1.0
+        for x, d, terms in self.bounds:
+            t = float(terms * m)
+            if t * t * top[x] * top[d] > self.limit or t * top[x] * top[x] > self.limit:
+                return False
+        return True
+
+
+def only(chunk: Chunk, steps: Array) -> Chunk:
+    """The chunk's steps where ``steps`` is true (its per-step values; the rows are the held
+    steps' already)."""
+    return replace(
+        chunk, m=chunk.m[steps], steps={k: v[steps] for k, v in chunk.steps.items()},
+        lrs=[lr for lr, keep in zip(chunk.lrs, steps, strict=True) if keep],
+        scalars_before=chunk.scalars_before[steps], scalars_after=chunk.scalars_after[steps],
+    )  # fmt: skip
+
+
+def per_step_values(graph: Graph, optimizer: OptimizerSpec, chunk: Chunk) -> dict[str, Array]:
+    """The tensors stored once a step, (steps, components): parameters before and after, the
+    gradients the optimizer used, its state, running statistics (as :mod:`.values` names them)."""
+    steps = chunk.steps
+    out: dict[str, Array] = {}
+    pos = 0
+    for p in graph.params:
+        n = int(np.prod(p.shape, dtype=np.int64))
+        out[f"{p.base}_before"] = steps["before"][:, pos : pos + n]
+        out[f"{p.base}_after"] = steps["after"][:, pos : pos + n]
+        if steps["grad"].shape[1]:
+            out[f"step_grad_{p.base}"] = steps["grad"][:, pos : pos + n]
+        pos += n
+    _optimizer_state(out, graph, optimizer, chunk, pos, _same)
+    for layer in graph.layers:
+        if layer.state:
+            _running(out, layer, steps, _same)
+    return out
+
+
+def _same(a: Array) -> Array:
+    return a
+
+
+def light_figures(
+    graph: Graph, optimizer: OptimizerSpec, spec: ScalarSpec, checks: Checks, chunk: Chunk
+) -> tuple[dict[str, Array], Array]:
+    """The figures of the chunk's steps that were not captured (``chunk.full`` false), by
+    column, and whether each one's new weights hold a NaN or ±inf."""
+    assert chunk.full is not None and chunk.light is not None and chunk.maxima is not None
+    light = only(chunk, ~chunk.full)
+    per_step = per_step_values(graph, optimizer, light)
+    o_max = {k: chunk.maxima[:, c] for k, c in checks.outputs.items()}
+    rows = frozenset(t.name for t in spec.tensors) - set(per_step)
+    figures = steps_figures(spec, light.m, chunk.light["loss"], per_step, o_max, rows)
+    bad = np.zeros(len(light.m), dtype=bool)
+    for name, values in per_step.items():
+        if _AFTER.fullmatch(name):
+            bad |= ~np.isfinite(values).all(axis=1)
+    return figures, bad

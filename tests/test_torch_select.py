@@ -1,0 +1,134 @@
+"""A PyTorch loop recorded with ``every`` or ``steps``: the steps the run does not hold are not
+copied (adapters/torch/figures.py), yet its values at the steps it holds and its per-step
+figures at every step are the full run's, bit for bit, a run that goes non-finite included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import steptrace
+from steptrace.trace.why import first_nonfinite
+
+from .test_flight import first_nonfinite_step
+from .test_keep import assert_same_at_held_steps, held_steps
+
+torch = pytest.importorskip("torch")
+from steptrace.adapters.torch.buffers import Layout  # noqa: E402
+
+from . import torch_nets  # noqa: E402
+
+
+def cnn_loop(out, name, *, dtype=None, epochs=5, blow_up_at=None, **keep):
+    """The issue's CNN, narrower (16 images, batches of 4, Adam); at ``blow_up_at`` Adam's
+    learning rate becomes 1e30 (float32: NaN and ±inf a few steps later)."""
+    net = torch_nets.small_cnn()
+    net.model.to(dtype or torch.float32)  # the same parameters, which Adam holds
+    net.x = net.x.to(dtype or torch.float32)
+    with steptrace.torch.record(net.model, net.optimizer, out=out, name=name, loss=net.loss,
+                                **keep) as rec:  # fmt: skip
+        step = 0
+        for _ in range(epochs):
+            for i in range(0, len(net.x), net.batch):
+                if step == blow_up_at:
+                    net.optimizer.param_groups[0]["lr"] = 1e30
+                xb, yb = net.x[i : i + net.batch], net.y[i : i + net.batch]
+                net.optimizer.zero_grad()
+                per_sample = net.per_sample(net.model(xb), yb)
+                per_sample.mean().backward()
+                rec.step(xb, yb, per_sample)
+                net.optimizer.step()
+                step += 1
+    return rec
+
+
+@pytest.fixture
+def light_steps(monkeypatch):
+    """How many steps were not captured whole (the checks vouched for their figures)."""
+    seen = {"light": 0, "refused": 0}
+    light = Layout._light
+
+    def counted(self, flat, m):
+        done = light(self, flat, m)
+        seen["light" if done else "refused"] += 1
+        return done
+
+    monkeypatch.setattr(Layout, "_light", counted)
+    return seen
+
+
+def assert_same_figures(sampled, full) -> None:
+    pd.testing.assert_frame_equal(steptrace.load_scalars(sampled.path),
+                                  steptrace.load_scalars(full.path), check_exact=True)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("dtype", "keep", "held"),
+    [
+        ("float32", {"every": 3}, [0, 3, 6, 9, 12, 15, 18]),
+        ("float64", {"steps": "2-4,11"}, [2, 3, 4, 11]),
+        ("float32", {"every": 7, "steps": "5", "tensors": ["loss", "o*", "w*_after"]},
+         [0, 5, 7, 14]),
+    ],
+)  # fmt: skip
+def test_the_steps_not_held_are_not_copied_and_every_figure_is_the_full_runs(
+    traces, light_steps, dtype, keep, held
+):
+    full = cnn_loop(traces, "full", dtype=getattr(torch, dtype))
+    assert light_steps["light"] == 0  # everything recorded: every step captured whole
+    sampled = cnn_loop(traces, "sampled", dtype=getattr(torch, dtype), **keep)
+    assert light_steps == {"light": 20 - len(held), "refused": 0}
+    assert held_steps(sampled) == held
+    assert_same_at_held_steps(sampled, full)
+    assert_same_figures(sampled, full)
+    assert steptrace.verify(sampled.path).ok
+    # The run's summary is of every step.
+    assert sampled.summary.steps == full.summary.steps == 20
+    assert sampled.summary.final_loss == full.summary.final_loss
+
+
+def test_a_run_that_goes_non_finite_counts_its_values_and_why_names_the_step(traces, light_steps):
+    full = cnn_loop(traces, "full", blow_up_at=9)
+    step = first_nonfinite_step(full.path)
+    assert 9 <= step < 19, step
+    sampled = cnn_loop(traces, "sampled", blow_up_at=9, every=4)
+    # The steps whose values are not all finite (or may overflow) are captured whole.
+    assert light_steps["refused"] >= 1 and light_steps["light"] >= 5
+    figures = steptrace.load_scalars(sampled.path)
+    counts = figures.filter(like="nonfinite").to_numpy().sum(axis=1)
+    assert counts[:step].sum() == 0 and counts[step] > 0
+    assert_same_figures(sampled, full)
+    assert_same_at_held_steps(sampled, full)
+    found = first_nonfinite(sampled.path)
+    assert found.step == step == first_nonfinite_step(sampled.path)
+    assert found.held == (step % 4 == 0)
+    assert sampled.summary.diverged_at == full.summary.diverged_at
+    assert sampled.summary.diverged_why == full.summary.diverged_why
+
+
+def test_a_flight_recorder_and_a_plain_stack_still_capture_every_step(traces, light_steps):
+    cnn_loop(traces, "flight", keep_last=3)
+    torch_nets_loop = torch_nets.series_cnn()  # plain SGD on the series' layers: no step_grad
+    with steptrace.torch.record(torch_nets_loop.model, torch_nets_loop.optimizer, out=traces,
+                                name="plain", every=2) as rec:  # fmt: skip
+        torch_nets.train(torch_nets_loop, 2, rec)
+    assert light_steps == {"light": 0, "refused": 0}
+    assert np.array_equal(held_steps(rec), np.arange(0, rec.run.steps, 2))
+
+
+def test_a_declared_plan_places_the_steps_not_held(traces, light_steps):
+    runs = []
+    for name, keep in (("full", {}), ("sampled", {"every": 5})):
+        net = torch_nets.small_cnn()
+        plan = {"dataset": (net.x, net.y), "epochs": 3, "batch_size": net.batch}
+        with steptrace.torch.record(net.model, net.optimizer, out=traces, name=name,
+                                    loss=net.loss, **plan, **keep) as rec:  # fmt: skip
+            torch_nets.train(net, 3, rec)
+        runs.append(rec)
+    full, sampled = runs
+    assert light_steps == {"light": 9, "refused": 0}
+    assert sampled.status == "complete" and held_steps(sampled) == [0, 5, 10]
+    assert_same_at_held_steps(sampled, full)
+    assert_same_figures(sampled, full)
+    assert sampled.summary == full.summary
