@@ -338,10 +338,15 @@ class MaxPool2d(Layer):
     ) -> tuple[Array, Params | None]:
         if self.windowed(x):
             return self._backward_any(x, d), None
-        s = self.size
-        to_max = np.arange(s * s) == self.chosen(x)[..., None]  # …, C, H/s, W/s, s·s
-        spread = np.broadcast_to(d[..., None], to_max.shape)
-        cells = where(to_max, spread, zero_like(spread))
+        s, chosen = self.size, self.chosen(x)
+        if d.dtype == object:  # exact or traced: each cell's zeros in the number system
+            to_max = np.arange(s * s) == chosen[..., None]  # …, C, H/s, W/s, s·s
+            spread = np.broadcast_to(d[..., None], to_max.shape)
+            cells = where(to_max, spread, zero_like(spread))
+        else:  # floats: δ written into a grid of zeros at each cell's maximum (the same bits)
+            cells = np.zeros((*chosen.shape, s * s), dtype=d.dtype)
+            flat = cells.reshape(-1, s * s)
+            flat[np.arange(len(flat)), chosen.reshape(-1)] = d.reshape(-1)
         grid = cells.reshape(*cells.shape[:-1], s, s)  # …, C, H/s, W/s, s, s
         return np.swapaxes(grid, -3, -2).reshape(x.shape), None
 

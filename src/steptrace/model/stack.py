@@ -150,7 +150,8 @@ class Stack:
     ) -> Backward:  # fmt: skip
         """δ of every layer's input, from the loss back to L1, and the gradients on the way.
         With ``every_delta`` false it stops at the lowest layer with parameters: all that
-        learning needs (the recorder's walk along the weights' path)."""
+        learning needs (the recorder's walk along the weights' path); a convolution there gives
+        its gradients alone, and ``d`` has no δ of its input."""
         top = self.loss_number
         d = {top: self.loss.delta(outs[-1], y, m)}  # δ at the loss = (oK − y) / m
         grads: ParamSet = {}
