@@ -17,12 +17,14 @@ Every value is an array whose first axis is the rows (see :mod:`.layers`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..numerics import Number
+from .images import Conv2d
 from .layers import Array, Layer, Params, Shape, SquaredError, total
 
 __all__ = ["Backward", "ParamSet", "Stack"]
@@ -38,6 +40,11 @@ class Backward:
 
     d: dict[int, Array]
     grads: ParamSet
+
+
+def _rows_sum(g: Array) -> Array:
+    """Σ over the rows (axis 0), left to right; one row's is that row itself."""
+    return g[0] if len(g) == 1 else total(g, axis=0)
 
 
 def _size(shape: Shape) -> int:
@@ -82,15 +89,20 @@ class Stack:
     @property
     def shapes(self) -> list[Shape]:
         """Shape of each layer's output, ``shapes[k - 1]`` for layer k."""
+        return list(self._shapes)
+
+    @functools.cached_property
+    def _shapes(self) -> tuple[Shape, ...]:
+        # Worked out once: the walk asks for them (through param_shapes) every step.
         out, shape = [], self.in_shape
         for layer in self.layers:
             shape = layer.out_shape(shape)
             out.append(shape)
-        return out
+        return tuple(out)
 
     def in_shape_of(self, k: int) -> Shape:
         """Shape of layer k's input (k may be the loss)."""
-        return self.in_shape if k == 1 else self.shapes[k - 2]
+        return self.in_shape if k == 1 else self._shapes[k - 2]
 
     @property
     def sizes(self) -> list[int]:
@@ -138,24 +150,29 @@ class Stack:
     ) -> Backward:  # fmt: skip
         """δ of every layer's input, from the loss back to L1, and the gradients on the way.
         With ``every_delta`` false it stops at the lowest layer with parameters: all that
-        learning needs (the recorder's walk along the weights' path)."""
+        learning needs (the recorder's walk along the weights' path); a convolution there gives
+        its gradients alone, and ``d`` has no δ of its input."""
         top = self.loss_number
         d = {top: self.loss.delta(outs[-1], y, m)}  # δ at the loss = (oK − y) / m
         grads: ParamSet = {}
         bottom = 1 if every_delta else min(self.param_layers, default=1)
         for k in range(top - 1, bottom - 1, -1):
             inp = x if k == 1 else outs[k - 2]
-            d[k], grad = self.layer(k).backward(inp, outs[k - 1], d[k + 1], params.get(k))
+            layer = self.layer(k)
+            if not every_delta and k == bottom and isinstance(layer, Conv2d):
+                # Nothing below needs δ_k: a convolution's gradients alone (its δ to the
+                # input costs as much again).
+                grads[k] = layer.param_grads(inp, d[k + 1], params[k])
+                break
+            d[k], grad = layer.backward(inp, outs[k - 1], d[k + 1], params.get(k))
             if grad is not None:
                 grads[k] = grad
         return Backward(d, grads)
 
     def summed(self, grads: ParamSet) -> ParamSet:
         """A step's gradients: its rows' gradients added in the order it visits them."""
-        return {
-            k: Params(total(g.w, axis=0), None if g.b is None else total(g.b, axis=0))
-            for k, g in grads.items()
-        }
+        return {k: Params(_rows_sum(g.w), None if g.b is None else _rows_sum(g.b))
+                for k, g in grads.items()}  # fmt: skip
 
     def update(self, params: ParamSet, lr: Number, grads: ParamSet) -> ParamSet:
         """ŵ = w − α·grad for every layer with parameters."""

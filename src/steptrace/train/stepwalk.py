@@ -106,12 +106,15 @@ def lean_walk(
     deadline = float("inf") if max_seconds is None else time.monotonic() + max_seconds
     path = [stack.flat(params)]
     dtype = numerics.dtype if numerics.dtype is not None else object
+    # The chunk's rows gathered once, and each step size's m once: a step then takes views (a
+    # gather and a new array a step cost as much as a small layer).
+    xs = X[plan.sample].reshape(len(plan), *stack.in_shape)
+    ys = Y[plan.sample]
+    ms = {m: np.full(m, m).astype(dtype) for m in set(plan.sizes.tolist())}
     for s, (start, m) in enumerate(zip(plan.starts.tolist(), plan.sizes.tolist(), strict=True)):
-        rows = plan.sample[start : start + m]
-        x = X[rows].reshape(m, *stack.in_shape)
-        sizes = np.full(m, m).astype(dtype)
+        x, y = xs[start : start + m], ys[start : start + m]
         outs = stack.forward(params, x)
-        grads = stack.backward(params, x, outs, Y[rows], sizes, every_delta=False).grads
+        grads = stack.backward(params, x, outs, y, ms[m], every_delta=False).grads
         params = stack.update(params, lr, stack.summed(grads))  # ŵ = w − α · Σ grad
         path.append(stack.flat(params))
         if numerics.is_exact and _too_big(path[-1]):
