@@ -735,3 +735,24 @@ def test_passes_outside_the_step_leave_the_recording_unchanged(traces):
     first = mlp()
     (((first(x_grad) - y[:1]) ** 2).sum() / 2).backward()
     np.testing.assert_array_equal(steptrace.load_tensor(rec.path, "d1")[:1], x_grad.grad.numpy())
+
+
+def test_the_first_layer_called_alone_before_rec_step_is_named(traces):
+    """A stack followed from its first layer: that layer called alone after the model's pass
+    starts a pass of its own, and rec.step says so in one line (not a validation pass)."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+    x, y = seed_tensors()
+    with steptrace.torch.record(model, optimizer, out=traces, name="probe") as rec:
+        sgd_step(model, optimizer, rec, x[:1], y[:1])
+        optimizer.zero_grad()
+        out = model(x[1:2])
+        model[0](x)  # the first layer alone, after the model's pass
+        per_sample = ((out - y[1:2]) ** 2).sum(dim=1) / 2
+        per_sample.mean().backward()
+        with pytest.raises(
+            steptrace.ConfigError, match="did not reach the model's last layer"
+        ) as e:
+            rec.step(x[1:2], y[1:2], per_sample)
+        assert "\n" not in str(e.value)
+    assert steptrace.open_trace(rec.path).num_rows == 1

@@ -217,6 +217,13 @@ class Capture:
                 f"rec.step(...) twice without optimizer.step() in between (step "
                 f"{self.step_number()})"
             )
+        if not self.no_grad_pass and seen is not None and seen.layers > 0 and not seen.done:
+            raise ConfigError(
+                f"rec.step(...) after a pass that did not reach the model's last layer "
+                f"({seen.count} of {seen.layers} layers: its first layer called alone after the "
+                "model?): call it right after the backward() of the step's own forward pass "
+                "through the model"
+            )
         if self.no_grad_pass or seen is not None:
             raise ConfigError(
                 "rec.step(...) after a forward pass without gradients (torch.no_grad, a "
