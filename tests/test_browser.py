@@ -456,8 +456,13 @@ def test_the_loss_chart_has_room_whole_steps_and_ticks_of_the_loss(
     assert all(0.11 < v < 0.14 for v in values), losses
 
 
-def _loss_cells(page) -> list[str]:  # type: ignore[no-untyped-def]
+def _loss_cells(page, rows: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """The loss table's values, once its ``rows`` rows are drawn (the page draws the chain
+    first: read at once, the table could still be missing)."""
+    from playwright.sync_api import expect
+
     loss = page.locator("table").filter(has_text="loss = Loss(o3, y_truth)")
+    expect(loss.locator("tbody tr")).to_have_count(rows, timeout=30_000)
     return [row.locator("td").nth(2).inner_text() for row in loss.locator("tbody tr").all()]
 
 
@@ -476,7 +481,7 @@ def test_a_mini_batch_step_draws_the_chain_for_the_data_input_picked(
     first, loss_box = chain.locator(".box").first, chain.locator(".box").last
     expect(pick).to_have_value("data input 4 (dataset row 0)")
     expect(first.locator(".value")).to_have_text("(100, 2000, 100)")  # dataset row 0's x
-    losses = _loss_cells(page)
+    losses = _loss_cells(page, 3)
     assert len(losses) == 3
     mean = sum(Fraction(v) for v in losses) / 3
     expect(loss_box.locator(".value")).to_have_text(losses[0])
