@@ -78,20 +78,28 @@ class Capture:
     # -- the forward pass -----------------------------------------------------------------------
 
     def _pre_model(self, module: nn.Module, args: tuple[Any, ...]) -> Any:
-        self.no_grad_pass = not torch.is_grad_enabled()
-        if self.closed or self.no_grad_pass or not args:
+        if not self._recorded_pass() or not args:
             self.seen = None
             return None
         x = args[0]
         if not isinstance(x, torch.Tensor):
             raise ModelError("the model's first argument is not a tensor: steptrace records "
                              "models of one input tensor")  # fmt: skip
+        alias = x.detach().requires_grad_() if x.is_floating_point() else x
+        self._begin_pass(x, alias)
+        return (alias, *args[1:])
+
+    def _recorded_pass(self) -> bool:
+        """Whether the pass beginning is recorded: with gradients, the recording open."""
+        self.no_grad_pass = not torch.is_grad_enabled()
+        return not (self.closed or self.no_grad_pass)
+
+    def _begin_pass(self, x: torch.Tensor, alias: torch.Tensor) -> None:
+        """A pass of input ``x`` begins; ``alias`` is L1's output (x, or x requiring a grad)."""
         if self.layout is not None and not self.pending_m:
             self.layout.make_room(x.shape[0])
-        alias = x.detach().requires_grad_() if x.is_floating_point() else x
         self.seen = Pass(x, alias, layers=len(self.graph.layers) if self.graph else -1)
         self.seen.tensors["o1"] = alias
-        return (alias, *args[1:])
 
     def _pre_stateful(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self._state(module, "before")
@@ -145,17 +153,10 @@ class Capture:
 
     def _start_at_first_layer(self, args: tuple[Any, ...]) -> None:
         """A pass begins (see :meth:`_fast`): the first layer's input is the model's."""
-        self.no_grad_pass = not torch.is_grad_enabled()
-        if self.closed or self.no_grad_pass:
+        if self._recorded_pass():
+            self._begin_pass(args[0], args[0])
+        else:
             self.seen = None
-            return
-        x = args[0]
-        assert self.layout is not None
-        if not self.pending_m:
-            self.layout.make_room(x.shape[0])
-        assert self.graph is not None
-        self.seen = Pass(x, x, layers=len(self.graph.layers))
-        self.seen.tensors["o1"] = x
 
     def _post_model(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         seen = self.seen
