@@ -172,7 +172,8 @@ class Layout:
         self.light_capacity = max(1, min(LIGHT_ROWS, CHUNK_VALUES // light_width))
         self.light = torch.empty(0, light_width, dtype=self.tdtype, device=self.device)
         self.light_rows = 0
-        self.maxima = torch.empty(0)
+        self.maxima = self.ends = torch.empty(0)
+        self.end_views: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def select(self, held: Callable[[int], bool], checks: Checks) -> None:
         """Capture whole only the steps ``held`` says the run holds (and those ``checks``
@@ -180,7 +181,11 @@ class Layout:
         self.held, self.checks = held, checks
         self.light = torch.empty(self.light_capacity, self.light.shape[1], dtype=self.tdtype,
                                  device=self.device)  # fmt: skip
-        # Each checked part's smallest and largest value, side by side.
+        # Each checked part's smallest and largest value, side by side: the step's, and the
+        # chunk's steps'.
+        self.ends = torch.empty(2 * len(checks.index), dtype=self.tdtype, device=self.device)
+        self.end_views = [(self.ends[2 * i], self.ends[2 * i + 1])
+                          for i in range(len(checks.index))]  # fmt: skip
         self.maxima = torch.empty(CHUNK_STEPS, 2 * len(checks.index), dtype=self.tdtype,
                                   device=self.device)  # fmt: skip
 
@@ -298,32 +303,37 @@ class Layout:
         dtype, plain = self.tdtype, self.plain_parts
         if plain is None:  # which parts are (rows, values) of the run's dtype: once
             plain = self.plain_parts = [p.dim() == 2 and p.dtype == dtype for p in parts]
-        flat = [p if ok else _rows(p, m, dtype) for p, ok in zip(parts, plain, strict=True)]
         with torch.no_grad():  # a copy, no part of the graph
             self.whole = not (
                 self.held is not None
                 and not self.early
                 and not self.held(self.written_steps)
-                and self._light(flat, m)
+                and self._light(parts, m)
             )
             if self.whole:
+                flat = [p if ok else _rows(p, m, dtype) for p, ok in zip(parts, plain, strict=True)]
                 torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
 
-    def _light(self, flat: list[torch.Tensor], m: int) -> bool:
+    def _light(self, parts: list[torch.Tensor], m: int) -> bool:
         """A step the run does not hold: its parts' largest |values| (one reduction on the
         device) and its x, y and loss; False when the checks cannot vouch for its figures
-        (it is then captured whole)."""
+        (it is then captured whole). The parts are reduced in their own shapes: flattening
+        them first would copy the ones laid out otherwise (a convolution's gradients)."""
         s, checks = len(self.m), self.checks
         if checks is None or m + self.light_rows > self.light_capacity:
             return False
         # Each part's smallest and largest value (a NaN is both; the cheapest reduction
-        # PyTorch has of a tensor, on CPU: ‖·‖∞ costs several times more).
-        ends = [end for i in checks.index for end in torch.aminmax(flat[i])]
-        torch.stack(ends, out=self.maxima[s])
-        row = self.maxima[s]
-        if not checks.fine(_largest((row if row.device.type == "cpu" else row.cpu()).numpy()), m):
+        # PyTorch has of a tensor, on CPU: ‖·‖∞ costs several times more), into views made
+        # once, then into the chunk's row of them.
+        for i, pair in zip(checks.index, self.end_views, strict=True):
+            part = parts[i]
+            torch.aminmax(part if part.dtype == self.tdtype else part.to(self.tdtype), out=pair)
+        self.maxima[s].copy_(self.ends)
+        ends = self.ends if self.ends.device.type == "cpu" else self.ends.cpu()
+        if not checks.fine(ends.tolist(), m):
             return False
-        torch.cat(flat[:3], dim=1, out=self.light[self.light_rows : self.light_rows + m])
+        firsts = [_rows(p, m, self.tdtype) for p in parts[:3]]
+        torch.cat(firsts, dim=1, out=self.light[self.light_rows : self.light_rows + m])
         self.light_rows += m
         return True
 
