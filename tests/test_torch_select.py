@@ -132,3 +132,42 @@ def test_a_declared_plan_places_the_steps_not_held(traces, light_steps):
     assert_same_at_held_steps(sampled, full)
     assert_same_figures(sampled, full)
     assert sampled.summary == full.summary
+
+
+def test_the_steps_not_held_go_without_autograds_gradient_to_the_image(traces, monkeypatch):
+    """The convolution reads x alone: a step the run does not hold leaves ∂Loss/∂x out of the
+    backward pass (a transposed convolution to the image); the steps held keep autograd's."""
+    asked: list[bool] = []
+    wants = Layout.wants_x_grad
+
+    def seen(self):
+        asked.append(wants(self))
+        return asked[-1]
+
+    monkeypatch.setattr(Layout, "wants_x_grad", seen)
+    sampled = cnn_loop(traces, "sampled", epochs=2, every=3)
+    # Step 0's pass comes before the run is opened (it always has ∂Loss/∂x).
+    assert asked == [s % 3 == 0 for s in range(1, 8)]
+    full = cnn_loop(traces, "full", epochs=2)
+    assert_same_at_held_steps(sampled, full)
+    assert_same_figures(sampled, full)
+
+
+@pytest.mark.parametrize("kind", ["conv", "strided conv", "linear"])
+def test_the_first_layers_formula_gives_autograds_gradient_to_x_bit_for_bit(kind):
+    """A step refused by the checks after going without ∂Loss/∂x is given it by the first
+    layer's formula: autograd's own numbers (the rows then count its non-finite values)."""
+    from types import SimpleNamespace
+
+    from steptrace.adapters.torch.figures import FirstLayer
+
+    torch.manual_seed(4)
+    first = {"conv": torch.nn.Conv2d(2, 3, 3, padding=1),
+             "strided conv": torch.nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2),
+             "linear": torch.nn.Linear(5, 4)}[kind]  # fmt: skip
+    x = (torch.randn(6, 2, 7, 7) if kind != "linear" else torch.randn(6, 5)).requires_grad_()
+    o = first(x)
+    o.retain_grad()
+    (torch.tanh(o) * torch.randn(o.shape)).sum().backward()
+    formula = FirstLayer(SimpleNamespace(module=first), first.weight, 0)  # type: ignore[arg-type]
+    assert torch.equal(formula.d1(o.grad, x), x.grad)

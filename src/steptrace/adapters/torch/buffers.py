@@ -28,7 +28,7 @@ from .graph import Graph, Seen
 from .optim import StateReader
 
 if TYPE_CHECKING:
-    from .figures import Checks
+    from .figures import Checks, FirstLayer
 
 __all__ = ["CHUNK_STEPS", "CHUNK_VALUES", "HANDOFF_SECONDS", "Chunk", "Layout", "Pass",
            "bn_state", "noise_of"]  # fmt: skip
@@ -174,20 +174,34 @@ class Layout:
         self.light_rows = 0
         self.maxima = self.ends = torch.empty(0)
         self.end_views: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.first: FirstLayer | None = None
+        self.x_parts = (0, 0)  # where ∂Loss/∂x and the first layer's δ lie in the parts
 
-    def select(self, held: Callable[[int], bool], checks: Checks) -> None:
+    def select(
+        self, held: Callable[[int], bool], checks: Checks, first: FirstLayer | None = None
+    ) -> None:
         """Capture whole only the steps ``held`` says the run holds (and those ``checks``
-        cannot vouch for)."""
-        self.held, self.checks = held, checks
+        cannot vouch for); with ``first``, the steps not held go without ∂Loss/∂x."""
+        self.held, self.checks, self.first = held, checks, first
         self.light = torch.empty(self.light_capacity, self.light.shape[1], dtype=self.tdtype,
                                  device=self.device)  # fmt: skip
         # Each checked part's smallest and largest value, side by side: the step's, and the
         # chunk's steps'.
-        self.ends = torch.empty(2 * len(checks.index), dtype=self.tdtype, device=self.device)
+        self.ends = torch.empty(2 * checks.reductions, dtype=self.tdtype, device=self.device)
         self.end_views = [(self.ends[2 * i], self.ends[2 * i + 1])
-                          for i in range(len(checks.index))]  # fmt: skip
-        self.maxima = torch.empty(CHUNK_STEPS, 2 * len(checks.index), dtype=self.tdtype,
+                          for i in range(checks.reductions)]  # fmt: skip
+        self.maxima = torch.empty(CHUNK_STEPS, 2 * checks.reductions, dtype=self.tdtype,
                                   device=self.device)  # fmt: skip
+        names = list(self.row_fields)
+        if first is not None:
+            self.x_parts = (names.index("g:o1"), names.index(f"g:o{first.layer.k}"))
+
+    def wants_x_grad(self) -> bool:
+        """Whether the pass beginning needs autograd's ∂Loss/∂x: every step but those the
+        run does not hold, when the first layer's formula can stand for it (see
+        :class:`.figures.FirstLayer`)."""
+        return (self.first is None or self.held is None or bool(self.early)
+                or self.held(self.written_steps))  # fmt: skip
 
     # -- the rows' buffer ---------------------------------------------------------------------
 
@@ -311,6 +325,9 @@ class Layout:
                 and self._light(parts, m)
             )
             if self.whole:
+                if self.first is not None and self.x_grads and not seen.alias.requires_grad:
+                    d1, delta = self.x_parts  # a step left without ∂Loss/∂x, captured whole
+                    parts[d1] = self.first.d1(parts[delta], seen.alias)
                 flat = [p if ok else _rows(p, m, dtype) for p, ok in zip(parts, plain, strict=True)]
                 torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
 
@@ -325,9 +342,11 @@ class Layout:
         # Each part's smallest and largest value (a NaN is both; the cheapest reduction
         # PyTorch has of a tensor, on CPU: ‖·‖∞ costs several times more), into views made
         # once, then into the chunk's row of them.
-        for i, pair in zip(checks.index, self.end_views, strict=True):
+        for i, pair in zip(checks.index, self.end_views, strict=False):  # the weights' last
             part = parts[i]
             torch.aminmax(part if part.dtype == self.tdtype else part.to(self.tdtype), out=pair)
+        if self.first is not None:
+            torch.aminmax(self.first.weight.detach(), out=self.end_views[-1])
         self.maxima[s].copy_(self.ends)
         ends = self.ends if self.ends.device.type == "cpu" else self.ends.cpu()
         if not checks.fine(ends.tolist(), m):

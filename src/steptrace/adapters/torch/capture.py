@@ -85,19 +85,28 @@ class Capture:
         if not isinstance(x, torch.Tensor):
             raise ModelError("the model's first argument is not a tensor: steptrace records "
                              "models of one input tensor")  # fmt: skip
-        alias = x.detach().requires_grad_() if x.is_floating_point() else x
-        self._begin_pass(x, alias)
-        return (alias, *args[1:])
+        self._begin_pass(x)
+        assert self.seen is not None
+        return (self.seen.alias, *args[1:])
 
     def _recorded_pass(self) -> bool:
         """Whether the pass beginning is recorded: with gradients, the recording open."""
         self.no_grad_pass = not torch.is_grad_enabled()
         return not (self.closed or self.no_grad_pass)
 
-    def _begin_pass(self, x: torch.Tensor, alias: torch.Tensor) -> None:
-        """A pass of input ``x`` begins; ``alias`` is L1's output (x, or x requiring a grad)."""
-        if self.layout is not None and not self.pending_m:
-            self.layout.make_room(x.shape[0])
+    def _begin_pass(self, x: torch.Tensor, alias: torch.Tensor | None = None) -> None:
+        """A pass of input ``x`` begins; ``alias`` is L1's output: x as given (see
+        :meth:`_fast`), else x requiring a grad (but when the step needs no ∂Loss/∂x)."""
+        layout = self.layout
+        if layout is not None and not self.pending_m:
+            layout.make_room(x.shape[0])
+        if alias is None:
+            if not x.is_floating_point():
+                alias = x
+            elif layout is None or layout.wants_x_grad():
+                alias = x.detach().requires_grad_()
+            else:
+                alias = x.detach()
         self.seen = Pass(x, alias, layers=len(self.graph.layers) if self.graph else -1)
         self.seen.tensors["o1"] = alias
 

@@ -29,14 +29,17 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
+from torch import nn
+from torch.nn.grad import conv2d_input
 
 from ...trace.scalars import ScalarSpec, steps_figures
 from .buffers import Chunk
-from .graph import ROW_GRADIENTS, Graph
+from .graph import ROW_GRADIENTS, Graph, Layer
 from .optim import OptimizerSpec
 from .values import _optimizer_state, _running
 
-__all__ = ["Checks", "light_figures", "only"]
+__all__ = ["Checks", "FirstLayer", "first_layer", "light_figures", "only"]
 
 Array = npt.NDArray[Any]
 #: How far below the dtype's largest number each row's gradients must provably stay.
@@ -45,19 +48,65 @@ _AFTER = re.compile(r"[wb]\d+_after")
 
 
 @dataclass(frozen=True)
+class FirstLayer:
+    """The layer reading x, when ∂Loss/∂x has a formula steptrace knows: a linear layer, or a
+    zero-padded convolution, the only reader of x. A step the run does not hold then leaves
+    ∂Loss/∂x out of autograd's backward pass (for a convolution, a whole transposed
+    convolution to the image), and the bound |∂Loss/∂x| ≤ T · max|δ| · max|W| (T the terms of
+    each sum, at most the layer's outputs) vouches for it; a step the checks then cannot vouch
+    for is given it by the formula (:meth:`d1`)."""
+
+    layer: Layer
+    weight: torch.Tensor
+    terms: int
+
+    def d1(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """∂Loss/∂x of the rows ``x`` from the layer's δ (its output's gradient)."""
+        module, w = self.layer.module, self.weight.detach()
+        if isinstance(module, nn.Conv2d):
+            d1: torch.Tensor = conv2d_input(  # type: ignore[no-untyped-call]
+                x.shape, w, delta, module.stride, module.padding, module.dilation, module.groups
+            )
+            return d1
+        return delta.matmul(w)
+
+
+def first_layer(graph: Graph) -> FirstLayer | None:
+    """The :class:`FirstLayer` of ``graph``, or None when x is read by anything else, or by
+    a layer whose ∂/∂x steptrace does not compute."""
+    readers = [layer for layer in graph.layers if layer.feed == "o1"]
+    if (len(readers) != 1 or readers[0] is not graph.layers[0] or graph.loss_input == "o1"
+            or any("o1" in op.inputs for op in graph.ops)):  # fmt: skip
+        return None
+    layer = readers[0]
+    module = layer.module
+    plain_conv = (isinstance(module, nn.Conv2d) and module.padding_mode == "zeros"
+                  and not isinstance(module.padding, str))  # fmt: skip
+    if layer.owner != layer.k or not (isinstance(module, nn.Linear) or plain_conv):
+        return None
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    return FirstLayer(layer, weight, int(np.prod(layer.out_shape)))
+
+
+@dataclass(frozen=True)
 class Checks:
     """Which parts of a step's rows are reduced (their largest |value|), and what each
     reduction says: ``index`` the parts (in the rows' order), ``outputs`` layer k → the column
     of o{k}, ``bounds`` one (column of x, column of δ, T) per layer whose rows' gradients are
-    computed."""
+    computed, ``first`` (column of the first layer's δ, T) when ∂Loss/∂x is bounded from its
+    weights (:class:`FirstLayer`: their reduction is the last column)."""
 
     index: tuple[int, ...]
     outputs: dict[int, int]
     bounds: tuple[tuple[int, int, int], ...]
     limit: float
+    first: tuple[int, int] | None = None
 
     @classmethod
-    def of(cls, graph: Graph, names: Sequence[str], largest: float) -> Checks:
+    def of(
+        cls, graph: Graph, names: Sequence[str], largest: float, first: FirstLayer | None = None
+    ) -> Checks:
         """The checks of rows whose parts are named ``names`` (``x``, ``y``, ``loss``, ``o2``,
         …, ``noise6``, ``g:o1`` …, as the buffer holds them)."""
         index = tuple(i for i, n in enumerate(names) if n not in ("y", "loss")
@@ -72,7 +121,13 @@ class Checks:
             delta = column.get(f"g:o{layer.k}")
             if delta is not None:
                 bounds.append((column[layer.feed], delta, terms))
-        return cls(index, outputs, tuple(bounds), largest * _MARGIN)
+        bound = None if first is None else (column[f"g:o{first.layer.k}"], first.terms)
+        return cls(index, outputs, tuple(bounds), largest * _MARGIN, bound)
+
+    @property
+    def reductions(self) -> int:
+        """The values reduced each step: the parts, and the first layer's weights."""
+        return len(self.index) + (self.first is not None)
 
     def fine(self, ends: Sequence[float], m: int) -> bool:
         """Whether a step of ``m`` rows whose parts' smallest and largest values are ``ends``
@@ -84,6 +139,10 @@ class Checks:
         for x, d, terms in self.bounds:
             t = float(terms * m)
             if t * t * top[x] * top[d] > self.limit or t * top[x] * top[x] > self.limit:
+                return False
+        if self.first is not None:
+            d, terms = self.first
+            if terms * top[d] * top[-1] > self.limit:
                 return False
         return True
 

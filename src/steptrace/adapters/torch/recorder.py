@@ -28,7 +28,7 @@ from ...trace.schema import Tensor
 from .buffers import Chunk, Layout
 from .capture import Capture
 from .describe import recorded_with, run_spec
-from .figures import Checks, light_figures, only
+from .figures import Checks, first_layer, light_figures, only
 from .graph import Graph
 from .loss import check_loss
 from .optim import OptimizerSpec, StateReader, describe_optimizer
@@ -128,7 +128,9 @@ class Recorder:
         # (the gradients the optimizer used are recorded; a flight recorder holds every step).
         if chosen is not None and chosen.gaps and chosen.keep_last is None and not plain:
             largest = float(torch.finfo(layout.tdtype).max)
-            layout.select(chosen.held, Checks.of(graph, list(layout.row_fields), largest))
+            first = first_layer(graph)
+            checks = Checks.of(graph, list(layout.row_fields), largest, first)
+            layout.select(chosen.held, checks, first)
             self.figures = ScalarSpec.of(spec.tensors)
         return layout
 
