@@ -237,3 +237,33 @@ def test_a_pytorch_loop_keeps_its_selection(traces):
     with pytest.raises(steptrace.ConfigError, match="matches no tensor"):
         torch_loop(traces, "none", tensors=["nothing"])
     assert not (traces / "none").exists() and not (traces / "bad").exists()
+
+
+def test_a_buffers_block_keeps_its_rows_as_one_matrix():
+    """The steps a selection holds, cut from a buffer's block, stay one matrix that the
+    writer turns into columns at once (a wide row would otherwise cost one Arrow array per
+    column), and hold the block's values; a tensor stored from another's columns is its own
+    column."""
+    from steptrace.numerics import get_numerics
+    from steptrace.trace.keep import keep_rows
+    from steptrace.trace.run_buffer import Block, RowBuffer
+    from steptrace.trace.schema import Tensor
+
+    computed = [Tensor("x", (2,)), Tensor("o2", (3,)), Tensor("d1", (2,), same_as="d2"),
+                Tensor("d2", (2,))]  # fmt: skip
+    given = [t for t in computed if t.stored]
+    buffer = RowBuffer(given, 6)
+    values = {t.name: np.arange(6 * t.size, dtype=float).reshape(6, t.size) + 100 * i
+              for i, t in enumerate(given)}  # fmt: skip
+    step = np.repeat(np.arange(3), 2)
+    buffer.put(step, step * 0, np.arange(6), values, get_numerics("float64"))
+    block = buffer.block()
+    stored = [computed[0], computed[1], Tensor("d1", (2,))]  # d2 not kept: d1 its own
+    kept = keep_rows(block, step != 1, stored, computed, exact=False)
+    assert isinstance(kept, Block)
+    assert kept.matrix.shape == (block.matrix.shape[0], 4)
+    for c in ("x_1", "o2_3"):
+        assert np.shares_memory(kept[c], kept.matrix)
+        assert np.array_equal(kept[c], block[c][[0, 1, 4, 5]])
+    assert np.array_equal(kept["d1_2"], block["d2_2"][[0, 1, 4, 5]])
+    assert np.array_equal(kept["step"], [0, 0, 2, 2])

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from ..errors import ConfigError
 from .flight import TRIGGERS_KEY, Flight, Trigger, check_memory, parse_triggers
+from .run_buffer import Block as Columns
 from .scalars import START, columns_of, layer_of
 from .schema import EXACT_SUFFIX, Tensor
 from .summary import group_starts
@@ -262,6 +263,10 @@ def keep_rows(
     out: Block = {k: np.asarray(block[k])[rows] for k in ("step", "epoch", "sample")}
     if START in block:
         out[START] = block[START]
+    # A buffer's block keeps its rows as one matrix (the writer makes its columns at once,
+    # rather than one Arrow array per column of a wide row): its kept rows, one copy.
+    matrix = block.matrix if isinstance(block, Columns) else None
+    kept = None if matrix is None else (matrix if whole else matrix[:, rows])
     by_name = {t.name: t for t in computed}
     twins = (EXACT_SUFFIX,) if exact else ()
     for t in stored:
@@ -270,13 +275,19 @@ def keep_rows(
         if columns_of(t)[0] in block:
             for c in columns_of(t):
                 for s in ("", *twins):
-                    out[c + s] = block[c + s] if whole else _take(block[c + s], rows)
+                    r = -1 if kept is None else block.row_of.get(c + s, -1)  # type: ignore[attr-defined]
+                    if r >= 0:
+                        out[c + s] = kept[r]  # type: ignore[index]
+                    else:
+                        out[c + s] = block[c + s] if whole else _take(block[c + s], rows)
             continue
         origin, back = origin_of(by_name[t.name], by_name)
         source = _rows_before(block, rows) if back else rows
         for mine, theirs in zip(columns_of(t), columns_of(origin), strict=True):
             for s in ("", *twins):
                 out[mine + s] = _take(block[theirs + s], source, block.get(START, {}).get(mine + s))
+    if kept is not None:
+        return Columns(out, kept, block.row_of)  # type: ignore[attr-defined]
     return out
 
 
