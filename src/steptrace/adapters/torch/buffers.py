@@ -200,8 +200,11 @@ class Layout:
         """Whether the pass beginning needs autograd's ∂Loss/∂x: every step but those the
         run does not hold, when the first layer's formula can stand for it (see
         :class:`.figures.FirstLayer`)."""
-        return (self.first is None or self.held is None or bool(self.early)
-                or self.held(self.written_steps))  # fmt: skip
+        return self.first is None or self.may_hold()
+
+    def may_hold(self) -> bool:
+        """Whether the step being captured may be held (its values all wanted)."""
+        return self.held is None or bool(self.early) or self.held(self.written_steps)
 
     # -- the rows' buffer ---------------------------------------------------------------------
 
@@ -282,14 +285,21 @@ class Layout:
 
     def state_copy(self, seen: Pass, module: nn.Module, when: str) -> None:
         """A batch norm's running statistics before or after its forward pass (of a later
-        pass: the first's are kept by the capture until the run opens)."""
+        pass: the first's are kept by the capture until the run opens). A step the run does
+        not hold goes without the ones before (its figures count the ones after)."""
+        if when == "before" and not self.may_hold():
+            return
         name = f"bn{seen.count + 2}_{when}"
         views = self.bn_views.get(name)
         if views is None and name in self.step_fields:
             where = self.step_fields[name]
-            views = self.bn_views[name] = [row[where] for row in self.steps]
+            sizes = [b.numel() for b in bn_state(module, self.tdtype)]
+            views = self.bn_views[name] = [row[where].split(sizes) for row in self.steps]
         if views is not None:
-            torch.cat(bn_state(module, self.tdtype), out=views[len(self.m) + 1])
+            buffers = (module.running_mean, module.running_var, module.num_batches_tracked)
+            present = [b for b in buffers if isinstance(b, torch.Tensor)]
+            for view, b in zip(views[len(self.m) + 1], present, strict=True):
+                view.copy_(b.detach().reshape(-1))  # in the run's dtype (the count too)
 
     # -- the step -----------------------------------------------------------------------------
 
