@@ -148,6 +148,13 @@ class Layout:
         self.after_views = [row[after] for row in self.steps]
         self.bn_views: dict[str, list[torch.Tensor]] = {}  # made at the first use
         self.grad_views = [row[grad] for row in self.steps]
+        # The gradients are gathered in one row first, one view a parameter in its shape (one
+        # copy for them all: cheaper than flattening each for a cat).
+        self.grad_stage = torch.empty(n_params, dtype=self.tdtype, device=self.device)
+        sizes = [t.numel() for t in self.flat]
+        parts = torch.split(self.grad_stage, sizes)
+        self.grad_parts = [v.view(p.shape) for v, p in zip(parts, self.params, strict=True)]
+        self.zero_grads = [torch.zeros_like(p) for p in self.params] if step_grads else []
         self._rows_buffer(self.chunk_rows)
         self.rows = 0  # rows of the chunk in the buffer
         self.m: list[int] = []  # rows of each step of the chunk
@@ -394,9 +401,11 @@ class Layout:
         elif self._versions(tensors) != self.after_versions:
             self.befores[s] = torch.cat(tensors)  # changed between the steps
         if self.step_grads and self.params:
-            grads = [p.grad.detach().view(-1) if p.grad is not None else torch.zeros_like(f)
-                     for p, f in zip(self.params, self.flat, strict=True)]  # fmt: skip
-            torch.cat(grads, out=self.grad_views[s + 1])
+            grads = [p.grad if p.grad is not None else zero
+                     for p, zero in zip(self.params, self.zero_grads, strict=True)]  # fmt: skip
+            with torch.no_grad():
+                torch._foreach_copy_(self.grad_parts, grads)
+                self.grad_views[s + 1].copy_(self.grad_stage)
         self.lrs.append(self.state.lr())
         if self.state.scalar_count:
             self.state.scalars(self.scalars[s, 0])

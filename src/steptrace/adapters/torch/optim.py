@@ -111,6 +111,9 @@ class StateReader:
         self.size = sum(p.numel() for p in self.params) * len(spec.tensor_keys)
         self.scalar_count = len(self.params) if "step" in spec.keys else 0
         self.zero = torch.zeros((), dtype=torch.float64)
+        # The step counts gathered in one row first, one view a parameter (made once).
+        self.staged = torch.zeros(self.scalar_count, dtype=torch.float64)
+        self.stage = list(self.staged.unbind())
         # Each (parameter, key)'s tensor when last read and its flat view (made once: a view
         # costs more than the check that the tensor is the same).
         self.seen: list[tuple[Any, torch.Tensor]] = [(None, f) for f in self.fill]
@@ -130,8 +133,9 @@ class StateReader:
         return out
 
     def scalars(self, out: torch.Tensor) -> None:
-        """Each parameter's ``step`` (0 before the first) into ``out``: copied on the host
-        without reading each back (a tensor of PyTorch's own, one per parameter)."""
+        """Each parameter's ``step`` (0 before the first) into ``out`` (on the host), without
+        reading each back: one copy of them all into a row of views when they are on the
+        host, else stacked and copied once."""
         if not self.scalar_count:
             return
         steps = []
@@ -141,8 +145,9 @@ class StateReader:
             if not isinstance(step, torch.Tensor):
                 step = self.zero if step is None else torch.tensor(float(step))
             steps.append(step)
-        if all(t.dtype == steps[0].dtype and t.device.type == "cpu" for t in steps):
-            out.copy_(torch.stack(steps))  # one conversion for them all (exact: to float64)
+        if all(t.device.type == "cpu" for t in steps):
+            torch._foreach_copy_(self.stage, steps)  # exact: a count or a float32, in a float64
+            out.copy_(self.staged)
         else:
             torch.stack([t.to("cpu", out.dtype) for t in steps], out=out)
 
