@@ -41,6 +41,37 @@ class Block(dict[str, Any]):
         self.matrix = matrix
         self.row_of = row_of
 
+    def span(self, columns: Sequence[str]) -> Array | None:
+        """The values of ``columns`` (one tensor's, in order), (columns, rows), as one
+        read-only view of the matrix when they are its consecutive rows (a buffer lays each
+        tensor's columns side by side); None otherwise."""
+        i = _first_of_span(self.row_of, columns)
+        if i is None:
+            return None
+        j = i + len(columns)
+        ends = _same(self.get(columns[0]), self.matrix[i])
+        if not (ends and _same(self.get(columns[-1]), self.matrix[j - 1])):
+            return None  # a column given another array since: the block's, not the matrix's
+        view = self.matrix[i:j]
+        view.flags.writeable = False
+        return view
+
+
+def _first_of_span(index: Mapping[str, int], columns: Sequence[str]) -> int | None:
+    """The index of ``columns[0]`` when ``columns`` run from there to ``columns[-1]`` in
+    ``index`` (a buffer's names: each tensor's columns in order, side by side); else None."""
+    first, last = index.get(columns[0]), index.get(columns[-1])
+    if first is None or last != first + len(columns) - 1:
+        return None
+    return first
+
+
+def _same(column: Any, row: Array) -> bool:
+    """Whether ``column`` is ``row`` of a matrix (a view of the same values)."""
+    if not isinstance(column, np.ndarray) or column.shape != row.shape:
+        return False
+    return bool(column.ctypes.data == row.ctypes.data and column.strides == row.strides)
+
 
 class RowBuffer:
     """Rows waiting for the trace writer: key columns and every value column, row-major."""

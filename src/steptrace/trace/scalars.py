@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import TraceError
+from .run_buffer import Block
 from .schema import FORMAT_VERSION, Tensor
 from .summary import group_starts
 
@@ -94,6 +95,10 @@ def tensor_rows(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, 
         if current.previous_step:
             raise KeyError(tensor.name)
         current = by_name[current.same_as]
+    if isinstance(block, Block):  # a buffer's: the tensor's rows of its matrix, as they are
+        span = block.span(columns_of(current))
+        if span is not None:
+            return span
     columns = [block[c] for c in columns_of(current)]
     side = _side_by_side(columns)
     return side if side is not None else np.vstack([np.asarray(c, np.float64) for c in columns])
@@ -201,17 +206,44 @@ def step_figures(block: Mapping[str, Any], spec: ScalarSpec) -> dict[str, Array]
             out.update(_param_figures(block, k, bases, by_name, starts))
         for k in sorted({*spec.outputs, *spec.counted}):
             if k in spec.outputs:
-                o = np.abs(tensor_rows(block, by_name[spec.outputs[k]], by_name))
-                o[~np.isfinite(o)] = np.nan
-                top = np.fmax.reduceat(o, starts, axis=1).max(axis=0, initial=-np.inf)
-                out[f"o{k}_max"] = np.where(np.isneginf(top), np.nan, top)
+                o = tensor_rows(block, by_name[spec.outputs[k]], by_name)
+                out[f"o{k}_max"] = _largest_finite(o, starts)
             bad = np.zeros(len(starts), np.int64)
             for name in spec.counted.get(k, ()):
                 with contextlib.suppress(KeyError):
-                    values = tensor_rows(block, by_name[name], by_name)
-                    bad += np.add.reduceat(~np.isfinite(values), starts, axis=1).sum(axis=0)
+                    bad += _nonfinite(tensor_rows(block, by_name[name], by_name), starts)
             out[f"nonfinite{k}"] = bad
     return out
+
+
+def _all_finite(values: Array) -> bool:
+    """Whether every value is finite, known from their sum (one pass, no copy): a NaN or an
+    infinity makes it NaN or infinite. A sum past the largest float says no, wrongly: the
+    callers then count value by value."""
+    return bool(np.isfinite(np.add.reduce(values, axis=None)))
+
+
+def _largest_finite(o: Array, starts: Array) -> Array:
+    """The largest finite |o| of each step, (components, rows) grouped by ``starts`` (NaN
+    for a step with none): max(max o, −min o) when every value is finite, no |o| copied."""
+    if _all_finite(o):
+        top = np.maximum(np.maximum.reduceat(o, starts, axis=1),
+                         -np.minimum.reduceat(o, starts, axis=1))  # fmt: skip
+        top = top.max(axis=0, initial=-np.inf) + 0.0  # +0.0: |−0| is 0, as abs makes it
+    else:
+        a = np.abs(o)
+        a[~np.isfinite(a)] = np.nan
+        top = np.fmax.reduceat(a, starts, axis=1).max(axis=0, initial=-np.inf)
+    out: Array = np.where(np.isneginf(top), np.nan, top)
+    return out
+
+
+def _nonfinite(values: Array, starts: Array) -> Array:
+    """How many NaN or ±inf each step holds of ``values`` (components, rows)."""
+    if _all_finite(values):
+        return np.zeros(len(starts), np.int64)
+    counts: Array = np.add.reduceat(~np.isfinite(values), starts, axis=1).sum(axis=0)
+    return counts
 
 
 def steps_figures(
