@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from ..errors import ConfigError
 from .flight import TRIGGERS_KEY, Flight, Trigger, check_memory, parse_triggers
+from .run_buffer import RowsBlock
 from .scalars import START, columns_of, layer_of
 from .schema import EXACT_SUFFIX, Tensor
 from .summary import group_starts
@@ -362,12 +363,18 @@ class Keeper:
             self.flight = Flight(sel.keep_last, sel.after, sel.trigger, self._cut, sel.holds)
         self._checked = False
 
-    def _cut(self, block: Block, holds: Array) -> Block | None:
+    def _cut(self, block: Mapping[str, Any], holds: Array) -> Block | None:
+        if not holds.any():
+            return None
+        if isinstance(block, RowsBlock):  # read where its rows lie till now: made columns
+            block = block.columns()
+        assert isinstance(block, dict)
         return keep_rows(block, holds, self.stored, self.computed, self.exact)
 
-    def take(self, block: Block, figures: Mapping[str, Array]) -> list[Block]:
+    def take(self, block: Mapping[str, Any], figures: Mapping[str, Array]) -> list[Block]:
         """The blocks to write for ``block`` (none when it holds no step to write now)."""
         if self.selection.everything:
+            assert isinstance(block, dict)  # the writer's own blocks (a buffer's: as columns)
             return [block]
         if self.flight is None:
             kept = self._cut(block, self.selection.holds(block["step"]))

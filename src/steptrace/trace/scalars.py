@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import TraceError
-from .run_buffer import Block
+from .run_buffer import Block, RowsBlock
 from .schema import FORMAT_VERSION, Tensor
 from .summary import group_starts
 
@@ -95,7 +95,7 @@ def tensor_rows(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, 
         if current.previous_step:
             raise KeyError(tensor.name)
         current = by_name[current.same_as]
-    if isinstance(block, Block):  # a buffer's: the tensor's rows of its matrix, as they are
+    if isinstance(block, Block | RowsBlock):  # a buffer's: the tensor's rows, as they lie
         span = block.span(columns_of(current))
         if span is not None:
             return span
