@@ -209,12 +209,13 @@ def _buffered(rows: np.ndarray, steps: np.ndarray):
     return buffer, tensors
 
 
+@pytest.mark.parametrize("as_rows", [False, True], ids=["columns", "rows"])
 @pytest.mark.parametrize("nan_in", [3, 6], ids=["o1", "d1"])
-def test_a_buffers_figures_are_each_steps_values_summed_up_whatever_they_hold(nan_in):
-    """The per-step figures of a buffer's block (each tensor's rows read from its matrix,
-    every value checked finite at once) are the figures counted value by value: NaN, ±inf,
-    0, a sum past the largest float, a step all finite beside one that is not; the outputs all
-    finite (read as they are) or not (their |o| made)."""
+def test_a_buffers_figures_are_each_steps_values_summed_up_whatever_they_hold(nan_in, as_rows):
+    """The per-step figures of a buffer's block, as columns or as its rows lie (each tensor's
+    rows one view, every column checked finite in one pass) are the figures counted value by
+    value: NaN, ±inf, 0, a sum past the largest float, a step all finite beside one that is
+    not; the outputs all finite (read as they are) or not (their |o| made)."""
     from steptrace.trace.scalars import step_figures
 
     rng = np.random.default_rng(3)
@@ -224,8 +225,9 @@ def test_a_buffers_figures_are_each_steps_values_summed_up_whatever_they_hold(na
     rows[3, nan_in], rows[5, 7], rows[6, 9] = np.nan, np.inf, -np.inf  # steps 1 and 2
     rows[9, 2:8] = [0.0, 0.0, 0.0, 1e308, 1e308, 1e308]  # step 3: o1 all 0; d1 sums past 1e308
     buffer, tensors = _buffered(rows, steps)
-    block = buffer.block()
-    assert block.span([f"o1_{i}" for i in (1, 2, 3)]).base is block.matrix  # read in place
+    block = buffer.rows_block(lambda b: None) if as_rows else buffer.block()
+    matrix = block.rows if as_rows else block.matrix
+    assert np.shares_memory(block.span([f"o1_{i}" for i in (1, 2, 3)]), matrix)  # in place
     got = step_figures(block, ScalarSpec.of(tensors))
     o, counted = rows[:, 2:5], rows[:, 2:14]  # o1, d1, w1_after: layer 1's
     for s in range(4):
@@ -236,6 +238,6 @@ def test_a_buffers_figures_are_each_steps_values_summed_up_whatever_they_hold(na
     assert list(got["nonfinite1"]) == [0, 1, 2, 0]
     assert not np.signbit(got["o1_max"][3])  # 0, as |o| is, never −0
     # The same figures from the block's columns alone (no matrix: read column by column).
-    plain = step_figures({k: np.array(v) for k, v in block.items()}, ScalarSpec.of(tensors))
+    plain = step_figures({k: np.array(block[k]) for k in block}, ScalarSpec.of(tensors))
     for name, column in got.items():
         np.testing.assert_array_equal(column, plain[name], err_msg=name)

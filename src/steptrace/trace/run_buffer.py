@@ -19,7 +19,8 @@ import numpy.typing as npt
 from ..numerics import Numerics
 from .schema import Tensor
 
-__all__ = ["BUFFER_ROWS", "BUFFER_VALUES", "Block", "RowBuffer", "RowsBlock", "buffer_rows"]
+__all__ = ["BUFFER_ROWS", "BUFFER_VALUES", "Block", "RowBuffer", "RowsBlock", "buffer_rows",
+           "finite_in"]  # fmt: skip
 
 Array = npt.NDArray[Any]
 #: Rows held before they go to the trace writer (whole steps; fewer for very wide models).
@@ -43,6 +44,14 @@ class Block(dict[str, Any]):
         super().__init__(columns)
         self.matrix = matrix
         self.row_of = row_of
+        self._finite: Array | None = None
+
+    def finite(self, columns: Sequence[str]) -> bool:
+        """Whether every value of ``columns`` is finite (:func:`finite_in`; the matrix's
+        columns summed once a block, in one pass)."""
+        if self._finite is None:
+            self._finite = _finite_sums(self.matrix, axis=1)
+        return finite_in(self._finite, self.row_of, columns)
 
     def span(self, columns: Sequence[str]) -> Array | None:
         """The values of ``columns`` (one tensor's, in order), (columns, rows), as one
@@ -70,6 +79,13 @@ class RowsBlock(Mapping[str, Any]):
         self.keys_of = keys  # step, epoch, sample
         self.rows = rows
         self.index = index
+        self._finite: Array | None = None
+
+    def finite(self, columns: Sequence[str]) -> bool:
+        """As :meth:`Block.finite`."""
+        if self._finite is None:
+            self._finite = _finite_sums(self.rows, axis=0)
+        return finite_in(self._finite, self.index, columns)
 
     def __getitem__(self, name: str) -> Array:
         if name in self.keys_of:
@@ -109,6 +125,26 @@ def _as_columns(keys: dict[str, Array], values: Array, index: dict[str, int]) ->
     for name, i in index.items():
         out[name] = columns[i]
     return Block(out, columns, index)
+
+
+def _finite_sums(values: Array, axis: int) -> Array:
+    """Whether each column's sum (along ``axis``) is finite: a NaN or an infinity makes it NaN
+    or infinite, so a finite one vouches for every value of the column (a sum past the largest
+    float says not finite, wrongly: its values are then checked one by one)."""
+    with np.errstate(all="ignore"):
+        finite: Array = np.isfinite(np.add.reduce(values, axis=axis))
+    return finite
+
+
+def finite_in(flags: Array, index: Mapping[str, int], columns: Sequence[str]) -> bool:
+    """Whether the ``flags`` of ``columns`` (by their ``index``) all say finite; a column not
+    there raises KeyError."""
+    if not columns:
+        return True
+    i = _first_of_span(index, columns)
+    if i is not None:
+        return bool(flags[i : i + len(columns)].all())
+    return bool(flags[[index[c] for c in columns]].all())
 
 
 def _first_of_span(index: Mapping[str, int], columns: Sequence[str]) -> int | None:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from .run_buffer import RowBuffer
+from .run_buffer import Block, RowBuffer, RowsBlock
 from .summary import SummaryTracker
 from .writer import USER_TRIGGER, TraceWriter
 
@@ -44,9 +44,16 @@ class WriterThread:
                 block = self._block(item)
                 self.writer.write(block)
                 if USER_TRIGGER not in block:  # a flight recorder's trigger holds no rows
-                    self.tracker.update(block, [block[c] for c in self.after])
+                    self.tracker.update(block, self._weights(block))
             except BaseException as exc:  # raised again in the loop's thread
                 self.error = exc
+
+    def _weights(self, block: Mapping[str, Any]) -> list[Any]:
+        """The new weights' columns, which the summary checks finite: none when the block
+        knows them all finite (a buffer's, from its columns' sums: thousands of columns)."""
+        if isinstance(block, Block | RowsBlock) and block.finite(self.after):
+            return []
+        return [block[c] for c in self.after]
 
     def _block(self, item: dict[str, Any] | RowBuffer) -> Mapping[str, Any]:
         """A buffer's rows as a block (the buffer kept to be filled again), or the block. A

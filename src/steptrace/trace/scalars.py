@@ -90,11 +90,7 @@ def tensor_rows(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, 
     """Every row's values of ``tensor`` in ``block``, shape (components, rows): its own
     columns, or those of the tensor it is the ``same_as`` on the same row. (A tensor known
     from the step before is :func:`per_step_before`'s.)"""
-    current = tensor
-    while columns_of(current)[0] not in block and current.same_as is not None:
-        if current.previous_step:
-            raise KeyError(tensor.name)
-        current = by_name[current.same_as]
+    current = _holder(block, tensor, by_name)
     if isinstance(block, Block | RowsBlock):  # a buffer's: the tensor's rows, as they lie
         span = block.span(columns_of(current))
         if span is not None:
@@ -102,6 +98,17 @@ def tensor_rows(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, 
     columns = [block[c] for c in columns_of(current)]
     side = _side_by_side(columns)
     return side if side is not None else np.vstack([np.asarray(c, np.float64) for c in columns])
+
+
+def _holder(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, Tensor]) -> Tensor:
+    """The tensor whose columns in ``block`` hold ``tensor``'s values (itself, or the one it is
+    the ``same_as`` on the same row); KeyError for one known from the step before."""
+    current = tensor
+    while columns_of(current)[0] not in block and current.same_as is not None:
+        if current.previous_step:
+            raise KeyError(tensor.name)
+        current = by_name[current.same_as]
+    return current
 
 
 def _side_by_side(columns: Sequence[Any]) -> Array | None:
@@ -206,14 +213,25 @@ def step_figures(block: Mapping[str, Any], spec: ScalarSpec) -> dict[str, Array]
             out.update(_param_figures(block, k, bases, by_name, starts))
         for k in sorted({*spec.outputs, *spec.counted}):
             if k in spec.outputs:
-                o = tensor_rows(block, by_name[spec.outputs[k]], by_name)
-                out[f"o{k}_max"] = _largest_finite(o, starts)
+                o = by_name[spec.outputs[k]]
+                finite = _finite(block, o, by_name)
+                out[f"o{k}_max"] = _largest_finite(tensor_rows(block, o, by_name), starts, finite)
             bad = np.zeros(len(starts), np.int64)
             for name in spec.counted.get(k, ()):
                 with contextlib.suppress(KeyError):
-                    bad += _nonfinite(tensor_rows(block, by_name[name], by_name), starts)
+                    t = by_name[name]
+                    bad += _nonfinite(tensor_rows(block, t, by_name), starts,
+                                      _finite(block, t, by_name))  # fmt: skip
             out[f"nonfinite{k}"] = bad
     return out
+
+
+def _finite(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, Tensor]) -> bool:
+    """Whether every value of ``tensor`` in ``block`` is finite, as far as the block knows at
+    once (a buffer's: from its columns' sums, made in one pass); False: check them."""
+    if not isinstance(block, Block | RowsBlock):
+        return False
+    return block.finite(columns_of(_holder(block, tensor, by_name)))
 
 
 def _all_finite(values: Array) -> bool:
@@ -223,10 +241,11 @@ def _all_finite(values: Array) -> bool:
     return bool(np.isfinite(np.add.reduce(values, axis=None)))
 
 
-def _largest_finite(o: Array, starts: Array) -> Array:
+def _largest_finite(o: Array, starts: Array, finite: bool) -> Array:
     """The largest finite |o| of each step, (components, rows) grouped by ``starts`` (NaN
-    for a step with none): max(max o, −min o) when every value is finite, no |o| copied."""
-    if _all_finite(o):
+    for a step with none): max(max o, −min o) when every value is finite (``finite``, or
+    found so), no |o| copied."""
+    if finite or _all_finite(o):
         top = np.maximum(np.maximum.reduceat(o, starts, axis=1),
                          -np.minimum.reduceat(o, starts, axis=1))  # fmt: skip
         top = top.max(axis=0, initial=-np.inf) + 0.0  # +0.0: |−0| is 0, as abs makes it
@@ -238,9 +257,10 @@ def _largest_finite(o: Array, starts: Array) -> Array:
     return out
 
 
-def _nonfinite(values: Array, starts: Array) -> Array:
-    """How many NaN or ±inf each step holds of ``values`` (components, rows)."""
-    if _all_finite(values):
+def _nonfinite(values: Array, starts: Array, finite: bool) -> Array:
+    """How many NaN or ±inf each step holds of ``values`` (components, rows): none when they
+    are all finite (``finite``, or found so)."""
+    if finite or _all_finite(values):
         return np.zeros(len(starts), np.int64)
     counts: Array = np.add.reduceat(~np.isfinite(values), starts, axis=1).sum(axis=0)
     return counts
