@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from ..errors import ConfigError
 from .flight import TRIGGERS_KEY, Flight, Trigger, check_memory, parse_triggers
+from .run_buffer import Block as Columns
 from .run_buffer import RowsBlock
 from .scalars import START, columns_of, layer_of
 from .schema import EXACT_SUFFIX, Tensor
@@ -265,8 +266,20 @@ def keep_rows(
         out[START] = block[START]
     by_name = {t.name: t for t in computed}
     twins = (EXACT_SUFFIX,) if exact else ()
+    # A buffer's block: its matrix's kept rows taken at once, the result a block of them too
+    # (which the writer makes Parquet columns of at once: a wide row has thousands).
+    matrix = None if exact or not isinstance(block, Columns) else block.matrix
+    if matrix is not None and not whole:
+        matrix = matrix[:, rows]
+    row_of: dict[str, int] = {}
     for t in stored:
         if not t.stored:
+            continue
+        if columns_of(t)[0] in block and matrix is not None:
+            assert isinstance(block, Columns)
+            for c in columns_of(t):
+                row_of[c] = i = block.row_of[c]
+                out[c] = matrix[i]
             continue
         if columns_of(t)[0] in block:
             for c in columns_of(t):
@@ -278,7 +291,7 @@ def keep_rows(
         for mine, theirs in zip(columns_of(t), columns_of(origin), strict=True):
             for s in ("", *twins):
                 out[mine + s] = _take(block[theirs + s], source, block.get(START, {}).get(mine + s))
-    return out
+    return out if matrix is None else Columns(out, matrix, row_of)
 
 
 def _rows_before(block: Block, rows: Array) -> Array:
