@@ -243,12 +243,11 @@ def _all_finite(values: Array) -> bool:
 
 def _largest_finite(o: Array, starts: Array, finite: bool) -> Array:
     """The largest finite |o| of each step, (components, rows) grouped by ``starts`` (NaN
-    for a step with none): max(max o, −min o) when every value is finite (``finite``, or
-    found so), no |o| copied."""
+    for a step with none): max(max o, −min o) of each row, then of each step's rows, when
+    every value is finite (``finite``, or found so), no |o| copied."""
     if finite or _all_finite(o):
-        top = np.maximum(np.maximum.reduceat(o, starts, axis=1),
-                         -np.minimum.reduceat(o, starts, axis=1))  # fmt: skip
-        top = top.max(axis=0, initial=-np.inf) + 0.0  # +0.0: |−0| is 0, as abs makes it
+        each_row = np.maximum(o.max(axis=0, initial=-np.inf), -o.min(axis=0, initial=np.inf))
+        top = np.maximum.reduceat(each_row, starts) + 0.0  # +0.0: |−0| is 0, as abs makes it
     else:
         a = np.abs(o)
         a[~np.isfinite(a)] = np.nan
