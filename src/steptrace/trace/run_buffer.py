@@ -19,8 +19,7 @@ import numpy.typing as npt
 from ..numerics import Numerics
 from .schema import Tensor
 
-__all__ = ["BUFFER_ROWS", "BUFFER_VALUES", "Block", "RowBuffer", "RowsBlock", "buffer_rows",
-           "finite_in"]  # fmt: skip
+__all__ = ["BUFFER_ROWS", "BUFFER_VALUES", "Block", "RowBuffer", "RowsBlock", "buffer_rows"]
 
 Array = npt.NDArray[Any]
 #: Rows held before they go to the trace writer (whole steps; fewer for very wide models).
@@ -47,11 +46,11 @@ class Block(dict[str, Any]):
         self._finite: Array | None = None
 
     def finite(self, columns: Sequence[str]) -> bool:
-        """Whether every value of ``columns`` is finite (:func:`finite_in`; the matrix's
+        """Whether every value of ``columns`` is finite (:func:`_finite_in`; the matrix's
         columns summed once a block, in one pass)."""
         if self._finite is None:
             self._finite = _finite_sums(self.matrix, axis=1)
-        return finite_in(self._finite, self.row_of, columns)
+        return _finite_in(self._finite, self.row_of, columns)
 
     def span(self, columns: Sequence[str]) -> Array | None:
         """The values of ``columns`` (one tensor's, in order), (columns, rows), as one
@@ -85,7 +84,7 @@ class RowsBlock(Mapping[str, Any]):
         """As :meth:`Block.finite`."""
         if self._finite is None:
             self._finite = _finite_sums(self.rows, axis=0)
-        return finite_in(self._finite, self.index, columns)
+        return _finite_in(self._finite, self.index, columns)
 
     def __getitem__(self, name: str) -> Array:
         if name in self.keys_of:
@@ -136,7 +135,7 @@ def _finite_sums(values: Array, axis: int) -> Array:
     return finite
 
 
-def finite_in(flags: Array, index: Mapping[str, int], columns: Sequence[str]) -> bool:
+def _finite_in(flags: Array, index: Mapping[str, int], columns: Sequence[str]) -> bool:
     """Whether the ``flags`` of ``columns`` (by their ``index``) all say finite; a column not
     there raises KeyError."""
     if not columns:
@@ -219,13 +218,21 @@ class RowBuffer:
         return _as_columns(self._keys(), self.values[: self.rows], self._index())
 
     def rows_block(self, release: Callable[[RowBuffer], None]) -> RowsBlock:
-        """The rows as they lie, no copy (:class:`RowsBlock`); ``release(self)`` is called
-        once the block is dropped (nothing reads the rows then: the buffer may be filled
-        again)."""
+        """The rows as they lie (:class:`RowsBlock`); ``release(self)`` is called once the
+        block is dropped (nothing reads the rows then: the buffer may be filled again). A
+        buffer less than half full gives a copy of its rows and is released at once: a block
+        of a few steps, handed over when due, must not hold a whole buffer's memory while a
+        flight recorder keeps it (its window would take many times what it was checked for)."""
+        copied = 2 * self.rows < self.capacity
         values = self.values[: self.rows]
+        if copied:
+            values = values.copy()  # rows as they lie: one plain copy
         values.flags.writeable = False
         block = RowsBlock(self._keys(), values, self._index())
-        weakref.finalize(block, release, self)
+        if copied:
+            release(self)
+        else:
+            weakref.finalize(block, release, self)
         return block
 
     def _keys(self) -> dict[str, Array]:

@@ -231,7 +231,9 @@ def _finite(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, Tens
     once (a buffer's: from its columns' sums, made in one pass); False: check them."""
     if not isinstance(block, Block | RowsBlock):
         return False
-    return block.finite(columns_of(_holder(block, tensor, by_name)))
+    with contextlib.suppress(KeyError):  # a column not of its matrix: check the values
+        return block.finite(columns_of(_holder(block, tensor, by_name)))
+    return False
 
 
 def _all_finite(values: Array) -> bool:
