@@ -16,6 +16,7 @@ import pytest
 
 import steptrace
 from steptrace.trace.flight import Flight, Trigger, parse_triggers
+from steptrace.trace.run_buffer import RowBuffer
 
 from .conftest import REPO, steptrace_subprocess, wait_for_parts
 from .test_keep import assert_same_at_held_steps, held_steps
@@ -159,6 +160,35 @@ def test_an_open_run_fires_on_the_users_call_and_at_an_exception(traces):
     refused = pytest.raises(steptrace.ConfigError, match="needs a flight recorder")
     with steptrace.open_run(traces, "plain", **opened) as plain, refused:
         plain.trigger("why")
+
+
+@pytest.mark.parametrize("full_buffers", [True, False], ids=["held", "copied"])
+def test_an_open_runs_windows_are_its_rows_bit_for_bit_though_its_buffers_are_filled_again(
+    traces, monkeypatch, full_buffers
+):
+    """A flight recorder reads each buffer's rows where they lie (a buffer handed over full;
+    one mostly empty gives a copy and is filled again at once), and the buffer is filled again
+    once its steps left the window: what the windows write is still the full run's."""
+    from steptrace.trace import run as run_module
+
+    made = []
+    monkeypatch.setattr(run_module, "RowBuffer", lambda *a: made.append(RowBuffer(*a)) or made[-1])
+    if full_buffers:  # a buffer of one step's rows (a wide row's are a few steps')
+        monkeypatch.setattr(run_module, "buffer_rows", lambda columns: 1)
+    X, Y = seed_arrays()
+    opened = {"model": MLP, "lr": "1e-7", "recorded_with": NUMPY, "flush_seconds": 0}
+    with steptrace.open_run(traces, "full", **opened) as full:
+        loop(full, [[0, 1, 2]] * 8, X, Y)
+    made.clear()
+    with steptrace.open_run(traces, "flight", keep_last=4, **opened) as run:
+        params = loop(run, [[0, 1, 2]] * 4, X, Y)  # steps 0-11, a buffer handed over each
+        run.trigger("why")
+        loop(run, [[0, 1, 2]] * 4, X, Y, params=params)  # steps 12-23
+    # 24 buffers handed over, far fewer made (held: the window's, the queue's, the spares; 24
+    # if none were filled again).
+    assert len(made) <= (14 if full_buffers else 4)
+    assert held_steps(run) == [*range(8, 12), *range(20, 24)]
+    assert_same_at_held_steps(run, full)
 
 
 def diverging_torch_loop(out, name, steps=60, **keep):

@@ -239,31 +239,32 @@ def test_a_pytorch_loop_keeps_its_selection(traces):
     assert not (traces / "none").exists() and not (traces / "bad").exists()
 
 
-def test_a_buffers_block_keeps_its_rows_as_one_matrix():
-    """The steps a selection holds, cut from a buffer's block, stay one matrix that the
-    writer turns into columns at once (a wide row would otherwise cost one Arrow array per
-    column), and hold the block's values; a tensor stored from another's columns is its own
-    column."""
+@pytest.mark.parametrize("kept", [[0, 1, 2, 3, 4], [2, 3]], ids=["whole", "some"])
+def test_a_buffers_kept_rows_are_a_block_of_its_matrix_equal_to_the_columns_kept_one_by_one(kept):
+    """keep_rows of a buffer's block takes the kept rows of its matrix at once and gives a
+    block of them (the writer makes their Parquet columns at once): the same values as
+    column by column, a tensor left out left out."""
     from steptrace.numerics import get_numerics
     from steptrace.trace.keep import keep_rows
     from steptrace.trace.run_buffer import Block, RowBuffer
     from steptrace.trace.schema import Tensor
 
-    computed = [Tensor("x", (2,)), Tensor("o2", (3,)), Tensor("d1", (2,), same_as="d2"),
-                Tensor("d2", (2,))]  # fmt: skip
-    given = [t for t in computed if t.stored]
-    buffer = RowBuffer(given, 6)
-    values = {t.name: np.arange(6 * t.size, dtype=float).reshape(6, t.size) + 100 * i
-              for i, t in enumerate(given)}  # fmt: skip
-    step = np.repeat(np.arange(3), 2)
-    buffer.put(step, step * 0, np.arange(6), values, get_numerics("float64"))
+    tensors = [Tensor("x", (2,), data=True), Tensor("o1", (3,)), Tensor("loss", ())]
+    steps = np.array([0, 0, 1, 1, 2])
+    values = np.arange(30, dtype=np.float64).reshape(5, 6)
+    buffer = RowBuffer(tensors, 5)
+    arrays = {"x": values[:, :2], "o1": values[:, 2:5], "loss": values[:, 5:]}
+    buffer.put(steps, steps * 0, np.arange(5), arrays, get_numerics("float64"))
     block = buffer.block()
-    stored = [computed[0], computed[1], Tensor("d1", (2,))]  # d2 not kept: d1 its own
-    kept = keep_rows(block, step != 1, stored, computed, exact=False)
-    assert isinstance(kept, Block)
-    assert kept.matrix.shape == (block.matrix.shape[0], 4)
-    for c in ("x_1", "o2_3"):
-        assert np.shares_memory(kept[c], kept.matrix)
-        assert np.array_equal(kept[c], block[c][[0, 1, 4, 5]])
-    assert np.array_equal(kept["d1_2"], block["d2_2"][[0, 1, 4, 5]])
-    assert np.array_equal(kept["step"], [0, 0, 2, 2])
+    holds = np.isin(np.arange(5), kept)
+    stored = [tensors[0], tensors[2]]  # o1 left out
+    got = keep_rows(block, holds, stored, tensors, False)
+    assert isinstance(got, Block)
+    plain = keep_rows(dict(block), holds, stored, tensors, False)
+    assert not isinstance(plain, Block) and set(got) == set(plain) == {
+        "step", "epoch", "sample", "x_1", "x_2", "loss"}  # fmt: skip
+    for name in plain:
+        np.testing.assert_array_equal(got[name], plain[name], err_msg=name)
+        if name not in ("step", "epoch", "sample"):
+            np.testing.assert_array_equal(got.matrix[got.row_of[name]], plain[name])
+    np.testing.assert_array_equal(got["loss"], values[kept, 5])

@@ -465,3 +465,20 @@ def test_the_other_frameworks_version_is_not_a_difference_its_numbers_are(traces
     assert steptrace.compare_traces(*paths).identical
     ok = run_cli("verify", paths[0], "--rtol", "1e-12", "--atol", "0")
     assert ok.exit_code == 0 and "within rtol 1e-12" in ok.output, ok.output
+
+
+@pytest.mark.parametrize("keep", [{}, {"every": 2}, {"keep_last": 2}], ids=str)
+def test_weights_gone_non_finite_under_a_finite_loss_are_the_summarys_divergence(traces, keep):
+    """The summary sees new weights holding a NaN though the loss is finite, whatever the run
+    keeps (its blocks' weights checked finite at once, or column by column)."""
+    X, Y = seed_arrays()
+    params = mlp_params()
+    with open_mlp(traces, "np", **keep) as run:
+        for s in range(6):
+            values, params = numpy_step(params, X[[s % 3]], Y[[s % 3]], 1e-7)
+            if s == 3:
+                values["w2_after"] = values["w2_after"].copy()
+                values["w2_after"].flat[1] = np.nan
+            run.write_step(values)
+    assert np.isfinite(steptrace.load_scalars(run)["loss"]).all()
+    assert (run.summary.diverged_at, run.summary.diverged_why) == (3, "weights are not finite")

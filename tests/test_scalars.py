@@ -189,3 +189,55 @@ def test_the_figures_meta_names_the_run(traces):
     meta = json.loads(footer[b"steptrace.scalars"])
     assert meta == {"format_version": "2.2", "run_id": run.run_id}
     assert tensors_of(steptrace.open_trace(run.path).meta)
+
+
+def _buffered(rows: np.ndarray, steps: np.ndarray):
+    """A RowBuffer of ``rows`` (one tensor set below) and its tensors, as a run's writer fills
+    it."""
+    from steptrace.numerics import get_numerics
+    from steptrace.trace.run_buffer import RowBuffer
+    from steptrace.trace.schema import Tensor
+
+    tensors = [Tensor("x", (2,), data=True), Tensor("o1", (3,)), Tensor("d1", (3,)),
+               Tensor("w1_after", (3, 2)), Tensor("loss", ()), Tensor("lr", ())]  # fmt: skip
+    buffer = RowBuffer(tensors, len(rows))
+    arrays, c = {}, 0
+    for t in tensors:
+        arrays[t.name] = rows[:, c : c + t.size]
+        c += t.size
+    buffer.put(steps, steps * 0, np.arange(len(steps)), arrays, get_numerics("float64"))
+    return buffer, tensors
+
+
+@pytest.mark.parametrize("as_rows", [False, True], ids=["columns", "rows"])
+@pytest.mark.parametrize("nan_in", [3, 6], ids=["o1", "d1"])
+def test_a_buffers_figures_are_each_steps_values_summed_up_whatever_they_hold(nan_in, as_rows):
+    """The per-step figures of a buffer's block, as columns or as its rows lie (each tensor's
+    rows one view, every column checked finite in one pass) are the figures counted value by
+    value: NaN, ±inf, 0, a sum past the largest float, a step all finite beside one that is
+    not; the outputs all finite (read as they are) or not (their |o| made)."""
+    from steptrace.trace.scalars import step_figures
+
+    rng = np.random.default_rng(3)
+    steps = np.repeat(np.arange(4), [3, 2, 4, 1])
+    rows = rng.normal(size=(len(steps), 16)) * 10
+    rows[:, 2:5] *= -1  # o1 mostly negative: its largest |o| is a minimum's
+    rows[3, nan_in], rows[5, 7], rows[6, 9] = np.nan, np.inf, -np.inf  # steps 1 and 2
+    rows[9, 2:8] = [0.0, 0.0, 0.0, 1e308, 1e308, 1e308]  # step 3: o1 all 0; d1 sums past 1e308
+    buffer, tensors = _buffered(rows, steps)
+    block = buffer.rows_block(lambda b: None) if as_rows else buffer.block()
+    matrix = block.rows if as_rows else block.matrix
+    assert np.shares_memory(block.span([f"o1_{i}" for i in (1, 2, 3)]), matrix)  # in place
+    got = step_figures(block, ScalarSpec.of(tensors))
+    o, counted = rows[:, 2:5], rows[:, 2:14]  # o1, d1, w1_after: layer 1's
+    for s in range(4):
+        at = steps == s
+        finite = np.abs(o[at])[np.isfinite(o[at])]
+        assert got["o1_max"][s] == finite.max(), s
+        assert got["nonfinite1"][s] == (~np.isfinite(counted[at])).sum(), s
+    assert list(got["nonfinite1"]) == [0, 1, 2, 0]
+    assert not np.signbit(got["o1_max"][3])  # 0, as |o| is, never −0
+    # The same figures from the block's columns alone (no matrix: read column by column).
+    plain = step_figures({k: np.array(block[k]) for k in block}, ScalarSpec.of(tensors))
+    for name, column in got.items():
+        np.testing.assert_array_equal(column, plain[name], err_msg=name)

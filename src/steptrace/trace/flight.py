@@ -189,19 +189,19 @@ class Flight:
         keep_last: int,
         after: int,
         triggers: Sequence[Trigger],
-        cut: Callable[[Block, Array], Block | None],
+        cut: Callable[[Mapping[str, Any], Array], Block | None],
         regular: Callable[[Array], Array],
     ) -> None:
         self.keep_last, self.after = keep_last, after
         self.watch = Watch(triggers)
         self.cut, self.regular = cut, regular
-        self.ring: list[Block] = []
+        self.ring: list[Mapping[str, Any]] = []  # the blocks holding the steps kept
         self.passed = -1  # every step up to here is written or gone
         self.after_until = -1
         self.last = -1
         self.fired: list[dict[str, Any]] = []
 
-    def take(self, block: Block, figures: Mapping[str, Array]) -> list[Block]:
+    def take(self, block: Mapping[str, Any], figures: Mapping[str, Array]) -> list[Block]:
         """The blocks to write now that ``block`` came (its steps' ``figures`` beside it)."""
         if not len(block["step"]):
             return []

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from ..errors import ConfigError
 from .flight import TRIGGERS_KEY, Flight, Trigger, check_memory, parse_triggers
 from .run_buffer import Block as Columns
+from .run_buffer import RowsBlock
 from .scalars import START, columns_of, layer_of
 from .schema import EXACT_SUFFIX, Tensor
 from .summary import group_starts
@@ -263,32 +264,34 @@ def keep_rows(
     out: Block = {k: np.asarray(block[k])[rows] for k in ("step", "epoch", "sample")}
     if START in block:
         out[START] = block[START]
-    # A buffer's block keeps its rows as one matrix (the writer makes its columns at once,
-    # rather than one Arrow array per column of a wide row): its kept rows, one copy.
-    matrix = block.matrix if isinstance(block, Columns) else None
-    kept = None if matrix is None else (matrix if whole else matrix[:, rows])
     by_name = {t.name: t for t in computed}
     twins = (EXACT_SUFFIX,) if exact else ()
+    # A buffer's block: its matrix's kept rows taken at once, the result a block of them too
+    # (which the writer makes Parquet columns of at once: a wide row has thousands).
+    matrix = None if exact or not isinstance(block, Columns) else block.matrix
+    if matrix is not None and not whole:
+        matrix = matrix[:, rows]
+    row_of: dict[str, int] = {}
     for t in stored:
         if not t.stored:
+            continue
+        if columns_of(t)[0] in block and matrix is not None:
+            assert isinstance(block, Columns)
+            for c in columns_of(t):
+                row_of[c] = i = block.row_of[c]
+                out[c] = matrix[i]
             continue
         if columns_of(t)[0] in block:
             for c in columns_of(t):
                 for s in ("", *twins):
-                    r = -1 if kept is None else block.row_of.get(c + s, -1)  # type: ignore[attr-defined]
-                    if r >= 0:
-                        out[c + s] = kept[r]  # type: ignore[index]
-                    else:
-                        out[c + s] = block[c + s] if whole else _take(block[c + s], rows)
+                    out[c + s] = block[c + s] if whole else _take(block[c + s], rows)
             continue
         origin, back = origin_of(by_name[t.name], by_name)
         source = _rows_before(block, rows) if back else rows
         for mine, theirs in zip(columns_of(t), columns_of(origin), strict=True):
             for s in ("", *twins):
                 out[mine + s] = _take(block[theirs + s], source, block.get(START, {}).get(mine + s))
-    if kept is not None:
-        return Columns(out, kept, block.row_of)  # type: ignore[attr-defined]
-    return out
+    return out if matrix is None else Columns(out, matrix, row_of)
 
 
 def _rows_before(block: Block, rows: Array) -> Array:
@@ -373,12 +376,18 @@ class Keeper:
             self.flight = Flight(sel.keep_last, sel.after, sel.trigger, self._cut, sel.holds)
         self._checked = False
 
-    def _cut(self, block: Block, holds: Array) -> Block | None:
+    def _cut(self, block: Mapping[str, Any], holds: Array) -> Block | None:
+        if not holds.any():
+            return None
+        if isinstance(block, RowsBlock):  # read where its rows lie till now: made columns
+            block = block.columns()
+        assert isinstance(block, dict)
         return keep_rows(block, holds, self.stored, self.computed, self.exact)
 
-    def take(self, block: Block, figures: Mapping[str, Array]) -> list[Block]:
+    def take(self, block: Mapping[str, Any], figures: Mapping[str, Array]) -> list[Block]:
         """The blocks to write for ``block`` (none when it holds no step to write now)."""
         if self.selection.everything:
+            assert isinstance(block, dict)  # the writer's own blocks (a buffer's: as columns)
             return [block]
         if self.flight is None:
             kept = self._cut(block, self.selection.holds(block["step"]))

@@ -1,15 +1,17 @@
 """A run's trace writer in a thread of its own: Parquet encoding and compression release the
 GIL, so on a second core the rows are written while the training loop goes on. A buffer of
-rows is handed over as it is and turned into columns here, off the loop's thread.
+rows is handed over as it is and turned into columns here, off the loop's thread (or, for a
+run that writes few of its blocks, read where its rows lie: :class:`RowsBlock`).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Mapping
 from typing import Any
 
-from .run_buffer import RowBuffer
+from .run_buffer import Block, RowBuffer, RowsBlock
 from .summary import SummaryTracker
 from .writer import USER_TRIGGER, TraceWriter
 
@@ -42,18 +44,33 @@ class WriterThread:
                 block = self._block(item)
                 self.writer.write(block)
                 if USER_TRIGGER not in block:  # a flight recorder's trigger holds no rows
-                    self.tracker.update(block, [block[c] for c in self.after])
+                    self.tracker.update(block, self._weights(block))
             except BaseException as exc:  # raised again in the loop's thread
                 self.error = exc
 
-    def _block(self, item: dict[str, Any] | RowBuffer) -> dict[str, Any]:
-        """A buffer's rows as a block (the buffer kept to be filled again), or the block."""
+    def _weights(self, block: Mapping[str, Any]) -> list[Any]:
+        """The new weights' columns, which the summary checks finite: none when the block
+        knows them all finite (a buffer's, from its columns' sums: thousands of columns)."""
+        if isinstance(block, Block | RowsBlock) and block.finite(self.after):
+            return []
+        return [block[c] for c in self.after]
+
+    def _block(self, item: dict[str, Any] | RowBuffer) -> Mapping[str, Any]:
+        """A buffer's rows as a block (the buffer kept to be filled again), or the block. A
+        run that writes few of its blocks reads them where the rows lie: the buffer is kept
+        once the block is dropped (a flight recorder's, when its steps leave the window)."""
         if not isinstance(item, RowBuffer):
             return item
+        if not self.writer.keeper.selection.everything:
+            return item.rows_block(self._keep)
         block = item.block()
-        if len(self.spare) < SPARE_BUFFERS:
-            self.spare.append(item.emptied())
+        self._keep(item)
         return block
+
+    def _keep(self, buffer: RowBuffer) -> None:
+        """``buffer`` kept for the loop to fill again (list.append: safe from any thread)."""
+        if len(self.spare) < SPARE_BUFFERS:
+            self.spare.append(buffer.emptied())
 
     def put(self, block: dict[str, Any] | RowBuffer) -> None:
         """Queue a block, or a buffer of rows (no longer written to) to be made one here."""

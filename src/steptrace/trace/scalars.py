@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import TraceError
+from .run_buffer import Block, RowsBlock
 from .schema import FORMAT_VERSION, Tensor
 from .summary import group_starts
 
@@ -89,14 +90,25 @@ def tensor_rows(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, 
     """Every row's values of ``tensor`` in ``block``, shape (components, rows): its own
     columns, or those of the tensor it is the ``same_as`` on the same row. (A tensor known
     from the step before is :func:`per_step_before`'s.)"""
+    current = _holder(block, tensor, by_name)
+    if isinstance(block, Block | RowsBlock):  # a buffer's: the tensor's rows, as they lie
+        span = block.span(columns_of(current))
+        if span is not None:
+            return span
+    columns = [block[c] for c in columns_of(current)]
+    side = _side_by_side(columns)
+    return side if side is not None else np.vstack([np.asarray(c, np.float64) for c in columns])
+
+
+def _holder(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, Tensor]) -> Tensor:
+    """The tensor whose columns in ``block`` hold ``tensor``'s values (itself, or the one it is
+    the ``same_as`` on the same row); KeyError for one known from the step before."""
     current = tensor
     while columns_of(current)[0] not in block and current.same_as is not None:
         if current.previous_step:
             raise KeyError(tensor.name)
         current = by_name[current.same_as]
-    columns = [block[c] for c in columns_of(current)]
-    side = _side_by_side(columns)
-    return side if side is not None else np.vstack([np.asarray(c, np.float64) for c in columns])
+    return current
 
 
 def _side_by_side(columns: Sequence[Any]) -> Array | None:
@@ -201,17 +213,58 @@ def step_figures(block: Mapping[str, Any], spec: ScalarSpec) -> dict[str, Array]
             out.update(_param_figures(block, k, bases, by_name, starts))
         for k in sorted({*spec.outputs, *spec.counted}):
             if k in spec.outputs:
-                o = np.abs(tensor_rows(block, by_name[spec.outputs[k]], by_name))
-                o[~np.isfinite(o)] = np.nan
-                top = np.fmax.reduceat(o, starts, axis=1).max(axis=0, initial=-np.inf)
-                out[f"o{k}_max"] = np.where(np.isneginf(top), np.nan, top)
+                o = by_name[spec.outputs[k]]
+                finite = _finite(block, o, by_name)
+                out[f"o{k}_max"] = _largest_finite(tensor_rows(block, o, by_name), starts, finite)
             bad = np.zeros(len(starts), np.int64)
             for name in spec.counted.get(k, ()):
                 with contextlib.suppress(KeyError):
-                    values = tensor_rows(block, by_name[name], by_name)
-                    bad += np.add.reduceat(~np.isfinite(values), starts, axis=1).sum(axis=0)
+                    t = by_name[name]
+                    bad += _nonfinite(tensor_rows(block, t, by_name), starts,
+                                      _finite(block, t, by_name))  # fmt: skip
             out[f"nonfinite{k}"] = bad
     return out
+
+
+def _finite(block: Mapping[str, Any], tensor: Tensor, by_name: Mapping[str, Tensor]) -> bool:
+    """Whether every value of ``tensor`` in ``block`` is finite, as far as the block knows at
+    once (a buffer's: from its columns' sums, made in one pass); False: check them."""
+    if not isinstance(block, Block | RowsBlock):
+        return False
+    with contextlib.suppress(KeyError):  # a column not of its matrix: check the values
+        return block.finite(columns_of(_holder(block, tensor, by_name)))
+    return False
+
+
+def _all_finite(values: Array) -> bool:
+    """Whether every value is finite, known from their sum (one pass, no copy): a NaN or an
+    infinity makes it NaN or infinite. A sum past the largest float says no, wrongly: the
+    callers then count value by value."""
+    return bool(np.isfinite(np.add.reduce(values, axis=None)))
+
+
+def _largest_finite(o: Array, starts: Array, finite: bool) -> Array:
+    """The largest finite |o| of each step, (components, rows) grouped by ``starts`` (NaN
+    for a step with none): max(max o, −min o) of each row, then of each step's rows, when
+    every value is finite (``finite``, or found so), no |o| copied."""
+    if finite or _all_finite(o):
+        each_row = np.maximum(o.max(axis=0, initial=-np.inf), -o.min(axis=0, initial=np.inf))
+        top = np.maximum.reduceat(each_row, starts) + 0.0  # +0.0: |−0| is 0, as abs makes it
+    else:
+        a = np.abs(o)
+        a[~np.isfinite(a)] = np.nan
+        top = np.fmax.reduceat(a, starts, axis=1).max(axis=0, initial=-np.inf)
+    out: Array = np.where(np.isneginf(top), np.nan, top)
+    return out
+
+
+def _nonfinite(values: Array, starts: Array, finite: bool) -> Array:
+    """How many NaN or ±inf each step holds of ``values`` (components, rows): none when they
+    are all finite (``finite``, or found so)."""
+    if finite or _all_finite(values):
+        return np.zeros(len(starts), np.int64)
+    counts: Array = np.add.reduceat(~np.isfinite(values), starts, axis=1).sum(axis=0)
+    return counts
 
 
 def steps_figures(

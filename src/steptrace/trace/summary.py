@@ -7,7 +7,7 @@ of the first epoch. Divergence is data, not an error: it is recorded faithfully 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -73,7 +73,7 @@ class SummaryTracker:
         self.diverged_at: int | None = None
         self.diverged_why: str | None = None
 
-    def update(self, block: dict[str, Any], w_after: Sequence[npt.NDArray[Any]]) -> None:
+    def update(self, block: Mapping[str, Any], w_after: Sequence[npt.NDArray[Any]]) -> None:
         """Take a block's ``step`` and ``loss`` columns and its new weights, a column per
         component (``w_after_1`` …; none when a table lacks them)."""
         steps, losses = batch_losses(block["step"], block["loss"])

@@ -27,6 +27,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +313,7 @@ class TraceWriter:
     def _tmp_path(self) -> Path:
         return self.run_dir / f".{PART_FORMAT.format(self.parts)}.tmp"
 
-    def write(self, block: dict[str, Any]) -> None:
+    def write(self, block: Mapping[str, Any]) -> None:
         """Queue a block of whole steps; writes a row group or flushes when due. A block of
         :data:`USER_TRIGGER` is the user's trigger of a flight recorder, after its ``step``."""
         fired = len(self.meta.get("triggers") or ())
