@@ -241,3 +241,21 @@ def test_a_buffers_figures_are_each_steps_values_summed_up_whatever_they_hold(na
     plain = step_figures({k: np.array(block[k]) for k in block}, ScalarSpec.of(tensors))
     for name, column in got.items():
         np.testing.assert_array_equal(column, plain[name], err_msg=name)
+
+
+def test_a_buffers_rows_made_columns_hold_only_the_columns_asked_for():
+    """What a selection keeps of a row is all that is made columns of a block read where its
+    rows lie (a network's row may hold a million values): those columns, the same values."""
+    rng = np.random.default_rng(5)
+    steps = np.repeat(np.arange(3), 2)
+    rows = rng.normal(size=(len(steps), 16))
+    buffer, _ = _buffered(rows, steps)
+    block = buffer.rows_block(lambda b: None)
+    whole = block.columns()
+    asked = ["o1_3", "x_1", "w1_after_2_1"]
+    some = block.columns(asked)
+    assert set(some.row_of) == set(asked) and some.matrix.shape == (3, len(steps))
+    for name in asked:
+        assert np.array_equal(some[name], whole[name])
+        assert np.array_equal(some.matrix[some.row_of[name]], whole[name])
+    assert np.array_equal(some["step"], steps)

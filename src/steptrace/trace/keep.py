@@ -375,14 +375,31 @@ class Keeper:
         if sel.keep_last is not None:
             self.flight = Flight(sel.keep_last, sel.after, sel.trigger, self._cut, sel.holds)
         self._checked = False
+        self._columns_read: list[str] | None = None
 
     def _cut(self, block: Mapping[str, Any], holds: Array) -> Block | None:
         if not holds.any():
             return None
         if isinstance(block, RowsBlock):  # read where its rows lie till now: made columns
-            block = block.columns()
+            block = block.columns(self._read(block))
         assert isinstance(block, dict)
         return keep_rows(block, holds, self.stored, self.computed, self.exact)
+
+    def _read(self, block: Mapping[str, Any]) -> list[str]:
+        """The columns :func:`keep_rows` reads of a block laid out as this run's are: each
+        stored tensor's own, or those of the tensor it is worked out from (made once: a
+        network's row may have a million columns, of which a selection keeps a few)."""
+        if self._columns_read is None:
+            by_name = {t.name: t for t in self.computed}
+            twins = (EXACT_SUFFIX,) if self.exact else ()
+            read: list[str] = []
+            for t in self.stored:
+                if not t.stored:
+                    continue
+                source = t if columns_of(t)[0] in block else origin_of(by_name[t.name], by_name)[0]
+                read += [c + s for c in columns_of(source) for s in ("", *twins) if c + s in block]
+            self._columns_read = list(dict.fromkeys(read))
+        return self._columns_read
 
     def take(self, block: Mapping[str, Any], figures: Mapping[str, Array]) -> list[Block]:
         """The blocks to write for ``block`` (none when it holds no step to write now)."""

@@ -211,6 +211,7 @@ class RunWriter:
         self._tracker = SummaryTracker(1)
         self._buffer: RowBuffer | None = None
         self._columns: list[str] | None = None
+        self._column_index: dict[str, int] = {}
         self._steps = 0
         self._rows = 0
         self._last_handoff = time.monotonic()
@@ -387,8 +388,9 @@ class RunWriter:
                 return self._buffer
             if self._columns is None:
                 self._columns = [c for t in self._tensors for c in t.columns()]
+                self._column_index = {name: i for i, name in enumerate(self._columns)}
             capacity = max(rows, buffer_rows(len(self._columns)))
-            self._buffer = RowBuffer(self._tensors, capacity, self._columns)
+            self._buffer = RowBuffer(self._tensors, capacity, self._columns, self._column_index)
         return self._buffer
 
     def _provisional_meta(self, first_m: int) -> dict[str, Any]:

@@ -74,11 +74,14 @@ class RowsBlock(Mapping[str, Any]):
     as columns (:meth:`columns`) only when it is written. The values are read-only: the
     buffer they lie in is filled again once the block is dropped (:meth:`RowBuffer.rows_block`)."""
 
-    def __init__(self, keys: dict[str, Array], rows: Array, index: dict[str, int]) -> None:
+    def __init__(
+        self, keys: dict[str, Array], rows: Array, index: dict[str, int], names: Sequence[str]
+    ) -> None:
         self.keys_of = keys  # step, epoch, sample
         self.rows = rows
         self.index = index
         self._finite: Array | None = None
+        self.names = names  # by place (the index's keys in order)
 
     def finite(self, columns: Sequence[str]) -> bool:
         """As :meth:`Block.finite`."""
@@ -110,9 +113,14 @@ class RowsBlock(Mapping[str, Any]):
         view: Array = self.rows[:, i : i + len(columns)].T
         return view
 
-    def columns(self) -> Block:
-        """The block as :meth:`RowBuffer.block` makes it: its own copy, as columns."""
-        return _as_columns(self.keys_of, self.rows, self.index)
+    def columns(self, names: Sequence[str] | None = None) -> Block:
+        """The block as :meth:`RowBuffer.block` makes it: its own copy, as columns; only the
+        columns ``names`` when given (what a selection keeps of a row of a million values)."""
+        if names is None:
+            return _as_columns(self.keys_of, self.rows, self.index)
+        places = sorted(self.index[n] for n in names)
+        index = {self.names[i]: j for j, i in enumerate(places)}
+        return _as_columns(self.keys_of, self.rows[:, places], index)
 
 
 def _as_columns(keys: dict[str, Array], values: Array, index: dict[str, int]) -> Block:
@@ -166,10 +174,15 @@ class RowBuffer:
     """Rows waiting for the trace writer: key columns and every value column, row-major."""
 
     def __init__(
-        self, tensors: Sequence[Tensor], capacity: int, names: Sequence[str] | None = None
+        self,
+        tensors: Sequence[Tensor],
+        capacity: int,
+        names: Sequence[str] | None = None,
+        index: dict[str, int] | None = None,
     ) -> None:
         self.tensors = tensors
-        # The columns' names (given by a writer that makes many buffers: wide rows have many).
+        # The columns' names, and each one's place (given by a writer that makes many buffers:
+        # wide rows have many, a network's of a million values too).
         self.names = list(names) if names is not None else [c for t in tensors
                                                             for c in t.columns()]  # fmt: skip
         self.offsets: dict[str, int] = {}
@@ -183,7 +196,7 @@ class RowBuffer:
         self.values = np.empty((capacity, len(self.names)), dtype=np.float64)
         self.keys = np.empty((3, capacity), dtype=np.int64)
         self.rows = 0
-        self._row_of: dict[str, int] | None = None
+        self._row_of: dict[str, int] | None = index
 
     @property
     def room(self) -> int:
@@ -228,7 +241,7 @@ class RowBuffer:
         if copied:
             values = values.copy()  # rows as they lie: one plain copy
         values.flags.writeable = False
-        block = RowsBlock(self._keys(), values, self._index())
+        block = RowsBlock(self._keys(), values, self._index(), self.names)
         if copied:
             release(self)
         else:
