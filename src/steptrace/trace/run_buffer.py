@@ -116,9 +116,9 @@ class RowsBlock(Mapping[str, Any]):
     def columns(self, names: Sequence[str] | None = None) -> Block:
         """The block as :meth:`RowBuffer.block` makes it: its own copy, as columns; only the
         columns ``names`` when given (what a selection keeps of a row of a million values)."""
-        if names is None:
+        places = None if names is None else sorted(self.index[n] for n in names)
+        if places is None or len(places) == len(self.index):  # all of them: no copy first
             return _as_columns(self.keys_of, self.rows, self.index)
-        places = sorted(self.index[n] for n in names)
         index = {self.names[i]: j for j, i in enumerate(places)}
         return _as_columns(self.keys_of, self.rows[:, places], index)
 
