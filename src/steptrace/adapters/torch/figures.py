@@ -17,6 +17,11 @@ would from its rows:
 A step that fails these checks is captured whole, as a held step is (its rows are left out
 when written): its figures are then the rows' own. (The checks are read on the host at once:
 on a GPU, a step not held waits for the device.)
+
+When the first layer is linear, or a zero-padded convolution, and reads x alone, a step not
+held also goes without ∂Loss/∂x (:class:`FirstLayer`): autograd's backward pass then stops at
+the layer's weights (for a convolution, a whole transposed convolution less), and the checks
+bound ∂Loss/∂x from the layer's δ and weights instead.
 """
 
 from __future__ import annotations
