@@ -335,12 +335,7 @@ class Layout:
         if plain is None:  # which parts are (rows, values) of the run's dtype: once
             plain = self.plain_parts = [p.dim() == 2 and p.dtype == dtype for p in parts]
         with torch.no_grad():  # a copy, no part of the graph
-            self.whole = not (
-                self.held is not None
-                and not self.early
-                and not self.held(self.written_steps)
-                and self._light(parts, m)
-            )
+            self.whole = self.may_hold() or not self._light(parts, m)
             if self.whole:
                 if self.first is not None and self.x_grads and not seen.alias.requires_grad:
                     d1, delta = self.x_parts  # a step left without ∂Loss/∂x, captured whole
@@ -359,7 +354,8 @@ class Layout:
         # Each part's smallest and largest value (a NaN is both; the cheapest reduction
         # PyTorch has of a tensor, on CPU: ‖·‖∞ costs several times more), into views made
         # once, then into the chunk's row of them.
-        for i, pair in zip(checks.index, self.end_views, strict=False):  # the weights' last
+        # (The first layer's weights, when they are checked, have the last pair.)
+        for i, pair in zip(checks.index, self.end_views, strict=False):
             part = parts[i]
             torch.aminmax(part if part.dtype == self.tdtype else part.to(self.tdtype), out=pair)
         if self.first is not None:
