@@ -482,3 +482,36 @@ def test_weights_gone_non_finite_under_a_finite_loss_are_the_summarys_divergence
             run.write_step(values)
     assert np.isfinite(steptrace.load_scalars(run)["loss"]).all()
     assert (run.summary.diverged_at, run.summary.diverged_why) == (3, "weights are not finite")
+
+
+@pytest.mark.parametrize("wide", [True, False], ids=["wide", "narrow"])
+def test_a_wide_runs_flushes_are_spaced_by_what_the_last_one_took(tmp_path, monkeypatch, wide):
+    """A flush of a wide row (a footer naming every column, a row group cut short) costs much:
+    the next comes no sooner than FLUSH_COST_RATIO times the last one's duration; a narrow
+    run's flushes keep the run's pace."""
+    import time
+
+    from steptrace.trace import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "WIDE_COLUMNS", 10 if wide else 10**9)
+    close_part = writer_module.TraceWriter._close_part
+
+    def slow_close(self):
+        time.sleep(0.05)  # a part of thousands of columns closing
+        close_part(self)
+
+    monkeypatch.setattr(writer_module.TraceWriter, "_close_part", slow_close)
+    X, Y = seed_arrays()
+    run = open_mlp(tmp_path, "paced", flush_seconds=0.01)
+    deadline = time.monotonic() + 10
+    while run._writer is None or run._writer.parts == 0:  # a flush, in the writer's thread
+        assert time.monotonic() < deadline
+        loop(run, [[0, 1, 2]], X, Y)  # a block, written once its flush is due
+        run._hand_off()
+        time.sleep(0.02)
+    every = run._writer._flush_every
+    run.close()
+    if wide:
+        assert every >= writer_module.FLUSH_COST_RATIO * 0.05
+    else:
+        assert every == 0.01
