@@ -207,11 +207,12 @@ class Conv2d(Layer):
         assert p is not None
         if self.general:
             return self._backward_any(x, d, p)
-        return self._input_delta(x, d, p), self.param_grads(x, d, p)
+        return self._input_delta(x, d, p), self.param_grads(x, o, d, p)
 
-    def param_grads(self, x: Array, d: Array, p: Params) -> Params:
-        """The kernels' and biases' gradients alone, without δ to the layer's input: what the
-        recorder's walk along the weights' path needs of the lowest layer with parameters."""
+    def param_grads(self, x: Array, o: Array, d: Array, p: Params | None) -> Params:
+        """The kernels' and biases' gradients alone: δ to the input, a correlation with the
+        flipped kernels, costs as much again."""
+        assert p is not None
         if self.general:
             return self._backward_any(x, d, p)[1]
         k = self.kernel

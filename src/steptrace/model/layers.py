@@ -225,6 +225,12 @@ class Layer:
     ) -> tuple[Array, Params | None]:
         raise NotImplementedError
 
+    def param_grads(self, x: Array, o: Array, d: Array, p: Params | None) -> Params | None:
+        """The parameters' gradients alone, without δ to the layer's input: what a walk along
+        the weights' path needs of the lowest layer with parameters (a layer whose δ to its
+        input costs much computes less here)."""
+        return self.backward(x, o, d, p)[1]
+
     def settings(self) -> dict[str, Any]:
         """The layer as a model file writes it (parameters apart)."""
         return {"type": self.type}

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from ..numerics import Number
-from .images import Conv2d
 from .layers import Array, Layer, Params, Shape, SquaredError, total
 
 __all__ = ["Backward", "ParamSet", "Stack"]
@@ -150,8 +149,8 @@ class Stack:
     ) -> Backward:  # fmt: skip
         """δ of every layer's input, from the loss back to L1, and the gradients on the way.
         With ``every_delta`` false it stops at the lowest layer with parameters: all that
-        learning needs (the recorder's walk along the weights' path); a convolution there gives
-        its gradients alone, and ``d`` has no δ of its input."""
+        learning needs (the recorder's walk along the weights' path): that layer gives its
+        gradients alone (:meth:`Layer.param_grads`), and ``d`` has no δ of its input."""
         top = self.loss_number
         d = {top: self.loss.delta(outs[-1], y, m)}  # δ at the loss = (oK − y) / m
         grads: ParamSet = {}
@@ -159,10 +158,10 @@ class Stack:
         for k in range(top - 1, bottom - 1, -1):
             inp = x if k == 1 else outs[k - 2]
             layer = self.layer(k)
-            if not every_delta and k == bottom and isinstance(layer, Conv2d):
-                # Nothing below needs δ_k: a convolution's gradients alone (its δ to the
-                # input costs as much again).
-                grads[k] = layer.param_grads(inp, d[k + 1], params[k])
+            if not every_delta and k == bottom:  # nothing below needs δ_k: gradients alone
+                grad = layer.param_grads(inp, outs[k - 1], d[k + 1], params.get(k))
+                if grad is not None:
+                    grads[k] = grad
                 break
             d[k], grad = layer.backward(inp, outs[k - 1], d[k + 1], params.get(k))
             if grad is not None:
