@@ -373,7 +373,7 @@ class TraceWriter:
         out: list[pa.RecordBatch] = []
         alike: list[Block] = []
         for item in [*self._pending, None]:
-            if isinstance(item, Block) and (not alike or _same_layout(item, alike[0])):
+            if isinstance(item, Block) and (not alike or _same_index(item.row_of, alike[0].row_of)):
                 alike.append(item)
                 continue
             if alike:
@@ -400,9 +400,7 @@ class TraceWriter:
     def _rows_in(self, row_of: dict[str, int], kind: pa.DataType) -> list[int]:
         """Each schema column's row in a block's matrix (-1: not there, or not of its type),
         found once for a run's blocks (each buffer's ``row_of`` is alike)."""
-        if self._matrix_rows is None or not (
-            self._matrix_rows[0] is row_of or self._matrix_rows[0] == row_of
-        ):  # fmt: skip
+        if self._matrix_rows is None or not _same_index(self._matrix_rows[0], row_of):
             rows = [row_of.get(f.name, -1) if f.type == kind else -1 for f in self.schema]
             self._matrix_rows = (row_of, rows)
         return self._matrix_rows[1]
@@ -509,7 +507,7 @@ class TraceWriter:
             self._lock.close()
 
 
-def _same_layout(a: Block, b: Block) -> bool:
-    """Whether two blocks' matrices hold the same columns in the same rows (the same index,
-    most often: comparing a wide row's thousands of names costs)."""
-    return a.row_of is b.row_of or a.row_of == b.row_of
+def _same_index(a: dict[str, int], b: dict[str, int]) -> bool:
+    """Whether two blocks' matrices hold the same columns in the same rows (the same index
+    object, most often: comparing a wide row's thousands of names costs)."""
+    return a is b or a == b

@@ -150,11 +150,14 @@ class Layout:
         self.grad_views = [row[grad] for row in self.steps]
         # The gradients are gathered in one row first, one view a parameter in its shape (one
         # copy for them all: cheaper than flattening each for a cat).
-        self.grad_stage = torch.empty(n_params, dtype=self.tdtype, device=self.device)
-        sizes = [t.numel() for t in self.flat]
-        parts = torch.split(self.grad_stage, sizes)
-        self.grad_parts = [v.view(p.shape) for v, p in zip(parts, self.params, strict=True)]
-        self.zero_grads = [torch.zeros_like(p) for p in self.params] if step_grads else []
+        self.grad_stage = torch.empty(0, dtype=self.tdtype, device=self.device)
+        self.grad_parts: list[torch.Tensor] = []
+        self.zero_grads: list[torch.Tensor] = []
+        if step_grads:
+            self.grad_stage = torch.empty(n_params, dtype=self.tdtype, device=self.device)
+            parts = torch.split(self.grad_stage, [t.numel() for t in self.flat])
+            self.grad_parts = [v.view(p.shape) for v, p in zip(parts, self.params, strict=True)]
+            self.zero_grads = [torch.zeros_like(p) for p in self.params]
         self._rows_buffer(self.chunk_rows)
         self.rows = 0  # rows of the chunk in the buffer
         self.m: list[int] = []  # rows of each step of the chunk
