@@ -11,10 +11,11 @@ import pytest
 import steptrace
 from steptrace.trace.why import first_nonfinite
 
-from .test_flight import first_nonfinite_step
+from .test_flight import first_nonfinite_step, triggers
 from .test_keep import assert_same_at_held_steps, held_steps
 
 torch = pytest.importorskip("torch")
+from steptrace.adapters.torch import recorder  # noqa: E402
 from steptrace.adapters.torch.buffers import Layout  # noqa: E402
 
 from . import torch_nets  # noqa: E402
@@ -107,8 +108,7 @@ def test_a_run_that_goes_non_finite_counts_its_values_and_why_names_the_step(tra
     assert sampled.summary.diverged_why == full.summary.diverged_why
 
 
-def test_a_flight_recorder_and_a_plain_stack_still_capture_every_step(traces, light_steps):
-    cnn_loop(traces, "flight", keep_last=3)
+def test_a_plain_stack_still_captures_every_step(traces, light_steps):
     torch_nets_loop = torch_nets.series_cnn()  # plain SGD on the series' layers: no step_grad
     with steptrace.torch.record(torch_nets_loop.model, torch_nets_loop.optimizer, out=traces,
                                 name="plain", every=2) as rec:  # fmt: skip
@@ -117,57 +117,76 @@ def test_a_flight_recorder_and_a_plain_stack_still_capture_every_step(traces, li
     assert np.array_equal(held_steps(rec), np.arange(0, rec.run.steps, 2))
 
 
-def test_a_declared_plan_places_the_steps_not_held(traces, light_steps):
-    runs = []
-    for name, keep in (("full", {}), ("sampled", {"every": 5})):
-        net = torch_nets.small_cnn()
-        plan = {"dataset": (net.x, net.y), "epochs": 3, "batch_size": net.batch}
-        with steptrace.torch.record(net.model, net.optimizer, out=traces, name=name,
-                                    loss=net.loss, **plan, **keep) as rec:  # fmt: skip
-            torch_nets.train(net, 3, rec)
-        runs.append(rec)
-    full, sampled = runs
-    assert light_steps == {"light": 9, "refused": 0}
-    assert sampled.status == "complete" and held_steps(sampled) == [0, 5, 10]
-    assert_same_at_held_steps(sampled, full)
-    assert_same_figures(sampled, full)
-    assert sampled.summary == full.summary
+@pytest.fixture
+def made(monkeypatch):
+    """The steps whose trace values the recorder made, chunk by chunk."""
+    steps: list[int] = []
+    make = recorder.chunk_values
+
+    def counted(graph, optimizer, tensors, chunk):
+        steps.append(len(chunk.m))
+        return make(graph, optimizer, tensors, chunk)
+
+    monkeypatch.setattr(recorder, "chunk_values", counted)
+    return steps
 
 
-def test_the_steps_not_held_go_without_autograds_gradient_to_the_image(traces, monkeypatch):
-    """The convolution reads x alone: a step the run does not hold leaves ∂Loss/∂x out of the
-    backward pass (a transposed convolution to the image); the steps held keep autograd's."""
-    asked: list[bool] = []
-    wants = Layout.wants_x_grad
+@pytest.mark.parametrize(
+    ("dtype", "keep", "held"),
+    [
+        ("float32", {"keep_last": 3}, [17, 18, 19]),
+        ("float64", {"keep_last": 4, "every": 6}, [0, 6, 12, 16, 17, 18, 19]),
+        ("float32", {"keep_last": 2, "trigger": "loss_spike:1.0001"}, None),
+    ],
+)
+def test_a_flight_recorder_makes_the_values_of_the_steps_it_writes_alone(
+    traces, light_steps, made, dtype, keep, held
+):
+    full = cnn_loop(traces, "full", dtype=getattr(torch, dtype))
+    made.clear()
+    flight = cnn_loop(traces, "flight", dtype=getattr(torch, dtype), **keep)
+    # Every step is copied (a window may come) and known by its figures ...
+    assert light_steps == {"light": 20, "refused": 0}
+    # ... and only the steps written are made the trace's values (in the writer's thread).
+    kept = held_steps(flight)
+    assert sum(made) == len(kept)
+    if held is not None:
+        assert kept == held
+    else:  # a loss spike fires whenever the loss tops its lowest so far by 0.01 %
+        fired = [f for f in triggers(flight) if f["kind"] == "loss_spike"]
+        assert fired and len(kept) < 20
+        assert {f["step"] for f in fired} <= set(kept)
+    assert_same_at_held_steps(flight, full)
+    assert_same_figures(flight, full)
+    assert steptrace.verify(flight.path).ok
 
-    def seen(self):
-        asked.append(wants(self))
-        return asked[-1]
 
-    monkeypatch.setattr(Layout, "wants_x_grad", seen)
-    sampled = cnn_loop(traces, "sampled", epochs=2, every=3)
-    # Step 0's pass comes before the run is opened (it always has ∂Loss/∂x).
-    assert asked == [s % 3 == 0 for s in range(1, 8)]
-    full = cnn_loop(traces, "full", epochs=2)
-    assert_same_at_held_steps(sampled, full)
-    assert_same_figures(sampled, full)
+def test_a_flight_recorder_of_a_run_gone_non_finite_writes_the_steps_up_to_it(
+    traces, monkeypatch, made
+):
+    full = cnn_loop(traces, "full", blow_up_at=9)
+    step = first_nonfinite_step(full.path)
+    refused: list[int] = []  # the steps the checks cannot vouch for
+    light = Layout._light
 
+    def watched(self, parts, m):
+        done = light(self, parts, m)
+        if not done:
+            refused.append(self.written_steps)
+        return done
 
-@pytest.mark.parametrize("kind", ["conv", "strided conv", "linear"])
-def test_the_first_layers_formula_gives_autograds_gradient_to_x_bit_for_bit(kind):
-    """A step refused by the checks after going without ∂Loss/∂x is given it by the first
-    layer's formula: autograd's own numbers (the rows then count its non-finite values)."""
-    from types import SimpleNamespace
-
-    from steptrace.adapters.torch.figures import FirstLayer
-
-    torch.manual_seed(4)
-    first = {"conv": torch.nn.Conv2d(2, 3, 3, padding=1),
-             "strided conv": torch.nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2),
-             "linear": torch.nn.Linear(5, 4)}[kind]  # fmt: skip
-    x = (torch.randn(6, 2, 7, 7) if kind != "linear" else torch.randn(6, 5)).requires_grad_()
-    o = first(x)
-    o.retain_grad()
-    (torch.tanh(o) * torch.randn(o.shape)).sum().backward()
-    formula = FirstLayer(SimpleNamespace(module=first), first.weight, 0)  # type: ignore[arg-type]
-    assert torch.equal(formula.d1(o.grad, x), x.grad)
+    monkeypatch.setattr(Layout, "_light", watched)
+    made.clear()
+    flight = cnn_loop(traces, "flight", blow_up_at=9, keep_last=5)
+    fired = triggers(flight)
+    assert (fired[0]["kind"], fired[0]["step"]) == ("nonfinite", step)
+    kept = held_steps(flight)
+    assert kept[:5] == list(range(step - 4, step + 1)) and kept[-1] == 19
+    # The steps the checks cannot vouch for are made the trace's values at once (their
+    # figures are their rows'), the others only if a window writes them: each step once.
+    assert refused and min(refused) <= step
+    assert sum(made) == len(set(refused) | set(kept))
+    assert_same_at_held_steps(flight, full)
+    assert_same_figures(flight, full)
+    found = first_nonfinite(flight.path)
+    assert found.step == step and found.held

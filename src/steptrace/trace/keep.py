@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from .flight import TRIGGERS_KEY, Flight, Trigger, check_memory, parse_triggers
 from .run_buffer import Block as Columns
 from .run_buffer import RowsBlock
-from .scalars import START, columns_of, layer_of
+from .scalars import LATER, START, columns_of, layer_of
 from .schema import EXACT_SUFFIX, Tensor
 from .summary import group_starts
 
@@ -380,6 +380,10 @@ class Keeper:
     def _cut(self, block: Mapping[str, Any], holds: Array) -> Block | None:
         if not holds.any():
             return None
+        later = block.get(LATER)
+        if later is not None:  # steps known by their figures: their values made now
+            block = later(holds)
+            holds = np.ones(len(block["step"]), dtype=bool)
         if isinstance(block, RowsBlock):  # read where its rows lie till now: made columns
             block = block.columns(self._read(block))
         assert isinstance(block, dict)

@@ -34,8 +34,9 @@ Ctrl-C too (it is held off while a part is being written, so no part is lost).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ from ..numerics import Numerics, parse_exact
 from ..schedule import PlannedStep, plan
 from .keep import RECORD_KEY, Selection, selected_meta
 from .placement import DataInfo, Declared, Learned, Placer
-from .run_buffer import RowBuffer, buffer_rows
+from .run_buffer import RowBuffer, RowsBlock, buffer_rows
 from .run_ctrl_c import HeldCtrlC
 from .run_settle import settle
 from .run_setup import (
@@ -62,7 +63,7 @@ from .run_setup import (
 )
 from .run_thread import WriterThread
 from .run_values import StepValues
-from .scalars import FIGURES
+from .scalars import FIGURES, LATER
 from .schema import Tensor, after_columns, tensors_of
 from .summary import RunSummary, SummaryTracker
 from .writer import USER_TRIGGER, TraceWriter, make_run_dir
@@ -311,17 +312,23 @@ class RunWriter:
         rows: Mapping[str, Array],
         weights_bad: Array,
         lr: Sequence[float],
+        values: Callable[[Array], Mapping[str, Any]] | None = None,
     ) -> None:
-        """Steps the run's selection does not hold, given by their per-step figures alone (an
-        adapter that did not capture their values): ``figures`` by the figures' columns
+        """Steps given by their per-step figures (an adapter that did not capture their
+        values, or makes them only if they are written): ``figures`` by the figures' columns
         (``step`` aside), one per step; ``rows`` the steps' ``x``, ``y`` and ``loss`` (which
         place them in the plan and go into the run's summary) and ``weights_bad`` whether each
-        step's new weights hold a NaN or ±inf (the summary's divergence)."""
+        step's new weights hold a NaN or ±inf (the summary's divergence).
+
+        Without ``values``, the run's selection must hold none of the steps. With it, any may
+        be written (a flight recorder's window): ``values(steps)``, given a flag per step,
+        gives those steps' values as :meth:`write_rows` takes them, and is called from the
+        writer's thread, only for the steps written."""
         sizes = np.asarray(m, dtype=np.int64).reshape(-1)
         selection = Selection.from_meta(self.meta)
-        if selection.keep_last is not None or selection.holds(
+        if values is None and (selection.keep_last is not None or selection.holds(
             self._steps + np.arange(len(sizes))
-        ).any():  # fmt: skip
+        ).any()):  # fmt: skip
             raise ConfigError("write_figures: a step the run may hold needs its values "
                               "(write_rows)")  # fmt: skip
         with self._ctrl_c.held():
@@ -338,11 +345,35 @@ class RunWriter:
             block = {"step": step, "epoch": epoch, "sample": sample,
                      "loss": np.asarray(rows["loss"], np.float64).reshape(-1), FIGURES: given,
                      **dict.fromkeys(after_columns(self._tensors), bad)}  # fmt: skip
+            if values is not None:
+                self._column_names()  # made here once, not in the writer's thread
+                keys = {"step": step, "epoch": epoch, "sample": sample}
+                lrs = np.repeat(np.asarray(lr, dtype=np.float64), sizes)
+                block[LATER] = partial(self._made_later, values, keys, lrs, sizes)
             assert self._background is not None
             self._background.put(block)
             self._steps += len(sizes)
             self._rows += int(sizes.sum())
         self._ctrl_c.raise_held()
+
+    def _made_later(
+        self,
+        values: Callable[[Array], Mapping[str, Any]],
+        keys: dict[str, Array],
+        lr: Array,
+        m: Array,
+        rows: Array,
+    ) -> RowsBlock:
+        """The rows flagged by ``rows`` (whole steps) of steps given by their figures, their
+        values made now, as a buffer's rows (the writer's thread: a flight recorder's window)."""
+        steps = rows[np.cumsum(m) - m]
+        n = int(rows.sum())
+        arrays = self._values.of_rows(values(steps), n)
+        buffer = RowBuffer(self._tensors, n, *self._column_names())
+        picked = {k: v[rows] for k, v in keys.items()}
+        buffer.put(picked["step"], picked["epoch"], picked["sample"],
+                   {"lr": lr[rows].reshape(n, 1), **arrays}, self.numerics)  # fmt: skip
+        return buffer.rows_block(_unused)
 
     def trigger(self, reason: str = "rec.trigger()") -> None:
         """Fire the flight recorder (a run opened with ``keep_last``) after the last step
@@ -386,12 +417,19 @@ class RunWriter:
             if spare and spare[-1].room >= rows:
                 self._buffer = spare.pop()  # its pages are the kernel's already
                 return self._buffer
-            if self._columns is None:
-                self._columns = [c for t in self._tensors for c in t.columns()]
-                self._column_index = {name: i for i, name in enumerate(self._columns)}
-            capacity = max(rows, buffer_rows(len(self._columns)))
-            self._buffer = RowBuffer(self._tensors, capacity, self._columns, self._column_index)
+            names, index = self._column_names()
+            capacity = max(rows, buffer_rows(len(names)))
+            self._buffer = RowBuffer(self._tensors, capacity, names, index)
         return self._buffer
+
+    def _column_names(self) -> tuple[list[str], dict[str, int]]:
+        """The columns of the run's rows and each one's place (made once: a network's row may
+        have a million)."""
+        if self._columns is None:
+            self._column_index = {c: i for i, c in enumerate(c for t in self._tensors
+                                                             for c in t.columns())}  # fmt: skip
+            self._columns = list(self._column_index)
+        return self._columns, self._column_index
 
     def _provisional_meta(self, first_m: int) -> dict[str, Any]:
         """The plan written until a learned plan is known, when the run closes: no total of
@@ -521,6 +559,10 @@ class RunWriter:
 
     def __repr__(self) -> str:
         return f"RunWriter({str(self.path)!r}, {self._steps} steps, {self.status})"
+
+
+def _unused(buffer: RowBuffer) -> None:
+    """A buffer made for one block, let go with it."""
 
 
 def stop_reason(exc: BaseException, steps: int) -> str:

@@ -42,6 +42,7 @@ from .summary import group_starts
 
 __all__ = [
     "FIGURES",
+    "LATER",
     "SCALARS_DIR",
     "ScalarSpec",
     "ScalarsWriter",
@@ -67,6 +68,10 @@ START = "start"
 #: A block of steps whose values were not captured: their figures, made by the adapter
 #: (:func:`steps_figures`), by column.
 FIGURES = "figures"
+#: … and how their values are made if a flight recorder's window writes them: a callable
+#: given the block's rows to write (whole steps), giving them as a buffer's rows
+#: (:meth:`~steptrace.trace.run.RunWriter.write_figures`).
+LATER = "later"
 
 _PARAM = re.compile(r"([wb])(\d+)_after")
 _LAYER = re.compile(r"(\d+)(?:_before|_after)?")

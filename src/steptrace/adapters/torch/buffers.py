@@ -77,9 +77,12 @@ class Chunk:
     scalars_before: Array  # (steps, parameters): the optimizer's step counts
     scalars_after: Array
     x_grads: bool = True  # whether ∂Loss/∂x is autograd's (else: from the first layer)
-    #: Which steps were captured whole (None: all); the others' x, y and loss (their rows,
-    #: by field) and their parts' largest |values| (steps not captured, checked parts).
+    #: Which steps were captured whole (None: all); which are known by their figures (their
+    #: parts' extremes vouched for: the steps not captured whole, and with a flight recorder
+    #: every step the checks vouch for), their x, y and loss (their rows, by field) and their
+    #: parts' largest |values| (known steps, checked parts).
     full: Array | None = None
+    known: Array | None = None
     light: dict[str, Array] | None = None
     maxima: Array | None = None
 
@@ -175,8 +178,14 @@ class Layout:
         # holds (set by the recorder; None: every step is captured whole).
         self.held: Callable[[int], bool] | None = None
         self.checks: Checks | None = None
+        #: A flight recorder's run: every step captured whole and also known by its figures
+        #: where the checks vouch for it; each chunk's buffers are its own (a window may be
+        #: written from them later).
+        self.every_step = False
         self.full: list[bool] = []
+        self.known: list[bool] = []
         self.whole = True  # whether the step being captured is captured whole
+        self.vouched = False  # … and known by its figures
         self.light_fields = _fields([("x", size["o1"]), ("y", y_width), ("loss", 1)])
         light_width = size["o1"] + y_width + 1
         self.light_capacity = max(1, min(LIGHT_ROWS, CHUNK_VALUES // light_width))
@@ -188,11 +197,19 @@ class Layout:
         self.x_parts = (0, 0)  # where ∂Loss/∂x and the first layer's δ lie in the parts
 
     def select(
-        self, held: Callable[[int], bool], checks: Checks, first: FirstLayer | None = None
+        self,
+        held: Callable[[int], bool] | None,
+        checks: Checks,
+        first: FirstLayer | None = None,
     ) -> None:
         """Capture whole only the steps ``held`` says the run holds (and those ``checks``
-        cannot vouch for); with ``first``, the steps not held go without ∂Loss/∂x."""
+        cannot vouch for); with ``first``, the steps not held go without ∂Loss/∂x. With
+        ``held`` None (a flight recorder), capture every step whole and know each one the
+        checks vouch for by its figures too."""
         self.held, self.checks, self.first = held, checks, first
+        self.every_step = held is None
+        if self.every_step:  # a chunk's rows alone: the per-step values are not repeated
+            self._rows_buffer(max(1, min(CHUNK_ROWS, CHUNK_VALUES // max(self.row_width, 1))))
         self.light = torch.empty(self.light_capacity, self.light.shape[1], dtype=self.tdtype,
                                  device=self.device)  # fmt: skip
         # Each checked part's smallest and largest value, side by side: the step's, and the
@@ -236,7 +253,7 @@ class Layout:
     def make_room(self, m: int) -> None:
         """Room for a step of ``m`` rows: the chunk handed over first when it is full."""
         if self.rows + m > self.capacity or (
-            self.held is not None and self.light_rows + m > self.light_capacity
+            self.checks is not None and self.light_rows + m > self.light_capacity
         ):  # fmt: skip
             self.handoff()
             if m > self.capacity:  # a batch larger than the buffer
@@ -338,7 +355,9 @@ class Layout:
         if plain is None:  # which parts are (rows, values) of the run's dtype: once
             plain = self.plain_parts = [p.dim() == 2 and p.dtype == dtype for p in parts]
         with torch.no_grad():  # a copy, no part of the graph
-            self.whole = self.may_hold() or not self._light(parts, m)
+            reduced = self.checks is not None and (self.every_step or not self.may_hold())
+            self.vouched = reduced and self._light(parts, m)
+            self.whole = self.every_step or not self.vouched
             if self.whole:
                 if self.first is not None and self.x_grads and not seen.alias.requires_grad:
                     d1, delta = self.x_parts  # a step left without ∂Loss/∂x, captured whole
@@ -419,9 +438,10 @@ class Layout:
             self.state.scalars(self.scalars[s, 1])
         self.m.append(m)
         self.full.append(self.whole)
+        self.known.append(self.vouched)
         if self.whole:
             self.rows += m
-        self.whole = True
+        self.whole, self.vouched = True, False
         return s
 
     def due(self) -> bool:
@@ -438,6 +458,8 @@ class Layout:
             return None
         rows = _host(self.data[: self.rows], self.dtype)
         per_step = _host(self.steps[: steps + 1], self.dtype)
+        if self.every_step:  # the chunk's own: its rows' buffer is left to it, below
+            per_step = per_step.copy()
         after = self.step_fields["after"]
         before = per_step[:-1, after].copy()
         for s, tensor in self.befores.items():
@@ -445,21 +467,24 @@ class Layout:
         step_values = {name: per_step[1:, where] for name, where in self.step_fields.items()}
         step_values["before"] = before
         full = np.array(self.full, dtype=bool)
+        known = np.array(self.known, dtype=bool)
         light = maxima = None
-        if not full.all():
-            host = _host(self.light[: self.light_rows], self.dtype)
+        if known.any():
+            host = _host(self.light[: self.light_rows], self.dtype).copy()
             light = {name: host[:, where] for name, where in self.light_fields.items()}
-            maxima = _largest(_host(self.maxima[:steps], np.float64)[~full])
+            maxima = _largest(_host(self.maxima[:steps], np.float64)[known])
         chunk = Chunk(
             np.array(self.m, dtype=np.int64),
             {name: rows[:, where] for name, where in self.row_fields.items()},
             step_values, self.lrs, self.scalars[:steps, 0].numpy().copy(),
-            self.scalars[:steps, 1].numpy().copy(), self.x_grads, full, light, maxima,
+            self.scalars[:steps, 1].numpy().copy(), self.x_grads, full, known, light, maxima,
         )  # fmt: skip
+        if self.every_step and self.device.type == "cpu":
+            self._rows_buffer(self.capacity)  # the chunk keeps the rows it was handed
         # The next chunk starts from the parameters this one ended with.
         self.steps[0] = self.steps[steps]
         self.m, self.lrs, self.befores, self.rows = [], [], {}, 0
-        self.full, self.light_rows = [], 0
+        self.full, self.known, self.light_rows = [], [], 0
         return chunk
 
 

@@ -44,7 +44,7 @@ from .graph import ROW_GRADIENTS, Graph, Layer
 from .optim import OptimizerSpec
 from .values import _optimizer_state, _running
 
-__all__ = ["Checks", "FirstLayer", "first_layer", "light_figures", "only"]
+__all__ = ["Checks", "FirstLayer", "first_layer", "light_figures", "only", "subset"]
 
 Array = npt.NDArray[Any]
 #: How far below the dtype's largest number each row's gradients must provably stay.
@@ -153,13 +153,22 @@ class Checks:
 
 
 def only(chunk: Chunk, steps: Array) -> Chunk:
-    """The chunk's steps where ``steps`` is true (its per-step values; the rows are the held
-    steps' already)."""
+    """The chunk's steps where ``steps`` is true: their per-step values (the rows left as
+    they are: see :func:`subset`)."""
     return replace(
         chunk, m=chunk.m[steps], steps={k: v[steps] for k, v in chunk.steps.items()},
         lrs=[lr for lr, keep in zip(chunk.lrs, steps, strict=True) if keep],
         scalars_before=chunk.scalars_before[steps], scalars_after=chunk.scalars_after[steps],
     )  # fmt: skip
+
+
+def subset(chunk: Chunk, steps: Array) -> Chunk:
+    """The chunk's steps where ``steps`` is true, with their rows (of the steps captured
+    whole, which ``steps`` may flag alone)."""
+    full = chunk.full if chunk.full is not None else np.ones(len(chunk.m), dtype=bool)
+    rows = np.repeat(steps[full], chunk.m[full])
+    kept = chunk.rows if rows.all() else {name: v[rows] for name, v in chunk.rows.items()}
+    return replace(only(chunk, steps), rows=kept)
 
 
 def per_step_values(graph: Graph, optimizer: OptimizerSpec, chunk: Chunk) -> dict[str, Array]:
@@ -189,10 +198,10 @@ def _same(a: Array) -> Array:
 def light_figures(
     graph: Graph, optimizer: OptimizerSpec, spec: ScalarSpec, checks: Checks, chunk: Chunk
 ) -> tuple[dict[str, Array], Array]:
-    """The figures of the chunk's steps that were not captured (``chunk.full`` false), by
-    column, and whether each one's new weights hold a NaN or ±inf."""
-    assert chunk.full is not None and chunk.light is not None and chunk.maxima is not None
-    light = only(chunk, ~chunk.full)
+    """The figures of the chunk's steps known by them (``chunk.known``), by column, and
+    whether each one's new weights hold a NaN or ±inf."""
+    assert chunk.known is not None and chunk.light is not None and chunk.maxima is not None
+    light = only(chunk, chunk.known)
     per_step = per_step_values(graph, optimizer, light)
     o_max = {k: chunk.maxima[:, c] for k, c in checks.outputs.items()}
     rows = frozenset(t.name for t in spec.tensors) - set(per_step)

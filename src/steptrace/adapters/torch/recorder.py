@@ -9,6 +9,7 @@ whose first step cannot be recorded, leaves no run behind.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +29,7 @@ from ...trace.schema import Tensor
 from .buffers import Chunk, Layout
 from .capture import Capture
 from .describe import recorded_with, run_spec
-from .figures import Checks, first_layer, light_figures, only
+from .figures import Checks, first_layer, light_figures, subset
 from .graph import Graph
 from .loss import check_loss
 from .optim import OptimizerSpec, StateReader, describe_optimizer
@@ -125,12 +126,14 @@ class Recorder:
                         self._written, fast)  # fmt: skip
         chosen = args.selection
         # Steps the run does not hold are not copied when their figures can be made without
-        # (the gradients the optimizer used are recorded; a flight recorder holds every step).
-        if chosen is not None and chosen.gaps and chosen.keep_last is None and not plain:
+        # (the gradients the optimizer used are recorded). A flight recorder copies every
+        # step, and makes the trace's values only of the steps a window writes.
+        if chosen is not None and (chosen.gaps or chosen.keep_last is not None) and not plain:
+            flight = chosen.keep_last is not None
             largest = float(torch.finfo(layout.tdtype).max)
-            first = first_layer(graph)
+            first = None if flight else first_layer(graph)
             checks = Checks.of(graph, list(layout.row_fields), largest, first)
-            layout.select(chosen.held, checks, first)
+            layout.select(None if flight else chosen.held, checks, first)
             self.figures = ScalarSpec.of(spec.tensors)
         return layout
 
@@ -143,30 +146,32 @@ class Recorder:
             return
         assert self.run is not None and self.graph is not None and self.spec is not None
         tensors: tuple[Tensor, ...] = self.spec.tensors
-        full = chunk.full
-        if full is None or full.all():
+        known = chunk.known
+        if known is None or not known.any():
             values = chunk_values(self.graph, self.optim, tensors, chunk)
             self.run.write_rows(values, chunk.m.tolist(), lr=chunk.lrs)
             return
-        self._write_mixed(chunk, full)
+        self._write_mixed(chunk, known)
 
-    def _write_mixed(self, chunk: Chunk, full: Array) -> None:
-        """A chunk of steps captured whole and steps known by their figures alone, written in
-        step order."""
+    def _write_mixed(self, chunk: Chunk, known: Array) -> None:
+        """A chunk of steps given by their values and steps known by their figures, written
+        in step order. A flight recorder's known steps go with a way to make their values,
+        which the writer uses for the steps its windows write."""
         assert self.run is not None and self.graph is not None and self.spec is not None
         assert self.figures is not None and chunk.light is not None
-        checks = self.capture.layout.checks if self.capture.layout is not None else None
-        assert checks is not None
-        figures, bad = light_figures(self.graph, self.optim, self.figures, checks, chunk)
+        layout = self.capture.layout
+        assert layout is not None and layout.checks is not None
+        figures, bad = light_figures(self.graph, self.optim, self.figures, layout.checks, chunk)
         values = {}
-        if full.any():
-            values = chunk_values(self.graph, self.optim, self.spec.tensors, only(chunk, full))
+        if not known.all():
+            values = chunk_values(self.graph, self.optim, self.spec.tensors,
+                                  subset(chunk, ~known))  # fmt: skip
         m, lrs = chunk.m, np.asarray(chunk.lrs)
         row = light_row = light_step = 0  # where the next segment starts in each
-        for whole, segment in _segments(full):
+        for figured, segment in _segments(known):
             sizes = m[segment]
             rows = int(sizes.sum())
-            if whole:
+            if not figured:
                 part = {name: v[row : row + rows] for name, v in values.items()}
                 self.run.write_rows(part, sizes.tolist(), lr=lrs[segment].tolist())
                 row += rows
@@ -175,9 +180,19 @@ class Recorder:
             these = slice(light_step, light_step + n)
             given = {name: v[these] for name, v in figures.items()}
             kept = {name: v[light_row : light_row + rows] for name, v in chunk.light.items()}
-            self.run.write_figures(given, sizes.tolist(), kept, bad[these], lrs[segment].tolist())
+            later = partial(self._values_of, chunk, segment) if layout.every_step else None
+            self.run.write_figures(given, sizes.tolist(), kept, bad[these],
+                                   lrs[segment].tolist(), later)  # fmt: skip
             light_step += n
             light_row += rows
+
+    def _values_of(self, chunk: Chunk, segment: slice, held: Array) -> dict[str, Array]:
+        """The values of the steps ``held`` flags of the chunk's ``segment`` (a flight
+        recorder's window, made in the writer's thread)."""
+        assert self.graph is not None and self.spec is not None
+        steps = np.zeros(len(chunk.m), dtype=bool)
+        steps[segment] = held
+        return chunk_values(self.graph, self.optim, self.spec.tensors, subset(chunk, steps))
 
     # -- the end --------------------------------------------------------------------------------
 
