@@ -21,9 +21,10 @@ from steptrace.adapters.torch.buffers import Layout  # noqa: E402
 from . import torch_nets  # noqa: E402
 
 
-def cnn_loop(out, name, *, dtype=None, epochs=5, blow_up_at=None, **keep):
+def cnn_loop(out, name, *, dtype=None, epochs=5, blow_up_at=None, nan_grad_at=None, **keep):
     """The issue's CNN, narrower (16 images, batches of 4, Adam); at ``blow_up_at`` Adam's
-    learning rate becomes 1e30 (float32: NaN and ±inf a few steps later)."""
+    learning rate becomes 1e30 (float32: NaN and ±inf a few steps later); at ``nan_grad_at``
+    one gradient is NaN (the new weights are, under a finite loss)."""
     net = torch_nets.small_cnn()
     net.model.to(dtype or torch.float32)  # the same parameters, which Adam holds
     net.x = net.x.to(dtype or torch.float32)
@@ -38,6 +39,8 @@ def cnn_loop(out, name, *, dtype=None, epochs=5, blow_up_at=None, **keep):
                 net.optimizer.zero_grad()
                 per_sample = net.per_sample(net.model(xb), yb)
                 per_sample.mean().backward()
+                if step == nan_grad_at:
+                    net.model[0].weight.grad.view(-1)[0] = float("nan")
                 rec.step(xb, yb, per_sample)
                 net.optimizer.step()
                 step += 1
@@ -190,3 +193,12 @@ def test_a_flight_recorder_of_a_run_gone_non_finite_writes_the_steps_up_to_it(
     assert_same_figures(flight, full)
     found = first_nonfinite(flight.path)
     assert found.step == step and found.held
+
+
+@pytest.mark.parametrize("keep", [{"every": 4}, {"keep_last": 3}], ids=str)
+def test_weights_gone_non_finite_on_a_step_known_by_its_figures_are_the_summarys_divergence(
+    traces, keep
+):
+    run = cnn_loop(traces, "nan", nan_grad_at=5, **keep)
+    assert np.isfinite(steptrace.load_scalars(run.path)["loss"][:6]).all()
+    assert (run.summary.diverged_at, run.summary.diverged_why) == (5, "weights are not finite")

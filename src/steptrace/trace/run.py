@@ -63,7 +63,7 @@ from .run_setup import (
 )
 from .run_thread import WriterThread
 from .run_values import StepValues
-from .scalars import FIGURES, LATER
+from .scalars import BAD_WEIGHTS, FIGURES, LATER
 from .schema import Tensor, after_columns, tensors_of
 from .summary import RunSummary, SummaryTracker
 from .writer import USER_TRIGGER, TraceWriter, make_run_dir
@@ -344,7 +344,7 @@ class RunWriter:
                      "lr": np.asarray(lr, dtype=narrow).astype(np.float64)}  # fmt: skip
             block = {"step": step, "epoch": epoch, "sample": sample,
                      "loss": np.asarray(rows["loss"], np.float64).reshape(-1), FIGURES: given,
-                     **dict.fromkeys(after_columns(self._tensors), bad)}  # fmt: skip
+                     BAD_WEIGHTS: bad}  # fmt: skip
             if values is not None:
                 self._column_names()  # made here once, not in the writer's thread
                 keys = {"step": step, "epoch": epoch, "sample": sample}

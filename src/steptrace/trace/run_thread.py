@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .run_buffer import Block, RowBuffer, RowsBlock
+from .scalars import BAD_WEIGHTS
 from .summary import SummaryTracker
 from .writer import USER_TRIGGER, TraceWriter
 
@@ -50,9 +51,12 @@ class WriterThread:
 
     def _weights(self, block: Mapping[str, Any]) -> list[Any]:
         """The new weights' columns, which the summary checks finite: none when the block
-        knows them all finite (a buffer's, from its columns' sums: thousands of columns)."""
+        knows them all finite (a buffer's, from its columns' sums: thousands of columns);
+        one for steps given by their figures, which say whether they are."""
         if isinstance(block, Block | RowsBlock) and block.finite(self.after):
             return []
+        if BAD_WEIGHTS in block:
+            return [block[BAD_WEIGHTS]]
         return [block[c] for c in self.after]
 
     def _block(self, item: dict[str, Any] | RowBuffer) -> Mapping[str, Any]:

@@ -41,6 +41,7 @@ from .schema import FORMAT_VERSION, Tensor
 from .summary import group_starts
 
 __all__ = [
+    "BAD_WEIGHTS",
     "FIGURES",
     "LATER",
     "SCALARS_DIR",
@@ -68,6 +69,9 @@ START = "start"
 #: A block of steps whose values were not captured: their figures, made by the adapter
 #: (:func:`steps_figures`), by column.
 FIGURES = "figures"
+#: … whether each row's step left weights holding a NaN or ±inf (NaN, else 0): what the run's
+#: summary reads of it, in place of the new weights' columns.
+BAD_WEIGHTS = "bad_weights"
 #: … and how their values are made if a flight recorder's window writes them: a callable
 #: given the block's rows to write (whole steps), giving them as a buffer's rows
 #: (:meth:`~steptrace.trace.run.RunWriter.write_figures`).
