@@ -202,3 +202,67 @@ def test_weights_gone_non_finite_on_a_step_known_by_its_figures_are_the_summarys
     run = cnn_loop(traces, "nan", nan_grad_at=5, **keep)
     assert np.isfinite(steptrace.load_scalars(run.path)["loss"][:6]).all()
     assert (run.summary.diverged_at, run.summary.diverged_why) == (5, "weights are not finite")
+
+
+def test_a_declared_plan_places_the_steps_not_held(traces, light_steps):
+    runs = []
+    for name, keep in (("full", {}), ("sampled", {"every": 5})):
+        net = torch_nets.small_cnn()
+        plan = {"dataset": (net.x, net.y), "epochs": 3, "batch_size": net.batch}
+        with steptrace.torch.record(net.model, net.optimizer, out=traces, name=name,
+                                    loss=net.loss, **plan, **keep) as rec:  # fmt: skip
+            torch_nets.train(net, 3, rec)
+        runs.append(rec)
+    full, sampled = runs
+    assert light_steps == {"light": 9, "refused": 0}
+    assert sampled.status == "complete" and held_steps(sampled) == [0, 5, 10]
+    assert_same_at_held_steps(sampled, full)
+    assert_same_figures(sampled, full)
+    assert sampled.summary == full.summary
+
+
+@pytest.mark.parametrize(
+    ("keep", "wanted"),
+    [({"every": 3}, [s % 3 == 0 for s in range(1, 8)]), ({"keep_last": 3}, [False] * 7)],
+    ids=str,
+)
+def test_the_steps_not_held_go_without_autograds_gradient_to_the_image(
+    traces, monkeypatch, keep, wanted
+):
+    """The convolution reads x alone: a step the run does not hold leaves ∂Loss/∂x out of the
+    backward pass (a transposed convolution to the image); the steps held keep autograd's. A
+    flight recorder's steps all go without it: a window's are given it by the formula."""
+    asked: list[bool] = []
+    wants = Layout.wants_x_grad
+
+    def seen(self):
+        asked.append(wants(self))
+        return asked[-1]
+
+    monkeypatch.setattr(Layout, "wants_x_grad", seen)
+    sampled = cnn_loop(traces, "sampled", epochs=2, **keep)
+    # Step 0's pass comes before the run is opened (it always has ∂Loss/∂x).
+    assert asked == wanted
+    full = cnn_loop(traces, "full", epochs=2)
+    assert_same_at_held_steps(sampled, full)
+    assert_same_figures(sampled, full)
+
+
+@pytest.mark.parametrize("kind", ["conv", "strided conv", "linear"])
+def test_the_first_layers_formula_gives_autograds_gradient_to_x_bit_for_bit(kind):
+    """A step refused by the checks after going without ∂Loss/∂x is given it by the first
+    layer's formula: autograd's own numbers (the rows then count its non-finite values)."""
+    from types import SimpleNamespace
+
+    from steptrace.adapters.torch.figures import FirstLayer
+
+    torch.manual_seed(4)
+    first = {"conv": torch.nn.Conv2d(2, 3, 3, padding=1),
+             "strided conv": torch.nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2),
+             "linear": torch.nn.Linear(5, 4)}[kind]  # fmt: skip
+    x = (torch.randn(6, 2, 7, 7) if kind != "linear" else torch.randn(6, 5)).requires_grad_()
+    o = first(x)
+    o.retain_grad()
+    (torch.tanh(o) * torch.randn(o.shape)).sum().backward()
+    formula = FirstLayer(SimpleNamespace(module=first), first.weight, 0, 0)  # type: ignore[arg-type]
+    assert torch.equal(formula.d1(o.grad, x.shape), x.grad)

@@ -83,6 +83,9 @@ class Chunk:
     #: parts' largest |values| (known steps, checked parts).
     full: Array | None = None
     known: Array | None = None
+    #: The steps captured whole without ∂Loss/∂x (zeros in its place): a flight recorder's
+    #: known steps, given it by the first layer's formula if a window writes them.
+    x_later: Array | None = None
     light: dict[str, Array] | None = None
     maxima: Array | None = None
 
@@ -184,8 +187,10 @@ class Layout:
         self.every_step = False
         self.full: list[bool] = []
         self.known: list[bool] = []
+        self.x_later: list[bool] = []
         self.whole = True  # whether the step being captured is captured whole
         self.vouched = False  # … and known by its figures
+        self.later = False  # … and left without ∂Loss/∂x (see Chunk.x_later)
         self.light_fields = _fields([("x", size["o1"]), ("y", y_width), ("loss", 1)])
         light_width = size["o1"] + y_width + 1
         self.light_capacity = max(1, min(LIGHT_ROWS, CHUNK_VALUES // light_width))
@@ -227,7 +232,7 @@ class Layout:
         """Whether the pass beginning needs autograd's ∂Loss/∂x: every step but those the
         run does not hold, when the first layer's formula can stand for it (see
         :class:`.figures.FirstLayer`)."""
-        return self.first is None or self.may_hold()
+        return self.first is None or (self.may_hold() and not self.every_step)
 
     def may_hold(self) -> bool:
         """Whether the step being captured may be held (its values all wanted)."""
@@ -359,9 +364,11 @@ class Layout:
             self.vouched = reduced and self._light(parts, m)
             self.whole = self.every_step or not self.vouched
             if self.whole:
-                if self.first is not None and self.x_grads and not seen.alias.requires_grad:
-                    d1, delta = self.x_parts  # a step left without ∂Loss/∂x, captured whole
-                    parts[d1] = self.first.d1(parts[delta], seen.alias)
+                first = self.first if self.x_grads and not seen.alias.requires_grad else None
+                if first is not None and not self.vouched:  # captured for its values: given it
+                    d1, delta = self.x_parts
+                    parts[d1] = first.d1(parts[delta], seen.alias.shape)
+                self.later = first is not None and self.vouched
                 flat = [p if ok else _rows(p, m, dtype) for p, ok in zip(parts, plain, strict=True)]
                 torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
 
@@ -439,9 +446,10 @@ class Layout:
         self.m.append(m)
         self.full.append(self.whole)
         self.known.append(self.vouched)
+        self.x_later.append(self.later)
         if self.whole:
             self.rows += m
-        self.whole, self.vouched = True, False
+        self.whole, self.vouched, self.later = True, False, False
         return s
 
     def due(self) -> bool:
@@ -477,14 +485,15 @@ class Layout:
             np.array(self.m, dtype=np.int64),
             {name: rows[:, where] for name, where in self.row_fields.items()},
             step_values, self.lrs, self.scalars[:steps, 0].numpy().copy(),
-            self.scalars[:steps, 1].numpy().copy(), self.x_grads, full, known, light, maxima,
+            self.scalars[:steps, 1].numpy().copy(), self.x_grads, full, known,
+            np.array(self.x_later, dtype=bool), light, maxima,
         )  # fmt: skip
         if self.every_step and self.device.type == "cpu":
             self._rows_buffer(self.capacity)  # the chunk keeps the rows it was handed
         # The next chunk starts from the parameters this one ended with.
         self.steps[0] = self.steps[steps]
         self.m, self.lrs, self.befores, self.rows = [], [], {}, 0
-        self.full, self.known, self.light_rows = [], [], 0
+        self.full, self.known, self.x_later, self.light_rows = [], [], [], 0
         return chunk
 
 

@@ -64,16 +64,43 @@ class FirstLayer:
     layer: Layer
     weight: torch.Tensor
     terms: int
+    offset: int  # where the weights lie among the parameters, flat (Chunk.steps["before"])
 
-    def d1(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """∂Loss/∂x of the rows ``x`` from the layer's δ (its output's gradient)."""
-        module, w = self.layer.module, self.weight.detach()
+    def d1(
+        self, delta: torch.Tensor, x_shape: Sequence[int], weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """∂Loss/∂x of rows of shape ``x_shape`` from the layer's δ (its output's gradient)
+        and its weights (the module's, unless given)."""
+        module = self.layer.module
+        w = self.weight.detach() if weight is None else weight
         if isinstance(module, nn.Conv2d):
             d1: torch.Tensor = conv2d_input(  # type: ignore[no-untyped-call]
-                x.shape, w, delta, module.stride, module.padding, module.dilation, module.groups
+                x_shape, w, delta, module.stride, module.padding, module.dilation, module.groups
             )
             return d1
         return delta.matmul(w)
+
+    def later(self, chunk: Chunk) -> Chunk:
+        """The chunk with ∂Loss/∂x of the steps captured without it (``chunk.x_later``), each
+        step's from its δ and the weights it started from: what autograd would have given,
+        in the model's dtype."""
+        later = chunk.x_later
+        if later is None or not later.any():
+            return chunk
+        rows = dict(chunk.rows)
+        d1, delta = rows["g:o1"].copy(), rows[f"g:o{self.layer.k}"]
+        shape, dtype = tuple(self.weight.shape), self.weight.dtype
+        size = int(np.prod(shape))
+        ends = np.cumsum(chunk.m)
+        for s in np.flatnonzero(later).tolist():
+            m = int(chunk.m[s])
+            r = slice(int(ends[s]) - m, int(ends[s]))
+            w = chunk.steps["before"][s, self.offset : self.offset + size].reshape(shape)
+            d = torch.from_numpy(delta[r].reshape(m, *self.layer.out_shape)).to(dtype)
+            x = self.d1(d, (m, *self.layer.in_shape), torch.from_numpy(w).to(dtype))
+            d1[r] = x.reshape(m, -1).numpy()
+        rows["g:o1"] = d1
+        return replace(chunk, rows=rows)
 
 
 def first_layer(graph: Graph) -> FirstLayer | None:
@@ -91,7 +118,12 @@ def first_layer(graph: Graph) -> FirstLayer | None:
         return None
     weight = module.weight
     assert isinstance(weight, torch.Tensor)
-    return FirstLayer(layer, weight, int(np.prod(layer.out_shape)))
+    offset = 0
+    for p in graph.params:
+        if p.tensor is weight:
+            break
+        offset += p.tensor.numel()
+    return FirstLayer(layer, weight, int(np.prod(layer.out_shape)), offset)
 
 
 @dataclass(frozen=True)
@@ -159,6 +191,7 @@ def only(chunk: Chunk, steps: Array) -> Chunk:
         chunk, m=chunk.m[steps], steps={k: v[steps] for k, v in chunk.steps.items()},
         lrs=[lr for lr, keep in zip(chunk.lrs, steps, strict=True) if keep],
         scalars_before=chunk.scalars_before[steps], scalars_after=chunk.scalars_after[steps],
+        x_later=None if chunk.x_later is None else chunk.x_later[steps],
     )  # fmt: skip
 
 

@@ -29,7 +29,7 @@ from ...trace.schema import Tensor
 from .buffers import Chunk, Layout
 from .capture import Capture
 from .describe import recorded_with, run_spec
-from .figures import Checks, first_layer, light_figures, subset
+from .figures import Checks, FirstLayer, first_layer, light_figures, subset
 from .graph import Graph
 from .loss import check_loss
 from .optim import OptimizerSpec, StateReader, describe_optimizer
@@ -74,6 +74,7 @@ class Recorder:
         self.dtype = np.float32 if args.numerics == "float32" else np.float64
         self.capture = Capture(model, optimizer, self._begin, self._written, self._write_chunk)
         self.figures: ScalarSpec | None = None  # the figures of steps not captured whole
+        self.first: FirstLayer | None = None  # see .figures.FirstLayer
 
     def step(self, x: torch.Tensor, y: torch.Tensor, per_sample: torch.Tensor) -> None:
         """Record this step: call it after ``backward()``, before ``optimizer.step()``.
@@ -131,7 +132,7 @@ class Recorder:
         if chosen is not None and (chosen.gaps or chosen.keep_last is not None) and not plain:
             flight = chosen.keep_last is not None
             largest = float(torch.finfo(layout.tdtype).max)
-            first = None if flight else first_layer(graph)
+            first = self.first = first_layer(graph)
             checks = Checks.of(graph, list(layout.row_fields), largest, first)
             layout.select(None if flight else chosen.held, checks, first)
             self.figures = ScalarSpec.of(spec.tensors)
@@ -192,7 +193,10 @@ class Recorder:
         assert self.graph is not None and self.spec is not None
         steps = np.zeros(len(chunk.m), dtype=bool)
         steps[segment] = held
-        return chunk_values(self.graph, self.optim, self.spec.tensors, subset(chunk, steps))
+        made = subset(chunk, steps)
+        if self.first is not None:
+            made = self.first.later(made)
+        return chunk_values(self.graph, self.optim, self.spec.tensors, made)
 
     # -- the end --------------------------------------------------------------------------------
 
