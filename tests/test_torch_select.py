@@ -266,3 +266,17 @@ def test_the_first_layers_formula_gives_autograds_gradient_to_x_bit_for_bit(kind
     (torch.tanh(o) * torch.randn(o.shape)).sum().backward()
     formula = FirstLayer(SimpleNamespace(module=first), first.weight, 0, 0)  # type: ignore[arg-type]
     assert torch.equal(formula.d1(o.grad, x.shape), x.grad)
+
+
+def test_a_flight_recorder_the_machine_cannot_hold_is_refused_in_one_line_with_nothing_written(
+    traces, monkeypatch
+):
+    from steptrace.trace import flight
+
+    # What the machine can give, made small: the CNN's step is ~15 kB of rows (4 rows).
+    monkeypatch.setattr(flight, "available_memory", lambda: 4 * 1_000_000)
+    with pytest.raises(steptrace.ConfigError, match="the machine can give") as info:
+        cnn_loop(traces, "flight", keep_last=1_000)
+    assert "\n" not in str(info.value) and "keep at most" in str(info.value)
+    assert not traces.exists() or not list(traces.iterdir())
+    assert cnn_loop(traces, "fits", keep_last=20).summary.steps == 20

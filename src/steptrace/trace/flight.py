@@ -98,13 +98,13 @@ def available_memory() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def check_memory(keep_last: int, rows_per_step: int, values_per_row: int, exact: bool) -> None:
-    """Refuse, in one line, a window larger than :data:`MEMORY_SHARE` of the free memory."""
-    per_value = 8 + (48 if exact else 0)  # an exact value's text beside its float
-    need = keep_last * rows_per_step * values_per_row * per_value
+def check_memory(keep_last: int, step_bytes: int) -> None:
+    """Refuse, in one line, a window of ``keep_last`` steps of ``step_bytes`` each larger than
+    :data:`MEMORY_SHARE` of the free memory."""
+    need = keep_last * step_bytes
     can = int(available_memory() * MEMORY_SHARE)
     if need > can:
-        most = max(can // max(rows_per_step * values_per_row * per_value, 1), 0)
+        most = max(can // max(step_bytes, 1), 0)
         raise ConfigError(
             f"keep_last {keep_last}: the last {keep_last} steps of this run need about "
             f"{_size(need)} of memory and the machine can give {_size(can)}; keep at most "

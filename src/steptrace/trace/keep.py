@@ -447,7 +447,8 @@ def check_window(
     """Refuse a flight recorder whose window the machine cannot hold (one line)."""
     if selection.keep_last is not None:
         values = sum(t.size for t in stored if t.stored)
-        check_memory(selection.keep_last, rows_per_step, values, exact)
+        per_value = 8 + (48 if exact else 0)  # an exact value's text beside its float
+        check_memory(selection.keep_last, rows_per_step * values * per_value)
 
 
 def selected_meta(

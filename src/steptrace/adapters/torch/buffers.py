@@ -228,6 +228,11 @@ class Layout:
         if first is not None:
             self.x_parts = (names.index("g:o1"), names.index(f"g:o{first.layer.k}"))
 
+    def step_bytes(self, m: int) -> int:
+        """What a flight recorder holds of a step of ``m`` rows: its rows and its values
+        stored once a step, on the host."""
+        return (m * self.row_width + self.step_width) * int(np.dtype(self.dtype).itemsize)
+
     def wants_x_grad(self) -> bool:
         """Whether the pass beginning needs autograd's ∂Loss/∂x: every step but those the
         run does not hold, when the first layer's formula can stand for it (see

@@ -22,6 +22,7 @@ from torch import nn
 
 from ...errors import ConfigError, SteptraceError
 from ...numerics import get_numerics
+from ...trace.flight import check_memory
 from ...trace.keep import Selection
 from ...trace.run import GraphSpec, RunWriter, open_graph_run, stop_reason
 from ...trace.scalars import ScalarSpec
@@ -108,6 +109,20 @@ class Recorder:
         spec, plain = run_spec(graph, self.optim, loss, y_shape, classes,
                                get_numerics(args.numerics), name)  # fmt: skip
         self.graph, self.spec = graph, spec
+        state = StateReader(self.optimizer, self.optim, [p.tensor for p in graph.params])
+        width = int(np.prod(y_shape))
+        # A stack of the series' layers starting with a linear one is followed from that layer.
+        fast = plain and graph.layers[0].kind.type == "linear" and len(graph.shapes["o1"]) == 1
+        layout = Layout(graph, state, width, not plain, self.dtype, self._write_chunk,
+                        self._written, fast)  # fmt: skip
+        chosen = args.selection
+        # Steps the run does not hold are not copied when their figures can be made without
+        # (the gradients the optimizer used are recorded). A flight recorder copies every
+        # step, and makes the trace's values only of the steps a window writes: its window
+        # is what it captures of them (checked before anything is written).
+        figured = chosen is not None and not plain and (chosen.gaps or chosen.keep_last is not None)
+        if figured and chosen is not None and chosen.keep_last is not None:
+            check_memory(chosen.keep_last, layout.step_bytes(len(y)))
         self.run = open_graph_run(
             args.out, args.name or "torch", spec=spec,
             lr=float(self.optimizer.param_groups[0]["lr"]), numerics=args.numerics,
@@ -119,17 +134,7 @@ class Recorder:
         self.path = self.run.path
         if problem is not None:
             raise problem
-        state = StateReader(self.optimizer, self.optim, [p.tensor for p in graph.params])
-        width = int(np.prod(y_shape))
-        # A stack of the series' layers starting with a linear one is followed from that layer.
-        fast = plain and graph.layers[0].kind.type == "linear" and len(graph.shapes["o1"]) == 1
-        layout = Layout(graph, state, width, not plain, self.dtype, self._write_chunk,
-                        self._written, fast)  # fmt: skip
-        chosen = args.selection
-        # Steps the run does not hold are not copied when their figures can be made without
-        # (the gradients the optimizer used are recorded). A flight recorder copies every
-        # step, and makes the trace's values only of the steps a window writes.
-        if chosen is not None and (chosen.gaps or chosen.keep_last is not None) and not plain:
+        if figured and chosen is not None:
             flight = chosen.keep_last is not None
             largest = float(torch.finfo(layout.tdtype).max)
             first = self.first = first_layer(graph)
