@@ -21,10 +21,13 @@ from steptrace.adapters.torch.buffers import Layout  # noqa: E402
 from . import torch_nets  # noqa: E402
 
 
-def cnn_loop(out, name, *, dtype=None, epochs=5, blow_up_at=None, nan_grad_at=None, **keep):
+def cnn_loop(
+    out, name, *, dtype=None, epochs=5, blow_up_at=None, nan_grad_at=None, call_at=None, **keep
+):
     """The issue's CNN, narrower (16 images, batches of 4, Adam); at ``blow_up_at`` Adam's
     learning rate becomes 1e30 (float32: NaN and ±inf a few steps later); at ``nan_grad_at``
-    one gradient is NaN (the new weights are, under a finite loss)."""
+    one gradient is NaN (the new weights are, under a finite loss); after step ``call_at`` the
+    loop fires its flight recorder (``rec.trigger``)."""
     net = torch_nets.small_cnn()
     net.model.to(dtype or torch.float32)  # the same parameters, which Adam holds
     net.x = net.x.to(dtype or torch.float32)
@@ -43,6 +46,8 @@ def cnn_loop(out, name, *, dtype=None, epochs=5, blow_up_at=None, nan_grad_at=No
                     net.model[0].weight.grad.view(-1)[0] = float("nan")
                 rec.step(xb, yb, per_sample)
                 net.optimizer.step()
+                if step == call_at:
+                    rec.trigger("the validation loss rose")
                 step += 1
     return rec
 
@@ -140,6 +145,7 @@ def made(monkeypatch):
         ("float32", {"keep_last": 3}, [17, 18, 19]),
         ("float64", {"keep_last": 4, "every": 6}, [0, 6, 12, 16, 17, 18, 19]),
         ("float32", {"keep_last": 2, "trigger": "loss_spike:1.0001"}, None),
+        ("float64", {"keep_last": 3, "call_at": 8}, [6, 7, 8, 17, 18, 19]),
     ],
 )
 def test_a_flight_recorder_makes_the_values_of_the_steps_it_writes_alone(
