@@ -91,6 +91,11 @@ def _train(model: Any, steps: int, rec_args: dict[str, Any] | None, out: Path,
     return time.process_time() - start, rec
 
 
+def _settling(steps: int) -> int:
+    """Steps recorded before the steady state is timed (at least 2: see :func:`_issue_cnn`)."""
+    return max(2, min(SETTLED, steps // 2))
+
+
 def _issue_cnn(steps: int, rec_args: dict[str, Any] | None, out: Path) -> tuple[float, float, Any]:
     """Seconds (CPU of this process) for ``steps`` steps of bench/torch_cnn.py's network and
     loop after 20 warm-up steps, recorded with ``rec_args`` if given: the whole (the run
@@ -102,7 +107,7 @@ def _issue_cnn(steps: int, rec_args: dict[str, Any] | None, out: Path) -> tuple[
 
     model, optimizer, x, y = torch_cnn._network()
     torch_cnn._train(model, optimizer, x, y, 20)
-    first = min(SETTLED, steps // 2)
+    first = _settling(steps)
     start = time.process_time()
     if rec_args is None:
         torch_cnn._train(model, optimizer, x, y, first)
@@ -112,13 +117,16 @@ def _issue_cnn(steps: int, rec_args: dict[str, Any] | None, out: Path) -> tuple[
         return end - start, end - settled, None
     with steptrace.torch.record(model, optimizer, out=out, loss="cross_entropy",
                                 **rec_args) as rec:  # fmt: skip
-        torch_cnn._train(model, optimizer, x, y, first - 1, rec)
-        # The next step hands the captured steps over (a chunk goes a quarter second after
-        # the last at most), so that the writer's one-off costs (the first step's columns,
-        # pyarrow's first import of pandas: ~0.2-0.6 s) fall in the whole run, not the steady.
-        time.sleep(HANDOFF_WAIT)
-        torch_cnn._train(model, optimizer, x, y, 1, rec)
-        time.sleep(QUIET)  # … written (their CPU time is the whole run's)
+        torch_cnn._train(model, optimizer, x, y, first - 2, rec)
+        # Twice, a step after a pause hands the captured steps over (a chunk goes a quarter
+        # second after the last at most), and the writer is given time to write them; the
+        # second block makes it flush the first step's row group (its 15,381 columns). So the
+        # writer's one-off costs (that row group, pyarrow's first import of pandas: ~1 s of
+        # CPU together) fall in the whole run, not in the steady state.
+        for _ in range(2):
+            time.sleep(HANDOFF_WAIT)
+            torch_cnn._train(model, optimizer, x, y, 1, rec)
+            time.sleep(QUIET)
         settled = time.process_time()
         torch_cnn._train(model, optimizer, x, y, steps - first, rec)
         steady = time.process_time() - settled
@@ -150,7 +158,7 @@ def measure_costs(steps: int = 1_000, repeat: int = 2) -> dict[str, Any]:
                 if rec is not None:
                     out["bytes"][label] = _bytes(rec.path)
     out["per_step_ms"] = {k: 1e3 * v / steps for k, v in best.items()}
-    out["steady_ms"] = {k: 1e3 * v / (steps - min(SETTLED, steps // 2))
+    out["steady_ms"] = {k: 1e3 * v / max(steps - _settling(steps), 1)
                         for k, v in steady.items()}  # fmt: skip
     for key, ms in (("ratio", out["per_step_ms"]), ("steady_ratio", out["steady_ms"])):
         out[key] = {k: v / ms["untraced"] for k, v in ms.items() if k != "untraced"}
