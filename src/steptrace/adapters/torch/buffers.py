@@ -146,7 +146,7 @@ class Layout:
         # Views made once: slicing a tensor anew each step costs more than the copy.
         after, grad = self.step_fields["after"], self.step_fields["grad"]
         self.after_views = [row[after] for row in self.steps]
-        self.bn_views: dict[str, list[torch.Tensor]] = {}  # made at the first use
+        self.bn_rows: dict[str, list[torch.Tensor]] = {}  # made at the first use
         self.grad_views = [row[grad] for row in self.steps]
         # The gradients are gathered in one row first, one view a parameter in its shape (one
         # copy for them all: cheaper than flattening each for a cat).
@@ -185,7 +185,16 @@ class Layout:
         self.maxima = self.ends = torch.empty(0)
         self.end_views: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.first: FirstLayer | None = None
+        self.first_weight: torch.Tensor | None = None
         self.x_parts = (0, 0)  # where ∂Loss/∂x and the first layer's δ lie in the parts
+        # A step not held: the parts the checks read besides x (by name; the tensors whose
+        # gradients they read), each chunk's row of their extremes, and the light buffer's
+        # views of x, y and loss, made once.
+        self.checked: list[str] = []
+        self.checked_grads: list[str] = []
+        self.maxima_rows: list[torch.Tensor] = []
+        self.light_views: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
+        self.hold: bool | None = None  # may_hold() of the step being captured, once known
 
     def select(
         self, held: Callable[[int], bool], checks: Checks, first: FirstLayer | None = None
@@ -202,9 +211,17 @@ class Layout:
                           for i in range(checks.reductions)]  # fmt: skip
         self.maxima = torch.empty(CHUNK_STEPS, 2 * checks.reductions, dtype=self.tdtype,
                                   device=self.device)  # fmt: skip
+        self.maxima_rows = list(self.maxima.unbind())
         names = list(self.row_fields)
         if first is not None:
             self.x_parts = (names.index("g:o1"), names.index(f"g:o{first.layer.k}"))
+            self.first_weight = first.weight.detach()  # the same storage, as it changes
+        checked = [names[i] for i in checks.index]
+        self.checked = [n for n in checked[1:] if not n.startswith("g:")]
+        self.checked_grads = [n[2:] for n in checked[1:] if n.startswith("g:")]
+        # The parts of a row in its order: x, then the others checked, their gradients last.
+        assert checked == ["x", *self.checked, *(f"g:{t}" for t in self.checked_grads)]
+        self.hold = None
 
     def wants_x_grad(self) -> bool:
         """Whether the pass beginning needs autograd's ∂Loss/∂x: every step but those the
@@ -214,7 +231,11 @@ class Layout:
 
     def may_hold(self) -> bool:
         """Whether the step being captured may be held (its values all wanted)."""
-        return self.held is None or bool(self.early) or self.held(self.written_steps)
+        hold = self.hold
+        if hold is None:  # once a step: its number changes only in after_step
+            hold = self.hold = (self.held is None or bool(self.early)
+                                or self.held(self.written_steps))  # fmt: skip
+        return hold
 
     # -- the rows' buffer ---------------------------------------------------------------------
 
@@ -261,6 +282,7 @@ class Layout:
         self.make_room(seen.x.shape[0])
         for name, values in seen.state.items():
             self.steps[len(self.m) + 1, self.step_fields[name]] = values
+        self.hold = None  # the layers changed in place are known now
 
     def follow(
         self, seen: Pass, module: nn.Module, inp: torch.Tensor | None, out: torch.Tensor
@@ -300,16 +322,17 @@ class Layout:
         if when == "before" and not self.may_hold():
             return
         name = f"bn{seen.count + 2}_{when}"
-        views = self.bn_views.get(name)
-        if views is None and name in self.step_fields:
+        rows = self.bn_rows.get(name)
+        if rows is None and name in self.step_fields:
             where = self.step_fields[name]
-            sizes = [b.numel() for b in bn_state(module, self.tdtype)]
-            views = self.bn_views[name] = [row[where].split(sizes) for row in self.steps]
-        if views is not None:
-            buffers = (module.running_mean, module.running_var, module.num_batches_tracked)
-            present = [b for b in buffers if isinstance(b, torch.Tensor)]
-            for view, b in zip(views[len(self.m) + 1], present, strict=True):
-                view.copy_(b.detach().reshape(-1))  # in the run's dtype (the count too)
+            rows = self.bn_rows[name] = [row[where] for row in self.steps]
+        if rows is not None:  # (a batch norm keeping no statistics has no row)
+            # One cat of the buffers as they are (mean, variance, count) into the step's row:
+            # in the run's dtype, the count too, as a copy_ of each converts it.
+            buffers = module._buffers
+            present = [b if b.dim() == 1 else b.view(-1) for b in map(buffers.get, _BN_STATE)
+                       if isinstance(b, torch.Tensor)]  # fmt: skip
+            torch.cat(present, out=rows[len(self.m) + 1])
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -319,7 +342,8 @@ class Layout:
         return self.written() + len(self.m)
 
     def copy_rows(self, seen: Pass, y: torch.Tensor, per_sample: torch.Tensor) -> None:
-        """One row per data input into the buffer: x, y, loss, every recorded tensor."""
+        """One row per data input into the buffer: x, y, loss, every recorded tensor (a step
+        the run does not hold: its x, y and loss, and its parts' extremes, see :meth:`_light`)."""
         graph, m = self.graph, seen.x.shape[0]
         if seen.count != len(graph.layers):
             raise ModelError(
@@ -329,46 +353,61 @@ class Layout:
         if seen.out is not None and graph.loss_input.startswith("i"):
             seen.tensors[graph.loss_input] = seen.out
         tensors, values = seen.tensors, seen.values
-        parts = [seen.x, y, per_sample]
-        parts += [values[n] if n in values else tensors[n] for n in self.outputs]
-        parts += [tensors[n] for n in self.op_names]
-        parts += [seen.noise[k] for k in self.mask_ks]
-        parts += [self._grad(tensors[t], m) for t in graph.sources]
-        dtype, plain = self.tdtype, self.plain_parts
-        if plain is None:  # which parts are (rows, values) of the run's dtype: once
-            plain = self.plain_parts = [p.dim() == 2 and p.dtype == dtype for p in parts]
         with torch.no_grad():  # a copy, no part of the graph
-            self.whole = self.may_hold() or not self._light(parts, m)
-            if self.whole:
-                if self.first is not None and self.x_grads and not seen.alias.requires_grad:
-                    d1, delta = self.x_parts  # a step left without ∂Loss/∂x, captured whole
-                    parts[d1] = self.first.d1(parts[delta], seen.alias)
-                flat = [p if ok else _rows(p, m, dtype) for p, ok in zip(parts, plain, strict=True)]
-                torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
+            if not self.may_hold():  # only the parts the checks read, gathered at once
+                light = [seen.x, y, per_sample, *map(tensors.__getitem__, self.checked)]
+                light += [self._grad(tensors[t], m) for t in self.checked_grads]
+                if self._light(light, m):
+                    self.whole = False
+                    return
+            parts = [seen.x, y, per_sample]
+            parts += [values[n] if n in values else tensors[n] for n in self.outputs]
+            parts += [tensors[n] for n in self.op_names]
+            parts += [seen.noise[k] for k in self.mask_ks]
+            parts += [self._grad(tensors[t], m) for t in graph.sources]
+            dtype, plain = self.tdtype, self.plain_parts
+            if plain is None:  # which parts are (rows, values) of the run's dtype: once
+                plain = self.plain_parts = [p.dim() == 2 and p.dtype == dtype for p in parts]
+            self.whole = True
+            if self.first is not None and self.x_grads and not seen.alias.requires_grad:
+                d1, delta = self.x_parts  # a step left without ∂Loss/∂x, captured whole
+                parts[d1] = self.first.d1(parts[delta], seen.alias)
+            flat = [p if ok else _rows(p, m, dtype) for p, ok in zip(parts, plain, strict=True)]
+            torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
 
     def _light(self, parts: list[torch.Tensor], m: int) -> bool:
-        """A step the run does not hold: its parts' largest |values| (one reduction on the
-        device) and its x, y and loss; False when the checks cannot vouch for its figures
-        (it is then captured whole). The parts are reduced in their own shapes: flattening
-        them first would copy the ones laid out otherwise (a convolution's gradients)."""
+        """A step the run does not hold, ``parts`` its x, y, loss and then the other parts the
+        checks read: those parts' smallest and largest values (on the device) and its x, y
+        and loss kept; False when the checks cannot vouch for its figures (it is then
+        captured whole). The parts are reduced in their own shapes: flattening them first
+        would copy the ones laid out otherwise (a convolution's gradients)."""
         s, checks = len(self.m), self.checks
         if checks is None or m + self.light_rows > self.light_capacity:
             return False
         # Each part's smallest and largest value (a NaN is both; the cheapest reduction
         # PyTorch has of a tensor, on CPU: ‖·‖∞ costs several times more), into views made
-        # once, then into the chunk's row of them.
-        # (The first layer's weights, when they are checked, have the last pair.)
-        for i, pair in zip(checks.index, self.end_views, strict=False):
-            part = parts[i]
-            torch.aminmax(part if part.dtype == self.tdtype else part.to(self.tdtype), out=pair)
-        if self.first is not None:
-            torch.aminmax(self.first.weight.detach(), out=self.end_views[-1])
-        self.maxima[s].copy_(self.ends)
+        # once, then into the chunk's row of them. (x is the first part checked, y and the
+        # loss are not; the first layer's weights, when they are checked, have the last pair.)
+        aminmax, dtype, pairs = torch.aminmax, self.tdtype, self.end_views
+        aminmax(parts[0] if parts[0].dtype == dtype else parts[0].to(dtype), out=pairs[0])
+        for part, pair in zip(parts[3:], pairs[1:], strict=False):
+            aminmax(part if part.dtype == dtype else part.to(dtype), out=pair)
+        if self.first_weight is not None:
+            aminmax(self.first_weight, out=pairs[-1])
+        self.maxima_rows[s].copy_(self.ends)
         ends = self.ends if self.ends.device.type == "cpu" else self.ends.cpu()
         if not checks.fine(ends.tolist(), m):
             return False
-        firsts = [_rows(p, m, self.tdtype) for p in parts[:3]]
-        torch.cat(firsts, dim=1, out=self.light[self.light_rows : self.light_rows + m])
+        view = self.light_views.get((self.light_rows, m))
+        if view is None:
+            if len(self.light_views) > 4 * CHUNK_ROWS:
+                self.light_views.clear()
+            rows = self.light[self.light_rows : self.light_rows + m]
+            view = self.light_views[self.light_rows, m] = tuple(
+                rows[:, where] for where in self.light_fields.values()
+            )
+        for into, part in zip(view, parts, strict=False):  # copy_ converts y, as .to() does
+            into.copy_(part.reshape(into.shape))
         self.light_rows += m
         return True
 
@@ -418,6 +457,7 @@ class Layout:
         if self.state.scalar_count:
             self.state.scalars(self.scalars[s, 1])
         self.m.append(m)
+        self.hold = None  # the next step's
         self.full.append(self.whole)
         if self.whole:
             self.rows += m
@@ -487,9 +527,13 @@ def noise_of(output: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
+#: A batch norm's running statistics, in the order a step's row holds them.
+_BN_STATE = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def bn_state(module: nn.Module, dtype: torch.dtype) -> list[torch.Tensor]:
     """A batch norm's running mean, running variance and batches, flat, in ``dtype``."""
-    buffers = [module.running_mean, module.running_var, module.num_batches_tracked]
+    buffers = [getattr(module, name) for name in _BN_STATE]
     return [b.detach().reshape(-1) if b.dtype == dtype else b.detach().reshape(-1).to(dtype)
             for b in buffers if isinstance(b, torch.Tensor)]  # fmt: skip
 

@@ -138,16 +138,21 @@ class Checks:
         """Whether a step of ``m`` rows whose parts' smallest and largest values are ``ends``
         (side by side: min, max, min, max …) provably holds no NaN or ±inf in them or in its
         rows' gradients. (Python's floats: for a few dozen numbers, numpy's calls cost more.)"""
-        if not all(map(math.isfinite, ends)):
+        # A sum of finite numbers only: one NaN or ±inf makes it NaN or ±inf (and a sum past
+        # the largest float only sends the step to be captured whole).
+        if not math.isfinite(sum(ends)):
             return False
-        top = [max(-lo, hi) + 1.0 for lo, hi in zip(ends[0::2], ends[1::2], strict=True)]
+
+        def top(c: int) -> float:  # max |part c| + 1
+            return max(-ends[2 * c], ends[2 * c + 1]) + 1.0
+
         for x, d, terms in self.bounds:
-            t = float(terms * m)
-            if t * t * top[x] * top[d] > self.limit or t * top[x] * top[x] > self.limit:
+            t, top_x = float(terms * m), top(x)
+            if t * t * top_x * top(d) > self.limit or t * top_x * top_x > self.limit:
                 return False
         if self.first is not None:
             d, terms = self.first
-            if terms * top[d] * top[-1] > self.limit:
+            if terms * top(d) * (max(-ends[-2], ends[-1]) + 1.0) > self.limit:
                 return False
         return True
 
