@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -170,6 +171,7 @@ class Layout:
         self.last_handoff = time.monotonic()
         self.zeros: dict[tuple[int, ...], torch.Tensor] = {}
         self.early: set[int] = set()  # layers whose output the model changes in place later
+        self.follows: list[tuple[nn.Module, int, str, bool, bool, bool]] = []  # see start()
         self.plain_parts: list[bool] | None = None
         # Steps the run does not hold are not copied (see .figures): ``held`` says which it
         # holds (set by the recorder; None: every step is captured whole).
@@ -193,6 +195,7 @@ class Layout:
         self.checked: list[str] = []
         self.checked_grads: list[str] = []
         self.maxima_rows: list[torch.Tensor] = []
+        self.light_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # the parts' pairs
         self.light_views: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
         self.hold: bool | None = None  # may_hold() of the step being captured, once known
 
@@ -221,6 +224,12 @@ class Layout:
         self.checked_grads = [n[2:] for n in checked[1:] if n.startswith("g:")]
         # The parts of a row in its order: x, then the others checked, their gradients last.
         assert checked == ["x", *self.checked, *(f"g:{t}" for t in self.checked_grads)]
+        self.light_pairs = list(self.end_views)
+        self.ends.zero_()
+        if first is not None and "o1" in self.checked_grads:
+            # A step not held has no ∂Loss/∂x (its bound stands for it): its pair stays 0.
+            del self.light_pairs[1 + len(self.checked) + self.checked_grads.index("o1")]
+            self.checked_grads.remove("o1")
         self.hold = None
 
     def wants_x_grad(self) -> bool:
@@ -277,6 +286,13 @@ class Layout:
             if call.output._version != call.out_version:
                 self.early.add(layer.k)
         seen.tensors["o1"] = seen.alias
+        # What each later pass's call of layer k checks and keeps (see follow), made once:
+        # its module, k, what it reads, whether that is computed by the model's code, whether
+        # the model changes its output in place later, whether it has a mask.
+        self.follows = [
+            (layer.module, layer.k, layer.feed, layer.feed.startswith("i"), layer.k in self.early,
+             layer.mask) for layer in self.graph.layers
+        ]  # fmt: skip
         seen.count = len(seen.calls)
         seen.layers = len(self.graph.layers)
         self.make_room(seen.x.shape[0])
@@ -288,32 +304,33 @@ class Layout:
         self, seen: Pass, module: nn.Module, inp: torch.Tensor | None, out: torch.Tensor
     ) -> None:
         """A later pass's call of a leaf module: the same path as the first step's."""
-        layers = self.graph.layers
-        if seen.count >= len(layers) or layers[seen.count].module is not module:
+        count, tensors = seen.count, seen.tensors
+        if count >= len(self.follows) or self.follows[count][0] is not module:
             raise ModelError(
                 f"the forward pass of step {self.written_steps} calls its modules in another "
                 "order than the first step's (a branch, a module skipped?): steptrace records "
                 "one network, the first step's"
             )
-        layer = layers[seen.count]
-        if layer.feed.startswith("i"):
+        _, k, feed, reads_input, early, mask = self.follows[count]
+        name = self.outputs[count]  # o{k}
+        if reads_input:
             if inp is not None:
-                seen.tensors[layer.feed] = inp
-                if inp.requires_grad and inp.grad_fn is not None:
+                tensors[feed] = inp
+                if inp.grad_fn is not None:
                     inp.retain_grad()
-        elif inp is not seen.tensors.get(layer.feed):
+        elif inp is not tensors.get(feed):
             raise ModelError(
-                f"in step {self.written_steps}, {layer.describe()} does not read "
-                f"{layer.feed} as it did in the first step: steptrace records one network"
+                f"in step {self.written_steps}, {self.graph.layers[count].describe()} does not "
+                f"read {feed} as it did in the first step: steptrace records one network"
             )
-        seen.tensors[f"o{layer.k}"] = out
-        if layer.k in self.early:
-            seen.values[f"o{layer.k}"] = out.detach().clone()
-        if layer.mask:
+        tensors[name] = out
+        if early:
+            seen.values[name] = out.detach().clone()
+        if mask:
             noise = noise_of(out)
             if noise is not None:
-                seen.noise[layer.k] = noise
-        seen.count += 1
+                seen.noise[k] = noise
+        seen.count = count + 1
 
     def state_copy(self, seen: Pass, module: nn.Module, when: str) -> None:
         """A batch norm's running statistics before or after its forward pass (of a later
@@ -388,12 +405,12 @@ class Layout:
         # PyTorch has of a tensor, on CPU: ‖·‖∞ costs several times more), into views made
         # once, then into the chunk's row of them. (x is the first part checked, y and the
         # loss are not; the first layer's weights, when they are checked, have the last pair.)
-        aminmax, dtype, pairs = torch.aminmax, self.tdtype, self.end_views
+        aminmax, dtype, pairs = torch.aminmax, self.tdtype, self.light_pairs
         aminmax(parts[0] if parts[0].dtype == dtype else parts[0].to(dtype), out=pairs[0])
         for part, pair in zip(parts[3:], pairs[1:], strict=False):
             aminmax(part if part.dtype == dtype else part.to(dtype), out=pair)
         if self.first_weight is not None:
-            aminmax(self.first_weight, out=pairs[-1])
+            aminmax(self.first_weight, out=self.end_views[-1])
         self.maxima_rows[s].copy_(self.ends)
         ends = self.ends if self.ends.device.type == "cpu" else self.ends.cpu()
         if not checks.fine(ends.tolist(), m):
@@ -427,7 +444,7 @@ class Layout:
     @staticmethod
     def _versions(tensors: list[torch.Tensor]) -> list[tuple[int, int]]:
         """Which tensors and their versions (a view shares its parameter's counter)."""
-        return [(id(t), t._version) for t in tensors]
+        return list(zip(map(id, tensors), map(_VERSION, tensors), strict=True))
 
     def before_step(self) -> None:
         """The parameters and state the step starts from, and the gradients it uses."""
@@ -527,6 +544,7 @@ def noise_of(output: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
+_VERSION = attrgetter("_version")
 #: A batch norm's running statistics, in the order a step's row holds them.
 _BN_STATE = ("running_mean", "running_var", "num_batches_tracked")
 
