@@ -197,7 +197,7 @@ def light_figures(
     """The figures of the chunk's steps that were not captured (``chunk.full`` false), by
     column, and whether each one's new weights hold a NaN or ±inf."""
     assert chunk.full is not None and chunk.light is not None and chunk.maxima is not None
-    light = only(chunk, ~chunk.full)
+    light = only(chunk, ~chunk.full) if chunk.full.any() else chunk  # (no copy when all are)
     per_step = per_step_values(graph, optimizer, light)
     o_max = {k: chunk.maxima[:, c] for k, c in checks.outputs.items()}
     rows = frozenset(t.name for t in spec.tensors) - set(per_step)
