@@ -205,3 +205,31 @@ def test_a_model_whose_later_step_takes_another_path_is_stopped_saying_so(traces
             optimizer.step()
     trace = steptrace.open_trace(rec.path)
     assert trace.status == "incomplete" and trace.num_rows == 4
+
+
+def test_a_layer_that_reads_another_tensor_in_a_later_step_is_stopped_saying_so(traces):
+    class Rescaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 1)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            h = self.a(x)
+            return self.b(h if self.calls < 3 else h * 2)  # the same modules, b reads anew
+
+    model = Rescaled().double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.rand(2, 3, dtype=torch.float64)
+    with (
+        pytest.raises(steptrace.ModelError, match=r"in step 2, layer 3 \(b: Linear\) does not "
+                      r"read o2 as it did in the first step"),
+        steptrace.torch.record(model, optimizer, out=traces, name="rescaled") as rec,
+    ):  # fmt: skip
+        for _ in range(3):
+            optimizer.zero_grad()
+            per_sample = ((model(x) - 1) ** 2).sum(dim=1) / 2
+            per_sample.mean().backward()
+            rec.step(x, torch.ones(2, 1, dtype=torch.float64), per_sample)
+            optimizer.step()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -152,7 +153,7 @@ class Layout:
         # Views made once: slicing a tensor anew each step costs more than the copy.
         after, grad = self.step_fields["after"], self.step_fields["grad"]
         self.after_views = [row[after] for row in self.steps]
-        self.bn_views: dict[str, list[torch.Tensor]] = {}  # made at the first use
+        self.bn_rows: dict[str, list[torch.Tensor]] = {}  # made at the first use
         self.grad_views = [row[grad] for row in self.steps]
         # The gradients are gathered in one row first, one view a parameter in its shape (one
         # copy for them all: cheaper than flattening each for a cat).
@@ -176,6 +177,7 @@ class Layout:
         self.last_handoff = time.monotonic()
         self.zeros: dict[tuple[int, ...], torch.Tensor] = {}
         self.early: set[int] = set()  # layers whose output the model changes in place later
+        self.follows: list[tuple[nn.Module, int, str, bool, bool, bool]] = []  # see start()
         self.plain_parts: list[bool] | None = None
         # Steps the run does not hold are not copied (see .figures): ``held`` says which it
         # holds (set by the recorder; None: every step is captured whole).
@@ -199,7 +201,17 @@ class Layout:
         self.maxima = self.ends = torch.empty(0)
         self.end_views: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.first: FirstLayer | None = None
+        self.first_weight: torch.Tensor | None = None
         self.x_parts = (0, 0)  # where ∂Loss/∂x and the first layer's δ lie in the parts
+        # A step not held: the parts the checks read besides x (by name; the tensors whose
+        # gradients they read), each chunk's row of their extremes, and the light buffer's
+        # views of x, y and loss, made once.
+        self.checked: list[str] = []
+        self.checked_grads: list[str] = []
+        self.maxima_rows: list[torch.Tensor] = []
+        self.light_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # the parts' pairs
+        self.light_views: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
+        self.hold: bool | None = None  # may_hold() of the step being captured, once known
 
     def select(
         self,
@@ -224,9 +236,23 @@ class Layout:
                           for i in range(checks.reductions)]  # fmt: skip
         self.maxima = torch.empty(CHUNK_STEPS, 2 * checks.reductions, dtype=self.tdtype,
                                   device=self.device)  # fmt: skip
+        self.maxima_rows = list(self.maxima.unbind())
         names = list(self.row_fields)
         if first is not None:
             self.x_parts = (names.index("g:o1"), names.index(f"g:o{first.layer.k}"))
+            self.first_weight = first.weight.detach()  # the same storage, as it changes
+        checked = [names[i] for i in checks.index]
+        self.checked = [n for n in checked[1:] if not n.startswith("g:")]
+        self.checked_grads = [n[2:] for n in checked[1:] if n.startswith("g:")]
+        # The parts of a row in its order: x, then the others checked, their gradients last.
+        assert checked == ["x", *self.checked, *(f"g:{t}" for t in self.checked_grads)]
+        self.light_pairs = list(self.end_views)
+        self.ends.zero_()
+        if first is not None and "o1" in self.checked_grads:
+            # A step not held has no ∂Loss/∂x (its bound stands for it): its pair stays 0.
+            del self.light_pairs[1 + len(self.checked) + self.checked_grads.index("o1")]
+            self.checked_grads.remove("o1")
+        self.hold = None
 
     def step_bytes(self, m: int) -> int:
         """What a flight recorder holds of a step of ``m`` rows: its rows and its values
@@ -241,7 +267,11 @@ class Layout:
 
     def may_hold(self) -> bool:
         """Whether the step being captured may be held (its values all wanted)."""
-        return self.held is None or bool(self.early) or self.held(self.written_steps)
+        hold = self.hold
+        if hold is None:  # once a step: its number changes only in after_step
+            hold = self.hold = (self.held is None or bool(self.early)
+                                or self.held(self.written_steps))  # fmt: skip
+        return hold
 
     # -- the rows' buffer ---------------------------------------------------------------------
 
@@ -283,42 +313,51 @@ class Layout:
             if call.output._version != call.out_version:
                 self.early.add(layer.k)
         seen.tensors["o1"] = seen.alias
+        # What each later pass's call of layer k checks and keeps (see follow), made once:
+        # its module, k, what it reads, whether that is computed by the model's code, whether
+        # the model changes its output in place later, whether it has a mask.
+        self.follows = [
+            (layer.module, layer.k, layer.feed, layer.feed.startswith("i"), layer.k in self.early,
+             layer.mask) for layer in self.graph.layers
+        ]  # fmt: skip
         seen.count = len(seen.calls)
         seen.layers = len(self.graph.layers)
         self.make_room(seen.x.shape[0])
         for name, values in seen.state.items():
             self.steps[len(self.m) + 1, self.step_fields[name]] = values
+        self.hold = None  # the layers changed in place are known now
 
     def follow(
         self, seen: Pass, module: nn.Module, inp: torch.Tensor | None, out: torch.Tensor
     ) -> None:
         """A later pass's call of a leaf module: the same path as the first step's."""
-        layers = self.graph.layers
-        if seen.count >= len(layers) or layers[seen.count].module is not module:
+        count, tensors = seen.count, seen.tensors
+        if count >= len(self.follows) or self.follows[count][0] is not module:
             raise ModelError(
                 f"the forward pass of step {self.written_steps} calls its modules in another "
                 "order than the first step's (a branch, a module skipped?): steptrace records "
                 "one network, the first step's"
             )
-        layer = layers[seen.count]
-        if layer.feed.startswith("i"):
+        _, k, feed, reads_input, early, mask = self.follows[count]
+        name = self.outputs[count]  # o{k}
+        if reads_input:
             if inp is not None:
-                seen.tensors[layer.feed] = inp
-                if inp.requires_grad and inp.grad_fn is not None:
+                tensors[feed] = inp
+                if inp.grad_fn is not None:
                     inp.retain_grad()
-        elif inp is not seen.tensors.get(layer.feed):
+        elif inp is not tensors.get(feed):
             raise ModelError(
-                f"in step {self.written_steps}, {layer.describe()} does not read "
-                f"{layer.feed} as it did in the first step: steptrace records one network"
+                f"in step {self.written_steps}, {self.graph.layers[count].describe()} does not "
+                f"read {feed} as it did in the first step: steptrace records one network"
             )
-        seen.tensors[f"o{layer.k}"] = out
-        if layer.k in self.early:
-            seen.values[f"o{layer.k}"] = out.detach().clone()
-        if layer.mask:
+        tensors[name] = out
+        if early:
+            seen.values[name] = out.detach().clone()
+        if mask:
             noise = noise_of(out)
             if noise is not None:
-                seen.noise[layer.k] = noise
-        seen.count += 1
+                seen.noise[k] = noise
+        seen.count = count + 1
 
     def state_copy(self, seen: Pass, module: nn.Module, when: str) -> None:
         """A batch norm's running statistics before or after its forward pass (of a later
@@ -327,16 +366,17 @@ class Layout:
         if when == "before" and not self.may_hold():
             return
         name = f"bn{seen.count + 2}_{when}"
-        views = self.bn_views.get(name)
-        if views is None and name in self.step_fields:
+        rows = self.bn_rows.get(name)
+        if rows is None and name in self.step_fields:
             where = self.step_fields[name]
-            sizes = [b.numel() for b in bn_state(module, self.tdtype)]
-            views = self.bn_views[name] = [row[where].split(sizes) for row in self.steps]
-        if views is not None:
-            buffers = (module.running_mean, module.running_var, module.num_batches_tracked)
-            present = [b for b in buffers if isinstance(b, torch.Tensor)]
-            for view, b in zip(views[len(self.m) + 1], present, strict=True):
-                view.copy_(b.detach().reshape(-1))  # in the run's dtype (the count too)
+            rows = self.bn_rows[name] = [row[where] for row in self.steps]
+        if rows is not None:  # (a batch norm keeping no statistics has no row)
+            # One cat of the buffers as they are (mean, variance, count) into the step's row:
+            # in the run's dtype, the count too, as a copy_ of each converts it.
+            buffers = module._buffers
+            present = [b if b.dim() == 1 else b.view(-1) for b in map(buffers.get, _BN_STATE)
+                       if isinstance(b, torch.Tensor)]  # fmt: skip
+            torch.cat(present, out=rows[len(self.m) + 1])
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -346,7 +386,8 @@ class Layout:
         return self.written() + len(self.m)
 
     def copy_rows(self, seen: Pass, y: torch.Tensor, per_sample: torch.Tensor) -> None:
-        """One row per data input into the buffer: x, y, loss, every recorded tensor."""
+        """One row per data input into the buffer: x, y, loss, every recorded tensor (a step
+        the run does not hold: its x, y and loss, and its parts' extremes, see :meth:`_light`)."""
         graph, m = self.graph, seen.x.shape[0]
         if seen.count != len(graph.layers):
             raise ModelError(
@@ -356,50 +397,65 @@ class Layout:
         if seen.out is not None and graph.loss_input.startswith("i"):
             seen.tensors[graph.loss_input] = seen.out
         tensors, values = seen.tensors, seen.values
-        parts = [seen.x, y, per_sample]
-        parts += [values[n] if n in values else tensors[n] for n in self.outputs]
-        parts += [tensors[n] for n in self.op_names]
-        parts += [seen.noise[k] for k in self.mask_ks]
-        parts += [self._grad(tensors[t], m) for t in graph.sources]
-        dtype, plain = self.tdtype, self.plain_parts
-        if plain is None:  # which parts are (rows, values) of the run's dtype: once
-            plain = self.plain_parts = [p.dim() == 2 and p.dtype == dtype for p in parts]
         with torch.no_grad():  # a copy, no part of the graph
-            reduced = self.checks is not None and (self.every_step or not self.may_hold())
-            self.vouched = reduced and self._light(parts, m)
-            self.whole = self.every_step or not self.vouched
-            if self.whole:
-                first = self.first if self.x_grads and not seen.alias.requires_grad else None
-                if first is not None and not self.vouched:  # captured for its values: given it
-                    d1, delta = self.x_parts
-                    parts[d1] = first.d1(parts[delta], seen.alias.shape)
-                self.later = first is not None and self.vouched
-                flat = [p if ok else _rows(p, m, dtype) for p, ok in zip(parts, plain, strict=True)]
-                torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
+            if self.checks is not None and (self.every_step or not self.may_hold()):
+                # only the parts the checks read, gathered at once
+                light = [seen.x, y, per_sample, *map(tensors.__getitem__, self.checked)]
+                light += [self._grad(tensors[t], m) for t in self.checked_grads]
+                self.vouched = self._light(light, m)
+                if self.vouched and not self.every_step:
+                    self.whole = False
+                    return
+            parts = [seen.x, y, per_sample]
+            parts += [values[n] if n in values else tensors[n] for n in self.outputs]
+            parts += [tensors[n] for n in self.op_names]
+            parts += [seen.noise[k] for k in self.mask_ks]
+            parts += [self._grad(tensors[t], m) for t in graph.sources]
+            dtype, plain = self.tdtype, self.plain_parts
+            if plain is None:  # which parts are (rows, values) of the run's dtype: once
+                plain = self.plain_parts = [p.dim() == 2 and p.dtype == dtype for p in parts]
+            self.whole = True
+            first = self.first if self.x_grads and not seen.alias.requires_grad else None
+            if first is not None and not self.vouched:  # captured for its values: given it
+                d1, delta = self.x_parts
+                parts[d1] = first.d1(parts[delta], seen.alias.shape)
+            self.later = first is not None and self.vouched
+            flat = [p if ok else _rows(p, m, dtype) for p, ok in zip(parts, plain, strict=True)]
+            torch.cat(flat, dim=1, out=self._rows_view(self.rows, m))
 
     def _light(self, parts: list[torch.Tensor], m: int) -> bool:
-        """A step the run does not hold: its parts' largest |values| (one reduction on the
-        device) and its x, y and loss; False when the checks cannot vouch for its figures
-        (it is then captured whole). The parts are reduced in their own shapes: flattening
-        them first would copy the ones laid out otherwise (a convolution's gradients)."""
+        """A step the run does not hold, ``parts`` its x, y, loss and then the other parts the
+        checks read: those parts' smallest and largest values (on the device) and its x, y
+        and loss kept; False when the checks cannot vouch for its figures (it is then
+        captured whole). The parts are reduced in their own shapes: flattening them first
+        would copy the ones laid out otherwise (a convolution's gradients)."""
         s, checks = len(self.m), self.checks
         if checks is None or m + self.light_rows > self.light_capacity:
             return False
         # Each part's smallest and largest value (a NaN is both; the cheapest reduction
         # PyTorch has of a tensor, on CPU: ‖·‖∞ costs several times more), into views made
-        # once, then into the chunk's row of them.
-        # (The first layer's weights, when they are checked, have the last pair.)
-        for i, pair in zip(checks.index, self.end_views, strict=False):
-            part = parts[i]
-            torch.aminmax(part if part.dtype == self.tdtype else part.to(self.tdtype), out=pair)
-        if self.first is not None:
-            torch.aminmax(self.first.weight.detach(), out=self.end_views[-1])
-        self.maxima[s].copy_(self.ends)
+        # once, then into the chunk's row of them. (x is the first part checked, y and the
+        # loss are not; the first layer's weights, when they are checked, have the last pair.)
+        aminmax, dtype, pairs = torch.aminmax, self.tdtype, self.light_pairs
+        aminmax(parts[0] if parts[0].dtype == dtype else parts[0].to(dtype), out=pairs[0])
+        for part, pair in zip(parts[3:], pairs[1:], strict=False):
+            aminmax(part if part.dtype == dtype else part.to(dtype), out=pair)
+        if self.first_weight is not None:
+            aminmax(self.first_weight, out=self.end_views[-1])
+        self.maxima_rows[s].copy_(self.ends)
         ends = self.ends if self.ends.device.type == "cpu" else self.ends.cpu()
         if not checks.fine(ends.tolist(), m):
             return False
-        firsts = [_rows(p, m, self.tdtype) for p in parts[:3]]
-        torch.cat(firsts, dim=1, out=self.light[self.light_rows : self.light_rows + m])
+        view = self.light_views.get((self.light_rows, m))
+        if view is None:
+            if len(self.light_views) > 4 * CHUNK_ROWS:
+                self.light_views.clear()
+            rows = self.light[self.light_rows : self.light_rows + m]
+            view = self.light_views[self.light_rows, m] = tuple(
+                rows[:, where] for where in self.light_fields.values()
+            )
+        for into, part in zip(view, parts, strict=False):  # copy_ converts y, as .to() does
+            into.copy_(part.reshape(into.shape))
         self.light_rows += m
         return True
 
@@ -419,7 +475,7 @@ class Layout:
     @staticmethod
     def _versions(tensors: list[torch.Tensor]) -> list[tuple[int, int]]:
         """Which tensors and their versions (a view shares its parameter's counter)."""
-        return [(id(t), t._version) for t in tensors]
+        return list(zip(map(id, tensors), map(_VERSION, tensors), strict=True))
 
     def before_step(self) -> None:
         """The parameters and state the step starts from, and the gradients it uses."""
@@ -449,6 +505,7 @@ class Layout:
         if self.state.scalar_count:
             self.state.scalars(self.scalars[s, 1])
         self.m.append(m)
+        self.hold = None  # the next step's
         self.full.append(self.whole)
         self.known.append(self.vouched)
         self.x_later.append(self.later)
@@ -526,9 +583,14 @@ def noise_of(output: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
+_VERSION = attrgetter("_version")
+#: A batch norm's running statistics, in the order a step's row holds them.
+_BN_STATE = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def bn_state(module: nn.Module, dtype: torch.dtype) -> list[torch.Tensor]:
     """A batch norm's running mean, running variance and batches, flat, in ``dtype``."""
-    buffers = [module.running_mean, module.running_var, module.num_batches_tracked]
+    buffers = [getattr(module, name) for name in _BN_STATE]
     return [b.detach().reshape(-1) if b.dtype == dtype else b.detach().reshape(-1).to(dtype)
             for b in buffers if isinstance(b, torch.Tensor)]  # fmt: skip
 

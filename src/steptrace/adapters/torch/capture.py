@@ -131,7 +131,7 @@ class Capture:
         if seen is None or not isinstance(output, torch.Tensor):
             return
         inp = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        if output.requires_grad and output.grad_fn is not None:
+        if output.grad_fn is not None:  # (it then requires a gradient)
             output.retain_grad()
         if id(module) in self.stateful:
             self._state(module, "after")

@@ -170,16 +170,21 @@ class Checks:
         """Whether a step of ``m`` rows whose parts' smallest and largest values are ``ends``
         (side by side: min, max, min, max …) provably holds no NaN or ±inf in them or in its
         rows' gradients. (Python's floats: for a few dozen numbers, numpy's calls cost more.)"""
-        if not all(map(math.isfinite, ends)):
+        # A sum of finite numbers only: one NaN or ±inf makes it NaN or ±inf (and a sum past
+        # the largest float only sends the step to be captured whole).
+        if not math.isfinite(sum(ends)):
             return False
-        top = [max(-lo, hi) + 1.0 for lo, hi in zip(ends[0::2], ends[1::2], strict=True)]
+
+        def top(c: int) -> float:  # max |part c| + 1
+            return max(-ends[2 * c], ends[2 * c + 1]) + 1.0
+
         for x, d, terms in self.bounds:
-            t = float(terms * m)
-            if t * t * top[x] * top[d] > self.limit or t * top[x] * top[x] > self.limit:
+            t, top_x = float(terms * m), top(x)
+            if t * t * top_x * top(d) > self.limit or t * top_x * top_x > self.limit:
                 return False
         if self.first is not None:
             d, terms = self.first
-            if terms * top[d] * top[-1] > self.limit:
+            if terms * top(d) * (max(-ends[-2], ends[-1]) + 1.0) > self.limit:
                 return False
         return True
 
@@ -234,7 +239,7 @@ def light_figures(
     """The figures of the chunk's steps known by them (``chunk.known``), by column, and
     whether each one's new weights hold a NaN or ±inf."""
     assert chunk.known is not None and chunk.light is not None and chunk.maxima is not None
-    light = only(chunk, chunk.known)
+    light = chunk if chunk.known.all() else only(chunk, chunk.known)  # (no copy when all are)
     per_step = per_step_values(graph, optimizer, light)
     o_max = {k: chunk.maxima[:, c] for k, c in checks.outputs.items()}
     rows = frozenset(t.name for t in spec.tensors) - set(per_step)
