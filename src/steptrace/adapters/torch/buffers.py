@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -25,14 +25,14 @@ import torch
 from torch import nn
 
 from ...errors import ModelError
-from .graph import Graph, Seen
+from .graph import Graph
 from .optim import StateReader
+from .passes import BN_STATE, Pass, noise_of
 
 if TYPE_CHECKING:
     from .figures import Checks, FirstLayer
 
-__all__ = ["CHUNK_STEPS", "CHUNK_VALUES", "HANDOFF_SECONDS", "Chunk", "Layout", "Pass",
-           "bn_state", "noise_of"]  # fmt: skip
+__all__ = ["CHUNK_STEPS", "CHUNK_VALUES", "HANDOFF_SECONDS", "Chunk", "Layout"]
 
 Array = npt.NDArray[Any]
 
@@ -44,27 +44,6 @@ CHUNK_VALUES = 4_000_000
 #: Rows of the steps not captured whole a chunk holds at most (their x, y and loss).
 LIGHT_ROWS = 32_768
 HANDOFF_SECONDS = 0.25
-
-
-@dataclass
-class Pass:
-    """What the hooks saw of the forward pass being recorded."""
-
-    x: torch.Tensor  # the input the loop gave
-    alias: torch.Tensor  # the same values, as the model read them
-    calls: list[Seen] = field(default_factory=list)  # the first pass only
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # by the trace's name
-    values: dict[str, torch.Tensor] = field(default_factory=dict)  # outputs copied when made
-    noise: dict[int, torch.Tensor] = field(default_factory=dict)
-    state: dict[str, torch.Tensor] = field(default_factory=dict)  # the first pass's bn{k}_…
-    out: torch.Tensor | None = None
-    count: int = 0
-    layers: int = -1  # the network's layers (once learned)
-
-    @property
-    def done(self) -> bool:
-        """Whether every layer of the network was called (the pass is over)."""
-        return self.count == self.layers
 
 
 @dataclass(frozen=True)
@@ -374,7 +353,7 @@ class Layout:
             # One cat of the buffers as they are (mean, variance, count) into the step's row:
             # in the run's dtype, the count too, as a copy_ of each converts it.
             buffers = module._buffers
-            present = [b if b.dim() == 1 else b.view(-1) for b in map(buffers.get, _BN_STATE)
+            present = [b if b.dim() == 1 else b.view(-1) for b in map(buffers.get, BN_STATE)
                        if isinstance(b, torch.Tensor)]  # fmt: skip
             torch.cat(present, out=rows[len(self.m) + 1])
 
@@ -571,28 +550,7 @@ def _rows(t: torch.Tensor, m: int, dtype: torch.dtype) -> torch.Tensor:
     return flat if flat.dtype == dtype else flat.to(dtype)
 
 
-def noise_of(output: torch.Tensor) -> torch.Tensor | None:
-    """What a dropout's input was multiplied by (its mask, scaled), from autograd's node."""
-    node = output.grad_fn
-    name = type(node).__name__ if node is not None else ""
-    if name == "MulBackward0":
-        saved = getattr(node, "_saved_other", None)
-        return saved if isinstance(saved, torch.Tensor) and saved.shape == output.shape else None
-    if name == "NativeDropoutBackward0":
-        return node._saved_result1  # type: ignore[union-attr, no-any-return]
-    return None
-
-
 _VERSION = attrgetter("_version")
-#: A batch norm's running statistics, in the order a step's row holds them.
-_BN_STATE = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def bn_state(module: nn.Module, dtype: torch.dtype) -> list[torch.Tensor]:
-    """A batch norm's running mean, running variance and batches, flat, in ``dtype``."""
-    buffers = [getattr(module, name) for name in _BN_STATE]
-    return [b.detach().reshape(-1) if b.dtype == dtype else b.detach().reshape(-1).to(dtype)
-            for b in buffers if isinstance(b, torch.Tensor)]  # fmt: skip
 
 
 def _host(t: torch.Tensor, dtype: Any) -> Array:

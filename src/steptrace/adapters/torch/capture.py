@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, ModelError
-from .buffers import Chunk, Layout, Pass, bn_state, noise_of
+from .buffers import Chunk, Layout
 from .graph import Graph, Seen, learn
 from .layers import leaves
+from .passes import Pass, bn_state, noise_of
 
 __all__ = ["Capture"]
 
