@@ -12,12 +12,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import steptrace
 from steptrace.numerics import get_numerics
 from steptrace.trace import run as run_module
 from steptrace.trace import run_settle
-from steptrace.trace.placement import rounded
+from steptrace.trace.placement import RowNumbers, rounded
 from steptrace.trace.writer import WIDE_COLUMNS, ZSTD_LEVEL, parquet_options
 
 from .test_open_run import loop, open_mlp, seed_arrays
@@ -120,3 +122,45 @@ def test_a_datasets_rows_are_rounded_into_float32_at_once_as_one_by_one():
         numerics = get_numerics(name)
         expected = np.array([float(numerics.make(q)) for q in values])
         assert rounded(values, numerics).tobytes() == expected.tobytes(), name
+
+
+@given(
+    st.lists(st.integers(1, 5), min_size=1, max_size=40),
+    st.integers(1, 4),
+    st.randoms(use_true_random=False),
+)
+def test_each_rows_number_in_the_run_counts_every_steps_rows(sizes, chunks, rnd):
+    """RowNumbers, given the steps' sizes in chunks, numbers the rows of any steps held (in
+    order, in row groups cut anywhere, a step across two) as their places among all rows."""
+    numbers = RowNumbers()
+    cuts = sorted(rnd.sample(range(1, len(sizes)), min(chunks - 1, len(sizes) - 1)))
+    for part in np.split(np.array(sizes), cuts):
+        numbers.add(part)
+    everything = np.repeat(np.arange(len(sizes)), sizes)
+    place = np.arange(len(everything))
+    held = np.array(sorted(rnd.sample(range(len(sizes)), rnd.randint(1, len(sizes)))))
+    rows = np.isin(everything, held)
+    steps = everything[rows]
+    cut = rnd.randint(0, len(steps))  # two row groups
+    first = numbers.of_rows(steps[:cut])
+    carry = run_settle._carried(steps[:cut], (-1, 0))
+    np.testing.assert_array_equal(
+        np.concatenate([first, numbers.of_rows(steps[cut:], carry)]), place[rows]
+    )
+
+
+@pytest.mark.parametrize("keep", [{"every": 3}, {"keep_last": 3}], ids=str)
+def test_a_stream_with_gaps_numbers_its_rows_among_all_the_rows_it_was_given(traces, keep):
+    """A loop that stops inside an epoch is a stream: each row's sample is its place among all
+    the inputs the loop gave, those of the steps the run does not hold included."""
+    X, Y = seed_arrays()
+    runs = {}
+    for name, kw in (("full", {}), ("gaps", keep)):
+        with open_mlp(traces, name, **kw) as run:
+            loop(run, [[0, 1, 2]] * 3 + [[0]], X, Y, batch_size=2)  # steps of 2, 1, 2, 1 …
+        runs[name] = steptrace.load_trace(run.path)[["step", "epoch", "sample"]]
+    full, gaps = runs["full"], runs["gaps"]
+    assert json.loads((traces / "gaps" / "_run.json").read_text())["epochs"] == 1
+    held = full[full["step"].isin(gaps["step"])].reset_index(drop=True)
+    assert len(gaps) < len(full)
+    assert gaps.reset_index(drop=True).equals(held)

@@ -23,7 +23,8 @@ from ..schedule import ChunkPlan, EpochOrders, steps_per_epoch
 if TYPE_CHECKING:
     from ..data import Dataset
 
-__all__ = ["DataInfo", "Declared", "Final", "Learned", "Placer", "plan_sizes", "rounded"]
+__all__ = ["DataInfo", "Declared", "Final", "Learned", "Placer", "RowNumbers", "plan_sizes",
+           "rounded"]  # fmt: skip
 
 Array = npt.NDArray[Any]
 #: Distinct data inputs remembered to tell which dataset row each one is (a learned plan).
@@ -158,6 +159,50 @@ class Final:
     ) -> None:
         self.plan = (rows, epochs, batch_size, shuffle, None)
         self.stream = stream
+
+
+class RowNumbers:
+    """Each step's first row in the run, counting every step's rows as they come (held or
+    not): what a stream's rows are numbered by. Kept as the runs of steps of one size (a loop's
+    batches change size rarely): memory grows with the changes, not with the steps."""
+
+    def __init__(self) -> None:
+        self.step0: list[int] = []  # each run's first step, its first row, its steps' size
+        self.row0: list[int] = []
+        self.size: list[int] = []
+        self.steps = self.rows = 0
+
+    def add(self, m: Array) -> None:
+        """The next steps, of ``m`` rows each."""
+        m = np.asarray(m, dtype=np.int64)
+        if not len(m):
+            return
+        before = np.concatenate([[0], np.cumsum(m)[:-1]])
+        for i in [0, *(np.flatnonzero(np.diff(m)) + 1).tolist()]:
+            if i == 0 and self.size and self.size[-1] == int(m[0]):
+                continue  # the last run goes on
+            self.step0.append(self.steps + i)
+            self.row0.append(self.rows + int(before[i]))
+            self.size.append(int(m[i]))
+        self.steps += len(m)
+        self.rows += int(m.sum())
+
+    def of_rows(self, steps: Array, carry: tuple[int, int] = (-1, 0)) -> Array:
+        """The run's row number of each row of ``steps`` (one per row, a step's rows together,
+        in order); ``carry`` is the step and the rows of it that came before these (a step cut
+        between two row groups)."""
+        steps = np.asarray(steps, dtype=np.int64)
+        if not len(steps):
+            return np.zeros(0, dtype=np.int64)
+        i = np.searchsorted(np.asarray(self.step0), steps, side="right") - 1
+        row0, size, step0 = (np.asarray(a)[i] for a in (self.row0, self.size, self.step0))
+        starts = np.flatnonzero(np.concatenate([[True], steps[1:] != steps[:-1]]))
+        first_of_row = np.repeat(starts, np.diff(np.append(starts, len(steps))))
+        within = np.arange(len(steps)) - first_of_row
+        if steps[0] == carry[0]:
+            within[: (starts[1] if len(starts) > 1 else len(steps))] += carry[1]
+        numbers: Array = row0 + (steps - step0) * size + within
+        return numbers
 
 
 class Learned(Placer):

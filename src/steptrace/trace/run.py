@@ -48,7 +48,7 @@ from ..errors import ConfigError, WriteError
 from ..numerics import Numerics, parse_exact
 from ..schedule import PlannedStep, plan
 from .keep import RECORD_KEY, Selection, selected_meta
-from .placement import DataInfo, Declared, Learned, Placer
+from .placement import DataInfo, Declared, Learned, Placer, RowNumbers
 from .run_buffer import RowBuffer, RowsBlock, buffer_rows
 from .run_ctrl_c import HeldCtrlC
 from .run_settle import settle
@@ -215,6 +215,7 @@ class RunWriter:
         self._column_index: dict[str, int] = {}
         self._steps = 0
         self._rows = 0
+        self._numbers = RowNumbers()  # each step's first row, for a stream's numbers
         self._last_handoff = time.monotonic()
         self._closed = False
         self._ctrl_c = HeldCtrlC()
@@ -354,6 +355,7 @@ class RunWriter:
             self._background.put(block)
             self._steps += len(sizes)
             self._rows += int(sizes.sum())
+            self._numbers.add(sizes)
         self._ctrl_c.raise_held()
 
     def _made_later(
@@ -406,6 +408,7 @@ class RunWriter:
         buffer.put(step, epoch, sample, {"lr": lr.reshape(rows, 1), **arrays}, self.numerics)
         self._steps += len(m)
         self._rows += rows
+        self._numbers.add(m)
         if buffer.full or time.monotonic() - self._last_handoff >= self._handoff_seconds:
             self._hand_off()
 
@@ -536,7 +539,8 @@ class RunWriter:
         final = self._placer.final(complete, self._rows, self._steps)
         # A loop that stopped early declared no total: its steps are the ones it holds.
         meta = {**self.meta, **plan_meta(self._data, *final.plan, total_known=complete)}
-        meta, summary = settle(self.path, meta, final, self._placer, self._data, tensors_of(meta))
+        meta, summary = settle(self.path, meta, final, self._placer, self._data, tensors_of(meta),
+                               self._numbers)  # fmt: skip
         self.meta.clear()
         self.meta.update(meta)
         self._writer.meta = meta

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .placement import DataInfo, Final, Learned
+from .placement import DataInfo, Final, Learned, RowNumbers
 from .schema import METADATA_KEY, Tensor, after_columns
 from .summary import RunSummary, SummaryTracker
 from .writer import parquet_options
@@ -39,9 +39,12 @@ def settle(
     placer: Learned,
     info: DataInfo,
     tensors: Sequence[Tensor],
+    numbers: RowNumbers,
 ) -> tuple[dict[str, Any], RunSummary]:
     """The run in ``path`` under ``meta`` (its final plan filled in): every part rewritten,
-    the metadata with the data's hash, and the summary under that plan."""
+    the metadata with the data's hash, and the summary under that plan. A stream's rows are
+    numbered by ``numbers``: each row's place among all the rows the run was given, those of
+    the steps it does not hold included."""
     tracker = SummaryTracker(int(meta["steps_per_epoch"]))
     data_hash = hashlib.sha256(_names_bytes(info))
     if not final.stream and info.dataset is None:
@@ -59,22 +62,22 @@ def settle(
                 _hash_row(data_hash, row)
     if final.stream or info.dataset is None:  # else: the dataset's own, exact hash
         meta = {**meta, "dataset": {**meta["dataset"], "sha256": data_hash.hexdigest()}}
-    offset = 0
     empty: dict[bytes, pa.Buffer] = {}  # footers of no rows, by the metadata they hold
     for part in parts:
-        renumber = final.stream and not _numbered_as_stream(part, offset)
+        renumber = final.stream and not _numbered_as_stream(part, numbers)
         # One row group in memory at a time (a wide row's part holds thousands of rows).
         with pq.ParquetFile(part) as source:
             kept = None if renumber else ["step", "loss", *after]
             tmp = part.with_name(f".{part.name}.tmp")
             with _renumbered(tmp, source, meta) if renumber else contextlib.nullcontext() as out:
+                carry = (-1, 0)  # the last step of the row group before, and its rows there
                 for i in range(source.num_row_groups):
                     table = source.read_row_group(i, columns=kept)
-                    if out is not None:
-                        table = _as_stream(table, offset)
-                        out.write_table(table, row_group_size=max(table.num_rows, 1))
-                    offset += table.num_rows
                     block = {c: table.column(c).to_numpy() for c in ("step", "loss")}
+                    if out is not None:
+                        table = _as_stream(table, numbers.of_rows(block["step"], carry))
+                        out.write_table(table, row_group_size=max(table.num_rows, 1))
+                    carry = _carried(block["step"], carry)
                     tracker.update(block, [table.column(c).to_numpy() for c in after])
         if renumber:
             _replace(tmp, part)
@@ -98,22 +101,30 @@ def _hash_row(h: Any, row: Sequence[float]) -> None:
     h.update(("\x1e" + "\x1f".join(_exact_text(v) for v in row)).encode())
 
 
-def _numbered_as_stream(part: Path, first_row: int) -> bool:
+def _carried(steps: np.ndarray[Any, Any], before: tuple[int, int]) -> tuple[int, int]:
+    """The last step of a row group and its rows in it (and in the ones before)."""
+    if not len(steps):
+        return before
+    last = int(steps[-1])
+    rows = int(np.count_nonzero(steps == last))
+    return last, rows + (before[1] if rows == len(steps) and before[0] == last else 0)
+
+
+def _numbered_as_stream(part: Path, numbers: RowNumbers) -> bool:
     """Whether a part's rows are numbered as one epoch of inputs already (epoch 0, sample = the
-    input's number from ``first_row``): a first epoch visited in order is."""
-    keys = pq.read_table(part, columns=["epoch", "sample"])
-    expected = np.arange(first_row, first_row + keys.num_rows)
+    input's number among all the run's): a first epoch visited in order is."""
+    keys = pq.read_table(part, columns=["step", "epoch", "sample"])
+    expected = numbers.of_rows(keys.column("step").to_numpy())
     return bool(
         (keys.column("epoch").to_numpy() == 0).all()
         and np.array_equal(keys.column("sample").to_numpy(), expected)
     )
 
 
-def _as_stream(table: pa.Table, first_row: int) -> pa.Table:
+def _as_stream(table: pa.Table, numbers: np.ndarray[Any, Any]) -> pa.Table:
     """Rows renumbered as one epoch of data inputs: epoch 0, sample = the input's number."""
-    rows = table.num_rows
-    epoch = pa.array(np.zeros(rows, dtype=np.int64))
-    sample = pa.array(np.arange(first_row, first_row + rows, dtype=np.int64))
+    epoch = pa.array(np.zeros(table.num_rows, dtype=np.int64))
+    sample = pa.array(np.asarray(numbers, dtype=np.int64))
     table = table.set_column(table.schema.get_field_index("epoch"), table.field("epoch"), epoch)
     return table.set_column(table.schema.get_field_index("sample"), table.field("sample"), sample)
 
