@@ -146,6 +146,11 @@ def made(monkeypatch):
         ("float64", {"keep_last": 4, "every": 6}, [0, 6, 12, 16, 17, 18, 19]),
         ("float32", {"keep_last": 2, "trigger": "loss_spike:1.0001"}, None),
         ("float64", {"keep_last": 3, "call_at": 8}, [6, 7, 8, 17, 18, 19]),
+        (
+            "float32",
+            {"keep_last": 4, "tensors": ["loss", "o*", "w*_after"], "layers": [2, 8]},
+            [16, 17, 18, 19],
+        ),
     ],
 )
 def test_a_flight_recorder_makes_the_values_of_the_steps_it_writes_alone(
