@@ -108,6 +108,7 @@ def _issue_cnn(steps: int, rec_args: dict[str, Any] | None, out: Path) -> tuple[
     model, optimizer, x, y = torch_cnn._network()
     torch_cnn._train(model, optimizer, x, y, 20)
     first = _settling(steps)
+    wait = steps >= 2 * SETTLED  # a run too short for a steady state (a harness check) waits not
     start = time.process_time()
     if rec_args is None:
         torch_cnn._train(model, optimizer, x, y, first)
@@ -124,9 +125,11 @@ def _issue_cnn(steps: int, rec_args: dict[str, Any] | None, out: Path) -> tuple[
         # writer's one-off costs (that row group, pyarrow's first import of pandas: ~1 s of
         # CPU together) fall in the whole run, not in the steady state.
         for _ in range(2):
-            time.sleep(HANDOFF_WAIT)
+            if wait:
+                time.sleep(HANDOFF_WAIT)
             torch_cnn._train(model, optimizer, x, y, 1, rec)
-            time.sleep(QUIET)
+            if wait:
+                time.sleep(QUIET)
         settled = time.process_time()
         torch_cnn._train(model, optimizer, x, y, steps - first, rec)
         steady = time.process_time() - settled
