@@ -179,6 +179,17 @@ def test_each_rows_gradients_add_up_to_what_the_optimizer_used(traces):
                                    rtol=1e-10, atol=1e-14, err_msg=base)  # fmt: skip
 
 
+def three_steps(model, optimizer, rec) -> None:
+    """Three steps of SGD on one batch of two rows toward 1."""
+    x = torch.rand(2, 3, dtype=torch.float64)
+    for _ in range(3):
+        optimizer.zero_grad()
+        per_sample = ((model(x) - 1) ** 2).sum(dim=1) / 2
+        per_sample.mean().backward()
+        rec.step(x, torch.ones(2, 1, dtype=torch.float64), per_sample)
+        optimizer.step()
+
+
 def test_a_model_whose_later_step_takes_another_path_is_stopped_saying_so(traces):
     class Branch(nn.Module):
         def __init__(self) -> None:
@@ -192,17 +203,11 @@ def test_a_model_whose_later_step_takes_another_path_is_stopped_saying_so(traces
 
     model = Branch().double()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    x = torch.rand(2, 3, dtype=torch.float64)
     with (
         pytest.raises(steptrace.ModelError, match="the forward pass of step 2 calls its modules"),
         steptrace.torch.record(model, optimizer, out=traces, name="branch") as rec,
     ):
-        for _ in range(3):
-            optimizer.zero_grad()
-            per_sample = ((model(x) - 1) ** 2).sum(dim=1) / 2
-            per_sample.mean().backward()
-            rec.step(x, torch.ones(2, 1, dtype=torch.float64), per_sample)
-            optimizer.step()
+        three_steps(model, optimizer, rec)
     trace = steptrace.open_trace(rec.path)
     assert trace.status == "incomplete" and trace.num_rows == 4
 
@@ -221,15 +226,9 @@ def test_a_layer_that_reads_another_tensor_in_a_later_step_is_stopped_saying_so(
 
     model = Rescaled().double()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    x = torch.rand(2, 3, dtype=torch.float64)
     with (
         pytest.raises(steptrace.ModelError, match=r"in step 2, layer 3 \(b: Linear\) does not "
                       r"read o2 as it did in the first step"),
         steptrace.torch.record(model, optimizer, out=traces, name="rescaled") as rec,
     ):  # fmt: skip
-        for _ in range(3):
-            optimizer.zero_grad()
-            per_sample = ((model(x) - 1) ** 2).sum(dim=1) / 2
-            per_sample.mean().backward()
-            rec.step(x, torch.ones(2, 1, dtype=torch.float64), per_sample)
-            optimizer.step()
+        three_steps(model, optimizer, rec)
