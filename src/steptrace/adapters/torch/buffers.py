@@ -425,6 +425,8 @@ class Layout:
         ends = self.ends if self.ends.device.type == "cpu" else self.ends.cpu()
         if not checks.fine(ends.tolist(), m):
             return False
+        if self.every_step:  # captured whole too: its rows hold its x, y and loss
+            return True
         view = self.light_views.get((self.light_rows, m))
         if view is None:
             if len(self.light_views) > 4 * CHUNK_ROWS:
@@ -519,8 +521,12 @@ class Layout:
         known = np.array(self.known, dtype=bool)
         light = maxima = None
         if known.any():
-            host = _host(self.light[: self.light_rows], self.dtype).copy()
-            light = {name: host[:, where] for name, where in self.light_fields.items()}
+            if self.every_step:  # the known steps' x, y and loss, among every step's rows
+                held = np.repeat(known, self.m)
+                light = {name: rows[held, self.row_fields[name]] for name in self.light_fields}
+            else:
+                host = _host(self.light[: self.light_rows], self.dtype).copy()
+                light = {name: host[:, where] for name, where in self.light_fields.items()}
             maxima = _largest(_host(self.maxima[:steps], np.float64)[known])
         chunk = Chunk(
             np.array(self.m, dtype=np.int64),
