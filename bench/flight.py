@@ -5,7 +5,8 @@
    trained without steptrace, then recorded with per-step figures alone (``every`` beyond the
    run: step 0's values only), ``keep_last=50`` and ``every=100``, side by side, CPU time of
    the process (its threads too), best of ``--repeat``. Goals: ≤ 1.05×, ≤ 1.15×, ≤ 1.1× the
-   untraced loop.
+   untraced loop. Beside each, its floor (bench/floor.py): the least a recorder built on
+   PyTorch's hooks pays for the same figures and values, measured in the same run.
 2. A network too big to record whole (three convolutions on 28 × 28 images, about 90 k
    parameters) trained for 10,000 steps with ``keep_last=50`` and
    ``trigger="loss_spike:10,nonfinite"``, a loss spike injected (one batch × 100,000): the trace
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import floor  # bench/floor.py: the least a hook-based recorder pays, the yardstick
 import torch_cnn  # bench/torch_cnn.py: the PyTorch issue's network and loop
 
 BATCH = 32
@@ -219,6 +221,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     costs = measure_costs(args.steps, args.repeat)
+    costs["floor"] = floor.measure(args.steps, args.repeat)["ratio"]
     big = None
     if args.big_steps:
         layers = [int(k) for k in args.big_layers.split(",")] if args.big_layers else None
@@ -230,7 +233,7 @@ def main() -> None:
     print(f"The PyTorch issue's CNN, batches of {BATCH}, Adam, float32, {costs['steps']:,} steps "
           f"(CPU ms a step, best of {costs['repeat']}; steady: after the first {SETTLED} "
           "recorded, the run's opening and closing left out)")  # fmt: skip
-    print(f"  {'':<18} {'whole run':>16}  {'steady':>15}")
+    print(f"  {'':<18} {'whole run':>16}  {'steady':>15}  {'floor':>6}")
     print(f"  untraced           {costs['per_step_ms']['untraced']:8.2f}  "
           f"{'':6}  {costs['steady_ms']['untraced']:8.2f}")  # fmt: skip
     for label, goal in GOALS.items():
@@ -238,7 +241,7 @@ def main() -> None:
         steady, steady_ratio = costs["steady_ms"][label], costs["steady_ratio"][label]
         size = costs["bytes"][label] / 2**20
         print(f"  {label:<18} {ms:8.2f}  {ratio:5.2f}×  {steady:8.2f}  {steady_ratio:5.2f}×  "
-              f"(goal ≤ {goal}×)  {size:7.1f} MiB")  # fmt: skip
+              f"{costs['floor'][label]:5.2f}×  (goal ≤ {goal}×)  {size:7.1f} MiB")  # fmt: skip
     if big is None:
         return
     print(f"\nBig network: {big['params']:,} parameters, {big['steps']:,} steps, keep_last "
