@@ -56,17 +56,18 @@ def settle(
         # The data's hash is over the inputs in the order they came: a first pass.
         data_columns = [c for t in tensors if t.name in ("x", "y") for c in t.columns()]
         for part in parts:
-            table = pq.read_table(part, columns=data_columns)
+            with pq.ParquetFile(part) as f:  # (a wide row's part costs ~0.1 s an opening)
+                table = f.read(columns=data_columns)
             values = np.column_stack([table.column(c).to_numpy() for c in data_columns])
             for row in values.tolist():
                 _hash_row(data_hash, row)
     if final.stream or info.dataset is None:  # else: the dataset's own, exact hash
         meta = {**meta, "dataset": {**meta["dataset"], "sha256": data_hash.hexdigest()}}
-    empty: dict[bytes, pa.Buffer] = {}  # footers of no rows, by the metadata they hold
     for part in parts:
-        renumber = final.stream and not _numbered_as_stream(part, numbers)
+        # Each part opened once here (an opening parses the footer of every column).
         # One row group in memory at a time (a wide row's part holds thousands of rows).
         with pq.ParquetFile(part) as source:
+            renumber = final.stream and not _numbered_as_stream(source, numbers)
             kept = None if renumber else ["step", "loss", *after]
             tmp = part.with_name(f".{part.name}.tmp")
             with _renumbered(tmp, source, meta) if renumber else contextlib.nullcontext() as out:
@@ -82,7 +83,7 @@ def settle(
         if renumber:
             _replace(tmp, part)
         else:  # the rows stay as they are: the footer replaced
-            _refooter(part, meta, empty)
+            _refooter(part, source.metadata, meta)
     return meta, tracker.result()
 
 
@@ -110,10 +111,10 @@ def _carried(steps: np.ndarray[Any, Any], before: tuple[int, int]) -> tuple[int,
     return last, rows + (before[1] if rows == len(steps) and before[0] == last else 0)
 
 
-def _numbered_as_stream(part: Path, numbers: RowNumbers) -> bool:
+def _numbered_as_stream(part: pq.ParquetFile, numbers: RowNumbers) -> bool:
     """Whether a part's rows are numbered as one epoch of inputs already (epoch 0, sample = the
     input's number among all the run's): a first epoch visited in order is."""
-    keys = pq.read_table(part, columns=["step", "epoch", "sample"])
+    keys = part.read(columns=["step", "epoch", "sample"])
     expected = numbers.of_rows(keys.column("step").to_numpy())
     return bool(
         (keys.column("epoch").to_numpy() == 0).all()
@@ -147,20 +148,18 @@ def _pairs(footer: pq.FileMetaData, meta: dict[str, Any]) -> dict[bytes, bytes]:
 TAIL = 8
 
 
-def _refooter(part: Path, meta: dict[str, Any], empty: dict[bytes, pa.Buffer]) -> None:
-    """Replace a part's run metadata, its rows untouched: its bytes up to the footer (data
-    pages, page indexes) copied, then a footer that differs only in the metadata's ``steptrace``
-    key (``steptrace.before`` kept), atomically (aside, fsync, rename). ``empty`` keeps the
-    footers of no rows made (the same for most parts)."""
-    old = pq.read_metadata(part)
+def _refooter(part: Path, old: pq.FileMetaData, meta: dict[str, Any]) -> None:
+    """Replace a part's run metadata (its footer ``old``), its rows untouched: its bytes up to
+    the footer (data pages, page indexes) copied, then a footer that differs only in the
+    metadata's ``steptrace`` key (``steptrace.before`` kept), atomically (aside, fsync,
+    rename)."""
     pairs = _pairs(old, meta)
-    # A footer of no rows under the new metadata, then the part's row groups in it.
-    key = json.dumps(sorted((k.decode(), v.decode()) for k, v in pairs.items())).encode()
-    if key not in empty:
-        sink = pa.BufferOutputStream()
-        pq.ParquetWriter(sink, old.schema.to_arrow_schema().with_metadata(pairs)).close()
-        empty[key] = sink.getvalue()
-    footer = pq.read_metadata(pa.BufferReader(empty[key]))
+    # The footer of a file of no rows under the new metadata, as its writer made it (parsing
+    # it again costs a wide row's thousands of columns twice), then the part's row groups.
+    empty = pq.ParquetWriter(pa.BufferOutputStream(), old.schema.to_arrow_schema()
+                             .with_metadata(pairs))  # fmt: skip
+    empty.close()
+    footer = empty.writer.metadata
     footer.append_row_groups(old)
     tail = pa.BufferOutputStream()
     footer.write_metadata_file(tail)  # PAR1, the footer, its length, PAR1
