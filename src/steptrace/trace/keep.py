@@ -277,9 +277,14 @@ def keep_rows(
             continue
         if columns_of(t)[0] in block and matrix is not None:
             assert isinstance(block, Columns)
-            for c in columns_of(t):
-                row_of[c] = i = block.row_of[c]
-                out[c] = matrix[i]
+            names = columns_of(t)
+            places = [block.row_of[c] for c in names]
+            row_of.update(zip(names, places, strict=True))
+            first = places[0]
+            if places == list(range(first, first + len(places))):  # one run of the matrix's
+                out.update(zip(names, matrix[first : first + len(places)], strict=True))  # rows
+            else:
+                out.update(zip(names, (matrix[i] for i in places), strict=True))
             continue
         if columns_of(t)[0] in block:
             for c in columns_of(t):

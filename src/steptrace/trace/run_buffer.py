@@ -129,8 +129,10 @@ def _as_columns(keys: dict[str, Array], values: Array, index: dict[str, int]) ->
     out: dict[str, Any] = dict(keys)
     columns = values.T.copy(order="C")  # a copy even of one row (a view of it is contiguous
     # already): the buffer is filled again
-    for name, i in index.items():
-        out[name] = columns[i]
+    if list(index.values()) == list(range(len(columns))):  # the rows in order: C speed
+        out.update(zip(index, columns, strict=True))
+    else:
+        out.update((name, columns[i]) for name, i in index.items())
     return Block(out, columns, index)
 
 
