@@ -306,3 +306,29 @@ def test_a_pytorch_loop_fires_on_the_users_call(traces):
     assert [(f["kind"], f["step"], f["reason"]) for f in triggers(rec)] == [
         ("user", 9, "the validation loss rose"), ("end", 19, "the run ended")]  # fmt: skip
     assert held_steps(rec) == [7, 8, 9, 17, 18, 19]
+
+
+def test_a_sigterm_while_a_block_is_taken_waits_until_it_is_written(traces, monkeypatch):
+    """SIGTERM arriving while the flight recorder takes a block (here, as it looks for
+    triggers in it) waits until the block is written: the window is then the last steps, not
+    every row since the steps passed before that block (the ring half updated)."""
+    from steptrace.trace import flight
+
+    fired, calls = flight.Watch.fired, []
+
+    def fired_then_sigterm(self, figures):
+        calls.append(len(figures["step"]))
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return fired(self, figures)
+
+    monkeypatch.setattr(flight.Watch, "fired", fired_then_sigterm)
+    with pytest.raises(steptrace.SteptraceError, match="terminated by SIGTERM"):
+        steptrace.record("seed", "1e-9", numerics="float64", epochs=300_000, keep_last=7,
+                         out=traces, name="t")  # fmt: skip
+    assert len(calls) == 3 and calls[2] > 7  # blocks of many steps
+    fired_at = triggers(traces / "t")
+    assert [f["kind"] for f in fired_at] == ["sigterm"]
+    last = fired_at[0]["step"]
+    held = sorted(set(steptrace.load_trace(traces / "t")["step"]))
+    assert held == list(range(last - 6, last + 1))

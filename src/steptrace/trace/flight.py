@@ -40,6 +40,7 @@ __all__ = [
     "Trigger",
     "check_memory",
     "parse_triggers",
+    "sigterm_held",
     "sigterm_raises",
 ]
 
@@ -116,22 +117,60 @@ def _size(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
+class _Held:
+    """SIGTERM's state: how deep the main thread is in blocks being written, and whether a
+    SIGTERM came meanwhile (signals are the process's: one for all runs)."""
+
+    depth = 0
+    pending = False
+
+
+_TERM = _Held()
+
+
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
     """While recording in the main thread, SIGTERM raises :class:`Terminated` (so the run
-    closes and writes what it keeps) instead of ending the process on the spot."""
+    closes and writes what it keeps) instead of ending the process on the spot; inside
+    :func:`sigterm_held`, once the block in hand is written."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise Terminated("terminated by SIGTERM")
+        if _TERM.depth:
+            _TERM.pending = True
+        else:
+            raise Terminated("terminated by SIGTERM")
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _TERM.pending = False
+
+
+@contextlib.contextmanager
+def sigterm_held() -> Iterator[None]:
+    """SIGTERM waits while the main thread is inside (nested: until the outermost ends), and is
+    raised then: a block is written whole, or not at all (a flight recorder's ring and the
+    steps it has passed stay one state). If the block itself fails, its error goes on alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _TERM.depth += 1
+    try:
+        yield
+    except BaseException:
+        _TERM.depth -= 1
+        if not _TERM.depth:
+            _TERM.pending = False
+        raise
+    _TERM.depth -= 1
+    if not _TERM.depth and _TERM.pending:
+        _TERM.pending = False
+        raise Terminated("terminated by SIGTERM")
 
 
 class Watch:

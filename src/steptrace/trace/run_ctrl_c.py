@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+from .flight import sigterm_held
+
 __all__ = ["HeldCtrlC"]
 
 
@@ -48,10 +50,12 @@ class HeldCtrlC:
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
-        """Ctrl-C waits while inside (nested: until the outermost ends)."""
+        """Ctrl-C waits while inside (nested: until the outermost ends), and SIGTERM (a flight
+        recorder's: :func:`.flight.sigterm_held`)."""
         writing, self.writing = self.writing, True
         try:
-            yield
+            with sigterm_held():
+                yield
         finally:
             self.writing = writing
 

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import SteptraceError, WriteError
-from .flight import sigterm_raises
+from .flight import sigterm_held, sigterm_raises
 from .keep import Keeper
 from .rebuild import Rebuilt, before_entry
 from .run_buffer import Block
@@ -315,7 +315,12 @@ class TraceWriter:
 
     def write(self, block: Mapping[str, Any]) -> None:
         """Queue a block of whole steps; writes a row group or flushes when due. A block of
-        :data:`USER_TRIGGER` is the user's trigger of a flight recorder, after its ``step``."""
+        :data:`USER_TRIGGER` is the user's trigger of a flight recorder, after its ``step``.
+        A SIGTERM waits until the block is written (:func:`.flight.sigterm_held`)."""
+        with sigterm_held():
+            self._write(block)
+
+    def _write(self, block: Mapping[str, Any]) -> None:
         fired = len(self.meta.get("triggers") or ())
         if USER_TRIGGER in block:
             kept = self.keeper.user(int(block["step"]), str(block[USER_TRIGGER]))

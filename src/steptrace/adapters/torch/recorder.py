@@ -22,7 +22,7 @@ from torch import nn
 
 from ...errors import ConfigError, SteptraceError
 from ...numerics import get_numerics
-from ...trace.flight import check_memory
+from ...trace.flight import check_memory, sigterm_held
 from ...trace.keep import Selection
 from ...trace.run import GraphSpec, RunWriter, open_graph_run, stop_reason
 from ...trace.scalars import ScalarSpec
@@ -146,7 +146,12 @@ class Recorder:
     # -- rows -----------------------------------------------------------------------------------
 
     def _write_chunk(self) -> None:
-        """The captured steps as rows, every tensor of the trace, to the run."""
+        """The captured steps as rows, every tensor of the trace, to the run (a SIGTERM waits
+        until the whole chunk is handed over)."""
+        with sigterm_held():
+            self._hand_over()
+
+    def _hand_over(self) -> None:
         chunk = self.capture.take()
         if chunk is None:
             return
