@@ -127,7 +127,11 @@ class Layout:
         # ``before`` repeated on each row too when the chunk is written
         per_row = self.row_width + self.step_width + n_params + state.size
         self.chunk_rows = max(1, min(CHUNK_ROWS, CHUNK_VALUES // max(per_row, 1)))
-        self.steps = torch.empty(CHUNK_STEPS + 1, self.step_width, dtype=self.tdtype,
+        # Zeros, not left as the memory was: a step leaves some fields unwritten (a batch
+        # norm's statistics before a step known by its figures), read with the rest and
+        # dropped, and memory as it was may hold any bits (signalling NaNs, which numpy warns
+        # about when it converts them).
+        self.steps = torch.zeros(CHUNK_STEPS + 1, self.step_width, dtype=self.tdtype,
                                  device=self.device)  # fmt: skip
         # Views made once: slicing a tensor anew each step costs more than the copy.
         after, grad = self.step_fields["after"], self.step_fields["grad"]
@@ -217,8 +221,8 @@ class Layout:
         self.ends = torch.empty(2 * checks.reductions, dtype=self.tdtype, device=self.device)
         self.end_views = [(self.ends[2 * i], self.ends[2 * i + 1])
                           for i in range(checks.reductions)]  # fmt: skip
-        self.maxima = torch.empty(CHUNK_STEPS, 2 * checks.reductions, dtype=self.tdtype,
-                                  device=self.device)  # fmt: skip
+        self.maxima = torch.zeros(CHUNK_STEPS, 2 * checks.reductions, dtype=self.tdtype,
+                                  device=self.device)  # fmt: skip (zeros: see self.steps)
         self.maxima_rows = list(self.maxima.unbind())
         names = list(self.row_fields)
         if first is not None:
