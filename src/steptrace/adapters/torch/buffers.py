@@ -221,8 +221,9 @@ class Layout:
         self.ends = torch.empty(2 * checks.reductions, dtype=self.tdtype, device=self.device)
         self.end_views = [(self.ends[2 * i], self.ends[2 * i + 1])
                           for i in range(checks.reductions)]  # fmt: skip
+        # Zeros: see self.steps.
         self.maxima = torch.zeros(CHUNK_STEPS, 2 * checks.reductions, dtype=self.tdtype,
-                                  device=self.device)  # fmt: skip (zeros: see self.steps)
+                                  device=self.device)  # fmt: skip
         self.maxima_rows = list(self.maxima.unbind())
         names = list(self.row_fields)
         if first is not None:
