@@ -127,18 +127,15 @@ class Layout:
         # ``before`` repeated on each row too when the chunk is written
         per_row = self.row_width + self.step_width + n_params + state.size
         self.chunk_rows = max(1, min(CHUNK_ROWS, CHUNK_VALUES // max(per_row, 1)))
-        # Zeros, not left as the memory was: a step leaves some fields unwritten (a batch
-        # norm's statistics before a step known by its figures), read with the rest and
-        # dropped, and memory as it was may hold any bits (signalling NaNs, which numpy warns
-        # about when it converts them).
+        # Zeros (and the extremes' buffer): fields a step leaves unwritten are converted and
+        # dropped, and memory left as it was may hold signalling NaNs, which numpy warns about.
         self.steps = torch.zeros(CHUNK_STEPS + 1, self.step_width, dtype=self.tdtype,
                                  device=self.device)  # fmt: skip
         # Views made once: slicing a tensor anew each step costs more than the copy.
         after, grad = self.step_fields["after"], self.step_fields["grad"]
         self.after_views = [row[after] for row in self.steps]
         self.bn_rows: dict[str, list[torch.Tensor]] = {}  # made at the first use
-        # Each batch norm's statistics' versions after the last step, and the batch norms whose
-        # statistics before this step were not copied (see state_copy).
+        # Each batch norm's statistics' versions after the last step; those not copied before.
         self.bn_versions: dict[int, list[int]] = {}
         self.bn_later: list[int] = []
         self.grad_views = [row[grad] for row in self.steps]
@@ -221,7 +218,6 @@ class Layout:
         self.ends = torch.empty(2 * checks.reductions, dtype=self.tdtype, device=self.device)
         self.end_views = [(self.ends[2 * i], self.ends[2 * i + 1])
                           for i in range(checks.reductions)]  # fmt: skip
-        # Zeros: see self.steps.
         self.maxima = torch.zeros(CHUNK_STEPS, 2 * checks.reductions, dtype=self.tdtype,
                                   device=self.device)  # fmt: skip
         self.maxima_rows = list(self.maxima.unbind())
@@ -379,8 +375,7 @@ class Layout:
                 before[s].copy_(after[s - 1])
 
     def _bn_rows(self, name: str) -> list[torch.Tensor] | None:
-        """Each step row's view of the statistics ``name`` (made at the first use; None for a
-        batch norm that keeps none)."""
+        """Each step row's view of the statistics ``name`` (None for a batch norm without)."""
         rows = self.bn_rows.get(name)
         if rows is None and name in self.step_fields:
             where = self.step_fields[name]
