@@ -27,7 +27,8 @@ from torch import nn
 from ...errors import ModelError
 from .graph import Graph
 from .optim import StateReader
-from .passes import BN_STATE, Pass, noise_of
+from .passes import Pass, noise_of
+from .statistics import Statistics
 
 if TYPE_CHECKING:
     from .figures import Checks, FirstLayer
@@ -134,10 +135,7 @@ class Layout:
         # Views made once: slicing a tensor anew each step costs more than the copy.
         after, grad = self.step_fields["after"], self.step_fields["grad"]
         self.after_views = [row[after] for row in self.steps]
-        self.bn_rows: dict[str, list[torch.Tensor]] = {}  # made at the first use
-        # Each batch norm's statistics' versions after the last step; those not copied before.
-        self.bn_versions: dict[int, list[int]] = {}
-        self.bn_later: list[int] = []
+        self.statistics = Statistics(self.steps, self.step_fields)
         self.grad_views = [row[grad] for row in self.steps]
         # The gradients are gathered in one row first, one view a parameter in its shape (one
         # copy for them all: cheaper than flattening each for a cat).
@@ -345,42 +343,8 @@ class Layout:
 
     def state_copy(self, seen: Pass, module: nn.Module, when: str) -> None:
         """A batch norm's running statistics before or after its forward pass (of a later
-        pass: the first's are kept by the capture until the run opens). A step the run does
-        not hold goes without the ones before when nothing changed them since the step
-        before's after (their versions say so): if it is captured whole after all (its checks
-        fail), they are copied from that row (:meth:`_statistics_before`)."""
-        k = seen.count + 2
-        buffers = module._buffers
-        present = [b for b in map(buffers.get, BN_STATE) if isinstance(b, torch.Tensor)]
-        versions = [b._version for b in present]
-        if when == "before" and not self.may_hold() and self.bn_versions.get(k) == versions:
-            self.bn_later.append(k)
-            return
-        rows = self._bn_rows(f"bn{k}_{when}")
-        if rows is not None:  # (a batch norm keeping no statistics has no row)
-            # One cat of the buffers as they are (mean, variance, count) into the step's row:
-            # in the run's dtype, the count too, as a copy_ of each converts it.
-            flat = [b if b.dim() == 1 else b.view(-1) for b in present]
-            torch.cat(flat, out=rows[len(self.m) + 1])
-        if when == "after":
-            self.bn_versions[k] = versions
-
-    def _statistics_before(self) -> None:
-        """The running statistics before this step's pass, for the batch norms that skipped
-        them (see :meth:`state_copy`): the step before's after, unchanged since."""
-        s = len(self.m) + 1
-        for k in self.bn_later:
-            before, after = self._bn_rows(f"bn{k}_before"), self._bn_rows(f"bn{k}_after")
-            if before is not None and after is not None:
-                before[s].copy_(after[s - 1])
-
-    def _bn_rows(self, name: str) -> list[torch.Tensor] | None:
-        """Each step row's view of the statistics ``name`` (None for a batch norm without)."""
-        rows = self.bn_rows.get(name)
-        if rows is None and name in self.step_fields:
-            where = self.step_fields[name]
-            rows = self.bn_rows[name] = [row[where] for row in self.steps]
-        return rows
+        pass: the first's are kept by the capture until the run opens): see :mod:`.statistics`."""
+        self.statistics.copy(seen.count + 2, module, when, len(self.m) + 1, self.may_hold())
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -410,8 +374,8 @@ class Layout:
                 if self.vouched and not self.every_step:
                     self.whole = False
                     return
-            if self.bn_later:  # captured whole after all
-                self._statistics_before()
+            if self.statistics.later:  # captured whole after all
+                self.statistics.before(len(self.m) + 1)
             parts = [seen.x, y, per_sample]
             parts += [values[n] if n in values else tensors[n] for n in self.outputs]
             parts += [tensors[n] for n in self.op_names]
@@ -514,7 +478,7 @@ class Layout:
             self.state.scalars(self.scalars[s, 1])
         self.m.append(m)
         self.hold = None  # the next step's
-        self.bn_later = []
+        self.statistics.step_done()
         self.full.append(self.whole)
         self.known.append(self.vouched)
         self.x_later.append(self.later)
