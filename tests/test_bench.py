@@ -11,6 +11,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
 from .conftest import REPO
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -167,15 +171,15 @@ def test_the_flight_benchmark_times_each_way_of_recording_the_cnn(tmp_path):
     assert all(r > 0 for r in costs["ratio"].values())
     # Two steps: every=100 and figures alone hold step 0, the flight recorder both at the end.
     assert costs["bytes"]["keep_last=50"] > costs["bytes"]["every=100"] > 0
+    # … and beside each, bench/floor.py's floor, timed in the same run
+    assert set(costs["floor"]) == set(costs["ratio"])
+    assert all(r > 0 for r in costs["floor"].values())
     assert list(tmp_path.iterdir()) == []
 
 
 def test_the_floor_computes_the_figures_steptrace_records(tmp_path):
     """bench/floor.py's least recorder measures what steptrace does: the same batch losses and
     the same largest |output| of the last layer as a steptrace run of the same steps."""
-    import numpy as np
-    import pytest
-
     pytest.importorskip("torch")
     sys.path.insert(0, str(REPO / "bench"))
     try:
@@ -199,19 +203,4 @@ def test_the_floor_computes_the_figures_steptrace_records(tmp_path):
     np.testing.assert_allclose(figures[:, -1], recorded["loss"], rtol=1e-6)
     last = np.maximum(-figures[:, 14], figures[:, 15])  # the linear layer's (min, max): o8
     assert last.tolist() == recorded["o8_max"].tolist()
-    import pyarrow.parquet as pq
-
     assert pq.read_metadata(tmp_path / "values.parquet").num_rows == torch_cnn.BATCH  # step 0
-
-
-def test_the_floor_benchmark_times_the_three_ways(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "floor.py"), "--steps", "2", "--repeat", "1",
-         "--json"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
-    assert set(result["ratio"]) == {"figures alone", "keep_last=50", "every=100"}
-    assert all(r > 0 for r in result["ratio"].values())
-    assert list(tmp_path.iterdir()) == []

@@ -162,14 +162,12 @@ def sigterm_held() -> Iterator[None]:
     _TERM.depth += 1
     try:
         yield
-    except BaseException:
+    finally:  # (when the block fails, its error goes on and the SIGTERM is dropped)
         _TERM.depth -= 1
+        raised = not _TERM.depth and _TERM.pending
         if not _TERM.depth:
             _TERM.pending = False
-        raise
-    _TERM.depth -= 1
-    if not _TERM.depth and _TERM.pending:
-        _TERM.pending = False
+    if raised:
         raise Terminated("terminated by SIGTERM")
 
 
